@@ -1,0 +1,34 @@
+# Both targets bootstrap their own virtual environment (.venv) from this repository.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: broker test lint bench compat clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@ $(VENV)/.runtime
+
+## Start a broker on localhost:9092 (data in ~/.local/share/pykbroker/data).
+broker: $(VENV)/.runtime
+	exec $(BIN)/pykbroker $(ARGS)
+
+## Run the test suite.
+test: $(VENV)/.test
+	$(BIN)/ruff check protocol pykbroker tests
+	$(BIN)/pytest -q
+
+lint: $(VENV)/.test
+	$(BIN)/ruff check protocol pykbroker tests
+	$(BIN)/ruff format --check protocol pykbroker tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,117 @@
+"""Message bodies, through kafka-python's JSON-schema message classes (`kafka.protocol.*`).
+
+Those classes are generated from Apache Kafka's own message specs, so field names and version
+ranges are Kafka's (in snake_case). This module is the only place that touches them: the rest
+of the broker sees decoded request objects (attribute access) and builds responses as plain
+dicts, which are converted here.
+"""
+
+from __future__ import annotations
+
+import struct
+from functools import cache
+from typing import Any
+
+import kafka.protocol.admin  # noqa: F401  (imported for their message classes)
+import kafka.protocol.consumer  # noqa: F401
+import kafka.protocol.metadata  # noqa: F401
+import kafka.protocol.producer  # noqa: F401
+from kafka.protocol.api_message import ApiMessage
+
+from .apis import ApiKey
+from .framing import HEADER_FIXED, response_header
+
+_INT32 = struct.Struct(">i")
+
+
+def _message_classes() -> dict[tuple[int, str], type[ApiMessage]]:
+    found: dict[tuple[int, str], type[ApiMessage]] = {}
+    stack = list(ApiMessage.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if getattr(cls, "_class_version", None) is None and getattr(cls, "_json", None):
+            found[(cls.API_KEY, cls.type)] = cls
+    return found
+
+
+_CLASSES = _message_classes()
+
+
+def request_class(api_key: int) -> type[ApiMessage]:
+    return _CLASSES[(api_key, "request")]
+
+
+def response_class(api_key: int) -> type[ApiMessage]:
+    return _CLASSES[(api_key, "response")]
+
+
+@cache
+def request_is_flexible(api_key: int, api_version: int) -> bool:
+    cls = _CLASSES.get((api_key, "request"))
+    return cls is not None and cls.flexible_version_q(api_version)
+
+
+@cache
+def response_is_flexible(api_key: int, api_version: int) -> bool:
+    # ApiVersions responses always use header v0, so that a client that does not yet know the
+    # broker's versions can read them (KIP-511).
+    if api_key == ApiKey.API_VERSIONS:
+        return False
+    cls = _CLASSES.get((api_key, "response"))
+    return cls is not None and cls.flexible_version_q(api_version)
+
+
+def decode_request(api_key: int, api_version: int, buf, offset: int) -> Any:
+    view = memoryview(buf)[offset:]
+    return request_class(api_key).decode(view, version=api_version)
+
+
+def decode_response(api_key: int, api_version: int, buf, offset: int = 0) -> Any:
+    view = memoryview(buf)[offset:]
+    return response_class(api_key).decode(view, version=api_version)
+
+
+def _container(cls, version: int, value: Any) -> Any:
+    """Turn nested dicts into kafka-python data containers of the right (nested) types."""
+    if not isinstance(value, dict):
+        return value
+    fields = cls._struct.fields
+    kwargs = {}
+    for name, v in value.items():
+        field = fields[name]
+        if v is not None and field.is_struct_array():
+            v = [_container(field.data_class, version, item) for item in v]
+        elif v is not None and field.is_struct():
+            v = _container(field.data_class, version, v)
+        kwargs[name] = v
+    return cls(version=version, **kwargs)
+
+
+def encode_body(api_key: int, api_version: int, body: dict | Any, *, request: bool = False) -> bytes:
+    cls = request_class(api_key) if request else response_class(api_key)
+    msg = _container(cls, api_version, body)
+    return bytes(msg.encode(version=api_version))
+
+
+def encode_response(api_key: int, api_version: int, correlation_id: int, body: dict | Any) -> bytes:
+    """A whole response frame: size, header (v0 or v1), body."""
+    payload = response_header(correlation_id, response_is_flexible(api_key, api_version))
+    payload += encode_body(api_key, api_version, body)
+    return _INT32.pack(len(payload)) + payload
+
+
+def encode_request(
+    api_key: int, api_version: int, correlation_id: int, client_id: str | None, body: dict | Any
+) -> bytes:
+    """A whole request frame (header v1, or v2 when flexible); used by the broker's own clients."""
+    header = HEADER_FIXED.pack(api_key, api_version, correlation_id)
+    if client_id is None:
+        header += b"\xff\xff"
+    else:
+        cid = client_id.encode()
+        header += len(cid).to_bytes(2, "big") + cid
+    if request_is_flexible(api_key, api_version):
+        header += b"\x00"
+    payload = header + encode_body(api_key, api_version, body, request=True)
+    return _INT32.pack(len(payload)) + payload

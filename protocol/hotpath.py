@@ -1,0 +1,225 @@
+"""Hand-written codecs for the two hot messages: ProduceRequest (decode) and FetchResponse (encode).
+
+Everything else goes through `codec` (kafka-python's generated classes). These two are written
+by hand for one reason each: produce records are handed to the log as memoryviews into the
+request frame (no copy, offsets patched in place), and a fetch response's records are regions
+of segment files that the server sends with sendfile, so the encoder emits the bytes *around*
+those regions and leaves a placeholder for each.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ErrorCode, KafkaError
+from .framing import FrameError, read_uvarint, skip_tagged_fields
+
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
+_I64 = struct.Struct(">q")
+
+
+class _Cursor:
+    __slots__ = ("buf", "pos", "flexible")
+
+    def __init__(self, buf, pos: int, flexible: bool):
+        self.buf = buf
+        self.pos = pos
+        self.flexible = flexible
+
+    def int16(self) -> int:
+        v = _I16.unpack_from(self.buf, self.pos)[0]
+        self.pos += 2
+        return v
+
+    def int32(self) -> int:
+        v = _I32.unpack_from(self.buf, self.pos)[0]
+        self.pos += 4
+        return v
+
+    def _length(self, wide: bool) -> int:
+        if self.flexible:
+            n, self.pos = read_uvarint(self.buf, self.pos)
+            return n - 1
+        return self.int32() if wide else self.int16()
+
+    def string(self) -> str | None:
+        n = self._length(False)
+        if n < 0:
+            return None
+        end = self.pos + n
+        if end > len(self.buf):
+            raise FrameError("truncated string")
+        s = bytes(self.buf[self.pos : end]).decode("utf-8")
+        self.pos = end
+        return s
+
+    def bytes_view(self) -> memoryview | None:
+        n = self._length(True)
+        if n < 0:
+            return None
+        end = self.pos + n
+        if end > len(self.buf):
+            raise FrameError("truncated bytes")
+        v = self.buf[self.pos : end]
+        self.pos = end
+        return v
+
+    def array_len(self) -> int:
+        n = self._length(True)
+        if n > len(self.buf) - self.pos:
+            raise FrameError(f"array length {n} exceeds the request")
+        return n
+
+    def tags(self) -> None:
+        if self.flexible:
+            self.pos = skip_tagged_fields(self.buf, self.pos)
+
+
+@dataclass(slots=True)
+class ProducePartition:
+    index: int
+    records: memoryview | None
+
+
+@dataclass(slots=True)
+class ProduceTopic:
+    name: str
+    partitions: list[ProducePartition]
+
+
+@dataclass(slots=True)
+class ProduceRequestData:
+    transactional_id: str | None
+    acks: int
+    timeout_ms: int
+    topics: list[ProduceTopic]
+
+
+def decode_produce_request(buf, pos: int, version: int) -> ProduceRequestData:
+    """ProduceRequest v3-v12; records are memoryviews into buf (a writable frame)."""
+    if not 3 <= version <= 12:
+        raise FrameError(f"produce v{version} is not decoded here")
+    try:
+        c = _Cursor(memoryview(buf), pos, version >= 9)
+        txn_id = c.string()
+        acks = c.int16()
+        timeout_ms = c.int32()
+        topics = []
+        for _ in range(max(c.array_len(), 0)):
+            name = c.string()
+            parts = []
+            for _ in range(max(c.array_len(), 0)):
+                index = c.int32()
+                parts.append(ProducePartition(index, c.bytes_view()))
+                c.tags()
+            c.tags()
+            topics.append(ProduceTopic(name or "", parts))
+        c.tags()
+    except (struct.error, IndexError, UnicodeDecodeError) as e:
+        raise FrameError(f"malformed produce request: {e}") from e
+    return ProduceRequestData(txn_id, acks, timeout_ms, topics)
+
+
+# --- FetchResponse ------------------------------------------------------------------------
+
+
+def _uvarint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _str(s: str, flexible: bool) -> bytes:
+    b = s.encode()
+    return (_uvarint(len(b) + 1) if flexible else _I16.pack(len(b))) + b
+
+
+def _array_len(n: int | None, flexible: bool) -> bytes:
+    if n is None:
+        return b"\x00" if flexible else _I32.pack(-1)
+    return _uvarint(n + 1) if flexible else _I32.pack(n)
+
+
+@dataclass(slots=True)
+class FetchPartitionResult:
+    partition_index: int
+    error_code: int = ErrorCode.NONE
+    high_watermark: int = -1
+    last_stable_offset: int = -1
+    log_start_offset: int = -1
+    aborted_transactions: list[tuple[int, int]] | None = None  # (producer_id, first_offset)
+    preferred_read_replica: int = -1
+    records: Any = None  # an object with a `length`; the server knows how to send it
+    current_leader: tuple[int, int] | None = None  # (leader_id, leader_epoch), v12 tagged field
+
+
+def encode_fetch_response(
+    version: int,
+    correlation_id: int,
+    throttle_time_ms: int,
+    error_code: int,
+    session_id: int,
+    topics: list[tuple[str, list[FetchPartitionResult]]],
+) -> list:
+    """A whole FetchResponse (v4-v12) frame as a list of `bytes` and record-region placeholders.
+
+    The frame size prefix accounts for each placeholder's `length`; the caller substitutes the
+    region's bytes (by sendfile or by copy) where the placeholder stands.
+    """
+    if not 4 <= version <= 12:
+        raise KafkaError(ErrorCode.UNSUPPORTED_VERSION, f"fetch v{version} is not encoded here")
+    flexible = version >= 12
+    parts: list = []
+    cur = bytearray(_I32.pack(correlation_id))
+    if flexible:
+        cur += b"\x00"  # response header v1: no tagged fields
+    cur += _I32.pack(throttle_time_ms)
+    if version >= 7:
+        cur += _I16.pack(error_code) + _I32.pack(session_id)
+    cur += _array_len(len(topics), flexible)
+    total = 0
+    for name, partitions in topics:
+        cur += _str(name, flexible)
+        cur += _array_len(len(partitions), flexible)
+        for p in partitions:
+            cur += _I32.pack(p.partition_index) + _I16.pack(p.error_code) + _I64.pack(p.high_watermark)
+            cur += _I64.pack(p.last_stable_offset)
+            if version >= 5:
+                cur += _I64.pack(p.log_start_offset)
+            aborted = p.aborted_transactions
+            cur += _array_len(None if aborted is None else len(aborted), flexible)
+            for producer_id, first_offset in aborted or ():
+                cur += _I64.pack(producer_id) + _I64.pack(first_offset)
+                if flexible:
+                    cur += b"\x00"
+            if version >= 11:
+                cur += _I32.pack(p.preferred_read_replica)
+            records = p.records
+            if records is None or records.length == 0:
+                cur += b"\x01" if flexible else _I32.pack(0)  # empty, not null
+            else:
+                cur += _uvarint(records.length + 1) if flexible else _I32.pack(records.length)
+                total += len(cur) + records.length
+                parts.append(bytes(cur))
+                parts.append(records)
+                cur = bytearray()
+            if flexible:
+                if p.current_leader is not None:
+                    leader = _I32.pack(p.current_leader[0]) + _I32.pack(p.current_leader[1]) + b"\x00"
+                    cur += b"\x01\x01" + _uvarint(len(leader)) + leader
+                else:
+                    cur += b"\x00"
+        if flexible:
+            cur += b"\x00"
+    if flexible:
+        cur += b"\x00"
+    total += len(cur)
+    parts.append(bytes(cur))
+    parts[0] = _I32.pack(total) + parts[0]
+    return parts

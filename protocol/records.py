@@ -1,0 +1,320 @@
+"""RecordBatch v2 (magic 2): a view over batch headers, plus record coding where it is needed.
+
+The produce and fetch paths only touch the 61-byte batch header: validate the CRC (crc32c over
+attributes..end), patch the base offset and partition leader epoch in place (both outside the
+CRC), and for LogAppendTime the max timestamp (inside the CRC, so it is recomputed). Records are
+decoded only by compaction, the coordinators and the tools.
+
+Legacy message sets (magic 0 and 1) are rejected with UNSUPPORTED_FOR_MESSAGE_FORMAT: every
+client we serve (Produce v3+) writes magic 2.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from crc32c import crc32c
+
+from . import compression
+from .errors import ErrorCode, KafkaError
+
+HEADER = struct.Struct(">qiibIhiqqqhii")
+HEADER_SIZE = HEADER.size  # 61
+LOG_OVERHEAD = 12  # base offset + batch length: the bytes outside batch_length
+CRC_START = 21
+MAGIC_OFFSET = 16
+LENGTH_OFFSET = 8
+ATTRIBUTES_OFFSET = 21
+MAX_TIMESTAMP_OFFSET = 35
+
+_BASE_OFFSET = struct.Struct(">q")
+_INT32 = struct.Struct(">i")
+_UINT32 = struct.Struct(">I")
+_LENGTH_AND_EPOCH_AND_MAGIC = struct.Struct(">iib")
+
+COMPRESSION_MASK = 0x07
+TIMESTAMP_TYPE_MASK = 0x08  # 1 = LogAppendTime
+TRANSACTIONAL_MASK = 0x10
+CONTROL_MASK = 0x20
+DELETE_HORIZON_MASK = 0x40
+
+NO_PRODUCER_ID = -1
+NO_PRODUCER_EPOCH = -1
+NO_SEQUENCE = -1
+NO_TIMESTAMP = -1
+
+
+@dataclass(slots=True)
+class BatchHeader:
+    base_offset: int
+    batch_length: int
+    partition_leader_epoch: int
+    magic: int
+    crc: int
+    attributes: int
+    last_offset_delta: int
+    base_timestamp: int
+    max_timestamp: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    record_count: int
+
+    @property
+    def size(self) -> int:
+        """Bytes the batch occupies in a log: its length plus the 12-byte log overhead."""
+        return self.batch_length + LOG_OVERHEAD
+
+    @property
+    def last_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta
+
+    @property
+    def next_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta + 1
+
+    @property
+    def compression(self) -> int:
+        return self.attributes & COMPRESSION_MASK
+
+    @property
+    def is_log_append_time(self) -> bool:
+        return bool(self.attributes & TIMESTAMP_TYPE_MASK)
+
+    @property
+    def is_transactional(self) -> bool:
+        return bool(self.attributes & TRANSACTIONAL_MASK)
+
+    @property
+    def is_control(self) -> bool:
+        return bool(self.attributes & CONTROL_MASK)
+
+    @property
+    def has_producer_id(self) -> bool:
+        return self.producer_id >= 0
+
+    @property
+    def last_sequence(self) -> int:
+        if self.base_sequence < 0:
+            return NO_SEQUENCE
+        return (self.base_sequence + self.last_offset_delta) % (1 << 31)
+
+
+def read_header(buf, pos: int = 0) -> BatchHeader:
+    return BatchHeader(*HEADER.unpack_from(buf, pos))
+
+
+def peek_size(buf, pos: int) -> int:
+    """The batch length field plus log overhead, from just the first 12 bytes."""
+    return _INT32.unpack_from(buf, pos + LENGTH_OFFSET)[0] + LOG_OVERHEAD
+
+
+def validate_batches(buf, max_batch_bytes: int | None = None) -> list[tuple[int, BatchHeader]]:
+    """Split a produce request's records into batches, checking framing, magic and CRC.
+
+    Raises KafkaError with CORRUPT_MESSAGE (bad framing or CRC), UNSUPPORTED_FOR_MESSAGE_FORMAT
+    (magic 0/1), INVALID_RECORD (a header that contradicts itself) or MESSAGE_TOO_LARGE.
+    """
+    end = len(buf)
+    if end == 0:
+        raise KafkaError(ErrorCode.CORRUPT_MESSAGE, "empty record set")
+    pos = 0
+    batches = []
+    while pos < end:
+        if end - pos < 17:
+            raise KafkaError(ErrorCode.CORRUPT_MESSAGE, "truncated record batch")
+        length, _epoch, magic = _LENGTH_AND_EPOCH_AND_MAGIC.unpack_from(buf, pos + LENGTH_OFFSET)
+        if magic != 2:
+            raise KafkaError(
+                ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT,
+                f"message format magic {magic} is not supported; use magic 2 (Kafka 0.11+ clients)",
+            )
+        size = length + LOG_OVERHEAD
+        if length < HEADER_SIZE - LOG_OVERHEAD or pos + size > end:
+            raise KafkaError(ErrorCode.CORRUPT_MESSAGE, f"record batch length {length} is invalid")
+        if max_batch_bytes is not None and size > max_batch_bytes:
+            raise KafkaError(
+                ErrorCode.MESSAGE_TOO_LARGE,
+                f"record batch of {size} bytes exceeds the maximum of {max_batch_bytes}",
+            )
+        header = read_header(buf, pos)
+        if crc32c(buf[pos + CRC_START : pos + size]) != header.crc:
+            raise KafkaError(ErrorCode.CORRUPT_MESSAGE, "record batch CRC mismatch")
+        if header.record_count <= 0 or header.last_offset_delta != header.record_count - 1:
+            raise KafkaError(ErrorCode.INVALID_RECORD, "record count and last offset delta disagree")
+        batches.append((pos, header))
+        pos += size
+    return batches
+
+
+def set_base_offset(buf, pos: int, base_offset: int) -> None:
+    _BASE_OFFSET.pack_into(buf, pos, base_offset)
+
+
+def set_partition_leader_epoch(buf, pos: int, epoch: int) -> None:
+    _INT32.pack_into(buf, pos + 12, epoch)
+
+
+def set_log_append_time(buf, pos: int, timestamp: int) -> None:
+    """Mark the batch LogAppendTime with max timestamp `timestamp`; recompute its CRC."""
+    size = peek_size(buf, pos)
+    attributes = struct.unpack_from(">h", buf, pos + ATTRIBUTES_OFFSET)[0] | TIMESTAMP_TYPE_MASK
+    struct.pack_into(">h", buf, pos + ATTRIBUTES_OFFSET, attributes)
+    struct.pack_into(">q", buf, pos + MAX_TIMESTAMP_OFFSET, timestamp)
+    _UINT32.pack_into(buf, pos + 17, crc32c(buf[pos + CRC_START : pos + size]))
+
+
+def scan_batches(buf, pos: int = 0, end: int | None = None) -> Iterator[tuple[int, BatchHeader]]:
+    """Yield (position, header) of each whole batch in buf[pos:end]; stop at a partial one."""
+    end = len(buf) if end is None else end
+    while end - pos >= HEADER_SIZE:
+        size = peek_size(buf, pos)
+        if size < HEADER_SIZE or pos + size > end:
+            return
+        yield pos, read_header(buf, pos)
+        pos += size
+
+
+# --- records (inside a batch) -------------------------------------------------------------
+
+
+def _zigzag_decode(buf, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            break
+        shift += 7
+        if shift > 70:
+            raise KafkaError(ErrorCode.CORRUPT_MESSAGE, "varint too long")
+    return (result >> 1) ^ -(result & 1), pos
+
+
+def _zigzag_encode(value: int, out: bytearray) -> None:
+    v = (value << 1) ^ (value >> 63)
+    v &= (1 << 64) - 1
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+
+
+@dataclass(slots=True)
+class Record:
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]] = field(default_factory=list)
+
+
+def _read_bytes(buf, pos: int) -> tuple[bytes | None, int]:
+    n, pos = _zigzag_decode(buf, pos)
+    if n < 0:
+        return None, pos
+    return bytes(buf[pos : pos + n]), pos + n
+
+
+def decode_records(buf, pos: int = 0) -> list[Record]:
+    """Decode the records of the batch at buf[pos:], decompressing if needed."""
+    header = read_header(buf, pos)
+    size = header.size
+    body = memoryview(buf)[pos + HEADER_SIZE : pos + size]
+    if header.compression:
+        body = memoryview(compression.decompress(header.compression, body))
+    records = []
+    p = 0
+    for _ in range(header.record_count):
+        length, p = _zigzag_decode(body, p)
+        end = p + length
+        p += 1  # record attributes, unused
+        ts_delta, p = _zigzag_decode(body, p)
+        off_delta, p = _zigzag_decode(body, p)
+        key, p = _read_bytes(body, p)
+        value, p = _read_bytes(body, p)
+        n_headers, p = _zigzag_decode(body, p)
+        headers = []
+        for _ in range(n_headers):
+            hkey, p = _read_bytes(body, p)
+            hval, p = _read_bytes(body, p)
+            headers.append(((hkey or b"").decode("utf-8", "replace"), hval))
+        if p != end:
+            raise KafkaError(ErrorCode.CORRUPT_MESSAGE, "record length mismatch")
+        ts = header.max_timestamp if header.is_log_append_time else header.base_timestamp + ts_delta
+        records.append(Record(header.base_offset + off_delta, ts, key, value, headers))
+    return records
+
+
+def _encode_record(rec: Record, base_offset: int, base_ts: int) -> bytes:
+    body = bytearray(b"\x00")
+    _zigzag_encode(rec.timestamp - base_ts, body)
+    _zigzag_encode(rec.offset - base_offset, body)
+    for part in (rec.key, rec.value):
+        if part is None:
+            _zigzag_encode(-1, body)
+        else:
+            _zigzag_encode(len(part), body)
+            body += part
+    _zigzag_encode(len(rec.headers), body)
+    for hkey, hval in rec.headers:
+        k = hkey.encode()
+        _zigzag_encode(len(k), body)
+        body += k
+        if hval is None:
+            _zigzag_encode(-1, body)
+        else:
+            _zigzag_encode(len(hval), body)
+            body += hval
+    out = bytearray()
+    _zigzag_encode(len(body), out)
+    return bytes(out + body)
+
+
+def build_batch(
+    records: list[Record],
+    *,
+    compression_type: int = 0,
+    producer_id: int = NO_PRODUCER_ID,
+    producer_epoch: int = NO_PRODUCER_EPOCH,
+    base_sequence: int = NO_SEQUENCE,
+    transactional: bool = False,
+    control: bool = False,
+    log_append_time: bool = False,
+    partition_leader_epoch: int = -1,
+    last_offset_delta: int | None = None,
+) -> bytearray:
+    """Encode records (whose offsets are absolute) as one batch; base offset = first record's.
+
+    last_offset_delta may be given to keep an offset range wider than the records (compaction
+    keeps the original last offset of a batch so producer state survives cleaning).
+    """
+    if not records and last_offset_delta is None:
+        raise ValueError("a batch needs records or an explicit last_offset_delta")
+    base_offset = records[0].offset if records else 0
+    base_ts = min((r.timestamp for r in records), default=NO_TIMESTAMP)
+    max_ts = max((r.timestamp for r in records), default=NO_TIMESTAMP)
+    body = b"".join(_encode_record(r, base_offset, base_ts) for r in records)
+    if compression_type:
+        body = compression.compress(compression_type, body)
+    if last_offset_delta is None:
+        last_offset_delta = records[-1].offset - base_offset
+    attributes = compression_type
+    if log_append_time:
+        attributes |= TIMESTAMP_TYPE_MASK
+    if transactional:
+        attributes |= TRANSACTIONAL_MASK
+    if control:
+        attributes |= CONTROL_MASK
+    buf = bytearray(HEADER_SIZE + len(body))
+    HEADER.pack_into(
+        buf, 0, base_offset, HEADER_SIZE - LOG_OVERHEAD + len(body), partition_leader_epoch, 2, 0,
+        attributes, last_offset_delta, base_ts, max_ts, producer_id, producer_epoch,
+        base_sequence, len(records),
+    )  # fmt: skip
+    buf[HEADER_SIZE:] = body
+    _UINT32.pack_into(buf, 17, crc32c(memoryview(buf)[CRC_START:]))
+    return buf

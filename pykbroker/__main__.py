@@ -1,0 +1,5 @@
+import sys
+
+from pykbroker.cli.broker import main
+
+sys.exit(main())

@@ -1,0 +1,316 @@
+"""Broker: wires configuration, storage, cluster metadata, coordinators and the listeners."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from protocol import codec
+from protocol.apis import ApiKey
+from protocol.errors import ErrorCode, KafkaError
+from protocol.framing import FrameError, RequestHeader, parse_request_header
+from pykbroker.cluster.metadata import LocalMetadata, TopicInfo
+from pykbroker.cluster.replica_manager import ReplicaManager
+from pykbroker.config import BrokerConfig, ConfigError, LogConfig, parse_topic_configs
+from pykbroker.handlers import REGISTRY
+from pykbroker.server import CLOSE, Connection
+from pykbroker.storage.log_manager import LogManager, Scheduler
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class RequestContext:
+    broker: Broker
+    connection: Connection
+    header: RequestHeader
+
+    @property
+    def api_version(self) -> int:
+        return self.header.api_version
+
+
+class Metrics:
+    """Counters updated per request and per batch (never per record)."""
+
+    def __init__(self) -> None:
+        self.sendfile_bytes = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.messages_in = 0
+        self.requests: dict[int, int] = {}
+        self.connections = 0
+
+
+class AsyncScheduler(Scheduler):
+    """Storage's scheduler on the broker's event loop; blocking work runs in a thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.pending: set[asyncio.Future] = set()
+
+    def call_later(self, delay_s: float, fn: Callable[[], None]) -> None:
+        self.loop.call_later(delay_s, lambda: self.run_blocking(fn))
+
+    def run_blocking(self, fn: Callable[[], None]) -> None:
+        fut = self.loop.run_in_executor(None, fn)
+        self.pending.add(fut)
+        fut.add_done_callback(self._done)
+
+    def _done(self, fut: asyncio.Future) -> None:
+        self.pending.discard(fut)
+        if not fut.cancelled() and fut.exception() is not None:
+            log.error("background_task_failed", error=repr(fut.exception()))
+
+    async def wait(self) -> None:
+        if self.pending:
+            await asyncio.gather(*self.pending, return_exceptions=True)
+
+
+class Broker:
+    def __init__(self, config: BrokerConfig):
+        self.config = config
+        self.node_id = config.node_id
+        self.metrics = Metrics()
+        self.registry = REGISTRY
+        self.sendfile_min_bytes = config.get("pykbroker.sendfile.min.bytes")
+        self.connections: set[Connection] = set()
+        self.servers: list[asyncio.base_events.Server] = []
+        self.bound: list[tuple[str, int]] = []  # (host, port) actually listening
+        self.log_manager: LogManager | None = None
+        self.metadata: LocalMetadata | None = None
+        self.replica_manager: ReplicaManager | None = None
+        self.group_coordinator: Any = None
+        self.background: list[asyncio.Task] = []
+        self._topic_defaults = config.topic_defaults()
+        self.started_at = time.monotonic()
+        self._stopped = asyncio.Event()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.scheduler = AsyncScheduler(loop)
+        self.log_manager = LogManager(self.config, self.scheduler)
+        listeners = self.config.listeners
+        for _name, host, port in listeners:
+            server = await loop.create_server(
+                lambda: Connection(self), host or None, port, reuse_address=True, backlog=1024
+            )
+            self.servers.append(server)
+            sockname = server.sockets[0].getsockname()
+            self.bound.append((host or sockname[0], sockname[1]))
+        adv_name, adv_host, adv_port = self.config.advertised_listeners[0]
+        if not self.config.is_set("advertised.listeners"):
+            adv_host, adv_port = self.bound[0]  # an ephemeral port (0) resolves here
+            if adv_host in ("0.0.0.0", "::", ""):
+                import socket
+
+                adv_host = socket.getfqdn()
+        self.metadata = LocalMetadata(
+            self.log_manager.data_dir, self.node_id, (adv_host, adv_port),
+            self.config.get("broker.rack"), self.config.get("cluster.id"),
+        )  # fmt: skip
+        self.log_manager.load_logs(self.log_config_for)
+        self.replica_manager = ReplicaManager(self.node_id, self.log_manager, self.log_config_for)
+        for topic in self.metadata.topics.values():
+            self.replica_manager.ensure_partitions(topic)
+        from pykbroker.coordinator import start_coordinators
+
+        await start_coordinators(self)
+        self.background.append(loop.create_task(self._flush_loop()))
+        log.info(
+            "broker_started", node_id=self.node_id,
+            listeners=[f"{h}:{p}" for h, p in self.bound],
+            advertised=f"{adv_host}:{adv_port}", data_dir=self.log_manager.data_dir,
+            cluster_id=self.metadata.cluster_id, startup_ms=round((time.monotonic() - self.started_at) * 1000),
+        )  # fmt: skip
+
+    async def stop(self) -> None:
+        """Graceful shutdown: stop listening, close connections, flush, write the clean marker."""
+        for server in self.servers:
+            server.close()
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.close()
+        for task in self.background:
+            task.cancel()
+        from pykbroker.coordinator import stop_coordinators
+
+        await stop_coordinators(self)
+        await self.scheduler.wait()
+        if self.log_manager is not None:
+            self.log_manager.shutdown()
+        self._stopped.set()
+        log.info("broker_stopped", node_id=self.node_id)
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    @property
+    def port(self) -> int:
+        return self.bound[0][1]
+
+    def connection_opened(self, conn: Connection) -> None:
+        self.connections.add(conn)
+        self.metrics.connections += 1
+
+    def connection_closed(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+
+    async def _flush_loop(self) -> None:
+        interval = self.config.get("log.flush.scheduler.interval.ms")
+        flush_ms = self.config.get("log.flush.interval.ms")
+        if flush_ms is None and interval >= 1 << 40:
+            interval = 1000  # topics may still set flush.ms; check once a second
+        while True:
+            await asyncio.sleep(min(interval, 1 << 30) / 1000)
+            self.log_manager.flush_due()
+
+    # --- requests -----------------------------------------------------------------------------
+
+    def handle_request(self, conn: Connection, frame) -> Any:
+        """Decode and dispatch one frame; returns a response, an awaitable of one, None or CLOSE."""
+        try:
+            header = parse_request_header(frame, codec.request_is_flexible)
+        except FrameError as e:
+            conn.abort("invalid_request_header", reason=str(e))
+            return CLOSE
+        self.metrics.requests[header.api_key] = self.metrics.requests.get(header.api_key, 0) + 1
+        spec = self.registry.get(header.api_key)
+        if spec is None or not spec.min_version <= header.api_version <= spec.max_version:
+            if header.api_key == ApiKey.API_VERSIONS:
+                return self._unsupported_api_versions(header)
+            conn.abort(
+                "unsupported_request", api_key=header.api_key, api_version=header.api_version,
+                client_id=header.client_id,
+            )  # fmt: skip
+            return CLOSE
+        try:
+            if spec.decoder is not None:
+                request = spec.decoder(frame, header.body_offset, header.api_version)
+            else:
+                request = codec.decode_request(header.api_key, header.api_version, frame, header.body_offset)
+        except Exception as e:
+            conn.abort(
+                "malformed_request", api_key=header.api_key, api_version=header.api_version,
+                client_id=header.client_id, reason=repr(e),
+            )  # fmt: skip
+            return CLOSE
+        ctx = RequestContext(self, conn, header)
+        try:
+            result = spec.handler(ctx, request)
+        except Exception:
+            log.exception("request_failed", api_key=header.api_key, api_version=header.api_version)
+            return CLOSE
+        if isinstance(result, Awaitable):
+            return self._finish_async(ctx, result)
+        return self._encode(header, result)
+
+    async def _finish_async(self, ctx: RequestContext, pending: Awaitable) -> Any:
+        try:
+            result = await pending
+        except (asyncio.CancelledError, ConnectionError):
+            raise
+        except Exception:
+            log.exception("request_failed", api_key=ctx.header.api_key, api_version=ctx.header.api_version)
+            return CLOSE
+        return self._encode(ctx.header, result)
+
+    def _encode(self, header: RequestHeader, result: Any) -> Any:
+        if result is None or result is CLOSE or isinstance(result, (bytes, list)):
+            return result
+        return codec.encode_response(header.api_key, header.api_version, header.correlation_id, result)
+
+    def _unsupported_api_versions(self, header: RequestHeader) -> bytes:
+        body = {
+            "error_code": ErrorCode.UNSUPPORTED_VERSION,
+            "api_keys": [{"api_key": k, "min_version": lo, "max_version": hi} for k, lo, hi in self.registry.versions()],
+        }
+        return codec.encode_response(ApiKey.API_VERSIONS, 0, header.correlation_id, body)
+
+    # --- topics ------------------------------------------------------------------------------
+
+    def log_config_for(self, topic: str) -> LogConfig:
+        info = self.metadata.topic(topic) if self.metadata is not None else None
+        overrides = parse_topic_configs(info.configs) if info is not None else {}
+        if topic == "__consumer_offsets":
+            overrides = {
+                "cleanup.policy": ["compact"],
+                "segment.bytes": self.config.get("offsets.topic.segment.bytes"),
+                **overrides,
+            }
+        return LogConfig(self._topic_defaults, overrides)
+
+    def create_topic(
+        self, name: str, num_partitions: int = -1, replication_factor: int = -1,
+        configs: dict[str, str] | None = None, assignments: dict[int, list[int]] | None = None,
+        validate_only: bool = False,
+    ) -> TopicInfo | None:  # fmt: skip
+        """Create a topic (KafkaError when invalid); None when only validating."""
+        if not assignments:
+            if num_partitions == -1:
+                num_partitions = self.config.get("num.partitions")
+            if replication_factor == -1:
+                replication_factor = self.config.get("default.replication.factor")
+        configs = configs or {}
+        assignment = self.metadata.check_new_topic(name, num_partitions, replication_factor, assignments, configs)
+        if validate_only:
+            return None
+        info = self.metadata.create_topic(name, assignment, configs)
+        self.replica_manager.ensure_partitions(info)
+        return info
+
+    def auto_create_topic(self, name: str) -> TopicInfo:
+        """Auto-creation on Metadata/Produce (auto.create.topics.enable)."""
+        if not self.config.get("auto.create.topics.enable"):
+            raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+        replication = min(self.config.get("default.replication.factor"), len(self.metadata.live_broker_ids()))
+        return self.create_topic(name, self.config.get("num.partitions"), replication)
+
+    def ensure_internal_topic(self, name: str, partitions: int, replication_factor: int,
+                              configs: dict[str, str] | None = None) -> TopicInfo:  # fmt: skip
+        info = self.metadata.topic(name)
+        if info is not None:
+            return info
+        replication_factor = min(replication_factor, len(self.metadata.live_broker_ids()))
+        return self.create_topic(name, partitions, replication_factor, configs)
+
+    def delete_topic(self, name: str) -> TopicInfo:
+        info = self.metadata.topic(name)
+        if info is None:
+            raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, "This server does not host this topic-partition.")
+        if not self.config.get("delete.topic.enable"):
+            raise KafkaError(ErrorCode.TOPIC_DELETION_DISABLED, "Topic deletion is disabled.")
+        self.metadata.delete_topic(name)
+        self.replica_manager.remove_topic(name, len(info.partitions))
+        return info
+
+    def check_topic_configs(self, configs: dict[str, str]) -> None:
+        try:
+            parse_topic_configs(configs)
+        except ConfigError as e:
+            raise KafkaError(ErrorCode.INVALID_CONFIG, str(e)) from None
+
+
+async def serve(config: BrokerConfig, stop_signals: bool = True) -> None:
+    """Run a broker until SIGTERM/SIGINT, then shut it down cleanly."""
+    import signal
+
+    broker = Broker(config)
+    await broker.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    if stop_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutdown_requested")
+    await broker.stop()

@@ -1,0 +1,273 @@
+"""Cluster metadata: brokers, topics, partition leadership, topic configs, producer-id blocks.
+
+`LocalMetadata` is the single-broker store: this broker leads every partition, and the state
+lives in `<log dir>/meta.properties` and `<log dir>/topics.json` (rewritten atomically). A
+ZooKeeper-backed store with the same interface is what a multi-broker cluster uses.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from protocol.errors import ErrorCode, KafkaError
+from pykbroker.config import ConfigError, parse_topic_configs
+
+log = structlog.get_logger(__name__)
+
+MAX_TOPIC_NAME = 249
+_LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
+INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
+PRODUCER_ID_BLOCK = 1000
+
+
+def validate_topic_name(name: str) -> None:
+    if not name:
+        raise KafkaError(ErrorCode.INVALID_TOPIC_EXCEPTION, "Topic name is illegal, it can't be empty")
+    if name in (".", ".."):
+        raise KafkaError(ErrorCode.INVALID_TOPIC_EXCEPTION, "Topic name cannot be \".\" or \"..\"")
+    if len(name) > MAX_TOPIC_NAME:
+        raise KafkaError(
+            ErrorCode.INVALID_TOPIC_EXCEPTION,
+            f"Topic name is illegal, it can't be longer than {MAX_TOPIC_NAME} characters, topic name: {name}",
+        )
+    if not _LEGAL_TOPIC.match(name):
+        raise KafkaError(
+            ErrorCode.INVALID_TOPIC_EXCEPTION,
+            f"Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'",
+        )
+
+
+@dataclass(slots=True)
+class BrokerInfo:
+    node_id: int
+    host: str
+    port: int
+    rack: str | None = None
+
+
+@dataclass(slots=True)
+class PartitionState:
+    leader: int
+    leader_epoch: int
+    replicas: list[int]
+    isr: list[int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"leader": self.leader, "leader_epoch": self.leader_epoch, "replicas": self.replicas, "isr": self.isr}
+
+
+@dataclass(slots=True)
+class TopicInfo:
+    name: str
+    topic_id: uuid.UUID
+    partitions: list[PartitionState]
+    configs: dict[str, str] = field(default_factory=dict)  # overrides, as strings
+
+    @property
+    def internal(self) -> bool:
+        return self.name in INTERNAL_TOPICS
+
+    @property
+    def replication_factor(self) -> int:
+        return len(self.partitions[0].replicas) if self.partitions else 0
+
+
+def new_cluster_id() -> str:
+    """Kafka's format: a random UUID as 22 characters of URL-safe base64."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+class LocalMetadata:
+    def __init__(self, data_dir: str, node_id: int, advertised: tuple[str, int], rack: str | None = None,
+                 cluster_id: str | None = None):  # fmt: skip
+        self.data_dir = data_dir
+        self.node_id = node_id
+        self.broker = BrokerInfo(node_id, advertised[0], advertised[1], rack)
+        self.topics: dict[str, TopicInfo] = {}
+        self._topics_path = os.path.join(data_dir, "topics.json")
+        self._next_producer_id = 0
+        self._producer_id_block_end = 0
+        self.cluster_id = self._load_meta_properties(cluster_id)
+        self._load_topics()
+
+    # --- persistence ------------------------------------------------------------------------
+
+    def _load_meta_properties(self, configured: str | None) -> str:
+        path = os.path.join(self.data_dir, "meta.properties")
+        props: dict[str, str] = {}
+        if os.path.exists(path):
+            with open(path) as f:
+                for line in f:
+                    if "=" in line and not line.startswith("#"):
+                        k, v = line.strip().split("=", 1)
+                        props[k] = v
+        stored_node = props.get("node.id")
+        if stored_node is not None and int(stored_node) != self.node_id:
+            raise ConfigError(
+                f"Stored node id {stored_node} in {path} doesn't match configured node.id {self.node_id}"
+            )
+        cluster_id = props.get("cluster.id") or configured or new_cluster_id()
+        if configured and configured != cluster_id:
+            raise ConfigError(f"Stored cluster id {cluster_id} doesn't match configured cluster.id {configured}")
+        if not props:
+            _atomic_write(path, f"version=1\ncluster.id={cluster_id}\nnode.id={self.node_id}\n")
+        return cluster_id
+
+    def _load_topics(self) -> None:
+        if not os.path.exists(self._topics_path):
+            return
+        with open(self._topics_path) as f:
+            state = json.load(f)
+        self._producer_id_block_end = state.get("producer_id_block_end", 0)
+        # Never hand out an id from a block that may have been used before a crash.
+        self._next_producer_id = self._producer_id_block_end
+        for t in state["topics"]:
+            self.topics[t["name"]] = TopicInfo(
+                t["name"], uuid.UUID(t["id"]),
+                [PartitionState(p["leader"], p["leader_epoch"], p["replicas"], p["isr"]) for p in t["partitions"]],
+                t.get("configs", {}),
+            )  # fmt: skip
+
+    def _save(self) -> None:
+        state = {
+            "producer_id_block_end": self._producer_id_block_end,
+            "topics": [
+                {"name": t.name, "id": str(t.topic_id), "configs": t.configs,
+                 "partitions": [p.to_json() for p in t.partitions]}
+                for t in self.topics.values()
+            ],
+        }  # fmt: skip
+        _atomic_write(self._topics_path, json.dumps(state, indent=1))
+
+    # --- queries ------------------------------------------------------------------------------
+
+    @property
+    def controller_id(self) -> int:
+        return self.node_id
+
+    def brokers(self) -> list[BrokerInfo]:
+        return [self.broker]
+
+    def live_broker_ids(self) -> list[int]:
+        return [self.node_id]
+
+    def topic(self, name: str) -> TopicInfo | None:
+        return self.topics.get(name)
+
+    def topic_by_id(self, topic_id: uuid.UUID) -> TopicInfo | None:
+        for t in self.topics.values():
+            if t.topic_id == topic_id:
+                return t
+        return None
+
+    # --- changes ------------------------------------------------------------------------------
+
+    def check_new_topic(
+        self, name: str, num_partitions: int, replication_factor: int,
+        assignments: dict[int, list[int]] | None, configs: dict[str, str],
+    ) -> list[list[int]]:  # fmt: skip
+        """Validate a CreateTopics entry; returns the replica assignment. Raises KafkaError."""
+        validate_topic_name(name)
+        if name in self.topics:
+            raise KafkaError(ErrorCode.TOPIC_ALREADY_EXISTS, f"Topic '{name}' already exists.")
+        collision = name.replace(".", "_")
+        for other in self.topics:
+            if other.replace(".", "_") == collision:
+                raise KafkaError(
+                    ErrorCode.INVALID_TOPIC_EXCEPTION,
+                    f"Topic '{name}' collides with existing topic: {other}",
+                )
+        try:
+            parse_topic_configs(configs)
+        except ConfigError as e:
+            raise KafkaError(ErrorCode.INVALID_CONFIG, str(e)) from None
+        if assignments:
+            if num_partitions != -1 or replication_factor != -1:
+                raise KafkaError(
+                    ErrorCode.INVALID_REQUEST,
+                    "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.",
+                )
+            return self._check_assignments(assignments)
+        if num_partitions <= 0:
+            raise KafkaError(ErrorCode.INVALID_PARTITIONS, "Number of partitions was set to an invalid non-positive value.")
+        if replication_factor <= 0:
+            raise KafkaError(ErrorCode.INVALID_REPLICATION_FACTOR, "Replication factor must be larger than 0, or -1 to use the default value.")
+        return self.assign_replicas(num_partitions, replication_factor)
+
+    def _check_assignments(self, assignments: dict[int, list[int]]) -> list[list[int]]:
+        live = set(self.live_broker_ids())
+        if sorted(assignments) != list(range(len(assignments))):
+            raise KafkaError(ErrorCode.INVALID_REPLICA_ASSIGNMENT, "Partitions should be a consecutive 0-based integer sequence")
+        out = []
+        for p in range(len(assignments)):
+            replicas = assignments[p]
+            if not replicas or len(set(replicas)) != len(replicas):
+                raise KafkaError(ErrorCode.INVALID_REPLICA_ASSIGNMENT, f"Duplicate or empty replica assignment for partition {p}")
+            if not set(replicas) <= live:
+                raise KafkaError(ErrorCode.INVALID_REPLICA_ASSIGNMENT, f"Replica assignment for partition {p} names unknown brokers")
+            out.append(list(replicas))
+        return out
+
+    def assign_replicas(self, num_partitions: int, replication_factor: int) -> list[list[int]]:
+        """Round-robin replica placement, as Kafka's (rack-unaware) assignor does."""
+        brokers = sorted(self.live_broker_ids())
+        if replication_factor > len(brokers):
+            raise KafkaError(
+                ErrorCode.INVALID_REPLICATION_FACTOR,
+                f"Unable to replicate the partition {replication_factor} time(s): The target replication "
+                f"factor of {replication_factor} cannot be reached because only {len(brokers)} broker(s) "
+                "are registered.",
+            )
+        n = len(brokers)
+        return [[brokers[(p + r) % n] for r in range(replication_factor)] for p in range(num_partitions)]
+
+    def create_topic(self, name: str, assignment: list[list[int]], configs: dict[str, str]) -> TopicInfo:
+        info = TopicInfo(
+            name, uuid.uuid4(),
+            [PartitionState(replicas[0], 0, list(replicas), list(replicas)) for replicas in assignment],
+            dict(configs),
+        )  # fmt: skip
+        self.topics[name] = info
+        self._save()
+        log.info("topic_created", topic=name, partitions=len(assignment), replication_factor=len(assignment[0]))
+        return info
+
+    def delete_topic(self, name: str) -> TopicInfo:
+        info = self.topics.pop(name)
+        self._save()
+        log.info("topic_deleted", topic=name)
+        return info
+
+    def set_topic_configs(self, name: str, configs: dict[str, str]) -> None:
+        self.topics[name].configs = dict(configs)
+        self._save()
+
+    def add_partitions(self, name: str, assignment: list[list[int]]) -> None:
+        info = self.topics[name]
+        info.partitions.extend(PartitionState(r[0], 0, list(r), list(r)) for r in assignment)
+        self._save()
+
+    def next_producer_id(self) -> int:
+        if self._next_producer_id >= self._producer_id_block_end:
+            self._producer_id_block_end = self._next_producer_id + PRODUCER_ID_BLOCK
+            self._save()
+        pid = self._next_producer_id
+        self._next_producer_id += 1
+        return pid
+
+
+def _atomic_write(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

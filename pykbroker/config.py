@@ -1,0 +1,405 @@
+"""Broker and topic configuration, with Apache Kafka's keys, types and defaults.
+
+A broker is configured by a server.properties file, `--override key=value` flags and, in the
+container image, KAFKA_* environment variables (see cli/broker.py). Topic-level configs
+(`retention.ms`, `cleanup.policy`, ...) take their defaults from the broker's `log.*` synonyms,
+the way Kafka's LogConfig does.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+LONG_MAX = (1 << 63) - 1
+INT_MAX = (1 << 31) - 1
+
+
+class ConfigError(ValueError):
+    """An unknown key or a value of the wrong type or range; the message names the key."""
+
+
+def default_data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
+    return os.path.join(base, "pykbroker", "data")
+
+
+# --- validators ---------------------------------------------------------------------------
+
+
+def at_least(lo):
+    def check(v):
+        if v < lo:
+            return f"must be at least {lo}"
+        return None
+
+    return check
+
+
+def between(lo, hi):
+    def check(v):
+        if not lo <= v <= hi:
+            return f"must be between {lo} and {hi}"
+        return None
+
+    return check
+
+
+def one_of(*choices):
+    def check(v):
+        values = v if isinstance(v, list) else [v]
+        bad = [x for x in values if x not in choices]
+        if bad:
+            return f"must be one of {', '.join(choices)}"
+        return None
+
+    return check
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigKey:
+    name: str
+    type: str  # int, long, double, string, boolean, list, password
+    default: Any
+    doc: str = ""
+    validator: Callable[[Any], str | None] | None = None
+    # For topic keys: the broker keys that set the default, first set wins, each with the
+    # factor that converts its unit (log.retention.hours -> ms) into this key's unit.
+    synonyms: tuple[tuple[str, int], ...] = ()
+    read_only: bool = False
+
+    def parse(self, raw: Any) -> Any:
+        """Parse a string (or already-typed value) to this key's type; ConfigError if invalid."""
+        value = _parse(self, raw)
+        if value is not None and self.validator is not None:
+            problem = self.validator(value)
+            if problem:
+                raise ConfigError(f"Invalid value {raw} for configuration {self.name}: {problem}")
+        return value
+
+    def render(self, value: Any) -> str | None:
+        """A value as Kafka's tools print it."""
+        if value is None:
+            return None
+        if self.type == "boolean":
+            return "true" if value else "false"
+        if self.type == "list":
+            return ",".join(value)
+        return str(value)
+
+
+def _parse(key: ConfigKey, raw: Any) -> Any:
+    if raw is None:
+        return None
+    t = key.type
+    try:
+        if t in ("int", "long"):
+            v = int(str(raw).strip())
+            hi = INT_MAX if t == "int" else LONG_MAX
+            if not -hi - 1 <= v <= hi:
+                raise ValueError
+            return v
+        if t == "double":
+            return float(str(raw).strip())
+        if t == "boolean":
+            s = str(raw).strip().lower()
+            if s not in ("true", "false"):
+                raise ValueError
+            return s == "true"
+        if t == "list":
+            if isinstance(raw, list):
+                return raw
+            return [x.strip() for x in str(raw).split(",") if x.strip()]
+        return str(raw)
+    except ValueError:
+        raise ConfigError(
+            f"Invalid value {raw} for configuration {key.name}: Expected value to be a "
+            f"{'32-bit integer' if t == 'int' else 'number' if t in ('long', 'double') else t}"
+        ) from None
+
+
+def _keys(*keys: ConfigKey) -> dict[str, ConfigKey]:
+    return {k.name: k for k in keys}
+
+
+_DAY_MS = 86_400_000
+_WEEK_MS = 7 * _DAY_MS
+
+BROKER_CONFIGS = _keys(
+    ConfigKey("node.id", "int", 1, "The id of this broker.", at_least(0), read_only=True),
+    ConfigKey("broker.id", "int", None, "Alias of node.id.", at_least(0), read_only=True),
+    ConfigKey(
+        "listeners", "list", ["PLAINTEXT://localhost:9092"],
+        "Listener URIs the broker binds, e.g. PLAINTEXT://0.0.0.0:9092.", read_only=True,
+    ),
+    ConfigKey(
+        "advertised.listeners", "list", None,
+        "Listener URIs given to clients in metadata; defaults to listeners.", read_only=True,
+    ),
+    ConfigKey("log.dirs", "list", None, "Directories where partition logs are kept.", read_only=True),
+    ConfigKey("log.dir", "string", default_data_dir(), "Log directory used when log.dirs is not set.", read_only=True),
+    ConfigKey("num.partitions", "int", 1, "Default number of partitions of auto-created topics.", at_least(1)),
+    ConfigKey("default.replication.factor", "int", 1, "Default replication factor of auto-created topics.", at_least(1)),
+    ConfigKey("auto.create.topics.enable", "boolean", True, "Create unknown topics on Metadata and Produce requests."),
+    ConfigKey("delete.topic.enable", "boolean", True, "Allow topics to be deleted."),
+    ConfigKey("message.max.bytes", "int", 1048588, "The largest record batch size allowed.", at_least(0)),
+    ConfigKey("socket.request.max.bytes", "int", 104857600, "The largest request frame accepted.", at_least(1)),
+    ConfigKey("log.segment.bytes", "int", 1073741824, "The maximum size of a single log segment.", at_least(14)),
+    ConfigKey("log.roll.ms", "long", None, "Roll a new segment after this long.", at_least(1)),
+    ConfigKey("log.roll.hours", "int", 168, "Roll a new segment after this many hours.", at_least(1)),
+    ConfigKey("log.retention.ms", "long", None, "How long to keep a log segment; -1 for no limit."),
+    ConfigKey("log.retention.minutes", "int", None, "log.retention.ms, in minutes."),
+    ConfigKey("log.retention.hours", "int", 168, "log.retention.ms, in hours."),
+    ConfigKey("log.retention.bytes", "long", -1, "The maximum size of a partition's log; -1 for no limit."),
+    ConfigKey("log.retention.check.interval.ms", "long", 300000, "How often retention is checked.", at_least(1)),
+    ConfigKey("log.cleanup.policy", "list", ["delete"], "delete, compact, or both.", one_of("delete", "compact")),
+    ConfigKey("log.index.interval.bytes", "int", 4096, "Bytes between offset index entries.", at_least(0)),
+    ConfigKey("log.index.size.max.bytes", "int", 10485760, "The maximum size of an offset index.", at_least(4)),
+    ConfigKey("log.flush.interval.messages", "long", LONG_MAX, "Records appended before the log is fsynced.", at_least(1)),
+    ConfigKey("log.flush.interval.ms", "long", None, "Milliseconds a record may wait before the log is fsynced."),
+    ConfigKey("log.flush.scheduler.interval.ms", "long", LONG_MAX, "How often the flusher checks log.flush.interval.ms."),
+    ConfigKey("log.message.timestamp.type", "string", "CreateTime", "CreateTime or LogAppendTime.", one_of("CreateTime", "LogAppendTime")),
+    ConfigKey("log.segment.delete.delay.ms", "long", 60000, "Delay before a deleted segment's files are removed.", at_least(0)),
+    ConfigKey("log.cleaner.enable", "boolean", True, "Run the log cleaner for compacted topics."),
+    ConfigKey("log.cleaner.backoff.ms", "long", 15000, "Sleep between cleaner runs with nothing to clean.", at_least(0)),
+    ConfigKey("log.cleaner.min.compaction.lag.ms", "long", 0, "Minimum age of a record before it may be compacted.", at_least(0)),
+    ConfigKey("log.cleaner.max.compaction.lag.ms", "long", LONG_MAX, "Maximum time a record stays uncompacted.", at_least(1)),
+    ConfigKey("log.cleaner.delete.retention.ms", "long", _DAY_MS, "How long tombstones are kept.", at_least(0)),
+    ConfigKey("log.cleaner.min.cleanable.ratio", "double", 0.5, "Minimum dirty ratio before a log is cleaned.", between(0, 1)),
+    ConfigKey("compression.type", "string", "producer", "Final compression of a topic's batches.", one_of("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd")),
+    ConfigKey("min.insync.replicas", "int", 1, "Minimum ISR size for acks=all produce.", at_least(1)),
+    ConfigKey("unclean.leader.election.enable", "boolean", False, "Allow out-of-sync replicas to become leader."),
+    ConfigKey("offsets.topic.num.partitions", "int", 50, "Partitions of __consumer_offsets.", at_least(1), read_only=True),
+    ConfigKey("offsets.topic.replication.factor", "int", 1, "Replication factor of __consumer_offsets.", at_least(1)),
+    ConfigKey("offsets.topic.segment.bytes", "int", 104857600, "Segment size of __consumer_offsets.", at_least(1)),
+    ConfigKey("offsets.retention.minutes", "int", 10080, "How long committed offsets of an empty group are kept.", at_least(1)),
+    ConfigKey("offsets.retention.check.interval.ms", "long", 600000, "How often stale offsets are removed.", at_least(1)),
+    ConfigKey("group.initial.rebalance.delay.ms", "int", 3000, "Wait for more members before the first rebalance of an empty group.", at_least(0)),
+    ConfigKey("group.min.session.timeout.ms", "int", 6000, "Smallest session timeout a member may ask for."),
+    ConfigKey("group.max.session.timeout.ms", "int", 1800000, "Largest session timeout a member may ask for."),
+    ConfigKey("group.max.size", "int", INT_MAX, "Maximum members of one group.", at_least(1)),
+    ConfigKey("producer.id.expiration.ms", "int", _DAY_MS, "How long an idle producer's state is kept.", at_least(1)),
+    ConfigKey("transactional.id.expiration.ms", "int", _WEEK_MS, "How long an idle transactional id is kept.", at_least(1)),
+    ConfigKey("transaction.max.timeout.ms", "int", 900000, "Largest transaction timeout a producer may ask for.", at_least(1)),
+    ConfigKey("transaction.state.log.num.partitions", "int", 50, "Partitions of __transaction_state.", at_least(1), read_only=True),
+    ConfigKey("zookeeper.connect", "string", None, "ZooKeeper connection string; unset for a single-node broker.", read_only=True),
+    ConfigKey("zookeeper.session.timeout.ms", "int", 18000, "ZooKeeper session timeout."),
+    ConfigKey("replica.lag.time.max.ms", "long", 30000, "A follower that has not caught up in this long leaves the ISR."),
+    ConfigKey("replica.fetch.wait.max.ms", "int", 500, "Max wait of a follower's fetch request."),
+    ConfigKey("replica.fetch.max.bytes", "int", 1048576, "Bytes per partition a follower fetches at once."),
+    ConfigKey("num.replica.fetchers", "int", 1, "Fetcher connections per source broker."),
+    ConfigKey("broker.rack", "string", None, "Rack of this broker.", read_only=True),
+    ConfigKey("cluster.id", "string", None, "Cluster id; generated and kept in meta.properties when unset.", read_only=True),
+    ConfigKey("metrics.port", "int", None, "Port of the Prometheus /metrics endpoint; unset to disable."),
+    ConfigKey("fetch.max.bytes", "int", 57671680, "Largest fetch response the broker returns.", at_least(1024)),
+    ConfigKey("pykbroker.sendfile.min.bytes", "int", 65536, "Record regions smaller than this are copied into the response instead of sent with sendfile.", at_least(0)),
+)
+
+
+def _topic(name, type_, default, doc, validator=None, synonyms=()):
+    return ConfigKey(name, type_, default, doc, validator, tuple(synonyms))
+
+
+TOPIC_CONFIGS = _keys(
+    _topic("cleanup.policy", "list", ["delete"], "delete, compact, or both (compact,delete).", one_of("delete", "compact"), [("log.cleanup.policy", 1)]),
+    _topic("retention.ms", "long", _WEEK_MS, "How long a segment is kept before deletion; -1 for no limit.", at_least(-1),
+           [("log.retention.ms", 1), ("log.retention.minutes", 60_000), ("log.retention.hours", 3_600_000)]),
+    _topic("retention.bytes", "long", -1, "The maximum size of a partition's log before old segments are deleted.", None, [("log.retention.bytes", 1)]),
+    _topic("segment.bytes", "int", 1073741824, "The segment file size.", at_least(14), [("log.segment.bytes", 1)]),
+    _topic("segment.ms", "long", _WEEK_MS, "Roll a segment after this long even if it is not full.", at_least(1),
+           [("log.roll.ms", 1), ("log.roll.hours", 3_600_000)]),
+    _topic("segment.jitter.ms", "long", 0, "Random jitter subtracted from segment.ms.", at_least(0)),
+    _topic("segment.index.bytes", "int", 10485760, "The size of a segment's offset index.", at_least(4), [("log.index.size.max.bytes", 1)]),
+    _topic("index.interval.bytes", "int", 4096, "Bytes between offset index entries.", at_least(0), [("log.index.interval.bytes", 1)]),
+    _topic("max.message.bytes", "int", 1048588, "The largest record batch size allowed.", at_least(0), [("message.max.bytes", 1)]),
+    _topic("message.timestamp.type", "string", "CreateTime", "CreateTime or LogAppendTime.", one_of("CreateTime", "LogAppendTime"), [("log.message.timestamp.type", 1)]),
+    _topic("min.compaction.lag.ms", "long", 0, "Minimum age of a record before it may be compacted.", at_least(0), [("log.cleaner.min.compaction.lag.ms", 1)]),
+    _topic("max.compaction.lag.ms", "long", LONG_MAX, "Maximum time a record stays uncompacted.", at_least(1), [("log.cleaner.max.compaction.lag.ms", 1)]),
+    _topic("delete.retention.ms", "long", _DAY_MS, "How long tombstones are kept on compacted topics.", at_least(0), [("log.cleaner.delete.retention.ms", 1)]),
+    _topic("min.cleanable.dirty.ratio", "double", 0.5, "Minimum dirty ratio before a log is compacted.", between(0, 1), [("log.cleaner.min.cleanable.ratio", 1)]),
+    _topic("file.delete.delay.ms", "long", 60000, "Delay before a deleted segment's files are removed.", at_least(0), [("log.segment.delete.delay.ms", 1)]),
+    _topic("flush.messages", "long", LONG_MAX, "Records appended before the log is fsynced.", at_least(1), [("log.flush.interval.messages", 1)]),
+    _topic("flush.ms", "long", LONG_MAX, "Milliseconds before the log is fsynced.", at_least(0), [("log.flush.interval.ms", 1)]),
+    _topic("compression.type", "string", "producer", "Final compression of the topic's batches.", one_of("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"), [("compression.type", 1)]),
+    _topic("min.insync.replicas", "int", 1, "Minimum ISR size for acks=all produce.", at_least(1), [("min.insync.replicas", 1)]),
+    _topic("unclean.leader.election.enable", "boolean", False, "Allow out-of-sync replicas to become leader.", None, [("unclean.leader.election.enable", 1)]),
+    _topic("preallocate", "boolean", False, "Preallocate segment files (accepted, not used)."),
+    _topic("message.timestamp.before.max.ms", "long", LONG_MAX, "Max age of a record's CreateTime relative to the broker clock.", at_least(0)),
+    _topic("message.timestamp.after.max.ms", "long", LONG_MAX, "Max lead of a record's CreateTime over the broker clock.", at_least(0)),
+)
+
+
+class BrokerConfig:
+    """The broker's effective configuration: parsed values keyed by Kafka's names."""
+
+    def __init__(self, props: dict[str, str] | None = None):
+        props = dict(props or {})
+        self.originals = props
+        self.values: dict[str, Any] = {}
+        self.unknown: dict[str, str] = {}
+        for name, raw in props.items():
+            key = BROKER_CONFIGS.get(name)
+            if key is None:
+                self.unknown[name] = raw  # Kafka logs and ignores unknown keys
+                continue
+            self.values[name] = key.parse(raw)
+
+    def get(self, name: str) -> Any:
+        if name in self.values:
+            return self.values[name]
+        return BROKER_CONFIGS[name].default
+
+    def is_set(self, name: str) -> bool:
+        return name in self.values
+
+    def set(self, name: str, raw: Any) -> None:
+        self.values[name] = BROKER_CONFIGS[name].parse(raw)
+
+    @property
+    def node_id(self) -> int:
+        if self.is_set("node.id"):
+            return self.get("node.id")
+        if self.is_set("broker.id"):
+            return self.get("broker.id")
+        return self.get("node.id")
+
+    @property
+    def log_dirs(self) -> list[str]:
+        dirs = self.get("log.dirs")
+        return dirs if dirs else [self.get("log.dir")]
+
+    @property
+    def listeners(self) -> list[tuple[str, str, int]]:
+        return [parse_listener(x) for x in self.get("listeners")]
+
+    @property
+    def advertised_listeners(self) -> list[tuple[str, str, int]]:
+        adv = self.get("advertised.listeners")
+        return [parse_listener(x) for x in adv] if adv else self.listeners
+
+    def topic_default(self, name: str) -> tuple[Any, str, str | None]:
+        """(value, source, broker synonym) of a topic config at broker level."""
+        key = TOPIC_CONFIGS[name]
+        for broker_key, factor in key.synonyms:
+            if self.is_set(broker_key):
+                return _scaled(self.get(broker_key), factor), "STATIC_BROKER_CONFIG", broker_key
+        for broker_key, factor in key.synonyms:
+            default = BROKER_CONFIGS[broker_key].default
+            if default is not None:
+                return _scaled(default, factor), "DEFAULT_CONFIG", broker_key
+        return key.default, "DEFAULT_CONFIG", None
+
+    def topic_defaults(self) -> dict[str, Any]:
+        return {name: self.topic_default(name)[0] for name in TOPIC_CONFIGS}
+
+
+def _scaled(value, factor):
+    if isinstance(value, int) and factor != 1 and value >= 0:
+        return value * factor
+    return value
+
+
+def parse_listener(uri: str) -> tuple[str, str, int]:
+    """'PLAINTEXT://host:9092' -> ('PLAINTEXT', 'host', 9092); an empty host means all."""
+    if "://" not in uri:
+        raise ConfigError(f"Invalid listener {uri!r}: expected NAME://host:port")
+    name, rest = uri.split("://", 1)
+    host, _, port = rest.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        return name, host, int(port)
+    except ValueError:
+        raise ConfigError(f"Invalid listener {uri!r}: bad port") from None
+
+
+def parse_topic_configs(raw: dict[str, str | None]) -> dict[str, Any]:
+    """Validate topic config overrides; ConfigError names the first bad key."""
+    out = {}
+    for name, value in raw.items():
+        key = TOPIC_CONFIGS.get(name)
+        if key is None:
+            raise ConfigError(f"Unknown topic config name: {name}")
+        if value is None:
+            raise ConfigError(f"Null value not supported for topic configs: {name}")
+        out[name] = key.parse(value)
+    return out
+
+
+def load_properties(path: str) -> dict[str, str]:
+    """Read a Java-style .properties file (key=value or key: value, # and ! comments)."""
+    props: dict[str, str] = {}
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    pending = ""
+    for line in lines:
+        line = pending + line.strip()
+        pending = ""
+        if not line or line[0] in "#!":
+            continue
+        if line.endswith("\\"):
+            pending = line[:-1]
+            continue
+        for i, ch in enumerate(line):
+            if ch in "=:":
+                props[line[:i].strip()] = line[i + 1 :].strip()
+                break
+        else:
+            props[line] = ""
+    return props
+
+
+class LogConfig:
+    """A topic's effective log settings: overrides on top of the broker's defaults."""
+
+    __slots__ = ("values", "overrides")
+
+    def __init__(self, defaults: dict[str, Any], overrides: dict[str, Any] | None = None):
+        self.overrides = dict(overrides or {})
+        self.values = {**defaults, **self.overrides}
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    @property
+    def segment_bytes(self) -> int:
+        return self.values["segment.bytes"]
+
+    @property
+    def segment_ms(self) -> int:
+        return self.values["segment.ms"]
+
+    @property
+    def index_interval_bytes(self) -> int:
+        return self.values["index.interval.bytes"]
+
+    @property
+    def max_index_entries(self) -> int:
+        return max(self.values["segment.index.bytes"] // 8, 1)
+
+    @property
+    def max_message_bytes(self) -> int:
+        return self.values["max.message.bytes"]
+
+    @property
+    def log_append_time(self) -> bool:
+        return self.values["message.timestamp.type"] == "LogAppendTime"
+
+    @property
+    def compact(self) -> bool:
+        return "compact" in self.values["cleanup.policy"]
+
+    @property
+    def delete(self) -> bool:
+        return "delete" in self.values["cleanup.policy"]
+
+    @property
+    def flush_messages(self) -> int:
+        return self.values["flush.messages"]
+
+    @property
+    def flush_ms(self) -> int:
+        return self.values["flush.ms"]

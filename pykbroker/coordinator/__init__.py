@@ -1,0 +1,16 @@
+"""Coordinators: the group coordinator (and later the transaction coordinator)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pykbroker.broker import Broker
+
+
+async def start_coordinators(broker: Broker) -> None:
+    """Load coordinator state from the internal topics; called once storage is open."""
+
+
+async def stop_coordinators(broker: Broker) -> None:
+    """Stop coordinator timers before storage closes."""

@@ -1,0 +1,85 @@
+"""Fetch: a long poll over partition logs; records go out as file regions (sendfile)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from protocol.apis import ApiKey
+from protocol.errors import ErrorCode, KafkaError
+from protocol.hotpath import FetchPartitionResult, encode_fetch_response
+
+from . import REGISTRY
+
+READ_COMMITTED = 1
+
+
+def read_partitions(broker, request, version: int, response_max_bytes: int):
+    """One pass over the requested partitions: (topics, bytes found, any error)."""
+    rm = broker.replica_manager
+    follower = request.replica_id >= 0
+    read_committed = request.isolation_level == READ_COMMITTED
+    remaining = response_max_bytes
+    total = 0
+    error = False
+    topics = []
+    for t in request.topics:
+        results = []
+        for p in t.partitions:
+            r = FetchPartitionResult(p.partition)
+            try:
+                part = rm.get_leader(t.topic, p.partition, p.current_leader_epoch if version >= 9 else -1)
+                log = part.log
+                if follower:
+                    part.update_follower(request.replica_id, p.fetch_offset)
+                r.high_watermark = log.high_watermark
+                r.last_stable_offset = part.last_stable_offset()
+                r.log_start_offset = log.log_start_offset
+                if follower:
+                    max_offset = log.log_end_offset
+                elif read_committed:
+                    max_offset = r.last_stable_offset
+                    r.aborted_transactions = []
+                else:
+                    max_offset = r.high_watermark
+                limit = min(p.partition_max_bytes, remaining)
+                region = log.read(p.fetch_offset, limit, max_offset, min_one=total == 0)
+                if region is not None:
+                    r.records = region
+                    total += region.length
+                    remaining = max(remaining - region.length, 0)
+                    if read_committed:
+                        r.aborted_transactions = part.aborted_transactions(p.fetch_offset, region)
+            except KafkaError as e:
+                r.error_code = e.code
+                error = True
+            results.append(r)
+        topics.append((t.topic, results))
+    return topics, total, error
+
+
+@REGISTRY.register(ApiKey.FETCH, 4, 12)
+async def handle_fetch(ctx, request):
+    broker = ctx.broker
+    version = ctx.api_version
+    header = ctx.header
+    if version >= 7 and request.session_id != 0:
+        # We never create fetch sessions (a broker may decline to), so none can be found.
+        return encode_fetch_response(version, header.correlation_id, 0, ErrorCode.FETCH_SESSION_ID_NOT_FOUND, 0, [])
+    max_bytes = min(request.max_bytes, broker.config.get("fetch.max.bytes"))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + request.max_wait_ms / 1000
+    keys = [(t.topic, p.partition) for t in request.topics for p in t.partitions]
+    while True:
+        topics, total, error = read_partitions(broker, request, version, max_bytes)
+        remaining = deadline - loop.time()
+        if total >= request.min_bytes or error or remaining <= 0 or not keys:
+            break
+        fut = loop.create_future()
+        watched = broker.replica_manager.add_waiter(keys, fut)
+        try:
+            await asyncio.wait((fut,), timeout=remaining)
+        finally:
+            for part in watched:
+                part.waiters.discard(fut)
+    broker.metrics.bytes_out += total
+    return encode_fetch_response(version, header.correlation_id, 0, ErrorCode.NONE, 0, topics)

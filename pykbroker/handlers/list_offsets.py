@@ -1,0 +1,53 @@
+"""ListOffsets: earliest, latest, by timestamp, and max timestamp (v7+)."""
+
+from __future__ import annotations
+
+from protocol.apis import ApiKey
+from protocol.errors import ErrorCode, KafkaError
+
+from . import REGISTRY
+
+LATEST, EARLIEST, MAX_TIMESTAMP = -1, -2, -3
+READ_COMMITTED = 1
+
+
+def list_offset(partition, timestamp: int, isolation_level: int) -> tuple[int, int]:
+    """(timestamp, offset) answering one ListOffsets partition query."""
+    log = partition.log
+    if timestamp == EARLIEST:
+        return -1, log.log_start_offset
+    if timestamp == LATEST:
+        bound = partition.last_stable_offset() if isolation_level == READ_COMMITTED else log.high_watermark
+        return -1, bound
+    if timestamp == MAX_TIMESTAMP:
+        found = log.max_timestamp_offset()
+        return (found[1], found[0]) if found else (-1, -1)
+    if timestamp < 0:
+        raise KafkaError(ErrorCode.INVALID_REQUEST, f"unsupported timestamp {timestamp}")
+    found = log.offset_for_timestamp(timestamp)
+    if found is None or found[0] >= log.high_watermark:
+        return -1, -1
+    return found[1], found[0]
+
+
+@REGISTRY.register(ApiKey.LIST_OFFSETS, 1, 7)
+def handle_list_offsets(ctx, request) -> dict:
+    rm = ctx.broker.replica_manager
+    isolation = request.isolation_level if ctx.api_version >= 2 else 0
+    topics = []
+    for t in request.topics:
+        partitions = []
+        for p in t.partitions:
+            entry = {"partition_index": p.partition_index, "error_code": ErrorCode.NONE,
+                     "timestamp": -1, "offset": -1, "leader_epoch": -1}  # fmt: skip
+            try:
+                part = rm.get_leader(t.name, p.partition_index, p.current_leader_epoch if ctx.api_version >= 4 else -1)
+                if p.timestamp == MAX_TIMESTAMP and ctx.api_version < 7:
+                    raise KafkaError(ErrorCode.UNSUPPORTED_VERSION)
+                entry["timestamp"], entry["offset"] = list_offset(part, p.timestamp, isolation)
+                entry["leader_epoch"] = part.leader_epoch
+            except KafkaError as e:
+                entry["error_code"] = e.code
+            partitions.append(entry)
+        topics.append({"name": t.name, "partitions": partitions})
+    return {"throttle_time_ms": 0, "topics": topics}

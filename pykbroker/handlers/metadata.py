@@ -1,0 +1,113 @@
+"""Metadata and DescribeCluster."""
+
+from __future__ import annotations
+
+from protocol.apis import ApiKey
+from protocol.errors import ErrorCode, KafkaError
+from pykbroker.cluster.metadata import TopicInfo, validate_topic_name
+
+from . import REGISTRY
+
+AUTHORIZED_OPERATIONS_UNSET = None  # kafka-python encodes None as INT32_MIN ("not requested")
+
+
+def broker_entries(broker) -> list[dict]:
+    return [
+        {"node_id": b.node_id, "host": b.host, "port": b.port, "rack": b.rack}
+        for b in broker.metadata.brokers()
+    ]
+
+
+def topic_entry(info: TopicInfo, error: int = ErrorCode.NONE) -> dict:
+    return {
+        "error_code": error,
+        "name": info.name,
+        "topic_id": info.topic_id,
+        "is_internal": info.internal,
+        "partitions": [
+            {
+                "error_code": ErrorCode.NONE,
+                "partition_index": i,
+                "leader_id": p.leader,
+                "leader_epoch": p.leader_epoch,
+                "replica_nodes": p.replicas,
+                "isr_nodes": p.isr,
+                "offline_replicas": [],
+            }
+            for i, p in enumerate(info.partitions)
+        ],
+        "authorized_operations": AUTHORIZED_OPERATIONS_UNSET,
+    }
+
+
+def error_entry(name: str | None, error: int, topic_id=None) -> dict:
+    entry = {"error_code": error, "name": name, "is_internal": False, "partitions": []}
+    if topic_id is not None:
+        entry["topic_id"] = topic_id
+    return entry
+
+
+def _requested_topic(broker, name: str, allow_auto: bool) -> dict:
+    info = broker.metadata.topic(name)
+    if info is not None:
+        return topic_entry(info)
+    try:
+        validate_topic_name(name)
+    except KafkaError as e:
+        return error_entry(name, e.code)
+    if not allow_auto:
+        return error_entry(name, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+    try:
+        return topic_entry(broker.auto_create_topic(name))
+    except KafkaError as e:
+        return error_entry(name, e.code)
+
+
+@REGISTRY.register(ApiKey.METADATA, 0, 12)
+def handle_metadata(ctx, request) -> dict:
+    broker = ctx.broker
+    version = ctx.api_version
+    allow_auto = request.allow_auto_topic_creation if version >= 4 else True
+    if request.topics is None or (version == 0 and not request.topics):
+        topics = [topic_entry(t) for t in broker.metadata.topics.values()]
+    else:
+        topics = []
+        for t in request.topics:
+            if t.name is None:  # v12: by topic id
+                info = broker.metadata.topic_by_id(t.topic_id)
+                topics.append(topic_entry(info) if info else error_entry(None, ErrorCode.UNKNOWN_TOPIC_ID, t.topic_id))
+            else:
+                topics.append(_requested_topic(broker, t.name, allow_auto))
+    return {
+        "throttle_time_ms": 0,
+        "brokers": broker_entries(broker),
+        "cluster_id": broker.metadata.cluster_id,
+        "controller_id": broker.metadata.controller_id,
+        "topics": topics,
+        "authorized_operations": AUTHORIZED_OPERATIONS_UNSET,
+    }
+
+
+@REGISTRY.register(ApiKey.DESCRIBE_CLUSTER, 0, 1)
+def handle_describe_cluster(ctx, request) -> dict:
+    broker = ctx.broker
+    if ctx.api_version >= 1 and request.endpoint_type != 1:
+        return {
+            "error_code": ErrorCode.UNSUPPORTED_ENDPOINT_TYPE,
+            "error_message": f"The endpoint type {request.endpoint_type} is not supported by a broker",
+            "endpoint_type": request.endpoint_type, "cluster_id": broker.metadata.cluster_id,
+            "controller_id": -1, "brokers": [],
+        }  # fmt: skip
+    return {
+        "throttle_time_ms": 0,
+        "error_code": ErrorCode.NONE,
+        "error_message": None,
+        "endpoint_type": 1,
+        "cluster_id": broker.metadata.cluster_id,
+        "controller_id": broker.metadata.controller_id,
+        "brokers": [
+            {"broker_id": b.node_id, "host": b.host, "port": b.port, "rack": b.rack}
+            for b in broker.metadata.brokers()
+        ],
+        "authorized_operations": AUTHORIZED_OPERATIONS_UNSET,
+    }

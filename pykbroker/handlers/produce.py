@@ -1,0 +1,101 @@
+"""Produce: one batch per partition, appended as sent (base offset patched in place)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from protocol.apis import ApiKey
+from protocol.errors import ErrorCode, KafkaError
+from protocol.hotpath import ProduceRequestData, decode_produce_request
+from pykbroker.cluster.metadata import INTERNAL_TOPICS, validate_topic_name
+from pykbroker.server import CLOSE
+
+from . import REGISTRY
+
+
+def _partition_entry(index: int) -> dict:
+    return {"index": index, "error_code": ErrorCode.NONE, "base_offset": -1, "log_append_time_ms": -1,
+            "log_start_offset": -1, "record_errors": [], "error_message": None}  # fmt: skip
+
+
+def _topic_error(broker, name: str) -> KafkaError | None:
+    """Why a topic can't take this produce (None: it exists, or was just auto-created)."""
+    if name in INTERNAL_TOPICS:
+        return KafkaError(ErrorCode.INVALID_TOPIC_EXCEPTION, f"Cannot append to internal topic {name}")
+    if broker.metadata.topic(name) is not None:
+        return None
+    try:
+        validate_topic_name(name)
+        broker.auto_create_topic(name)
+    except KafkaError as e:
+        return e
+    return None
+
+
+@REGISTRY.register(ApiKey.PRODUCE, 3, 11, decoder=decode_produce_request)
+def handle_produce(ctx, request: ProduceRequestData):
+    broker = ctx.broker
+    rm = broker.replica_manager
+    metrics = broker.metrics
+    acks = request.acks
+    if request.transactional_id is not None and getattr(broker, "transaction_coordinator", None) is None:
+        bad_acks = KafkaError(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+    elif acks not in (0, 1, -1):
+        bad_acks = KafkaError(ErrorCode.INVALID_REQUIRED_ACKS)
+    else:
+        bad_acks = None
+    responses = []
+    failed = False
+    waiting: list[tuple[object, int, dict]] = []  # acks=all: (partition, offset the HW must pass, entry)
+    for topic in request.topics:
+        topic_error = bad_acks or _topic_error(broker, topic.name)
+        entries = []
+        for p in topic.partitions:
+            entry = _partition_entry(p.index)
+            try:
+                if topic_error is not None:
+                    raise topic_error
+                if p.records is None:
+                    raise KafkaError(ErrorCode.INVALID_RECORD, "null records")
+                partition = rm.get(topic.name, p.index)
+                info = partition.append_as_leader(p.records, acks)
+                entry["base_offset"] = info.first_offset
+                entry["log_append_time_ms"] = info.log_append_time
+                entry["log_start_offset"] = info.log_start_offset
+                if not info.duplicate:
+                    metrics.bytes_in += len(p.records)
+                    metrics.messages_in += info.record_count
+                if acks == -1 and partition.log.high_watermark <= info.last_offset:
+                    waiting.append((partition, info.last_offset + 1, entry))
+            except KafkaError as e:
+                failed = True
+                entry["error_code"] = e.code
+                entry["error_message"] = e.message
+            entries.append(entry)
+        responses.append({"name": topic.name, "partition_responses": entries})
+    if acks == 0:
+        # No response is sent; on error Kafka closes the connection so the client notices.
+        return CLOSE if failed else None
+    body = {"responses": responses, "throttle_time_ms": 0}
+    if waiting:
+        return _await_replication(waiting, request.timeout_ms, body)
+    return body
+
+
+async def _await_replication(waiting, timeout_ms: int, body: dict) -> dict:
+    """acks=all: answer once every partition's HW has passed its batch, or time out."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_ms / 1000
+    for partition, offset, entry in waiting:
+        while partition.log.high_watermark < offset:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                entry["error_code"] = ErrorCode.REQUEST_TIMED_OUT
+                break
+            fut = loop.create_future()
+            partition.waiters.add(fut)
+            try:
+                await asyncio.wait((fut,), timeout=remaining)
+            finally:
+                partition.waiters.discard(fut)
+    return body

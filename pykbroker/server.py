@@ -1,0 +1,211 @@
+"""The network layer: one Connection per socket, requests answered in order.
+
+Like Kafka's SocketServer, a connection handles one request at a time (the next is parsed only
+once the previous response is queued), which keeps responses in request order however long a
+handler waits. Reads go straight into the frame buffer (BufferedProtocol). Fetch responses put
+their record regions on the wire with os.sendfile from the segment file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
+
+import structlog
+
+from protocol.framing import FrameError, FrameReader
+from pykbroker.storage.segment import FileRegion
+
+if TYPE_CHECKING:
+    from pykbroker.broker import Broker
+
+log = structlog.get_logger(__name__)
+
+CLOSE = object()  # a handler's way of saying: close this connection (after logging why)
+_MAX_QUEUED_FRAMES = 16
+_WRITE_HIGH_WATER = 4 * 1024 * 1024
+
+
+class Connection(asyncio.BufferedProtocol):
+    def __init__(self, broker: Broker):
+        self.broker = broker
+        self.reader = FrameReader(broker.config.get("socket.request.max.bytes"))
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self._sock_fd = -1
+        self._dup_fd = -1
+        self._task: asyncio.Task | None = None
+        self._reading_paused = False
+        self._drain_waiter: asyncio.Future | None = None
+        self._write_paused = False
+        self.closed = False
+        self.tls = False
+
+    # --- asyncio callbacks --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        sock = transport.get_extra_info("socket")
+        self.tls = transport.get_extra_info("sslcontext") is not None
+        if sock is not None:
+            self._sock_fd = sock.fileno()
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        # high=0: any bytes left unsent pause us, and resume_writing fires exactly when the
+        # transport's buffer is empty again, which is what sendfile needs to wait for.
+        transport.set_write_buffer_limits(high=0, low=0)
+        self.broker.connection_opened(self)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.reader.get_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        try:
+            self.reader.buffer_updated(nbytes)
+        except FrameError as e:
+            self.abort("invalid_frame", reason=str(e))
+            return
+        frames = self.reader.frames
+        if frames and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._process())
+        if len(frames) >= _MAX_QUEUED_FRAMES and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.reader.partial and not self.closed:
+            log.info("connection_closed_mid_frame", peer=self.peer)
+        self.closed = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._wake_drain()
+        if self._dup_fd >= 0:
+            try:
+                asyncio.get_running_loop().remove_writer(self._dup_fd)
+            except Exception:
+                pass
+            os.close(self._dup_fd)
+            self._dup_fd = -1
+        self.broker.connection_closed(self)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_drain()
+
+    def _wake_drain(self) -> None:
+        w, self._drain_waiter = self._drain_waiter, None
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    # --- request processing -----------------------------------------------------------------
+
+    def abort(self, event: str, **fields) -> None:
+        """Close this connection because of what the client sent, with a log line saying why."""
+        if not self.closed:
+            log.warning(event, peer=self.peer, **fields)
+            self.closed = True
+            if self.transport is not None:
+                self.transport.abort()
+
+    async def _process(self) -> None:
+        frames = self.reader.frames
+        try:
+            while frames and not self.closed:
+                frame = frames.popleft()
+                if self._reading_paused and len(frames) < _MAX_QUEUED_FRAMES // 2:
+                    self._reading_paused = False
+                    self.transport.resume_reading()
+                response = self.broker.handle_request(self, frame)
+                if isinstance(response, Awaitable):
+                    response = await response
+                if response is None:
+                    continue
+                if response is CLOSE:
+                    self.closed = True
+                    self.transport.close()
+                    return
+                await self._send(response)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        except Exception:
+            log.exception("connection_failed", peer=self.peer)
+            self.abort("connection_aborted")
+        finally:
+            self._task = None
+            if frames and not self.closed:  # frames that arrived while we were finishing
+                self._task = asyncio.get_running_loop().create_task(self._process())
+
+    async def _send(self, response: bytes | list) -> None:
+        if isinstance(response, (bytes, bytearray)):
+            self.transport.write(response)
+        else:
+            await self._send_parts(response)
+        if self.transport.get_write_buffer_size() > _WRITE_HIGH_WATER:
+            await self._drain()
+
+    async def _send_parts(self, parts: list) -> None:
+        """Write a response made of bytes and FileRegions; big regions go by sendfile."""
+        pending: list[bytes] = []
+        min_sendfile = self.broker.sendfile_min_bytes
+        for part in parts:
+            if not isinstance(part, FileRegion):
+                pending.append(part)
+            elif self.tls or self._sock_fd < 0 or part.length < min_sendfile:
+                pending.append(part.read())
+            else:
+                if pending:
+                    self.transport.write(b"".join(pending))
+                    pending = []
+                await self._sendfile(part)
+        if pending:
+            self.transport.write(b"".join(pending))
+
+    async def _drain(self) -> None:
+        while self.transport.get_write_buffer_size() > 0 and not self.closed:
+            self._drain_waiter = asyncio.get_running_loop().create_future()
+            await self._drain_waiter
+        if self.closed:
+            raise ConnectionError("connection closed")
+
+    async def _sendfile(self, region: FileRegion) -> None:
+        await self._drain()
+        offset, remaining = region.position, region.length
+        while remaining:
+            try:
+                sent = os.sendfile(self._sock_fd, region.fd, offset, remaining)
+            except BlockingIOError:
+                await self._writable()
+                continue
+            if sent == 0:  # the file is shorter than the region: the response can't be finished
+                raise ConnectionError("segment file truncated during sendfile")
+            offset += sent
+            remaining -= sent
+        self.broker.metrics.sendfile_bytes += region.length
+
+    async def _writable(self) -> None:
+        # uvloop owns the socket's fd and refuses add_writer on it; a dup of it works.
+        loop = asyncio.get_running_loop()
+        if self._dup_fd < 0:
+            self._dup_fd = os.dup(self._sock_fd)
+        fut = loop.create_future()
+        loop.add_writer(self._dup_fd, lambda: fut.done() or fut.set_result(None))
+        try:
+            await fut
+        finally:
+            if self._dup_fd >= 0:
+                loop.remove_writer(self._dup_fd)
+        if self.closed:
+            raise ConnectionError("connection closed")

@@ -1,0 +1,181 @@
+"""Sparse segment indexes, in Kafka's on-disk formats.
+
+OffsetIndex (`.index`): 8-byte entries (relative offset int32, file position int32) mapping the
+last offset of a batch to the batch's position, one entry every `index.interval.bytes`.
+TimeIndex (`.timeindex`): 12-byte entries (timestamp int64, relative offset int32), appended when
+a segment's max timestamp grows. Both are kept in memory as arrays and appended to their files;
+lookups are binary searches.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from array import array
+from bisect import bisect_right
+
+_OFFSET_ENTRY = struct.Struct(">ii")
+_TIME_ENTRY = struct.Struct(">qi")
+
+
+class CorruptIndexError(Exception):
+    pass
+
+
+class _IndexFile:
+    entry: struct.Struct
+
+    def __init__(self, path: str, base_offset: int):
+        self.path = path
+        self.base_offset = base_offset
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._file_bytes = os.fstat(self._fd).st_size
+
+    def _read_entries(self):
+        size = self.entry.size
+        data = os.pread(self._fd, self._file_bytes, 0)
+        whole = len(data) - len(data) % size
+        return [self.entry.unpack_from(data, i) for i in range(0, whole, size)]
+
+    def _write(self, payload: bytes) -> None:
+        os.pwrite(self._fd, payload, self._file_bytes)
+        self._file_bytes += len(payload)
+
+    def _rewrite(self, payload: bytes) -> None:
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, payload, 0)
+        self._file_bytes = len(payload)
+
+    def flush(self) -> None:
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def rename(self, path: str) -> None:
+        os.rename(self.path, path)
+        self.path = path
+
+
+class OffsetIndex(_IndexFile):
+    entry = _OFFSET_ENTRY
+
+    def __init__(self, path: str, base_offset: int):
+        super().__init__(path, base_offset)
+        self._offsets = array("q")
+        self._positions = array("q")
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def load(self, segment_bytes: int) -> None:
+        """Read entries from disk; CorruptIndexError if they are not a valid index."""
+        prev_off = prev_pos = -1
+        for rel, pos in self._read_entries():
+            off = self.base_offset + rel
+            if off < prev_off or pos <= prev_pos or pos > segment_bytes or rel < 0:
+                raise CorruptIndexError(f"{self.path}: entries out of order or past the log")
+            self._offsets.append(off)
+            self._positions.append(pos)
+            prev_off, prev_pos = off, pos
+        if self._file_bytes % self.entry.size:
+            self._rewrite(b"".join(self._encoded(i) for i in range(len(self))))
+
+    def _encoded(self, i: int) -> bytes:
+        return _OFFSET_ENTRY.pack(self._offsets[i] - self.base_offset, self._positions[i])
+
+    def append(self, offset: int, position: int) -> None:
+        if self._offsets and (offset < self._offsets[-1] or position <= self._positions[-1]):
+            return
+        self._offsets.append(offset)
+        self._positions.append(position)
+        self._write(_OFFSET_ENTRY.pack(offset - self.base_offset, position))
+
+    def lookup(self, offset: int) -> int:
+        """Position of the last indexed batch whose last offset is below `offset` (a safe scan start)."""
+        i = bisect_right(self._offsets, offset - 1) - 1
+        return self._positions[i] if i >= 0 else 0
+
+    def lookup_position(self, position: int) -> int:
+        """The largest indexed batch position <= position (0 if none)."""
+        i = bisect_right(self._positions, position) - 1
+        return self._positions[i] if i >= 0 else 0
+
+    @property
+    def last_position(self) -> int:
+        return self._positions[-1] if self._positions else 0
+
+    def truncate_to_position(self, position: int) -> None:
+        """Drop entries for batches at or after `position`."""
+        i = bisect_right(self._positions, position - 1)
+        if i < len(self._positions):
+            del self._offsets[i:]
+            del self._positions[i:]
+            self._rewrite(b"".join(self._encoded(j) for j in range(i)))
+
+    def reset(self) -> None:
+        self._offsets = array("q")
+        self._positions = array("q")
+        self._rewrite(b"")
+
+
+class TimeIndex(_IndexFile):
+    entry = _TIME_ENTRY
+
+    def __init__(self, path: str, base_offset: int):
+        super().__init__(path, base_offset)
+        self._timestamps = array("q")
+        self._offsets = array("q")
+
+    def __len__(self) -> int:
+        return len(self._timestamps)
+
+    def load(self) -> None:
+        prev_ts = prev_off = -(1 << 63)
+        for ts, rel in self._read_entries():
+            off = self.base_offset + rel
+            if ts < prev_ts or off < prev_off or rel < 0:
+                raise CorruptIndexError(f"{self.path}: entries out of order")
+            self._timestamps.append(ts)
+            self._offsets.append(off)
+            prev_ts, prev_off = ts, off
+        if self._file_bytes % self.entry.size:
+            self._rewrite(self._encoded_all())
+
+    def _encoded_all(self) -> bytes:
+        return b"".join(
+            _TIME_ENTRY.pack(ts, off - self.base_offset) for ts, off in zip(self._timestamps, self._offsets, strict=True)
+        )
+
+    @property
+    def last_entry(self) -> tuple[int, int] | None:
+        if not self._timestamps:
+            return None
+        return self._timestamps[-1], self._offsets[-1]
+
+    def maybe_append(self, timestamp: int, offset: int) -> None:
+        if self._timestamps and timestamp <= self._timestamps[-1]:
+            return
+        self._timestamps.append(timestamp)
+        self._offsets.append(offset)
+        self._write(_TIME_ENTRY.pack(timestamp, offset - self.base_offset))
+
+    def lookup(self, timestamp: int) -> int:
+        """An offset from which to scan for the first record with timestamp >= `timestamp`."""
+        i = bisect_right(self._timestamps, timestamp - 1) - 1
+        return self._offsets[i] if i >= 0 else self.base_offset
+
+    def truncate_to_offset(self, offset: int) -> None:
+        """Drop entries at or beyond offset."""
+        keep = bisect_right(self._offsets, offset - 1)
+        if keep < len(self._offsets):
+            del self._timestamps[keep:]
+            del self._offsets[keep:]
+            self._rewrite(self._encoded_all())
+
+    def reset(self) -> None:
+        self._timestamps = array("q")
+        self._offsets = array("q")
+        self._rewrite(b"")

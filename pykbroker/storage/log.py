@@ -1,0 +1,376 @@
+"""Log: one partition's sequence of LogSegments (Kafka's UnifiedLog, local part).
+
+Appends take one producer batch at a time (Produce v3+ carries exactly one batch per partition),
+assign its base offset in place and write it as sent. The log knows its log start offset, log
+end offset (LEO) and high watermark (HW); what the HW is, is decided by the Partition above it
+(the LEO on a single broker, the ISR's minimum with replication).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from bisect import bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from protocol import records as rb
+from protocol.errors import ErrorCode, KafkaError
+from pykbroker.config import LogConfig
+
+from .producer_state import ProducerStateManager
+from .segment import FileRegion, LogSegment
+
+log = structlog.get_logger(__name__)
+
+_MAX_RELATIVE_OFFSET = (1 << 31) - 1
+_LOG_START_FILE = "log-start-offset"
+SUFFIXES_TO_DISCARD = (".cleaned", ".tmp")
+DELETED_SUFFIX = ".deleted"
+SWAP_SUFFIX = ".swap"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(slots=True)
+class AppendInfo:
+    first_offset: int
+    last_offset: int
+    log_append_time: int  # -1 unless the topic uses LogAppendTime
+    log_start_offset: int
+    duplicate: bool = False
+    record_count: int = 0
+
+
+class Log:
+    def __init__(
+        self,
+        directory: str,
+        topic: str,
+        partition: int,
+        config: LogConfig,
+        *,
+        recover: bool = True,
+        on_roll: Callable[[LogSegment], None] | None = None,
+        on_delete_files: Callable[[list[LogSegment], int], None] | None = None,
+    ):
+        self.dir = directory
+        self.topic = topic
+        self.partition = partition
+        self.config = config
+        self.on_roll = on_roll
+        self.on_delete_files = on_delete_files
+        os.makedirs(directory, exist_ok=True)
+        self.segments: list[LogSegment] = []
+        self._bases: list[int] = []
+        self.producer_state = ProducerStateManager(directory)
+        self.log_start_offset = 0
+        self.high_watermark = 0
+        self.unflushed_records = 0
+        self.last_flush_ms = now_ms()
+        self.leader_epoch = 0
+        self._load(recover)
+
+    # --- loading ------------------------------------------------------------------------------
+
+    def _load(self, recover: bool) -> None:
+        bases = []
+        for name in os.listdir(self.dir):
+            path = os.path.join(self.dir, name)
+            if name.endswith(SUFFIXES_TO_DISCARD) or name.endswith(DELETED_SUFFIX):
+                os.unlink(path)  # unfinished cleaning or deletion: the originals are authoritative
+            elif name.endswith(".log"):
+                bases.append(int(name[:-4]))
+        for base in sorted(bases):
+            self._finish_swap(base)
+        for base in sorted(bases):
+            seg = LogSegment(self.dir, base)
+            self._add_segment(seg)
+        newest = self.segments[-1] if self.segments else None
+        truncated = 0
+        for seg in self.segments:
+            truncated += seg.load(recover=recover and seg is newest)
+        if truncated:
+            log.warning("log_recovered", topic=self.topic, partition=self.partition, truncated_bytes=truncated)
+        if not self.segments:
+            self._add_segment(LogSegment(self.dir, 0, create=True))
+        self.log_start_offset = max(self._read_log_start_offset(), self.segments[0].base_offset)
+        self._rebuild_producer_state()
+        self.high_watermark = self.log_end_offset
+
+    def _finish_swap(self, base: int) -> None:
+        """A `.swap` set left by compaction replaces the segment files it was cleaned from."""
+        stem = os.path.join(self.dir, f"{base:020d}")
+        if not os.path.exists(stem + ".log" + SWAP_SUFFIX):
+            return
+        for ext in (".log", ".index", ".timeindex"):
+            if os.path.exists(stem + ext + SWAP_SUFFIX):
+                os.replace(stem + ext + SWAP_SUFFIX, stem + ext)
+
+    def _rebuild_producer_state(self) -> None:
+        start = self.producer_state.load_snapshot(self.log_end_offset)
+        for seg in self.segments:
+            if seg.next_offset <= start:
+                continue
+            for _pos, header in seg.iter_batches(seg.offset_index.lookup(start) if seg.base_offset <= start else 0):
+                if header.last_offset >= start:
+                    self.producer_state.update(header)
+
+    def _read_log_start_offset(self) -> int:
+        try:
+            with open(os.path.join(self.dir, _LOG_START_FILE)) as f:
+                return int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    def _write_log_start_offset(self) -> None:
+        path = os.path.join(self.dir, _LOG_START_FILE)
+        with open(path + ".tmp", "w") as f:
+            f.write(str(self.log_start_offset))
+        os.replace(path + ".tmp", path)
+
+    def _add_segment(self, seg: LogSegment) -> None:
+        i = bisect_right(self._bases, seg.base_offset)
+        self._bases.insert(i, seg.base_offset)
+        self.segments.insert(i, seg)
+
+    # --- offsets ------------------------------------------------------------------------------
+
+    @property
+    def active_segment(self) -> LogSegment:
+        return self.segments[-1]
+
+    @property
+    def log_end_offset(self) -> int:
+        return self.segments[-1].next_offset
+
+    @property
+    def size(self) -> int:
+        return sum(s.size for s in self.segments)
+
+    def update_high_watermark(self, offset: int) -> bool:
+        """Move the HW (clamped to [log start, LEO]); True if it advanced."""
+        offset = min(max(offset, self.log_start_offset), self.log_end_offset)
+        if offset > self.high_watermark:
+            self.high_watermark = offset
+            return True
+        self.high_watermark = offset
+        return False
+
+    # --- appends ------------------------------------------------------------------------------
+
+    def append_as_leader(self, records: memoryview, leader_epoch: int = 0) -> AppendInfo:
+        """Validate and append one producer batch; the view is patched in place."""
+        batches = rb.validate_batches(records, self.config.max_message_bytes)
+        if len(batches) != 1:
+            raise KafkaError(ErrorCode.INVALID_RECORD, "Produce requests must carry exactly one record batch per partition")
+        _, header = batches[0]
+        duplicate = self.producer_state.check(header)
+        if duplicate is not None:
+            return AppendInfo(duplicate.first_offset, duplicate.last_offset, -1, self.log_start_offset, duplicate=True)
+        append_time = -1
+        if self.config.log_append_time:
+            append_time = now_ms()
+            rb.set_log_append_time(records, 0, append_time)
+            header.max_timestamp = append_time
+            header.attributes |= rb.TIMESTAMP_TYPE_MASK
+        header.base_offset = self.log_end_offset
+        rb.set_base_offset(records, 0, header.base_offset)
+        rb.set_partition_leader_epoch(records, 0, leader_epoch)
+        header.partition_leader_epoch = leader_epoch
+        self._append(records, [(0, header)])
+        return AppendInfo(
+            header.base_offset, header.last_offset, append_time, self.log_start_offset,
+            record_count=header.record_count,
+        )  # fmt: skip
+
+    def append_as_follower(self, records) -> int:
+        """Append batches whose offsets the leader assigned (replication). Returns the new LEO."""
+        batches = [(pos, h) for pos, h in rb.scan_batches(records)]
+        if not batches:
+            return self.log_end_offset
+        end = batches[-1][0] + batches[-1][1].size
+        if batches[0][1].base_offset < self.log_end_offset:
+            raise KafkaError(ErrorCode.OFFSET_OUT_OF_RANGE, "follower append below the log end offset")
+        self._append(memoryview(records)[:end], batches)
+        return self.log_end_offset
+
+    def _append(self, data, batches: list[tuple[int, rb.BatchHeader]]) -> None:
+        size = len(data)
+        first, last = batches[0][1], batches[-1][1]
+        self._maybe_roll(size, first.base_offset, last.last_offset, first.max_timestamp)
+        self.active_segment.append(data, batches, self.config.index_interval_bytes)
+        for _, h in batches:
+            self.producer_state.update(h)
+            self.unflushed_records += h.record_count
+        if self.unflushed_records >= self.config.flush_messages:
+            self.flush()
+
+    def _maybe_roll(self, size: int, first_offset: int, last_offset: int, timestamp: int) -> None:
+        seg = self.active_segment
+        if seg.size == 0:
+            if seg.base_offset != first_offset and seg.next_offset == seg.base_offset:
+                self._replace_empty_active(first_offset)
+            return
+        cfg = self.config
+        if (
+            seg.size + size > cfg.segment_bytes
+            or len(seg.offset_index) >= cfg.max_index_entries
+            or last_offset - seg.base_offset > _MAX_RELATIVE_OFFSET
+            or seg.time_waiting_to_roll(now_ms()) > cfg.segment_ms
+        ):
+            self.roll(first_offset)
+
+    def _replace_empty_active(self, base: int) -> None:
+        """An empty active segment takes the base offset of the first batch written to it."""
+        old = self.segments.pop()
+        self._bases.pop()
+        old.close()
+        for path in old.paths():
+            os.unlink(path)
+        self._add_segment(LogSegment(self.dir, base, create=True))
+
+    def roll(self, base_offset: int | None = None) -> LogSegment:
+        base = self.log_end_offset if base_offset is None else base_offset
+        old = self.active_segment
+        if old.size == 0 and old.base_offset == base:
+            return old
+        self.producer_state.write_snapshot(self.log_end_offset)
+        seg = LogSegment(self.dir, base, create=True)
+        self._add_segment(seg)
+        if self.on_roll is not None:
+            self.on_roll(old)  # flush the finished segment off the event loop
+        log.debug("segment_rolled", topic=self.topic, partition=self.partition, base_offset=base)
+        return seg
+
+    def flush(self) -> None:
+        self.active_segment.flush()
+        self.unflushed_records = 0
+        self.last_flush_ms = now_ms()
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def check_fetch_offset(self, offset: int) -> None:
+        if offset < self.log_start_offset or offset > self.log_end_offset:
+            raise KafkaError(
+                ErrorCode.OFFSET_OUT_OF_RANGE,
+                f"offset {offset} is outside [{self.log_start_offset}, {self.log_end_offset}]",
+            )
+
+    def read(self, offset: int, max_bytes: int, max_offset: int, min_one: bool = True) -> FileRegion | None:
+        """Whole batches from the one holding `offset`, up to max_bytes, below max_offset."""
+        self.check_fetch_offset(offset)
+        if offset >= max_offset:
+            return None
+        i = max(bisect_right(self._bases, offset) - 1, 0)
+        limit_pos = self._position_of(max_offset)
+        while i < len(self.segments):
+            seg = self.segments[i]
+            max_position = limit_pos[1] if limit_pos is not None and limit_pos[0] is seg else None
+            region = seg.read(offset, max_bytes, max_position, min_one)
+            if region is not None:
+                return region if region.length > 0 else None
+            if limit_pos is not None and limit_pos[0] is seg:
+                return None
+            i += 1
+        return None
+
+    def _position_of(self, offset: int) -> tuple[LogSegment, int] | None:
+        """(segment, position) of the first batch at or after offset; None at the LEO."""
+        if offset >= self.log_end_offset:
+            return None
+        i = max(bisect_right(self._bases, offset) - 1, 0)
+        for seg in self.segments[i:]:
+            found = seg.translate_offset(offset)
+            if found is not None:
+                pos, header = found
+                if header.base_offset < offset:
+                    pos += header.size  # never expose part of a batch beyond the bound
+                return seg, pos
+        return None
+
+    def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record at or after `timestamp` (ListOffsets)."""
+        for seg in self.segments:
+            if seg.max_timestamp >= timestamp:
+                found = seg.find_offset_by_timestamp(timestamp)
+                if found is not None and found[0] >= self.log_start_offset:
+                    return found
+        return None
+
+    def max_timestamp_offset(self) -> tuple[int, int] | None:
+        """(offset, timestamp) of the record with the largest timestamp (ListOffsets v7)."""
+        best = None
+        for seg in self.segments:
+            if seg.offset_of_max_timestamp >= 0 and (best is None or seg.max_timestamp > best[1]):
+                best = (seg.offset_of_max_timestamp, seg.max_timestamp)
+        return best
+
+    # --- maintenance ------------------------------------------------------------------------
+
+    def maybe_increment_log_start_offset(self, offset: int) -> None:
+        """DeleteRecords: records below offset become unreadable; segments go later."""
+        if offset > self.log_start_offset:
+            self.log_start_offset = offset
+            self._write_log_start_offset()
+            self.high_watermark = max(self.high_watermark, offset)
+
+    def delete_segments(self, doomed: list[LogSegment]) -> None:
+        """Remove segments (never the active one); their files go after file.delete.delay.ms."""
+        doomed = [s for s in doomed if s is not self.active_segment]
+        if not doomed:
+            return
+        for seg in doomed:
+            i = self.segments.index(seg)
+            del self.segments[i]
+            del self._bases[i]
+            seg.rename_with_suffix("", DELETED_SUFFIX)
+            seg.deleted = True
+        if self.segments[0].base_offset > self.log_start_offset:
+            self.log_start_offset = self.segments[0].base_offset
+            self._write_log_start_offset()
+        if self.on_delete_files is not None:
+            self.on_delete_files(doomed, self.config["file.delete.delay.ms"])
+        else:
+            remove_segment_files(doomed)
+
+    def truncate_to(self, offset: int) -> None:
+        """Remove everything at or above offset (a follower diverging from its leader)."""
+        if offset >= self.log_end_offset:
+            return
+        doomed = [s for s in self.segments if s.base_offset >= offset and s is not self.segments[0]]
+        for seg in doomed:
+            i = self.segments.index(seg)
+            del self.segments[i]
+            del self._bases[i]
+            seg.close()
+            for path in seg.paths():
+                os.unlink(path)
+        self.active_segment.truncate_to(offset)
+        self.producer_state.truncate_snapshots_after(offset)
+        self._rebuild_producer_state()
+        self.high_watermark = min(self.high_watermark, self.log_end_offset)
+
+    def write_snapshot(self) -> None:
+        self.producer_state.write_snapshot(self.log_end_offset)
+
+    def close(self) -> None:
+        for seg in self.segments:
+            seg.close()
+
+    def __repr__(self) -> str:
+        return f"Log({self.topic}-{self.partition}, start={self.log_start_offset}, end={self.log_end_offset})"
+
+
+def remove_segment_files(segments: list[LogSegment]) -> None:
+    for seg in segments:
+        seg.close()
+        for path in seg.paths():
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass

@@ -1,0 +1,165 @@
+"""LogManager: every partition Log in this broker's log directories.
+
+Loads logs at start-up (recovering the newest segment of each unless the last shutdown was
+clean), creates and deletes them, flushes on schedule, and writes the clean-shutdown marker.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+
+import structlog
+
+from pykbroker.config import BrokerConfig, LogConfig
+
+from .log import Log, now_ms, remove_segment_files
+from .segment import LogSegment
+
+log = structlog.get_logger(__name__)
+
+CLEAN_SHUTDOWN_FILE = ".kafka_cleanshutdown"
+DELETE_DIR_SUFFIX = "-delete"
+
+
+def partition_dir_name(topic: str, partition: int) -> str:
+    return f"{topic}-{partition}"
+
+
+def parse_partition_dir(name: str) -> tuple[str, int] | None:
+    topic, sep, index = name.rpartition("-")
+    if not sep or not topic or not index.isdigit():
+        return None
+    return topic, int(index)
+
+
+class Scheduler:
+    """What storage needs from its host: run later, run off the event loop. Sync by default."""
+
+    def call_later(self, delay_s: float, fn: Callable[[], None]) -> None:
+        fn()
+
+    def run_blocking(self, fn: Callable[[], None]) -> None:
+        fn()
+
+
+class LogManager:
+    def __init__(self, config: BrokerConfig, scheduler: Scheduler | None = None):
+        self.config = config
+        self.scheduler = scheduler or Scheduler()
+        self.log_dirs = [os.path.abspath(d) for d in config.log_dirs]
+        self.logs: dict[tuple[str, int], Log] = {}
+        self.had_clean_shutdown = True
+        for d in self.log_dirs:
+            os.makedirs(d, exist_ok=True)
+
+    @property
+    def data_dir(self) -> str:
+        return self.log_dirs[0]
+
+    def load_logs(self, log_configs: Callable[[str], LogConfig]) -> None:
+        """Open every partition directory; `log_configs(topic)` gives each topic's config."""
+        started = now_ms()
+        for d in self.log_dirs:
+            marker = os.path.join(d, CLEAN_SHUTDOWN_FILE)
+            clean = os.path.exists(marker)
+            self.had_clean_shutdown &= clean
+            for name in sorted(os.listdir(d)):
+                path = os.path.join(d, name)
+                if not os.path.isdir(path):
+                    continue
+                if name.endswith(DELETE_DIR_SUFFIX):
+                    shutil.rmtree(path, ignore_errors=True)
+                    continue
+                tp = parse_partition_dir(name)
+                if tp is None:
+                    continue
+                self.logs[tp] = self._open(path, tp, log_configs(tp[0]), recover=not clean)
+            if clean:
+                os.unlink(marker)  # from here on a crash must be noticed
+                _fsync_dir(d)
+        log.info(
+            "logs_loaded", partitions=len(self.logs), clean_shutdown=self.had_clean_shutdown,
+            ms=now_ms() - started,
+        )  # fmt: skip
+
+    def _open(self, path: str, tp: tuple[str, int], config: LogConfig, *, recover: bool) -> Log:
+        return Log(
+            path, tp[0], tp[1], config, recover=recover,
+            on_roll=self._flush_rolled, on_delete_files=self._delete_files_later,
+        )  # fmt: skip
+
+    def _flush_rolled(self, segment: LogSegment) -> None:
+        def flush() -> None:
+            if segment.fd >= 0 and not segment.deleted:
+                try:
+                    segment.flush()
+                except OSError:
+                    pass  # closed under us by deletion; nothing left to make durable
+
+        self.scheduler.run_blocking(flush)
+
+    def _delete_files_later(self, segments: list[LogSegment], delay_ms: int) -> None:
+        # Readers may still be sending from these files (a fetch in flight): wait before closing.
+        self.scheduler.call_later(delay_ms / 1000, lambda: remove_segment_files(segments))
+
+    def get(self, topic: str, partition: int) -> Log | None:
+        return self.logs.get((topic, partition))
+
+    def get_or_create(self, topic: str, partition: int, config: LogConfig) -> Log:
+        existing = self.logs.get((topic, partition))
+        if existing is not None:
+            return existing
+        path = os.path.join(self._dir_for_new_log(), partition_dir_name(topic, partition))
+        created = self._open(path, (topic, partition), config, recover=False)
+        self.logs[(topic, partition)] = created
+        return created
+
+    def _dir_for_new_log(self) -> str:
+        counts = dict.fromkeys(self.log_dirs, 0)
+        for lg in self.logs.values():
+            parent = os.path.dirname(lg.dir)
+            if parent in counts:
+                counts[parent] += 1
+        return min(self.log_dirs, key=lambda d: counts[d])
+
+    def delete(self, topic: str, partition: int) -> None:
+        lg = self.logs.pop((topic, partition), None)
+        if lg is None:
+            return
+        lg.close()
+        doomed = f"{lg.dir}.{uuid.uuid4().hex}{DELETE_DIR_SUFFIX}"
+        os.rename(lg.dir, doomed)
+        self.scheduler.run_blocking(lambda: shutil.rmtree(doomed, ignore_errors=True))
+
+    def flush_due(self) -> None:
+        """Fsync logs whose flush.ms has passed (only when a topic or log.flush.interval.ms sets it)."""
+        now = now_ms()
+        for lg in self.logs.values():
+            if lg.unflushed_records and now - lg.last_flush_ms >= lg.config.flush_ms:
+                lg.flush()
+
+    def shutdown(self) -> None:
+        """Flush, snapshot producer state, close, and leave the clean-shutdown marker."""
+        for lg in self.logs.values():
+            try:
+                lg.flush()
+                lg.write_snapshot()
+            finally:
+                lg.close()
+        for d in self.log_dirs:
+            marker = os.path.join(d, CLEAN_SHUTDOWN_FILE)
+            with open(marker, "w"):
+                pass
+            _fsync_dir(d)
+        log.info("logs_closed", partitions=len(self.logs))
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,199 @@
+"""Idempotent-producer state of one partition (Kafka's ProducerStateManager).
+
+Per producer id: its epoch and the metadata of its last five batches, so that a retried batch is
+recognised and answered with its original offsets instead of being appended twice, and a gap
+in sequence numbers is refused with OUT_OF_ORDER_SEQUENCE_NUMBER. The state is rebuilt at start-up
+from a snapshot (written at clean shutdown and when a segment rolls) plus the batch headers
+after it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import deque
+from dataclasses import dataclass, field
+
+from protocol import records as rb
+from protocol.errors import ErrorCode, KafkaError
+
+MAX_BATCHES_PER_PRODUCER = 5
+_SEQ_MOD = 1 << 31
+
+
+@dataclass(slots=True)
+class BatchMetadata:
+    first_seq: int
+    last_seq: int
+    first_offset: int
+    last_offset: int
+    timestamp: int
+
+
+@dataclass(slots=True)
+class ProducerEntry:
+    producer_id: int
+    epoch: int
+    batches: deque = field(default_factory=lambda: deque(maxlen=MAX_BATCHES_PER_PRODUCER))
+    last_timestamp: int = -1
+    current_txn_first_offset: int | None = None  # offset of the first batch of an open transaction
+
+    @property
+    def last_seq(self) -> int:
+        return self.batches[-1].last_seq if self.batches else rb.NO_SEQUENCE
+
+    def find_duplicate(self, header: rb.BatchHeader) -> BatchMetadata | None:
+        last_seq = header.last_sequence
+        for b in self.batches:
+            if b.first_seq == header.base_sequence and b.last_seq == last_seq:
+                return b
+        return None
+
+
+def _in_sequence(last_seq: int, first_seq: int) -> bool:
+    return first_seq == (last_seq + 1) % _SEQ_MOD
+
+
+class ProducerStateManager:
+    def __init__(self, directory: str):
+        self.directory = directory
+        self.producers: dict[int, ProducerEntry] = {}
+        self.ongoing_txns: dict[int, int] = {}  # producer id -> first offset of its open transaction
+
+    def check(self, header: rb.BatchHeader) -> BatchMetadata | None:
+        """Validate a batch against the producer's state before it is appended.
+
+        Returns the metadata of the original batch when `header` is a retried duplicate; raises
+        KafkaError for a stale epoch or a sequence gap.
+        """
+        if not header.has_producer_id:
+            return None
+        entry = self.producers.get(header.producer_id)
+        if entry is None:
+            # An unknown producer (new, or expired/removed with old segments): any sequence.
+            return None
+        if header.producer_epoch < entry.epoch:
+            raise KafkaError(
+                ErrorCode.INVALID_PRODUCER_EPOCH,
+                f"epoch {header.producer_epoch} is older than the current epoch {entry.epoch}",
+            )
+        if header.base_sequence < 0:
+            return None  # transactional markers and non-idempotent writes carry no sequence
+        if header.producer_epoch > entry.epoch:
+            if header.base_sequence != 0:
+                raise KafkaError(
+                    ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER,
+                    f"new epoch {header.producer_epoch} must start at sequence 0, got {header.base_sequence}",
+                )
+            return None
+        duplicate = entry.find_duplicate(header)
+        if duplicate is not None:
+            return duplicate
+        if entry.batches and not _in_sequence(entry.last_seq, header.base_sequence):
+            raise KafkaError(
+                ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER,
+                f"expected sequence {(entry.last_seq + 1) % _SEQ_MOD}, got {header.base_sequence}",
+            )
+        return None
+
+    def update(self, header: rb.BatchHeader) -> None:
+        """Record an appended batch (its base offset already assigned)."""
+        if not header.has_producer_id:
+            return
+        entry = self.producers.get(header.producer_id)
+        if entry is None or header.producer_epoch > entry.epoch:
+            entry = ProducerEntry(header.producer_id, header.producer_epoch)
+            self.producers[header.producer_id] = entry
+        if header.is_control:
+            entry.current_txn_first_offset = None
+            self.ongoing_txns.pop(header.producer_id, None)
+        elif header.is_transactional and entry.current_txn_first_offset is None:
+            entry.current_txn_first_offset = header.base_offset
+            self.ongoing_txns[header.producer_id] = header.base_offset
+        if header.base_sequence >= 0 and not header.is_control:
+            entry.batches.append(
+                BatchMetadata(
+                    header.base_sequence, header.last_sequence, header.base_offset,
+                    header.last_offset, header.max_timestamp,
+                )  # fmt: skip
+            )
+        entry.last_timestamp = max(entry.last_timestamp, header.max_timestamp)
+
+    def first_unstable_offset(self) -> int | None:
+        return min(self.ongoing_txns.values()) if self.ongoing_txns else None
+
+    def remove_expired(self, now_ms: int, expiration_ms: int) -> None:
+        expired = [
+            pid
+            for pid, e in self.producers.items()
+            if e.current_txn_first_offset is None and now_ms - e.last_timestamp > expiration_ms
+        ]
+        for pid in expired:
+            del self.producers[pid]
+
+    # --- snapshots --------------------------------------------------------------------------
+
+    def _snapshot_path(self, offset: int) -> str:
+        return os.path.join(self.directory, f"{offset:020d}.snapshot")
+
+    def snapshot_offsets(self) -> list[int]:
+        found = []
+        for name in os.listdir(self.directory):
+            if name.endswith(".snapshot"):
+                try:
+                    found.append(int(name[:-9]))
+                except ValueError:
+                    pass
+        return sorted(found)
+
+    def write_snapshot(self, offset: int) -> None:
+        """Persist the state as of log end offset `offset`; keep only the two newest snapshots."""
+        state = [
+            {
+                "pid": e.producer_id, "epoch": e.epoch, "ts": e.last_timestamp,
+                "txn": e.current_txn_first_offset,
+                "batches": [[b.first_seq, b.last_seq, b.first_offset, b.last_offset, b.timestamp] for b in e.batches],
+            }
+            for e in self.producers.values()
+        ]  # fmt: skip
+        path = self._snapshot_path(offset)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        for old in self.snapshot_offsets()[:-2]:
+            os.unlink(self._snapshot_path(old))
+
+    def load_snapshot(self, log_end_offset: int) -> int:
+        """Load the newest snapshot at or below log_end_offset; returns its offset (0 if none)."""
+        for offset in reversed(self.snapshot_offsets()):
+            if offset > log_end_offset:
+                os.unlink(self._snapshot_path(offset))
+                continue
+            try:
+                with open(self._snapshot_path(offset)) as f:
+                    state = json.load(f)
+            except (OSError, ValueError):
+                os.unlink(self._snapshot_path(offset))
+                continue
+            self.producers = {}
+            self.ongoing_txns = {}
+            for s in state:
+                e = ProducerEntry(s["pid"], s["epoch"], last_timestamp=s["ts"])
+                e.current_txn_first_offset = s.get("txn")
+                for b in s["batches"]:
+                    e.batches.append(BatchMetadata(*b))
+                self.producers[e.producer_id] = e
+                if e.current_txn_first_offset is not None:
+                    self.ongoing_txns[e.producer_id] = e.current_txn_first_offset
+            return offset
+        self.producers = {}
+        self.ongoing_txns = {}
+        return 0
+
+    def truncate_snapshots_after(self, offset: int) -> None:
+        for snap in self.snapshot_offsets():
+            if snap > offset:
+                os.unlink(self._snapshot_path(snap))

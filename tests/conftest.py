@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import pytest
+
+from pykbroker.embedded import EmbeddedBroker
+from pykbroker.logs import configure
+
+configure(level="WARNING", fmt="console")
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """A broker in this process (own thread and loop), ephemeral port, fresh data dir."""
+    with EmbeddedBroker(data_dir=str(tmp_path / "data")) as b:
+        yield b
+
+
+@pytest.fixture
+def make_broker(tmp_path):
+    """Factory for brokers with config overrides; all are stopped at the end of the test."""
+    started: list[EmbeddedBroker] = []
+
+    def make(overrides: dict | None = None, data_dir: str | None = None) -> EmbeddedBroker:
+        b = EmbeddedBroker(data_dir=data_dir or str(tmp_path / f"data{len(started)}"), overrides=overrides)
+        b.start()
+        started.append(b)
+        return b
+
+    yield make
+    for b in started:
+        b.stop()

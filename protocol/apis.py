@@ -64,14 +64,18 @@ class ApiSpec:
     min_version: int
     max_version: int
     handler: Callable
-    decoder: Callable | None = None  # (frame, body_offset, version) -> request; None: the generic codec
+    decoder: Callable | None = (
+        None  # (frame, body_offset, version) -> request; None: the generic codec
+    )
 
 
 class ApiRegistry:
     def __init__(self) -> None:
         self._specs: dict[int, ApiSpec] = {}
 
-    def register(self, api_key: int, min_version: int, max_version: int, decoder: Callable | None = None):
+    def register(
+        self, api_key: int, min_version: int, max_version: int, decoder: Callable | None = None
+    ):
         """Decorator: `@registry.register(ApiKey.PRODUCE, 3, 11)` over a handler function."""
 
         def decorate(fn: Callable) -> Callable:

@@ -88,7 +88,9 @@ def _container(cls, version: int, value: Any) -> Any:
     return cls(version=version, **kwargs)
 
 
-def encode_body(api_key: int, api_version: int, body: dict | Any, *, request: bool = False) -> bytes:
+def encode_body(
+    api_key: int, api_version: int, body: dict | Any, *, request: bool = False
+) -> bytes:
     cls = request_class(api_key) if request else response_class(api_key)
     msg = _container(cls, api_version, body)
     return bytes(msg.encode(version=api_version))

@@ -188,7 +188,9 @@ def encode_fetch_response(
         cur += _str(name, flexible)
         cur += _array_len(len(partitions), flexible)
         for p in partitions:
-            cur += _I32.pack(p.partition_index) + _I16.pack(p.error_code) + _I64.pack(p.high_watermark)
+            cur += (
+                _I32.pack(p.partition_index) + _I16.pack(p.error_code) + _I64.pack(p.high_watermark)
+            )
             cur += _I64.pack(p.last_stable_offset)
             if version >= 5:
                 cur += _I64.pack(p.log_start_offset)
@@ -211,7 +213,9 @@ def encode_fetch_response(
                 cur = bytearray()
             if flexible:
                 if p.current_leader is not None:
-                    leader = _I32.pack(p.current_leader[0]) + _I32.pack(p.current_leader[1]) + b"\x00"
+                    leader = (
+                        _I32.pack(p.current_leader[0]) + _I32.pack(p.current_leader[1]) + b"\x00"
+                    )
                     cur += b"\x01\x01" + _uvarint(len(leader)) + leader
                 else:
                     cur += b"\x00"

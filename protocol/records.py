@@ -143,7 +143,9 @@ def validate_batches(buf, max_batch_bytes: int | None = None) -> list[tuple[int,
         if crc32c(buf[pos + CRC_START : pos + size]) != header.crc:
             raise KafkaError(ErrorCode.CORRUPT_MESSAGE, "record batch CRC mismatch")
         if header.record_count <= 0 or header.last_offset_delta != header.record_count - 1:
-            raise KafkaError(ErrorCode.INVALID_RECORD, "record count and last offset delta disagree")
+            raise KafkaError(
+                ErrorCode.INVALID_RECORD, "record count and last offset delta disagree"
+            )
         batches.append((pos, header))
         pos += size
     return batches

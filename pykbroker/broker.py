@@ -196,7 +196,9 @@ class Broker:
             if spec.decoder is not None:
                 request = spec.decoder(frame, header.body_offset, header.api_version)
             else:
-                request = codec.decode_request(header.api_key, header.api_version, frame, header.body_offset)
+                request = codec.decode_request(
+                    header.api_key, header.api_version, frame, header.body_offset
+                )
         except Exception as e:
             conn.abort(
                 "malformed_request", api_key=header.api_key, api_version=header.api_version,
@@ -219,19 +221,26 @@ class Broker:
         except (asyncio.CancelledError, ConnectionError):
             raise
         except Exception:
-            log.exception("request_failed", api_key=ctx.header.api_key, api_version=ctx.header.api_version)
+            log.exception(
+                "request_failed", api_key=ctx.header.api_key, api_version=ctx.header.api_version
+            )
             return CLOSE
         return self._encode(ctx.header, result)
 
     def _encode(self, header: RequestHeader, result: Any) -> Any:
         if result is None or result is CLOSE or isinstance(result, (bytes, list)):
             return result
-        return codec.encode_response(header.api_key, header.api_version, header.correlation_id, result)
+        return codec.encode_response(
+            header.api_key, header.api_version, header.correlation_id, result
+        )
 
     def _unsupported_api_versions(self, header: RequestHeader) -> bytes:
         body = {
             "error_code": ErrorCode.UNSUPPORTED_VERSION,
-            "api_keys": [{"api_key": k, "min_version": lo, "max_version": hi} for k, lo, hi in self.registry.versions()],
+            "api_keys": [
+                {"api_key": k, "min_version": lo, "max_version": hi}
+                for k, lo, hi in self.registry.versions()
+            ],
         }
         return codec.encode_response(ApiKey.API_VERSIONS, 0, header.correlation_id, body)
 
@@ -260,7 +269,9 @@ class Broker:
             if replication_factor == -1:
                 replication_factor = self.config.get("default.replication.factor")
         configs = configs or {}
-        assignment = self.metadata.check_new_topic(name, num_partitions, replication_factor, assignments, configs)
+        assignment = self.metadata.check_new_topic(
+            name, num_partitions, replication_factor, assignments, configs
+        )
         if validate_only:
             return None
         info = self.metadata.create_topic(name, assignment, configs)
@@ -271,7 +282,9 @@ class Broker:
         """Auto-creation on Metadata/Produce (auto.create.topics.enable)."""
         if not self.config.get("auto.create.topics.enable"):
             raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
-        replication = min(self.config.get("default.replication.factor"), len(self.metadata.live_broker_ids()))
+        replication = min(
+            self.config.get("default.replication.factor"), len(self.metadata.live_broker_ids())
+        )
         return self.create_topic(name, self.config.get("num.partitions"), replication)
 
     def ensure_internal_topic(self, name: str, partitions: int, replication_factor: int,
@@ -285,7 +298,10 @@ class Broker:
     def delete_topic(self, name: str) -> TopicInfo:
         info = self.metadata.topic(name)
         if info is None:
-            raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, "This server does not host this topic-partition.")
+            raise KafkaError(
+                ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                "This server does not host this topic-partition.",
+            )
         if not self.config.get("delete.topic.enable"):
             raise KafkaError(ErrorCode.TOPIC_DELETION_DISABLED, "Topic deletion is disabled.")
         self.metadata.delete_topic(name)

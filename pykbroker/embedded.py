@@ -73,6 +73,7 @@ class EmbeddedBroker:
 
     def call(self, fn, *args) -> Any:
         """Run fn(*args) on the broker's loop (for tests that inspect broker state)."""
+
         async def invoke():
             return fn(*args)
 

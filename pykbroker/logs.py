@@ -11,8 +11,16 @@ import structlog
 
 def configure(level: str | None = None, fmt: str | None = None) -> None:
     level_name = (level or os.environ.get("PYKBROKER_LOG_LEVEL") or "INFO").upper()
-    fmt = fmt or os.environ.get("PYKBROKER_LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json")
-    renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    fmt = (
+        fmt
+        or os.environ.get("PYKBROKER_LOG_FORMAT")
+        or ("console" if sys.stderr.isatty() else "json")
+    )
+    renderer = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -21,7 +29,9 @@ def configure(level: str | None = None, fmt: str | None = None) -> None:
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level_name, logging.INFO)),
+        wrapper_class=structlog.make_filtering_bound_logger(
+            getattr(logging, level_name, logging.INFO)
+        ),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )

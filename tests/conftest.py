@@ -21,7 +21,9 @@ def make_broker(tmp_path):
     started: list[EmbeddedBroker] = []
 
     def make(overrides: dict | None = None, data_dir: str | None = None) -> EmbeddedBroker:
-        b = EmbeddedBroker(data_dir=data_dir or str(tmp_path / f"data{len(started)}"), overrides=overrides)
+        b = EmbeddedBroker(
+            data_dir=data_dir or str(tmp_path / f"data{len(started)}"), overrides=overrides
+        )
         b.start()
         started.append(b)
         return b

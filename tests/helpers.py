@@ -19,7 +19,11 @@ class BrokerProcess:
 
     def __init__(self, data_dir: str, overrides: dict[str, str] | None = None, port: int = 0):
         self.data_dir = data_dir
-        self.overrides = {"log.dir": data_dir, "listeners": f"PLAINTEXT://127.0.0.1:{port}", **(overrides or {})}
+        self.overrides = {
+            "log.dir": data_dir,
+            "listeners": f"PLAINTEXT://127.0.0.1:{port}",
+            **(overrides or {}),
+        }
         self.proc: subprocess.Popen | None = None
         self.lines: list[dict] = []
         self.port: int | None = None
@@ -35,7 +39,9 @@ class BrokerProcess:
             args += ["--override", f"{k}={v}"]
         env = {**os.environ, "PYKBROKER_LOG_FORMAT": "json"}
         self._started.clear()
-        self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, text=True)
+        self.proc = subprocess.Popen(
+            args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, text=True
+        )
         threading.Thread(target=self._read_logs, args=(self.proc,), daemon=True).start()
         if not self._started.wait(timeout):
             self.kill()

@@ -39,17 +39,23 @@ for message in consumer:
 """
 
 # Section 9 uses the producer of section 1 and a consumer like section 4's, on system_logs.
-SECTION_9_PRODUCER = SECTION_1.split("# Send")[0] + """
+SECTION_9_PRODUCER = (
+    SECTION_1.split("# Send")[0]
+    + """
 # Producer sends message
 producer.send('system_logs', value={'log_level': 'ERROR', 'message': 'Database failure'})
 producer.flush()
 """
+)
 
-SECTION_9_CONSUMER = SECTION_4.split("# Read")[0].replace("'user_activity'", "'system_logs'") + """
+SECTION_9_CONSUMER = (
+    SECTION_4.split("# Read")[0].replace("'user_activity'", "'system_logs'")
+    + """
 # Consumer processes the message
 for message in consumer:
     print(f"Log: {message.value}")
 """
+)
 
 
 def _on_port(code: str, port: int) -> str:
@@ -89,7 +95,9 @@ def test_section_9_pipeline(broker):
 def test_consumer_started_first_receives_live_message(broker):
     """Section 4's consumer waiting on an empty topic sees a message produced afterwards."""
     proc = subprocess.Popen(
-        [sys.executable, "-u", "-c", _on_port(SECTION_4, broker.port)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-u", "-c", _on_port(SECTION_4, broker.port)],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         run_to_completion(SECTION_1, broker.port)

@@ -30,9 +30,11 @@ PRODUCER_ID_BLOCK = 1000
 
 def validate_topic_name(name: str) -> None:
     if not name:
-        raise KafkaError(ErrorCode.INVALID_TOPIC_EXCEPTION, "Topic name is illegal, it can't be empty")
+        raise KafkaError(
+            ErrorCode.INVALID_TOPIC_EXCEPTION, "Topic name is illegal, it can't be empty"
+        )
     if name in (".", ".."):
-        raise KafkaError(ErrorCode.INVALID_TOPIC_EXCEPTION, "Topic name cannot be \".\" or \"..\"")
+        raise KafkaError(ErrorCode.INVALID_TOPIC_EXCEPTION, 'Topic name cannot be "." or ".."')
     if len(name) > MAX_TOPIC_NAME:
         raise KafkaError(
             ErrorCode.INVALID_TOPIC_EXCEPTION,
@@ -61,7 +63,12 @@ class PartitionState:
     isr: list[int]
 
     def to_json(self) -> dict[str, Any]:
-        return {"leader": self.leader, "leader_epoch": self.leader_epoch, "replicas": self.replicas, "isr": self.isr}
+        return {
+            "leader": self.leader,
+            "leader_epoch": self.leader_epoch,
+            "replicas": self.replicas,
+            "isr": self.isr,
+        }
 
 
 @dataclass(slots=True)
@@ -116,7 +123,9 @@ class LocalMetadata:
             )
         cluster_id = props.get("cluster.id") or configured or new_cluster_id()
         if configured and configured != cluster_id:
-            raise ConfigError(f"Stored cluster id {cluster_id} doesn't match configured cluster.id {configured}")
+            raise ConfigError(
+                f"Stored cluster id {cluster_id} doesn't match configured cluster.id {configured}"
+            )
         if not props:
             _atomic_write(path, f"version=1\ncluster.id={cluster_id}\nnode.id={self.node_id}\n")
         return cluster_id
@@ -197,22 +206,37 @@ class LocalMetadata:
                 )
             return self._check_assignments(assignments)
         if num_partitions <= 0:
-            raise KafkaError(ErrorCode.INVALID_PARTITIONS, "Number of partitions was set to an invalid non-positive value.")
+            raise KafkaError(
+                ErrorCode.INVALID_PARTITIONS,
+                "Number of partitions was set to an invalid non-positive value.",
+            )
         if replication_factor <= 0:
-            raise KafkaError(ErrorCode.INVALID_REPLICATION_FACTOR, "Replication factor must be larger than 0, or -1 to use the default value.")
+            raise KafkaError(
+                ErrorCode.INVALID_REPLICATION_FACTOR,
+                "Replication factor must be larger than 0, or -1 to use the default value.",
+            )
         return self.assign_replicas(num_partitions, replication_factor)
 
     def _check_assignments(self, assignments: dict[int, list[int]]) -> list[list[int]]:
         live = set(self.live_broker_ids())
         if sorted(assignments) != list(range(len(assignments))):
-            raise KafkaError(ErrorCode.INVALID_REPLICA_ASSIGNMENT, "Partitions should be a consecutive 0-based integer sequence")
+            raise KafkaError(
+                ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                "Partitions should be a consecutive 0-based integer sequence",
+            )
         out = []
         for p in range(len(assignments)):
             replicas = assignments[p]
             if not replicas or len(set(replicas)) != len(replicas):
-                raise KafkaError(ErrorCode.INVALID_REPLICA_ASSIGNMENT, f"Duplicate or empty replica assignment for partition {p}")
+                raise KafkaError(
+                    ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                    f"Duplicate or empty replica assignment for partition {p}",
+                )
             if not set(replicas) <= live:
-                raise KafkaError(ErrorCode.INVALID_REPLICA_ASSIGNMENT, f"Replica assignment for partition {p} names unknown brokers")
+                raise KafkaError(
+                    ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                    f"Replica assignment for partition {p} names unknown brokers",
+                )
             out.append(list(replicas))
         return out
 
@@ -227,9 +251,13 @@ class LocalMetadata:
                 "are registered.",
             )
         n = len(brokers)
-        return [[brokers[(p + r) % n] for r in range(replication_factor)] for p in range(num_partitions)]
+        return [
+            [brokers[(p + r) % n] for r in range(replication_factor)] for p in range(num_partitions)
+        ]
 
-    def create_topic(self, name: str, assignment: list[list[int]], configs: dict[str, str]) -> TopicInfo:
+    def create_topic(
+        self, name: str, assignment: list[list[int]], configs: dict[str, str]
+    ) -> TopicInfo:
         info = TopicInfo(
             name, uuid.uuid4(),
             [PartitionState(replicas[0], 0, list(replicas), list(replicas)) for replicas in assignment],
@@ -237,7 +265,12 @@ class LocalMetadata:
         )  # fmt: skip
         self.topics[name] = info
         self._save()
-        log.info("topic_created", topic=name, partitions=len(assignment), replication_factor=len(assignment[0]))
+        log.info(
+            "topic_created",
+            topic=name,
+            partitions=len(assignment),
+            replication_factor=len(assignment[0]),
+        )
         return info
 
     def delete_topic(self, name: str) -> TopicInfo:

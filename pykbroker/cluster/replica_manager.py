@@ -37,7 +37,10 @@ class Partition:
 
     def check_leader(self, current_leader_epoch: int = -1) -> None:
         if not self.is_leader:
-            raise KafkaError(ErrorCode.NOT_LEADER_OR_FOLLOWER, f"{self.topic}-{self.index} is led by {self.state.leader}")
+            raise KafkaError(
+                ErrorCode.NOT_LEADER_OR_FOLLOWER,
+                f"{self.topic}-{self.index} is led by {self.state.leader}",
+            )
         if current_leader_epoch >= 0:
             if current_leader_epoch < self.state.leader_epoch:
                 raise KafkaError(ErrorCode.FENCED_LEADER_EPOCH)
@@ -125,7 +128,10 @@ class ReplicaManager:
     def get(self, topic: str, index: int) -> Partition:
         p = self.partitions.get((topic, index))
         if p is None:
-            raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"This server does not host this topic-partition: {topic}-{index}")
+            raise KafkaError(
+                ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                f"This server does not host this topic-partition: {topic}-{index}",
+            )
         return p
 
     def get_leader(self, topic: str, index: int, current_leader_epoch: int = -1) -> Partition:

@@ -17,7 +17,9 @@ def handle_create_topics(ctx, request) -> dict:
         result = {"name": t.name, "error_code": ErrorCode.NONE, "error_message": None,
                   "num_partitions": -1, "replication_factor": -1, "configs": None}  # fmt: skip
         if t.name in seen:
-            result.update(error_code=ErrorCode.INVALID_REQUEST, error_message=f"Duplicate topic name {t.name}")
+            result.update(
+                error_code=ErrorCode.INVALID_REQUEST, error_message=f"Duplicate topic name {t.name}"
+            )
             results.append(result)
             continue
         seen.add(t.name)
@@ -56,7 +58,9 @@ def handle_delete_topics(ctx, request) -> dict:
             if name is None and topic_id is not None:
                 info = broker.metadata.topic_by_id(topic_id)
                 if info is None:
-                    raise KafkaError(ErrorCode.UNKNOWN_TOPIC_ID, "This server does not host this topic ID.")
+                    raise KafkaError(
+                        ErrorCode.UNKNOWN_TOPIC_ID, "This server does not host this topic ID."
+                    )
                 name = entry["name"] = info.name
             info = broker.delete_topic(name)
             entry["topic_id"] = info.topic_id

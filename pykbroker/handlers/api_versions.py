@@ -11,7 +11,8 @@ def handle_api_versions(ctx, request) -> dict:
     return {
         "error_code": ErrorCode.NONE,
         "api_keys": [
-            {"api_key": key, "min_version": lo, "max_version": hi} for key, lo, hi in REGISTRY.versions()
+            {"api_key": key, "min_version": lo, "max_version": hi}
+            for key, lo, hi in REGISTRY.versions()
         ],
         "throttle_time_ms": 0,
     }

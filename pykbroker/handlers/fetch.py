@@ -27,7 +27,9 @@ def read_partitions(broker, request, version: int, response_max_bytes: int):
         for p in t.partitions:
             r = FetchPartitionResult(p.partition)
             try:
-                part = rm.get_leader(t.topic, p.partition, p.current_leader_epoch if version >= 9 else -1)
+                part = rm.get_leader(
+                    t.topic, p.partition, p.current_leader_epoch if version >= 9 else -1
+                )
                 log = part.log
                 if follower:
                     part.update_follower(request.replica_id, p.fetch_offset)
@@ -64,7 +66,9 @@ async def handle_fetch(ctx, request):
     header = ctx.header
     if version >= 7 and request.session_id != 0:
         # We never create fetch sessions (a broker may decline to), so none can be found.
-        return encode_fetch_response(version, header.correlation_id, 0, ErrorCode.FETCH_SESSION_ID_NOT_FOUND, 0, [])
+        return encode_fetch_response(
+            version, header.correlation_id, 0, ErrorCode.FETCH_SESSION_ID_NOT_FOUND, 0, []
+        )
     max_bytes = min(request.max_bytes, broker.config.get("fetch.max.bytes"))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + request.max_wait_ms / 1000

@@ -17,7 +17,11 @@ def list_offset(partition, timestamp: int, isolation_level: int) -> tuple[int, i
     if timestamp == EARLIEST:
         return -1, log.log_start_offset
     if timestamp == LATEST:
-        bound = partition.last_stable_offset() if isolation_level == READ_COMMITTED else log.high_watermark
+        bound = (
+            partition.last_stable_offset()
+            if isolation_level == READ_COMMITTED
+            else log.high_watermark
+        )
         return -1, bound
     if timestamp == MAX_TIMESTAMP:
         found = log.max_timestamp_offset()
@@ -41,7 +45,11 @@ def handle_list_offsets(ctx, request) -> dict:
             entry = {"partition_index": p.partition_index, "error_code": ErrorCode.NONE,
                      "timestamp": -1, "offset": -1, "leader_epoch": -1}  # fmt: skip
             try:
-                part = rm.get_leader(t.name, p.partition_index, p.current_leader_epoch if ctx.api_version >= 4 else -1)
+                part = rm.get_leader(
+                    t.name,
+                    p.partition_index,
+                    p.current_leader_epoch if ctx.api_version >= 4 else -1,
+                )
                 if p.timestamp == MAX_TIMESTAMP and ctx.api_version < 7:
                     raise KafkaError(ErrorCode.UNSUPPORTED_VERSION)
                 entry["timestamp"], entry["offset"] = list_offset(part, p.timestamp, isolation)

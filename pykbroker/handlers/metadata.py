@@ -75,7 +75,11 @@ def handle_metadata(ctx, request) -> dict:
         for t in request.topics:
             if t.name is None:  # v12: by topic id
                 info = broker.metadata.topic_by_id(t.topic_id)
-                topics.append(topic_entry(info) if info else error_entry(None, ErrorCode.UNKNOWN_TOPIC_ID, t.topic_id))
+                topics.append(
+                    topic_entry(info)
+                    if info
+                    else error_entry(None, ErrorCode.UNKNOWN_TOPIC_ID, t.topic_id)
+                )
             else:
                 topics.append(_requested_topic(broker, t.name, allow_auto))
     return {

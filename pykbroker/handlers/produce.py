@@ -21,7 +21,9 @@ def _partition_entry(index: int) -> dict:
 def _topic_error(broker, name: str) -> KafkaError | None:
     """Why a topic can't take this produce (None: it exists, or was just auto-created)."""
     if name in INTERNAL_TOPICS:
-        return KafkaError(ErrorCode.INVALID_TOPIC_EXCEPTION, f"Cannot append to internal topic {name}")
+        return KafkaError(
+            ErrorCode.INVALID_TOPIC_EXCEPTION, f"Cannot append to internal topic {name}"
+        )
     if broker.metadata.topic(name) is not None:
         return None
     try:
@@ -38,7 +40,10 @@ def handle_produce(ctx, request: ProduceRequestData):
     rm = broker.replica_manager
     metrics = broker.metrics
     acks = request.acks
-    if request.transactional_id is not None and getattr(broker, "transaction_coordinator", None) is None:
+    if (
+        request.transactional_id is not None
+        and getattr(broker, "transaction_coordinator", None) is None
+    ):
         bad_acks = KafkaError(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
     elif acks not in (0, 1, -1):
         bad_acks = KafkaError(ErrorCode.INVALID_REQUIRED_ACKS)
@@ -46,7 +51,9 @@ def handle_produce(ctx, request: ProduceRequestData):
         bad_acks = None
     responses = []
     failed = False
-    waiting: list[tuple[object, int, dict]] = []  # acks=all: (partition, offset the HW must pass, entry)
+    waiting: list[
+        tuple[object, int, dict]
+    ] = []  # acks=all: (partition, offset the HW must pass, entry)
     for topic in request.topics:
         topic_error = bad_acks or _topic_error(broker, topic.name)
         entries = []

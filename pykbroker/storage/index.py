@@ -146,7 +146,8 @@ class TimeIndex(_IndexFile):
 
     def _encoded_all(self) -> bytes:
         return b"".join(
-            _TIME_ENTRY.pack(ts, off - self.base_offset) for ts, off in zip(self._timestamps, self._offsets, strict=True)
+            _TIME_ENTRY.pack(ts, off - self.base_offset)
+            for ts, off in zip(self._timestamps, self._offsets, strict=True)
         )
 
     @property

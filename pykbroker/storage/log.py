@@ -95,7 +95,12 @@ class Log:
         for seg in self.segments:
             truncated += seg.load(recover=recover and seg is newest)
         if truncated:
-            log.warning("log_recovered", topic=self.topic, partition=self.partition, truncated_bytes=truncated)
+            log.warning(
+                "log_recovered",
+                topic=self.topic,
+                partition=self.partition,
+                truncated_bytes=truncated,
+            )
         if not self.segments:
             self._add_segment(LogSegment(self.dir, 0, create=True))
         self.log_start_offset = max(self._read_log_start_offset(), self.segments[0].base_offset)
@@ -116,7 +121,9 @@ class Log:
         for seg in self.segments:
             if seg.next_offset <= start:
                 continue
-            for _pos, header in seg.iter_batches(seg.offset_index.lookup(start) if seg.base_offset <= start else 0):
+            for _pos, header in seg.iter_batches(
+                seg.offset_index.lookup(start) if seg.base_offset <= start else 0
+            ):
                 if header.last_offset >= start:
                     self.producer_state.update(header)
 
@@ -167,11 +174,20 @@ class Log:
         """Validate and append one producer batch; the view is patched in place."""
         batches = rb.validate_batches(records, self.config.max_message_bytes)
         if len(batches) != 1:
-            raise KafkaError(ErrorCode.INVALID_RECORD, "Produce requests must carry exactly one record batch per partition")
+            raise KafkaError(
+                ErrorCode.INVALID_RECORD,
+                "Produce requests must carry exactly one record batch per partition",
+            )
         _, header = batches[0]
         duplicate = self.producer_state.check(header)
         if duplicate is not None:
-            return AppendInfo(duplicate.first_offset, duplicate.last_offset, -1, self.log_start_offset, duplicate=True)
+            return AppendInfo(
+                duplicate.first_offset,
+                duplicate.last_offset,
+                -1,
+                self.log_start_offset,
+                duplicate=True,
+            )
         append_time = -1
         if self.config.log_append_time:
             append_time = now_ms()
@@ -195,7 +211,9 @@ class Log:
             return self.log_end_offset
         end = batches[-1][0] + batches[-1][1].size
         if batches[0][1].base_offset < self.log_end_offset:
-            raise KafkaError(ErrorCode.OFFSET_OUT_OF_RANGE, "follower append below the log end offset")
+            raise KafkaError(
+                ErrorCode.OFFSET_OUT_OF_RANGE, "follower append below the log end offset"
+            )
         self._append(memoryview(records)[:end], batches)
         return self.log_end_offset
 
@@ -261,7 +279,9 @@ class Log:
                 f"offset {offset} is outside [{self.log_start_offset}, {self.log_end_offset}]",
             )
 
-    def read(self, offset: int, max_bytes: int, max_offset: int, min_one: bool = True) -> FileRegion | None:
+    def read(
+        self, offset: int, max_bytes: int, max_offset: int, min_one: bool = True
+    ) -> FileRegion | None:
         """Whole batches from the one holding `offset`, up to max_bytes, below max_offset."""
         self.check_fetch_offset(offset)
         if offset >= max_offset:

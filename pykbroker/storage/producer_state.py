@@ -58,7 +58,9 @@ class ProducerStateManager:
     def __init__(self, directory: str):
         self.directory = directory
         self.producers: dict[int, ProducerEntry] = {}
-        self.ongoing_txns: dict[int, int] = {}  # producer id -> first offset of its open transaction
+        self.ongoing_txns: dict[
+            int, int
+        ] = {}  # producer id -> first offset of its open transaction
 
     def check(self, header: rb.BatchHeader) -> BatchMetadata | None:
         """Validate a batch against the producer's state before it is appended.
@@ -113,8 +115,11 @@ class ProducerStateManager:
         if header.base_sequence >= 0 and not header.is_control:
             entry.batches.append(
                 BatchMetadata(
-                    header.base_sequence, header.last_sequence, header.base_offset,
-                    header.last_offset, header.max_timestamp,
+                    header.base_sequence,
+                    header.last_sequence,
+                    header.base_offset,
+                    header.last_offset,
+                    header.max_timestamp,
                 )  # fmt: skip
             )
         entry.last_timestamp = max(entry.last_timestamp, header.max_timestamp)

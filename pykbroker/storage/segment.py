@@ -99,7 +99,10 @@ class LogSegment:
         if self.size:
             with mmap.mmap(self.fd, self.size, access=mmap.ACCESS_READ) as m:
                 for pos, header in rb.scan_batches(m):
-                    if header.magic != 2 or crc32c(m[pos + rb.CRC_START : pos + header.size]) != header.crc:
+                    if (
+                        header.magic != 2
+                        or crc32c(m[pos + rb.CRC_START : pos + header.size]) != header.crc
+                    ):
                         break
                     if header.base_offset < self.next_offset and pos > 0:
                         break
@@ -164,14 +167,18 @@ class LogSegment:
                 return
             position += p
 
-    def translate_offset(self, offset: int, end: int | None = None) -> tuple[int, rb.BatchHeader] | None:
+    def translate_offset(
+        self, offset: int, end: int | None = None
+    ) -> tuple[int, rb.BatchHeader] | None:
         """(position, header) of the first batch whose last offset is >= offset."""
         for pos, header in self.iter_batches(self.offset_index.lookup(offset), end):
             if header.last_offset >= offset:
                 return pos, header
         return None
 
-    def read(self, offset: int, max_bytes: int, max_position: int | None, min_one: bool) -> FileRegion | None:
+    def read(
+        self, offset: int, max_bytes: int, max_position: int | None, min_one: bool
+    ) -> FileRegion | None:
         """Whole batches starting with the one holding `offset`, up to max_bytes.
 
         At least one whole batch is returned when min_one, even if it exceeds max_bytes (so a
@@ -231,7 +238,10 @@ class LogSegment:
         self.offset_index.truncate_to_position(pos)
         self.time_index.truncate_to_offset(offset)
         self.next_offset = self.base_offset
-        self.max_timestamp, self.offset_of_max_timestamp = self.time_index.last_entry or (rb.NO_TIMESTAMP, -1)
+        self.max_timestamp, self.offset_of_max_timestamp = self.time_index.last_entry or (
+            rb.NO_TIMESTAMP,
+            -1,
+        )
         self.first_batch_timestamp = None
         self._scan_tail(self.offset_index.last_position)
         self._bytes_since_index = 0
@@ -258,7 +268,11 @@ class LogSegment:
             (self.offset_index.path, self.offset_index.rename),
             (self.time_index.path, self.time_index.rename),
         ):
-            new = path[: len(path) - len(old_suffix)] + new_suffix if old_suffix else path + new_suffix
+            new = (
+                path[: len(path) - len(old_suffix)] + new_suffix
+                if old_suffix
+                else path + new_suffix
+            )
             if rename is None:
                 os.rename(path, new)
                 self.log_path = new

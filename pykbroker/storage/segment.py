@@ -201,7 +201,7 @@ class LogSegment:
             if p + header.size > limit:
                 break
             stop = p + header.size
-        return FileRegion(self, start, max(stop, start + first.size))
+        return FileRegion(self, start, max(stop - start, first.size))
 
     def find_offset_by_timestamp(self, timestamp: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record with timestamp >= `timestamp`, or None."""

@@ -1,10 +1,11 @@
-"""Hand-written codecs for the two hot messages: ProduceRequest (decode) and FetchResponse (encode).
+"""Hand-written codecs for the hot messages: Produce (request and response) and FetchResponse.
 
-Everything else goes through `codec` (kafka-python's generated classes). These two are written
-by hand for one reason each: produce records are handed to the log as memoryviews into the
-request frame (no copy, offsets patched in place), and a fetch response's records are regions
-of segment files that the server sends with sendfile, so the encoder emits the bytes *around*
-those regions and leaves a placeholder for each.
+Everything else goes through `codec` (kafka-python's generated classes). These are written by
+hand because: produce records are handed to the log as memoryviews into the request frame (no
+copy, offsets patched in place); a fetch response's records are regions of segment files that
+the server sends with sendfile, so the encoder emits the bytes *around* those regions and leaves
+a placeholder for each; and a produce response is sent for every produce request, where the
+generic encoder's cost showed up in profiles (~13% of broker time at 180 MB/s).
 """
 
 from __future__ import annotations
@@ -121,6 +122,52 @@ def decode_produce_request(buf, pos: int, version: int) -> ProduceRequestData:
     except (struct.error, IndexError, UnicodeDecodeError) as e:
         raise FrameError(f"malformed produce request: {e}") from e
     return ProduceRequestData(txn_id, acks, timeout_ms, topics)
+
+
+@dataclass(slots=True)
+class ProducePartitionResult:
+    index: int
+    error_code: int = ErrorCode.NONE
+    base_offset: int = -1
+    log_append_time_ms: int = -1
+    log_start_offset: int = -1
+    error_message: str | None = None
+
+
+def _nullable_str(s: str | None, flexible: bool) -> bytes:
+    if s is None:
+        return b"\x00" if flexible else _I16.pack(-1)
+    return _str(s, flexible)
+
+
+def encode_produce_response(
+    version: int, correlation_id: int, topics: list[tuple[str, list[ProducePartitionResult]]]
+) -> bytes:
+    """A whole ProduceResponse (v3-v12) frame."""
+    flexible = version >= 9
+    out = bytearray(_I32.pack(correlation_id))
+    if flexible:
+        out += b"\x00"
+    out += _array_len(len(topics), flexible)
+    for name, partitions in topics:
+        out += _str(name, flexible)
+        out += _array_len(len(partitions), flexible)
+        for p in partitions:
+            out += _I32.pack(p.index) + _I16.pack(p.error_code) + _I64.pack(p.base_offset)
+            out += _I64.pack(p.log_append_time_ms)
+            if version >= 5:
+                out += _I64.pack(p.log_start_offset)
+            if version >= 8:
+                out += _array_len(0, flexible)  # record_errors
+                out += _nullable_str(p.error_message, flexible)
+            if flexible:
+                out += b"\x00"
+        if flexible:
+            out += b"\x00"
+    out += _I32.pack(0)  # throttle_time_ms
+    if flexible:
+        out += b"\x00"
+    return _I32.pack(len(out)) + bytes(out)
 
 
 # --- FetchResponse ------------------------------------------------------------------------

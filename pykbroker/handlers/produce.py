@@ -6,16 +6,16 @@ import asyncio
 
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
-from protocol.hotpath import ProduceRequestData, decode_produce_request
+from protocol.hotpath import (
+    ProducePartitionResult,
+    ProduceRequestData,
+    decode_produce_request,
+    encode_produce_response,
+)
 from pykbroker.cluster.metadata import INTERNAL_TOPICS, validate_topic_name
 from pykbroker.server import CLOSE
 
 from . import REGISTRY
-
-
-def _partition_entry(index: int) -> dict:
-    return {"index": index, "error_code": ErrorCode.NONE, "base_offset": -1, "log_append_time_ms": -1,
-            "log_start_offset": -1, "record_errors": [], "error_message": None}  # fmt: skip
 
 
 def _topic_error(broker, name: str) -> KafkaError | None:
@@ -58,7 +58,7 @@ def handle_produce(ctx, request: ProduceRequestData):
         topic_error = bad_acks or _topic_error(broker, topic.name)
         entries = []
         for p in topic.partitions:
-            entry = _partition_entry(p.index)
+            entry = ProducePartitionResult(p.index)
             try:
                 if topic_error is not None:
                     raise topic_error
@@ -66,9 +66,9 @@ def handle_produce(ctx, request: ProduceRequestData):
                     raise KafkaError(ErrorCode.INVALID_RECORD, "null records")
                 partition = rm.get(topic.name, p.index)
                 info = partition.append_as_leader(p.records, acks)
-                entry["base_offset"] = info.first_offset
-                entry["log_append_time_ms"] = info.log_append_time
-                entry["log_start_offset"] = info.log_start_offset
+                entry.base_offset = info.first_offset
+                entry.log_append_time_ms = info.log_append_time
+                entry.log_start_offset = info.log_start_offset
                 if not info.duplicate:
                     metrics.bytes_in += len(p.records)
                     metrics.messages_in += info.record_count
@@ -76,20 +76,24 @@ def handle_produce(ctx, request: ProduceRequestData):
                     waiting.append((partition, info.last_offset + 1, entry))
             except KafkaError as e:
                 failed = True
-                entry["error_code"] = e.code
-                entry["error_message"] = e.message
+                entry.error_code = e.code
+                entry.error_message = e.message
             entries.append(entry)
-        responses.append({"name": topic.name, "partition_responses": entries})
+        responses.append((topic.name, entries))
     if acks == 0:
         # No response is sent; on error Kafka closes the connection so the client notices.
         return CLOSE if failed else None
-    body = {"responses": responses, "throttle_time_ms": 0}
+    header = ctx.header
     if waiting:
-        return _await_replication(waiting, request.timeout_ms, body)
-    return body
+        return _await_replication(
+            waiting, request.timeout_ms, header.api_version, header.correlation_id, responses
+        )
+    return encode_produce_response(header.api_version, header.correlation_id, responses)
 
 
-async def _await_replication(waiting, timeout_ms: int, body: dict) -> dict:
+async def _await_replication(
+    waiting, timeout_ms: int, version: int, correlation_id: int, responses
+) -> bytes:
     """acks=all: answer once every partition's HW has passed its batch, or time out."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_ms / 1000
@@ -97,7 +101,7 @@ async def _await_replication(waiting, timeout_ms: int, body: dict) -> dict:
         while partition.log.high_watermark < offset:
             remaining = deadline - loop.time()
             if remaining <= 0:
-                entry["error_code"] = ErrorCode.REQUEST_TIMED_OUT
+                entry.error_code = ErrorCode.REQUEST_TIMED_OUT
                 break
             fut = loop.create_future()
             partition.waiters.add(fut)
@@ -105,4 +109,4 @@ async def _await_replication(waiting, timeout_ms: int, body: dict) -> dict:
                 await asyncio.wait((fut,), timeout=remaining)
             finally:
                 partition.waiters.discard(fut)
-    return body
+    return encode_produce_response(version, correlation_id, responses)

@@ -235,3 +235,24 @@ def wait_for(condition, timeout: float = 20, what: str = "condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+def fetch(client, partitions: list[tuple[str, int, int]], version: int = 12, **kwargs):
+    """A FetchResponse for (topic, partition, offset) triples."""
+    return client.request(ApiKey.FETCH, version, fetch_body(partitions, **kwargs))
+
+
+def fetched_records(partition_data) -> list[rb.Record]:
+    """Decoded records of one FetchResponse partition (whole batches only)."""
+    data = partition_data.records or b""
+    out = []
+    for pos, _h in rb.scan_batches(data):
+        out.extend(rb.decode_records(data, pos))
+    return out
+
+
+def fetch_records(client, topic: str, partition: int, offset: int, **kwargs):
+    """(partition response, records) for one partition."""
+    resp = fetch(client, [(topic, partition, offset)], **kwargs)
+    p = resp.responses[0].partitions[0]
+    return p, fetched_records(p)

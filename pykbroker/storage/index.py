@@ -104,6 +104,10 @@ class OffsetIndex(_IndexFile):
         return self._positions[i] if i >= 0 else 0
 
     @property
+    def last_offset(self) -> int:
+        return self._offsets[-1] if self._offsets else self.base_offset
+
+    @property
     def last_position(self) -> int:
         return self._positions[-1] if self._positions else 0
 

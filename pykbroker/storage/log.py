@@ -93,7 +93,9 @@ class Log:
         newest = self.segments[-1] if self.segments else None
         truncated = 0
         for seg in self.segments:
-            truncated += seg.load(recover=recover and seg is newest)
+            truncated += seg.load(
+                recover=recover and seg is newest, index_interval=self.config.index_interval_bytes
+            )
         if truncated:
             log.warning(
                 "log_recovered",

@@ -7,6 +7,7 @@ import os
 import time
 from dataclasses import dataclass
 
+import structlog
 from crc32c import crc32c
 
 from protocol import records as rb
@@ -14,6 +15,8 @@ from protocol import records as rb
 from .index import CorruptIndexError, OffsetIndex, TimeIndex
 
 _SCAN_CHUNK = 64 * 1024
+
+log = structlog.get_logger(__name__)
 
 
 def segment_name(base_offset: int) -> str:
@@ -58,36 +61,58 @@ class LogSegment:
 
     # --- loading and recovery ----------------------------------------------------------
 
-    def load(self, *, recover: bool) -> int:
+    def load(self, *, recover: bool, index_interval: int = 4096) -> int:
         """Open indexes and find the segment's end. Returns bytes truncated by recovery.
 
         With recover=False (after a clean shutdown) the indexes are trusted and only the batches
-        after the last index entry are read. A missing or corrupt index forces recovery.
+        after the last index entry are read. A missing, empty or corrupt index forces recovery
+        (every non-empty segment indexes its first batch), and so does a tail that doesn't end
+        on a batch boundary.
         """
         if not recover:
             try:
                 self.offset_index.load(self.size)
                 self.time_index.load()
-            except CorruptIndexError:
+                self._check_last_index_entry()
+                recover = not self._scan_tail(self.offset_index.last_position)
+            except CorruptIndexError as e:
+                log.warning("index_corrupt", segment=self.log_path, reason=str(e))
                 recover = True
         if recover:
-            return self.recover()
-        self._scan_tail(self.offset_index.last_position)
+            return self.recover(index_interval)
         last = self.time_index.last_entry
         if last is not None and last[0] > self.max_timestamp:
             self.max_timestamp, self.offset_of_max_timestamp = last
         return 0
 
-    def _scan_tail(self, position: int) -> None:
-        """Find next_offset (and timestamps) by reading headers from a known batch boundary."""
-        for _pos, header in self.iter_batches(position):
+    def _check_last_index_entry(self) -> None:
+        if not self.size:
+            return
+        if not len(self.offset_index) or not len(self.time_index):
+            raise CorruptIndexError(f"{self.offset_index.path}: missing or empty index")
+        position = self.offset_index.last_position
+        header = self.batch_at(position)
+        if header is None or header.last_offset != self.offset_index.last_offset:
+            raise CorruptIndexError(
+                f"{self.offset_index.path}: last entry does not point at its batch"
+            )
+
+    def _scan_tail(self, position: int) -> bool:
+        """Find next_offset (and timestamps) by reading headers from a known batch boundary.
+
+        False if the file doesn't end where its last whole batch does (a damaged tail).
+        """
+        end = position
+        for pos, header in self.iter_batches(position):
             self._note_batch(header)
+            end = pos + header.size
         if self.size:
             first = self.batch_at(0)
             if first is not None:
                 self.first_batch_timestamp = first.max_timestamp
+        return end == self.size
 
-    def recover(self) -> int:
+    def recover(self, index_interval: int = 4096) -> int:
         """Rebuild indexes from the log, checking every CRC; truncate a torn or corrupt tail."""
         self.offset_index.reset()
         self.time_index.reset()
@@ -106,7 +131,7 @@ class LogSegment:
                         break
                     if header.base_offset < self.next_offset and pos > 0:
                         break
-                    self._add_batch(header, pos)
+                    self._add_batch(header, pos, index_interval)
                     valid = pos + header.size
         truncated = self.size - valid
         if truncated:

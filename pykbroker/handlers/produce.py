@@ -82,7 +82,13 @@ def handle_produce(ctx, request: ProduceRequestData):
         responses.append((topic.name, entries))
     if acks == 0:
         # No response is sent; on error Kafka closes the connection so the client notices.
-        return CLOSE if failed else None
+        if failed:
+            errors = sorted({ErrorCode(e.error_code).name for _, entries in responses
+                             for e in entries if e.error_code})  # fmt: skip
+            ctx.connection.abort("acks_zero_produce_failed", errors=errors,
+                                 client_id=ctx.header.client_id)  # fmt: skip
+            return CLOSE
+        return None
     header = ctx.header
     if waiting:
         return _await_replication(

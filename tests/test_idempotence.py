@@ -246,3 +246,22 @@ def test_producer_state_survives_sigkill(tmp_path, segment_bytes):
         bp.kill()
     records = read_log_records(str(tmp_path / "data" / "idem-kill-0"))
     assert [r.value for r in records] == [b"v%d" % i for i in range(9)]
+
+
+def test_duplicate_answer_carries_the_original_log_append_time(broker):
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+    admin.create_topics([NewTopic("idem-lat", 1, 1,
+                                  topic_configs={"message.timestamp.type": "LogAppendTime"})])  # fmt: skip
+    admin.close()
+    c = RawClient(broker.port)
+    pid, epoch = init_producer_id(c)
+    batch = bytes(values_batch([b"a", b"b"], timestamp=1, producer_id=pid, producer_epoch=epoch,
+                               base_sequence=0))  # fmt: skip
+    first = partition_response(c.request(ApiKey.PRODUCE, 9, produce_body("idem-lat", batch)))
+    again = partition_response(c.request(ApiKey.PRODUCE, 9, produce_body("idem-lat", batch)))
+    c.close()
+    assert first.error_code == again.error_code == 0
+    assert first.log_append_time_ms > 1
+    assert (again.base_offset, again.log_append_time_ms) == (0, first.log_append_time_ms)

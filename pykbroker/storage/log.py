@@ -186,7 +186,7 @@ class Log:
             return AppendInfo(
                 duplicate.first_offset,
                 duplicate.last_offset,
-                -1,
+                duplicate.timestamp if self.config.log_append_time else -1,
                 self.log_start_offset,
                 duplicate=True,
             )
@@ -325,12 +325,19 @@ class Log:
         return None
 
     def max_timestamp_offset(self) -> tuple[int, int] | None:
-        """(offset, timestamp) of the record with the largest timestamp (ListOffsets v7)."""
+        """(offset, timestamp) of the first record with the largest timestamp (ListOffsets v7)."""
         best = None
         for seg in self.segments:
-            if seg.offset_of_max_timestamp >= 0 and (best is None or seg.max_timestamp > best[1]):
-                best = (seg.offset_of_max_timestamp, seg.max_timestamp)
-        return best
+            if seg.offset_of_max_timestamp >= 0 and (
+                best is None or seg.max_timestamp > best.max_timestamp
+            ):
+                best = seg
+        if best is None:
+            return None
+        # The segment tracks the batch holding the maximum; the record inside it is found by
+        # decoding that one batch (Kafka answers with the record's own offset, KAFKA-16310).
+        found = best.find_offset_by_timestamp(best.max_timestamp)
+        return found if found is not None else (best.offset_of_max_timestamp, best.max_timestamp)
 
     # --- maintenance ------------------------------------------------------------------------
 

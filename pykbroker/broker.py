@@ -19,6 +19,7 @@ from pykbroker.cluster.metadata import LocalMetadata, TopicInfo
 from pykbroker.cluster.replica_manager import ReplicaManager
 from pykbroker.config import BrokerConfig, ConfigError, LogConfig, parse_topic_configs
 from pykbroker.handlers import REGISTRY
+from pykbroker.metrics import Metrics
 from pykbroker.server import CLOSE, Connection
 from pykbroker.storage.log_manager import LogManager, Scheduler
 
@@ -34,18 +35,6 @@ class RequestContext:
     @property
     def api_version(self) -> int:
         return self.header.api_version
-
-
-class Metrics:
-    """Counters updated per request and per batch (never per record)."""
-
-    def __init__(self) -> None:
-        self.sendfile_bytes = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.messages_in = 0
-        self.requests: dict[int, int] = {}
-        self.connections = 0
 
 
 class AsyncScheduler(Scheduler):
@@ -78,6 +67,7 @@ class Broker:
         self.config = config
         self.node_id = config.node_id
         self.metrics = Metrics()
+        self.metrics_server = None  # pykbroker.metrics.MetricsServer when metrics.port is set
         self.registry = REGISTRY
         self.sendfile_min_bytes = config.get("pykbroker.sendfile.min.bytes")
         self.connections: set[Connection] = set()
@@ -125,17 +115,27 @@ class Broker:
 
         await start_coordinators(self)
         self.background.append(loop.create_task(self._flush_loop()))
+        if self.config.get("metrics.port") is not None:
+            from pykbroker.metrics import MetricsServer
+
+            self.metrics_server = MetricsServer(self)
+            await self.metrics_server.start(
+                listeners[0][1] or None, self.config.get("metrics.port")
+            )
         log.info(
             "broker_started", node_id=self.node_id,
             listeners=[f"{h}:{p}" for h, p in self.bound],
             advertised=f"{adv_host}:{adv_port}", data_dir=self.log_manager.data_dir,
             cluster_id=self.metadata.cluster_id, startup_ms=round((time.monotonic() - self.started_at) * 1000),
+            metrics_port=self.metrics_server.port if self.metrics_server else None,
         )  # fmt: skip
 
     async def stop(self) -> None:
         """Graceful shutdown: stop listening, close connections, flush, write the clean marker."""
         for server in self.servers:
             server.close()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.close()
@@ -182,7 +182,6 @@ class Broker:
         except FrameError as e:
             conn.abort("invalid_request_header", reason=str(e))
             return CLOSE
-        self.metrics.requests[header.api_key] = self.metrics.requests.get(header.api_key, 0) + 1
         spec = self.registry.get(header.api_key)
         if spec is None or not spec.min_version <= header.api_version <= spec.max_version:
             if header.api_key == ApiKey.API_VERSIONS:

@@ -425,7 +425,12 @@ BROKER_CONFIGS = _keys(
         read_only=True,
     ),
     ConfigKey(
-        "metrics.port", "int", None, "Port of the Prometheus /metrics endpoint; unset to disable."
+        "metrics.port",
+        "int",
+        None,
+        "Port of the Prometheus /metrics endpoint, on the first listener's host; unset (the "
+        "default) to disable, 0 for any free port.",
+        between(0, 65535),
     ),
     ConfigKey(
         "fetch.max.bytes",

@@ -40,10 +40,21 @@ class EmbeddedBroker:
         host, port = self.broker.bound[0]
         return f"{host}:{port}"
 
+    @property
+    def metrics_url(self) -> str | None:
+        """http://host:port/metrics when started with the `metrics.port` override (0: any)."""
+        server = self.broker.metrics_server
+        if server is None:
+            return None
+        return f"http://{self.broker.bound[0][0]}:{server.port}/metrics"
+
     def start(self) -> EmbeddedBroker:
         import uvloop
 
         from pykbroker.broker import Broker
+        from pykbroker.logs import configure_for_embedding
+
+        configure_for_embedding()
 
         ready = threading.Event()
 

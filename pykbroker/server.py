@@ -9,14 +9,17 @@ their record regions on the wire with os.sendfile from the segment file.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 from collections.abc import Awaitable
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 import structlog
 
 from protocol.framing import FrameError, FrameReader
+from pykbroker.metrics import API_NAMES
 from pykbroker.storage.segment import FileRegion
 
 if TYPE_CHECKING:
@@ -43,6 +46,7 @@ class Connection(asyncio.BufferedProtocol):
         self._write_paused = False
         self.closed = False
         self.tls = False
+        self._log_requests = False  # request lines are debug-level only
 
     # --- asyncio callbacks --------------------------------------------------------------------
 
@@ -61,6 +65,7 @@ class Connection(asyncio.BufferedProtocol):
         # high=0: any bytes left unsent pause us, and resume_writing fires exactly when the
         # transport's buffer is empty again, which is what sendfile needs to wait for.
         transport.set_write_buffer_limits(high=0, low=0)
+        self._log_requests = log.is_enabled_for(logging.DEBUG)
         self.broker.connection_opened(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -122,22 +127,33 @@ class Connection(asyncio.BufferedProtocol):
 
     async def _process(self) -> None:
         frames = self.reader.frames
+        request_done = self.broker.metrics.request_done
+        log_requests = self._log_requests
         try:
             while frames and not self.closed:
                 frame = frames.popleft()
                 if self._reading_paused and len(frames) < _MAX_QUEUED_FRAMES // 2:
                     self._reading_paused = False
                     self.transport.resume_reading()
-                response = self.broker.handle_request(self, frame)
-                if isinstance(response, Awaitable):
-                    response = await response
-                if response is None:
-                    continue
-                if response is CLOSE:
-                    self.closed = True
-                    self.transport.close()
-                    return
-                await self._send(response)
+                started = perf_counter()
+                try:
+                    response = self.broker.handle_request(self, frame)
+                    if isinstance(response, Awaitable):
+                        response = await response
+                    if response is None:
+                        continue
+                    if response is CLOSE:
+                        self.closed = True
+                        self.transport.close()
+                        return
+                    await self._send(response)
+                finally:
+                    # Kafka's TotalTime: from taking the request up to writing its response.
+                    elapsed = perf_counter() - started
+                    api_key = (frame[0] << 8 | frame[1]) if len(frame) >= 8 else -1
+                    request_done(api_key, elapsed)
+                    if log_requests:
+                        self._log_request(frame, api_key, elapsed)
         except (ConnectionError, asyncio.CancelledError):
             pass
         except Exception:
@@ -147,6 +163,17 @@ class Connection(asyncio.BufferedProtocol):
             self._task = None
             if frames and not self.closed:  # frames that arrived while we were finishing
                 self._task = asyncio.get_running_loop().create_task(self._process())
+
+    def _log_request(self, frame: bytearray, api_key: int, elapsed: float) -> None:
+        if api_key < 0:
+            return
+        api_version = frame[2] << 8 | frame[3]
+        correlation_id = int.from_bytes(frame[4:8], "big", signed=True)
+        log.debug(
+            "request_completed", peer=self.peer, api=API_NAMES.get(api_key, api_key),
+            api_version=api_version,
+            correlation_id=correlation_id, ms=round(elapsed * 1000, 3),
+        )  # fmt: skip
 
     async def _send(self, response: bytes | list) -> None:
         if isinstance(response, (bytes, bytearray)):

@@ -1,29 +1,102 @@
-"""`pykbroker [server.properties] [--override key=value ...]`: run a broker."""
+"""`pykbroker [server.properties] [--override key=value ...] [--from-env]`: run a broker.
+
+`pykbroker healthcheck [...]` makes one ApiVersions round trip to a broker and exits 0 if it
+answered, 1 if not (the container image's HEALTHCHECK).
+
+Configuration sources, later ones winning: the properties file, then (with `--from-env`, as the
+container entrypoint passes) KAFKA_* environment variables, then `--override` flags.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import sys
+import time
+from collections.abc import Mapping
 
 from pykbroker.config import BrokerConfig, ConfigError, default_data_dir, load_properties
+
+# Variables the JVM Kafka images read for themselves, never broker configs (Confluent's list).
+NOT_CONFIGS = frozenset(
+    {
+        "KAFKA_VERSION", "KAFKA_HOME", "KAFKA_HEAP_OPTS", "KAFKA_OPTS", "KAFKA_JMX_OPTS",
+        "KAFKA_JMX_PORT", "KAFKA_JMX_HOSTNAME", "KAFKA_LOG4J_OPTS", "KAFKA_JVM_PERFORMANCE_OPTS",
+        "KAFKA_GC_LOG_OPTS", "KAFKA_LOG4J_ROOT_LOGLEVEL", "KAFKA_LOG4J_LOGGERS",
+        "KAFKA_TOOLS_LOG4J_LOGLEVEL", "KAFKA_DEBUG",
+    }
+)  # fmt: skip
+BITNAMI_PREFIX = "KAFKA_CFG_"
+CONFLUENT_PREFIX = "KAFKA_"
+
+
+def env_name_to_key(name: str) -> str | None:
+    """The Kafka config key an environment variable sets, or None if it sets none.
+
+    Confluent's convention (also Apache Kafka's own image): strip KAFKA_, lower-case, then
+    `___` -> `_`, `__` -> `-`, `_` -> `.`; so KAFKA_ADVERTISED_LISTENERS is advertised.listeners.
+    Bitnami's KAFKA_CFG_ prefix is accepted too, with the same underscore rules.
+    """
+    if name.startswith(BITNAMI_PREFIX):
+        rest = name[len(BITNAMI_PREFIX) :]
+    elif name.startswith(CONFLUENT_PREFIX) and name not in NOT_CONFIGS:
+        rest = name[len(CONFLUENT_PREFIX) :]
+    else:
+        return None
+    if not rest:
+        return None
+    rest = rest.lower().replace("___", "\0").replace("__", "-").replace("_", ".")
+    return rest.replace("\0", "_")
+
+
+def env_to_config(environ: Mapping[str, str]) -> dict[str, str]:
+    """Config key -> value from KAFKA_* variables; KAFKA_CFG_* win over plain KAFKA_*.
+
+    An empty value leaves the key unset, so `KAFKA_X: ""` in a compose file means "default".
+    """
+    props: dict[str, str] = {}
+    for bitnami in (False, True):
+        for name, value in sorted(environ.items()):
+            if name.startswith(BITNAMI_PREFIX) != bitnami:
+                continue
+            key = env_name_to_key(name)
+            if key is not None and value.strip():
+                props[key] = value.strip()
+    return props
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("properties", nargs="?", help="a server.properties file (Kafka's keys)")
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a config key, overriding the properties file (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--from-env", action="store_true",
+        help="also take KAFKA_* environment variables as config keys, as Kafka's container "
+        "images do (KAFKA_ADVERTISED_LISTENERS -> advertised.listeners; '__' -> '-', "
+        "'___' -> '_'); --override still wins",
+    )  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="pykbroker",
         description="A Kafka broker in Python. With no arguments it listens on localhost:9092 "
-        f"and keeps its data in {default_data_dir()}.",
+        f"and keeps its data in {default_data_dir()}. "
+        "`pykbroker healthcheck --help` for the health check.",
     )
-    p.add_argument("properties", nargs="?", help="a server.properties file (Kafka's keys)")
-    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                   help="set a config key, overriding the properties file (repeatable)")  # fmt: skip
+    _add_config_args(p)
     return p.parse_args(argv)
 
 
-def build_config(args: argparse.Namespace) -> BrokerConfig:
+def build_config(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> BrokerConfig:
     props: dict[str, str] = {}
     if args.properties:
         props.update(load_properties(args.properties))
+    if getattr(args, "from_env", False):
+        props.update(env_to_config(os.environ if environ is None else environ))
     for item in args.override:
         if "=" not in item:
             raise ConfigError(f"--override expects key=value, got {item!r}")
@@ -33,6 +106,9 @@ def build_config(args: argparse.Namespace) -> BrokerConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "healthcheck":
+        return healthcheck_main(argv[1:])
     args = parse_args(argv)
     from pykbroker.logs import configure
 
@@ -42,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError) as e:
         print(f"pykbroker: {e}", file=sys.stderr)
         return 2
+    if config.unknown:
+        import structlog
+
+        log = structlog.get_logger("pykbroker.config")
+        for key in sorted(config.unknown):
+            log.warning("unknown_config_ignored", key=key)
     import uvloop
 
     from pykbroker.broker import serve
@@ -51,6 +133,81 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"pykbroker: {e}", file=sys.stderr)
         return 1
+    return 0
+
+
+# --- healthcheck ----------------------------------------------------------------------------
+
+
+def healthcheck_target(config: BrokerConfig) -> tuple[str, int]:
+    """Where a local health check connects: the first listener, wildcards made loopback."""
+    _name, host, port = config.listeners[0]
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return host, port
+
+
+def api_versions_round_trip(host: str, port: int, timeout: float = 5.0) -> int:
+    """Send ApiVersions v3 and read the answer; the number of APIs the broker offers.
+
+    Raises OSError if the broker can't be reached or answers badly.
+    """
+    from protocol import codec
+    from protocol.apis import ApiKey
+
+    body = {"client_software_name": "pykbroker-healthcheck", "client_software_version": "1"}
+    request = codec.encode_request(ApiKey.API_VERSIONS, 3, 1, "pykbroker-healthcheck", body)
+    deadline = time.monotonic() + timeout
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(request)
+        buf = b""
+        size = None
+        while size is None or len(buf) < 4 + size:
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise OSError("connection closed before a response")
+            buf += chunk
+            if size is None and len(buf) >= 4:
+                size = int.from_bytes(buf[:4], "big")
+    frame = buf[4 : 4 + size]
+    if int.from_bytes(frame[:4], "big") != 1:
+        raise OSError("response with the wrong correlation id")
+    response = codec.decode_response(ApiKey.API_VERSIONS, 3, frame, 4)
+    if response.error_code != 0:
+        raise OSError(f"ApiVersions error code {response.error_code}")
+    return len(response.api_keys)
+
+
+def healthcheck_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="pykbroker healthcheck",
+        description="One ApiVersions round trip to a broker: exit 0 if it answered, 1 if not. "
+        "Without --bootstrap-server it checks the first listener of the given configuration.",
+    )
+    _add_config_args(p)
+    p.add_argument("--bootstrap-server", metavar="HOST:PORT", help="the broker to check")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    args = p.parse_args(argv)
+    try:
+        if args.bootstrap_server:
+            host, _, port = args.bootstrap_server.rpartition(":")
+            host, port = host.strip("[]") or "127.0.0.1", int(port)
+        else:
+            host, port = healthcheck_target(build_config(args))
+    except (ConfigError, OSError, ValueError) as e:
+        print(f"pykbroker healthcheck: {e}", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    try:
+        apis = api_versions_round_trip(host, port, args.timeout)
+    except Exception as e:  # refused, timed out, or not a Kafka answer: all unhealthy
+        print(f"UNHEALTHY: {host}:{port}: {e}", file=sys.stderr)
+        return 1
+    ms = (time.monotonic() - started) * 1000
+    print(f"OK: {host}:{port} answered ApiVersions ({apis} APIs) in {ms:.1f} ms")
     return 0
 
 

@@ -80,10 +80,13 @@ async def handle_fetch(ctx, request):
             break
         fut = loop.create_future()
         watched = broker.replica_manager.add_waiter(keys, fut)
+        broker.metrics.fetch_purgatory += 1
         try:
             await asyncio.wait((fut,), timeout=remaining)
         finally:
+            broker.metrics.fetch_purgatory -= 1
             for part in watched:
                 part.waiters.discard(fut)
-    broker.metrics.bytes_out += total
+    if total:
+        broker.metrics.record_fetch(topics, total)
     return encode_fetch_response(version, header.correlation_id, 0, ErrorCode.NONE, 0, topics)

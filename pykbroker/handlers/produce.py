@@ -70,8 +70,7 @@ def handle_produce(ctx, request: ProduceRequestData):
                 entry.log_append_time_ms = info.log_append_time
                 entry.log_start_offset = info.log_start_offset
                 if not info.duplicate:
-                    metrics.bytes_in += len(p.records)
-                    metrics.messages_in += info.record_count
+                    metrics.record_produce(topic.name, len(p.records), info.record_count)
                 if acks == -1 and partition.log.high_watermark <= info.last_offset:
                     waiting.append((partition, info.last_offset + 1, entry))
             except KafkaError as e:
@@ -92,27 +91,32 @@ def handle_produce(ctx, request: ProduceRequestData):
     header = ctx.header
     if waiting:
         return _await_replication(
-            waiting, request.timeout_ms, header.api_version, header.correlation_id, responses
-        )
+            waiting, request.timeout_ms, header.api_version, header.correlation_id, responses,
+            metrics,
+        )  # fmt: skip
     return encode_produce_response(header.api_version, header.correlation_id, responses)
 
 
 async def _await_replication(
-    waiting, timeout_ms: int, version: int, correlation_id: int, responses
+    waiting, timeout_ms: int, version: int, correlation_id: int, responses, metrics
 ) -> bytes:
     """acks=all: answer once every partition's HW has passed its batch, or time out."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_ms / 1000
-    for partition, offset, entry in waiting:
-        while partition.log.high_watermark < offset:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                entry.error_code = ErrorCode.REQUEST_TIMED_OUT
-                break
-            fut = loop.create_future()
-            partition.waiters.add(fut)
-            try:
-                await asyncio.wait((fut,), timeout=remaining)
-            finally:
-                partition.waiters.discard(fut)
+    metrics.produce_purgatory += 1
+    try:
+        for partition, offset, entry in waiting:
+            while partition.log.high_watermark < offset:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    entry.error_code = ErrorCode.REQUEST_TIMED_OUT
+                    break
+                fut = loop.create_future()
+                partition.waiters.add(fut)
+                try:
+                    await asyncio.wait((fut,), timeout=remaining)
+                finally:
+                    partition.waiters.discard(fut)
+    finally:
+        metrics.produce_purgatory -= 1
     return encode_produce_response(version, correlation_id, responses)

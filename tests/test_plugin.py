@@ -204,3 +204,15 @@ def test_plugin_is_registered_by_entry_point(pytester):
             "*kafka_broker --*",
         ]
     )
+
+
+def test_readme_example_runs(pytester):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("### A real Kafka broker in your test suite", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(example.strip().splitlines()) <= 12
+    pytester.makepyfile(test_readme=example)
+    result = pytester.runpytest(*NO_PLUGINS)
+    result.assert_outcomes(passed=1)

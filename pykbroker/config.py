@@ -9,6 +9,7 @@ the way Kafka's LogConfig does.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ def default_data_dir() -> str:
 def at_least(lo):
     def check(v):
         if v < lo:
-            return f"must be at least {lo}"
+            return f"Value must be at least {lo}"
         return None
 
     return check
@@ -41,8 +42,10 @@ def at_least(lo):
 
 def between(lo, hi):
     def check(v):
-        if not lo <= v <= hi:
-            return f"must be between {lo} and {hi}"
+        if v != v or v < lo:  # NaN fails too
+            return f"Value must be at least {lo}"
+        if v > hi:
+            return f"Value must be no more than {hi}"
         return None
 
     return check
@@ -51,12 +54,38 @@ def between(lo, hi):
 def one_of(*choices):
     def check(v):
         values = v if isinstance(v, list) else [v]
-        bad = [x for x in values if x not in choices]
-        if bad:
-            return f"must be one of {', '.join(choices)}"
+        if not values or any(x not in choices for x in values):
+            return f"String must be one of: {', '.join(choices)}"
         return None
 
     return check
+
+
+def either(value, other):
+    """`value` itself, or whatever `other` accepts (Kafka's -1 = "use the codec default")."""
+
+    def check(v):
+        return None if v == value else other(v)
+
+    return check
+
+
+def must_be(value, reason: str):
+    def check(v):
+        return None if v == value else reason
+
+    return check
+
+
+def throttled_replicas(v):
+    """`*` or a list of partition:broker pairs (leader/follower.replication.throttled.replicas)."""
+    if v == ["*"] or all(_PAIR.match(x) for x in v):
+        return None
+    return "Value must be '*' or a list of partitionId:brokerId pairs"
+
+
+_CONFIG_TYPE_IDS = {"boolean": 1, "string": 2, "int": 3, "short": 4, "long": 5, "double": 6,
+                    "list": 7, "class": 8, "password": 9}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +99,16 @@ class ConfigKey:
     # factor that converts its unit (log.retention.hours -> ms) into this key's unit.
     synonyms: tuple[tuple[str, int], ...] = ()
     read_only: bool = False
+    sensitive: bool = False  # values never leave the broker (DescribeConfigs returns null)
+
+    @property
+    def type_id(self) -> int:
+        """DescribeConfigs' ConfigType (BOOLEAN=1 ... PASSWORD=9)."""
+        return _CONFIG_TYPE_IDS.get(self.type, 0)
+
+    @property
+    def is_sensitive(self) -> bool:
+        return self.sensitive or self.type == "password"
 
     def parse(self, raw: Any) -> Any:
         """Parse a string (or already-typed value) to this key's type; ConfigError if invalid."""
@@ -91,34 +130,48 @@ class ConfigKey:
         return str(value)
 
 
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_PAIR = re.compile(r"[0-9]+:[0-9]+")
+
+
 def _parse(key: ConfigKey, raw: Any) -> Any:
+    """Kafka's ConfigDef.parseType: strings are trimmed, numbers are plain decimal digits."""
     if raw is None:
         return None
     t = key.type
-    try:
-        if t in ("int", "long"):
-            v = int(str(raw).strip())
-            hi = INT_MAX if t == "int" else LONG_MAX
-            if not -hi - 1 <= v <= hi:
-                raise ValueError
-            return v
-        if t == "double":
-            return float(str(raw).strip())
-        if t == "boolean":
-            s = str(raw).strip().lower()
-            if s not in ("true", "false"):
-                raise ValueError
-            return s == "true"
-        if t == "list":
-            if isinstance(raw, list):
-                return raw
-            return [x.strip() for x in str(raw).split(",") if x.strip()]
-        return str(raw)
-    except ValueError:
-        raise ConfigError(
-            f"Invalid value {raw} for configuration {key.name}: Expected value to be a "
-            f"{'32-bit integer' if t == 'int' else 'number' if t in ('long', 'double') else t}"
-        ) from None
+    if t in ("int", "short", "long", "double") and isinstance(raw, bool):
+        raw = str(raw)
+    if t in ("int", "short", "long"):
+        text = str(raw).strip()
+        hi = {"int": INT_MAX, "short": (1 << 15) - 1, "long": LONG_MAX}[t]
+        if not _INTEGER.fullmatch(text) or not -hi - 1 <= int(text) <= hi:
+            raise ConfigError(
+                f"Invalid value {raw} for configuration {key.name}: Not a number of type {t.upper()}"
+            )
+        return int(text)
+    if t == "double":
+        text = str(raw).strip()
+        if not isinstance(raw, (int, float)) and not _DECIMAL.fullmatch(text):
+            raise ConfigError(
+                f"Invalid value {raw} for configuration {key.name}: Not a number of type DOUBLE"
+            )
+        return float(text)
+    if t == "boolean":
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text not in ("true", "false"):
+            raise ConfigError(
+                f"Invalid value {raw} for configuration {key.name}: Expected value to be either "
+                "true or false"
+            )
+        return text == "true"
+    if t == "list":
+        if isinstance(raw, list):
+            return raw
+        return [x.strip() for x in str(raw).split(",") if x.strip()]
+    return str(raw).strip() if t != "password" else str(raw)
 
 
 def _keys(*keys: ConfigKey) -> dict[str, ConfigKey]:
@@ -305,6 +358,66 @@ BROKER_CONFIGS = _keys(
     ),
     ConfigKey(
         "min.insync.replicas", "int", 1, "Minimum ISR size for acks=all produce.", at_least(1)
+    ),
+    ConfigKey(
+        "compression.gzip.level",
+        "int",
+        -1,
+        "The gzip level used when compression.type is gzip (1-9, or -1 for the codec default).",
+        either(-1, between(1, 9)),
+    ),
+    ConfigKey(
+        "compression.lz4.level",
+        "int",
+        9,
+        "The lz4 level used when compression.type is lz4.",
+        between(1, 17),
+    ),
+    ConfigKey(
+        "compression.zstd.level",
+        "int",
+        3,
+        "The zstd level used when compression.type is zstd.",
+        between(-131072, 22),
+    ),
+    ConfigKey(
+        "log.roll.jitter.ms", "long", None, "Maximum random jitter subtracted from the roll time."
+    ),
+    ConfigKey(
+        "log.roll.jitter.hours",
+        "int",
+        0,
+        "log.roll.jitter.ms, in hours.",
+        at_least(0),
+    ),
+    ConfigKey("log.preallocate", "boolean", False, "Preallocate segment files."),
+    ConfigKey(
+        "log.message.timestamp.before.max.ms",
+        "long",
+        LONG_MAX,
+        "Max age of a record's CreateTime relative to the broker clock.",
+        at_least(0),
+    ),
+    ConfigKey(
+        "log.message.timestamp.after.max.ms",
+        "long",
+        LONG_MAX,
+        "Max lead of a record's CreateTime over the broker clock.",
+        at_least(0),
+    ),
+    ConfigKey(
+        "log.local.retention.ms",
+        "long",
+        -2,
+        "Local retention of tiered topics (-2: retention.ms). Tiered storage is not supported.",
+        at_least(-2),
+    ),
+    ConfigKey(
+        "log.local.retention.bytes",
+        "long",
+        -2,
+        "Local size limit of tiered topics (-2: retention.bytes). Tiered storage is not supported.",
+        at_least(-2),
     ),
     ConfigKey(
         "unclean.leader.election.enable",
@@ -499,7 +612,12 @@ TOPIC_CONFIGS = _keys(
         [("log.roll.ms", 1), ("log.roll.hours", 3_600_000)],
     ),
     _topic(
-        "segment.jitter.ms", "long", 0, "Random jitter subtracted from segment.ms.", at_least(0)
+        "segment.jitter.ms",
+        "long",
+        0,
+        "Random jitter subtracted from segment.ms.",
+        at_least(0),
+        [("log.roll.jitter.ms", 1), ("log.roll.jitter.hours", 3_600_000)],
     ),
     _topic(
         "segment.index.bytes",
@@ -585,9 +703,9 @@ TOPIC_CONFIGS = _keys(
         "flush.ms",
         "long",
         LONG_MAX,
-        "Milliseconds before the log is fsynced.",
+        "Milliseconds a record may wait before the log is fsynced.",
         at_least(0),
-        [("log.flush.interval.ms", 1)],
+        [("log.flush.interval.ms", 1), ("log.flush.scheduler.interval.ms", 1)],
     ),
     _topic(
         "compression.type",
@@ -613,13 +731,21 @@ TOPIC_CONFIGS = _keys(
         None,
         [("unclean.leader.election.enable", 1)],
     ),
-    _topic("preallocate", "boolean", False, "Preallocate segment files (accepted, not used)."),
+    _topic(
+        "preallocate",
+        "boolean",
+        False,
+        "Preallocate segment files (accepted, not used).",
+        None,
+        [("log.preallocate", 1)],
+    ),
     _topic(
         "message.timestamp.before.max.ms",
         "long",
         LONG_MAX,
         "Max age of a record's CreateTime relative to the broker clock.",
         at_least(0),
+        [("log.message.timestamp.before.max.ms", 1)],
     ),
     _topic(
         "message.timestamp.after.max.ms",
@@ -627,8 +753,86 @@ TOPIC_CONFIGS = _keys(
         LONG_MAX,
         "Max lead of a record's CreateTime over the broker clock.",
         at_least(0),
+        [("log.message.timestamp.after.max.ms", 1)],
+    ),
+    _topic(
+        "compression.gzip.level",
+        "int",
+        -1,
+        "The gzip level used when compression.type is gzip (1-9, or -1 for the codec default).",
+        either(-1, between(1, 9)),
+        [("compression.gzip.level", 1)],
+    ),
+    _topic(
+        "compression.lz4.level",
+        "int",
+        9,
+        "The lz4 level used when compression.type is lz4.",
+        between(1, 17),
+        [("compression.lz4.level", 1)],
+    ),
+    _topic(
+        "compression.zstd.level",
+        "int",
+        3,
+        "The zstd level used when compression.type is zstd.",
+        between(-131072, 22),
+        [("compression.zstd.level", 1)],
+    ),
+    _topic(
+        "leader.replication.throttled.replicas",
+        "list",
+        [],
+        "Replicas (partitionId:brokerId, or *) whose leader-side replication is throttled "
+        "(accepted, not enforced).",
+        throttled_replicas,
+    ),
+    _topic(
+        "follower.replication.throttled.replicas",
+        "list",
+        [],
+        "Replicas (partitionId:brokerId, or *) whose follower-side replication is throttled "
+        "(accepted, not enforced).",
+        throttled_replicas,
+    ),
+    _topic(
+        "local.retention.ms",
+        "long",
+        -2,
+        "Local retention of tiered topics (-2: retention.ms). Tiered storage is not supported.",
+        at_least(-2),
+        [("log.local.retention.ms", 1)],
+    ),
+    _topic(
+        "local.retention.bytes",
+        "long",
+        -2,
+        "Local size limit of tiered topics (-2: retention.bytes). Tiered storage is not supported.",
+        at_least(-2),
+        [("log.local.retention.bytes", 1)],
+    ),
+    _topic(
+        "remote.storage.enable",
+        "boolean",
+        False,
+        "Tiered storage for the topic. Not supported: must be false.",
+        must_be(
+            False,
+            "Tiered Storage functionality is disabled in the broker. Topic cannot be configured "
+            "with remote log storage.",
+        ),
     ),
 )
+
+
+def validate_topic_values(values: dict[str, Any]) -> None:
+    """Checks across keys, on a topic's effective values (Kafka's LogConfig.validateValues)."""
+    min_lag, max_lag = values.get("min.compaction.lag.ms"), values.get("max.compaction.lag.ms")
+    if min_lag is not None and max_lag is not None and min_lag > max_lag:
+        raise ConfigError(
+            f"conflict topic config setting min.compaction.lag.ms ({min_lag}) > "
+            f"max.compaction.lag.ms ({max_lag})"
+        )
 
 
 class BrokerConfig:

@@ -14,6 +14,7 @@ import base64
 import logging
 import os
 import sys
+import textwrap
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
@@ -33,18 +34,60 @@ class CommandError(Exception):
 
 
 class UsageError(CommandError):
-    """Bad command line: the message, then the usage, on stderr; exit 1 (like jopt-simple)."""
+    """Bad command line: the message on stderr; exit 1 (like jopt-simple)."""
+
+
+class ExecutionError(CommandError):
+    """A failure while talking to the cluster (unreachable, timed out, an error it returned)."""
 
 
 class ToolParser(argparse.ArgumentParser):
-    """argparse that reports problems the way Kafka's tools do (exit 1, not 2)."""
+    """argparse that behaves like Kafka's tools: jopt-style help, usage errors exit 1."""
 
     def __init__(self, prog: str, description: str, **kwargs: Any):
-        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        kwargs.setdefault("add_help", False)
         super().__init__(prog=prog, description=description, **kwargs)
+        self.add_argument("--help", action="help", help="Print usage information.")
+        self.add_argument(
+            "--version", action="version", version=_version(), help="Display the version."
+        )
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
+
+    def format_help(self) -> str:
+        """Kafka's (jopt-simple) layout: the description, then an Option/Description table."""
+        width = 41
+        lines = [self.description or "", "Option".ljust(width) + "Description",
+                 "------".ljust(width) + "-----------"]  # fmt: skip
+        actions = [a for a in self._actions if a.option_strings]
+        for action in sorted(actions, key=lambda a: a.option_strings[-1].lstrip("-")):
+            left = ", ".join(action.option_strings)
+            if action.nargs != 0:
+                left += " " + (action.metavar or f"<{action.dest}>")
+            text = (action.help or "") % {"default": action.default}
+            desc = []
+            for para in text.split("\n"):
+                desc.extend(textwrap.wrap(para, 38) or [""])
+            if len(left) >= width:
+                lines.append(left)
+                lines.extend(" " * width + d for d in desc)
+            else:
+                lines.append(left.ljust(width) + desc[0])
+                lines.extend(" " * width + d for d in desc[1:])
+        return "\n".join(line.rstrip() for line in lines) + "\n"
+
+    def print_help(self, file=None) -> None:
+        (file or sys.stdout).write(self.format_help())
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return f"{version('pykbroker')} (pykbroker)"
+    except Exception:
+        return "pykbroker"
 
 
 def add_bootstrap_server(parser: argparse.ArgumentParser, required_note: bool = True) -> None:
@@ -148,7 +191,7 @@ def admin_client(bootstrap: list[str], props: dict[str, str] | None = None):
     try:
         return KafkaAdminClient(bootstrap_servers=bootstrap, **kwargs)
     except KafkaError as e:
-        raise CommandError(
+        raise ExecutionError(
             f"Unable to connect to {','.join(bootstrap)}: {describe_client_error(e)}"
         ) from None
 
@@ -210,7 +253,7 @@ def broker_error_message(code: int, message: str | None) -> str:
     return cls.description or cls.message or f"Error code {code}"
 
 
-class BrokerError(CommandError):
+class BrokerError(ExecutionError):
     """An error code (and message) a broker returned for one resource."""
 
     def __init__(self, code: int, message: str | None):
@@ -247,7 +290,7 @@ def run_tool(main, argv: Sequence[str] | None, report=None) -> int:
     """Run a tool's body and turn failures into Kafka-style output and an exit code.
 
     `main(args)` returns an exit code (None: 0). Usage errors print their message to stderr and
-    exit 1. Other CommandErrors (and kafka-python errors, as one line) go to `report(error)`,
+    exit 1. Other CommandErrors (kafka-python errors become ExecutionErrors) go to `report(error)`,
     by default their message on stderr: each tool decides how Kafka's version shows them.
     """
     from kafka.errors import KafkaError
@@ -262,7 +305,7 @@ def run_tool(main, argv: Sequence[str] | None, report=None) -> int:
         report(e)
         return e.code
     except KafkaError as e:
-        error = CommandError(describe_client_error(e))
+        error = ExecutionError(describe_client_error(e))
         report(error)
         return error.code
     except KeyboardInterrupt:

@@ -12,6 +12,7 @@ REGISTRY = ApiRegistry()
 from . import (  # noqa: E402,F401  (registration happens on import)
     admin,
     api_versions,
+    configs,
     fetch,
     list_offsets,
     metadata,

@@ -1,6 +1,8 @@
-"""Topic administration: CreateTopics, DeleteTopics."""
+"""Topic administration: CreateTopics, DeleteTopics, CreatePartitions, DeleteRecords, DescribeLogDirs."""
 
 from __future__ import annotations
+
+import os
 
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
@@ -68,3 +70,164 @@ def handle_delete_topics(ctx, request) -> dict:
             entry.update(error_code=e.code, error_message=e.message)
         responses.append(entry)
     return {"throttle_time_ms": 0, "responses": responses}
+
+
+# --- CreatePartitions ---------------------------------------------------------------------------
+
+
+def _new_partition_assignment(broker, info, count: int, assignments) -> list[list[int]]:
+    """Replicas for partitions [current, count): as requested, or Kafka's round-robin."""
+    current = len(info.partitions)
+    if count < current:
+        raise KafkaError(
+            ErrorCode.INVALID_PARTITIONS,
+            f"Topic currently has {current} partitions, which is higher than the requested {count}.",
+        )
+    if count == current:
+        raise KafkaError(ErrorCode.INVALID_PARTITIONS, f"Topic already has {current} partitions.")
+    if info.internal:
+        raise KafkaError(
+            ErrorCode.INVALID_PARTITIONS,
+            f"Cannot increase the number of partitions of internal topic {info.name}.",
+        )
+    added = count - current
+    rf = info.replication_factor
+    if assignments is None:
+        return broker.metadata.assign_replicas(count, rf)[current:]
+    if len(assignments) != added:
+        raise KafkaError(
+            ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+            f"Increasing the number of partitions by {added} but {len(assignments)} assignments "
+            "provided.",
+        )
+    live = set(broker.metadata.live_broker_ids())
+    out = []
+    for i, a in enumerate(assignments):
+        replicas = list(a.broker_ids)
+        if len(replicas) != rf:
+            raise KafkaError(
+                ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                f"Inconsistent replication factor between partitions, partition 0 has {rf} while "
+                f"partition {current + i} has replication factor {len(replicas)}.",
+            )
+        if len(set(replicas)) != len(replicas):
+            raise KafkaError(
+                ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                f"Duplicate brokers not allowed in replica assignment: {replicas} for partition "
+                f"id {current + i}.",
+            )
+        unknown = [b for b in replicas if b not in live]
+        if unknown:
+            raise KafkaError(
+                ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                f"Unknown broker(s) in replica assignment: {unknown}.",
+            )
+        out.append(replicas)
+    return out
+
+
+@REGISTRY.register(ApiKey.CREATE_PARTITIONS, 0, 3)
+def handle_create_partitions(ctx, request) -> dict:
+    broker = ctx.broker
+    names = [t.name for t in request.topics]
+    results = []
+    for t in request.topics:
+        result = {"name": t.name, "error_code": ErrorCode.NONE, "error_message": None}
+        try:
+            if names.count(t.name) > 1:
+                raise KafkaError(ErrorCode.INVALID_REQUEST, "Duplicate topic in request.")
+            info = broker.metadata.topic(t.name)
+            if info is None:
+                raise KafkaError(
+                    ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"The topic '{t.name}' does not exist."
+                )
+            assignment = _new_partition_assignment(broker, info, t.count, t.assignments)
+            if not request.validate_only:
+                broker.metadata.add_partitions(t.name, assignment)
+                broker.replica_manager.ensure_partitions(broker.metadata.topic(t.name))
+        except KafkaError as e:
+            result.update(error_code=e.code, error_message=e.message)
+        results.append(result)
+    return {"throttle_time_ms": 0, "results": results}
+
+
+# --- DeleteRecords ------------------------------------------------------------------------------
+
+HIGH_WATERMARK = -1  # DeleteRecords' "delete everything up to the high watermark"
+
+
+def delete_records(partition, offset: int) -> int:
+    """Move the log start offset up to `offset`; returns the new low watermark."""
+    partition.check_leader()
+    log = partition.log
+    hw = log.high_watermark
+    if offset == HIGH_WATERMARK:
+        offset = hw
+    if offset < 0 or offset > hw:
+        raise KafkaError(
+            ErrorCode.OFFSET_OUT_OF_RANGE,
+            f"Cannot increment the log start offset to {offset} of partition "
+            f"{partition.topic}-{partition.index} since it is larger than the high watermark {hw}",
+        )
+    log.maybe_increment_log_start_offset(offset)
+    return log.log_start_offset
+
+
+@REGISTRY.register(ApiKey.DELETE_RECORDS, 0, 2)
+def handle_delete_records(ctx, request) -> dict:
+    rm = ctx.broker.replica_manager
+    topics = []
+    for t in request.topics:
+        partitions = []
+        for p in t.partitions:
+            entry = {"partition_index": p.partition_index, "low_watermark": -1,
+                     "error_code": ErrorCode.NONE}  # fmt: skip
+            try:
+                entry["low_watermark"] = delete_records(rm.get(t.name, p.partition_index), p.offset)
+            except KafkaError as e:
+                entry["error_code"] = e.code
+            partitions.append(entry)
+        topics.append({"name": t.name, "partitions": partitions})
+    return {"throttle_time_ms": 0, "topics": topics}
+
+
+# --- DescribeLogDirs ----------------------------------------------------------------------------
+
+
+@REGISTRY.register(ApiKey.DESCRIBE_LOG_DIRS, 1, 4)
+def handle_describe_log_dirs(ctx, request) -> dict:
+    """Each log dir with the size of the partitions it holds (all, or those requested)."""
+    broker = ctx.broker
+    wanted = None
+    if request.topics is not None:
+        wanted = {(t.topic, p) for t in request.topics for p in t.partitions}
+    by_dir: dict[str, dict[str, list[dict]]] = {d: {} for d in broker.log_manager.log_dirs}
+    for (topic, index), p in sorted(broker.replica_manager.partitions.items()):
+        if wanted is not None and (topic, index) not in wanted:
+            continue
+        log_dir = os.path.dirname(os.path.abspath(p.log.dir))
+        by_dir.setdefault(log_dir, {}).setdefault(topic, []).append(
+            {
+                "partition_index": index,
+                "partition_size": p.log.size,
+                "offset_lag": 0,
+                "is_future_key": False,
+            }  # fmt: skip
+        )
+    results = []
+    for log_dir, topics in by_dir.items():
+        total, usable = _disk_space(log_dir)
+        results.append({
+            "error_code": ErrorCode.NONE, "log_dir": log_dir,
+            "topics": [{"name": name, "partitions": parts} for name, parts in topics.items()],
+            "total_bytes": total, "usable_bytes": usable,
+        })  # fmt: skip
+    return {"throttle_time_ms": 0, "error_code": ErrorCode.NONE, "results": results}
+
+
+def _disk_space(path: str) -> tuple[int, int]:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return -1, -1
+    return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize

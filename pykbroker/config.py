@@ -825,6 +825,9 @@ TOPIC_CONFIGS = _keys(
 )
 
 
+_TOPIC_KEY_DEFAULTS = {name: key.default for name, key in TOPIC_CONFIGS.items()}
+
+
 def validate_topic_values(values: dict[str, Any]) -> None:
     """Checks across keys, on a topic's effective values (Kafka's LogConfig.validateValues)."""
     min_lag, max_lag = values.get("min.compaction.lag.ms"), values.get("max.compaction.lag.ms")
@@ -929,6 +932,7 @@ def parse_topic_configs(raw: dict[str, str | None]) -> dict[str, Any]:
         if value is None:
             raise ConfigError(f"Null value not supported for topic configs: {name}")
         out[name] = key.parse(value)
+    validate_topic_values({**_TOPIC_KEY_DEFAULTS, **out})
     return out
 
 

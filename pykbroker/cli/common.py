@@ -272,11 +272,11 @@ def check(code: int, message: str | None = None) -> None:
 
 def describe_client_error(e: BaseException) -> str:
     """One line for a kafka-python exception (no '[Error N]' prefixes)."""
-    from kafka.errors import KafkaTimeoutError, NoBrokersAvailable
+    from kafka import errors
 
-    if isinstance(e, NoBrokersAvailable):
+    if isinstance(e, getattr(errors, "NoBrokersAvailable", ())):
         return "no broker is reachable"
-    if isinstance(e, KafkaTimeoutError):
+    if isinstance(e, errors.KafkaTimeoutError):
         return "timed out waiting for the broker"
     text = e.args[0] if e.args else type(e).__name__
     return str(text)

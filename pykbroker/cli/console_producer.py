@@ -10,6 +10,7 @@ ignore.error. A `>` prompt is shown when reading from a terminal.
 
 from __future__ import annotations
 
+import io
 import sys
 from dataclasses import dataclass
 
@@ -264,9 +265,8 @@ def run(argv: list[str]) -> int:
             f"Unable to connect to {args.bootstrap_server}: {common.describe_client_error(e)}"
         ) from None
     prompt = sys.stdin.isatty() and sys.stdout.isatty()
-    stdin = open(
-        sys.stdin.fileno(), encoding="utf-8", errors="replace", newline=None, closefd=False
-    )  # noqa: SIM115
+    # Lines are UTF-8 whatever the locale, as Kafka's reader reads them.
+    stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace", newline=None)
     failure: CommandError | None = None
     try:
         while True:

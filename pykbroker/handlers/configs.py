@@ -108,7 +108,7 @@ class Describer:
 def _selected(keys: dict[str, ConfigKey], names: list[str] | None) -> list[ConfigKey]:
     """All keys (names None), or the requested ones that exist, in request order."""
     if names is None:
-        return list(keys.values())
+        return [keys[n] for n in sorted(keys)]
     return [keys[n] for n in dict.fromkeys(names) if n in keys]
 
 

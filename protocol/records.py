@@ -127,10 +127,12 @@ def validate_batches(buf, max_batch_bytes: int | None = None) -> list[tuple[int,
             raise KafkaError(ErrorCode.CORRUPT_MESSAGE, "truncated record batch")
         length, _epoch, magic = _LENGTH_AND_EPOCH_AND_MAGIC.unpack_from(buf, pos + LENGTH_OFFSET)
         if magic != 2:
-            raise KafkaError(
-                ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT,
-                f"message format magic {magic} is not supported; use magic 2 (Kafka 0.11+ clients)",
-            )
+            if magic in (0, 1):
+                raise KafkaError(
+                    ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT,
+                    f"message format magic {magic} is not supported; use magic 2 (Kafka 0.11+ clients)",
+                )
+            raise KafkaError(ErrorCode.CORRUPT_MESSAGE, f"invalid magic {magic} in record batch")
         size = length + LOG_OVERHEAD
         if length < HEADER_SIZE - LOG_OVERHEAD or pos + size > end:
             raise KafkaError(ErrorCode.CORRUPT_MESSAGE, f"record batch length {length} is invalid")

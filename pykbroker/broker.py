@@ -111,6 +111,8 @@ class Broker:
         self.replica_manager = ReplicaManager(self.node_id, self.log_manager, self.log_config_for)
         for topic in self.metadata.topics.values():
             self.replica_manager.ensure_partitions(topic)
+        for tp in [tp for tp in self.log_manager.logs if tp not in self.replica_manager.partitions]:
+            self.log_manager.mark_stray(*tp)  # e.g. a deletion cut short by a crash
         from pykbroker.coordinator import start_coordinators
 
         await start_coordinators(self)

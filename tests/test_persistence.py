@@ -84,7 +84,10 @@ def test_restart_after_sigterm(tmp_path):
         bp.kill()
 
 
-def test_sigkill_during_acks_all_burst_keeps_every_acknowledged_record(tmp_path):
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
+def test_signal_during_acks_all_burst_keeps_every_acknowledged_record(tmp_path, sig):
+    import signal
+
     from confluent_kafka import Producer
 
     data = tmp_path / "data"
@@ -112,18 +115,19 @@ def test_sigkill_during_acks_all_burst_keeps_every_acknowledged_record(tmp_path)
             )
             producer.poll(0)
             i += 1
-        bp.proc.kill()  # SIGKILL with produce requests in flight
-        bp.proc.wait(10)
+        bp.proc.send_signal(getattr(signal, sig))  # with produce requests in flight
+        rc = bp.proc.wait(30)
         for j in range(i, i + 200):  # the burst goes on into a dead broker
             producer.produce("burst", value=b"burst-%06d-" % j, on_delivery=on_delivery)
         producer.flush(15)
     finally:
         bp.kill()
     assert len(acked) >= 1500
+    assert rc == (0 if sig == "SIGTERM" else -signal.SIGKILL)
 
     bp = BrokerProcess(str(data)).start()
     try:
-        assert bp.events("logs_loaded")[-1]["clean_shutdown"] is False
+        assert bp.events("logs_loaded")[-1]["clean_shutdown"] is (sig == "SIGTERM")
         c = RawClient(bp.port)
         records = _all_records(c, "burst")
         c.close()

@@ -183,3 +183,36 @@ def test_topics_and_data_survive_restarts(tmp_path):
         assert not any(n.startswith("gone-") for n in os.listdir(data))
     finally:
         bp.kill()
+
+
+def test_a_log_no_topic_owns_is_set_aside(tmp_path):
+    """A deletion cut short by a crash (topic gone from metadata, directory still there)."""
+    import json
+
+    data = tmp_path / "data"
+    bp = BrokerProcess(str(data)).start()
+    try:
+        c = RawClient(bp.port)
+        assert produce(c, "half-deleted", b"old").error_code == 0
+        assert produce(c, "kept", b"kept").error_code == 0
+        c.close()
+        bp.kill()
+        state = json.loads((data / "topics.json").read_text())
+        state["topics"] = [t for t in state["topics"] if t["name"] != "half-deleted"]
+        (data / "topics.json").write_text(json.dumps(state))
+        bp.start()
+        assert [(e["topic"], e["partition"]) for e in bp.events("stray_log")] == [
+            ("half-deleted", 0)]  # fmt: skip
+        assert not (data / "half-deleted-0").exists()
+        assert any(p.name.endswith("-stray") for p in data.iterdir())  # kept, not deleted
+        c = RawClient(bp.port)
+        r = produce(c, "half-deleted", b"new")  # a new topic of that name starts empty
+        assert (r.error_code, r.base_offset) == (0, 0)
+        _, recs = fetch_records(c, "kept", 0, 0)
+        assert [x.value for x in recs] == [b"kept"]
+        c.close()
+        bp.terminate()
+        bp.start()  # the stray directory is not loaded again
+        assert not bp.events("stray_log")[1:]
+    finally:
+        bp.kill()

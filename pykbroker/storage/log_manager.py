@@ -22,6 +22,7 @@ log = structlog.get_logger(__name__)
 
 CLEAN_SHUTDOWN_FILE = ".kafka_cleanshutdown"
 DELETE_DIR_SUFFIX = "-delete"
+STRAY_DIR_SUFFIX = "-stray"
 
 
 def partition_dir_name(topic: str, partition: int) -> str:
@@ -133,6 +134,16 @@ class LogManager:
         doomed = f"{lg.dir}.{uuid.uuid4().hex}{DELETE_DIR_SUFFIX}"
         os.rename(lg.dir, doomed)
         self.scheduler.run_blocking(lambda: shutil.rmtree(doomed, ignore_errors=True))
+
+    def mark_stray(self, topic: str, partition: int) -> None:
+        """Set aside a log no topic owns (Kafka's stray logs): renamed, kept, never loaded again."""
+        lg = self.logs.pop((topic, partition), None)
+        if lg is None:
+            return
+        lg.close()
+        stray = f"{lg.dir}.{uuid.uuid4().hex}{STRAY_DIR_SUFFIX}"
+        os.rename(lg.dir, stray)
+        log.warning("stray_log", topic=topic, partition=partition, moved_to=stray)
 
     def flush_due(self) -> None:
         """Fsync logs whose flush.ms has passed (only when a topic or log.flush.interval.ms sets it)."""

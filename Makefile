@@ -21,8 +21,9 @@ $(VENV)/.test: pyproject.toml | $(BIN)/python
 broker: $(VENV)/.runtime
 	exec $(BIN)/pykbroker $(ARGS)
 
-## Run the test suite.
+## Run the test suite (installs ZooKeeper for the cluster tests when missing and root).
 test: $(VENV)/.test
+	@sh scripts/ensure-zookeeper.sh
 	$(BIN)/ruff check protocol pykbroker tests
 	$(BIN)/pytest -q
 

@@ -77,6 +77,7 @@ class Broker:
         self.metadata: LocalMetadata | None = None
         self.replica_manager: ReplicaManager | None = None
         self.group_coordinator: Any = None
+        self.controller: Any = None  # the cluster's Controller (ZooKeeper mode)
         self.background: list[asyncio.Task] = []
         self._topic_defaults = config.topic_defaults()
         self.started_at = time.monotonic()
@@ -103,16 +104,25 @@ class Broker:
                 import socket
 
                 adv_host = socket.getfqdn()
-        self.metadata = LocalMetadata(
-            self.log_manager.data_dir, self.node_id, (adv_host, adv_port),
-            self.config.get("broker.rack"), self.config.get("cluster.id"),
-        )  # fmt: skip
-        self.log_manager.load_logs(self.log_config_for)
-        self.replica_manager = ReplicaManager(self.node_id, self.log_manager, self.log_config_for)
-        for topic in self.metadata.topics.values():
-            self.replica_manager.ensure_partitions(topic)
-        for tp in [tp for tp in self.log_manager.logs if tp not in self.replica_manager.partitions]:
-            self.log_manager.mark_stray(*tp)  # e.g. a deletion cut short by a crash
+        if self.config.get("zookeeper.connect"):
+            from pykbroker.cluster.node import start_cluster
+
+            await start_cluster(self, (adv_host, adv_port), adv_name)
+        else:
+            self.metadata = LocalMetadata(
+                self.log_manager.data_dir, self.node_id, (adv_host, adv_port),
+                self.config.get("broker.rack"), self.config.get("cluster.id"),
+            )  # fmt: skip
+            self.log_manager.load_logs(self.log_config_for)
+            self.replica_manager = ReplicaManager(
+                self.node_id, self.log_manager, self.log_config_for
+            )
+            for topic in self.metadata.topics.values():
+                self.replica_manager.ensure_partitions(topic)
+            for tp in [
+                tp for tp in self.log_manager.logs if tp not in self.replica_manager.partitions
+            ]:
+                self.log_manager.mark_stray(*tp)  # e.g. a deletion cut short by a crash
         from pykbroker.coordinator import start_coordinators
 
         await start_coordinators(self)
@@ -146,6 +156,10 @@ class Broker:
         from pykbroker.coordinator import stop_coordinators
 
         await stop_coordinators(self)
+        if self.config.get("zookeeper.connect"):
+            from pykbroker.cluster.node import stop_cluster
+
+            await stop_cluster(self)
         await self.scheduler.wait()
         if self.log_manager is not None:
             self.log_manager.shutdown()

@@ -529,6 +529,34 @@ BROKER_CONFIGS = _keys(
         "replica.fetch.max.bytes", "int", 1048576, "Bytes per partition a follower fetches at once."
     ),
     ConfigKey("num.replica.fetchers", "int", 1, "Fetcher connections per source broker."),
+    ConfigKey(
+        "zookeeper.connection.timeout.ms",
+        "int",
+        None,
+        "How long to wait for a ZooKeeper connection; zookeeper.session.timeout.ms if unset.",
+    ),
+    ConfigKey("replica.fetch.min.bytes", "int", 1, "Min bytes a follower's fetch waits for."),
+    ConfigKey(
+        "replica.fetch.response.max.bytes",
+        "int",
+        10485760,
+        "Max bytes of a whole follower fetch response.",
+    ),
+    ConfigKey(
+        "replica.fetch.backoff.ms",
+        "int",
+        1000,
+        "Pause after a follower's fetch fails.",
+        at_least(0),
+    ),
+    ConfigKey("replica.socket.timeout.ms", "int", 30000, "Socket timeout of follower fetches."),
+    ConfigKey(
+        "replica.high.watermark.checkpoint.interval.ms",
+        "long",
+        5000,
+        "How often high watermarks are saved to replication-offset-checkpoint.",
+        at_least(1),
+    ),
     ConfigKey("broker.rack", "string", None, "Rack of this broker.", read_only=True),
     ConfigKey(
         "cluster.id",

@@ -1,8 +1,9 @@
 """Cluster metadata: brokers, topics, partition leadership, topic configs, producer-id blocks.
 
 `LocalMetadata` is the single-broker store: this broker leads every partition, and the state
-lives in `<log dir>/meta.properties` and `<log dir>/topics.json` (rewritten atomically). A
-ZooKeeper-backed store with the same interface is what a multi-broker cluster uses.
+lives in `<log dir>/meta.properties` and `<log dir>/topics.json` (rewritten atomically).
+`ZkMetadata` (cluster/zk_metadata.py) has the same interface, kept in ZooKeeper, for a
+multi-broker cluster. Both share `MetadataBase`'s validation and replica placement.
 """
 
 from __future__ import annotations
@@ -57,10 +58,14 @@ class BrokerInfo:
 
 @dataclass(slots=True)
 class PartitionState:
-    leader: int
+    leader: int  # -1: no leader (offline, or not yet elected)
     leader_epoch: int
     replicas: list[int]
     isr: list[int]
+    # ZooKeeper mode: version of the .../partitions/P/state znode this was read from (-1: the
+    # znode doesn't exist yet, -2: not read yet), and the controller epoch that wrote it.
+    zk_version: int = -1
+    controller_epoch: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -92,81 +97,16 @@ def new_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-class LocalMetadata:
-    def __init__(self, data_dir: str, node_id: int, advertised: tuple[str, int], rack: str | None = None,
-                 cluster_id: str | None = None):  # fmt: skip
-        self.data_dir = data_dir
-        self.node_id = node_id
-        self.broker = BrokerInfo(node_id, advertised[0], advertised[1], rack)
-        self.topics: dict[str, TopicInfo] = {}
-        self._topics_path = os.path.join(data_dir, "topics.json")
-        self._next_producer_id = 0
-        self._producer_id_block_end = 0
-        self.cluster_id = self._load_meta_properties(cluster_id)
-        self._load_topics()
+class MetadataBase:
+    """Validation and replica placement shared by the single-broker and ZooKeeper stores."""
 
-    # --- persistence ------------------------------------------------------------------------
-
-    def _load_meta_properties(self, configured: str | None) -> str:
-        path = os.path.join(self.data_dir, "meta.properties")
-        props: dict[str, str] = {}
-        if os.path.exists(path):
-            with open(path) as f:
-                for line in f:
-                    if "=" in line and not line.startswith("#"):
-                        k, v = line.strip().split("=", 1)
-                        props[k] = v
-        stored_node = props.get("node.id")
-        if stored_node is not None and int(stored_node) != self.node_id:
-            raise ConfigError(
-                f"Stored node id {stored_node} in {path} doesn't match configured node.id {self.node_id}"
-            )
-        cluster_id = props.get("cluster.id") or configured or new_cluster_id()
-        if configured and configured != cluster_id:
-            raise ConfigError(
-                f"Stored cluster id {cluster_id} doesn't match configured cluster.id {configured}"
-            )
-        if not props:
-            _atomic_write(path, f"version=1\ncluster.id={cluster_id}\nnode.id={self.node_id}\n")
-        return cluster_id
-
-    def _load_topics(self) -> None:
-        if not os.path.exists(self._topics_path):
-            return
-        with open(self._topics_path) as f:
-            state = json.load(f)
-        self._producer_id_block_end = state.get("producer_id_block_end", 0)
-        # Never hand out an id from a block that may have been used before a crash.
-        self._next_producer_id = self._producer_id_block_end
-        for t in state["topics"]:
-            self.topics[t["name"]] = TopicInfo(
-                t["name"], uuid.UUID(t["id"]),
-                [PartitionState(p["leader"], p["leader_epoch"], p["replicas"], p["isr"]) for p in t["partitions"]],
-                t.get("configs", {}),
-            )  # fmt: skip
-
-    def _save(self) -> None:
-        state = {
-            "producer_id_block_end": self._producer_id_block_end,
-            "topics": [
-                {"name": t.name, "id": str(t.topic_id), "configs": t.configs,
-                 "partitions": [p.to_json() for p in t.partitions]}
-                for t in self.topics.values()
-            ],
-        }  # fmt: skip
-        _atomic_write(self._topics_path, json.dumps(state, indent=1))
-
-    # --- queries ------------------------------------------------------------------------------
-
-    @property
-    def controller_id(self) -> int:
-        return self.node_id
-
-    def brokers(self) -> list[BrokerInfo]:
-        return [self.broker]
+    topics: dict[str, TopicInfo]
 
     def live_broker_ids(self) -> list[int]:
-        return [self.node_id]
+        raise NotImplementedError
+
+    def brokers(self) -> list[BrokerInfo]:
+        raise NotImplementedError
 
     def topic(self, name: str) -> TopicInfo | None:
         return self.topics.get(name)
@@ -177,7 +117,19 @@ class LocalMetadata:
                 return t
         return None
 
-    # --- changes ------------------------------------------------------------------------------
+    def leader_for(self, topic: str, partition: int) -> BrokerInfo | None:
+        """The live broker leading a partition, or None (unknown partition, or no leader)."""
+        info = self.topics.get(topic)
+        if info is None or not 0 <= partition < len(info.partitions):
+            return None
+        leader = info.partitions[partition].leader
+        for b in self.brokers():
+            if b.node_id == leader:
+                return b
+        return None
+
+    def _check_not_being_deleted(self, name: str) -> None:
+        """Hook: the ZooKeeper store refuses names still marked for deletion."""
 
     def check_new_topic(
         self, name: str, num_partitions: int, replication_factor: int,
@@ -185,6 +137,7 @@ class LocalMetadata:
     ) -> list[list[int]]:  # fmt: skip
         """Validate a CreateTopics entry; returns the replica assignment. Raises KafkaError."""
         validate_topic_name(name)
+        self._check_not_being_deleted(name)
         if name in self.topics:
             raise KafkaError(ErrorCode.TOPIC_ALREADY_EXISTS, f"Topic '{name}' already exists.")
         collision = name.replace(".", "_")
@@ -255,6 +208,62 @@ class LocalMetadata:
             [brokers[(p + r) % n] for r in range(replication_factor)] for p in range(num_partitions)
         ]
 
+
+class LocalMetadata(MetadataBase):
+    def __init__(self, data_dir: str, node_id: int, advertised: tuple[str, int], rack: str | None = None,
+                 cluster_id: str | None = None):  # fmt: skip
+        self.data_dir = data_dir
+        self.node_id = node_id
+        self.broker = BrokerInfo(node_id, advertised[0], advertised[1], rack)
+        self.topics: dict[str, TopicInfo] = {}
+        self._topics_path = os.path.join(data_dir, "topics.json")
+        self._next_producer_id = 0
+        self._producer_id_block_end = 0
+        self.cluster_id = load_meta_properties(data_dir, node_id, cluster_id)
+        self._load_topics()
+
+    # --- persistence ------------------------------------------------------------------------
+
+    def _load_topics(self) -> None:
+        if not os.path.exists(self._topics_path):
+            return
+        with open(self._topics_path) as f:
+            state = json.load(f)
+        self._producer_id_block_end = state.get("producer_id_block_end", 0)
+        # Never hand out an id from a block that may have been used before a crash.
+        self._next_producer_id = self._producer_id_block_end
+        for t in state["topics"]:
+            self.topics[t["name"]] = TopicInfo(
+                t["name"], uuid.UUID(t["id"]),
+                [PartitionState(p["leader"], p["leader_epoch"], p["replicas"], p["isr"]) for p in t["partitions"]],
+                t.get("configs", {}),
+            )  # fmt: skip
+
+    def _save(self) -> None:
+        state = {
+            "producer_id_block_end": self._producer_id_block_end,
+            "topics": [
+                {"name": t.name, "id": str(t.topic_id), "configs": t.configs,
+                 "partitions": [p.to_json() for p in t.partitions]}
+                for t in self.topics.values()
+            ],
+        }  # fmt: skip
+        _atomic_write(self._topics_path, json.dumps(state, indent=1))
+
+    # --- queries ------------------------------------------------------------------------------
+
+    @property
+    def controller_id(self) -> int:
+        return self.node_id
+
+    def brokers(self) -> list[BrokerInfo]:
+        return [self.broker]
+
+    def live_broker_ids(self) -> list[int]:
+        return [self.node_id]
+
+    # --- changes ------------------------------------------------------------------------------
+
     def create_topic(
         self, name: str, assignment: list[list[int]], configs: dict[str, str]
     ) -> TopicInfo:
@@ -295,6 +304,31 @@ class LocalMetadata:
         pid = self._next_producer_id
         self._next_producer_id += 1
         return pid
+
+
+def load_meta_properties(data_dir: str, node_id: int, configured: str | None) -> str:
+    """Check (or write) `meta.properties`: this log dir belongs to this node and cluster."""
+    path = os.path.join(data_dir, "meta.properties")
+    props: dict[str, str] = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                if "=" in line and not line.startswith("#"):
+                    k, v = line.strip().split("=", 1)
+                    props[k] = v
+    stored_node = props.get("node.id")
+    if stored_node is not None and int(stored_node) != node_id:
+        raise ConfigError(
+            f"Stored node id {stored_node} in {path} doesn't match configured node.id {node_id}"
+        )
+    cluster_id = props.get("cluster.id") or configured or new_cluster_id()
+    if configured and configured != cluster_id:
+        raise ConfigError(
+            f"Stored cluster id {cluster_id} doesn't match configured cluster.id {configured}"
+        )
+    if not props:
+        _atomic_write(path, f"version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n")
+    return cluster_id
 
 
 def _atomic_write(path: str, text: str) -> None:

@@ -1,22 +1,58 @@
-"""Partitions hosted by this broker and the purgatory of fetches waiting for data.
+"""Partitions hosted by this broker, their replication, and the purgatory of waiting requests.
 
 A Partition wraps a Log with its leadership state (leader, epoch, replicas, ISR) and decides the
 high watermark. On a single broker the ISR is just this broker, so the HW follows the LEO.
+
+In a cluster (ZooKeeper mode) the leader tracks each follower's log end offset from its Fetch
+requests, advances the HW to the smallest LEO in the ISR, drops followers that have not caught
+up for replica.lag.time.max.ms from the ISR and adds them back once they have (writing the ISR
+to ZooKeeper, conditionally, as Kafka's ZooKeeper-mode leaders do). A follower fetches from
+its leader with the replica fetcher (replica_fetcher.py) and truncates to its HW whenever it
+starts following a different leader, so its log stays a prefix of the leader's. HWs are
+checkpointed to `replication-offset-checkpoint` in each log dir, so a restarted broker knows
+how far its log is known to be committed.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import os
+import time
+from collections.abc import Callable, Iterable
+
+import structlog
 
 from protocol.errors import ErrorCode, KafkaError
 from pykbroker.cluster.metadata import PartitionState, TopicInfo
 from pykbroker.storage.log import AppendInfo, Log
 from pykbroker.storage.log_manager import LogManager
 
+log = structlog.get_logger(__name__)
+
+HW_CHECKPOINT_FILE = "replication-offset-checkpoint"
+
+
+def now_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
+class FollowerState:
+    """What the leader knows of one follower (Kafka's Replica state)."""
+
+    __slots__ = ("leo", "last_caught_up_ms", "last_fetch_ms", "last_fetch_leader_leo")
+
+    def __init__(self, caught_up_ms: int):
+        self.leo = -1  # unknown until it fetches from this leader
+        self.last_caught_up_ms = caught_up_ms
+        self.last_fetch_ms = 0
+        self.last_fetch_leader_leo = -1
+
 
 class Partition:
-    __slots__ = ("topic", "index", "log", "state", "node_id", "waiters", "follower_leos")
+    __slots__ = (
+        "topic", "index", "log", "state", "node_id", "waiters", "followers", "pending_isr",
+        "isr_listener",
+    )  # fmt: skip
 
     def __init__(self, topic: str, index: int, log: Log, state: PartitionState, node_id: int):
         self.topic = topic
@@ -25,7 +61,9 @@ class Partition:
         self.state = state
         self.node_id = node_id
         self.waiters: set[asyncio.Future] = set()
-        self.follower_leos: dict[int, int] = {}
+        self.followers: dict[int, FollowerState] = {}
+        self.pending_isr: list[int] | None = None  # an ISR change being written to ZooKeeper
+        self.isr_listener: Callable[[Partition, list[int]], None] | None = None
 
     @property
     def is_leader(self) -> bool:
@@ -35,17 +73,21 @@ class Partition:
     def leader_epoch(self) -> int:
         return self.state.leader_epoch
 
+    @property
+    def follower_leos(self) -> dict[int, int]:
+        return {r: f.leo for r, f in self.followers.items()}
+
     def check_leader(self, current_leader_epoch: int = -1) -> None:
-        if not self.is_leader:
-            raise KafkaError(
-                ErrorCode.NOT_LEADER_OR_FOLLOWER,
-                f"{self.topic}-{self.index} is led by {self.state.leader}",
-            )
         if current_leader_epoch >= 0:
             if current_leader_epoch < self.state.leader_epoch:
                 raise KafkaError(ErrorCode.FENCED_LEADER_EPOCH)
             if current_leader_epoch > self.state.leader_epoch:
                 raise KafkaError(ErrorCode.UNKNOWN_LEADER_EPOCH)
+        if not self.is_leader:
+            raise KafkaError(
+                ErrorCode.NOT_LEADER_OR_FOLLOWER,
+                f"{self.topic}-{self.index} is led by {self.state.leader}",
+            )
 
     def append_as_leader(self, records: memoryview, required_acks: int) -> AppendInfo:
         self.check_leader()
@@ -53,7 +95,7 @@ class Partition:
         if required_acks == -1 and len(self.state.isr) < min_isr:
             raise KafkaError(
                 ErrorCode.NOT_ENOUGH_REPLICAS,
-                f"The size of the current ISR {len(self.state.isr)} is insufficient to satisfy the "
+                f"The size of the current ISR {self.state.isr} is insufficient to satisfy the "
                 f"min.isr requirement of {min_isr} for partition {self.topic}-{self.index}",
             )
         info = self.log.append_as_leader(records, self.state.leader_epoch)
@@ -61,10 +103,81 @@ class Partition:
         self.wake()  # followers wait for the LEO, not the HW
         return info
 
+    def replication_status(self, required_offset: int) -> int | None:
+        """acks=all: None while the HW is below required_offset, else the produce's error code
+        (Kafka's checkEnoughReplicasReachOffset)."""
+        if not self.is_leader:
+            return ErrorCode.NOT_LEADER_OR_FOLLOWER
+        if self.log.high_watermark < required_offset:
+            return None
+        if len(self.state.isr) < self.log.config["min.insync.replicas"]:
+            return ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND
+        return ErrorCode.NONE
+
+    # --- the leader's view of its followers ---------------------------------------------------
+
+    def reset_followers(self) -> None:
+        """On becoming leader: every follower's LEO is unknown; ISR members count as caught up
+        now (they get replica.lag.time.max.ms to show they are)."""
+        now = now_ms()
+        self.followers = {r: FollowerState(now) for r in self.state.replicas if r != self.node_id}
+        self.pending_isr = None
+
     def update_follower(self, replica_id: int, fetch_offset: int) -> None:
-        """A follower's fetch offset is its LEO: it may move the HW."""
-        self.follower_leos[replica_id] = fetch_offset
-        self.maybe_advance_high_watermark()
+        """A follower's fetch offset is its LEO: it may move the HW and the ISR."""
+        f = self.followers.get(replica_id)
+        if f is None:
+            if replica_id not in self.state.replicas:
+                return
+            f = self.followers[replica_id] = FollowerState(0)
+        now = now_ms()
+        leader_leo = self.log.log_end_offset
+        if fetch_offset >= leader_leo:
+            f.last_caught_up_ms = max(f.last_caught_up_ms, now)
+        elif fetch_offset >= f.last_fetch_leader_leo:
+            f.last_caught_up_ms = max(f.last_caught_up_ms, f.last_fetch_ms)
+        f.last_fetch_leader_leo = leader_leo
+        f.last_fetch_ms = now
+        f.leo = fetch_offset
+        self.maybe_expand_isr(replica_id)
+        if self.maybe_advance_high_watermark():
+            self.wake()
+
+    def maybe_expand_isr(self, replica_id: int) -> None:
+        """A follower not in the ISR joins it once it has caught up to the HW."""
+        if self.isr_listener is None or self.pending_isr is not None or not self.is_leader:
+            return
+        if replica_id in self.state.isr:
+            return
+        f = self.followers[replica_id]
+        if f.leo >= self.log.high_watermark:
+            self._change_isr([*self.state.isr, replica_id])
+
+    def out_of_sync_replicas(self, lag_ms: int) -> list[int]:
+        now = now_ms()
+        return [
+            r
+            for r in self.state.isr
+            if r != self.node_id
+            and (f := self.followers.get(r)) is not None
+            and now - f.last_caught_up_ms > lag_ms
+        ]
+
+    def maybe_shrink_isr(self, lag_ms: int) -> None:
+        if self.isr_listener is None or self.pending_isr is not None or not self.is_leader:
+            return
+        lagging = self.out_of_sync_replicas(lag_ms)
+        if lagging:
+            self._change_isr([r for r in self.state.isr if r not in lagging])
+
+    def _change_isr(self, isr: list[int]) -> None:
+        self.pending_isr = isr
+        self.isr_listener(self, isr)
+
+    def isr_change_done(self) -> None:
+        self.pending_isr = None
+        if self.maybe_advance_high_watermark():
+            self.wake()
 
     def aborted_transactions(self, fetch_offset: int, region) -> list[tuple[int, int]]:
         """(producer id, first offset) of aborted transactions overlapping a read_committed fetch."""
@@ -76,13 +189,25 @@ class Partition:
         unstable = self.log.producer_state.first_unstable_offset()
         return hw if unstable is None else min(hw, unstable)
 
-    def maybe_advance_high_watermark(self) -> None:
-        """HW = the smallest LEO among in-sync replicas (just this one on a single broker)."""
+    def maybe_advance_high_watermark(self) -> bool:
+        """HW = the smallest LEO among in-sync replicas; only ever moves forward on a leader.
+        While an ISR expansion is being written, the joining follower already counts (Kafka's
+        "maximal ISR"), so the HW never passes a record the new ISR lacks."""
+        if not self.is_leader:
+            return False
         hw = self.log.log_end_offset
-        for replica in self.state.isr:
+        isr = self.state.isr
+        if self.pending_isr is not None:
+            isr = set(isr) | set(self.pending_isr)
+        for replica in isr:
             if replica != self.node_id:
-                hw = min(hw, self.follower_leos.get(replica, 0))
-        self.log.update_high_watermark(hw)
+                f = self.followers.get(replica)
+                if f is None or f.leo < 0:
+                    return False  # a follower we haven't heard from yet holds the HW back
+                hw = min(hw, f.leo)
+        if hw > self.log.high_watermark:
+            return self.log.update_high_watermark(hw)
+        return False
 
     def wake(self) -> None:
         waiters, self.waiters = self.waiters, set()
@@ -91,48 +216,54 @@ class Partition:
                 fut.set_result(None)
 
 
+LeadershipListener = Callable[[str, int, bool, int], None]
+
+
 class ReplicaManager:
-    def __init__(self, node_id: int, log_manager: LogManager, log_config_for):
+    def __init__(self, node_id: int, log_manager: LogManager, log_config_for, metadata=None,
+                 config=None):  # fmt: skip
         self.node_id = node_id
         self.log_manager = log_manager
         self.log_config_for = log_config_for  # topic -> LogConfig
+        self.metadata = metadata
+        self.config = config
         self.partitions: dict[tuple[str, int], Partition] = {}
+        self.fetchers = None  # ReplicaFetcherManager, in a cluster
+        self.leadership_listeners: list[LeadershipListener] = []
+        # In a cluster, leadership is acted on only once this broker is registered.
+        self.ready = metadata is None
+        self._deferred: dict[tuple[str, int], PartitionState] = {}
+        self._tasks: set[asyncio.Task] = set()
 
-    def ensure_partitions(self, topic: TopicInfo) -> None:
-        """Open (or create) the logs of every partition of `topic` this broker replicates."""
-        config = self.log_config_for(topic.name)
-        for index, state in enumerate(topic.partitions):
-            if self.node_id not in state.replicas:
-                continue
-            key = (topic.name, index)
-            existing = self.partitions.get(key)
-            if existing is not None:
-                existing.state = state
-                continue
-            log = self.log_manager.get_or_create(topic.name, index, config)
-            self.partitions[key] = Partition(topic.name, index, log, state, self.node_id)
+    # --- queries (also for the group coordinator) --------------------------------------------
 
-    def remove_topic(self, name: str, partition_count: int) -> None:
-        for index in range(partition_count):
-            p = self.partitions.pop((name, index), None)
-            if p is not None:
-                p.wake()
-            self.log_manager.delete(name, index)
+    def is_leader(self, topic: str, index: int) -> bool:
+        """Does this broker lead the partition right now?"""
+        p = self.partitions.get((topic, index))
+        return p is not None and p.is_leader
 
-    def update_config(self, topic: str) -> None:
-        config = self.log_config_for(topic)
-        for (name, _), p in self.partitions.items():
-            if name == topic:
-                p.log.config = config
+    def add_leadership_listener(self, fn: LeadershipListener) -> None:
+        """fn(topic, partition, is_leader, leader_epoch) on every change of this broker's role
+        for a partition it hosts (Kafka's onLeadershipChange: coordinators load or unload)."""
+        self.leadership_listeners.append(fn)
 
     def get(self, topic: str, index: int) -> Partition:
         p = self.partitions.get((topic, index))
         if p is None:
+            if self.metadata is not None and self._known(topic, index):
+                raise KafkaError(
+                    ErrorCode.NOT_LEADER_OR_FOLLOWER,
+                    f"Broker {self.node_id} is not a replica of {topic}-{index}",
+                )
             raise KafkaError(
                 ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
                 f"This server does not host this topic-partition: {topic}-{index}",
             )
         return p
+
+    def _known(self, topic: str, index: int) -> bool:
+        info = self.metadata.topic(topic)
+        return info is not None and 0 <= index < len(info.partitions)
 
     def get_leader(self, topic: str, index: int, current_leader_epoch: int = -1) -> Partition:
         p = self.get(topic, index)
@@ -147,3 +278,239 @@ class ReplicaManager:
                 p.waiters.add(fut)
                 parts.append(p)
         return parts
+
+    # --- topics -------------------------------------------------------------------------------
+
+    def ensure_partitions(self, topic: TopicInfo) -> None:
+        """Open (or create) the logs of every partition of `topic` this broker replicates."""
+        config = self.log_config_for(topic.name)
+        for index, state in enumerate(topic.partitions):
+            if self.node_id not in state.replicas:
+                continue
+            key = (topic.name, index)
+            existing = self.partitions.get(key)
+            if existing is not None:
+                if self.metadata is None:
+                    existing.state = state
+                continue
+            log = self.log_manager.get_or_create(topic.name, index, config)
+            p = self.partitions[key] = Partition(topic.name, index, log, state, self.node_id)
+            if self.metadata is not None:
+                # Known state only through partition_state_changed; until then, no role.
+                p.state = PartitionState(-1, -1, state.replicas, [], -2)
+                if state.zk_version >= 0:
+                    self.partition_state_changed(topic, index, state)
+
+    def remove_topic(self, name: str, partition_count: int) -> None:
+        for index in range(partition_count):
+            p = self.partitions.pop((name, index), None)
+            if p is not None:
+                if self.fetchers is not None:
+                    self.fetchers.remove_partition(p)
+                p.state = PartitionState(-1, -1, p.state.replicas, [], -2)
+                p.wake()
+            self.log_manager.delete(name, index)
+
+    def update_config(self, topic: str) -> None:
+        config = self.log_config_for(topic)
+        for (name, _), p in self.partitions.items():
+            if name == topic:
+                p.log.config = config
+
+    def delete_stray_logs(self) -> None:
+        """Set aside logs of partitions this broker no longer replicates (deleted while it was
+        down), as Kafka does with stray logs."""
+        for topic, index in list(self.log_manager.logs):
+            info = self.metadata.topic(topic)
+            if (
+                info is None
+                or index >= len(info.partitions)
+                or self.node_id not in info.partitions[index].replicas
+            ):
+                self.log_manager.mark_stray(topic, index)
+
+    # --- leadership (cluster) -----------------------------------------------------------------
+
+    def partition_state_changed(self, topic: TopicInfo, index: int, state: PartitionState) -> None:
+        """A new state znode for a partition: become leader or follower as it says."""
+        p = self.partitions.get((topic.name, index))
+        if p is None:
+            if self.node_id in state.replicas:
+                self.ensure_partitions(topic)  # calls back here once the log is open
+            return
+        if not self.ready:
+            self._deferred[(topic.name, index)] = state
+            return
+        self._transition(p, state)
+
+    def _transition(self, p: Partition, state: PartitionState) -> None:
+        old = p.state
+        was_leader = p.is_leader
+        p.state = state
+        if state.leader == self.node_id:
+            if not was_leader or old.leader_epoch != state.leader_epoch:
+                self._make_leader(p, was_leader)
+            elif p.pending_isr is not None and state.isr == p.pending_isr:
+                p.isr_change_done()
+        elif state.leader >= 0:
+            self._make_follower(p, old, was_leader)
+        else:
+            if self.fetchers is not None:
+                self.fetchers.remove_partition(p)
+            p.wake()
+        if was_leader != p.is_leader:
+            for fn in self.leadership_listeners:
+                try:
+                    fn(p.topic, p.index, p.is_leader, state.leader_epoch)
+                except Exception:
+                    log.exception("leadership_listener_failed", topic=p.topic, partition=p.index)
+
+    def _make_leader(self, p: Partition, was_leader: bool) -> None:
+        if self.fetchers is not None:
+            self.fetchers.remove_partition(p)
+        if not was_leader:
+            p.reset_followers()
+        p.pending_isr = None
+        p.isr_listener = self._write_isr
+        log.info(
+            "became_leader", topic=p.topic, partition=p.index, leader_epoch=p.state.leader_epoch,
+            isr=p.state.isr, log_end_offset=p.log.log_end_offset, high_watermark=p.log.high_watermark,
+        )  # fmt: skip
+        if p.maybe_advance_high_watermark():
+            p.wake()
+
+    def _make_follower(self, p: Partition, old: PartitionState, was_leader: bool) -> None:
+        p.followers = {}
+        p.pending_isr = None
+        p.isr_listener = None
+        fetchers = self.fetchers
+        same_leader = (
+            not was_leader
+            and old.leader == p.state.leader
+            and fetchers is not None
+            and fetchers.is_fetching(p, p.state.leader)
+        )
+        if same_leader:
+            fetchers.update_epoch(p, p.state.leader_epoch)
+        else:
+            if fetchers is not None:
+                fetchers.remove_partition(p)
+            # Keep only what is known committed: the rest may not be on the new leader.
+            hw = p.log.high_watermark
+            if hw < p.log.log_end_offset:
+                log.info("truncating_to_high_watermark", topic=p.topic, partition=p.index,
+                         log_end_offset=p.log.log_end_offset, high_watermark=hw)  # fmt: skip
+                p.log.truncate_to(hw)
+            log.info(
+                "became_follower", topic=p.topic, partition=p.index, leader=p.state.leader,
+                leader_epoch=p.state.leader_epoch, log_end_offset=p.log.log_end_offset,
+            )  # fmt: skip
+            if fetchers is not None:
+                fetchers.add_partition(p, p.state.leader)
+        p.wake()  # pending produces and fetches answer NOT_LEADER_OR_FOLLOWER
+
+    def make_ready(self) -> None:
+        """Registered in ZooKeeper: act on the partition states seen so far."""
+        self.ready = True
+        deferred, self._deferred = self._deferred, {}
+        for (topic, index), state in deferred.items():
+            p = self.partitions.get((topic, index))
+            if p is not None:
+                self._transition(p, state)
+
+    def _write_isr(self, p: Partition, isr: list[int]) -> None:
+        state = p.state
+        log.info(
+            "isr_change", topic=p.topic, partition=p.index, old_isr=state.isr, new_isr=isr,
+            leader_epoch=state.leader_epoch,
+        )  # fmt: skip
+        pending = self.metadata.update_isr(p.topic, p.index, state, isr)
+
+        def done(t: asyncio.Future) -> None:
+            if p.pending_isr is isr:
+                p.isr_change_done()  # committed (state already installed) or lost: try later
+
+        pending.add_done_callback(done)
+
+    # --- background work (cluster) ----------------------------------------------------------
+
+    def start_background(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._tasks.add(loop.create_task(self._isr_expiration_loop()))
+        self._tasks.add(loop.create_task(self._hw_checkpoint_loop()))
+
+    async def stop_background(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def _isr_expiration_loop(self) -> None:
+        lag_ms = self.config.get("replica.lag.time.max.ms")
+        while True:
+            await asyncio.sleep(lag_ms / 2000)
+            for p in list(self.partitions.values()):
+                if p.is_leader and len(p.state.isr) > 1:
+                    p.maybe_shrink_isr(lag_ms)
+
+    async def _hw_checkpoint_loop(self) -> None:
+        interval = self.config.get("replica.high.watermark.checkpoint.interval.ms") / 1000
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            files = self.high_watermark_checkpoints()
+            await loop.run_in_executor(None, write_checkpoints, files)
+
+    # --- high watermark checkpoints -------------------------------------------------------
+
+    def high_watermark_checkpoints(self) -> dict[str, str]:
+        """Kafka's replication-offset-checkpoint, one per log dir: version, count, entries."""
+        by_dir: dict[str, list[str]] = {d: [] for d in self.log_manager.log_dirs}
+        for (topic, index), lg in self.log_manager.logs.items():
+            parent = os.path.dirname(lg.dir)
+            by_dir.setdefault(parent, []).append(f"{topic} {index} {lg.high_watermark}")
+        return {
+            os.path.join(d, HW_CHECKPOINT_FILE): f"0\n{len(lines)}\n"
+            + "".join(x + "\n" for x in lines)
+            for d, lines in by_dir.items()
+        }
+
+    def checkpoint_high_watermarks(self) -> None:
+        write_checkpoints(self.high_watermark_checkpoints())
+
+    def restore_high_watermarks(self) -> None:
+        """After loading logs: each log's HW is what was checkpointed (never above its LEO)."""
+        for d in self.log_manager.log_dirs:
+            found = read_checkpoint(os.path.join(d, HW_CHECKPOINT_FILE))
+            for (topic, index), lg in self.log_manager.logs.items():
+                if os.path.dirname(lg.dir) != d:
+                    continue
+                hw = found.get((topic, index), 0)
+                lg.high_watermark = max(min(hw, lg.log_end_offset), lg.log_start_offset)
+
+
+def write_checkpoints(files: dict[str, str]) -> None:
+    for path, text in files.items():
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+
+def read_checkpoint(path: str) -> dict[tuple[str, int], int]:
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return {}
+    out = {}
+    try:
+        count = int(lines[1])
+        for line in lines[2 : 2 + count]:
+            topic, index, offset = line.rsplit(" ", 2)
+            out[(topic, int(index))] = int(offset)
+    except (IndexError, ValueError):
+        log.warning("bad_checkpoint_file", path=path)
+        return {}
+    return out

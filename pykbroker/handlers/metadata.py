@@ -18,26 +18,40 @@ def broker_entries(broker) -> list[dict]:
     ]
 
 
-def topic_entry(info: TopicInfo, error: int = ErrorCode.NONE) -> dict:
+def topic_entry(info: TopicInfo, error: int = ErrorCode.NONE, live: set[int] | None = None) -> dict:
+    """A topic's metadata; `live` (broker ids) marks offline replicas and leaderless partitions."""
+    partitions = []
+    for i, p in enumerate(info.partitions):
+        entry = {
+            "error_code": ErrorCode.NONE,
+            "partition_index": i,
+            "leader_id": p.leader,
+            "leader_epoch": p.leader_epoch,
+            "replica_nodes": p.replicas,
+            "isr_nodes": p.isr,
+            "offline_replicas": [],
+        }
+        if live is not None:
+            entry["offline_replicas"] = [r for r in p.replicas if r not in live]
+            if p.leader not in live:
+                entry["error_code"] = ErrorCode.LEADER_NOT_AVAILABLE
+                entry["leader_id"] = -1
+        partitions.append(entry)
     return {
         "error_code": error,
         "name": info.name,
         "topic_id": info.topic_id,
         "is_internal": info.internal,
-        "partitions": [
-            {
-                "error_code": ErrorCode.NONE,
-                "partition_index": i,
-                "leader_id": p.leader,
-                "leader_epoch": p.leader_epoch,
-                "replica_nodes": p.replicas,
-                "isr_nodes": p.isr,
-                "offline_replicas": [],
-            }
-            for i, p in enumerate(info.partitions)
-        ],
+        "partitions": partitions,
         "authorized_operations": AUTHORIZED_OPERATIONS_UNSET,
     }
+
+
+def _live(broker) -> set[int] | None:
+    """Live broker ids in a cluster (None on a single broker: it leads everything)."""
+    if broker.config.get("zookeeper.connect"):
+        return set(broker.metadata.live_broker_ids())
+    return None
 
 
 def error_entry(name: str | None, error: int, topic_id=None) -> dict:
@@ -50,7 +64,7 @@ def error_entry(name: str | None, error: int, topic_id=None) -> dict:
 def _requested_topic(broker, name: str, allow_auto: bool) -> dict:
     info = broker.metadata.topic(name)
     if info is not None:
-        return topic_entry(info)
+        return topic_entry(info, live=_live(broker))
     try:
         validate_topic_name(name)
     except KafkaError as e:
@@ -58,7 +72,7 @@ def _requested_topic(broker, name: str, allow_auto: bool) -> dict:
     if not allow_auto:
         return error_entry(name, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
     try:
-        return topic_entry(broker.auto_create_topic(name))
+        return topic_entry(broker.auto_create_topic(name), live=_live(broker))
     except KafkaError as e:
         return error_entry(name, e.code)
 
@@ -69,14 +83,15 @@ def handle_metadata(ctx, request) -> dict:
     version = ctx.api_version
     allow_auto = request.allow_auto_topic_creation if version >= 4 else True
     if request.topics is None or (version == 0 and not request.topics):
-        topics = [topic_entry(t) for t in broker.metadata.topics.values()]
+        live = _live(broker)
+        topics = [topic_entry(t, live=live) for t in broker.metadata.topics.values()]
     else:
         topics = []
         for t in request.topics:
             if t.name is None:  # v12: by topic id
                 info = broker.metadata.topic_by_id(t.topic_id)
                 topics.append(
-                    topic_entry(info)
+                    topic_entry(info, live=_live(broker))
                     if info
                     else error_entry(None, ErrorCode.UNKNOWN_TOPIC_ID, t.topic_id)
                 )

@@ -106,10 +106,10 @@ async def _await_replication(
     metrics.produce_purgatory += 1
     try:
         for partition, offset, entry in waiting:
-            while partition.log.high_watermark < offset:
+            while (status := partition.replication_status(offset)) is None:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
-                    entry.error_code = ErrorCode.REQUEST_TIMED_OUT
+                    status = ErrorCode.REQUEST_TIMED_OUT
                     break
                 fut = loop.create_future()
                 partition.waiters.add(fut)
@@ -117,6 +117,7 @@ async def _await_replication(
                     await asyncio.wait((fut,), timeout=remaining)
                 finally:
                     partition.waiters.discard(fut)
+            entry.error_code = status
     finally:
         metrics.produce_purgatory -= 1
     return encode_produce_response(version, correlation_id, responses)

@@ -1,0 +1,229 @@
+"""The controller: one broker, elected through the ephemeral /controller znode, that decides
+partition leadership.
+
+It works level-triggered: on any change it may care about (brokers come or go, topics or
+partitions appear, deletions are requested, a state znode changes) it looks at the whole cached
+picture again and writes what differs from what should be:
+
+- a partition without a state znode gets one: leader = first live replica, ISR = live replicas;
+- a partition whose leader is not alive gets a new leader, the first live replica in assignment
+  order that is in the ISR (leader epoch + 1); with none, the leader becomes -1 (offline) and the
+  ISR keeps its last member, unless unclean.leader.election.enable allows an out-of-sync replica;
+- dead replicas leave the ISR (leader epoch + 1, as Kafka's ZooKeeper-mode controller does);
+- a broker that restarted (its /brokers/ids znode has a new czxid, Kafka's broker epoch) is
+  treated as failed then started, so it never keeps leadership across a crash unnoticed;
+- topics under /admin/delete_topics lose their znodes (every replica deletes its logs when
+  the topic znode goes).
+
+Every write is a ZooKeeper transaction that also checks the /controller_epoch version, so a
+deposed controller can't overwrite its successor's decisions; state writes are conditional on
+the znode version read, so they never lose a leader's concurrent ISR change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+
+import structlog
+from kazoo.exceptions import KazooException
+
+from . import zk as Z
+from .zk_metadata import NOT_READ, ZkMetadata
+
+log = structlog.get_logger(__name__)
+
+
+class Controller:
+    def __init__(self, metadata: ZkMetadata, unclean_allowed: Callable[[str], bool]):
+        self.md = metadata
+        self.zk = metadata.zk
+        self.loop = metadata.loop
+        self.node_id = metadata.node_id
+        self.unclean_allowed = unclean_allowed
+        self.active = False
+        self.epoch = 0
+        self.epoch_zk_version = -1
+        self._scheduled = False
+        self._electing = False
+        self._inflight: set[tuple[str, int]] = set()
+        self._deleting: set[str] = set()
+        self._broker_epochs: dict[int, int] = {}
+        self._stopped = False
+
+    def start(self) -> None:
+        self.md.on_change = self.schedule
+        self.md.on_controller_change = self._controller_changed
+        self._controller_changed(self.md.controller_id)
+
+    async def stop(self) -> None:
+        self._stopped = True
+        self.active = False
+
+    # --- election -----------------------------------------------------------------------
+
+    def _controller_changed(self, controller_id: int) -> None:
+        if self.active and controller_id != self.node_id:
+            log.info("controller_resigned", node_id=self.node_id, new_controller=controller_id)
+            self.active = False
+        if controller_id == -1 and not self._stopped and not self._electing:
+            self.md._spawn(self.md.retrying(self._elect), "controller_election")
+
+    async def _elect(self) -> None:
+        self._electing = True
+        try:
+            while not self._stopped:
+                try:
+                    data, stat = await self.zk.get(Z.CONTROLLER_EPOCH)
+                    epoch, version = int(data or b"0"), stat.version
+                except Z.NoNodeError:
+                    try:
+                        await self.zk.create(Z.CONTROLLER_EPOCH, b"0")
+                    except Z.NodeExistsError:
+                        pass
+                    continue
+                registration = json.dumps(
+                    {
+                        "version": 1,
+                        "brokerid": self.node_id,
+                        "timestamp": str(int(time.time() * 1000)),
+                    }
+                ).encode()
+                txn = self.zk.transaction()
+                txn.create(Z.CONTROLLER, registration, ephemeral=True)
+                txn.set_data(Z.CONTROLLER_EPOCH, str(epoch + 1).encode(), version)
+                results = await self.zk.commit(txn)
+                if isinstance(results[0], Z.NodeExistsError):
+                    return  # someone else is controller; the /controller watch tells us more
+                if isinstance(results[1], Z.BadVersionError):
+                    continue  # an epoch bump raced with ours: read it again
+                failed = [r for r in results if isinstance(r, Exception)]
+                if failed:
+                    raise failed[0]
+                self.epoch = epoch + 1
+                self.epoch_zk_version = results[1].version
+                self.active = True
+                self._broker_epochs = dict(self.md.broker_epochs)
+                log.info("controller_elected", node_id=self.node_id, controller_epoch=self.epoch)
+                self.schedule()
+                return
+        finally:
+            self._electing = False
+
+    # --- reconciliation -------------------------------------------------------------------
+
+    def schedule(self) -> None:
+        if self.active and not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon(self._reconcile)
+
+    def _reconcile(self) -> None:
+        self._scheduled = False
+        if not self.active:
+            return
+        md = self.md
+        live = set(md.live_brokers)
+        epochs = md.broker_epochs
+        bounced = {
+            b for b in live if b in self._broker_epochs and self._broker_epochs[b] != epochs.get(b)
+        }
+        if bounced:
+            log.info("brokers_restarted", brokers=sorted(bounced))
+            live -= bounced  # first as failed; the next pass sees them started
+        for name in md.marked_for_deletion - self._deleting:
+            self._deleting.add(name)
+            md._spawn(self._delete_topic(name), "delete_topic")
+        for name, info in list(md.topics.items()):
+            for index, st in enumerate(info.partitions):
+                if st.zk_version == NOT_READ or (name, index) in self._inflight:
+                    continue
+                change = self._decide(name, st, live)
+                if change is not None:
+                    self._inflight.add((name, index))
+                    md._spawn(self._write_state(name, index, st.zk_version, *change), "state")
+        self._broker_epochs = {b: e for b, e in epochs.items() if b not in bounced}
+        if bounced:
+            self.schedule()
+
+    def _decide(self, topic: str, st, live: set[int]) -> tuple[int, int, list[int]] | None:
+        """(leader, leader epoch, ISR) to write for a partition, or None if it's right."""
+        if st.zk_version == -1:  # new partition: no state yet
+            online = [r for r in st.replicas if r in live]
+            if not online:
+                return None
+            return online[0], 0, online
+        isr = [r for r in st.isr if r in live]
+        if st.leader in live:
+            if len(isr) == len(st.isr):
+                return None
+            return st.leader, st.leader_epoch + 1, isr
+        candidates = [r for r in st.replicas if r in isr]
+        if candidates:
+            leader = candidates[0]
+        elif self.unclean_allowed(topic):
+            online = [r for r in st.replicas if r in live]
+            if not online:
+                return self._offline(st)
+            leader, isr = online[0], [online[0]]
+            log.warning("unclean_leader_election", topic=topic, leader=leader)
+        else:
+            return self._offline(st)
+        return leader, st.leader_epoch + 1, isr
+
+    @staticmethod
+    def _offline(st) -> tuple[int, int, list[int]] | None:
+        """No eligible leader: leader -1, the ISR keeps its last member (who alone may lead)."""
+        if st.leader == -1:
+            return None
+        return -1, st.leader_epoch + 1, st.isr[-1:] if st.isr else []
+
+    async def _write_state(self, topic: str, index: int, version: int, leader: int,
+                           leader_epoch: int, isr: list[int]) -> None:  # fmt: skip
+        path = Z.state_path(topic, index)
+        data = Z.encode_state(leader, leader_epoch, isr, self.epoch)
+        try:
+            if version == -1:
+                await self.zk.ensure_path(Z.state_path(topic, index).rsplit("/", 1)[0])
+            txn = self.zk.transaction()
+            txn.check(Z.CONTROLLER_EPOCH, self.epoch_zk_version)
+            if version == -1:
+                txn.create(path, data)
+            else:
+                txn.set_data(path, data, version)
+            results = await self.zk.commit(txn)
+            if isinstance(results[0], Exception):
+                log.warning("controller_fenced", node_id=self.node_id, controller_epoch=self.epoch)
+                self.active = False
+                return
+            if isinstance(results[1], Exception):
+                await self.md._read_state(topic, index)  # lost a race: look again
+                return
+            new_version = 0 if version == -1 else results[1].version
+            log.info(
+                "partition_state_changed", topic=topic, partition=index, leader=leader,
+                leader_epoch=leader_epoch, isr=isr,
+            )  # fmt: skip
+            self.md.apply_state(topic, index, leader, leader_epoch, isr, self.epoch, new_version)
+        except KazooException as e:
+            log.warning("partition_state_write_failed", topic=topic, partition=index, error=repr(e))
+            await asyncio.sleep(0.5)
+        finally:
+            self._inflight.discard((topic, index))
+            self.schedule()
+
+    async def _delete_topic(self, name: str) -> None:
+        try:
+            await self.zk.delete_recursive(Z.topic_path(name))
+            try:
+                await self.zk.delete(Z.topic_config_path(name))
+            except Z.NoNodeError:
+                pass
+            try:
+                await self.zk.delete(Z.delete_topic_path(name))
+            except Z.NoNodeError:
+                pass
+            log.info("topic_deletion_completed", topic=name)
+        finally:
+            self._deleting.discard(name)

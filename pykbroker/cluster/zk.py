@@ -1,0 +1,342 @@
+"""ZooKeeper access for a multi-broker cluster: kazoo bridged into asyncio, and Kafka's znodes.
+
+kazoo runs its own threads: its completions and watch callbacks never touch broker state
+directly, they hop onto the broker's event loop with `loop.call_soon_threadsafe`. Every call
+here is kazoo's non-blocking `*_async` variant wrapped in an asyncio future, so the event loop
+never waits on ZooKeeper I/O.
+
+The znode layout and JSON formats are Apache Kafka's (ZooKeeper mode), so `zkCli.sh` users
+find what they expect:
+
+    /cluster/id                               {"version":"1","id":"<cluster id>"}
+    /controller                               {"version":1,"brokerid":N,"timestamp":".."} ephemeral
+    /controller_epoch                         "E"
+    /brokers/ids/N                            {"host":..,"port":..,"endpoints":[..],"rack":..} ephemeral
+    /brokers/topics/T                         {"version":3,"partitions":{"0":[1,2]},"topic_id":..}
+    /brokers/topics/T/partitions/P/state      {"controller_epoch":E,"leader":L,"leader_epoch":N,"isr":[..]}
+    /config/topics/T                          {"version":1,"config":{..}}
+    /admin/delete_topics/T                    (a deletion request)
+    /latest_producer_id_block                 {"version":1,"broker":N,"block_start":"..","block_end":".."}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from kazoo.client import KazooClient, KazooState
+from kazoo.exceptions import (
+    BadVersionError,
+    ConnectionClosedError,
+    ConnectionLoss,
+    NodeExistsError,
+    NoNodeError,
+    NotEmptyError,
+    OperationTimeoutError,
+    SessionExpiredError,
+)
+
+log = structlog.get_logger(__name__)
+
+# Errors that mean "not connected right now": retry once the session is back.
+TRANSIENT_ERRORS = (
+    ConnectionLoss,
+    ConnectionClosedError,
+    SessionExpiredError,
+    OperationTimeoutError,
+)
+
+__all__ = [
+    "TRANSIENT_ERRORS",
+    "BadVersionError",
+    "NoNodeError",
+    "NodeExistsError",
+    "ZkClient",
+]
+
+# --- paths --------------------------------------------------------------------------------
+
+CLUSTER_ID = "/cluster/id"
+CONTROLLER = "/controller"
+CONTROLLER_EPOCH = "/controller_epoch"
+BROKER_IDS = "/brokers/ids"
+BROKER_TOPICS = "/brokers/topics"
+CONFIG_TOPICS = "/config/topics"
+CONFIG_CHANGES = "/config/changes"
+DELETE_TOPICS = "/admin/delete_topics"
+PRODUCER_ID_BLOCK = "/latest_producer_id_block"
+PERSISTENT_PATHS = (
+    BROKER_IDS,
+    BROKER_TOPICS,
+    "/brokers/seqid",
+    CONFIG_TOPICS,
+    CONFIG_CHANGES,
+    "/config/brokers",
+    DELETE_TOPICS,
+    "/isr_change_notification",
+    "/cluster",
+)
+
+
+def broker_path(node_id: int) -> str:
+    return f"{BROKER_IDS}/{node_id}"
+
+
+def topic_path(topic: str) -> str:
+    return f"{BROKER_TOPICS}/{topic}"
+
+
+def partitions_path(topic: str) -> str:
+    return f"{BROKER_TOPICS}/{topic}/partitions"
+
+
+def state_path(topic: str, partition: int) -> str:
+    return f"{BROKER_TOPICS}/{topic}/partitions/{partition}/state"
+
+
+def topic_config_path(topic: str) -> str:
+    return f"{CONFIG_TOPICS}/{topic}"
+
+
+def delete_topic_path(topic: str) -> str:
+    return f"{DELETE_TOPICS}/{topic}"
+
+
+# --- znode JSON, in Kafka's formats -------------------------------------------------------
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _loads(data: bytes | None) -> Any:
+    if not data:
+        return None
+    return json.loads(data)
+
+
+def uuid_to_kafka(u: uuid.UUID) -> str:
+    """Kafka's Uuid.toString(): 22 characters of URL-safe base64 without padding."""
+    return base64.urlsafe_b64encode(u.bytes).decode().rstrip("=")
+
+
+def uuid_from_kafka(s: str) -> uuid.UUID:
+    return uuid.UUID(bytes=base64.urlsafe_b64decode(s + "=" * (-len(s) % 4)))
+
+
+def encode_broker(node_id: int, host: str, port: int, rack: str | None, listener: str) -> bytes:
+    data = {
+        "features": {},
+        "listener_security_protocol_map": {listener: "PLAINTEXT"},
+        "endpoints": [f"{listener}://{host}:{port}"],
+        "jmx_port": -1,
+        "port": port,
+        "host": host,
+        "version": 5,
+        "timestamp": str(int(time.time() * 1000)),
+    }
+    if rack is not None:
+        data["rack"] = rack
+    return _dumps(data)
+
+
+def decode_broker(data: bytes) -> tuple[str, int, str | None]:
+    """(host, port, rack) of a /brokers/ids/N node (the first endpoint wins over host/port)."""
+    d = _loads(data)
+    host, port = d.get("host"), d.get("port", -1)
+    for ep in d.get("endpoints") or ():
+        rest = ep.split("://", 1)[-1]
+        h, _, p = rest.rpartition(":")
+        host, port = h.strip("[]"), int(p)
+        break
+    return host, port, d.get("rack")
+
+
+def encode_topic(assignment: list[list[int]], topic_id: uuid.UUID) -> bytes:
+    return _dumps(
+        {
+            "partitions": {str(i): replicas for i, replicas in enumerate(assignment)},
+            "topic_id": uuid_to_kafka(topic_id),
+            "adding_replicas": {},
+            "removing_replicas": {},
+            "version": 3,
+        }
+    )
+
+
+def decode_topic(data: bytes) -> tuple[list[list[int]], uuid.UUID | None]:
+    d = _loads(data)
+    parts = {int(k): list(v) for k, v in d.get("partitions", {}).items()}
+    assignment = [parts[i] for i in sorted(parts)]
+    topic_id = d.get("topic_id")
+    return assignment, uuid_from_kafka(topic_id) if topic_id else None
+
+
+def encode_state(leader: int, leader_epoch: int, isr: list[int], controller_epoch: int) -> bytes:
+    return _dumps(
+        {
+            "controller_epoch": controller_epoch,
+            "leader": leader,
+            "version": 1,
+            "leader_epoch": leader_epoch,
+            "isr": isr,
+        }
+    )
+
+
+def decode_state(data: bytes) -> tuple[int, int, list[int], int]:
+    """(leader, leader_epoch, isr, controller_epoch)."""
+    d = _loads(data)
+    return d["leader"], d["leader_epoch"], list(d["isr"]), d.get("controller_epoch", 0)
+
+
+def encode_config(configs: dict[str, str]) -> bytes:
+    return _dumps({"version": 1, "config": configs})
+
+
+def decode_config(data: bytes | None) -> dict[str, str]:
+    d = _loads(data)
+    return dict(d.get("config", {})) if d else {}
+
+
+# --- the client ---------------------------------------------------------------------------
+
+
+class ZkClient:
+    """kazoo's non-blocking API as coroutines on one event loop; watches delivered on it too.
+
+    `zookeeper.connect` may carry a chroot (`host:2181/kafka`), created on first use as Kafka does.
+    """
+
+    def __init__(self, connect: str, session_timeout_ms: int, loop: asyncio.AbstractEventLoop):
+        self.connect = connect
+        self.loop = loop
+        self.session_timeout_ms = session_timeout_ms
+        self.client = KazooClient(hosts=connect, timeout=session_timeout_ms / 1000)
+        self.session_listeners: list[Callable[[str], None]] = []
+        self.connected = asyncio.Event()
+        self.stopping = False
+        self.client.add_listener(self._on_state)
+
+    async def start(self, timeout_s: float) -> None:
+        hosts, _, chroot = self.connect.partition("/")
+        if chroot:
+            # The chroot must exist before a chrooted session can use it.
+            boot = KazooClient(hosts=hosts, timeout=self.session_timeout_ms / 1000)
+            await self._blocking(boot.start, timeout_s)
+            try:
+                await self._blocking(boot.ensure_path, "/" + chroot)
+            finally:
+                await self._blocking(boot.stop)
+                boot.close()
+        await self._blocking(self.client.start, timeout_s)
+        self.connected.set()
+
+    async def stop(self) -> None:
+        """Close the session: this broker's ephemeral nodes vanish at once."""
+        self.stopping = True
+        await self._blocking(self.client.stop)
+        self.client.close()
+
+    async def _blocking(self, fn, *args):
+        """For the few calls kazoo has no async variant of (connect, close): off the loop."""
+        return await self.loop.run_in_executor(None, fn, *args)
+
+    def _on_state(self, state: str) -> None:
+        # Runs on a kazoo thread: never touch broker state here.
+        self.loop.call_soon_threadsafe(self._state_changed, state)
+
+    def _state_changed(self, state: str) -> None:
+        if state == KazooState.CONNECTED:
+            self.connected.set()
+        else:
+            self.connected.clear()
+        if self.stopping:
+            return
+        for fn in self.session_listeners:
+            fn(state)
+
+    @property
+    def session_id(self) -> int | None:
+        sid = self.client.client_id
+        return sid[0] if sid else None
+
+    # --- futures --------------------------------------------------------------------------
+
+    def _future(self, async_result) -> asyncio.Future:
+        fut = self.loop.create_future()
+
+        def settle(result) -> None:
+            if fut.done():
+                return
+            if result.successful():
+                fut.set_result(result.value)
+            else:
+                fut.set_exception(result.exception)
+
+        async_result.rawlink(lambda r: self.loop.call_soon_threadsafe(settle, r))
+        return fut
+
+    def watcher(self, fn: Callable[[Any], None]) -> Callable[[Any], None]:
+        """A kazoo watch callback that runs `fn(event)` on the event loop."""
+        return lambda event: self.loop.call_soon_threadsafe(fn, event)
+
+    # --- operations -----------------------------------------------------------------------
+
+    def get(self, path: str, watch=None) -> asyncio.Future:
+        return self._future(self.client.get_async(path, watch=watch))
+
+    def get_children(self, path: str, watch=None) -> asyncio.Future:
+        return self._future(self.client.get_children_async(path, watch=watch))
+
+    def exists(self, path: str, watch=None) -> asyncio.Future:
+        return self._future(self.client.exists_async(path, watch=watch))
+
+    def create(self, path: str, value: bytes = b"", ephemeral: bool = False,
+               sequence: bool = False, makepath: bool = False) -> asyncio.Future:  # fmt: skip
+        return self._future(
+            self.client.create_async(
+                path, value, ephemeral=ephemeral, sequence=sequence, makepath=makepath
+            )
+        )
+
+    def set(self, path: str, value: bytes, version: int = -1) -> asyncio.Future:
+        return self._future(self.client.set_async(path, value, version))
+
+    def delete(self, path: str, version: int = -1) -> asyncio.Future:
+        return self._future(self.client.delete_async(path, version))
+
+    def ensure_path(self, path: str) -> asyncio.Future:
+        return self._future(self.client.ensure_path_async(path))
+
+    def transaction(self):
+        return self.client.transaction()
+
+    def commit(self, txn) -> asyncio.Future:
+        """Commit a kazoo transaction; the future's value is the list of per-op results."""
+        return self._future(txn.commit_async())
+
+    async def delete_recursive(self, path: str) -> None:
+        """Delete a subtree, children first (tolerating nodes that vanish meanwhile)."""
+        try:
+            children = await self.get_children(path)
+        except NoNodeError:
+            return
+        for child in children:
+            await self.delete_recursive(f"{path}/{child}")
+        try:
+            await self.delete(path)
+        except NoNodeError:
+            pass
+        except NotEmptyError:
+            await self.delete_recursive(path)  # a child appeared meanwhile
+
+
+def session_lost(state: str) -> bool:
+    return state == KazooState.LOST

@@ -1,0 +1,512 @@
+"""ZkMetadata: cluster metadata kept in ZooKeeper, cached locally and refreshed by watches.
+
+Same interface as `LocalMetadata`, so handlers don't care which one runs. Reads come from the
+local cache (never from ZooKeeper on a request path). Changes made by this broker (create,
+delete, configs, partitions) update the cache at once and write their znodes in the
+background; the watches then confirm them, as they deliver every other broker's changes.
+
+Kafka's ZooKeeper-mode brokers learn partition leadership from the controller's LeaderAndIsr
+and UpdateMetadata requests. pykbroker's brokers instead watch the partition state znodes
+themselves: the controller only writes ZooKeeper, every broker reacts to the watches. Same
+znodes, same epochs, one fewer RPC family to keep consistent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from protocol.errors import ErrorCode, KafkaError
+
+from . import zk as Z
+from .metadata import (
+    BrokerInfo,
+    MetadataBase,
+    PartitionState,
+    TopicInfo,
+    load_meta_properties,
+    new_cluster_id,
+)
+
+log = structlog.get_logger(__name__)
+
+NOT_READ = -2  # PartitionState.zk_version before its znode has been read
+PRODUCER_ID_BLOCK_SIZE = 1000
+
+
+class ZkMetadata(MetadataBase):
+    def __init__(
+        self, zk: Z.ZkClient, data_dir: str, node_id: int, advertised: tuple[str, int],
+        rack: str | None, configured_cluster_id: str | None, listener_name: str = "PLAINTEXT",
+    ):  # fmt: skip
+        self.zk = zk
+        self.loop = zk.loop
+        self.data_dir = data_dir
+        self.node_id = node_id
+        self.broker = BrokerInfo(node_id, advertised[0], advertised[1], rack)
+        self.listener_name = listener_name
+        self.configured_cluster_id = configured_cluster_id
+        self.cluster_id = ""
+        self.live_brokers: dict[int, BrokerInfo] = {}
+        self.topics: dict[str, TopicInfo] = {}
+        self._topic_versions: dict[str, int] = {}  # zk version of /brokers/topics/T
+        self.marked_for_deletion: set[str] = set()
+        self._pending_creates: set[str] = set()  # written here, znode not written yet
+        self._unconfirmed: set[str] = set()  # written here, znode not read back yet
+        self.broker_epochs: dict[int, int] = {}  # czxid of /brokers/ids/N: changes on restart
+        self._topics_lock = asyncio.Lock()
+        self._session_lost = False
+        self._controller_id = -1
+        self._watchers: dict[str, Callable] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._pid_next = 0
+        self._pid_end = 0  # exclusive
+        self._pid_prefetch: asyncio.Task | None = None
+        self._pid_next_block: tuple[int, int] | None = None
+        # Who reacts to changes (set by the broker's wiring).
+        self.replica_manager = None  # partition_state_changed / topic_removed / update_config
+        self.on_change: Callable[[], None] | None = None  # the controller's "look again"
+        self.on_controller_change: Callable[[int], None] | None = None
+
+    # --- start-up -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for path in Z.PERSISTENT_PATHS:
+            await self.zk.ensure_path(path)
+        self.cluster_id = await self._cluster_id()
+        load_meta_properties(self.data_dir, self.node_id, self.cluster_id)
+        await self._read_brokers()
+        await self._read_delete_requests()
+        await self._read_topics()
+        await self._read_controller()
+        await self._allocate_producer_id_block(prefetch=False)
+
+    async def _cluster_id(self) -> str:
+        """The cluster's id lives in /cluster/id; the first broker up creates it."""
+        try:
+            data, _ = await self.zk.get(Z.CLUSTER_ID)
+            return json.loads(data)["id"]
+        except Z.NoNodeError:
+            pass
+        cluster_id = self.configured_cluster_id or new_cluster_id()
+        try:
+            await self.zk.create(
+                Z.CLUSTER_ID, json.dumps({"version": "1", "id": cluster_id}).encode()
+            )
+            log.info("cluster_id_created", cluster_id=cluster_id)
+            return cluster_id
+        except Z.NodeExistsError:
+            data, _ = await self.zk.get(Z.CLUSTER_ID)
+            return json.loads(data)["id"]
+
+    async def register_broker(self) -> None:
+        """Create /brokers/ids/N (ephemeral). A previous session of ours (a crash moments ago)
+        may still hold it: wait for ZooKeeper to expire that session, as Kafka does."""
+        path = Z.broker_path(self.node_id)
+        b = self.broker
+        data = Z.encode_broker(b.node_id, b.host, b.port, b.rack, self.listener_name)
+        warned = False
+        while True:
+            try:
+                await self.zk.create(path, data, ephemeral=True)
+                break
+            except Z.NodeExistsError:
+                stat = await self.zk.exists(path)
+                if stat is not None and stat.ephemeralOwner == self.zk.session_id:
+                    break
+                if not warned:
+                    log.warning("broker_id_registered_by_old_session", node_id=self.node_id)
+                    warned = True
+                gone = self.loop.create_future()
+                stat = await self.zk.exists(path, watch=self.zk.watcher(_resolver(gone)))
+                if stat is not None:
+                    await gone
+        self.live_brokers[self.node_id] = self.broker
+        log.info("broker_registered", node_id=self.node_id, path=path)
+
+    # --- queries ------------------------------------------------------------------------------
+
+    @property
+    def controller_id(self) -> int:
+        return self._controller_id
+
+    def brokers(self) -> list[BrokerInfo]:
+        return [self.live_brokers[i] for i in sorted(self.live_brokers)]
+
+    def live_broker_ids(self) -> list[int]:
+        return sorted(self.live_brokers)
+
+    def _check_not_being_deleted(self, name: str) -> None:
+        if name in self.marked_for_deletion:
+            raise KafkaError(
+                ErrorCode.TOPIC_ALREADY_EXISTS, f"Topic '{name}' is marked for deletion."
+            )
+
+    # --- changes (cache now, ZooKeeper in the background) -------------------------------------
+
+    def create_topic(
+        self, name: str, assignment: list[list[int]], configs: dict[str, str]
+    ) -> TopicInfo:
+        """Kafka's AdminZkClient order: the config znode first, then the topic znode (which the
+        controller watches); the controller then elects leaders."""
+        topic_id = uuid.uuid4()
+        info = TopicInfo(
+            name, topic_id,
+            [PartitionState(-1, 0, list(r), [], zk_version=-1) for r in assignment],
+            dict(configs),
+        )  # fmt: skip
+        self.topics[name] = info
+        self._pending_creates.add(name)
+        self._unconfirmed.add(name)
+
+        async def write() -> None:
+            try:
+                await self._set_or_create(Z.topic_config_path(name), Z.encode_config(configs))
+                await self.zk.create(Z.topic_path(name), Z.encode_topic(assignment, topic_id))
+                log.info("topic_created", topic=name, partitions=len(assignment),
+                         replication_factor=len(assignment[0]))  # fmt: skip
+            except Z.NodeExistsError:
+                log.warning("topic_creation_lost_race", topic=name)
+            finally:
+                self._pending_creates.discard(name)
+            await self._read_topics()
+
+        self._spawn(write(), "create_topic")
+        return info
+
+    def delete_topic(self, name: str) -> TopicInfo:
+        """Mark for deletion (/admin/delete_topics/T); the controller removes the znodes and every
+        replica deletes its logs when the topic's znode goes."""
+        info = self.topics.pop(name)
+        self.marked_for_deletion.add(name)
+
+        async def write() -> None:
+            try:
+                await self.zk.create(Z.delete_topic_path(name))
+            except Z.NodeExistsError:
+                pass
+            log.info("topic_marked_for_deletion", topic=name)
+
+        self._spawn(write(), "delete_topic")
+        return info
+
+    def set_topic_configs(self, name: str, configs: dict[str, str]) -> None:
+        self.topics[name].configs = dict(configs)
+        self._spawn(
+            self._set_or_create(Z.topic_config_path(name), Z.encode_config(dict(configs))),
+            "set_topic_configs",
+        )
+
+    def add_partitions(self, name: str, assignment: list[list[int]]) -> None:
+        info = self.topics[name]
+        info.partitions.extend(
+            PartitionState(-1, 0, list(r), [], zk_version=-1) for r in assignment
+        )
+        full = [p.replicas for p in info.partitions]
+        version = self._topic_versions.get(name, -1)
+        self._spawn(
+            self.zk.set(Z.topic_path(name), Z.encode_topic(full, info.topic_id), version),
+            "add_partitions",
+        )
+
+    def update_isr(
+        self, topic: str, index: int, state: PartitionState, isr: list[int]
+    ) -> Awaitable[bool]:
+        """The leader's ISR change (Kafka's AlterPartition in ZooKeeper mode): a conditional write of
+        the state znode at the version the leader last saw. False if someone changed it first."""
+
+        async def write() -> bool:
+            data = Z.encode_state(state.leader, state.leader_epoch, isr, state.controller_epoch)
+            try:
+                stat = await self.zk.set(Z.state_path(topic, index), data, state.zk_version)
+            except (Z.BadVersionError, Z.NoNodeError):
+                await self._read_state(topic, index)
+                return False
+            self.apply_state(topic, index, state.leader, state.leader_epoch, isr,
+                             state.controller_epoch, stat.version)  # fmt: skip
+            return True
+
+        return self._spawn(write(), "update_isr")
+
+    def next_producer_id(self) -> int:
+        """Ids come in blocks claimed in /latest_producer_id_block, unique across brokers."""
+        if self._pid_next >= self._pid_end:
+            if self._pid_next_block is None:
+                self._maybe_prefetch_block()
+                raise KafkaError(ErrorCode.COORDINATOR_LOAD_IN_PROGRESS, "Allocating producer ids")
+            self._pid_next, self._pid_end = self._pid_next_block
+            self._pid_next_block = None
+        pid = self._pid_next
+        self._pid_next += 1
+        if self._pid_end - self._pid_next < PRODUCER_ID_BLOCK_SIZE // 2:
+            self._maybe_prefetch_block()
+        return pid
+
+    def _maybe_prefetch_block(self) -> None:
+        if self._pid_next_block is None and (
+            self._pid_prefetch is None or self._pid_prefetch.done()
+        ):
+            self._pid_prefetch = self._spawn(
+                self._allocate_producer_id_block(prefetch=True), "pid_block"
+            )
+
+    async def _allocate_producer_id_block(self, prefetch: bool) -> None:
+        while True:
+            try:
+                data, stat = await self.zk.get(Z.PRODUCER_ID_BLOCK)
+                d = json.loads(data) if data else None
+                start = int(d["block_end"]) + 1 if d else 0
+                version = stat.version
+            except Z.NoNodeError:
+                start, version = 0, None
+            end = start + PRODUCER_ID_BLOCK_SIZE - 1
+            value = json.dumps({"version": 1, "broker": self.node_id,
+                                "block_start": str(start), "block_end": str(end)}).encode()  # fmt: skip
+            try:
+                if version is None:
+                    await self.zk.create(Z.PRODUCER_ID_BLOCK, value)
+                else:
+                    await self.zk.set(Z.PRODUCER_ID_BLOCK, value, version)
+            except (Z.BadVersionError, Z.NodeExistsError):
+                continue  # another broker took a block meanwhile: try the next one
+            break
+        if prefetch:
+            self._pid_next_block = (start, end + 1)
+        else:
+            self._pid_next, self._pid_end = start, end + 1
+
+    # --- the cache: reads and watches -------------------------------------------------------
+
+    def _spawn(self, coro, what: str) -> asyncio.Task:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("zookeeper_task_failed", task=what, error=repr(t.exception()))
+
+        task.add_done_callback(done)
+        return task
+
+    def _watch(self, path: str, reread: Callable[[], Awaitable[Any]]) -> Callable:
+        """One watcher per path (kazoo keeps each function once): a fired watch re-reads.
+        kazoo also fires every watch when the connection drops; the re-read then waits for the
+        session to be back, so no watch is ever lost."""
+        w = self._watchers.get(path)
+        if w is None:
+            w = self._watchers[path] = self.zk.watcher(
+                lambda _e: self._spawn(self.retrying(reread), path)
+            )
+        return w
+
+    async def retrying(self, op: Callable[[], Awaitable[Any]]) -> Any:
+        """Run a ZooKeeper operation, again and again while the connection is down."""
+        while not self.zk.stopping:
+            await self.zk.connected.wait()
+            try:
+                return await op()
+            except Z.TRANSIENT_ERRORS as e:
+                log.debug("zookeeper_retry", error=repr(e))
+                await asyncio.sleep(0.2)
+        return None
+
+    def session_state_changed(self, state: str) -> None:
+        """A new session after an expired one: our ephemeral registration is gone, register again
+        (the watches re-read everything by themselves)."""
+        if state == "LOST":
+            log.error("zookeeper_session_lost", node_id=self.node_id)
+            self._session_lost = True
+        elif state == "CONNECTED" and self._session_lost:
+            self._session_lost = False
+            log.info("zookeeper_session_renewed", node_id=self.node_id)
+            self._spawn(self.retrying(self.register_broker), "register_broker")
+
+    async def _set_or_create(self, path: str, data: bytes) -> None:
+        try:
+            await self.zk.set(path, data)
+        except Z.NoNodeError:
+            try:
+                await self.zk.create(path, data, makepath=True)
+            except Z.NodeExistsError:
+                await self.zk.set(path, data)
+
+    async def _read_brokers(self) -> None:
+        w = self._watch(Z.BROKER_IDS, self._read_brokers)
+        ids = {int(c) for c in await self.zk.get_children(Z.BROKER_IDS, watch=w)}
+        found: dict[int, BrokerInfo] = {}
+        epochs: dict[int, int] = {}
+        for node_id in ids:
+            try:
+                data, stat = await self.zk.get(Z.broker_path(node_id))
+            except Z.NoNodeError:
+                continue
+            host, port, rack = Z.decode_broker(data)
+            found[node_id] = BrokerInfo(node_id, host, port, rack)
+            epochs[node_id] = stat.czxid
+        if set(found) != set(self.live_brokers):
+            log.info("live_brokers_changed", brokers=sorted(found))
+        self.live_brokers = found
+        self.broker_epochs = epochs
+        self._changed()
+
+    async def _read_controller(self) -> None:
+        w = self._watch(Z.CONTROLLER, self._read_controller)
+        try:
+            data, _ = await self.zk.get(Z.CONTROLLER, watch=w)
+            controller = json.loads(data)["brokerid"]
+        except Z.NoNodeError:
+            if await self.zk.exists(Z.CONTROLLER, watch=w) is not None:
+                return await self._read_controller()
+            controller = -1
+        if controller != self._controller_id:
+            self._controller_id = controller
+            if self.on_controller_change is not None:
+                self.on_controller_change(controller)
+
+    async def _read_delete_requests(self) -> None:
+        w = self._watch(Z.DELETE_TOPICS, self._read_delete_requests)
+        self.marked_for_deletion = set(await self.zk.get_children(Z.DELETE_TOPICS, watch=w))
+        for name in self.marked_for_deletion:
+            info = self.topics.pop(name, None)
+            if info is not None and self.replica_manager is not None:
+                self.replica_manager.remove_topic(name, len(info.partitions))
+        self._changed()
+
+    async def _read_topics(self) -> None:
+        async with self._topics_lock:
+            await self._read_topics_locked()
+
+    async def _read_topics_locked(self) -> None:
+        w = self._watch(Z.BROKER_TOPICS, self._read_topics)
+        names = set(await self.zk.get_children(Z.BROKER_TOPICS, watch=w))
+        for name in list(self.topics):
+            if name not in names and name not in self._pending_creates:
+                info = self.topics.pop(name)
+                log.info("topic_removed", topic=name)
+                if self.replica_manager is not None:
+                    self.replica_manager.remove_topic(name, len(info.partitions))
+        new = [n for n in names if n not in self.topics or n in self._unconfirmed]
+        await asyncio.gather(
+            *(self._read_topic(n) for n in new if n not in self.marked_for_deletion)
+        )
+        self._changed()
+
+    async def _read_topic(self, name: str) -> None:
+        """A topic's assignment (and, the first time, its configs and partition states)."""
+        path = Z.topic_path(name)
+        w = self._watch(path, lambda: self._read_topic(name))
+        try:
+            data, stat = await self.zk.get(path, watch=w)
+        except Z.NoNodeError:
+            return  # deleted meanwhile: the children watch handles it
+        assignment, topic_id = Z.decode_topic(data)
+        self._topic_versions[name] = stat.version
+        info = self.topics.get(name)
+        ours = name in self._unconfirmed
+        self._unconfirmed.discard(name)
+        if info is not None and info.topic_id != topic_id:
+            info = None  # created first by another broker, or deleted and created again
+        if info is None:
+            configs = await self._read_configs(name)
+            info = TopicInfo(
+                name, topic_id or uuid.uuid4(),
+                [PartitionState(-1, 0, r, [], zk_version=NOT_READ) for r in assignment], configs,
+            )  # fmt: skip
+            self.topics[name] = info
+            new_indexes = range(len(assignment))
+        elif ours:
+            await self._read_configs(name)  # just to set the watch
+            new_indexes = range(len(info.partitions))
+        else:
+            old = len(info.partitions)
+            for i, replicas in enumerate(assignment):
+                if i < old:
+                    info.partitions[i].replicas = replicas
+                else:
+                    info.partitions.append(PartitionState(-1, 0, replicas, [], zk_version=NOT_READ))
+            new_indexes = range(old, len(assignment))
+        if self.replica_manager is not None:
+            self.replica_manager.ensure_partitions(info)
+        await asyncio.gather(*(self._read_state(name, i) for i in new_indexes))
+        self._changed()
+
+    async def _read_configs(self, name: str) -> dict[str, str]:
+        path = Z.topic_config_path(name)
+
+        async def reread() -> None:
+            configs = await self._read_configs(name)
+            info = self.topics.get(name)
+            if info is not None and configs != info.configs:
+                info.configs = configs
+                if self.replica_manager is not None:
+                    self.replica_manager.update_config(name)
+
+        w = self._watch(path, reread)
+        try:
+            data, _ = await self.zk.get(path, watch=w)
+            return Z.decode_config(data)
+        except Z.NoNodeError:
+            await self.zk.exists(path, watch=w)
+            return {}
+
+    async def _read_state(self, topic: str, index: int) -> None:
+        path = Z.state_path(topic, index)
+        w = self._watch(path, lambda: self._read_state(topic, index))
+        try:
+            data, stat = await self.zk.get(path, watch=w)
+        except Z.NoNodeError:
+            if await self.zk.exists(path, watch=w) is not None:
+                return await self._read_state(topic, index)
+            info = self.topics.get(topic)
+            if (
+                info is not None
+                and index < len(info.partitions)
+                and info.partitions[index].zk_version == NOT_READ
+            ):
+                info.partitions[index].zk_version = -1
+                self._changed()
+            return
+        leader, epoch, isr, controller_epoch = Z.decode_state(data)
+        self.apply_state(topic, index, leader, epoch, isr, controller_epoch, stat.version)
+
+    def apply_state(self, topic: str, index: int, leader: int, leader_epoch: int, isr: list[int],
+                    controller_epoch: int, zk_version: int) -> None:  # fmt: skip
+        """Install a partition state read from (or just written to) ZooKeeper, newest wins."""
+        info = self.topics.get(topic)
+        if info is None or index >= len(info.partitions):
+            return
+        old = info.partitions[index]
+        if zk_version <= old.zk_version:
+            return
+        new = PartitionState(
+            leader, leader_epoch, old.replicas, list(isr), zk_version, controller_epoch
+        )
+        info.partitions[index] = new
+        if self.replica_manager is not None:
+            self.replica_manager.partition_state_changed(info, index, new)
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _resolver(fut: asyncio.Future) -> Callable[[Any], None]:
+    return lambda _event: fut.done() or fut.set_result(None)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,118 @@
+"""A three-broker cluster for tests: a private ZooKeeper plus brokers in subprocesses."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from helpers import BrokerProcess, RawClient
+from zookeeper_server import ZooKeeperServer
+
+from protocol.apis import ApiKey
+
+# Short ZooKeeper sessions so a killed broker is noticed in ~3 s (Kafka's default is 18 s).
+CLUSTER_OVERRIDES = {
+    "zookeeper.session.timeout.ms": "3000",
+    "replica.lag.time.max.ms": "10000",
+    "replica.fetch.backoff.ms": "200",
+    "offsets.topic.replication.factor": "3",
+}
+
+
+def wait_until(cond: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
+    """Poll cond() until it returns something truthy; fail with `what` after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            value = cond()
+            if value:
+                return value
+        except Exception as e:  # a broker restarting, a connection refused: try again
+            last_error = e
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what} (last error: {last_error!r})")
+
+
+class Cluster:
+    def __init__(self, work_dir: str, size: int = 3, overrides: dict[str, str] | None = None):
+        self.work_dir = work_dir
+        self.zk = ZooKeeperServer(work_dir)
+        self.size = size
+        self.overrides = {**CLUSTER_OVERRIDES, **(overrides or {})}
+        self.brokers: dict[int, BrokerProcess] = {}
+        self.ports: dict[int, int] = {}
+
+    def start(self) -> Cluster:
+        self.zk.start()
+        for node_id in range(1, self.size + 1):
+            self.start_broker(node_id)
+        wait_until(lambda: len(self.live_ids()) == self.size, what="all brokers registered")
+        return self
+
+    def start_broker(self, node_id: int) -> BrokerProcess:
+        overrides = {
+            "node.id": str(node_id),
+            "zookeeper.connect": f"{self.zk.connect}/pykbroker",
+            **self.overrides,
+        }
+        b = BrokerProcess(
+            os.path.join(self.work_dir, f"broker{node_id}"), overrides, self.ports.get(node_id, 0)
+        )
+        b.start()
+        self.ports[node_id] = b.port
+        self.brokers[node_id] = b
+        return b
+
+    def kill(self, node_id: int) -> None:
+        self.brokers.pop(node_id).kill()
+
+    def stop(self) -> None:
+        for b in self.brokers.values():
+            b.kill()
+        self.brokers.clear()
+        self.zk.stop()
+
+    def bootstrap(self, *exclude: int) -> str:
+        return ",".join(b.bootstrap_servers for i, b in self.brokers.items() if i not in exclude)
+
+    def metadata(self, node_id: int, topics: list[str] | None = None):
+        """A Metadata v9 response straight from one broker."""
+        client = RawClient(self.brokers[node_id].port)
+        try:
+            body = {
+                "topics": None if topics is None else [{"name": t} for t in topics],
+                "allow_auto_topic_creation": False,
+                "include_cluster_authorized_operations": False,
+                "include_topic_authorized_operations": False,
+            }
+            return client.request(ApiKey.METADATA, 9, body)
+        finally:
+            client.close()
+
+    def live_ids(self, node_id: int | None = None) -> list[int]:
+        node_id = node_id if node_id is not None else next(iter(self.brokers))
+        return sorted(b.node_id for b in self.metadata(node_id).brokers)
+
+    def partitions(self, topic: str, node_id: int) -> dict[int, tuple[int, int, list, list, list]]:
+        """partition -> (leader, leader_epoch, replicas, isr, offline) as one broker sees it."""
+        md = self.metadata(node_id, [topic])
+        t = md.topics[0]
+        if t.error_code != 0:
+            return {}
+        return {
+            p.partition_index: (
+                p.leader_id, p.leader_epoch, list(p.replica_nodes), list(p.isr_nodes),
+                list(p.offline_replicas),
+            )
+            for p in t.partitions
+        }  # fmt: skip
+
+    def agreed_partitions(self, topic: str) -> dict | None:
+        """The partitions of a topic if every live broker reports the same, else None."""
+        views = [self.partitions(topic, i) for i in self.brokers]
+        if not views[0] or any(v != views[0] for v in views[1:]):
+            return None
+        return views[0]

@@ -1,0 +1,266 @@
+"""Replication across three brokers coordinated by ZooKeeper (guide sections 5, 6 and 10).
+
+One cluster (a private ZooKeeper and three broker processes) serves the whole module; tests that
+kill a broker start it again before they end.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from cluster_helpers import Cluster, wait_until
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import NotEnoughReplicasError
+from zookeeper_server import zookeeper_missing
+
+missing = zookeeper_missing()
+if missing:
+    print(f"\nSKIPPING cluster tests: {missing}", file=sys.stderr)
+pytestmark = pytest.mark.skipif(missing is not None, reason=missing or "")
+
+KAFKA_TOPICS = os.path.join(os.path.dirname(sys.executable), "kafka-topics")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = Cluster(str(tmp_path_factory.mktemp("cluster"))).start()
+    yield c
+    c.stop()
+
+
+def create_topic(cluster: Cluster, name: str, partitions: int, rf: int, configs=None) -> dict:
+    admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap())
+    try:
+        admin.create_topics([NewTopic(name, partitions, rf, topic_configs=configs or {})])
+    finally:
+        admin.close()
+    return wait_until(
+        lambda: (
+            (parts := cluster.agreed_partitions(name))
+            and len(parts) == partitions
+            and all(leader >= 0 and len(isr) == rf for leader, _, _, isr, _ in parts.values())
+            and parts
+        ),
+        what=f"{name}: leaders and full ISRs on every broker",
+    )
+
+
+def ensure_high_traffic(cluster: Cluster) -> dict:
+    parts = cluster.agreed_partitions("high_traffic")
+    return parts or create_topic(cluster, "high_traffic", 4, 2)
+
+
+def consume_all(bootstrap: str, topic: str, partitions: int, expected: int) -> list:
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
+        consumer_timeout_ms=20000,
+    )  # fmt: skip
+    consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
+    seen = []
+    try:
+        for msg in consumer:
+            seen.append((msg.partition, msg.offset, msg.value))
+            if len(seen) >= expected:
+                break
+    finally:
+        consumer.close()
+    return seen
+
+
+def test_high_traffic_topic_across_three_brokers(cluster):
+    """The guide's `--partitions 4 --replication-factor 2`, spread over three brokers."""
+    if os.path.exists(KAFKA_TOPICS):
+        out = subprocess.run(
+            [KAFKA_TOPICS, "--create", "--topic", "high_traffic", "--bootstrap-server",
+             cluster.bootstrap(), "--partitions", "4", "--replication-factor", "2"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+    parts = ensure_high_traffic(cluster)
+    assert sorted(parts) == [0, 1, 2, 3]
+    for leader, epoch, replicas, isr, offline in parts.values():
+        assert len(replicas) == 2 and len(set(replicas)) == 2
+        assert leader == replicas[0]  # the preferred replica leads a new topic
+        assert sorted(isr) == sorted(replicas)
+        assert offline == []
+        assert epoch >= 0
+    assert len({leader for leader, *_ in parts.values()}) == 3  # leadership spread out
+    md = cluster.metadata(1)
+    assert md.controller_id in (1, 2, 3)
+    assert all(cluster.metadata(i).controller_id == md.controller_id for i in cluster.brokers)
+    if os.path.exists(KAFKA_TOPICS):
+        out = subprocess.run(
+            [KAFKA_TOPICS, "--describe", "--topic", "high_traffic", "--bootstrap-server",
+             cluster.bootstrap()], capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        assert "ReplicationFactor: 2" in out.stdout
+        assert out.stdout.count("Isr:") == 4
+
+
+def test_acknowledged_records_survive_leader_kill(cluster):
+    """acks=all from kafka-python and confluent-kafka; SIGKILL a leader; nothing acknowledged is
+    lost; the ISR shrinks, and grows back once the broker returns and catches up."""
+    from confluent_kafka import Producer
+
+    parts = ensure_high_traffic(cluster)
+    acked: set[tuple[int, int, bytes]] = set()
+
+    producer = KafkaProducer(bootstrap_servers=cluster.bootstrap(), acks="all", linger_ms=5)
+    futures = [producer.send("high_traffic", f"kp-{i}".encode()) for i in range(300)]
+    producer.flush()
+    for i, f in enumerate(futures):
+        md = f.get(timeout=30)
+        acked.add((md.partition, md.offset, f"kp-{i}".encode()))
+    producer.close()
+
+    def on_delivery(err, msg):
+        if err is None:
+            acked.add((msg.partition(), msg.offset(), msg.value()))
+
+    cp = Producer({"bootstrap.servers": cluster.bootstrap(), "acks": "all", "linger.ms": 5})
+    for i in range(300):
+        cp.produce("high_traffic", f"ck-{i}".encode(), on_delivery=on_delivery)
+    assert cp.flush(30) == 0
+    assert len(acked) == 600
+
+    victim = parts[0][0]  # the leader of partition 0
+    led = {p for p, (leader, *_rest) in parts.items() if leader == victim}
+    followed = {p for p, (leader, _, replicas, *_r) in parts.items() if victim in replicas} - led
+    cluster.kill(victim)
+
+    def failed_over():
+        view = cluster.agreed_partitions("high_traffic")
+        if not view:
+            return None
+        for p, (leader, epoch, replicas, isr, offline) in view.items():
+            if victim in replicas and (victim in isr or offline != [victim]):
+                return None
+            if leader in (-1, victim):
+                return None
+            if p in led and epoch <= parts[p][1]:
+                return None
+        return view
+
+    view = wait_until(failed_over, what=f"failover away from broker {victim}")
+    for p in led:
+        assert view[p][0] != victim and view[p][3] == [view[p][0]]
+    for p in followed:
+        assert view[p][0] == parts[p][0] and view[p][3] == [parts[p][0]]
+
+    # Still writable with acks=all (min.insync.replicas=1) while the broker is away.
+    cp = Producer({"bootstrap.servers": cluster.bootstrap(), "acks": "all"})
+    for i in range(100):
+        cp.produce("high_traffic", f"during-{i}".encode(), on_delivery=on_delivery)
+    assert cp.flush(30) == 0
+    assert len(acked) == 700
+
+    seen = consume_all(cluster.bootstrap(), "high_traffic", 4, len(acked))
+    assert acked <= set(seen), f"lost: {sorted(acked - set(seen))[:5]}"
+
+    cluster.start_broker(victim)
+    view = wait_until(
+        lambda: (
+            (v := cluster.agreed_partitions("high_traffic"))
+            and all(sorted(isr) == sorted(replicas) for _, _, replicas, isr, _ in v.values())
+            and v
+        ),
+        what=f"broker {victim} back in every ISR",
+    )
+    assert all(offline == [] for *_, offline in view.values())
+
+
+def test_restarted_replica_serves_everything_as_leader(cluster):
+    """After catching up, the returning broker holds every acknowledged record: make it the
+    only replica left and read them all from it."""
+    create_topic(cluster, "handover", 1, 2)
+    first_leader, _, replicas, _, _ = cluster.agreed_partitions("handover")[0]
+    other = next(r for r in replicas if r != first_leader)
+    producer = KafkaProducer(bootstrap_servers=cluster.bootstrap(), acks="all")
+    for i in range(200):
+        producer.send("handover", f"v{i}".encode(), partition=0)
+    producer.flush()
+    producer.close()
+
+    cluster.kill(other)
+    wait_until(lambda: cluster.agreed_partitions("handover")[0][3] == [first_leader],
+               what="ISR without the follower")  # fmt: skip
+    producer = KafkaProducer(bootstrap_servers=cluster.bootstrap(), acks="all")
+    for i in range(200, 300):
+        producer.send("handover", f"v{i}".encode(), partition=0)
+    producer.flush()
+    producer.close()
+    cluster.start_broker(other)
+    wait_until(lambda: sorted(cluster.agreed_partitions("handover")[0][3]) == sorted(replicas),
+               what="follower back in the ISR")  # fmt: skip
+
+    cluster.kill(first_leader)
+    wait_until(lambda: cluster.agreed_partitions("handover")[0][0] == other,
+               what="the caught-up follower leading")  # fmt: skip
+    seen = consume_all(cluster.bootstrap(), "handover", 1, 300)
+    assert [v for _, _, v in seen] == [f"v{i}".encode() for i in range(300)]
+    assert [o for _, o, _ in seen] == list(range(300))
+    cluster.start_broker(first_leader)
+    wait_until(lambda: len(cluster.agreed_partitions("handover")[0][3]) == 2,
+               what="both replicas in sync again")  # fmt: skip
+
+
+def test_min_insync_replicas_refuses_acks_all(cluster):
+    """min.insync.replicas=2 with one of two replicas down: acks=all gets NOT_ENOUGH_REPLICAS,
+    acks=1 still works; once the replica is back, acks=all works again."""
+    parts = create_topic(cluster, "strict", 1, 2, {"min.insync.replicas": "2"})
+    leader, _, replicas, _, _ = parts[0]
+    follower = next(r for r in replicas if r != leader)
+    producer = KafkaProducer(bootstrap_servers=cluster.bootstrap(), acks="all", retries=0)
+    producer.send("strict", b"before").get(timeout=30)
+
+    cluster.kill(follower)
+    wait_until(lambda: cluster.agreed_partitions("strict")[0][3] == [leader],
+               what="ISR shrunk to the leader")  # fmt: skip
+    with pytest.raises(NotEnoughReplicasError):
+        producer.send("strict", b"refused").get(timeout=30)
+    producer.close()
+    one = KafkaProducer(bootstrap_servers=cluster.bootstrap(), acks=1)
+    one.send("strict", b"acks=1").get(timeout=30)
+    one.close()
+
+    cluster.start_broker(follower)
+    wait_until(lambda: len(cluster.agreed_partitions("strict")[0][3]) == 2,
+               what="ISR back to two")  # fmt: skip
+    producer = KafkaProducer(bootstrap_servers=cluster.bootstrap(), acks="all", retries=0)
+    producer.send("strict", b"after").get(timeout=30)
+    producer.close()
+
+
+def test_topic_deletion_reaches_every_broker(cluster):
+    create_topic(cluster, "doomed", 3, 3)
+    admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap())
+    admin.delete_topics(["doomed"])
+    admin.close()
+    wait_until(lambda: all(not cluster.partitions("doomed", i) for i in cluster.brokers),
+               what="topic gone from every broker's metadata")  # fmt: skip
+    wait_until(
+        lambda: (
+            not any(
+                name.startswith("doomed-") and not name.endswith("-delete")
+                for i in cluster.brokers
+                for name in os.listdir(cluster.brokers[i].data_dir)
+            )
+        ),
+        what="every replica's log deleted",
+    )
+    # The name is free again once the controller has finished.
+    wait_until(lambda: _create_ok(cluster, "doomed"), what="topic created again")
+
+
+def _create_ok(cluster: Cluster, name: str) -> bool:
+    admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap())
+    try:
+        admin.create_topics([NewTopic(name, 1, 3)])
+        return True
+    finally:
+        admin.close()

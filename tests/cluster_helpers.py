@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -44,6 +45,7 @@ class Cluster:
         self.overrides = {**CLUSTER_OVERRIDES, **(overrides or {})}
         self.brokers: dict[int, BrokerProcess] = {}
         self.ports: dict[int, int] = {}
+        self.history: list[BrokerProcess] = []  # every process started, for their logs
 
     def start(self) -> Cluster:
         self.zk.start()
@@ -61,6 +63,7 @@ class Cluster:
         b = BrokerProcess(
             os.path.join(self.work_dir, f"broker{node_id}"), overrides, self.ports.get(node_id, 0)
         )
+        self.history.append(b)
         b.start()
         self.ports[node_id] = b.port
         self.brokers[node_id] = b
@@ -74,6 +77,11 @@ class Cluster:
             b.kill()
         self.brokers.clear()
         self.zk.stop()
+        # Each process's structured log, for a post-mortem of a failed run.
+        for n, b in enumerate(self.history):
+            name = f"broker{b.overrides['node.id']}-run{n}.jsonl"
+            with open(os.path.join(self.work_dir, name), "w") as f:
+                f.writelines(json.dumps(e) + "\n" for e in b.lines)
 
     def bootstrap(self, *exclude: int) -> str:
         return ",".join(b.bootstrap_servers for i, b in self.brokers.items() if i not in exclude)

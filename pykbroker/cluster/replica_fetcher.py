@@ -29,12 +29,24 @@ _SIZE = struct.Struct(">i")
 
 
 class PartitionFetchState:
-    __slots__ = ("partition", "leader_epoch", "delayed_until")
+    __slots__ = ("partition", "leader_epoch", "delayed_until", "truncate_to_hw")
 
     def __init__(self, partition, leader_epoch: int):
         self.partition = partition
         self.leader_epoch = leader_epoch
         self.delayed_until = 0.0
+        self.truncate_to_hw = True  # a new leader: keep only what is known committed
+
+
+def truncate_to_high_watermark(p) -> None:
+    """Records above the HW may not be on the new leader: drop them before fetching (Kafka's
+    rule before leader-epoch based truncation)."""
+    lg = p.log
+    hw = lg.high_watermark
+    if hw < lg.log_end_offset:
+        log.info("truncating_to_high_watermark", topic=p.topic, partition=p.index,
+                 log_end_offset=lg.log_end_offset, high_watermark=hw)  # fmt: skip
+        lg.truncate_to(hw)
 
 
 class ReplicaFetcher:
@@ -116,6 +128,9 @@ class ReplicaFetcher:
         cfg = self.config
         by_topic: dict[str, list[dict]] = {}
         for (topic, index), s in ready.items():
+            if s.truncate_to_hw:  # connected: the leader is reachable, so truncate now
+                truncate_to_high_watermark(s.partition)
+                s.truncate_to_hw = False
             lg = s.partition.log
             by_topic.setdefault(topic, []).append({
                 "partition": index, "current_leader_epoch": s.leader_epoch,

@@ -8,7 +8,8 @@ requests, advances the HW to the smallest LEO in the ISR, drops followers that h
 up for replica.lag.time.max.ms from the ISR and adds them back once they have (writing the ISR
 to ZooKeeper, conditionally, as Kafka's ZooKeeper-mode leaders do). A follower fetches from
 its leader with the replica fetcher (replica_fetcher.py) and truncates to its HW whenever it
-starts following a different leader, so its log stays a prefix of the leader's. HWs are
+starts following a different leader (once it reaches that leader: a broker that can't reach
+anyone keeps its log, in case it must lead), so its log stays a prefix of the leader's. HWs are
 checkpointed to `replication-offset-checkpoint` in each log dir, so a restarted broker knows
 how far its log is known to be committed.
 """
@@ -395,12 +396,6 @@ class ReplicaManager:
         else:
             if fetchers is not None:
                 fetchers.remove_partition(p)
-            # Keep only what is known committed: the rest may not be on the new leader.
-            hw = p.log.high_watermark
-            if hw < p.log.log_end_offset:
-                log.info("truncating_to_high_watermark", topic=p.topic, partition=p.index,
-                         log_end_offset=p.log.log_end_offset, high_watermark=hw)  # fmt: skip
-                p.log.truncate_to(hw)
             log.info(
                 "became_follower", topic=p.topic, partition=p.index, leader=p.state.leader,
                 leader_epoch=p.state.leader_epoch, log_end_offset=p.log.log_end_offset,

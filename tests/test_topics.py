@@ -216,3 +216,20 @@ def test_a_log_no_topic_owns_is_set_aside(tmp_path):
         assert not bp.events("stray_log")[1:]
     finally:
         bp.kill()
+
+
+def test_min_insync_replicas_above_the_isr(broker):
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+    admin.create_topics([NewTopic("safe", 1, 1, topic_configs={"min.insync.replicas": "2"})])
+    admin.close()
+    c = RawClient(broker.port)
+    body = produce_body("safe", bytes(values_batch([b"x"])), acks=-1)
+    r = partition_response(c.request(ApiKey.PRODUCE, 9, body))
+    assert r.error_code == ErrorCode.NOT_ENOUGH_REPLICAS
+    assert "min.isr" in r.error_message
+    body = produce_body("safe", bytes(values_batch([b"x"])), acks=1)  # acks=1 doesn't care
+    r = partition_response(c.request(ApiKey.PRODUCE, 9, body))
+    assert (r.error_code, r.base_offset) == (0, 0)
+    c.close()

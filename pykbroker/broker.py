@@ -183,8 +183,10 @@ class Broker:
     async def _flush_loop(self) -> None:
         interval = self.config.get("log.flush.scheduler.interval.ms")
         flush_ms = self.config.get("log.flush.interval.ms")
-        if flush_ms is None and interval >= 1 << 40:
-            interval = 1000  # topics may still set flush.ms; check once a second
+        if interval >= 1 << 40:
+            # No scheduler interval: check often enough to honour log.flush.interval.ms, and
+            # once a second for topics that set their own flush.ms.
+            interval = max(min(flush_ms if flush_ms is not None else 1000, 1000), 10)
         while True:
             await asyncio.sleep(min(interval, 1 << 30) / 1000)
             self.log_manager.flush_due()

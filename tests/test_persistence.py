@@ -17,6 +17,7 @@ from wire import (
     produce_body,
     read_log_records,
     values_batch,
+    wait_for,
 )
 
 from protocol import records as rb
@@ -275,3 +276,39 @@ def test_restart_keeps_segments_and_offsets_after_many_rolls(tmp_path):
     for name in segments:  # segments are named by their base offset
         with open(data / "rolls-0" / name, "rb") as f:
             assert batches_in(f.read())[0].base_offset == int(name[:-4])
+
+
+def _unflushed(broker, topic: str) -> int:
+    return broker.call(lambda: broker.broker.replica_manager.get(topic, 0).log.unflushed_records)
+
+
+def test_flush_policies(make_broker):
+    """Page cache by default; log.flush.interval.messages / .ms fsync when set."""
+    lazy = make_broker()
+    by_count = make_broker({"log.flush.interval.messages": 3})
+    by_time = make_broker({"log.flush.interval.ms": 50})
+    for b in (lazy, by_count, by_time):
+        _produce_values(b.port, "fl", [[b"1"], [b"2"]])
+    assert _unflushed(lazy, "fl") == 2
+    assert _unflushed(by_count, "fl") == 2
+    _produce_values(by_count.port, "fl", [[b"3"]])
+    assert _unflushed(by_count, "fl") == 0
+    wait_for(lambda: _unflushed(by_time, "fl") == 0, what="the time-based flush")
+    assert _unflushed(lazy, "fl") == 2
+
+
+def test_sigint_is_a_clean_shutdown_too(tmp_path):
+    import signal
+
+    data = tmp_path / "data"
+    bp = BrokerProcess(str(data)).start()
+    try:
+        _produce_values(bp.port, "ctrl-c", [[b"a"], [b"b"]])
+        bp.proc.send_signal(signal.SIGINT)
+        assert bp.proc.wait(30) == 0
+    finally:
+        bp.kill()
+    assert (data / ".kafka_cleanshutdown").exists()
+    assert bp.events("broker_stopped")
+    snapshots = list((data / "ctrl-c-0").glob("*.snapshot"))
+    assert [p.name for p in snapshots] == ["00000000000000000002.snapshot"]

@@ -119,7 +119,9 @@ def validate_batches(buf, max_batch_bytes: int | None = None) -> list[tuple[int,
     """
     end = len(buf)
     if end == 0:
-        raise KafkaError(ErrorCode.CORRUPT_MESSAGE, "empty record set")
+        raise KafkaError(
+            ErrorCode.INVALID_RECORD, "Produce requests must have at least one record batch"
+        )
     pos = 0
     batches = []
     while pos < end:
@@ -144,6 +146,11 @@ def validate_batches(buf, max_batch_bytes: int | None = None) -> list[tuple[int,
         header = read_header(buf, pos)
         if crc32c(buf[pos + CRC_START : pos + size]) != header.crc:
             raise KafkaError(ErrorCode.CORRUPT_MESSAGE, "record batch CRC mismatch")
+        if header.attributes & COMPRESSION_MASK > compression.ZSTD:
+            raise KafkaError(
+                ErrorCode.CORRUPT_MESSAGE,
+                f"unknown compression type id {header.attributes & COMPRESSION_MASK}",
+            )
         if header.record_count <= 0 or header.last_offset_delta != header.record_count - 1:
             raise KafkaError(
                 ErrorCode.INVALID_RECORD, "record count and last offset delta disagree"

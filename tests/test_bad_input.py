@@ -18,6 +18,7 @@ from helpers import BrokerProcess, RawClient
 from wire import partition_response, produce_body, values_batch, wait_for
 
 from protocol import codec
+from protocol import records as rb
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode
 from protocol.framing import HEADER_FIXED
@@ -256,6 +257,30 @@ def test_null_records_and_two_batches(bp, bystander):
     assert produce_error(c, "nulls", None)[0] == ErrorCode.INVALID_RECORD
     two = bytes(values_batch([b"a"])) + bytes(values_batch([b"b"]))
     assert produce_error(c, "nulls", two)[0] == ErrorCode.INVALID_RECORD
+    c.close()
+    still_serving(bystander, bp)
+
+
+def with_attributes(batch: bytearray, attributes: int) -> bytes:
+    """The batch with other attribute bits and a CRC to match (so only the attributes are bad)."""
+    from crc32c import crc32c
+
+    struct.pack_into(">h", batch, rb.ATTRIBUTES_OFFSET, attributes)
+    struct.pack_into(">I", batch, 17, crc32c(bytes(batch[rb.CRC_START :])))
+    return bytes(batch)
+
+
+def test_attributes_clients_may_not_use(bp, bystander):
+    c = RawClient(bp.port)
+    control = with_attributes(values_batch([b"\x00\x00\x00\x00"]), rb.CONTROL_MASK)
+    assert produce_error(c, "attrs", control)[0] == ErrorCode.INVALID_RECORD
+    unknown_codec = with_attributes(values_batch([b"x"]), 5)
+    assert produce_error(c, "attrs", unknown_codec)[0] == ErrorCode.CORRUPT_MESSAGE
+    assert produce_error(c, "attrs", b"")[0] == ErrorCode.INVALID_RECORD
+    zstd = bytes(values_batch([b"z" * 100], compression_type=4))
+    for version in (3, 6):
+        assert produce_error(c, "attrs", zstd, version)[0] == ErrorCode.UNSUPPORTED_COMPRESSION_TYPE
+    assert produce_error(c, "attrs", zstd, 7)[0] == ErrorCode.NONE
     c.close()
     still_serving(bystander, bp)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from protocol import compression
+from protocol import records as rb
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
 from protocol.hotpath import (
@@ -32,6 +34,23 @@ def _topic_error(broker, name: str) -> KafkaError | None:
     except KafkaError as e:
         return e
     return None
+
+
+def _check_client_batch(records, version: int) -> None:
+    """What clients may not write, judged from the batch attributes (as Kafka's ProduceRequest
+    validation and LogValidator do); the log checks framing and CRC."""
+    if len(records) <= rb.ATTRIBUTES_OFFSET + 1 or records[rb.MAGIC_OFFSET] != 2:
+        return  # the log refuses it anyway
+    attributes = records[rb.ATTRIBUTES_OFFSET + 1]  # the low byte of the int16
+    if attributes & rb.CONTROL_MASK:
+        raise KafkaError(
+            ErrorCode.INVALID_RECORD, "Clients are not allowed to write control records"
+        )
+    if attributes & rb.COMPRESSION_MASK == compression.ZSTD and version < 7:
+        raise KafkaError(
+            ErrorCode.UNSUPPORTED_COMPRESSION_TYPE,
+            f"Produce requests with version {version} are not allowed to use ZStandard compression",
+        )
 
 
 @REGISTRY.register(ApiKey.PRODUCE, 3, 11, decoder=decode_produce_request)
@@ -64,6 +83,7 @@ def handle_produce(ctx, request: ProduceRequestData):
                     raise topic_error
                 if p.records is None:
                     raise KafkaError(ErrorCode.INVALID_RECORD, "null records")
+                _check_client_batch(p.records, ctx.api_version)
                 partition = rm.get(topic.name, p.index)
                 info = partition.append_as_leader(p.records, acks)
                 entry.base_offset = info.first_offset

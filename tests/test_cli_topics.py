@@ -123,3 +123,23 @@ def test_unreachable_broker_is_one_line(tmp_path):
         "Error while executing topic command : Unable to connect to 127.0.0.1:1: timed out "
         "waiting for the broker"
     ]
+
+
+def test_replica_assignment(broker):
+    r = topics(broker, "--create", "--topic", "placed", "--replica-assignment", "1,1")
+    assert r.returncode == 0, r
+    info = broker.call(lambda: broker.broker.metadata.topic("placed"))
+    assert [p.replicas for p in info.partitions] == [[1], [1]]
+    r = topics(broker, "--alter", "--topic", "placed", "--partitions", "3",
+               "--replica-assignment", "1,1,1")  # fmt: skip
+    assert r.returncode == 0, r
+    r = topics(broker, "--alter", "--topic", "placed", "--partitions", "4",
+               "--replica-assignment", "1,1,1,2")  # fmt: skip
+    assert r.returncode == 1 and r.stdout.startswith("Error while executing topic command : ")
+    assert len(broker.call(lambda: broker.broker.metadata.topic("placed").partitions)) == 3
+    r = topics(broker, "--create", "--topic", "x", "--replica-assignment", "1:1")
+    assert r.returncode == 1
+    assert r.lines == [
+        "Error while executing topic command : Partition replica lists may not contain duplicate "
+        "entries: 1"
+    ]

@@ -318,3 +318,12 @@ def test_kafka_python_and_confluent_alter(broker):
     with pytest.raises(Exception, match="segment.bytes"):
         confluent.incremental_alter_configs([bad])[bad].result()
     assert overrides(broker, "t") == {"cleanup.policy": "compact"}
+
+
+def test_internal_topic_reports_the_configs_the_broker_applies(broker, raw):
+    broker.call(lambda: broker.broker.ensure_internal_topic("__consumer_offsets", 2, 1))
+    configs = entries(describe(raw, TOPIC, "__consumer_offsets"))
+    policy = configs["cleanup.policy"]
+    assert (policy.value, policy.config_source) == ("compact", 1)
+    assert configs["segment.bytes"].value == "104857600"
+    assert configs["retention.ms"].config_source == 5

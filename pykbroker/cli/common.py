@@ -38,7 +38,8 @@ class UsageError(CommandError):
 
 
 class ExecutionError(CommandError):
-    """A failure while talking to the cluster (unreachable, timed out, an error it returned)."""
+    """The command failed while running (unreachable cluster, an error it returned, ...), as
+    opposed to a bad argument; Kafka's tools report the two differently."""
 
 
 class ToolParser(argparse.ArgumentParser):

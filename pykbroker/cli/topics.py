@@ -14,7 +14,7 @@ import re
 import sys
 
 from . import common
-from .common import CommandError, ToolParser, UsageError
+from .common import CommandError, ExecutionError, ToolParser, UsageError
 
 DESCRIPTION = "This tool helps to create, delete, describe, or change a topic."
 ACTIONS = ("list", "describe", "create", "alter", "delete")
@@ -212,12 +212,12 @@ def parse_replica_assignment(text: str) -> dict[int, list[int]]:
             raise CommandError(f"Invalid replica assignment: {text}") from None
         dupes = sorted({b for b in brokers if brokers.count(b) > 1})
         if dupes:
-            raise CommandError(
+            raise ExecutionError(
                 "Partition replica lists may not contain duplicate entries: "
                 + ",".join(map(str, dupes))
             )
         if out and len(brokers) != len(out[0]):
-            raise CommandError(f"Partition {i} has different replication factor: {brokers}")
+            raise ExecutionError(f"Partition {i} has different replication factor: {brokers}")
         out[i] = brokers
     return out
 

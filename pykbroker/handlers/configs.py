@@ -12,8 +12,6 @@ supported: altering one is refused with INVALID_REQUEST (an empty change succeed
 
 from __future__ import annotations
 
-from typing import Any
-
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
 from pykbroker.cluster.metadata import validate_topic_name
@@ -79,13 +77,19 @@ class Describer:
                 out.append(self._synonym(key, name, bkey.render(bkey.default), DEFAULT_CONFIG))
         return out
 
-    def topic(self, overrides: dict[str, str], names: list[str] | None) -> list[dict]:
+    def topic(self, overrides: dict[str, str], names: list[str] | None,
+              implicit: dict | None = None) -> list[dict]:  # fmt: skip
+        """Entries of a topic: its stored overrides, and `implicit` ones the broker applies
+        itself (parsed values, e.g. __consumer_offsets is compacted), then broker defaults."""
+        implicit = implicit or {}
         entries = []
         for key in _selected(TOPIC_CONFIGS, names):
             broker_keys = [k for k, _ in key.synonyms]
             synonyms = self._broker_synonyms(key, broker_keys)
-            if key.name in overrides:
-                raw = overrides[key.name]
+            if key.name in overrides or key.name in implicit:
+                raw = overrides.get(key.name)
+                if raw is None:
+                    raw = key.render(implicit[key.name])
                 synonyms.insert(0, self._synonym(key, key.name, raw, DYNAMIC_TOPIC_CONFIG))
                 entries.append(self._entry(key, raw, DYNAMIC_TOPIC_CONFIG, False, synonyms))
                 continue
@@ -165,7 +169,8 @@ def handle_describe_configs(ctx, request) -> dict:
         try:
             if r.resource_type == TOPIC:
                 info = existing_topic(broker, r.resource_name)
-                result["configs"] = describer.topic(info.configs, keys)
+                implicit = broker.log_config_for(info.name).overrides
+                result["configs"] = describer.topic(info.configs, keys, implicit)
             elif r.resource_type == BROKER:
                 check_broker_resource(broker, r.resource_name)
                 # The default resource ("") holds dynamic cluster-wide configs: there are none.
@@ -334,11 +339,3 @@ def handle_incremental_alter_configs(ctx, request) -> dict:
         _incremental_topic_configs,
         lambda configs: [c.name for c in configs if c.config_operation != DELETE],
     )
-
-
-def describe_topic_configs(broker, name: str) -> dict[str, Any]:
-    """A topic's effective configs as {name: value}, for tools and tests."""
-    info = existing_topic(broker, name)
-    return {
-        e["name"]: e["value"] for e in Describer(broker, False, False).topic(info.configs, None)
-    }

@@ -127,6 +127,7 @@ class Broker:
 
         await start_coordinators(self)
         self.background.append(loop.create_task(self._flush_loop()))
+        self.background.append(loop.create_task(self._idle_connection_reaper()))
         if self.config.get("metrics.port") is not None:
             from pykbroker.metrics import MetricsServer
 
@@ -179,6 +180,14 @@ class Broker:
 
     def connection_closed(self, conn: Connection) -> None:
         self.connections.discard(conn)
+
+    async def _idle_connection_reaper(self) -> None:
+        max_idle_s = self.config.get("connections.max.idle.ms") / 1000
+        while True:
+            await asyncio.sleep(min(max_idle_s / 2, 30))
+            now = time.monotonic()
+            for conn in list(self.connections):
+                conn.close_if_idle(now, max_idle_s)
 
     async def _flush_loop(self) -> None:
         interval = self.config.get("log.flush.scheduler.interval.ms")

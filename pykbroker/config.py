@@ -240,6 +240,13 @@ BROKER_CONFIGS = _keys(
         at_least(1),
     ),
     ConfigKey(
+        "connections.max.idle.ms",
+        "long",
+        600000,
+        "Connections with no traffic and no request in progress for this long are closed.",
+        at_least(1),
+    ),
+    ConfigKey(
         "log.segment.bytes",
         "int",
         1073741824,

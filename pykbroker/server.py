@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable
-from time import perf_counter
+from time import monotonic, perf_counter
 from typing import TYPE_CHECKING
 
 import structlog
@@ -46,6 +46,7 @@ class Connection(asyncio.BufferedProtocol):
         self._write_paused = False
         self.closed = False
         self.tls = False
+        self.last_active = monotonic()  # last read, or end of the last request
         self._log_requests = False  # request lines are debug-level only
 
     # --- asyncio callbacks --------------------------------------------------------------------
@@ -72,6 +73,7 @@ class Connection(asyncio.BufferedProtocol):
         return self.reader.get_buffer()
 
     def buffer_updated(self, nbytes: int) -> None:
+        self.last_active = monotonic()
         try:
             self.reader.buffer_updated(nbytes)
         except FrameError as e:
@@ -117,6 +119,17 @@ class Connection(asyncio.BufferedProtocol):
 
     # --- request processing -----------------------------------------------------------------
 
+    def close_if_idle(self, now: float, max_idle_s: float) -> bool:
+        """connections.max.idle.ms: close a connection with no traffic and no request running."""
+        if self.closed or self._task is not None or now - self.last_active < max_idle_s:
+            return False
+        log.info("connection_idle_closed", peer=self.peer, idle_ms=round((now - self.last_active) * 1000),
+                 partial_request=self.reader.partial)  # fmt: skip
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+        return True
+
     def abort(self, event: str, **fields) -> None:
         """Close this connection because of what the client sent, with a log line saying why."""
         if not self.closed:
@@ -161,6 +174,7 @@ class Connection(asyncio.BufferedProtocol):
             self.abort("connection_aborted")
         finally:
             self._task = None
+            self.last_active = monotonic()
             if frames and not self.closed:  # frames that arrived while we were finishing
                 self._task = asyncio.get_running_loop().create_task(self._process())
 

@@ -21,15 +21,22 @@ $(VENV)/.test: pyproject.toml | $(BIN)/python
 broker: $(VENV)/.runtime
 	exec $(BIN)/pykbroker $(ARGS)
 
-## Run the test suite (installs ZooKeeper for the cluster tests when missing and root).
+## Run the test suite (installs ZooKeeper for the cluster tests when missing and root; includes
+## a quick subset of the client compatibility matrix).
 test: $(VENV)/.test
 	@sh scripts/ensure-zookeeper.sh
-	$(BIN)/ruff check protocol pykbroker tests
+	$(BIN)/ruff check protocol pykbroker tests compat-tests bench
+	@bash compat-tests/bootstrap.sh --quick
 	$(BIN)/pytest -q
 
+## The client compatibility matrix (all clients x all features); writes compat-tests/RESULTS.md.
+compat: $(VENV)/.test
+	@bash compat-tests/bootstrap.sh
+	$(BIN)/python compat-tests/run.py $(ARGS)
+
 lint: $(VENV)/.test
-	$(BIN)/ruff check protocol pykbroker tests
-	$(BIN)/ruff format --check protocol pykbroker tests
+	$(BIN)/ruff check protocol pykbroker tests compat-tests bench
+	$(BIN)/ruff format --check protocol pykbroker tests compat-tests bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info

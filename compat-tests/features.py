@@ -91,10 +91,11 @@ FEATURES: list[Feature] = [
 BY_NAME = {f.name: f for f in FEATURES}
 
 
-def missing_apis(feature: Feature, served: dict[int, tuple[int, int]]) -> list[str]:
+def missing_apis(feature: Feature, served: dict[int, tuple[int, int]],
+                 extra: list[tuple[int, ...]] = ()) -> list[str]:  # fmt: skip
     """Names of the APIs this feature needs that the broker does not serve."""
     missing = []
-    for alternatives in feature.needs:
+    for alternatives in list(feature.needs) + [a for a in extra if a not in feature.needs]:
         if not any(k in served for k in alternatives):
             missing.append(" or ".join(API_NAMES.get(k, str(k)) for k in alternatives))
     return missing

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from features import BY_NAME, FEATURES, Feature, missing_apis
+from features import BY_NAME, FEATURES, GROUPS, Feature, missing_apis
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -39,7 +39,9 @@ BROKER_OVERRIDES = {"group.initial.rebalance.delay.ms": "0"}
 class BrokerProcess:
     """`python -m pykbroker` on 127.0.0.1 and an ephemeral port, logs to a file."""
 
-    def __init__(self, overrides: dict[str, str] | None = None):
+    def __init__(self, overrides: dict[str, str] | None = None, repo: Path | None = None):
+        # `repo`: run the broker from another checkout (e.g. a branch's worktree) instead.
+        self.repo = Path(repo) if repo else None
         self.data_dir = tempfile.mkdtemp(prefix="pykbroker-compat-")
         self.log_path = Path(self.data_dir) / "broker.log"
         self.overrides = {
@@ -60,9 +62,11 @@ class BrokerProcess:
         for k, v in self.overrides.items():
             args += ["--override", f"{k}={v}"]
         env = {**os.environ, "PYKBROKER_LOG_FORMAT": "json"}
+        if self.repo:
+            env["PYTHONPATH"] = str(self.repo)
         log = open(self.log_path, "w")  # noqa: SIM115  (kept open for the broker's lifetime)
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, env=env,
-                                     cwd=REPO)  # fmt: skip
+                                     cwd=self.repo or REPO)  # fmt: skip
         log.close()
         end = time.monotonic() + timeout
         while time.monotonic() < end and self.proc.poll() is None:
@@ -156,10 +160,27 @@ class Client:
     version: str | None = None  # None: unavailable
     why_unavailable: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    # Features the client library has no way to do (n/a), with the reason.
+    unsupported: dict[str, str] = field(default_factory=dict)
+    # APIs a feature needs with this client beyond the feature's own list.
+    extra_needs: dict[str, list[tuple[int, ...]]] = field(default_factory=dict)
 
     @property
     def available(self) -> bool:
         return self.version is not None
+
+
+KAFKAJS_READERS = {
+    "produce_consume",
+    "compression.gzip",
+    "compression.snappy",
+    "compression.lz4",
+    "compression.zstd",
+    "ordering",
+    "idempotent",
+    "transactions",
+    "large_messages",
+}
 
 
 def _py_version(module: str, attr: str = "__version__") -> str | None:
@@ -194,6 +215,9 @@ def discover_clients(names: list[str] | None = None) -> list[Client]:
                     c.extra["librdkafka"] = m.group(2)
             else:
                 c.why_unavailable = "kcat not on PATH (apt-get install kcat)"
+            c.unsupported = {
+                f: "kcat has no admin commands" for f in ("admin.topics", "admin.configs")
+            }
         elif name == "kafkajs":
             c = Client(name, ["node", str(KAFKAJS / "driver.js")])
             pkg = KAFKAJS / "node_modules" / "kafkajs" / "package.json"
@@ -205,6 +229,8 @@ def discover_clients(names: list[str] | None = None) -> list[Client]:
                 c.version = json.loads(pkg.read_text())["version"]
                 c.extra["node"] = subprocess.run(["node", "--version"], capture_output=True,
                                                  text=True).stdout.strip()  # fmt: skip
+            # kafkajs has no assign(): it reads records only as a consumer group member.
+            c.extra_needs = {f.name: GROUPS for f in FEATURES if f.name in KAFKAJS_READERS}
         else:
             raise ValueError(f"unknown client {name}")
         if c.version is None and not c.why_unavailable:
@@ -279,21 +305,24 @@ class Matrix:
 
 
 def run_matrix(clients: list[Client], features: list[Feature], jobs: int = 3,
-               progress=None, log_dir: Path | None = None) -> Matrix:  # fmt: skip
+               progress=None, log_dir: Path | None = None,
+               broker_repo: Path | None = None) -> Matrix:  # fmt: skip
     """Start a broker, run every (client, feature) cell, and return the results."""
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="compat-logs-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     cells: dict[tuple[str, str], Cell] = {}
     caps = capabilities()
-    with BrokerProcess() as broker:
+    with BrokerProcess(repo=broker_repo) as broker:
         served = api_versions("127.0.0.1", broker.port)
         todo: list[tuple[Client, Feature]] = []
         topics: dict[str, tuple[int, dict[str, str]]] = {}
         for f in features:
-            lacking = missing_apis(f, served)
             for c in clients:
+                lacking = missing_apis(f, served, c.extra_needs.get(f.name, []))
                 if not c.available:
                     cells[(c.name, f.name)] = Cell(c.name, f.name, UNAVAILABLE, c.why_unavailable)
+                elif f.name in c.unsupported:
+                    cells[(c.name, f.name)] = Cell(c.name, f.name, NA, c.unsupported[f.name])
                 elif f.needs_capability and f.needs_capability not in caps:
                     cells[(c.name, f.name)] = Cell(c.name, f.name, NOT_BUILT,
                                                    f"needs {f.needs_capability}")  # fmt: skip

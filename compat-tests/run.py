@@ -93,7 +93,9 @@ def write_results(path: Path, m: harness.Matrix, seed: list[seed_guide.Step] | N
             cell = m.cells[(c.name, f.name)]
             took = f", {cell.seconds:.1f} s" if cell.seconds else ""
             lines.append(f"  - {c.name}: {MARK[cell.status]}{took}. {cell.detail}".rstrip())
-    served = ", ".join(f"{API_NAMES.get(k, k)} {lo}-{hi}" for k, (lo, hi) in sorted(m.served.items()))
+    served = ", ".join(
+        f"{API_NAMES.get(k, k)} {lo}-{hi}" for k, (lo, hi) in sorted(m.served.items())
+    )
     lines += ["", f"APIs the broker served (ApiVersions): {served}.", ""]
     if m.broker_note:
         lines += ["```", m.broker_note, "```", ""]
@@ -115,6 +117,7 @@ def main() -> int:
     p.add_argument("--no-write", action="store_true", help="don't write RESULTS.md")
     p.add_argument("--out", default=str(harness.HERE / "RESULTS.md"))
     p.add_argument("--logs", help="keep driver logs in this folder")
+    p.add_argument("--broker-repo", help="run the broker from this checkout (e.g. a worktree)")
     args = p.parse_args()
 
     clients = harness.discover_clients(args.clients.split(",") if args.clients else None)
@@ -131,8 +134,9 @@ def main() -> int:
               flush=True)  # fmt: skip
 
     logs = Path(args.logs) if args.logs else None
-    m = harness.run_matrix(clients, features, jobs=args.jobs, progress=progress, log_dir=logs)
-    seed = None if args.no_seed or args.features else seed_guide.run_all()
+    m = harness.run_matrix(clients, features, jobs=args.jobs, progress=progress, log_dir=logs,
+                           broker_repo=args.broker_repo)  # fmt: skip
+    seed = None if args.no_seed or args.features else seed_guide.run_all(args.broker_repo)
     seconds = time.monotonic() - start
     print()
     print(table(m, markdown=False))

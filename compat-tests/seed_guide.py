@@ -69,7 +69,9 @@ CMD_5 = "kafka-topics --create --topic high_traffic --bootstrap-server localhost
 CMD_6 = "kafka-topics --describe --topic high_traffic --bootstrap-server localhost:9092"
 CMD_11 = "kafka-configs --alter --entity-type topics --entity-name system_logs --add-config 'cleanup.policy=compact' --bootstrap-server localhost:9092"
 
-EXPECT_4 = "Received message: {'event': 'page_view', 'user': 'userA', 'timestamp': '2024-09-15T12:00:00Z'}"
+EXPECT_4 = (
+    "Received message: {'event': 'page_view', 'user': 'userA', 'timestamp': '2024-09-15T12:00:00Z'}"
+)
 EXPECT_9 = "Log: {'log_level': 'ERROR', 'message': 'Database failure'}"
 
 
@@ -133,7 +135,7 @@ def _command(cmd: str, port: int) -> Step:
     return Step("", cmd, status, f"exit {proc.returncode}: {out}")
 
 
-def run_all() -> list[Step]:
+def run_all(broker_repo: str | None = None) -> list[Step]:
     steps: list[Step] = []
     path = guide_path()
     guide = path.read_text() if path else None
@@ -147,7 +149,7 @@ def run_all() -> list[Step]:
             step.status, step.detail = harness.FAIL, "sample no longer matches the guide's text"
         steps.append(step)
 
-    with harness.BrokerProcess() as broker:
+    with harness.BrokerProcess(repo=broker_repo) as broker:
         port = broker.port
         add("2", _command(CMD_2, port), CMD_2)
         ok, last = _python(SECTION_1, port)

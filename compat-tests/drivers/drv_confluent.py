@@ -280,7 +280,10 @@ def f_admin_configs(ctx: Context) -> str:
     try:
         a.incremental_alter_configs([res])[res].result(20)
     except KafkaException as e:
-        if e.args[0].code() not in (KafkaError._UNSUPPORTED_FEATURE, KafkaError.UNSUPPORTED_VERSION):
+        if e.args[0].code() not in (
+            KafkaError._UNSUPPORTED_FEATURE,
+            KafkaError.UNSUPPORTED_VERSION,
+        ):
             raise
         how = "AlterConfigs (broker lacks IncrementalAlterConfigs)"
         res = ConfigResource("topic", topic, set_config={"retention.ms": "86400000"})

@@ -262,7 +262,9 @@ def f_admin_configs(ctx: Context) -> str:
     topic = ctx.topic()
     before = topic_config(a, topic)
     check(before.get("retention.ms") == "604800000", f"retention.ms {before.get('retention.ms')}")
-    check(before.get("cleanup.policy") == "delete", f"cleanup.policy {before.get('cleanup.policy')}")
+    check(
+        before.get("cleanup.policy") == "delete", f"cleanup.policy {before.get('cleanup.policy')}"
+    )
     a.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, {"retention.ms": "86400000"})])
     after = topic_config(a, topic)
     check(after.get("retention.ms") == "86400000", f"after alter: {after.get('retention.ms')}")

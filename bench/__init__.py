@@ -1,0 +1,1 @@
+"""Benchmarks of pykbroker with ceilings measured in the same run (`make bench`)."""

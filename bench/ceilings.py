@@ -1,0 +1,111 @@
+"""Ceilings measured in the same run: what this machine can do without the broker.
+
+- loopback TCP between two processes (bytes/s), 1 MiB writes, and a request/response
+  round trip (the floor under any end-to-end latency);
+- sequential file write (including the final fsync) and read (page cache) in 1 MiB chunks,
+  in the same temporary folder the broker's log dir would use.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import socket
+import tempfile
+import time
+
+from .common import percentile
+
+CHUNK = 1 << 20
+
+
+def _sender(port: int, seconds: float) -> None:
+    buf = b"\0" * CHUNK
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            s.sendall(buf)
+
+
+def tcp_throughput(seconds: float = 3.0) -> float:
+    """Bytes/s from one process to another over 127.0.0.1."""
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        proc = mp.get_context("spawn").Process(target=_sender, args=(srv.getsockname()[1], seconds))
+        proc.start()
+        conn, _ = srv.accept()
+        total = 0
+        buf = bytearray(CHUNK)
+        t0 = None
+        with conn:
+            while True:
+                n = conn.recv_into(buf)
+                if not n:
+                    break
+                if t0 is None:
+                    t0 = time.monotonic()
+                total += n
+        elapsed = time.monotonic() - t0
+        proc.join()
+    return total / elapsed
+
+
+def _echo(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while True:
+            data = s.recv(4096)
+            if not data:
+                return
+            s.sendall(data)
+
+
+def tcp_round_trip(count: int = 5000, size: int = 1024) -> dict[str, float]:
+    """Round trip of a `size`-byte message to another process and back: p50/p99/p999 (ms)."""
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        proc = mp.get_context("spawn").Process(target=_echo, args=(srv.getsockname()[1],))
+        proc.start()
+        conn, _ = srv.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        msg = b"x" * size
+        samples = []
+        with conn:
+            for _ in range(count):
+                t0 = time.perf_counter()
+                conn.sendall(msg)
+                got = 0
+                while got < size:
+                    got += len(conn.recv(size - got))
+                samples.append((time.perf_counter() - t0) * 1000)
+        proc.join()
+    samples.sort()
+    return {q: percentile(samples, v) for q, v in (("p50", 0.5), ("p99", 0.99), ("p999", 0.999))}
+
+
+def file_write_read(size: int = 512 << 20, folder: str | None = None) -> tuple[float, float]:
+    """(write bytes/s including fsync, read bytes/s from the page cache) for one file."""
+    buf = os.urandom(CHUNK)
+    fd, path = tempfile.mkstemp(prefix="bench-ceiling-", dir=folder)
+    try:
+        t0 = time.monotonic()
+        written = 0
+        while written < size:
+            written += os.write(fd, buf)
+        os.fsync(fd)
+        write_bps = written / (time.monotonic() - t0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        t0 = time.monotonic()
+        read = 0
+        while True:
+            chunk = os.read(fd, CHUNK)
+            if not chunk:
+                break
+            read += len(chunk)
+        read_bps = read / (time.monotonic() - t0)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return write_bps, read_bps

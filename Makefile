@@ -34,6 +34,10 @@ compat: $(VENV)/.test
 	@bash compat-tests/bootstrap.sh
 	$(BIN)/python compat-tests/run.py $(ARGS)
 
+## Benchmarks with ceilings measured in the same run; writes bench/RESULTS.md (ARGS=--quick).
+bench: $(VENV)/.test
+	$(BIN)/python -m bench.run $(ARGS)
+
 lint: $(VENV)/.test
 	$(BIN)/ruff check protocol pykbroker tests compat-tests bench
 	$(BIN)/ruff format --check protocol pykbroker tests compat-tests bench

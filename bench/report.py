@@ -36,7 +36,11 @@ def target_figures(data: dict) -> list[tuple[str, str, float | None, str, float,
             value = data["startup"]["ready_s"]
         elif key == "rss" and data.get("startup"):
             value = data["startup"]["rss_idle"] / MB
-        met = "?" if value is None else ("met" if (value >= target if cmp == ">=" else value <= target) else "short")
+        met = (
+            "?"
+            if value is None
+            else ("met" if (value >= target if cmp == ">=" else value <= target) else "short")
+        )
         out.append((label, cmp, value, unit, target, met))
     return out
 
@@ -98,7 +102,9 @@ def how_it_scales(data: dict) -> list[str]:
         first, last = parts[0], parts[-1]
         t0 = first["bytes"] / first["seconds"]
         t1 = last["bytes"] / last["seconds"]
-        per_part = ((last["rss"] or 0) - (first["rss"] or 0)) / max(1, last["partitions"] - first["partitions"])
+        per_part = ((last["rss"] or 0) - (first["rss"] or 0)) / max(
+            1, last["partitions"] - first["partitions"]
+        )
         lines.append(f"- **Partitions:** at {last['partitions']:,} partitions produce runs at "
                      f"{t1 / MB:.1f} MB/s, {t1 / t0:.0%} of the {first['partitions']}-partition rate "
                      f"({t0 / MB:.1f} MB/s); broker RSS grows by about {per_part / 1024:,.0f} KiB per "
@@ -110,7 +116,9 @@ def how_it_scales(data: dict) -> list[str]:
         t0 = first["bytes"] / first["seconds"]
         t1 = last["bytes"] / last["seconds"]
         best = max(conns, key=lambda r: r["bytes"] / r["seconds"])
-        per_conn = ((last["rss"] or 0) - (first["rss"] or 0)) / max(1, last["connections"] - first["connections"])
+        per_conn = ((last["rss"] or 0) - (first["rss"] or 0)) / max(
+            1, last["connections"] - first["connections"]
+        )
         lines.append(f"- **Connections:** one connection with one request in flight does "
                      f"{t0 / MB:.1f} MB/s; the best was {best['bytes'] / best['seconds'] / MB:.1f} MB/s "
                      f"at {best['connections']} connections, and {last['connections']} connections "
@@ -159,7 +167,11 @@ def render(data: dict) -> str:
                      f"{_pct(r['produce_bps'], produce_ceiling)} | {_cores(r.get('produce_cpu'))} | "
                      f"{r.get('consume_mps', 0):,.0f} | {_mb(r.get('consume_bps'))} | "
                      f"{_pct(r.get('consume_bps'), consume_ceiling)} | {_cores(r.get('consume_cpu'))} |")  # fmt: skip
-        bad = [r for r in rows if r["acked"] != r["produce_msgs"] or r.get("consume_msgs", r["acked"]) < r["acked"]]
+        bad = [
+            r
+            for r in rows
+            if r["acked"] != r["produce_msgs"] or r.get("consume_msgs", r["acked"]) < r["acked"]
+        ]
         for r in bad:
             L.append(f"\n**Check failed** for {r['client']} {r['size']} B acks={r['acks']} "
                      f"p={r['partitions']}: sent {r['produce_msgs']}, acknowledged {r['acked']}, "
@@ -194,7 +206,11 @@ def render(data: dict) -> str:
                      f"{r['bytes'] / r['seconds'] / MB:,.1f} | {_mb(r['rss'])} | {r['errors']} |")  # fmt: skip
     st = data.get("startup")
     if st:
-        own = f" (the broker's own `startup_ms`: {st['own_startup_s'] * 1000:.0f} ms)" if st["own_startup_s"] else ""
+        own = (
+            f" (the broker's own `startup_ms`: {st['own_startup_s'] * 1000:.0f} ms)"
+            if st["own_startup_s"]
+            else ""
+        )
         L += ["", "## Start-up and idle memory", "",
               f"- Start-up, spawn to accepting connections, empty log dir: **{st['ready_s'] * 1000:.0f} ms** "
               f"(median of {st['runs']}: {', '.join(f'{x * 1000:.0f}' for x in st['ready_all'])} ms){own}",

@@ -21,7 +21,6 @@ import argparse
 import datetime as dt
 import itertools
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -159,7 +158,11 @@ def do_connections(run: Run, broker, steps: list[int], seconds: float) -> None:
 def do_startup(run: Run, runs: int) -> None:
     r = lifecycle.startup(runs)
     run.data["startup"] = r
-    own = f" (broker's own startup_ms: {r['own_startup_s'] * 1000:.0f} ms)" if r["own_startup_s"] else ""
+    own = (
+        f" (broker's own startup_ms: {r['own_startup_s'] * 1000:.0f} ms)"
+        if r["own_startup_s"]
+        else ""
+    )
     run.say(f"start-up to accepting connections: {r['ready_s'] * 1000:.0f} ms (median of {runs}){own}; "
             f"RSS at ready {r['rss_ready'] / MB:.1f} MB, idle {r['rss_idle'] / MB:.1f} MB")  # fmt: skip
 
@@ -167,7 +170,11 @@ def do_startup(run: Run, runs: int) -> None:
 def do_recovery(run: Run, log_bytes: int) -> None:
     r = lifecycle.recovery(log_bytes)
     run.data["recovery"] = r
-    lost = "" if r["records_after"] >= r["records"] else f" (!! {r['records'] - r['records_after']} records lost)"
+    lost = (
+        ""
+        if r["records_after"] >= r["records"]
+        else f" (!! {r['records'] - r['records_after']} records lost)"
+    )
     run.say(f"recovery after SIGKILL with {r['log_bytes'] / (1 << 20):,.0f} MiB of log: "
             f"{r['recovery_s']:.2f} s to accepting connections; clean restart {r['clean_restart_s']:.2f} s; "
             f"{r['records_after']:,} of {r['records']:,} records present{lost}")  # fmt: skip
@@ -201,7 +208,9 @@ def full(args) -> int:
     with Broker() as broker:
         do_connections(run, broker, [1, 10, 100, 500], 1.5 if quick else 3)
     run.say("== recovery")
-    log_bytes = parse_size(args.log_bytes) if args.log_bytes else ((128 << 20) if quick else (1 << 30))
+    log_bytes = (
+        parse_size(args.log_bytes) if args.log_bytes else ((128 << 20) if quick else (1 << 30))
+    )
     do_recovery(run, log_bytes)
     run.data["elapsed"] = time.monotonic() - started
     text = report.render(run.data)
@@ -228,8 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     for sp in (p, a):
         sp.add_argument("--quick", action="store_true", help="shorter runs, smaller log")
         sp.add_argument("--seconds", type=float, help="seconds of producing per throughput row")
-        sp.add_argument("--clients", help="comma-separated subset of " + ",".join(throughput.CLIENTS))
-        sp.add_argument("--log-bytes", help="recovery log size, e.g. 1GiB (default 1GiB, quick 128MiB)")
+        sp.add_argument(
+            "--clients", help="comma-separated subset of " + ",".join(throughput.CLIENTS)
+        )
+        sp.add_argument(
+            "--log-bytes", help="recovery log size, e.g. 1GiB (default 1GiB, quick 128MiB)"
+        )
         sp.add_argument("--out", default=str(HERE / "RESULTS.md"))
     for name in ("produce", "consume"):
         sp = sub.add_parser(name, help=f"{name} throughput, one configuration")

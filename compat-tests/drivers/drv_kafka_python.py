@@ -228,7 +228,7 @@ def admin(ctx: Context) -> KafkaAdminClient:
 
 def topic_partitions(a: KafkaAdminClient, topic: str) -> int | None:
     for t in a.describe_topics([topic]):
-        if t["topic"] == topic and t["error_code"] == 0:
+        if t.get("name", t.get("topic")) == topic and t["error_code"] == 0:
             return len(t["partitions"])
     return None
 

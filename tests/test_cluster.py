@@ -14,7 +14,7 @@ import pytest
 from cluster_helpers import Cluster, wait_until
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import NotEnoughReplicasError
+from kafka.errors import NotEnoughReplicasError, TopicAlreadyExistsError
 from zookeeper_server import zookeeper_missing
 
 missing = zookeeper_missing()
@@ -36,6 +36,8 @@ def create_topic(cluster: Cluster, name: str, partitions: int, rf: int, configs=
     admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap())
     try:
         admin.create_topics([NewTopic(name, partitions, rf, topic_configs=configs or {})])
+    except TopicAlreadyExistsError:
+        pass  # created a moment ago (e.g. by kafka-topics) and not yet seen by every broker
     finally:
         admin.close()
     return wait_until(

@@ -558,6 +558,26 @@ BROKER_CONFIGS = _keys(
     ),
     ConfigKey("replica.socket.timeout.ms", "int", 30000, "Socket timeout of follower fetches."),
     ConfigKey(
+        "auto.leader.rebalance.enable",
+        "boolean",
+        True,
+        "Move leadership back to each partition's preferred replica when it is in sync.",
+    ),
+    ConfigKey(
+        "leader.imbalance.check.interval.seconds",
+        "long",
+        300,
+        "How often the controller checks leader imbalance.",
+        at_least(1),
+    ),
+    ConfigKey(
+        "leader.imbalance.per.broker.percentage",
+        "int",
+        10,
+        "Share of a broker's preferred partitions led elsewhere that triggers a rebalance.",
+        between(0, 100),
+    ),
+    ConfigKey(
         "replica.high.watermark.checkpoint.interval.ms",
         "long",
         5000,

@@ -19,6 +19,7 @@ CLUSTER_OVERRIDES = {
     "replica.lag.time.max.ms": "10000",
     "replica.fetch.backoff.ms": "200",
     "offsets.topic.replication.factor": "3",
+    "leader.imbalance.check.interval.seconds": "1",
 }
 
 

@@ -40,6 +40,10 @@ def create_topic(cluster: Cluster, name: str, partitions: int, rf: int, configs=
         pass  # created a moment ago (e.g. by kafka-topics) and not yet seen by every broker
     finally:
         admin.close()
+    return wait_for_topic(cluster, name, partitions, rf)
+
+
+def wait_for_topic(cluster: Cluster, name: str, partitions: int, rf: int) -> dict:
     return wait_until(
         lambda: (
             (parts := cluster.agreed_partitions(name))
@@ -52,8 +56,10 @@ def create_topic(cluster: Cluster, name: str, partitions: int, rf: int, configs=
 
 
 def ensure_high_traffic(cluster: Cluster) -> dict:
-    parts = cluster.agreed_partitions("high_traffic")
-    return parts or create_topic(cluster, "high_traffic", 4, 2)
+    """The guide's topic, whether an earlier test (or the CLI) created it or not."""
+    if any(cluster.partitions("high_traffic", i) for i in cluster.brokers):
+        return wait_for_topic(cluster, "high_traffic", 4, 2)
+    return create_topic(cluster, "high_traffic", 4, 2)
 
 
 def consume_all(bootstrap: str, topic: str, partitions: int, expected: int) -> list:
@@ -124,7 +130,9 @@ def test_acknowledged_records_survive_leader_kill(cluster):
         if err is None:
             acked.add((msg.partition(), msg.offset(), msg.value()))
 
-    cp = Producer({"bootstrap.servers": cluster.bootstrap(), "acks": "all", "linger.ms": 5})
+    cp = Producer(
+        {"bootstrap.servers": cluster.bootstrap(), "acks": "all", "linger.ms": 5, "log_level": 2}
+    )
     for i in range(300):
         cp.produce("high_traffic", f"ck-{i}".encode(), on_delivery=on_delivery)
     assert cp.flush(30) == 0
@@ -155,7 +163,7 @@ def test_acknowledged_records_survive_leader_kill(cluster):
         assert view[p][0] == parts[p][0] and view[p][3] == [parts[p][0]]
 
     # Still writable with acks=all (min.insync.replicas=1) while the broker is away.
-    cp = Producer({"bootstrap.servers": cluster.bootstrap(), "acks": "all"})
+    cp = Producer({"bootstrap.servers": cluster.bootstrap(), "acks": "all", "log_level": 2})
     for i in range(100):
         cp.produce("high_traffic", f"during-{i}".encode(), on_delivery=on_delivery)
     assert cp.flush(30) == 0
@@ -174,6 +182,14 @@ def test_acknowledged_records_survive_leader_kill(cluster):
         what=f"broker {victim} back in every ISR",
     )
     assert all(offline == [] for *_, offline in view.values())
+    # The controller's preferred replica election gives the returning broker its partitions back.
+    wait_until(
+        lambda: all(
+            leader == replicas[0]
+            for leader, _, replicas, _, _ in cluster.agreed_partitions("high_traffic").values()
+        ),
+        what="preferred replicas leading again",
+    )
 
 
 def test_restarted_replica_serves_everything_as_leader(cluster):

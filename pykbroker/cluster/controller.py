@@ -13,7 +13,10 @@ picture again and writes what differs from what should be:
 - a broker that restarted (its /brokers/ids znode has a new czxid, Kafka's broker epoch) is
   treated as failed then started, so it never keeps leadership across a crash unnoticed;
 - topics under /admin/delete_topics lose their znodes (every replica deletes its logs when
-  the topic znode goes).
+  the topic znode goes);
+- every leader.imbalance.check.interval.seconds (auto.leader.rebalance.enable), a broker that
+  leads too few of the partitions it is the preferred (first) replica of gets them back when it
+  is in their ISR.
 
 Every write is a ZooKeeper transaction that also checks the /controller_epoch version, so a
 deposed controller can't overwrite its successor's decisions; state writes are conditional on
@@ -37,7 +40,7 @@ log = structlog.get_logger(__name__)
 
 
 class Controller:
-    def __init__(self, metadata: ZkMetadata, unclean_allowed: Callable[[str], bool]):
+    def __init__(self, metadata: ZkMetadata, unclean_allowed: Callable[[str], bool], config=None):
         self.md = metadata
         self.zk = metadata.zk
         self.loop = metadata.loop
@@ -52,15 +55,21 @@ class Controller:
         self._deleting: set[str] = set()
         self._broker_epochs: dict[int, int] = {}
         self._stopped = False
+        self.config = config
+        self._rebalancer: asyncio.Task | None = None
 
     def start(self) -> None:
         self.md.on_change = self.schedule
         self.md.on_controller_change = self._controller_changed
         self._controller_changed(self.md.controller_id)
+        if self.config is not None and self.config.get("auto.leader.rebalance.enable"):
+            self._rebalancer = self.loop.create_task(self._rebalance_loop())
 
     async def stop(self) -> None:
         self._stopped = True
         self.active = False
+        if self._rebalancer is not None:
+            self._rebalancer.cancel()
 
     # --- election -----------------------------------------------------------------------
 
@@ -171,6 +180,43 @@ class Controller:
         else:
             return self._offline(st)
         return leader, st.leader_epoch + 1, isr
+
+    async def _rebalance_loop(self) -> None:
+        interval = self.config.get("leader.imbalance.check.interval.seconds")
+        threshold = self.config.get("leader.imbalance.per.broker.percentage") / 100
+        while True:
+            await asyncio.sleep(interval)
+            if self.active:
+                try:
+                    self.rebalance_leaders(threshold)
+                except Exception:
+                    log.exception("leader_rebalance_failed")
+
+    def rebalance_leaders(self, threshold: float) -> None:
+        """Preferred replica election (Kafka's checkAndTriggerAutoLeaderRebalance)."""
+        live = set(self.md.live_brokers)
+        preferred: dict[int, list[tuple[str, int]]] = {}
+        for name, info in self.md.topics.items():
+            for index, st in enumerate(info.partitions):
+                if st.replicas and st.zk_version >= 0:
+                    preferred.setdefault(st.replicas[0], []).append((name, index))
+        for broker_id, owned in preferred.items():
+            if broker_id not in live:
+                continue
+            states = [(n, i, self.md.topics[n].partitions[i]) for n, i in owned]
+            elsewhere = [(n, i, st) for n, i, st in states if st.leader != broker_id]
+            if not elsewhere or len(elsewhere) / len(states) <= threshold:
+                continue
+            for name, index, st in elsewhere:
+                if broker_id in st.isr and (name, index) not in self._inflight:
+                    log.info("preferred_replica_election", topic=name, partition=index,
+                             leader=broker_id)  # fmt: skip
+                    self._inflight.add((name, index))
+                    self.md._spawn(
+                        self._write_state(name, index, st.zk_version, broker_id,
+                                          st.leader_epoch + 1, st.isr),
+                        "preferred_election",
+                    )  # fmt: skip
 
     @staticmethod
     def _offline(st) -> tuple[int, int, list[int]] | None:

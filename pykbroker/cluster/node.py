@@ -52,7 +52,7 @@ async def start_cluster(broker: Broker, advertised: tuple[str, int], listener_na
     rm.make_ready()
     rm.start_background(loop)
     controller = Controller(
-        metadata, lambda t: broker.log_config_for(t)["unclean.leader.election.enable"]
+        metadata, lambda t: broker.log_config_for(t)["unclean.leader.election.enable"], config
     )
     broker.controller = controller
     controller.start()

@@ -445,7 +445,10 @@ class ReplicaManager:
             await asyncio.sleep(lag_ms / 2000)
             for p in list(self.partitions.values()):
                 if p.is_leader and len(p.state.isr) > 1:
-                    p.maybe_shrink_isr(lag_ms)
+                    try:
+                        p.maybe_shrink_isr(lag_ms)
+                    except Exception:
+                        log.exception("isr_shrink_failed", topic=p.topic, partition=p.index)
 
     async def _hw_checkpoint_loop(self) -> None:
         interval = self.config.get("replica.high.watermark.checkpoint.interval.ms") / 1000
@@ -453,7 +456,10 @@ class ReplicaManager:
         while True:
             await asyncio.sleep(interval)
             files = self.high_watermark_checkpoints()
-            await loop.run_in_executor(None, write_checkpoints, files)
+            try:
+                await loop.run_in_executor(None, write_checkpoints, files)
+            except OSError as e:
+                log.error("high_watermark_checkpoint_failed", error=repr(e))
 
     # --- high watermark checkpoints -------------------------------------------------------
 

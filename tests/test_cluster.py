@@ -282,3 +282,61 @@ def _create_ok(cluster: Cluster, name: str) -> bool:
         return True
     finally:
         admin.close()
+
+
+def test_broker_restarted_at_once_is_noticed(cluster):
+    """SIGKILL and restart right away: the new process waits for ZooKeeper to expire the old
+    session, the controller sees a new broker epoch and moves leadership off it, and it rejoins
+    as a follower with its data intact."""
+    parts = create_topic(cluster, "bounce", 1, 2)
+    leader, epoch, replicas, _, _ = parts[0]
+    producer = KafkaProducer(bootstrap_servers=cluster.bootstrap(), acks="all")
+    for i in range(50):
+        producer.send("bounce", f"b{i}".encode())
+    producer.flush()
+    producer.close()
+    cluster.kill(leader)
+    cluster.start_broker(leader)
+    view = wait_until(
+        lambda: (
+            (v := cluster.agreed_partitions("bounce")[0])[1] > epoch
+            and sorted(v[3]) == sorted(replicas)
+            and v
+        ),
+        what="a new leader epoch and a full ISR after the bounce",
+    )
+    assert cluster.brokers[leader].events("broker_id_registered_by_old_session")
+    seen = consume_all(cluster.bootstrap(), "bounce", 1, 50)
+    assert [v for _, _, v in seen] == [f"b{i}".encode() for i in range(50)]
+    assert view[0] in replicas
+
+
+def test_paused_broker_loses_its_session_and_comes_back(cluster):
+    """A broker frozen past its ZooKeeper session (SIGSTOP) is replaced as leader; on SIGCONT
+    it gets a new session, registers again, learns it is a follower and catches up."""
+    import signal
+
+    parts = create_topic(cluster, "zombie", 1, 2)
+    leader, epoch, replicas, _, _ = parts[0]
+    other = next(r for r in replicas if r != leader)
+    frozen = cluster.brokers[leader]
+    frozen.proc.send_signal(signal.SIGSTOP)
+    try:
+        wait_until(
+            lambda: cluster.partitions("zombie", other)[0][0] == other,
+            what="the other replica leading",
+        )
+        producer = KafkaProducer(bootstrap_servers=cluster.bootstrap(leader), acks="all")
+        for i in range(20):
+            producer.send("zombie", f"z{i}".encode())
+        producer.flush()
+        producer.close()
+    finally:
+        frozen.proc.send_signal(signal.SIGCONT)
+    wait_until(
+        lambda: (v := cluster.agreed_partitions("zombie")) and sorted(v[0][3]) == sorted(replicas),
+        what="the paused broker back in the ISR",
+    )
+    assert frozen.events("zookeeper_session_renewed")
+    seen = consume_all(cluster.bootstrap(), "zombie", 1, 20)
+    assert [v for _, _, v in seen] == [f"z{i}".encode() for i in range(20)]

@@ -48,6 +48,7 @@ def _values() -> list[bytes]:
 
 def _assert_exactly_once(broker, proxy, topic: str) -> None:
     assert proxy.cuts == len(CUT_AT), f"only {proxy.cuts} cuts in {proxy.produce_count} produces"
+    assert proxy.errors == {}  # retried duplicates were answered as successes
     records = read_log_records(os.path.join(broker.data_dir, f"{topic}-0"))
     assert [r.value for r in records] == _values()
     assert [r.offset for r in records] == list(range(N))
@@ -95,6 +96,33 @@ def test_confluent_idempotent_producer_retries_exactly_once(proxied_broker):
     assert not errors
     assert [offsets[v] for v in _values()] == list(range(N))
     _assert_exactly_once(broker, proxy, "idem-ck")
+
+
+def test_confluent_idempotent_producer_recovers_from_a_sequence_gap(make_broker):
+    """A produce request lost on the way in: the broker refuses the next one (a sequence gap)
+    with OUT_OF_ORDER_SEQUENCE_NUMBER, the client resends both, nothing is lost or doubled."""
+    from confluent_kafka import Producer
+
+    proxy = CuttingProxy(set(), drop_at={5, 20})
+    broker = make_broker({"advertised.listeners": f"PLAINTEXT://127.0.0.1:{proxy.port}"})
+    proxy.upstream_port = broker.port
+    errors = []
+    producer = Producer(
+        {"bootstrap.servers": f"127.0.0.1:{proxy.port}", "enable.idempotence": True,
+         "linger.ms": 2, "batch.num.messages": 4, "reconnect.backoff.ms": 20,
+         "retry.backoff.ms": 20, "request.timeout.ms": 5000, "broker.address.family": "v4"}
+    )  # fmt: skip
+    try:
+        for v in _values():
+            producer.produce("idem-gap", value=v, on_delivery=lambda e, _m: e and errors.append(e))
+            producer.poll(0)
+        assert producer.flush(60) == 0
+    finally:
+        proxy.close()
+    assert not errors and proxy.drops == 2
+    assert proxy.errors == {ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER: 2}
+    records = read_log_records(os.path.join(broker.data_dir, "idem-gap-0"))
+    assert [r.value for r in records] == _values()
 
 
 def test_aiokafka_idempotent_producer_retries_exactly_once(proxied_broker):

@@ -112,11 +112,16 @@ class CuttingProxy:
     For each produce request whose ordinal (counted over all connections, acks != 0 only) is in
     `cut_at`, the proxy forwards the request, waits for the broker's response, throws it away and
     closes both sides of that connection: the client has to retry a batch the broker appended.
-    Requests the client pipelined behind it are lost the same way.
+    Requests the client pipelined behind it are lost the same way. A produce request whose
+    ordinal is in `drop_at` is never forwarded; the next one is, and its answer (the broker sees
+    a sequence gap) reaches the client before the connection is cut.
     """
 
-    def __init__(self, cut_at: set[int]):
+    def __init__(self, cut_at: set[int], drop_at: set[int] = frozenset()):
         self.cut_at = set(cut_at)
+        self.drop_at = set(drop_at)  # never forwarded: the broker sees a sequence gap
+        self.drops = 0
+        self.errors: dict[int, int] = {}  # produce error codes the broker answered with
         self.upstream_port: int | None = None
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -152,6 +157,7 @@ class CuttingProxy:
 
     def _client_to_broker(self, client, upstream, pending) -> None:
         reader = FrameReader(1 << 30)
+        gap = False
         try:
             while True:
                 data = client.recv(1 << 16)
@@ -166,7 +172,13 @@ class CuttingProxy:
                         with self._lock:
                             self.produce_count += 1
                             cut = self.produce_count in self.cut_at
-                    pending.append((corr, cut))
+                            if self.produce_count in self.drop_at:
+                                self.drops += 1
+                                gap = True
+                                continue
+                            if gap:  # the request after the hole: its answer goes through,
+                                cut, gap = "after", False  # then the connection is cut
+                    pending.append((corr, cut, api_key, _version))
                     upstream.sendall(struct.pack(">i", len(frame)) + bytes(frame))
         except OSError:
             pass
@@ -185,15 +197,32 @@ class CuttingProxy:
                     corr = struct.unpack_from(">i", frame, 0)[0]
                     while pending and pending[0][0] != corr:
                         pending.popleft()  # acks=0 produce: no response
-                    cut = pending.popleft()[1] if pending else False
-                    if cut:
+                    _corr, cut, api_key, version = pending.popleft() if pending else (0, 0, 0, 0)
+                    if api_key == ApiKey.PRODUCE:
+                        self._note_errors(frame, version)
+                    if cut is True:
                         with self._lock:
                             self.cuts += 1
                         raise ConnectionAbortedError("cut")
                     client.sendall(struct.pack(">i", len(frame)) + bytes(frame))
+                    if cut == "after":
+                        with self._lock:
+                            self.cuts += 1
+                        raise ConnectionAbortedError("cut after a gap")
         except OSError:
             pass
         _close_both(client, upstream)
+
+    def _note_errors(self, frame, version: int) -> None:
+        from protocol import codec
+
+        offset = 4 + (1 if codec.response_is_flexible(ApiKey.PRODUCE, version) else 0)
+        resp = codec.decode_response(ApiKey.PRODUCE, version, frame, offset)
+        with self._lock:
+            for t in resp.responses:
+                for p in t.partition_responses:
+                    if p.error_code:
+                        self.errors[p.error_code] = self.errors.get(p.error_code, 0) + 1
 
     def close(self) -> None:
         self._closed = True

@@ -135,6 +135,7 @@ class Broker:
             await self.metrics_server.start(
                 listeners[0][1] or None, self.config.get("metrics.port")
             )
+        self.background += self.log_manager.start_background()  # retention, log cleaner
         log.info(
             "broker_started", node_id=self.node_id,
             listeners=[f"{h}:{p}" for h, p in self.bound],

@@ -329,6 +329,21 @@ BROKER_CONFIGS = _keys(
         at_least(0),
     ),
     ConfigKey(
+        "log.cleaner.dedupe.buffer.size",
+        "long",
+        134217728,
+        "Memory for the cleaner's key -> offset map (bounds the keys cleaned per round).",
+        at_least(1024 * 1024),
+    ),
+    ConfigKey(
+        "log.cleaner.io.max.bytes.per.second",
+        "double",
+        1.7976931348623157e308,
+        "Throttle on the cleaner's reads plus writes.",
+        at_least(1),
+    ),
+    ConfigKey("log.cleaner.threads", "int", 1, "Cleaner threads (one is used).", at_least(0)),
+    ConfigKey(
         "log.cleaner.min.compaction.lag.ms",
         "long",
         0,

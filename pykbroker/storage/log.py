@@ -9,8 +9,9 @@ end offset (LEO) and high watermark (HW); what the HW is, is decided by the Part
 from __future__ import annotations
 
 import os
+import random
 import time
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,9 +28,22 @@ log = structlog.get_logger(__name__)
 
 _MAX_RELATIVE_OFFSET = (1 << 31) - 1
 _LOG_START_FILE = "log-start-offset"
-SUFFIXES_TO_DISCARD = (".cleaned", ".tmp")
+CLEANED_SUFFIX = ".cleaned"
+SUFFIXES_TO_DISCARD = (CLEANED_SUFFIX, ".tmp")
 DELETED_SUFFIX = ".deleted"
 SWAP_SUFFIX = ".swap"
+_SEGMENT_EXTS = (".log", ".index", ".timeindex")
+
+
+def _base_of(name: str) -> int | None:
+    stem = name.split(".", 1)[0]
+    return int(stem) if len(stem) == 20 and stem.isdigit() else None
+
+
+def _is_segment(name: str, *exts: str) -> bool:
+    """A live segment file (`<20 digits>.log` etc., no suffix)."""
+    stem, dot, ext = name.partition(".")
+    return len(stem) == 20 and stem.isdigit() and dot and "." + ext in (exts or _SEGMENT_EXTS)
 
 
 def now_ms() -> int:
@@ -73,28 +87,22 @@ class Log:
         self.unflushed_records = 0
         self.last_flush_ms = now_ms()
         self.leader_epoch = 0
+        self.closed = False
         self._load(recover)
 
     # --- loading ------------------------------------------------------------------------------
 
     def _load(self, recover: bool) -> None:
-        bases = []
-        for name in os.listdir(self.dir):
-            path = os.path.join(self.dir, name)
-            if name.endswith(SUFFIXES_TO_DISCARD) or name.endswith(DELETED_SUFFIX):
-                os.unlink(path)  # unfinished cleaning or deletion: the originals are authoritative
-            elif name.endswith(".log"):
-                bases.append(int(name[:-4]))
-        for base in sorted(bases):
-            self._finish_swap(base)
-        for base in sorted(bases):
-            seg = LogSegment(self.dir, base)
-            self._add_segment(seg)
+        rebuilt = self._complete_swaps()
+        bases = sorted(int(name[:-4]) for name in os.listdir(self.dir) if _is_segment(name, ".log"))
+        for base in bases:
+            self._add_segment(LogSegment(self.dir, base))
         newest = self.segments[-1] if self.segments else None
         truncated = 0
         for seg in self.segments:
             truncated += seg.load(
-                recover=recover and seg is newest, index_interval=self.config.index_interval_bytes
+                recover=(recover and seg is newest) or seg.base_offset in rebuilt,
+                index_interval=self.config.index_interval_bytes,
             )
         if truncated:
             log.warning(
@@ -104,19 +112,52 @@ class Log:
                 truncated_bytes=truncated,
             )
         if not self.segments:
-            self._add_segment(LogSegment(self.dir, 0, create=True))
+            self._add_segment(self._new_segment(0))
         self.log_start_offset = max(self._read_log_start_offset(), self.segments[0].base_offset)
         self._rebuild_producer_state()
         self.high_watermark = self.log_end_offset
 
-    def _finish_swap(self, base: int) -> None:
-        """A `.swap` set left by compaction replaces the segment files it was cleaned from."""
-        stem = os.path.join(self.dir, f"{base:020d}")
-        if not os.path.exists(stem + ".log" + SWAP_SUFFIX):
-            return
-        for ext in (".log", ".index", ".timeindex"):
-            if os.path.exists(stem + ext + SWAP_SUFFIX):
-                os.replace(stem + ext + SWAP_SUFFIX, stem + ext)
+    def _complete_swaps(self) -> set[int]:
+        """Finish or roll back segment replacements a crash interrupted (log compaction).
+
+        The cleaner writes `<base>.{index,timeindex,log}.cleaned`, renames them to `.swap`
+        (`.log` last: `<base>.log.swap` is the commit point), renames the segments it replaces to
+        `.deleted`, then drops the `.swap` suffix (`.log` last again). So: a `.log.cleaned` means
+        the swap never committed and the originals are authoritative; a `.log.swap` means it
+        did, and the segments it covers give way to it. Returns the base offsets whose indexes
+        must be rebuilt.
+        """
+        names = os.listdir(self.dir)
+        for name in names:
+            if name.endswith(SUFFIXES_TO_DISCARD) or name.endswith(DELETED_SUFFIX):
+                os.unlink(os.path.join(self.dir, name))  # unfinished cleaning or deletion
+        rebuilt: set[int] = set()
+        for name in names:
+            if name.endswith(SWAP_SUFFIX) and not name.endswith(".log" + SWAP_SUFFIX):
+                base = _base_of(name)
+                if not os.path.exists(self._file(base, ".log" + SWAP_SUFFIX)):
+                    # Renamed before a crash stopped `.log.cleaned` from following: uncommitted.
+                    os.unlink(os.path.join(self.dir, name))
+        for base in sorted(_base_of(n) for n in names if n.endswith(".log" + SWAP_SUFFIX)):
+            swapped = LogSegment(self.dir, base, suffix=SWAP_SUFFIX)
+            swapped.recover()
+            end = swapped.next_offset
+            swapped.close()
+            for name in os.listdir(self.dir):  # the segments the cleaned one replaced
+                other = _base_of(name)
+                if other is not None and base < other < end and _is_segment(name):
+                    os.unlink(os.path.join(self.dir, name))
+            for ext in (".index", ".timeindex", ".log"):
+                if os.path.exists(self._file(base, ext + SWAP_SUFFIX)):
+                    os.replace(self._file(base, ext + SWAP_SUFFIX), self._file(base, ext))
+            rebuilt.add(base)
+            log.info(
+                "log_swap_completed", topic=self.topic, partition=self.partition, base_offset=base
+            )
+        return rebuilt
+
+    def _file(self, base: int, ext: str) -> str:
+        return os.path.join(self.dir, f"{base:020d}{ext}")
 
     def _rebuild_producer_state(self) -> None:
         start = self.producer_state.load_snapshot(self.log_end_offset)
@@ -142,6 +183,13 @@ class Log:
             f.write(str(self.log_start_offset))
         os.replace(path + ".tmp", path)
 
+    def _new_segment(self, base: int) -> LogSegment:
+        seg = LogSegment(self.dir, base, create=True)
+        jitter = self.config["segment.jitter.ms"]
+        if jitter > 0:
+            seg.roll_jitter_ms = random.randrange(min(jitter, self._max_segment_ms()))
+        return seg
+
     def _add_segment(self, seg: LogSegment) -> None:
         i = bisect_right(self._bases, seg.base_offset)
         self._bases.insert(i, seg.base_offset)
@@ -160,6 +208,17 @@ class Log:
     @property
     def size(self) -> int:
         return sum(s.size for s in self.segments)
+
+    def segments_in_range(self, start: int, end: int) -> list[LogSegment]:
+        """Segments holding offsets in [start, end): the one containing start up to base < end."""
+        i = max(bisect_right(self._bases, start) - 1, 0)
+        j = bisect_left(self._bases, end)
+        return self.segments[i:j] if i < j else []
+
+    def last_stable_offset(self) -> int:
+        """The high watermark, or the first offset of the oldest open transaction if lower."""
+        unstable = self.producer_state.first_unstable_offset()
+        return self.high_watermark if unstable is None else min(self.high_watermark, unstable)
 
     def update_high_watermark(self, offset: int) -> bool:
         """Move the HW (clamped to [log start, LEO]); True if it advanced."""
@@ -241,9 +300,17 @@ class Log:
             seg.size + size > cfg.segment_bytes
             or len(seg.offset_index) >= cfg.max_index_entries
             or last_offset - seg.base_offset > _MAX_RELATIVE_OFFSET
-            or seg.time_waiting_to_roll(now_ms()) > cfg.segment_ms
+            or seg.time_waiting_to_roll(now_ms()) > self._max_segment_ms() - seg.roll_jitter_ms
         ):
             self.roll(first_offset)
+
+    def _max_segment_ms(self) -> int:
+        """segment.ms, or max.compaction.lag.ms if smaller on a compacted topic: the cleaner
+        never touches the active segment, so it must roll for the lag to be honoured."""
+        cfg = self.config
+        if cfg.compact and cfg["max.compaction.lag.ms"] > 0:
+            return min(cfg.segment_ms, cfg["max.compaction.lag.ms"])
+        return cfg.segment_ms
 
     def _replace_empty_active(self, base: int) -> None:
         """An empty active segment takes the base offset of the first batch written to it."""
@@ -252,7 +319,7 @@ class Log:
         old.close()
         for path in old.paths():
             os.unlink(path)
-        self._add_segment(LogSegment(self.dir, base, create=True))
+        self._add_segment(self._new_segment(base))
 
     def roll(self, base_offset: int | None = None) -> LogSegment:
         base = self.log_end_offset if base_offset is None else base_offset
@@ -260,7 +327,7 @@ class Log:
         if old.size == 0 and old.base_offset == base:
             return old
         self.producer_state.write_snapshot(self.log_end_offset)
-        seg = LogSegment(self.dir, base, create=True)
+        seg = self._new_segment(base)
         self._add_segment(seg)
         if self.on_roll is not None:
             self.on_roll(old)  # flush the finished segment off the event loop
@@ -349,10 +416,17 @@ class Log:
             self.high_watermark = max(self.high_watermark, offset)
 
     def delete_segments(self, doomed: list[LogSegment]) -> None:
-        """Remove segments (never the active one); their files go after file.delete.delay.ms."""
-        doomed = [s for s in doomed if s is not self.active_segment]
+        """Remove the oldest segments; their files go after file.delete.delay.ms.
+
+        The log always keeps an active segment: if every segment is doomed (retention found even
+        the active one expired), a new empty one is rolled at the log end offset first, as Kafka
+        does, and the log start offset moves up to it.
+        """
+        doomed = [s for s in doomed if s in self.segments]
         if not doomed:
             return
+        if doomed[-1] is self.active_segment:
+            self.roll()
         for seg in doomed:
             i = self.segments.index(seg)
             del self.segments[i]
@@ -362,10 +436,47 @@ class Log:
         if self.segments[0].base_offset > self.log_start_offset:
             self.log_start_offset = self.segments[0].base_offset
             self._write_log_start_offset()
+            self.high_watermark = max(self.high_watermark, self.log_start_offset)
+        self._delete_files_later(doomed)
+
+    def replace_segments(self, cleaned: LogSegment, old: list[LogSegment]) -> bool:
+        """Swap a cleaned segment (files `<base>.*.cleaned`, flushed) in for `old`.
+
+        Runs on the event loop between reads, so no reader sees a half-swapped log; a fetch
+        already holding an old segment keeps its open file until file.delete.delay.ms. The
+        rename order is what `_complete_swaps` relies on after a crash. False (nothing done)
+        if `old` is no longer a run of non-active segments of this log (retention, deletion
+        or truncation got there first).
+        """
+        try:
+            i = next(k for k, seg in enumerate(self.segments) if seg is old[0])
+        except StopIteration:
+            return False
+        n = len(old)
+        current = self.segments[i : i + n]
+        if (
+            self.closed
+            or len(current) != n
+            or any(a is not b for a, b in zip(current, old, strict=True))
+            or i + n >= len(self.segments)  # the active segment is never cleaned
+            or any(seg.deleted for seg in old)
+        ):
+            return False
+        cleaned.rename_with_suffix(CLEANED_SUFFIX, SWAP_SUFFIX)  # <base>.log.swap: committed
+        for seg in old:
+            seg.rename_with_suffix("", DELETED_SUFFIX)
+            seg.deleted = True
+        self.segments[i : i + n] = [cleaned]
+        self._bases[i : i + n] = [cleaned.base_offset]
+        cleaned.rename_with_suffix(SWAP_SUFFIX, "")
+        self._delete_files_later(old)
+        return True
+
+    def _delete_files_later(self, segments: list[LogSegment]) -> None:
         if self.on_delete_files is not None:
-            self.on_delete_files(doomed, self.config["file.delete.delay.ms"])
+            self.on_delete_files(segments, self.config["file.delete.delay.ms"])
         else:
-            remove_segment_files(doomed)
+            remove_segment_files(segments)
 
     def truncate_to(self, offset: int) -> None:
         """Remove everything at or above offset (a follower diverging from its leader)."""
@@ -388,6 +499,7 @@ class Log:
         self.producer_state.write_snapshot(self.log_end_offset)
 
     def close(self) -> None:
+        self.closed = True
         for seg in self.segments:
             seg.close()
 

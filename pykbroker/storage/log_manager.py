@@ -15,7 +15,9 @@ import structlog
 
 from pykbroker.config import BrokerConfig, LogConfig
 
+from .cleaner import LogCleaner
 from .log import Log, now_ms, remove_segment_files
+from .retention import LogRetention
 from .segment import LogSegment
 
 log = structlog.get_logger(__name__)
@@ -53,6 +55,10 @@ class LogManager:
         self.log_dirs = [os.path.abspath(d) for d in config.log_dirs]
         self.logs: dict[tuple[str, int], Log] = {}
         self.had_clean_shutdown = True
+        self.retention = LogRetention(
+            lambda: list(self.logs.values()), config.get("log.retention.check.interval.ms")
+        )
+        self.cleaner: LogCleaner | None = None
         for d in self.log_dirs:
             os.makedirs(d, exist_ok=True)
 
@@ -85,6 +91,17 @@ class LogManager:
             "logs_loaded", partitions=len(self.logs), clean_shutdown=self.had_clean_shutdown,
             ms=now_ms() - started,
         )  # fmt: skip
+
+    def start_background(self) -> list:
+        """Start retention and (with log.cleaner.enable) the log cleaner on the running loop;
+        returns their tasks for the broker to cancel at shutdown."""
+        import asyncio
+
+        tasks = [asyncio.get_running_loop().create_task(self.retention.run())]
+        if self.config.get("log.cleaner.enable"):
+            self.cleaner = LogCleaner(lambda: list(self.logs.values()), self.log_dirs, self.config)
+            tasks.append(self.cleaner.start())
+        return tasks
 
     def _open(self, path: str, tp: tuple[str, int], config: LogConfig, *, recover: bool) -> Log:
         return Log(
@@ -131,6 +148,8 @@ class LogManager:
         if lg is None:
             return
         lg.close()
+        if self.cleaner is not None:
+            self.cleaner.forget(topic, partition)
         doomed = f"{lg.dir}.{uuid.uuid4().hex}{DELETE_DIR_SUFFIX}"
         os.rename(lg.dir, doomed)
         self.scheduler.run_blocking(lambda: shutil.rmtree(doomed, ignore_errors=True))
@@ -154,6 +173,8 @@ class LogManager:
 
     def shutdown(self) -> None:
         """Flush, snapshot producer state, close, and leave the clean-shutdown marker."""
+        if self.cleaner is not None:
+            self.cleaner.shutdown()  # aborts a cleaning in progress; its `.cleaned` files go
         for lg in self.logs.values():
             try:
                 lg.flush()

@@ -56,6 +56,7 @@ class LogSegment:
         self.offset_of_max_timestamp = -1
         self.first_batch_timestamp: int | None = None  # for segment.ms rolling
         self.created_ms = int(time.time() * 1000)
+        self.roll_jitter_ms = 0  # set by the Log from segment.jitter.ms when it creates a segment
         self._bytes_since_index = 0
         self.deleted = False
 
@@ -287,11 +288,22 @@ class LogSegment:
     def paths(self) -> list[str]:
         return [self.log_path, self.offset_index.path, self.time_index.path]
 
+    @property
+    def last_modified_ms(self) -> int:
+        return int(os.fstat(self.fd).st_mtime * 1000) if self.fd >= 0 else 0
+
+    @property
+    def largest_timestamp(self) -> int:
+        """The newest record timestamp, or the file's mtime when no record carries one (Kafka's)."""
+        return self.max_timestamp if self.max_timestamp >= 0 else self.last_modified_ms
+
     def rename_with_suffix(self, old_suffix: str, new_suffix: str) -> None:
+        """Rename the three files; the `.log` goes last, so its name marks a finished set
+        (log compaction's `.cleaned` -> `.swap` -> final renames rely on that order)."""
         for path, rename in (
-            (self.log_path, None),
             (self.offset_index.path, self.offset_index.rename),
             (self.time_index.path, self.time_index.rename),
+            (self.log_path, None),
         ):
             new = (
                 path[: len(path) - len(old_suffix)] + new_suffix

@@ -1,0 +1,771 @@
+"""Log compaction (Kafka's LogCleaner): keep the newest record per key in compacted topics.
+
+One cleaner task runs on the broker's event loop and one worker thread does the heavy work:
+
+1. Pick the filthiest log among those with `compact` in cleanup.policy: the dirty section runs
+   from the cleaner checkpoint (`cleaner-offset-checkpoint` in each log dir, Kafka's format) to
+   the first uncleanable offset — never the active segment, nothing at or past the last stable
+   offset, nothing in a segment newer than min.compaction.lag.ms. A log is cleaned when its
+   dirty ratio passes min.cleanable.dirty.ratio, when max.compaction.lag.ms says a dirty
+   segment waited too long, or when tombstones it kept have reached their delete horizon.
+2. In the thread, build a key -> newest offset map over the dirty section (records of aborted
+   transactions left out, records of still-open transactions ending the section).
+3. Rewrite the log below the map's end in groups of segments (each group at most segment.bytes):
+   a record stays if it is the newest for its key, or is at/after the end; a tombstone stays
+   until its batch's delete horizon (KIP-534: the first cleaning that keeps a tombstone stamps
+   now + delete.retention.ms into the batch) has passed. Batches keep their base and last
+   offsets, producer id/epoch/sequence and codec: an untouched batch is copied byte for byte, a
+   thinned one is rebuilt from the raw bytes of the records it keeps (recompressed with its
+   codec), an emptied one disappears unless it holds an active producer's last sequence or ends
+   the group, in which case an empty batch keeps its offsets. Control batches are kept.
+4. Back on the event loop, swap each cleaned segment in (`Log.replace_segments`): `.cleaned` ->
+   `.swap` -> final names, old segments renamed `.deleted` and closed after
+   file.delete.delay.ms, so a fetch in flight on them completes. `Log._complete_swaps` finishes
+   or rolls back a swap that a crash interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import structlog
+from crc32c import crc32c
+
+from protocol import compression
+from protocol import records as rb
+from protocol.errors import ErrorCode, KafkaError
+
+from .log import CLEANED_SUFFIX, Log, now_ms
+from .segment import LogSegment
+
+log = structlog.get_logger(__name__)
+
+CHECKPOINT_FILE = "cleaner-offset-checkpoint"
+_CHUNK = 1 << 20
+_OUT_FLUSH = 1 << 20
+_DEDUPE_ENTRY_BYTES = 24  # Kafka's SkimpyOffsetMap: a 16-byte MD5 and an 8-byte offset per key
+_DEDUPE_LOAD_FACTOR = 0.9
+_CONTROL_ABORT, _CONTROL_COMMIT = 0, 1
+_NO_HORIZON = 1 << 62
+
+
+class CleaningAborted(Exception):
+    """The broker is stopping: drop the cleaning in progress (its `.cleaned` files go)."""
+
+
+@dataclass(slots=True)
+class LogToClean:
+    log: Log
+    first_dirty: int
+    first_uncleanable: int
+    clean_bytes: int
+    cleanable_bytes: int
+    compact_now: bool  # max.compaction.lag.ms has passed for some dirty segment
+    tombstones_due: bool  # kept tombstones have reached their delete horizon
+
+    @property
+    def total_bytes(self) -> int:
+        return self.clean_bytes + self.cleanable_bytes
+
+    @property
+    def ratio(self) -> float:
+        return self.cleanable_bytes / self.total_bytes if self.total_bytes else 0.0
+
+
+@dataclass(slots=True)
+class Source:
+    """A segment as the cleaner thread reads it: its own dup of the file, fixed bounds."""
+
+    segment: LogSegment
+    fd: int
+    base_offset: int
+    size: int
+    next_offset: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, seg: LogSegment) -> Source:
+        fd = os.dup(seg.fd)  # survives the segment's own close (deletion, topic removal)
+        return cls(seg, fd, seg.base_offset, seg.size, seg.next_offset, os.fstat(fd).st_mtime_ns)
+
+
+def _close_sources(sources: list[Source]) -> None:
+    for src in sources:
+        if src.fd >= 0:
+            os.close(src.fd)
+            src.fd = -1
+
+
+@dataclass(slots=True)
+class CleanerStats:
+    """Totals since start-up, and the last round's figures (for logs, tests and bench)."""
+
+    rounds: int = 0
+    groups_swapped: int = 0
+    groups_discarded: int = 0
+    bytes_read: int = 0  # segment bytes rewritten
+    map_bytes_read: int = 0  # dirty bytes scanned to build the offset map
+    bytes_written: int = 0
+    records_read: int = 0
+    records_kept: int = 0
+    seconds: float = 0.0
+    last_round: dict = field(default_factory=dict)
+
+
+class OffsetMap:
+    """key -> offset of its newest record in the dirty section; `end` bounds what it covers."""
+
+    __slots__ = ("offsets", "capacity", "end")
+
+    def __init__(self, capacity: int):
+        self.offsets: dict[bytes, int] = {}
+        self.capacity = max(capacity, 1)
+        self.end = 0
+
+
+# --- record and batch coding (raw bytes: records are kept verbatim, never re-encoded) -------
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    b = buf[pos]
+    if b < 0x80:
+        return (b >> 1) ^ -(b & 1), pos + 1
+    result = b & 0x7F
+    shift = 7
+    pos += 1
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return (result >> 1) ^ -(result & 1), pos
+        shift += 7
+        if shift > 63:
+            raise KafkaError(ErrorCode.CORRUPT_MESSAGE, "varint too long")
+
+
+def _zigzag(value: int) -> bytes:
+    v = ((value << 1) ^ (value >> 63)) & ((1 << 64) - 1)
+    out = bytearray()
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+# A parsed record: (start, attributes position, offset-delta position, end, offset, timestamp,
+# key, is_tombstone). Positions index the batch body (decompressed).
+RecordSpan = tuple[int, int, int, int, int, int, bytes | None, bool]
+
+
+def parse_records(body: bytes, header: rb.BatchHeader) -> list[RecordSpan]:
+    base_offset, base_ts = header.base_offset, header.base_timestamp
+    out = []
+    pos = 0
+    n = len(body)
+    try:
+        for _ in range(header.record_count):
+            length, attr = _varint(body, pos)
+            end = attr + length
+            if length <= 0 or end > n:
+                raise KafkaError(ErrorCode.CORRUPT_MESSAGE, "record length out of bounds")
+            ts_delta, off = _varint(body, attr + 1)
+            off_delta, p = _varint(body, off)
+            klen, p = _varint(body, p)
+            if klen >= 0:
+                key = body[p : p + klen]
+                p += klen
+            else:
+                key = None
+            vlen, p = _varint(body, p)
+            out.append(
+                (pos, attr, off, end, base_offset + off_delta, base_ts + ts_delta, key, vlen < 0)
+            )
+            pos = end
+    except IndexError:
+        raise KafkaError(ErrorCode.CORRUPT_MESSAGE, "truncated record") from None
+    return out
+
+
+def batch_body(buf: bytes, pos: int, header: rb.BatchHeader) -> bytes:
+    body = buf[pos + rb.HEADER_SIZE : pos + header.size]
+    if header.compression:
+        return compression.decompress(header.compression, body)
+    return bytes(body)
+
+
+def _encode_batch(
+    header: rb.BatchHeader, attributes: int, base_ts: int, max_ts: int, count: int, body: bytes
+) -> bytes:
+    buf = bytearray(rb.HEADER_SIZE + len(body))
+    rb.HEADER.pack_into(
+        buf, 0, header.base_offset, rb.HEADER_SIZE - rb.LOG_OVERHEAD + len(body),
+        header.partition_leader_epoch, 2, 0, attributes, header.last_offset_delta, base_ts,
+        max_ts, header.producer_id, header.producer_epoch, header.base_sequence, count,
+    )  # fmt: skip
+    buf[rb.HEADER_SIZE :] = body
+    rb._UINT32.pack_into(buf, 17, crc32c(memoryview(buf)[rb.CRC_START :]))
+    return bytes(buf)
+
+
+def rebuild_batch(
+    header: rb.BatchHeader, body: bytes, kept: list[RecordSpan], delete_horizon: int | None
+) -> bytes:
+    """The batch with only `kept` records: same offsets range, producer fields and codec.
+
+    Record offset deltas stay valid (the base offset is kept); timestamp deltas too, unless a
+    delete horizon becomes the base timestamp, in which case they are re-encoded against it.
+    """
+    attributes = header.attributes
+    base_ts = header.base_timestamp
+    if delete_horizon is None:
+        new_body = b"".join(body[r[0] : r[3]] for r in kept)
+    else:
+        attributes |= rb.DELETE_HORIZON_MASK
+        base_ts = delete_horizon
+        parts = []
+        for _start, attr, off, end, _offset, ts, _key, _tomb in kept:
+            inner = body[attr : attr + 1] + _zigzag(ts - delete_horizon) + body[off:end]
+            parts.append(_zigzag(len(inner)) + inner)
+        new_body = b"".join(parts)
+    max_ts = header.max_timestamp if header.is_log_append_time else max(r[5] for r in kept)
+    if header.compression:
+        new_body = compression.compress(header.compression, new_body)
+    return _encode_batch(header, attributes, base_ts, max_ts, len(kept), new_body)
+
+
+def empty_batch(header: rb.BatchHeader) -> bytes:
+    """An empty batch keeping the offsets and producer fields of `header` (Kafka's RETAIN_EMPTY)."""
+    attributes = header.attributes & ~(rb.COMPRESSION_MASK | rb.DELETE_HORIZON_MASK)
+    return _encode_batch(header, attributes, header.max_timestamp, header.max_timestamp, 0, b"")
+
+
+def control_type(buf: bytes, pos: int) -> int | None:
+    """ABORT (0) or COMMIT (1) from a control batch's record key."""
+    recs = rb.decode_records(buf, pos)
+    if not recs or recs[0].key is None or len(recs[0].key) < 4:
+        return None
+    return int.from_bytes(recs[0].key[2:4], "big", signed=True)
+
+
+# --- reading segments in the cleaner thread ----------------------------------------------
+
+
+def read_batches(
+    src: Source, check: Callable[[int], None]
+) -> Iterator[tuple[rb.BatchHeader, bytes, int]]:
+    """(header, buffer, position in buffer) of each whole batch of a source segment."""
+    pos = 0
+    while src.size - pos >= rb.HEADER_SIZE:
+        chunk = os.pread(src.fd, min(_CHUNK, src.size - pos), pos)
+        check(len(chunk))
+        n = len(chunk)
+        p = 0
+        while n - p >= rb.HEADER_SIZE:
+            size = rb.peek_size(chunk, p)
+            if size < rb.HEADER_SIZE:
+                raise KafkaError(ErrorCode.CORRUPT_MESSAGE, f"bad batch length at {pos + p}")
+            if p + size > n:
+                break
+            yield rb.read_header(chunk, p), chunk, p
+            p += size
+        if p == 0:  # one batch larger than the chunk
+            size = rb.peek_size(chunk, 0)
+            data = os.pread(src.fd, size, pos)
+            if len(data) < size:
+                return
+            check(size)
+            yield rb.read_header(data), data, 0
+            p = size
+        pos += p
+
+
+# --- the cleaning itself (runs in the cleaner thread) -------------------------------------
+
+
+class _Throttle:
+    """log.cleaner.io.max.bytes.per.second over bytes read and written; interruptible."""
+
+    def __init__(self, rate: float, stop: threading.Event):
+        self.rate = rate
+        self.stop = stop
+        self.start = time.monotonic()
+        self.done = 0
+
+    def __call__(self, n: int) -> None:
+        if self.stop.is_set():
+            raise CleaningAborted()
+        if self.rate >= 1e300:
+            return
+        self.done += n
+        ahead = self.done / self.rate - (time.monotonic() - self.start)
+        if ahead > 0.005 and self.stop.wait(ahead):
+            raise CleaningAborted()
+
+
+def build_offset_map(
+    dirty: list[Source], first_dirty: int, upper: int, omap: OffsetMap,
+    check: Callable[[int], None], stats: CleanerStats,
+) -> set[int]:  # fmt: skip
+    """Fill `omap` from [first_dirty, upper); set omap.end; return aborted batches' base offsets.
+
+    Transactional records count only once their COMMIT marker is seen; an ABORT marker makes
+    their batches removable; a transaction still open when the scan ends ends the section there.
+    """
+    offsets = omap.offsets
+    aborted: set[int] = set()
+    pending: dict[int, list[tuple[int, list[tuple[bytes, int]]]]] = {}
+    end = upper
+    stopped = False
+    for src in dirty:
+        for header, buf, p in read_batches(src, check):
+            if header.last_offset < first_dirty:
+                continue
+            if header.base_offset >= upper:
+                stopped = True
+                break
+            stats.map_bytes_read += header.size
+            if header.is_control:
+                txn = pending.pop(header.producer_id, None)
+                if txn is not None:
+                    if control_type(buf, p) == _CONTROL_COMMIT:
+                        for _base, pairs in txn:
+                            for key, off in pairs:
+                                if off > offsets.get(key, -1):
+                                    offsets[key] = off
+                    else:
+                        aborted.update(base for base, _pairs in txn)
+                continue
+            if offsets and len(offsets) + header.record_count > omap.capacity:
+                end = header.base_offset  # the map is full: clean up to here this round
+                stopped = True
+                break
+            body = batch_body(buf, p, header)
+            pairs = [(r[6], r[4]) for r in parse_records(body, header) if r[6] is not None]
+            if header.is_transactional:
+                pending.setdefault(header.producer_id, []).append((header.base_offset, pairs))
+            else:
+                for key, off in pairs:
+                    offsets[key] = off
+        if stopped:
+            break
+    if pending:
+        end = min(end, min(txn[0][0] for txn in pending.values()))
+    omap.end = max(end, first_dirty)
+    return aborted
+
+
+@dataclass(slots=True)
+class GroupResult:
+    cleaned: LogSegment | None
+    min_horizon: int  # earliest delete horizon of tombstones kept below the map's end
+    records_read: int = 0
+    records_kept: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+
+
+def clean_group(
+    directory: str, group: list[Source], omap: OffsetMap, aborted: set[int],
+    active_producers: dict[int, int], now: int, delete_retention_ms: int,
+    index_interval: int, check: Callable[[int], None],
+) -> GroupResult:  # fmt: skip
+    """Write the retained batches of `group` into `<base>.*.cleaned` (flushed), or None if the
+    group holds no batch at all."""
+    result = GroupResult(None, _NO_HORIZON)
+    if not any(src.size for src in group):
+        return result
+    offsets = omap.offsets
+    end = omap.end
+    # The group's last batch always stays (empty if need be): the cleaned segment then ends
+    # exactly where the group did, which is how crash recovery knows what it replaced.
+    upper = next(src.next_offset for src in reversed(group) if src.size)
+    base = group[0].base_offset
+    for ext in (".log", ".index", ".timeindex"):  # leftovers of an aborted attempt
+        try:
+            os.unlink(os.path.join(directory, f"{base:020d}{ext}{CLEANED_SUFFIX}"))
+        except FileNotFoundError:
+            pass
+    dest = LogSegment(directory, base, create=True, suffix=CLEANED_SUFFIX)
+    out = bytearray()
+    headers: list[tuple[int, rb.BatchHeader]] = []
+
+    def emit(data: bytes, header: rb.BatchHeader | None = None) -> None:
+        headers.append((len(out), header or rb.read_header(data)))
+        out.extend(data)
+
+    try:
+        for src in group:
+            for header, buf, p in read_batches(src, check):
+                size = header.size
+                result.bytes_read += size
+                if header.base_offset >= end or header.is_control:
+                    emit(buf[p : p + size], header)
+                    continue
+                result.records_read += header.record_count
+                keep_empty = header.next_offset == upper or (
+                    header.has_producer_id
+                    and active_producers.get(header.producer_id) == header.last_offset
+                )
+                kept: list[RecordSpan] = []
+                body = b""
+                tombstones = False
+                horizon = None
+                if header.base_offset not in aborted:
+                    body = batch_body(buf, p, header)
+                    if header.attributes & rb.DELETE_HORIZON_MASK:
+                        horizon = header.base_timestamp
+                    for rec in parse_records(body, header):
+                        key = rec[6]
+                        if key is None or rec[4] < offsets.get(key, -1):
+                            continue  # superseded (or keyless: not compactable)
+                        if rec[7]:
+                            if horizon is not None and now >= horizon:
+                                continue  # a tombstone past its delete horizon
+                            tombstones = True
+                        kept.append(rec)
+                new_horizon = now + delete_retention_ms if tombstones and horizon is None else None
+                if tombstones:
+                    result.min_horizon = min(result.min_horizon, horizon or new_horizon)
+                result.records_kept += len(kept)
+                if len(kept) == header.record_count and new_horizon is None:
+                    emit(buf[p : p + size], header)
+                elif kept:
+                    emit(rebuild_batch(header, body, kept, new_horizon))
+                elif keep_empty:
+                    emit(empty_batch(header))
+                if len(out) >= _OUT_FLUSH:
+                    check(len(out))
+                    dest.append(out, headers, index_interval)
+                    result.bytes_written += len(out)
+                    out, headers = bytearray(), []
+        if out:
+            check(len(out))
+            dest.append(out, headers, index_interval)
+            result.bytes_written += len(out)
+        dest.flush()
+        # Keep the replaced segments' mtime: retention falls back on it without timestamps.
+        os.utime(dest.fd, ns=(group[-1].mtime_ns, group[-1].mtime_ns))
+    except BaseException:
+        discard(dest)
+        raise
+    result.cleaned = dest
+    return result
+
+
+def discard(seg: LogSegment) -> None:
+    seg.close()
+    for path in seg.paths():
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def group_segments(segments: list[LogSegment], max_bytes: int, max_index_bytes: int) -> list[list[LogSegment]]:  # fmt: skip
+    """Consecutive segments whose total size and index sizes fit one segment (Kafka's rule)."""
+    groups: list[list[LogSegment]] = []
+    i = 0
+    while i < len(segments):
+        group = [segments[i]]
+        size = segments[i].size
+        index = len(segments[i].offset_index) * 8
+        times = len(segments[i].time_index) * 12
+        i += 1
+        while i < len(segments):
+            nxt = segments[i]
+            if (
+                size + nxt.size > max_bytes
+                or index + len(nxt.offset_index) * 8 > max_index_bytes
+                or times + len(nxt.time_index) * 12 > max_index_bytes
+                or nxt.next_offset - 1 - group[0].base_offset > (1 << 31) - 1
+            ):
+                break
+            group.append(nxt)
+            size += nxt.size
+            index += len(nxt.offset_index) * 8
+            times += len(nxt.time_index) * 12
+            i += 1
+        groups.append(group)
+    return groups
+
+
+# --- the cleaner: scheduling, checkpoints, swaps (on the event loop) -----------------------
+
+
+class LogCleaner:
+    def __init__(self, logs: Callable[[], list[Log]], log_dirs: list[str], config):
+        self.logs = logs
+        self.log_dirs = log_dirs
+        self.backoff_ms = config.get("log.cleaner.backoff.ms")
+        self.capacity = int(
+            config.get("log.cleaner.dedupe.buffer.size") / _DEDUPE_ENTRY_BYTES * _DEDUPE_LOAD_FACTOR
+        )
+        self.io_rate = config.get("log.cleaner.io.max.bytes.per.second")
+        self.stats = CleanerStats()
+        self.checkpoints: dict[tuple[str, int], int] = {}
+        self.horizons: dict[tuple[str, int], int] = {}
+        self.uncleanable: set[tuple[str, int]] = set()
+        self.in_progress: Log | None = None
+        self._stop = threading.Event()
+        self._executor: ThreadPoolExecutor | None = None
+        self._wake: asyncio.Event | None = None
+        for d in log_dirs:
+            self.checkpoints.update(read_checkpoint(os.path.join(d, CHECKPOINT_FILE)))
+
+    # --- choosing a log ---------------------------------------------------------------------
+
+    def checkpoint(self, lg: Log) -> int | None:
+        return self.checkpoints.get((lg.topic, lg.partition))
+
+    def log_to_clean(self, lg: Log, now: int) -> LogToClean:
+        cfg = lg.config
+        start, leo = lg.log_start_offset, lg.log_end_offset
+        cp = self.checkpoint(lg)
+        first_dirty = cp if cp is not None and start <= cp <= leo else start
+        active = lg.active_segment
+        uncleanable = min(lg.last_stable_offset(), active.base_offset)
+        non_active = [s for s in lg.segments_in_range(first_dirty, active.base_offset)]
+        lag = max(cfg["min.compaction.lag.ms"], 0)
+        if lag > 0:
+            for seg in non_active:
+                if seg.largest_timestamp > now - lag:
+                    uncleanable = min(uncleanable, seg.base_offset)
+                    break
+        uncleanable = max(first_dirty, uncleanable)
+        holder = lg.segments_in_range(uncleanable, uncleanable + 1)
+        first_uncleanable = holder[0].base_offset if holder else active.base_offset
+        first_uncleanable = min(first_uncleanable, active.base_offset)
+        clean = sum(s.size for s in lg.segments_in_range(0, first_dirty)) if first_dirty else 0
+        cleanable = sum(
+            s.size
+            for s in lg.segments_in_range(min(first_dirty, first_uncleanable), first_uncleanable)
+        )
+        max_lag = max(cfg["max.compaction.lag.ms"], 0)
+        firsts = [s.first_batch_timestamp for s in non_active if (s.first_batch_timestamp or 0) > 0]
+        compact_now = bool(firsts) and min(firsts) < now - max_lag
+        horizon = self.horizons.get((lg.topic, lg.partition))
+        return LogToClean(
+            lg, first_dirty, first_uncleanable, clean, cleanable, compact_now,
+            horizon is not None and horizon <= now,
+        )  # fmt: skip
+
+    def grab_filthiest(self, now: int | None = None) -> LogToClean | None:
+        now = now_ms() if now is None else now
+        best = None
+        for lg in self.logs():
+            if lg.closed or not lg.config.compact or (lg.topic, lg.partition) in self.uncleanable:
+                continue
+            ltc = self.log_to_clean(lg, now)
+            if ltc.total_bytes == 0:
+                continue
+            if (
+                (ltc.compact_now and ltc.cleanable_bytes > 0)
+                or ltc.ratio > lg.config["min.cleanable.dirty.ratio"]
+                or ltc.tombstones_due
+            ) and (best is None or ltc.ratio > best.ratio):
+                best = ltc
+        return best
+
+    # --- running ----------------------------------------------------------------------------
+
+    def start(self) -> asyncio.Task:
+        self._wake = asyncio.Event()
+        return asyncio.get_running_loop().create_task(self.run())
+
+    def wakeup(self) -> None:
+        """Look for work now instead of after log.cleaner.backoff.ms (tests, config changes)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            ltc = self.grab_filthiest()
+            if ltc is None:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.backoff_ms / 1000)
+                except TimeoutError:
+                    pass
+                continue
+            try:
+                await self.clean(ltc)
+            except CleaningAborted:
+                return
+            except Exception as e:
+                tp = (ltc.log.topic, ltc.log.partition)
+                self.uncleanable.add(tp)
+                log.error(
+                    "log_cleaning_failed", topic=tp[0], partition=tp[1], error=repr(e),
+                    exc_info=True,
+                )  # fmt: skip
+
+    async def clean(self, ltc: LogToClean, now: int | None = None) -> None:
+        """One cleaning round of one log (heavy work in the cleaner thread)."""
+        lg = ltc.log
+        cfg = lg.config
+        started = time.monotonic()
+        now = now_ms() if now is None else now
+        stats = self.stats
+        before = (stats.bytes_read, stats.bytes_written, stats.records_read, stats.records_kept,
+                  stats.map_bytes_read)  # fmt: skip
+        throttle = _Throttle(self.io_rate, self._stop)
+        self.in_progress = lg
+        try:
+            dirty = [Source.of(s) for s in lg.segments_in_range(ltc.first_dirty, ltc.first_uncleanable)]  # fmt: skip
+            omap = OffsetMap(self.capacity)
+
+            def build() -> set[int]:
+                try:
+                    return build_offset_map(
+                        dirty, ltc.first_dirty, ltc.first_uncleanable, omap, throttle, stats
+                    )
+                finally:
+                    _close_sources(dirty)
+
+            aborted = await self._in_thread(build)
+            # Whatever the map covers, the log below its end is rewritten (the clean part too:
+            # its keys may have newer values, its tombstones may have expired).
+            active_producers = {
+                pid: e.batches[-1].last_offset
+                for pid, e in lg.producer_state.producers.items()
+                if e.batches
+            }
+            min_horizon = _NO_HORIZON
+            swapped = discarded = 0
+            groups = group_segments(
+                lg.segments_in_range(0, omap.end) if omap.end > 0 else [],
+                cfg.segment_bytes,
+                cfg["segment.index.bytes"],
+            )
+            for group in groups:
+                if lg.closed:
+                    break
+                if any(seg.deleted for seg in group):
+                    continue
+                sources = [Source.of(s) for s in group]
+
+                def work(sources=sources) -> GroupResult:
+                    try:
+                        result = clean_group(
+                            lg.dir, sources, omap, aborted, active_producers, now,
+                            cfg["delete.retention.ms"], cfg.index_interval_bytes, throttle,
+                        )  # fmt: skip
+                    finally:
+                        _close_sources(sources)
+                    if self._stop.is_set() and result.cleaned is not None:
+                        discard(result.cleaned)  # nobody is left to swap it in
+                        raise CleaningAborted()
+                    return result
+
+                result = await self._in_thread(work)
+                stats.bytes_read += result.bytes_read
+                stats.bytes_written += result.bytes_written
+                stats.records_read += result.records_read
+                stats.records_kept += result.records_kept
+                min_horizon = min(min_horizon, result.min_horizon)
+                if result.cleaned is None:
+                    continue
+                if lg.replace_segments(result.cleaned, group):
+                    swapped += 1
+                else:
+                    discard(result.cleaned)
+                    discarded += 1
+        finally:
+            self.in_progress = None
+        if lg.closed:
+            return
+        key = (lg.topic, lg.partition)
+        self.checkpoints[key] = omap.end
+        if min_horizon < _NO_HORIZON:
+            self.horizons[key] = min_horizon
+        else:
+            self.horizons.pop(key, None)
+        self.write_checkpoints()
+        elapsed = time.monotonic() - started
+        stats.rounds += 1
+        stats.groups_swapped += swapped
+        stats.groups_discarded += discarded
+        stats.seconds += elapsed
+        read = stats.bytes_read - before[0]
+        stats.last_round = {
+            "topic": lg.topic, "partition": lg.partition, "first_dirty": ltc.first_dirty,
+            "end": omap.end, "keys": len(omap.offsets), "bytes_read": read,
+            "map_bytes_read": stats.map_bytes_read - before[4],
+            "bytes_written": stats.bytes_written - before[1],
+            "records_read": stats.records_read - before[2],
+            "records_kept": stats.records_kept - before[3], "seconds": round(elapsed, 3),
+            "segments_swapped": swapped,
+        }  # fmt: skip
+        log.info("log_cleaned", **stats.last_round,
+                 mb_per_s=round(read / 1e6 / elapsed, 2) if elapsed else None)  # fmt: skip
+
+    async def _in_thread(self, fn):
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="kafka-log-cleaner-thread")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        except asyncio.CancelledError:
+            self._stop.set()  # the broker is stopping: the thread aborts at its next read
+            raise
+
+    # --- bookkeeping ------------------------------------------------------------------------
+
+    def forget(self, topic: str, partition: int) -> None:
+        """A deleted partition: drop its checkpoint."""
+        key = (topic, partition)
+        self.horizons.pop(key, None)
+        self.uncleanable.discard(key)
+        if self.checkpoints.pop(key, None) is not None:
+            self.write_checkpoints()
+
+    def write_checkpoints(self) -> None:
+        by_dir: dict[str, dict[tuple[str, int], int]] = {d: {} for d in self.log_dirs}
+        for lg in self.logs():
+            key = (lg.topic, lg.partition)
+            parent = os.path.dirname(lg.dir)
+            if key in self.checkpoints and parent in by_dir:
+                by_dir[parent][key] = self.checkpoints[key]
+        for d, entries in by_dir.items():
+            write_checkpoint(os.path.join(d, CHECKPOINT_FILE), entries)
+
+    def shutdown(self) -> None:
+        """Abort a cleaning in progress and wait for the thread (its files are removed)."""
+        self._stop.set()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+
+def read_checkpoint(path: str) -> dict[tuple[str, int], int]:
+    """Kafka's offset checkpoint file: version 0, a count, then `topic partition offset` lines."""
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return {}
+    out = {}
+    try:
+        if lines[0].strip() != "0":
+            return {}
+        for line in lines[2 : 2 + int(lines[1])]:
+            topic, partition, offset = line.split()
+            out[(topic, int(partition))] = int(offset)
+    except (IndexError, ValueError):
+        log.warning("cleaner_checkpoint_unreadable", path=path)
+        return {}
+    return out
+
+
+def write_checkpoint(path: str, entries: dict[tuple[str, int], int]) -> None:
+    lines = ["0", str(len(entries))] + [f"{t} {p} {o}" for (t, p), o in sorted(entries.items())]
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(tmp, path)

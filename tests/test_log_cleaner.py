@@ -6,11 +6,6 @@ import os
 import random
 
 import pytest
-
-from protocol import records as rb
-from pykbroker.storage import cleaner as cleaner_mod
-from pykbroker.storage.cleaner import CHECKPOINT_FILE, read_checkpoint
-
 from storage_helpers import (
     append,
     batches,
@@ -21,6 +16,10 @@ from storage_helpers import (
     records,
     reopen,
 )
+
+from protocol import records as rb
+from pykbroker.storage import cleaner as cleaner_mod
+from pykbroker.storage.cleaner import CHECKPOINT_FILE, read_checkpoint
 
 COMPACT = {"cleanup.policy": ["compact"], "segment.bytes": 4096}
 

@@ -73,3 +73,35 @@ def cleaner_for(*logs: Log, tmp_path=None, **props) -> LogCleaner:
 def clean(cleaner: LogCleaner, lg: Log, now: int = 10**13) -> None:
     """One cleaning round of `lg`, as the background task would run it at time `now`."""
     asyncio.run(cleaner.clean(cleaner.log_to_clean(lg, now), now=now))
+
+
+def wait_for(condition, timeout: float = 30, what: str = "condition"):
+    """Poll `condition` until it returns something truthy (returned) or fail after `timeout`."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def broker_log(embedded, topic: str, partition: int = 0) -> Log:
+    return embedded.call(lambda: embedded.broker.log_manager.get(topic, partition))
+
+
+def set_topic_configs(embedded, topic: str, configs: dict[str, str]) -> None:
+    """What AlterConfigs does: store the topic's overrides, hand the logs their new config."""
+    broker = embedded.broker
+
+    def alter():
+        merged = {**broker.metadata.topic(topic).configs, **configs}
+        broker.metadata.set_topic_configs(topic, merged)
+        broker.replica_manager.update_config(topic)
+        if broker.log_manager.cleaner is not None:
+            broker.log_manager.cleaner.wakeup()
+
+    embedded.call(alter)

@@ -94,14 +94,12 @@ def broker_log(embedded, topic: str, partition: int = 0) -> Log:
 
 
 def set_topic_configs(embedded, topic: str, configs: dict[str, str]) -> None:
-    """What AlterConfigs does: store the topic's overrides, hand the logs their new config."""
-    broker = embedded.broker
+    """Change topic configs at runtime with the admin client (IncrementalAlterConfigs)."""
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
-    def alter():
-        merged = {**broker.metadata.topic(topic).configs, **configs}
-        broker.metadata.set_topic_configs(topic, merged)
-        broker.replica_manager.update_config(topic)
-        if broker.log_manager.cleaner is not None:
-            broker.log_manager.cleaner.wakeup()
-
-    embedded.call(alter)
+    admin = KafkaAdminClient(bootstrap_servers=embedded.bootstrap_servers)
+    try:
+        result = admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs)])
+    finally:
+        admin.close()
+    assert result == {"topic": {topic: "OK"}}, result

@@ -161,9 +161,18 @@ def run_all(broker_repo: str | None = None) -> list[Step]:
                       harness.PASS if line == EXPECT_4 else harness.FAIL, f"printed {line!r}"),
             SECTION_4)  # fmt: skip
         create = _command(CMD_5, port)
+        needs_cluster = create.status == harness.FAIL and "replication factor" in create.detail
+        if needs_cluster:
+            # As on Apache Kafka: replication factor 2 needs two brokers, and this check runs one
+            # (tests/test_cluster.py runs sections 5, 6 and 8 on a three-broker cluster).
+            create.status = harness.NOT_BUILT
+            create.detail = "needs >= 2 brokers; the seed check runs one. " + create.detail
         add("5", create, CMD_5)
         for section in ("6", "8"):
-            add(section, _command(CMD_6, port), CMD_6)
+            step = _command(CMD_6, port)
+            if needs_cluster and step.status == harness.FAIL:
+                step.status, step.detail = harness.NOT_BUILT, "high_traffic needs section 5"
+            add(section, step, CMD_6)
         producer = SECTION_1.split("# Send")[0] + SECTION_9_PRODUCER
         ok, last = _python(producer, port)
         add("9", Step("", "producer.send('system_logs', ...) (section 1's producer)",

@@ -80,7 +80,7 @@ def how_it_scales(data: dict) -> list[str]:
             f"{small['produce_mps']:,.0f} msg/s ({small['produce_bps'] / MB:.1f} MB/s), 1 KiB at "
             f"{big['produce_mps']:,.0f} msg/s ({big['produce_bps'] / MB:.1f} MB/s). A straight line "
             f"through both gives about {per_msg * 1e6:.2f} µs per message plus "
-            f"{per_byte * 1e9 * 1024:.2f} µs per KiB: "
+            f"{per_byte * 1e6 * 1024:.2f} µs per KiB: "
             + ("the fixed per-message cost dominates, so larger records (or larger batches) "
                "raise MB/s almost for free." if per_msg > per_byte * 1024
                else "the per-byte cost dominates at these sizes.")
@@ -95,8 +95,8 @@ def how_it_scales(data: dict) -> list[str]:
                          "the single-partition rate.")  # fmt: skip
         if ack1 and ackall:
             lines.append(f"- **acks=all vs acks=1 ({client}, 1 KiB, 1 partition):** "
-                         f"{ackall['produce_bps'] / ack1['produce_bps']:.2f}x (one broker: the ISR "
-                         "is the leader alone, so acks=all costs nothing extra).")  # fmt: skip
+                         f"{ackall['produce_bps'] / ack1['produce_bps']:.2f}x (on one broker the ISR "
+                         "is the leader alone, so any gap is run-to-run noise).")  # fmt: skip
     parts = data.get("partitions", [])
     if len(parts) >= 2:
         first, last = parts[0], parts[-1]

@@ -210,10 +210,11 @@ class ZkMetadata(MetadataBase):
         )
         full = [p.replicas for p in info.partitions]
         version = self._topic_versions.get(name, -1)
-        self._spawn(
-            self.zk.set(Z.topic_path(name), Z.encode_topic(full, info.topic_id), version),
-            "add_partitions",
-        )
+
+        async def write() -> None:  # _spawn takes a coroutine; zk.set returns a future
+            await self.zk.set(Z.topic_path(name), Z.encode_topic(full, info.topic_id), version)
+
+        self._spawn(write(), "add_partitions")
 
     def update_isr(
         self, topic: str, index: int, state: PartitionState, isr: list[int]

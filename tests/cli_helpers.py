@@ -21,9 +21,11 @@ class Result:
         return self.stdout.splitlines()
 
 
-def shell(command: str, port: int, stdin: str | None = None, timeout: float = 60) -> Result:
-    """Run a shell command line verbatim but for the port, with the tools on PATH."""
-    command = command.replace("localhost:9092", f"localhost:{port}")
+def shell(command: str, port: int | str, stdin: str | None = None, timeout: float = 60) -> Result:
+    """Run a shell command line verbatim but for the port (or a whole bootstrap list), with the
+    tools on PATH."""
+    target = port if isinstance(port, str) else f"localhost:{port}"
+    command = command.replace("localhost:9092", target)
     env = {**os.environ, "PATH": BIN + os.pathsep + os.environ.get("PATH", "")}
     proc = subprocess.run(
         command, shell=True, input=stdin, capture_output=True, text=True, env=env, timeout=timeout

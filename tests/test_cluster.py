@@ -340,3 +340,55 @@ def test_paused_broker_loses_its_session_and_comes_back(cluster):
     assert frozen.events("zookeeper_session_renewed")
     seen = consume_all(cluster.bootstrap(), "zombie", 1, 20)
     assert [v for _, _, v in seen] == [f"z{i}".encode() for i in range(20)]
+
+
+def test_diverged_replica_truncates_by_leader_epoch(cluster):
+    """Unclean election makes an out-of-sync replica leader; the old leader's extra records
+    (acks=1, never replicated) are cut off when it returns (OffsetsForLeaderEpoch), and its log
+    becomes the new leader's exactly: it later serves the same records as leader."""
+    import signal
+
+    parts = create_topic(cluster, "diverge", 1, 2, {"unclean.leader.election.enable": "true"})
+    leader, _, replicas, _, _ = parts[0]
+    other = next(r for r in replicas if r != leader)
+    producer = KafkaProducer(bootstrap_servers=cluster.bootstrap(), acks="all")
+    for i in range(10):
+        producer.send("diverge", f"common-{i}".encode())
+    producer.flush()
+    producer.close()
+
+    frozen = cluster.brokers[other]
+    frozen.proc.send_signal(signal.SIGSTOP)
+    try:
+        wait_until(lambda: cluster.partitions("diverge", leader)[0][3] == [leader],
+                   what="ISR shrunk to the leader")  # fmt: skip
+        lonely = KafkaProducer(bootstrap_servers=cluster.bootstrap(other), acks=1)
+        for i in range(5):
+            lonely.send("diverge", f"lost-{i}".encode())
+        lonely.flush()
+        lonely.close()
+        cluster.kill(leader)
+    finally:
+        frozen.proc.send_signal(signal.SIGCONT)
+    wait_until(lambda: cluster.partitions("diverge", other)[0][0] == other,
+               what="unclean election of the stale replica")  # fmt: skip
+    producer = KafkaProducer(bootstrap_servers=cluster.bootstrap(), acks="all")
+    for i in range(3):
+        producer.send("diverge", f"new-{i}".encode())
+    producer.flush()
+    producer.close()
+    expected = [f"common-{i}".encode() for i in range(10)] + [f"new-{i}".encode() for i in range(3)]
+
+    cluster.start_broker(leader)
+    wait_until(lambda: sorted(cluster.agreed_partitions("diverge")[0][3]) == sorted(replicas),
+               what="the old leader back in the ISR")  # fmt: skip
+    assert cluster.brokers[leader].events("follower_truncating")
+    cluster.kill(other)
+    wait_until(lambda: cluster.partitions("diverge", leader)[0][0] == leader,
+               what="the old leader leading again")  # fmt: skip
+    seen = consume_all(cluster.bootstrap(), "diverge", 1, len(expected))
+    assert [v for _, _, v in seen] == expected
+    assert [o for _, o, _ in seen] == list(range(len(expected)))
+    cluster.start_broker(other)
+    wait_until(lambda: len(cluster.agreed_partitions("diverge")[0][3]) == 2,
+               what="both replicas in sync")  # fmt: skip

@@ -24,29 +24,30 @@ log = structlog.get_logger(__name__)
 
 FETCH_VERSION = 12
 LIST_OFFSETS_VERSION = 4
+EPOCH_VERSION = 4
 EARLIEST, LATEST = -2, -1
 _SIZE = struct.Struct(">i")
 
 
 class PartitionFetchState:
-    __slots__ = ("partition", "leader_epoch", "delayed_until", "truncate_to_hw")
+    __slots__ = ("partition", "leader_epoch", "delayed_until", "truncating")
 
     def __init__(self, partition, leader_epoch: int):
         self.partition = partition
         self.leader_epoch = leader_epoch
         self.delayed_until = 0.0
-        self.truncate_to_hw = True  # a new leader: keep only what is known committed
+        self.truncating = True  # a new leader: first find where our logs diverge
 
 
-def truncate_to_high_watermark(p) -> None:
-    """Records above the HW may not be on the new leader: drop them before fetching (Kafka's
-    rule before leader-epoch based truncation)."""
+def truncate(p, offset: int, reason: str) -> None:
+    """Cut the follower's log back to `offset` (and its epoch cache with it)."""
     lg = p.log
-    hw = lg.high_watermark
-    if hw < lg.log_end_offset:
-        log.info("truncating_to_high_watermark", topic=p.topic, partition=p.index,
-                 log_end_offset=lg.log_end_offset, high_watermark=hw)  # fmt: skip
-        lg.truncate_to(hw)
+    if offset < lg.log_end_offset:
+        log.info("follower_truncating", topic=p.topic, partition=p.index, reason=reason,
+                 log_end_offset=lg.log_end_offset, truncate_to=offset)  # fmt: skip
+        lg.truncate_to(max(offset, lg.log_start_offset))
+    if p.epoch_cache is not None:
+        p.epoch_cache.truncate_from_end(lg.log_end_offset)
 
 
 class ReplicaFetcher:
@@ -126,11 +127,14 @@ class ReplicaFetcher:
 
     async def _fetch_once(self, ready: dict[tuple[str, int], PartitionFetchState]) -> None:
         cfg = self.config
+        truncating = [s for s in ready.values() if s.truncating]
+        if truncating:  # connected: the leader is reachable, so truncate now
+            await self._truncate_on_new_leader(truncating)
+            ready = {k: s for k, s in ready.items() if not s.truncating}
+            if not ready:
+                return
         by_topic: dict[str, list[dict]] = {}
         for (topic, index), s in ready.items():
-            if s.truncate_to_hw:  # connected: the leader is reachable, so truncate now
-                truncate_to_high_watermark(s.partition)
-                s.truncate_to_hw = False
             lg = s.partition.log
             by_topic.setdefault(topic, []).append({
                 "partition": index, "current_leader_epoch": s.leader_epoch,
@@ -184,9 +188,65 @@ class ReplicaFetcher:
                 start = pos + header.size
             if start < len(records):
                 lg.append_as_follower(memoryview(records)[start:])
+                cache = p.epoch_cache
+                if cache is not None:
+                    for pos, header in batches:
+                        if pos >= start and header.partition_leader_epoch > cache.latest_epoch:
+                            cache.assign(header.partition_leader_epoch, header.base_offset)
         lg.update_high_watermark(min(r.high_watermark, lg.log_end_offset))
         if r.log_start_offset > lg.log_start_offset:
             lg.maybe_increment_log_start_offset(min(r.log_start_offset, lg.log_end_offset))
+
+    async def _truncate_on_new_leader(self, states: list[PartitionFetchState]) -> None:
+        """Ask the leader where our latest epoch ends in its log (OffsetsForLeaderEpoch) and
+        truncate there (KIP-101/279); with no epochs to go by, truncate to our HW."""
+        asking = []
+        for s in states:
+            cache = s.partition.epoch_cache
+            if cache is None or cache.latest_epoch < 0:
+                truncate(s.partition, s.partition.log.high_watermark, "no_leader_epochs")
+                s.truncating = False
+            else:
+                asking.append(s)
+        if not asking:
+            return
+        by_topic: dict[str, list[dict]] = {}
+        for s in asking:
+            p = s.partition
+            by_topic.setdefault(p.topic, []).append({
+                "partition": p.index, "current_leader_epoch": s.leader_epoch,
+                "leader_epoch": p.epoch_cache.latest_epoch,
+            })  # fmt: skip
+        body = {"replica_id": self.node_id,
+                "topics": [{"topic": t, "partitions": ps} for t, ps in by_topic.items()]}  # fmt: skip
+        response = await self._request(ApiKey.OFFSET_FOR_LEADER_EPOCH, EPOCH_VERSION, body)
+        wanted = {(s.partition.topic, s.partition.index): s for s in asking}
+        backoff = self.config.get("replica.fetch.backoff.ms") / 1000
+        for t in response.topics:
+            for r in t.partitions:
+                s = wanted.get((t.topic, r.partition))
+                if s is None or self.partitions.get((t.topic, r.partition)) is not s:
+                    continue
+                p = s.partition
+                if r.error_code != ErrorCode.NONE:
+                    log.info("offsets_for_leader_epoch_error", topic=p.topic, partition=p.index,
+                             error=ErrorCode(r.error_code).name)  # fmt: skip
+                    s.delayed_until = asyncio.get_running_loop().time() + backoff
+                    continue
+                lg, cache = p.log, p.epoch_cache
+                requested = cache.latest_epoch
+                if r.leader_epoch < 0 or r.end_offset < 0:
+                    target, reason = lg.high_watermark, "leader_has_no_such_epoch"
+                elif r.leader_epoch == requested:
+                    target, reason = r.end_offset, "leader_epoch_end"
+                else:
+                    # The leader's log moved to a newer epoch earlier: stop where both agree.
+                    own_end = cache.end_offset_for(r.leader_epoch, lg.log_end_offset)[1]
+                    if own_end < 0:
+                        own_end = lg.log_end_offset
+                    target, reason = min(r.end_offset, own_end), "diverging_epoch"
+                truncate(p, min(target, lg.log_end_offset), reason)
+                s.truncating = False
 
     async def _handle_out_of_range(self, s: PartitionFetchState) -> None:
         """Our LEO is past the leader's (it lost uncommitted records we have: truncate), or
@@ -195,16 +255,15 @@ class ReplicaFetcher:
         lg = p.log
         leader_end = await self._leader_offset(p, LATEST, s.leader_epoch)
         if lg.log_end_offset > leader_end:
-            log.warning("truncating_to_leader_end", topic=p.topic, partition=p.index,
-                        log_end_offset=lg.log_end_offset, leader_end=leader_end)  # fmt: skip
-            lg.truncate_to(leader_end)
+            truncate(p, leader_end, "past_leader_end")
             return
         leader_start = await self._leader_offset(p, EARLIEST, s.leader_epoch)
         if lg.log_end_offset < leader_start:
             log.warning("follower_behind_leader_start", topic=p.topic, partition=p.index,
                         log_end_offset=lg.log_end_offset, leader_start=leader_start)  # fmt: skip
-            lg.truncate_to(lg.log_start_offset)
             truncate_fully_and_start_at(lg, leader_start)
+            if p.epoch_cache is not None:
+                p.epoch_cache.truncate_from_end(lg.log_start_offset)
 
     async def _leader_offset(self, p, timestamp: int, leader_epoch: int) -> int:
         body = {

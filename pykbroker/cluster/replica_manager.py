@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 import structlog
 
 from protocol.errors import ErrorCode, KafkaError
+from pykbroker.cluster.leader_epoch import LeaderEpochCache
 from pykbroker.cluster.metadata import PartitionState, TopicInfo
 from pykbroker.storage.log import AppendInfo, Log
 from pykbroker.storage.log_manager import LogManager
@@ -52,7 +53,7 @@ class FollowerState:
 class Partition:
     __slots__ = (
         "topic", "index", "log", "state", "node_id", "waiters", "followers", "pending_isr",
-        "isr_listener",
+        "isr_listener", "epoch_cache",
     )  # fmt: skip
 
     def __init__(self, topic: str, index: int, log: Log, state: PartitionState, node_id: int):
@@ -65,6 +66,8 @@ class Partition:
         self.followers: dict[int, FollowerState] = {}
         self.pending_isr: list[int] | None = None  # an ISR change being written to ZooKeeper
         self.isr_listener: Callable[[Partition, list[int]], None] | None = None
+        # Where each leader epoch starts in the log (cluster only; a single broker is epoch 0).
+        self.epoch_cache: LeaderEpochCache | None = None
 
     @property
     def is_leader(self) -> bool:
@@ -179,6 +182,14 @@ class Partition:
         self.pending_isr = None
         if self.maybe_advance_high_watermark():
             self.wake()
+
+    def end_offset_for_epoch(self, requested: int) -> tuple[int, int]:
+        """OffsetsForLeaderEpoch: (largest epoch <= requested, where it ends in this log)."""
+        cache = self.epoch_cache
+        if cache is None:  # a single broker: every record is from its one epoch
+            cache = LeaderEpochCache(None)
+            cache._append(self.state.leader_epoch, 0)
+        return cache.end_offset_for(requested, self.log.log_end_offset)
 
     def aborted_transactions(self, fetch_offset: int, region) -> list[tuple[int, int]]:
         """(producer id, first offset) of aborted transactions overlapping a read_committed fetch."""
@@ -297,6 +308,7 @@ class ReplicaManager:
             log = self.log_manager.get_or_create(topic.name, index, config)
             p = self.partitions[key] = Partition(topic.name, index, log, state, self.node_id)
             if self.metadata is not None:
+                p.epoch_cache = LeaderEpochCache.load(log.dir, log.log_end_offset, _epoch_scan(log))
                 # Known state only through partition_state_changed; until then, no role.
                 p.state = PartitionState(-1, -1, state.replicas, [], -2)
                 if state.zk_version >= 0:
@@ -371,6 +383,8 @@ class ReplicaManager:
             self.fetchers.remove_partition(p)
         if not was_leader:
             p.reset_followers()
+        if p.epoch_cache is not None:
+            p.epoch_cache.assign(p.state.leader_epoch, p.log.log_end_offset)
         p.pending_isr = None
         p.isr_listener = self._write_isr
         log.info(
@@ -487,6 +501,17 @@ class ReplicaManager:
                     continue
                 hw = found.get((topic, index), 0)
                 lg.high_watermark = max(min(hw, lg.log_end_offset), lg.log_start_offset)
+
+
+def _epoch_scan(lg: Log):
+    """(partition leader epoch, base offset) of every batch: rebuilds a missing epoch cache."""
+
+    def scan():
+        for seg in lg.segments:
+            for _pos, header in seg.iter_batches():
+                yield header.partition_leader_epoch, header.base_offset
+
+    return scan
 
 
 def write_checkpoints(files: dict[str, str]) -> None:

@@ -17,5 +17,6 @@ from . import (  # noqa: E402,F401  (registration happens on import)
     list_offsets,
     metadata,
     produce,
+    replication,
     txn,
 )

@@ -118,3 +118,17 @@ def test_consumer_group(broker):
     # The group committed its position: the next run continues where the first stopped.
     r = consume(broker, "g", "--group", "cg", "--from-beginning", "--max-messages", "1")
     assert r.stdout == "c\n"
+
+
+def test_include_pattern_reads_every_matching_partition(broker):
+    tool(
+        "kafka-topics", "--create", "--topic", "logs.a", "--partitions", "2", *BS, port=broker.port
+    )
+    produce(broker, "logs.a", "a1\na2\na3\n")
+    produce(broker, "logs.b", "b1\n")
+    produce(broker, "other", "o1\n")
+    r = tool("kafka-console-consumer", "--include", "logs\\..*", "--from-beginning",
+             "--timeout-ms", "500", *BS, port=broker.port)  # fmt: skip
+    assert r.returncode == 0, r
+    assert sorted(r.lines) == ["a1", "a2", "a3", "b1"]
+    assert r.stderr.strip() == "Processed a total of 4 messages"

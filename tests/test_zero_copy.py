@@ -143,3 +143,54 @@ def test_consumers_read_sendfile_responses(brokers):
         consumer.close()
     assert seen == expected
     assert sendfile_bytes(zero_copy) > before
+
+
+def test_topic_deleted_while_its_records_are_being_sent(make_broker):
+    """The segment files a fetch is sending from stay open until the response is out, even if
+    the topic is deleted meanwhile (and its file descriptors would be reused by new files)."""
+    import socket
+
+    from wire import wait_for
+
+    b = make_broker()
+    values = [random.Random(i).randbytes(1_000_000) for i in range(8)]
+    c = RawClient(b.port)
+    for v in values:
+        batch = bytes(rb.build_batch([rb.Record(0, 1, None, v)]))
+        assert (
+            partition_response(
+                c.request(ApiKey.PRODUCE, 9, produce_body("doomed", batch))
+            ).error_code
+            == 0
+        )
+
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.connect(("127.0.0.1", b.port))
+    body = fetch_body([("doomed", 0, 0)], partition_max_bytes=50 << 20)
+    slow.sendall(codec.encode_request(ApiKey.FETCH, 12, 7, "slow", body))
+
+    def blocked_in_sendfile():
+        return b.call(lambda: any(conn._dup_fd >= 0 for conn in b.broker.connections))
+
+    wait_for(blocked_in_sendfile, what="sendfile to wait for the slow reader")
+    r = c.request(ApiKey.DELETE_TOPICS, 6, {"topics": [{"name": "doomed", "topic_id": None}],
+                                           "timeout_ms": 5000})  # fmt: skip
+    assert r.responses[0].error_code == 0
+    for i in range(3):  # new files, likely on the file descriptors the deleted log had
+        batch = bytes(rb.build_batch([rb.Record(0, 1, None, b"N" * 3_000_000)]))
+        c.request(ApiKey.PRODUCE, 9, produce_body(f"newcomer{i}", batch))
+    c.close()
+
+    from protocol.framing import FrameReader
+
+    reader = FrameReader(1 << 30)
+    slow.settimeout(30)
+    while not reader.frames:
+        data = slow.recv(1 << 20)
+        assert data, "the broker gave up on the response"
+        reader.feed(data)
+    slow.close()
+    resp = codec.decode_response(ApiKey.FETCH, 12, reader.frames.popleft(), 5)
+    got = [r.value for r in fetched_records(resp.responses[0].partitions[0])]
+    assert got == values

@@ -59,6 +59,7 @@ class LogManager:
             lambda: list(self.logs.values()), config.get("log.retention.check.interval.ms")
         )
         self.cleaner: LogCleaner | None = None
+        self._pending_removals: dict[int, Callable[[], None]] = {}  # run at shutdown if still due
         for d in self.log_dirs:
             os.makedirs(d, exist_ok=True)
 
@@ -121,7 +122,17 @@ class LogManager:
 
     def _delete_files_later(self, segments: list[LogSegment], delay_ms: int) -> None:
         # Readers may still be sending from these files (a fetch in flight): wait before closing.
-        self.scheduler.call_later(delay_ms / 1000, lambda: remove_segment_files(segments))
+        self._remove_later(delay_ms, lambda: remove_segment_files(segments))
+
+    def _remove_later(self, delay_ms: int, remove: Callable[[], None]) -> None:
+        key = id(remove)
+        self._pending_removals[key] = remove
+
+        def run() -> None:
+            if self._pending_removals.pop(key, None) is not None:
+                remove()
+
+        self.scheduler.call_later(delay_ms / 1000, run)
 
     def get(self, topic: str, partition: int) -> Log | None:
         return self.logs.get((topic, partition))
@@ -147,12 +158,20 @@ class LogManager:
         lg = self.logs.pop((topic, partition), None)
         if lg is None:
             return
-        lg.close()
         if self.cleaner is not None:
             self.cleaner.forget(topic, partition)
         doomed = f"{lg.dir}.{uuid.uuid4().hex}{DELETE_DIR_SUFFIX}"
         os.rename(lg.dir, doomed)
-        self.scheduler.run_blocking(lambda: shutil.rmtree(doomed, ignore_errors=True))
+        for seg in lg.segments:
+            seg.deleted = True
+
+        def remove() -> None:
+            lg.close()
+            shutil.rmtree(doomed, ignore_errors=True)
+
+        # Fetches may still be sending from these files: close them (and free their file
+        # descriptors for reuse) only after file.delete.delay.ms, as retention does.
+        self._remove_later(lg.config["file.delete.delay.ms"], remove)
 
     def mark_stray(self, topic: str, partition: int) -> None:
         """Set aside a log no topic owns (Kafka's stray logs): renamed, kept, never loaded again."""
@@ -181,6 +200,9 @@ class LogManager:
                 lg.write_snapshot()
             finally:
                 lg.close()
+        for remove in list(self._pending_removals.values()):  # no reader is left to wait for
+            remove()
+        self._pending_removals.clear()
         for d in self.log_dirs:
             marker = os.path.join(d, CLEAN_SHUTDOWN_FILE)
             with open(marker, "w"):

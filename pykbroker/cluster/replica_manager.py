@@ -154,7 +154,11 @@ class Partition:
         if replica_id in self.state.isr:
             return
         f = self.followers[replica_id]
-        if f.leo >= self.log.high_watermark:
+        # Caught up: to the HW, and into this leader's epoch (so it holds all it committed).
+        epoch_start = (
+            self.epoch_cache.offsets[-1] if self.epoch_cache and self.epoch_cache.offsets else 0
+        )
+        if f.leo >= self.log.high_watermark and f.leo >= epoch_start:
             self._change_isr([*self.state.isr, replica_id])
 
     def out_of_sync_replicas(self, lag_ms: int) -> list[int]:

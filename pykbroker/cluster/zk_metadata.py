@@ -284,8 +284,9 @@ class ZkMetadata(MetadataBase):
 
     # --- the cache: reads and watches -------------------------------------------------------
 
-    def _spawn(self, coro, what: str) -> asyncio.Task:
-        task = self.loop.create_task(coro)
+    def _spawn(self, aw, what: str) -> asyncio.Future:
+        """Run a coroutine (or wait on a future) in the background, logging its failure."""
+        task = asyncio.ensure_future(aw, loop=self.loop)
         self._tasks.add(task)
 
         def done(t: asyncio.Task) -> None:

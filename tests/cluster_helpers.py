@@ -73,6 +73,10 @@ class Cluster:
     def kill(self, node_id: int) -> None:
         self.brokers.pop(node_id).kill()
 
+    def terminate(self, node_id: int) -> int:
+        """SIGTERM: a clean shutdown; returns the exit code."""
+        return self.brokers.pop(node_id).terminate()
+
     def stop(self) -> None:
         for b in self.brokers.values():
             b.kill()

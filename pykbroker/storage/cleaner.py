@@ -166,28 +166,102 @@ RecordSpan = tuple[int, int, int, int, int, int, bytes | None, bool]
 
 
 def parse_records(body: bytes, header: rb.BatchHeader) -> list[RecordSpan]:
+    """Every record's span, offset, timestamp, key and tombstone flag (headers not parsed).
+
+    The hot loop of the cleaner: one-byte varints (most of them) are decoded inline.
+    """
     base_offset, base_ts = header.base_offset, header.base_timestamp
-    out = []
+    out: list[RecordSpan] = []
+    append = out.append
+    varint = _varint
     pos = 0
     n = len(body)
     try:
         for _ in range(header.record_count):
-            length, attr = _varint(body, pos)
+            b = body[pos]
+            if b < 0x80:
+                length, attr = (b >> 1) ^ -(b & 1), pos + 1
+            elif body[pos + 1] < 0x80:
+                v = (b & 0x7F) | (body[pos + 1] << 7)
+                length, attr = (v >> 1) ^ -(v & 1), pos + 2
+            else:
+                length, attr = varint(body, pos)
             end = attr + length
             if length <= 0 or end > n:
                 raise KafkaError(ErrorCode.CORRUPT_MESSAGE, "record length out of bounds")
-            ts_delta, off = _varint(body, attr + 1)
-            off_delta, p = _varint(body, off)
-            klen, p = _varint(body, p)
+            b = body[attr + 1]
+            if b < 0x80:
+                ts_delta, off = (b >> 1) ^ -(b & 1), attr + 2
+            else:
+                ts_delta, off = varint(body, attr + 1)
+            b = body[off]
+            if b < 0x80:
+                off_delta, p = (b >> 1) ^ -(b & 1), off + 1
+            elif body[off + 1] < 0x80:
+                v = (b & 0x7F) | (body[off + 1] << 7)
+                off_delta, p = (v >> 1) ^ -(v & 1), off + 2
+            else:
+                off_delta, p = varint(body, off)
+            b = body[p]
+            if b < 0x80:
+                klen, p = (b >> 1) ^ -(b & 1), p + 1
+            else:
+                klen, p = varint(body, p)
             if klen >= 0:
                 key = body[p : p + klen]
                 p += klen
             else:
                 key = None
-            vlen, p = _varint(body, p)
-            out.append(
-                (pos, attr, off, end, base_offset + off_delta, base_ts + ts_delta, key, vlen < 0)
-            )
+            # A null value is length -1, zigzag 1: the single byte 0x01.
+            append((pos, attr, off, end, base_offset + off_delta, base_ts + ts_delta, key,
+                    body[p] == 1))  # fmt: skip
+            pos = end
+    except IndexError:
+        raise KafkaError(ErrorCode.CORRUPT_MESSAGE, "truncated record") from None
+    return out
+
+
+def parse_keys(body: bytes, header: rb.BatchHeader) -> list[tuple[bytes, int]]:
+    """(key, offset) of each keyed record: what the offset map needs, nothing more."""
+    base_offset = header.base_offset
+    out: list[tuple[bytes, int]] = []
+    append = out.append
+    varint = _varint
+    pos = 0
+    n = len(body)
+    try:
+        for _ in range(header.record_count):
+            b = body[pos]
+            if b < 0x80:
+                length, p = (b >> 1) ^ -(b & 1), pos + 1
+            elif body[pos + 1] < 0x80:
+                v = (b & 0x7F) | (body[pos + 1] << 7)
+                length, p = (v >> 1) ^ -(v & 1), pos + 2
+            else:
+                length, p = varint(body, pos)
+            end = p + length
+            if length <= 0 or end > n:
+                raise KafkaError(ErrorCode.CORRUPT_MESSAGE, "record length out of bounds")
+            p += 1  # attributes
+            if body[p] < 0x80:
+                p += 1
+            else:
+                _, p = varint(body, p)
+            b = body[p]
+            if b < 0x80:
+                off_delta, p = (b >> 1) ^ -(b & 1), p + 1
+            elif body[p + 1] < 0x80:
+                v = (b & 0x7F) | (body[p + 1] << 7)
+                off_delta, p = (v >> 1) ^ -(v & 1), p + 2
+            else:
+                off_delta, p = varint(body, p)
+            b = body[p]
+            if b < 0x80:
+                klen, p = (b >> 1) ^ -(b & 1), p + 1
+            else:
+                klen, p = varint(body, p)
+            if klen >= 0:
+                append((body[p : p + klen], base_offset + off_delta))
             pos = end
     except IndexError:
         raise KafkaError(ErrorCode.CORRUPT_MESSAGE, "truncated record") from None
@@ -347,13 +421,11 @@ def build_offset_map(
                 end = header.base_offset  # the map is full: clean up to here this round
                 stopped = True
                 break
-            body = batch_body(buf, p, header)
-            pairs = [(r[6], r[4]) for r in parse_records(body, header) if r[6] is not None]
+            pairs = parse_keys(batch_body(buf, p, header), header)
             if header.is_transactional:
                 pending.setdefault(header.producer_id, []).append((header.base_offset, pairs))
             else:
-                for key, off in pairs:
-                    offsets[key] = off
+                offsets.update(pairs)  # in offset order: the newest wins
         if stopped:
             break
     if pending:

@@ -4,13 +4,15 @@
     python -m bench.cleaner --quick         # smaller logs, shorter windows
     python -m bench.cleaner --codecs none,lz4,gzip --log-mb 200
 
-1. Cleaner throughput, in this process, without a broker: a Log of `--log-mb` MB of keyed
+1. Cleaner throughput, in a thread of this process, without a broker: a Log of `--log-mb` MB of keyed
    records (`--keys` distinct keys, `--value-size` byte values, 100 records a batch, one codec)
    is cleaned in one round by the broker's own LogCleaner (map build + rewrite, in its thread).
    Figures: MB of log processed per second (Kafka's "MB/sec" line: bytes read by the rewrite
    over the round's wall time), the map phase alone, records/s. Ceiling: reading the same
    segment files (page cache) in 1 MiB chunks.
-2. Produce throughput with and without a cleaning: a broker process; confluent-kafka produces
+2. Produce throughput with and without a cleaning, the cleaner in its worker process (the
+   default) and in a thread of the broker (pykbroker.log.cleaner.process=false, where it takes
+   turns with the event loop for the GIL): a broker process; confluent-kafka produces
    `--value-size` values for `--seconds` to a delete-policy topic, once with the cleaner idle
    and once right after a large dirty topic is switched to cleanup.policy=compact (through
    IncrementalAlterConfigs). Deliveries are bucketed by time; the figure for "during" counts
@@ -191,8 +193,10 @@ def set_compact(bootstrap: str, topic: str) -> None:
         fut.result(60)
 
 
-def produce_during_cleaning(dirty_mb: int, keys: int, value_size: int, seconds: float) -> dict:
-    overrides = {"log.cleaner.backoff.ms": "100", "log.segment.bytes": str(64 << 20)}
+def produce_during_cleaning(dirty_mb: int, keys: int, value_size: int, seconds: float,
+                            process: bool) -> dict:  # fmt: skip
+    overrides = {"log.cleaner.backoff.ms": "100", "log.segment.bytes": str(64 << 20),
+                 "pykbroker.log.cleaner.process": str(process).lower()}  # fmt: skip
     with Broker(overrides) as broker:
         bs = broker.bootstrap
         create(bs, "load", {})
@@ -249,12 +253,15 @@ def main(argv: list[str] | None = None) -> None:
     dirty = args.dirty_mb or int(min(max(rates[0] * args.seconds * 1.5, 20), 400))
     print(f"\n## Produce throughput while the cleaner works (confluent-kafka, acks=1, "
           f"{args.value_size} B values, {dirty} MB dirty topic, uncompressed)\n")  # fmt: skip
-    r = produce_during_cleaning(dirty, args.keys, args.value_size, args.seconds)
-    print("| produce alone MB/s | produce during cleaning MB/s | overlap s | cleaner MB/s |")
-    print("|---|---|---|---|")
-    print(f"| {r['baseline_mb_per_s']:.1f} | {r['during_mb_per_s']:.1f} | "
-          f"{r['overlap_seconds']:.1f} | {r['cleaner_mb_per_s']:.1f} |")  # fmt: skip
-    print(f"\nThe cleaner processed {r['dirty_mb']:.0f} MB in {r['cleaner_seconds']:.1f} s.")
+    print("| cleaner runs in | produce alone MB/s | produce during cleaning MB/s | overlap s "
+          "| cleaner MB/s | dirty MB cleaned in |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for process in (True, False):
+        r = produce_during_cleaning(dirty, args.keys, args.value_size, args.seconds, process)
+        print(f"| {'a worker process' if process else 'a broker thread'} | "
+              f"{r['baseline_mb_per_s']:.1f} | {r['during_mb_per_s']:.1f} | "
+              f"{r['overlap_seconds']:.1f} | {r['cleaner_mb_per_s']:.1f} | "
+              f"{r['dirty_mb']:.0f} MB, {r['cleaner_seconds']:.1f} s |", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -344,6 +344,12 @@ BROKER_CONFIGS = _keys(
     ),
     ConfigKey("log.cleaner.threads", "int", 1, "Cleaner threads (one is used).", at_least(0)),
     ConfigKey(
+        "pykbroker.log.cleaner.process",
+        "boolean",
+        True,
+        "Clean logs in a worker process (on another core) rather than a thread of the broker.",
+    ),
+    ConfigKey(
         "log.cleaner.min.compaction.lag.ms",
         "long",
         0,

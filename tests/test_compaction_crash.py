@@ -59,6 +59,21 @@ def check_readable(bootstrap, sent):
     return got
 
 
+def cleaner_workers(broker_pid: int) -> list[int]:
+    """Pids of cleaner worker processes started by the broker `broker_pid`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    args = f.read().split(b"\0")
+            except OSError:
+                continue
+            if b"pykbroker.storage.cleaner" in args and str(broker_pid).encode() in args:
+                found.append(int(entry))
+    return found
+
+
 def files(part_dir, *suffixes):
     return [n for n in os.listdir(part_dir) if n.endswith(suffixes)]
 
@@ -85,6 +100,7 @@ def test_sigkill_during_cleaning_leaves_a_correct_log(tmp_path):
             wait_for(lambda moment=moment: files(part_dir, *moment), what=f"{moment} files")
             slow.proc.send_signal(signal.SIGKILL)
             slow.proc.wait(10)
+            wait_for(lambda pid=slow.proc.pid: not cleaner_workers(pid), what="the worker to die")
         finally:
             slow.kill()
 

@@ -27,9 +27,12 @@ One cleaner task runs on the broker's event loop and one worker thread does the 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
+import pickle
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -80,9 +83,15 @@ class LogToClean:
 
 @dataclass(slots=True)
 class Source:
-    """A segment as the cleaner thread reads it: its own dup of the file, fixed bounds."""
+    """A segment as the cleaner reads it: fixed bounds and a file descriptor of its own.
 
-    segment: LogSegment
+    The event loop dups the segment's descriptor (`of`), which keeps the file readable whatever
+    happens to the segment meanwhile (renamed `.deleted`, closed, its topic deleted); the
+    cleaner thread or worker process then opens its own descriptor from it (`opened`), the
+    worker through /proc/<broker pid>/fd. Picklable.
+    """
+
+    pid: int
     fd: int
     base_offset: int
     size: int
@@ -91,8 +100,16 @@ class Source:
 
     @classmethod
     def of(cls, seg: LogSegment) -> Source:
-        fd = os.dup(seg.fd)  # survives the segment's own close (deletion, topic removal)
-        return cls(seg, fd, seg.base_offset, seg.size, seg.next_offset, os.fstat(fd).st_mtime_ns)
+        fd = os.dup(seg.fd)
+        return cls(os.getpid(), fd, seg.base_offset, seg.size, seg.next_offset,
+                   os.fstat(fd).st_mtime_ns)  # fmt: skip
+
+    def opened(self) -> Source:
+        if self.pid == os.getpid():
+            fd = os.dup(self.fd)
+        else:
+            fd = os.open(f"/proc/{self.pid}/fd/{self.fd}", os.O_RDONLY)
+        return Source(self.pid, fd, self.base_offset, self.size, self.next_offset, self.mtime_ns)
 
 
 def _close_sources(sources: list[Source]) -> None:
@@ -436,8 +453,9 @@ def build_offset_map(
 
 @dataclass(slots=True)
 class GroupResult:
-    cleaned: LogSegment | None
+    cleaned: LogSegment | None  # flushed `<base>.*.cleaned`; the tasks hand back just `base`
     min_horizon: int  # earliest delete horizon of tombstones kept below the map's end
+    base: int = -1
     records_read: int = 0
     records_kept: int = 0
     bytes_read: int = 0
@@ -569,12 +587,181 @@ def group_segments(segments: list[LogSegment], max_bytes: int, max_index_bytes: 
     return groups
 
 
+# --- tasks: what the thread or worker process runs, with picklable arguments --------------
+
+_ROUNDS: dict[str, tuple[OffsetMap, set[int]]] = {}  # round id -> its offset map and aborts
+
+
+def task_build_map(
+    round_id: str, dirty: list[Source], first_dirty: int, upper: int, capacity: int, *, check
+) -> tuple[int, int, int]:
+    """Build and keep the round's offset map; returns (end, keys, dirty bytes scanned)."""
+    sources = [src.opened() for src in dirty]
+    stats = CleanerStats()
+    omap = OffsetMap(capacity)
+    try:
+        aborted = build_offset_map(sources, first_dirty, upper, omap, check, stats)
+    finally:
+        _close_sources(sources)
+    _ROUNDS[round_id] = (omap, aborted)
+    return omap.end, len(omap.offsets), stats.map_bytes_read
+
+
+def task_clean_group(
+    round_id: str, directory: str, group: list[Source], active_producers: dict[int, int],
+    now: int, delete_retention_ms: int, index_interval: int, *, check,
+) -> GroupResult:  # fmt: skip
+    omap, aborted = _ROUNDS[round_id]
+    sources = [src.opened() for src in group]
+    try:
+        result = clean_group(directory, sources, omap, aborted, active_producers, now,
+                             delete_retention_ms, index_interval, check)  # fmt: skip
+    finally:
+        _close_sources(sources)
+    if result.cleaned is not None:
+        result.base = result.cleaned.base_offset
+        result.cleaned.close()  # the event loop opens it again to swap it in
+        result.cleaned = None
+    return result
+
+
+def task_end_round(round_id: str, *, check) -> None:
+    _ROUNDS.pop(round_id, None)
+
+
+TASKS = {f.__name__: f for f in (task_build_map, task_clean_group, task_end_round)}
+
+
+class ThreadRunner:
+    """Tasks on one thread of this process (shares the GIL with the event loop)."""
+
+    def __init__(self, stop: threading.Event):
+        self.stop = stop
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="kafka-log-cleaner-thread")
+
+    async def call(self, task, io_rate: float, *args):
+        check = _Throttle(io_rate, self.stop)
+        return await asyncio.get_running_loop().run_in_executor(
+            self.executor, functools.partial(task, *args, check=check)
+        )
+
+    def close(self) -> None:
+        self.stop.set()  # a task in progress aborts at its next read and removes its files
+        self.executor.shutdown(wait=True)
+
+
+class WorkerError(Exception):
+    """A task failed in the worker process (the message carries its traceback)."""
+
+
+class ProcessRunner:
+    """Tasks in a worker process (`python -m pykbroker.storage.cleaner`): cleaning then runs
+    on another core instead of taking turns with the event loop for the GIL.
+
+    Requests and replies are length-prefixed pickles over the worker's stdin and stdout; one
+    task at a time. The worker dies with the broker (PR_SET_PDEATHSIG, and EOF on stdin).
+    Create it on the event loop's thread: the death signal follows the creating thread.
+    """
+
+    def __init__(self):
+        import subprocess
+        import sys
+
+        import pykbroker
+
+        root = os.path.dirname(os.path.dirname(os.path.abspath(pykbroker.__file__)))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        )}  # fmt: skip
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pykbroker.storage.cleaner", str(os.getpid())],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+        )  # fmt: skip
+        self.io = ThreadPoolExecutor(1, thread_name_prefix="kafka-log-cleaner-io")
+
+    async def call(self, task, io_rate: float, *args):
+        return await asyncio.get_running_loop().run_in_executor(
+            self.io, self._call, task.__name__, io_rate, args
+        )
+
+    def _call(self, name: str, io_rate: float, args: tuple):
+        _write_frame(self.proc.stdin, (name, io_rate, args))
+        reply = _read_frame(self.proc.stdout)
+        if reply is None:
+            raise CleaningAborted("the cleaner worker exited")
+        ok, value = reply
+        if not ok:
+            raise WorkerError(value)
+        return value
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+        self.io.shutdown(wait=True)
+
+
+def _write_frame(pipe, obj) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    pipe.write(len(data).to_bytes(8, "big") + data)
+    pipe.flush()
+
+
+def _read_frame(pipe):
+    head = pipe.read(8)
+    if len(head) < 8:
+        return None
+    size = int.from_bytes(head, "big")
+    data = pipe.read(size)
+    if len(data) < size:
+        return None
+    return pickle.loads(data)
+
+
+def worker_main(parent_pid: int) -> None:
+    """The worker process: run tasks until stdin closes; die with the broker."""
+    import sys
+    import traceback
+
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL (Linux)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:
+        return  # the broker is already gone
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing else may write to the reply pipe
+    never = threading.Event()
+    while True:
+        request = _read_frame(stdin)
+        if request is None:
+            return
+        name, io_rate, args = request
+        try:
+            reply = (True, TASKS[name](*args, check=_Throttle(io_rate, never)))
+        except Exception:
+            reply = (False, traceback.format_exc())
+        _write_frame(stdout, reply)
+
+
 # --- the cleaner: scheduling, checkpoints, swaps (on the event loop) -----------------------
 
 
 class LogCleaner:
-    def __init__(self, logs: Callable[[], list[Log]], log_dirs: list[str], config):
+    """Chooses logs, runs cleaning rounds (tasks in a thread or a worker process), swaps the
+    cleaned segments in and keeps the checkpoints. Lives on the broker's event loop."""
+
+    def __init__(self, logs: Callable[[], list[Log]], log_dirs: list[str], config,
+                 process: bool = False):  # fmt: skip
         self.logs = logs
+        self.process = process and os.path.isdir("/proc/self/fd")
         self.log_dirs = log_dirs
         self.backoff_ms = config.get("log.cleaner.backoff.ms")
         self.capacity = int(
@@ -587,7 +774,7 @@ class LogCleaner:
         self.uncleanable: set[tuple[str, int]] = set()
         self.in_progress: Log | None = None
         self._stop = threading.Event()
-        self._executor: ThreadPoolExecutor | None = None
+        self._runner: ThreadRunner | ProcessRunner | None = None
         self._wake: asyncio.Event | None = None
         for d in log_dirs:
             self.checkpoints.update(read_checkpoint(os.path.join(d, CHECKPOINT_FILE)))
@@ -680,29 +867,26 @@ class LogCleaner:
                 )  # fmt: skip
 
     async def clean(self, ltc: LogToClean, now: int | None = None) -> None:
-        """One cleaning round of one log (heavy work in the cleaner thread)."""
+        """One cleaning round of one log: heavy work in the runner, swaps on the event loop."""
         lg = ltc.log
         cfg = lg.config
         started = time.monotonic()
         now = now_ms() if now is None else now
         stats = self.stats
-        before = (stats.bytes_read, stats.bytes_written, stats.records_read, stats.records_kept,
-                  stats.map_bytes_read)  # fmt: skip
-        throttle = _Throttle(self.io_rate, self._stop)
+        round_id = uuid.uuid4().hex
+        bytes_read = bytes_written = records_read = records_kept = 0
+        min_horizon = _NO_HORIZON
+        swapped = discarded = 0
         self.in_progress = lg
         try:
             dirty = [Source.of(s) for s in lg.segments_in_range(ltc.first_dirty, ltc.first_uncleanable)]  # fmt: skip
-            omap = OffsetMap(self.capacity)
-
-            def build() -> set[int]:
-                try:
-                    return build_offset_map(
-                        dirty, ltc.first_dirty, ltc.first_uncleanable, omap, throttle, stats
-                    )
-                finally:
-                    _close_sources(dirty)
-
-            aborted = await self._in_thread(build)
+            try:
+                end, keys, map_bytes = await self._call(
+                    task_build_map, round_id, dirty, ltc.first_dirty, ltc.first_uncleanable,
+                    self.capacity,
+                )  # fmt: skip
+            finally:
+                _close_sources(dirty)
             # Whatever the map covers, the log below its end is rewritten (the clean part too:
             # its keys may have newer values, its tombstones may have expired).
             active_producers = {
@@ -710,10 +894,8 @@ class LogCleaner:
                 for pid, e in lg.producer_state.producers.items()
                 if e.batches
             }
-            min_horizon = _NO_HORIZON
-            swapped = discarded = 0
             groups = group_segments(
-                lg.segments_in_range(0, omap.end) if omap.end > 0 else [],
+                lg.segments_in_range(0, end) if end > 0 else [],
                 cfg.segment_bytes,
                 cfg["segment.index.bytes"],
             )
@@ -723,39 +905,43 @@ class LogCleaner:
                 if any(seg.deleted for seg in group):
                     continue
                 sources = [Source.of(s) for s in group]
-
-                def work(sources=sources) -> GroupResult:
-                    try:
-                        result = clean_group(
-                            lg.dir, sources, omap, aborted, active_producers, now,
-                            cfg["delete.retention.ms"], cfg.index_interval_bytes, throttle,
-                        )  # fmt: skip
-                    finally:
-                        _close_sources(sources)
-                    if self._stop.is_set() and result.cleaned is not None:
-                        discard(result.cleaned)  # nobody is left to swap it in
-                        raise CleaningAborted()
-                    return result
-
-                result = await self._in_thread(work)
-                stats.bytes_read += result.bytes_read
-                stats.bytes_written += result.bytes_written
-                stats.records_read += result.records_read
-                stats.records_kept += result.records_kept
+                try:
+                    result = await self._call(
+                        task_clean_group, round_id, lg.dir, sources, active_producers, now,
+                        cfg["delete.retention.ms"], cfg.index_interval_bytes,
+                    )  # fmt: skip
+                finally:
+                    _close_sources(sources)
+                bytes_read += result.bytes_read
+                bytes_written += result.bytes_written
+                records_read += result.records_read
+                records_kept += result.records_kept
                 min_horizon = min(min_horizon, result.min_horizon)
-                if result.cleaned is None:
+                if result.base < 0:
                     continue
-                if lg.replace_segments(result.cleaned, group):
+                cleaned = LogSegment(lg.dir, result.base, suffix=CLEANED_SUFFIX)
+                cleaned.load(recover=False, index_interval=cfg.index_interval_bytes)
+                if lg.replace_segments(cleaned, group):
                     swapped += 1
                 else:
-                    discard(result.cleaned)
+                    discard(cleaned)
                     discarded += 1
         finally:
             self.in_progress = None
+            if self._runner is not None and not self._stop.is_set():
+                try:
+                    await self._call(task_end_round, round_id)
+                except Exception:
+                    pass
+        stats.bytes_read += bytes_read
+        stats.bytes_written += bytes_written
+        stats.records_read += records_read
+        stats.records_kept += records_kept
+        stats.map_bytes_read += map_bytes
         if lg.closed:
             return
         key = (lg.topic, lg.partition)
-        self.checkpoints[key] = omap.end
+        self.checkpoints[key] = end
         if min_horizon < _NO_HORIZON:
             self.horizons[key] = min_horizon
         else:
@@ -766,26 +952,23 @@ class LogCleaner:
         stats.groups_swapped += swapped
         stats.groups_discarded += discarded
         stats.seconds += elapsed
-        read = stats.bytes_read - before[0]
         stats.last_round = {
             "topic": lg.topic, "partition": lg.partition, "first_dirty": ltc.first_dirty,
-            "end": omap.end, "keys": len(omap.offsets), "bytes_read": read,
-            "map_bytes_read": stats.map_bytes_read - before[4],
-            "bytes_written": stats.bytes_written - before[1],
-            "records_read": stats.records_read - before[2],
-            "records_kept": stats.records_kept - before[3], "seconds": round(elapsed, 3),
-            "segments_swapped": swapped,
+            "end": end, "keys": keys, "bytes_read": bytes_read, "map_bytes_read": map_bytes,
+            "bytes_written": bytes_written, "records_read": records_read,
+            "records_kept": records_kept, "seconds": round(elapsed, 3),
+            "segments_swapped": swapped, "in_process": not self.process,
         }  # fmt: skip
         log.info("log_cleaned", **stats.last_round,
-                 mb_per_s=round(read / 1e6 / elapsed, 2) if elapsed else None)  # fmt: skip
+                 mb_per_s=round(bytes_read / 1e6 / elapsed, 2) if elapsed else None)  # fmt: skip
 
-    async def _in_thread(self, fn):
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="kafka-log-cleaner-thread")
+    async def _call(self, task, *args):
+        if self._runner is None:
+            self._runner = ProcessRunner() if self.process else ThreadRunner(self._stop)
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+            return await self._runner.call(task, self.io_rate, *args)
         except asyncio.CancelledError:
-            self._stop.set()  # the broker is stopping: the thread aborts at its next read
+            self._stop.set()  # the broker is stopping: shutdown() ends the task in progress
             raise
 
     # --- bookkeeping ------------------------------------------------------------------------
@@ -809,10 +992,11 @@ class LogCleaner:
             write_checkpoint(os.path.join(d, CHECKPOINT_FILE), entries)
 
     def shutdown(self) -> None:
-        """Abort a cleaning in progress and wait for the thread (its files are removed)."""
+        """Abort a cleaning in progress: the thread stops at its next read and removes its
+        files; the worker process is killed (its `.cleaned` files go at the next start-up)."""
         self._stop.set()
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
+        if self._runner is not None:
+            self._runner.close()
 
 
 def read_checkpoint(path: str) -> dict[tuple[str, int], int]:
@@ -841,3 +1025,12 @@ def write_checkpoint(path: str, entries: dict[tuple[str, int], int]) -> None:
     with open(tmp, "w") as f:
         f.write("\n".join(lines) + "\n")
     os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    import sys
+
+    # Through the package, so that what is pickled names pykbroker.storage.cleaner, not __main__.
+    from pykbroker.storage.cleaner import worker_main as main
+
+    main(int(sys.argv[1]))

@@ -100,7 +100,10 @@ class LogManager:
 
         tasks = [asyncio.get_running_loop().create_task(self.retention.run())]
         if self.config.get("log.cleaner.enable"):
-            self.cleaner = LogCleaner(lambda: list(self.logs.values()), self.log_dirs, self.config)
+            self.cleaner = LogCleaner(
+                lambda: list(self.logs.values()), self.log_dirs, self.config,
+                process=self.config.get("pykbroker.log.cleaner.process"),
+            )  # fmt: skip
             tasks.append(self.cleaner.start())
         return tasks
 

@@ -107,3 +107,14 @@ def test_retention_task_checks_every_log(tmp_path):
     assert task.check(NOW) == 3
     assert task.segments_deleted == 3 and task.checks == 1
     assert all(lg.log_start_offset == 3 for lg in logs)
+
+
+def test_segments_roll_on_size_and_full_indexes(tmp_path):
+    lg = make_log(tmp_path, **{"segment.bytes": 1_000, "index.interval.bytes": 0})
+    for i in range(30):
+        append(lg, [(b"k", b"x" * 100)], ts=NOW + i)
+    assert all(s.size <= 1_000 for s in lg.segments)
+    lg = make_log(tmp_path, name="t-1", **{"segment.index.bytes": 36, "index.interval.bytes": 0})
+    for i in range(12):  # every batch is indexed; a new timestamp every batch: 3 entries fit
+        append(lg, [(b"k", b"v")], ts=NOW + i)
+    assert [s.base_offset for s in lg.segments] == [0, 3, 6, 9]

@@ -299,6 +299,7 @@ class Log:
         if (
             seg.size + size > cfg.segment_bytes
             or len(seg.offset_index) >= cfg.max_index_entries
+            or len(seg.time_index) >= cfg["segment.index.bytes"] // 12  # 12-byte entries
             or last_offset - seg.base_offset > _MAX_RELATIVE_OFFSET
             or seg.time_waiting_to_roll(now_ms()) > self._max_segment_ms() - seg.roll_jitter_ms
         ):

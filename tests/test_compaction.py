@@ -293,3 +293,29 @@ def test_min_compaction_lag_holds_back_recent_segments(make_broker, lag):
         assert b.call(lambda: cleaner.stats.rounds) == rounds
     else:
         wait_for(lambda: b.call(lambda: cleaner.checkpoint(lg)) == leo, what="compaction")
+
+
+def test_topic_deleted_while_being_cleaned(make_broker):
+    b = make_broker({**FAST, "log.cleaner.io.max.bytes.per.second": 1_000_000})
+    cleaner = b.broker.log_manager.cleaner
+
+    def fill():
+        create(b, "doomed", **COMPACT)
+        producer = KafkaProducer(bootstrap_servers=b.bootstrap_servers, linger_ms=5)
+        for i in range(600):
+            producer.send("doomed", key=b"k%d" % (i % 10), value=b"x" * 1000)
+        producer.flush()
+        producer.close()
+        return broker_log(b, "doomed")
+
+    first = fill()
+    wait_for(lambda: b.call(lambda: cleaner.in_progress is first), what="a cleaning under way")
+    admin = KafkaAdminClient(bootstrap_servers=b.bootstrap_servers)
+    admin.delete_topics(["doomed"])
+    admin.close()
+    wait_for(lambda: b.call(lambda: cleaner.in_progress is None), what="the round to end")
+    assert b.call(lambda: (cleaner.uncleanable, cleaner.checkpoints)) == (set(), {})
+    wait_for(lambda: b.call(lambda: b.broker.metadata.topic("doomed") is None), what="deletion")
+    second = fill()  # the same name again: cleaned from scratch
+    assert second is not first
+    roll_and_wait_for_cleaning(b, "doomed")

@@ -860,6 +860,8 @@ class LogCleaner:
                 return
             except Exception as e:
                 tp = (ltc.log.topic, ltc.log.partition)
+                if not self._is_live(ltc.log):
+                    continue  # deleted while being cleaned: nothing wrong with the partition
                 self.uncleanable.add(tp)
                 log.error(
                     "log_cleaning_failed", topic=tp[0], partition=tp[1], error=repr(e),
@@ -900,7 +902,7 @@ class LogCleaner:
                 cfg["segment.index.bytes"],
             )
             for group in groups:
-                if lg.closed:
+                if not self._is_live(lg):
                     break
                 if any(seg.deleted for seg in group):
                     continue
@@ -938,8 +940,8 @@ class LogCleaner:
         stats.records_read += records_read
         stats.records_kept += records_kept
         stats.map_bytes_read += map_bytes
-        if lg.closed:
-            return
+        if not self._is_live(lg):
+            return  # deleted meanwhile: its checkpoint went with it
         key = (lg.topic, lg.partition)
         self.checkpoints[key] = end
         if min_horizon < _NO_HORIZON:
@@ -961,6 +963,9 @@ class LogCleaner:
         }  # fmt: skip
         log.info("log_cleaned", **stats.last_round,
                  mb_per_s=round(bytes_read / 1e6 / elapsed, 2) if elapsed else None)  # fmt: skip
+
+    def _is_live(self, lg: Log) -> bool:
+        return not lg.closed and any(x is lg for x in self.logs())
 
     async def _call(self, task, *args):
         if self._runner is None:

@@ -373,3 +373,30 @@ def test_record_parsing_agrees_with_the_codec():
             (r.offset, r.timestamp, r.key, r.value, r.headers) for r in rb.decode_records(rebuilt)
         ] == [(r.offset, r.timestamp, r.key, r.value, r.headers) for r in recs]
         assert crc_ok(rebuilt)
+
+
+def test_retention_deleting_a_segment_being_cleaned(tmp_path, monkeypatch):
+    """compact,delete: retention removes a segment while its cleaned copy is being written;
+    the copy is discarded instead of swapped in, the rest of the round goes on."""
+    doomed = []
+    lg = make_log(tmp_path, on_delete_files=lambda segs, delay: doomed.extend(segs),
+                  **{**COMPACT, "cleanup.policy": ["compact", "delete"], "segment.bytes": 1200})  # fmt: skip
+    written = fill(lg, n_batches=80)
+    real = cleaner_mod.task_clean_group
+    calls = []
+
+    def racing(*args, **kwargs):
+        if not calls:
+            lg.delete_segments([lg.segments[0]])  # as retention would, meanwhile
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cleaner_mod, "task_clean_group", racing)
+    cl = cleaner_for(lg)
+    clean(cl, lg)
+    assert cl.stats.groups_discarded == 1 and cl.stats.groups_swapped == len(calls) - 1
+    assert not [n for n in os.listdir(lg.dir) if n.endswith((".cleaned", ".swap"))]
+    end = cl.checkpoint(lg)
+    start = lg.log_start_offset
+    kept = {off: kv for off, kv in written.items() if off >= start}
+    check_compacted(lg, kept, end)

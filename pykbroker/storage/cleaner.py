@@ -736,6 +736,10 @@ def worker_main(parent_pid: int) -> None:
         pass
     if os.getppid() != parent_pid:
         return  # the broker is already gone
+    try:
+        os.nice(10)  # background work: when cores are busy, requests come first
+    except OSError:
+        pass
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing else may write to the reply pipe
     never = threading.Event()

@@ -69,7 +69,7 @@ def produce_confluent(bootstrap: str, topic: str, msgs: list[Msg], codec: str) -
         (errors if err else reports).append(err or msg)
 
     producer = Producer({
-        "bootstrap.servers": bootstrap, "compression.type": codec, "linger.ms": 5,
+        "bootstrap.servers": bootstrap, "compression.type": codec, "linger.ms": 50,
         "message.max.bytes": 1_048_588, "enable.idempotence": True, "broker.address.family": "v4",
     })  # fmt: skip
     for m in msgs:
@@ -87,7 +87,7 @@ def produce_aiokafka(bootstrap: str, topic: str, msgs: list[Msg], codec: str) ->
     async def run():
         producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap, compression_type=None if codec == "none" else codec,
-            linger_ms=5, enable_idempotence=True,
+            linger_ms=50, enable_idempotence=True,
         )  # fmt: skip
         await producer.start()
         try:
@@ -112,7 +112,7 @@ def produce_aiokafka(bootstrap: str, topic: str, msgs: list[Msg], codec: str) ->
 def produce_kafka_python(bootstrap: str, topic: str, msgs: list[Msg], codec: str) -> list:
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=1_048_576,
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=50, max_request_size=1_048_576,
                              compression_type=None if codec == "none" else codec)  # fmt: skip
     futures = [producer.send(topic, value=m.value, key=m.key, partition=m.partition,
                              headers=list(m.headers), timestamp_ms=m.timestamp)
@@ -274,12 +274,16 @@ def test_round_trip(shared_broker, producer, codec):
     msgs = sample_messages(topic)
     reports = PRODUCERS[producer](shared_broker.bootstrap_servers, topic, msgs, codec)
     assert len(reports) == len(msgs)
-    expected_codecs = {CODECS.index(codec)}
+    stored = stored_codecs(shared_broker, topic)
+    # Every client sends a batch uncompressed when compressing doesn't make it smaller (a batch
+    # of one short record, if the machine is slow), but the batches of several records compress.
+    assert stored <= {0, CODECS.index(codec)}
     if producer == "confluent" and codec == "lz4" and REGISTRY.get(ApiKey.FIND_COORDINATOR) is None:
         # librdkafka only uses LZ4 with brokers that advertise FindCoordinator (its "0.8.2"
         # feature probe); until consumer groups exist it sends these batches uncompressed.
-        expected_codecs = {0}
-    assert stored_codecs(shared_broker, topic) == expected_codecs
+        assert stored == {0}
+    else:
+        assert CODECS.index(codec) in stored
     expected = by_partition(msgs)
     counts = {p: len(v) for p, v in expected.items()}
     for consumer in consumers_for(codec):

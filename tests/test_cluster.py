@@ -416,3 +416,16 @@ def test_whole_cluster_restart(cluster):
     producer = KafkaProducer(bootstrap_servers=cluster.bootstrap(), acks="all", retries=5)
     producer.send("restart", b"after").get(timeout=30)
     producer.close()
+
+
+def test_batches_larger_than_replica_fetch_max_bytes_replicate(cluster):
+    """A 2 MB record (topic max.message.bytes raised) still reaches the follower, whose fetches
+    ask for replica.fetch.max.bytes = 1 MiB per partition: the first batch always comes whole."""
+    create_topic(cluster, "big", 2, 2, {"max.message.bytes": "3000000"})
+    producer = KafkaProducer(
+        bootstrap_servers=cluster.bootstrap(), acks="all", max_request_size=3_000_000
+    )
+    big = b"x" * 2_000_000
+    for p in (0, 1):
+        producer.send("big", big, partition=p).get(timeout=30)  # acks=all: the follower has it
+    producer.close()

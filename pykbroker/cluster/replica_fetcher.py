@@ -72,6 +72,12 @@ class ReplicaFetcher:
         while True:
             now = loop.time()
             ready = {k: s for k, s in self.partitions.items() if s.delayed_until <= now}
+            if len(ready) > 1:
+                # Rotate who goes first: only the first partition may exceed its byte limit
+                # (one whole batch), so no partition is starved by busier ones before it.
+                keys = list(ready)
+                shift = self.correlation_id % len(keys)
+                ready = {k: ready[k] for k in keys[shift:] + keys[:shift]}
             if not ready:
                 self.changed.clear()
                 wake_at = min((s.delayed_until for s in self.partitions.values()), default=None)

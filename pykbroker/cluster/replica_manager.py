@@ -369,6 +369,8 @@ class ReplicaManager:
                 self._make_leader(p, was_leader)
             elif p.pending_isr is not None and state.isr == p.pending_isr:
                 p.isr_change_done()
+            elif p.maybe_advance_high_watermark():  # a smaller ISR may let the HW move
+                p.wake()
         elif state.leader >= 0:
             self._make_follower(p, old, was_leader)
         else:

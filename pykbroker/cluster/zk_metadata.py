@@ -59,6 +59,7 @@ class ZkMetadata(MetadataBase):
         self.marked_for_deletion: set[str] = set()
         self._pending_creates: set[str] = set()  # written here, znode not written yet
         self._unconfirmed: set[str] = set()  # written here, znode not read back yet
+        self._pending_deletes: set[str] = set()  # deletion requested here, not written yet
         self.broker_epochs: dict[int, int] = {}  # czxid of /brokers/ids/N: changes on restart
         self._topics_lock = asyncio.Lock()
         self._session_lost = False
@@ -185,13 +186,17 @@ class ZkMetadata(MetadataBase):
         replica deletes its logs when the topic's znode goes."""
         info = self.topics.pop(name)
         self.marked_for_deletion.add(name)
+        self._pending_deletes.add(name)
 
         async def write() -> None:
             try:
                 await self.zk.create(Z.delete_topic_path(name))
             except Z.NodeExistsError:
                 pass
+            finally:
+                self._pending_deletes.discard(name)
             log.info("topic_marked_for_deletion", topic=name)
+            await self._read_delete_requests()
 
         self._spawn(write(), "delete_topic")
         return info
@@ -374,7 +379,8 @@ class ZkMetadata(MetadataBase):
 
     async def _read_delete_requests(self) -> None:
         w = self._watch(Z.DELETE_TOPICS, self._read_delete_requests)
-        self.marked_for_deletion = set(await self.zk.get_children(Z.DELETE_TOPICS, watch=w))
+        children = set(await self.zk.get_children(Z.DELETE_TOPICS, watch=w))
+        self.marked_for_deletion = children | self._pending_deletes
         for name in self.marked_for_deletion:
             info = self.topics.pop(name, None)
             if info is not None and self.replica_manager is not None:

@@ -153,7 +153,9 @@ def test_topic_deleted_while_its_records_are_being_sent(make_broker):
     from wire import wait_for
 
     b = make_broker()
-    values = [random.Random(i).randbytes(1_000_000) for i in range(8)]
+    # 12 MB: more than the socket buffers hold (tcp_wmem's 4 MB autotuning limit, a 4 KB
+    # receive buffer), so sendfile has to wait for the reader.
+    values = [random.Random(i).randbytes(1_000_000) for i in range(12)]
     c = RawClient(b.port)
     for v in values:
         batch = bytes(rb.build_batch([rb.Record(0, 1, None, v)]))

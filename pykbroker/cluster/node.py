@@ -12,6 +12,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 import structlog
+from kazoo.handlers.threading import KazooTimeoutError
 
 from .controller import Controller
 from .replica_fetcher import ReplicaFetcherManager
@@ -31,7 +32,12 @@ async def start_cluster(broker: Broker, advertised: tuple[str, int], listener_na
     session_ms = config.get("zookeeper.session.timeout.ms")
     connect_ms = config.get("zookeeper.connection.timeout.ms") or session_ms
     zk = ZkClient(config.get("zookeeper.connect"), session_ms, loop)
-    await zk.start(connect_ms / 1000)
+    try:
+        await zk.start(connect_ms / 1000)
+    except KazooTimeoutError:
+        raise ConnectionError(
+            f"Timed out waiting for a ZooKeeper connection to {zk.connect} ({connect_ms} ms)"
+        ) from None
     metadata = ZkMetadata(
         zk, broker.log_manager.data_dir, broker.node_id, advertised, config.get("broker.rack"),
         config.get("cluster.id"), listener_name,

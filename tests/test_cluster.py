@@ -429,3 +429,47 @@ def test_batches_larger_than_replica_fetch_max_bytes_replicate(cluster):
     for p in (0, 1):
         producer.send("big", big, partition=p).get(timeout=30)  # acks=all: the follower has it
     producer.close()
+
+
+def test_confluent_consumer_follows_a_leader_change(cluster):
+    """librdkafka reading through a failover: it validates its position with the new leader
+    (OffsetsForLeaderEpoch, KIP-320) and goes on with no gap and no repeat."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    parts = create_topic(cluster, "follow", 1, 3)
+    leader = parts[0][0]
+    producer = Producer({"bootstrap.servers": cluster.bootstrap(), "acks": "all", "log_level": 2})
+    for i in range(50):
+        producer.produce("follow", f"f{i}".encode())
+    assert producer.flush(30) == 0
+    consumer = Consumer({
+        "bootstrap.servers": cluster.bootstrap(), "group.id": "follow-test",
+        "enable.auto.commit": False, "log_level": 2,
+    })  # fmt: skip
+    consumer.assign([TopicPartition("follow", 0, 0)])
+    got = []
+
+    def read_until(n: int) -> None:
+        def more():
+            msg = consumer.poll(0.2)
+            if msg is not None and msg.error() is None:
+                got.append((msg.offset(), msg.value()))
+            return len(got) >= n
+
+        wait_until(more, what=f"{n} records consumed")
+
+    try:
+        read_until(50)
+        cluster.kill(leader)
+        wait_until(lambda: cluster.agreed_partitions("follow")[0][0] not in (-1, leader),
+                   what="a new leader")  # fmt: skip
+        for i in range(50, 100):
+            producer.produce("follow", f"f{i}".encode())
+        assert producer.flush(30) == 0
+        read_until(100)
+    finally:
+        consumer.close()
+    assert got == [(i, f"f{i}".encode()) for i in range(100)]
+    cluster.start_broker(leader)
+    wait_until(lambda: len(cluster.agreed_partitions("follow")[0][3]) == 3,
+               what="all three replicas in sync")  # fmt: skip

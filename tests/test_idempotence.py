@@ -293,3 +293,63 @@ def test_duplicate_answer_carries_the_original_log_append_time(broker):
     assert first.error_code == again.error_code == 0
     assert first.log_append_time_ms > 1
     assert (again.base_offset, again.log_append_time_ms) == (0, first.log_append_time_ms)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_idempotent_producer_across_a_broker_restart(tmp_path, sig):
+    """librdkafka keeps its producer id across a broker restart; the restarted broker knows it
+    (snapshot, or a scan of the log after SIGKILL), so retries stay exactly-once."""
+    import signal
+    import time
+
+    from confluent_kafka import Producer
+
+    bp = BrokerProcess(str(tmp_path / "data"), {"log.segment.bytes": "20000"},
+                       port=_free_port()).start()  # fmt: skip
+    acked: dict[bytes, int] = {}
+    errors = []
+
+    def on_delivery(err, msg):
+        if err is None:
+            acked[msg.value()] = msg.offset()
+        else:
+            errors.append(err)
+
+    producer = Producer({"bootstrap.servers": bp.bootstrap_servers, "enable.idempotence": True,
+                         "linger.ms": 5, "batch.num.messages": 20, "reconnect.backoff.ms": 50,
+                         "reconnect.backoff.max.ms": 200, "broker.address.family": "v4"})  # fmt: skip
+    values = [b"r-%05d" % i for i in range(2000)]
+    try:
+        restarted = False
+        deadline = time.monotonic() + 60
+        for v in values:
+            producer.produce("idem-restart", value=v, on_delivery=on_delivery)
+            producer.poll(0)
+            if not restarted and len(acked) >= 500:
+                bp.proc.send_signal(getattr(signal, sig))
+                bp.proc.wait(30)
+                bp.start()
+                restarted = True
+            assert time.monotonic() < deadline
+        while not restarted and len(acked) < 500:  # a fast client may queue everything first
+            producer.poll(0.05)
+            assert time.monotonic() < deadline
+        if not restarted:
+            bp.proc.send_signal(getattr(signal, sig))
+            bp.proc.wait(30)
+            bp.start()
+        assert producer.flush(60) == 0
+        assert not errors
+    finally:
+        bp.kill()
+    records = read_log_records(str(tmp_path / "data" / "idem-restart-0"))
+    assert [r.value for r in records] == values
+    assert [acked[v] for v in values] == list(range(len(values)))

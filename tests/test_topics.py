@@ -233,3 +233,16 @@ def test_min_insync_replicas_above_the_isr(broker):
     r = partition_response(c.request(ApiKey.PRODUCE, 9, body))
     assert (r.error_code, r.base_offset) == (0, 0)
     c.close()
+
+
+def test_topic_max_message_bytes(broker):
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+    admin.create_topics([NewTopic("tight", 1, 1, topic_configs={"max.message.bytes": "1000"})])
+    admin.close()
+    c = RawClient(broker.port)
+    assert produce(c, "tight", b"x" * 2000).error_code == ErrorCode.MESSAGE_TOO_LARGE
+    assert produce(c, "tight", b"x" * 500).error_code == 0
+    assert produce(c, "roomy", b"x" * 2000).error_code == 0  # the broker default elsewhere
+    c.close()

@@ -510,6 +510,20 @@ BROKER_CONFIGS = _keys(
     ),
     ConfigKey("group.max.size", "int", INT_MAX, "Maximum members of one group.", at_least(1)),
     ConfigKey(
+        "offset.metadata.max.bytes",
+        "int",
+        4096,
+        "Largest metadata string a committed offset may carry.",
+        at_least(0),
+    ),
+    ConfigKey(
+        "offsets.commit.timeout.ms",
+        "int",
+        5000,
+        "How long an offset commit waits for __consumer_offsets replication.",
+        at_least(1),
+    ),
+    ConfigKey(
         "producer.id.expiration.ms",
         "int",
         _DAY_MS,

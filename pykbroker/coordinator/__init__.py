@@ -10,7 +10,14 @@ if TYPE_CHECKING:
 
 async def start_coordinators(broker: Broker) -> None:
     """Load coordinator state from the internal topics; called once storage is open."""
+    from .group_coordinator import GroupCoordinator
+
+    group_coordinator = GroupCoordinator(broker)
+    group_coordinator.startup()
+    broker.group_coordinator = group_coordinator
 
 
 async def stop_coordinators(broker: Broker) -> None:
     """Stop coordinator timers before storage closes."""
+    if broker.group_coordinator is not None:
+        broker.group_coordinator.shutdown()

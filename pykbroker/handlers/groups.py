@@ -1,0 +1,307 @@
+"""Group membership APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+DescribeGroups, ListGroups, DeleteGroups. The state machine is in pykbroker/coordinator."""
+
+from __future__ import annotations
+
+import asyncio
+
+from protocol.apis import ApiKey
+from protocol.errors import ErrorCode
+from pykbroker.coordinator.group import GroupState, JoinResult, SyncResult
+from pykbroker.coordinator.group_coordinator import JoinRequest
+
+from . import REGISTRY
+
+GROUP_KEY, TRANSACTION_KEY = 0, 1
+# AclOperation codes a group's authorized_operations reports without an authorizer:
+# READ (3), DELETE (6), DESCRIBE (8).
+GROUP_AUTHORIZED_OPERATIONS = {3, 6, 8}
+
+_ERROR_MESSAGES = {
+    ErrorCode.COORDINATOR_NOT_AVAILABLE: "The coordinator is not available.",
+    ErrorCode.NOT_COORDINATOR: "This is not the correct coordinator.",
+    ErrorCode.INVALID_REQUEST: "Unknown coordinator key type.",
+}
+
+
+def client_host(ctx) -> str:
+    """Kafka shows a member's host as its address with a leading slash: /127.0.0.1."""
+    peer = ctx.connection.peer
+    return "/" + (peer.rsplit(":", 1)[0] if ":" in peer else peer)
+
+
+def _coordinator(ctx):
+    coordinator = ctx.broker.group_coordinator
+    return coordinator if coordinator is not None and coordinator.active else None
+
+
+# --- FindCoordinator ----------------------------------------------------------------------
+
+
+def _find(ctx, key: str, key_type: int) -> tuple[int, object | None]:
+    broker = ctx.broker
+    if key_type == GROUP_KEY:
+        coordinator = _coordinator(ctx)
+        if coordinator is None:
+            return ErrorCode.COORDINATOR_NOT_AVAILABLE, None
+        return coordinator.store.coordinator_node(key)
+    if key_type == TRANSACTION_KEY:
+        if getattr(broker, "transaction_coordinator", None) is None:
+            return ErrorCode.COORDINATOR_NOT_AVAILABLE, None
+        return ErrorCode.NONE, broker.metadata.broker
+    return ErrorCode.INVALID_REQUEST, None
+
+
+def _coordinator_entry(error: int, node) -> dict:
+    return {
+        "error_code": error,
+        "error_message": _ERROR_MESSAGES.get(error) if error else None,
+        "node_id": node.node_id if node is not None else -1,
+        "host": node.host if node is not None else "",
+        "port": node.port if node is not None else -1,
+    }
+
+
+@REGISTRY.register(ApiKey.FIND_COORDINATOR, 0, 4)
+def handle_find_coordinator(ctx, request) -> dict:
+    key_type = request.key_type if ctx.api_version >= 1 else GROUP_KEY
+    if ctx.api_version >= 4:
+        return {
+            "throttle_time_ms": 0,
+            "coordinators": [
+                {"key": key, **_coordinator_entry(*_find(ctx, key, key_type))}
+                for key in request.coordinator_keys
+            ],
+        }
+    return {"throttle_time_ms": 0, **_coordinator_entry(*_find(ctx, request.key, key_type))}
+
+
+# --- JoinGroup ----------------------------------------------------------------------------
+
+
+def _join_response(version: int, r: JoinResult) -> dict:
+    return {
+        "throttle_time_ms": 0,
+        "error_code": r.error,
+        "generation_id": r.generation_id,
+        "protocol_type": r.protocol_type,
+        # Nullable only from v7; older versions carry an empty string.
+        "protocol_name": r.protocol_name if version >= 7 else (r.protocol_name or ""),
+        "leader": r.leader_id,
+        "skip_assignment": r.skip_assignment,
+        "member_id": r.member_id,
+        "members": [
+            {"member_id": mid, "group_instance_id": iid, "metadata": meta}
+            for mid, iid, meta in r.members
+        ],
+    }
+
+
+async def _await_join(version: int, fut: asyncio.Future) -> dict:
+    return _join_response(version, await fut)
+
+
+@REGISTRY.register(ApiKey.JOIN_GROUP, 0, 9)
+def handle_join_group(ctx, request):
+    v = ctx.api_version
+    coordinator = _coordinator(ctx)
+    if coordinator is None:
+        return _join_response(v, JoinResult(ErrorCode.COORDINATOR_NOT_AVAILABLE, request.member_id))
+    instance_id = request.group_instance_id if v >= 5 else None
+    req = JoinRequest(
+        group_id=request.group_id,
+        member_id=request.member_id or "",
+        group_instance_id=instance_id,
+        require_known_member_id=v >= 4 and instance_id is None,
+        supports_skip_assignment=v >= 9,
+        client_id=ctx.header.client_id or "",
+        client_host=client_host(ctx),
+        # v0 has no rebalance timeout: the session timeout served as both.
+        rebalance_timeout_ms=request.rebalance_timeout_ms if v >= 1 else request.session_timeout_ms,
+        session_timeout_ms=request.session_timeout_ms,
+        protocol_type=request.protocol_type,
+        protocols=[(p.name, bytes(p.metadata or b"")) for p in request.protocols],
+        reason=request.reason if v >= 8 else None,
+    )
+    fut = coordinator.join_group(req)
+    if fut.done():
+        return _join_response(v, fut.result())
+    return _await_join(v, fut)
+
+
+# --- SyncGroup ----------------------------------------------------------------------------
+
+
+def _sync_response(r: SyncResult) -> dict:
+    return {
+        "throttle_time_ms": 0,
+        "error_code": r.error,
+        "protocol_type": r.protocol_type,
+        "protocol_name": r.protocol_name,
+        "assignment": r.assignment,
+    }
+
+
+async def _await_sync(fut: asyncio.Future) -> dict:
+    return _sync_response(await fut)
+
+
+@REGISTRY.register(ApiKey.SYNC_GROUP, 0, 5)
+def handle_sync_group(ctx, request):
+    v = ctx.api_version
+    coordinator = _coordinator(ctx)
+    if coordinator is None:
+        return _sync_response(SyncResult(ErrorCode.COORDINATOR_NOT_AVAILABLE))
+    fut = coordinator.sync_group(
+        request.group_id,
+        request.generation_id,
+        request.member_id,
+        request.group_instance_id if v >= 3 else None,
+        request.protocol_type if v >= 5 else None,
+        request.protocol_name if v >= 5 else None,
+        {a.member_id: bytes(a.assignment or b"") for a in request.assignments},
+    )
+    if fut.done():
+        return _sync_response(fut.result())
+    return _await_sync(fut)
+
+
+# --- Heartbeat, LeaveGroup ----------------------------------------------------------------
+
+
+@REGISTRY.register(ApiKey.HEARTBEAT, 0, 4)
+def handle_heartbeat(ctx, request) -> dict:
+    coordinator = _coordinator(ctx)
+    if coordinator is None:
+        return {"throttle_time_ms": 0, "error_code": ErrorCode.COORDINATOR_NOT_AVAILABLE}
+    error = coordinator.heartbeat(
+        request.group_id,
+        request.member_id,
+        request.group_instance_id if ctx.api_version >= 3 else None,
+        request.generation_id,
+    )
+    return {"throttle_time_ms": 0, "error_code": error}
+
+
+@REGISTRY.register(ApiKey.LEAVE_GROUP, 0, 5)
+def handle_leave_group(ctx, request) -> dict:
+    v = ctx.api_version
+    if v <= 2:
+        members = [(request.member_id, None, None)]
+    else:
+        members = [
+            (m.member_id, m.group_instance_id, m.reason if v >= 5 else None)
+            for m in request.members
+        ]
+    coordinator = _coordinator(ctx)
+    if coordinator is None:
+        error, errors = ErrorCode.COORDINATOR_NOT_AVAILABLE, []
+    else:
+        error, errors = coordinator.leave_group(request.group_id, members)
+    if v <= 2:
+        # One member, one error: the member's error is the response's.
+        if error == ErrorCode.NONE and errors:
+            error = errors[0]
+        return {"throttle_time_ms": 0, "error_code": error}
+    return {
+        "throttle_time_ms": 0,
+        "error_code": error,
+        "members": [
+            {"member_id": mid, "group_instance_id": iid, "error_code": e}
+            for (mid, iid, _), e in zip(members, errors, strict=False)
+        ],
+    }
+
+
+# --- DescribeGroups, ListGroups, DeleteGroups ---------------------------------------------
+
+
+def _described_group(group_id: str, error: int, group, authorized) -> dict:
+    entry = {
+        "error_code": error,
+        "group_id": group_id,
+        "group_state": "",
+        "protocol_type": "",
+        "protocol_data": "",
+        "members": [],
+        "authorized_operations": authorized,
+    }
+    if error:
+        return entry
+    if group is None:
+        entry["group_state"] = GroupState.DEAD.value
+        return entry
+    stable = group.is_(GroupState.STABLE)
+    protocol = group.protocol_name or ""
+    entry.update(
+        group_state=group.state.value,
+        protocol_type=group.protocol_type or "",
+        # Kafka shows the protocol and member metadata only once the group is Stable.
+        protocol_data=protocol if stable else "",
+        members=[
+            {
+                "member_id": m.member_id,
+                "group_instance_id": m.group_instance_id,
+                "client_id": m.client_id,
+                "client_host": m.client_host,
+                "member_metadata": m.metadata(protocol) if stable else b"",
+                "member_assignment": m.assignment if stable else b"",
+            }
+            for m in group.members.values()
+        ],
+    )
+    return entry
+
+
+@REGISTRY.register(ApiKey.DESCRIBE_GROUPS, 0, 5)
+def handle_describe_groups(ctx, request) -> dict:
+    coordinator = _coordinator(ctx)
+    include_ops = ctx.api_version >= 3 and request.include_authorized_operations
+    authorized = GROUP_AUTHORIZED_OPERATIONS if include_ops else None
+    groups = []
+    for group_id in request.groups:
+        if coordinator is None:
+            error, group = ErrorCode.COORDINATOR_NOT_AVAILABLE, None
+        else:
+            error, group = coordinator.describe_group(group_id)
+        groups.append(_described_group(group_id, error, group, authorized))
+    return {"throttle_time_ms": 0, "groups": groups}
+
+
+@REGISTRY.register(ApiKey.LIST_GROUPS, 0, 4)
+def handle_list_groups(ctx, request) -> dict:
+    coordinator = _coordinator(ctx)
+    if coordinator is None:
+        return {
+            "throttle_time_ms": 0,
+            "error_code": ErrorCode.COORDINATOR_NOT_AVAILABLE,
+            "groups": [],
+        }
+    states = set(request.states_filter or []) if ctx.api_version >= 4 else None
+    error, groups = coordinator.list_groups(states)
+    return {
+        "throttle_time_ms": 0,
+        "error_code": error,
+        "groups": [
+            {
+                "group_id": g.group_id,
+                "protocol_type": g.protocol_type or "",
+                "group_state": g.state.value,
+            }
+            for g in groups
+        ],
+    }
+
+
+@REGISTRY.register(ApiKey.DELETE_GROUPS, 0, 2)
+def handle_delete_groups(ctx, request) -> dict:
+    coordinator = _coordinator(ctx)
+    names = list(request.groups_names)
+    if coordinator is None:
+        results = dict.fromkeys(names, ErrorCode.COORDINATOR_NOT_AVAILABLE)
+    else:
+        results = coordinator.delete_groups(names)
+    return {
+        "throttle_time_ms": 0,
+        "results": [{"group_id": g, "error_code": results[g]} for g in names],
+    }

@@ -1,0 +1,179 @@
+"""Committed offsets: OffsetCommit, OffsetFetch (incl. multi-group v8), OffsetDelete."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+
+from protocol.apis import ApiKey
+from protocol.errors import ErrorCode
+from pykbroker.coordinator.group import now_ms
+from pykbroker.coordinator.schema import OffsetAndMetadata
+
+from . import REGISTRY
+
+UNKNOWN_OFFSET = -1
+NO_LEADER_EPOCH = -1
+NO_METADATA = ""
+
+
+def _coordinator(ctx):
+    coordinator = ctx.broker.group_coordinator
+    return coordinator if coordinator is not None and coordinator.active else None
+
+
+def _partition_exists(broker, topic: str, partition: int) -> bool:
+    info = broker.metadata.topic(topic)
+    return info is not None and 0 <= partition < len(info.partitions)
+
+
+# --- OffsetCommit -------------------------------------------------------------------------
+
+
+@REGISTRY.register(ApiKey.OFFSET_COMMIT, 2, 8)
+def handle_offset_commit(ctx, request):
+    v = ctx.api_version
+    broker = ctx.broker
+    now = now_ms()
+    retention = request.retention_time_ms if v <= 4 else -1
+    expire = now + retention if retention >= 0 else -1
+    order: list[tuple[str, int]] = []  # (topic, partition) as requested
+    errors: dict[tuple[str, int], int] = {}
+    offsets: dict[tuple[str, int], OffsetAndMetadata] = {}
+    for topic in request.topics:
+        for p in topic.partitions:
+            tp = (topic.name, p.partition_index)
+            order.append(tp)
+            if not _partition_exists(broker, *tp):
+                errors[tp] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                continue
+            offsets[tp] = OffsetAndMetadata(
+                p.committed_offset,
+                p.committed_leader_epoch if v >= 6 else NO_LEADER_EPOCH,
+                p.committed_metadata if p.committed_metadata is not None else NO_METADATA,
+                now,
+                expire,
+            )
+    coordinator = _coordinator(ctx)
+    if not offsets:
+        result: dict | Awaitable = {}
+    elif coordinator is None:
+        result = dict.fromkeys(offsets, ErrorCode.COORDINATOR_NOT_AVAILABLE)
+    else:
+        result = coordinator.commit_offsets(
+            request.group_id,
+            request.member_id,
+            request.group_instance_id if v >= 7 else None,
+            request.generation_id_or_member_epoch,
+            offsets,
+        )
+    if isinstance(result, Awaitable):
+        return _await_commit(result, order, errors)
+    return _commit_response(order, {**errors, **result})
+
+
+async def _await_commit(pending, order, errors) -> dict:
+    return _commit_response(order, {**errors, **(await pending)})
+
+
+def _commit_response(order: list[tuple[str, int]], errors: dict[tuple[str, int], int]) -> dict:
+    topics: dict[str, list[dict]] = {}
+    for topic, partition in order:
+        topics.setdefault(topic, []).append(
+            {"partition_index": partition, "error_code": errors[(topic, partition)]}
+        )
+    return {
+        "throttle_time_ms": 0,
+        "topics": [{"name": name, "partitions": parts} for name, parts in topics.items()],
+    }
+
+
+# --- OffsetFetch --------------------------------------------------------------------------
+
+
+def _fetch_group(ctx, group_id: str, topics) -> tuple[int, list[dict]]:
+    """(group error, topic entries) for one group; topics None means every committed offset."""
+    partitions = (
+        None if topics is None else [(t.name, p) for t in topics for p in t.partition_indexes]
+    )
+    coordinator = _coordinator(ctx)
+    if coordinator is None:
+        return ErrorCode.COORDINATOR_NOT_AVAILABLE, []
+    error, offsets = coordinator.fetch_offsets(group_id, partitions)
+    if error:
+        return error, []
+    by_topic: dict[str, list[dict]] = {}
+    for (topic, partition), om in offsets.items():
+        by_topic.setdefault(topic, []).append(
+            {
+                "partition_index": partition,
+                "committed_offset": om.offset if om is not None else UNKNOWN_OFFSET,
+                "committed_leader_epoch": om.leader_epoch if om is not None else NO_LEADER_EPOCH,
+                "metadata": om.metadata if om is not None else NO_METADATA,
+                "error_code": ErrorCode.NONE,
+            }
+        )
+    return ErrorCode.NONE, [{"name": t, "partitions": ps} for t, ps in by_topic.items()]
+
+
+@REGISTRY.register(ApiKey.OFFSET_FETCH, 1, 8)
+def handle_offset_fetch(ctx, request) -> dict:
+    v = ctx.api_version
+    if v >= 8:
+        groups = []
+        for g in request.groups:
+            error, topics = _fetch_group(ctx, g.group_id, g.topics)
+            groups.append({"group_id": g.group_id, "topics": topics, "error_code": error})
+        return {"throttle_time_ms": 0, "groups": groups}
+    topics = request.topics if (request.topics is not None or v >= 2) else []
+    error, entries = _fetch_group(ctx, request.group_id, topics)
+    if error and v < 2:
+        # v1 has no group-level error: every requested partition carries it.
+        entries = [
+            {
+                "name": t.name,
+                "partitions": [
+                    {"partition_index": p, "committed_offset": UNKNOWN_OFFSET,
+                     "committed_leader_epoch": NO_LEADER_EPOCH, "metadata": NO_METADATA,
+                     "error_code": error}
+                    for p in t.partition_indexes
+                ],
+            }
+            for t in topics
+        ]  # fmt: skip
+    return {"throttle_time_ms": 0, "topics": entries, "error_code": error}
+
+
+# --- OffsetDelete -------------------------------------------------------------------------
+
+
+@REGISTRY.register(ApiKey.OFFSET_DELETE, 0, 0)
+def handle_offset_delete(ctx, request) -> dict:
+    broker = ctx.broker
+    order: list[tuple[str, int]] = []
+    errors: dict[tuple[str, int], int] = {}
+    for topic in request.topics:
+        for p in topic.partitions:
+            tp = (topic.name, p.partition_index)
+            order.append(tp)
+            if not _partition_exists(broker, *tp):
+                errors[tp] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    coordinator = _coordinator(ctx)
+    if coordinator is None:
+        error, results = ErrorCode.COORDINATOR_NOT_AVAILABLE, {}
+    else:
+        error, results = coordinator.delete_offsets(
+            request.group_id, [tp for tp in order if tp not in errors]
+        )
+    if error:
+        return {"error_code": error, "throttle_time_ms": 0, "topics": []}
+    errors.update(results)
+    topics: dict[str, list[dict]] = {}
+    for topic, partition in order:
+        topics.setdefault(topic, []).append(
+            {"partition_index": partition, "error_code": errors[(topic, partition)]}
+        )
+    return {
+        "error_code": ErrorCode.NONE,
+        "throttle_time_ms": 0,
+        "topics": [{"name": n, "partitions": ps} for n, ps in topics.items()],
+    }

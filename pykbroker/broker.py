@@ -333,6 +333,8 @@ class Broker:
             raise KafkaError(ErrorCode.TOPIC_DELETION_DISABLED, "Topic deletion is disabled.")
         self.metadata.delete_topic(name)
         self.replica_manager.remove_topic(name, len(info.partitions))
+        if self.group_coordinator is not None:
+            self.group_coordinator.on_topic_deleted(name)
         return info
 
     def check_topic_configs(self, configs: dict[str, str]) -> None:

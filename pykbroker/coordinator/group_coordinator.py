@@ -112,32 +112,59 @@ class GroupCoordinator:
     # --- lifecycle ----------------------------------------------------------------------------
 
     def startup(self) -> None:
-        """Replay __consumer_offsets (if it exists yet) and start the offset expiry task."""
-        loaded = self.store.load()
-        for group_id, (record, offsets) in loaded.items():
-            self._load_group(group_id, record, offsets)
+        """Replay __consumer_offsets (if it exists yet) and start the offset expiry task.
+
+        In a cluster, leadership of __consumer_offsets partitions moves: the replica manager
+        tells us, and we load (or unload) the groups of that partition, as Kafka's
+        onElection/onResignation do.
+        """
+        self._load(None)
         self.active = True
+        self.broker.replica_manager.add_leadership_listener(self._on_leadership_change)
         self._expiry_task = self.loop.create_task(self._expiry_loop())
+
+    def _load(self, partitions: list[int] | None) -> None:
+        loaded = self.store.load(partitions)
+        for group_id, (record, offsets) in loaded.items():
+            if group_id not in self.groups:
+                self._load_group(group_id, record, offsets)
         if loaded:
             log.info(
-                "groups_loaded", groups=len(self.groups),
-                offsets=sum(len(g.offsets) for g in self.groups.values()),
+                "groups_loaded", partitions=partitions if partitions is not None else "all",
+                groups=len(loaded), offsets=sum(len(o) for _, o in loaded.values()),
             )  # fmt: skip
+
+    def _on_leadership_change(self, topic: str, index: int, is_leader: bool, epoch: int) -> None:
+        if topic != GROUP_METADATA_TOPIC or not self.active:
+            return
+        if is_leader:
+            self._load([index])
+            return
+        doomed = [g for gid, g in self.groups.items() if self.store.partition_for(gid) == index]
+        for group in doomed:
+            self._unload_group(group)
+        if doomed:
+            log.info("groups_unloaded", partition=index, groups=len(doomed))
+
+    def _unload_group(self, group: Group) -> None:
+        """Stop coordinating a group (shutdown, or another broker leads its partition now)."""
+        self._cancel_timers(group)
+        for member in group.members.values():
+            complete(member.join_future, JoinResult(ErrorCode.NOT_COORDINATOR, member.member_id))
+            complete(member.sync_future, SyncResult(ErrorCode.NOT_COORDINATOR))
+            if member.timer is not None:
+                member.timer.cancel()
+                member.timer = None
+        group.state = DEAD
+        if self.groups.get(group.group_id) is group:
+            del self.groups[group.group_id]
 
     def shutdown(self) -> None:
         self.active = False
         if self._expiry_task is not None:
             self._expiry_task.cancel()
-        for group in self.groups.values():
-            self._cancel_timers(group)
-            for member in group.members.values():
-                complete(
-                    member.join_future, JoinResult(ErrorCode.NOT_COORDINATOR, member.member_id)
-                )
-                complete(member.sync_future, SyncResult(ErrorCode.NOT_COORDINATOR))
-                if member.timer is not None:
-                    member.timer.cancel()
-                    member.timer = None
+        for group in list(self.groups.values()):
+            self._unload_group(group)
 
     def _load_group(
         self, group_id: str, record: GroupRecord | None, offsets: dict[tuple[str, int], OffsetAndMetadata]

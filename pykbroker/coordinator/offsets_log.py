@@ -170,14 +170,15 @@ class OffsetsLog:
 
     # --- replay -------------------------------------------------------------------------------
 
-    def load(self) -> Loaded:
-        """Groups and offsets of every partition this broker leads, latest record per key."""
+    def load(self, partitions: list[int] | None = None) -> Loaded:
+        """Groups and offsets of the partitions this broker leads (of `partitions`, or all),
+        the latest record per key winning."""
         info = self.topic(create=False)
         if info is None:
             return {}
         replay = _Replay()
         rm = self.broker.replica_manager
-        for index in range(len(info.partitions)):
+        for index in range(len(info.partitions)) if partitions is None else partitions:
             part = rm.partitions.get((GROUP_METADATA_TOPIC, index))
             if part is not None and part.is_leader:
                 replay.read_log(part.log)
@@ -192,7 +193,8 @@ class _Replay:
         self.skipped = 0
 
     def read_log(self, log_: Log) -> None:
-        offset, end = log_.log_start_offset, log_.high_watermark
+        # To the log end, as Kafka loads: a new leader's HW may not have caught up yet.
+        offset, end = log_.log_start_offset, log_.log_end_offset
         pending_txn: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
         while offset < end:
             region = log_.read(offset, _READ_CHUNK, end)

@@ -67,7 +67,7 @@ def consume(consumer: KafkaConsumer, n: int) -> list:
     out: list = []
     deadline = time.monotonic() + 30
     while len(out) < n and time.monotonic() < deadline:
-        for records in consumer.poll(timeout_ms=500, max_records=n - len(out)).values():
+        for records in consumer.poll(timeout_ms=2000, max_records=n - len(out)).values():
             out.extend(records)
     assert len(out) == n, f"consumed {len(out)} of {n}"
     return out
@@ -254,7 +254,7 @@ def test_retention_expires_offsets_of_empty_groups_and_unsubscribed_topics(tmp_p
         live = KafkaConsumer("a", bootstrap_servers=bootstrap, group_id="live",
                              enable_auto_commit=False)  # fmt: skip
         wait_until(
-            lambda: live.poll(timeout_ms=100) is not None and live.assignment(), what="assignment"
+            lambda: live.poll(timeout_ms=2000) is not None and live.assignment(), what="assignment"
         )
         live.commit({TopicPartition("a", 0): OffsetAndMetadata(2, "", -1),
                      TopicPartition("b", 0): OffsetAndMetadata(3, "", -1)})  # fmt: skip

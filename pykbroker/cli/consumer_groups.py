@@ -1,0 +1,581 @@
+"""kafka-consumer-groups: list, describe, delete consumer groups and reset their offsets
+(Apache Kafka's ConsumerGroupCommand).
+
+    kafka-consumer-groups --bootstrap-server localhost:9092 --list
+    kafka-consumer-groups --bootstrap-server localhost:9092 --describe --group G [--members|--state]
+    kafka-consumer-groups --bootstrap-server localhost:9092 --delete --group G
+    kafka-consumer-groups --bootstrap-server localhost:9092 --reset-offsets --group G --topic T \\
+        --to-earliest|--to-latest|--to-offset N|--shift-by N|--to-current --execute|--dry-run
+
+A thin client over the wire protocol (kafka-python's admin client), printing Kafka's tables:
+GROUP TOPIC PARTITION CURRENT-OFFSET LOG-END-OFFSET LAG CONSUMER-ID HOST CLIENT-ID, and so on.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from . import common
+from .common import CommandError, ToolParser, UsageError
+
+DESCRIPTION = (
+    "This tool helps to list all consumer groups, describe a consumer group, delete consumer "
+    "group info, or reset consumer group offsets."
+)
+ACTIONS = ("list", "describe", "delete", "reset_offsets", "delete_offsets")
+RESET_SCENARIOS = ("to_earliest", "to_latest", "to_offset", "shift_by", "to_current")
+MISSING = "-"
+STATES = ("PreparingRebalance", "CompletingRebalance", "Stable", "Dead", "Empty")
+NOT_EMPTY = 68  # NON_EMPTY_GROUP: Kafka names it GroupNotEmptyException
+
+
+def build_parser() -> ToolParser:
+    p = ToolParser("kafka-consumer-groups", DESCRIPTION)
+    common.add_bootstrap_server(p)
+    p.add_argument("--list", action="store_true", help="List all consumer groups.")
+    p.add_argument("--describe", action="store_true",
+                   help="Describe consumer group and list offset lag (number of messages not yet "
+                   "processed) related to given group.")  # fmt: skip
+    p.add_argument("--delete", action="store_true", help="Pass in groups to delete topic "
+                   "partition offsets and ownership information over the entire consumer group.")  # fmt: skip
+    p.add_argument("--reset-offsets", dest="reset_offsets", action="store_true",
+                   help="Reset offsets of consumer group. Supports one consumer group at the "
+                   "time, and instances should be inactive.\nHas 2 execution options: "
+                   "--dry-run (the default) to plan which offsets to reset, and --execute to "
+                   "update the offsets.\nYou must choose one of the following reset "
+                   "specifications: --to-earliest, --to-latest, --to-offset, --shift-by, "
+                   "--to-current.\nTo define the scope use --all-topics or --topic.")  # fmt: skip
+    p.add_argument("--delete-offsets", dest="delete_offsets", action="store_true",
+                   help="Delete offsets of consumer group. Supports one consumer group at the "
+                   "time, and multiple topics.")  # fmt: skip
+    p.add_argument("--group", action="append", metavar="<String: consumer group>",
+                   help="The consumer group we wish to act on.")  # fmt: skip
+    p.add_argument("--all-groups", dest="all_groups", action="store_true",
+                   help="Apply to all consumer groups.")  # fmt: skip
+    p.add_argument("--topic", action="append", metavar="<String: topic>",
+                   help="The topic whose consumer group information should be deleted or topic "
+                   "whose should be included in the reset offset process. In `reset-offsets` "
+                   "case, partitions can be specified using this format: "
+                   "`topic1:0,1,2`, where 0,1,2 are the partition to be included in the process.")  # fmt: skip
+    p.add_argument("--all-topics", dest="all_topics", action="store_true",
+                   help="Consider all topics assigned to a group in the `reset-offsets` process.")  # fmt: skip
+    p.add_argument("--to-earliest", dest="to_earliest", action="store_true",
+                   help="Reset offsets to earliest offset.")  # fmt: skip
+    p.add_argument("--to-latest", dest="to_latest", action="store_true",
+                   help="Reset offsets to latest offset.")  # fmt: skip
+    p.add_argument("--to-offset", dest="to_offset", type=int, metavar="<Long: offset>",
+                   help="Reset offsets to a specific offset.")  # fmt: skip
+    p.add_argument("--shift-by", dest="shift_by", type=int,
+                   metavar="<Long: number-of-offsets>",
+                   help="Reset offsets shifting current offset by 'n', where 'n' can be "
+                   "positive or negative.")  # fmt: skip
+    p.add_argument("--to-current", dest="to_current", action="store_true",
+                   help="Reset offsets to current offset.")  # fmt: skip
+    p.add_argument("--execute", action="store_true",
+                   help="Execute operation. Supported operations: reset-offsets.")  # fmt: skip
+    p.add_argument("--dry-run", dest="dry_run", action="store_true",
+                   help="Only show results without executing changes on Consumer Groups. "
+                   "Supported operations: reset-offsets.")  # fmt: skip
+    p.add_argument("--export", action="store_true",
+                   help="Export operation execution to a CSV file. Supported operations: "
+                   "reset-offsets.")  # fmt: skip
+    p.add_argument("--members", action="store_true",
+                   help="Describe members of the group. This option may be used with "
+                   "'--describe' and '--bootstrap-server' options only.")  # fmt: skip
+    p.add_argument("--offsets", action="store_true",
+                   help="Describe the group and list all topic partitions in the group along "
+                   "with their offset lag. This is the default sub-action of and may be used "
+                   "with '--describe' and '--bootstrap-server' options only.")  # fmt: skip
+    p.add_argument("--state", nargs="?", const="", default=None, metavar="[String]",
+                   help="When specified with '--describe', includes the state of the group. "
+                   "When specified with '--list', it displays the state of all groups. It "
+                   "can also be used to list groups with specific states.")  # fmt: skip
+    p.add_argument("--verbose", action="store_true",
+                   help="Provide additional information, if any, when describing the group. "
+                   "This option may be used with '--offsets'/'--members'/'--state' and "
+                   "'--bootstrap-server' options only.")  # fmt: skip
+    p.add_argument("--timeout", type=int, default=5000, metavar="<Long: timeout (ms)>",
+                   help="The timeout that can be set for some use cases. (default: %(default)s)")  # fmt: skip
+    return p
+
+
+def check_args(args) -> None:
+    actions = [a for a in ACTIONS if getattr(args, a)]
+    if len(actions) != 1:
+        raise UsageError(
+            "Command must include exactly one action: --list, --describe, --delete, "
+            "--reset-offsets, --delete-offsets"
+        )
+    if not args.bootstrap_server:
+        raise UsageError('Missing required argument "[bootstrap-server]"')
+    action = actions[0]
+    if action in ("describe", "delete", "reset_offsets") and not (args.group or args.all_groups):
+        raise UsageError(
+            f"Option [{action.replace('_', '-')}] takes one of these options: [all-groups], [group]"
+        )
+    if action == "delete_offsets" and not (args.group and args.topic):
+        raise UsageError("Option [delete-offsets] takes the following options: [group], [topic]")
+    if action == "reset_offsets":
+        scenarios = [s for s in RESET_SCENARIOS if getattr(args, s) not in (None, False)]
+        if len(scenarios) != 1:
+            raise UsageError(
+                "Option [reset-offsets] takes one of these options: [to-earliest], "
+                "[to-latest], [to-offset], [shift-by], [to-current]"
+            )
+        if not (args.topic or args.all_topics):
+            raise UsageError("One of the reset scopes should be defined: --all-topics, --topic.")
+        if args.execute and args.dry_run:
+            raise UsageError("Option [execute] can't be used with option [dry-run]")
+
+
+# --- the admin side -----------------------------------------------------------------------
+
+
+@dataclass
+class Member:
+    member_id: str
+    instance_id: str | None
+    client_id: str
+    host: str
+    partitions: list[tuple[str, int]]
+
+
+@dataclass
+class Group:
+    group_id: str
+    state: str
+    protocol: str
+    members: list[Member]
+
+
+class GroupService:
+    def __init__(self, admin):
+        self.admin = admin
+
+    def list_groups(self, states: list[str] | None = None) -> list[dict]:
+        groups = self.admin.list_groups(states_filter=states or None)
+        # The consumer groups: those of the consumer protocol, and those only keeping offsets.
+        return [g for g in groups if g.get("protocol_type", "") in ("consumer", "")]
+
+    def describe(self, group_id: str) -> Group:
+        d = self.admin.describe_groups([group_id])[group_id]
+        if d.get("error"):
+            raise common.ExecutionError(d["error"])
+        members = []
+        for m in d["members"]:
+            assignment = m.get("member_assignment") or {}
+            parts = [
+                (a["topic"], p)
+                for a in assignment.get("assigned_partitions", [])
+                for p in a["partitions"]
+            ]
+            members.append(
+                Member(m["member_id"], m.get("group_instance_id"), m["client_id"],
+                       m["client_host"], parts)
+            )  # fmt: skip
+        return Group(group_id, d["group_state"], d.get("protocol_data") or "", members)
+
+    def committed(self, group_id: str) -> dict[tuple[str, int], int]:
+        offsets = self.admin.list_group_offsets(group_id).get(group_id, {})
+        return {(tp.topic, tp.partition): om.offset for tp, om in offsets.items() if om.offset >= 0}
+
+    def log_offsets(self, partitions, spec) -> dict[tuple[str, int], int]:
+        from kafka import TopicPartition
+
+        if not partitions:
+            return {}
+        result = self.admin.list_partition_offsets(
+            {TopicPartition(t, p): spec for t, p in partitions}
+        )
+        return {(tp.topic, tp.partition): o.offset for tp, o in result.items()}
+
+    def latest(self, partitions) -> dict[tuple[str, int], int]:
+        from kafka.admin import OffsetSpec
+
+        return self.log_offsets(partitions, OffsetSpec.LATEST)
+
+    def earliest(self, partitions) -> dict[tuple[str, int], int]:
+        from kafka.admin import OffsetSpec
+
+        return self.log_offsets(partitions, OffsetSpec.EARLIEST)
+
+    def topic_partitions(self, topics: list[str]) -> list[tuple[str, int]]:
+        found = []
+        for t in self.admin.describe_topics(topics):
+            name = t.get("name") or t.get("topic")
+            code = t.get("error_code", 0)
+            if code:
+                common.check(code, f"The topic {name} doesn't exist or has an error")
+            found.extend((name, p["partition_index"]) for p in t["partitions"])
+        return sorted(found)
+
+    def coordinator(self, group_id: str) -> tuple[str, int, int]:
+        from kafka.protocol.metadata import FindCoordinatorRequest
+
+        r = common.send(self.admin, FindCoordinatorRequest(key=group_id, key_type=0, max_version=3))
+        common.check(r.error_code, r.error_message)
+        return r.host, r.port, r.node_id
+
+    def alter(self, group_id: str, offsets: dict[tuple[str, int], int]) -> None:
+        from kafka import TopicPartition
+        from kafka.structs import OffsetAndMetadata
+
+        errors = self.admin.alter_group_offsets(
+            group_id,
+            {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()},
+        )
+        for err in errors.values():
+            common.check(err.errno, getattr(err, "description", None))
+
+    def delete_groups(self, group_ids: list[str]) -> dict[str, int]:
+        from kafka import errors
+
+        results = {}
+        for group_id, outcome in self.admin.delete_groups(group_ids).items():
+            code = 0 if outcome == "OK" else getattr(errors, outcome, errors.UnknownError).errno
+            results[group_id] = code
+        return results
+
+    def delete_offsets(self, group_id: str, partitions) -> dict[tuple[str, int], int]:
+        from kafka import TopicPartition
+
+        result = self.admin.delete_group_offsets(
+            group_id, [TopicPartition(t, p) for t, p in partitions]
+        )
+        return {(tp.topic, tp.partition): err.errno for tp, err in result.items()}
+
+
+# --- output -------------------------------------------------------------------------------
+
+
+def error(message: str) -> None:
+    """Kafka's printError: a blank line, then `Error: message`, on stdout."""
+    print(f"\nError: {message}")
+
+
+def should_print(group: Group, rows: int | None) -> bool:
+    """Kafka's shouldPrintMemberState: say why a group shows nothing, or that it rebalances."""
+    if rows is None or group.state == "Dead":
+        error(f"Consumer group '{group.group_id}' does not exist.")
+        return False
+    if group.state == "Empty":
+        print(f"\nConsumer group '{group.group_id}' has no active members.", file=sys.stderr)
+    elif group.state in ("PreparingRebalance", "CompletingRebalance"):
+        print(f"\nWarning: Consumer group '{group.group_id}' is rebalancing.", file=sys.stderr)
+    return rows > 0
+
+
+def table(header: list[str], rows: list[list], widths: list[int]) -> None:
+    """Kafka's printf rows: each column left-justified to its width, one space apart."""
+
+    def line(cells) -> str:
+        out = []
+        for cell, width in zip(cells, widths, strict=False):
+            out.append(str(cell).ljust(width) if width else str(cell))
+        return " ".join(out)
+
+    print()
+    print(line(header))
+    for row in rows:
+        print(line(row))
+
+
+def describe_offsets(service: GroupService, group: Group) -> None:
+    committed = service.committed(group.group_id)
+    rows: list[list] = []
+    assigned: set[tuple[str, int]] = set()
+    members = sorted((m for m in group.members if m.partitions), key=lambda m: -len(m.partitions))
+    for m in members:
+        for tp in sorted(m.partitions, key=lambda tp: (tp[1], tp[0])):
+            assigned.add(tp)
+            rows.append([tp, m.member_id, m.host, m.client_id])
+    for tp in sorted(set(committed) - assigned):
+        rows.append([tp, MISSING, MISSING, MISSING])
+    if not should_print(group, len(rows)):
+        return
+    ends = service.latest([r[0] for r in rows])
+    out = []
+    for (topic, partition), consumer, host, client in rows:
+        offset, end = committed.get((topic, partition)), ends.get((topic, partition))
+        lag = end - offset if offset is not None and end is not None else None
+        out.append([
+            group.group_id, topic, partition,
+            MISSING if offset is None else offset, MISSING if end is None else end,
+            MISSING if lag is None else lag, consumer, host, client,
+        ])  # fmt: skip
+    widths = [
+        max(15, *(len(str(r[0])) for r in out)), max(15, *(len(str(r[1])) for r in out)),
+        10, 15, 15, 15, max(15, *(len(str(r[6])) for r in out)),
+        max(15, *(len(str(r[7])) for r in out)), 0,
+    ]  # fmt: skip
+    header = ["GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG",
+              "CONSUMER-ID", "HOST", "CLIENT-ID"]  # fmt: skip
+    table(header, out, widths)
+
+
+def describe_members(group: Group, verbose: bool) -> None:
+    if not should_print(group, len(group.members)):
+        return
+    with_instance = any(m.instance_id for m in group.members)
+    header = ["GROUP", "CONSUMER-ID"] + (["GROUP-INSTANCE-ID"] if with_instance else [])
+    header += ["HOST", "CLIENT-ID", "#PARTITIONS"]
+    rows = []
+    for m in group.members:
+        row = [group.group_id, m.member_id] + ([m.instance_id or ""] if with_instance else [])
+        row += [m.host, m.client_id, len(m.partitions)]
+        if verbose:
+            by_topic: dict[str, list[int]] = {}
+            for t, p in m.partitions:
+                by_topic.setdefault(t, []).append(p)
+            row.append(
+                ", ".join(sorted(
+                    f"{t}({','.join(str(p) for p in sorted(ps))})" for t, ps in by_topic.items()
+                )) or MISSING
+            )  # fmt: skip
+        rows.append(row)
+    widths = [
+        max(15, len(group.group_id)), max(15, *(len(m.member_id) for m in group.members)),
+    ]  # fmt: skip
+    if with_instance:
+        widths.append(max(17, *(len(m.instance_id or "") for m in group.members)))
+    widths += [
+        max(15, *(len(m.host) for m in group.members)),
+        max(15, *(len(m.client_id) for m in group.members)), 15,
+    ]  # fmt: skip
+    # Kafka's row format ends "%-15s " before the optional ASSIGNMENT column.
+    header.append("ASSIGNMENT" if verbose else "")
+    widths.append(0)
+    if not verbose:
+        rows = [[*row, ""] for row in rows]
+    table(header, rows, widths)
+
+
+def describe_state(service: GroupService, group: Group) -> None:
+    if not should_print(group, 1):
+        return
+    host, port, node_id = service.coordinator(group.group_id)
+    coordinator = f"{host}:{port}  ({node_id})"
+    width = max(25, len(coordinator))
+    header = ["GROUP", "COORDINATOR (ID)", "ASSIGNMENT-STRATEGY", "STATE", "#MEMBERS"]
+    row = [group.group_id, coordinator, group.protocol, group.state, len(group.members)]
+    table(header, [row], [width, 25, 20, 15, 0])
+
+
+# --- actions ------------------------------------------------------------------------------
+
+
+def group_ids(service: GroupService, args) -> list[str]:
+    if args.all_groups:
+        return sorted(g["group_id"] for g in service.list_groups())
+    return list(dict.fromkeys(args.group))
+
+
+def list_groups(service: GroupService, args) -> None:
+    if args.state is None:
+        for g in service.list_groups():
+            print(g["group_id"])
+        return
+    states = [s.strip() for s in args.state.split(",") if s.strip()]
+    by_lower = {s.lower(): s for s in STATES}
+    bad = [s for s in states if s.lower() not in by_lower]
+    if bad:
+        raise UsageError(
+            f"Invalid state list '{args.state}'. Valid states are: {', '.join(STATES)}"
+        )
+    groups = service.list_groups([by_lower[s.lower()] for s in states])
+    width = max([15, *(len(g["group_id"]) for g in groups)]) + 10
+    print(f"{'GROUP'.ljust(width)} {'STATE'.ljust(20)}")
+    for g in groups:
+        print(f"{g['group_id'].ljust(width)} {g.get('group_state', '').ljust(20)}")
+
+
+def describe(service: GroupService, args) -> None:
+    for group_id in sorted(group_ids(service, args)):
+        group = service.describe(group_id)
+        if args.members:
+            describe_members(group, args.verbose)
+        elif args.state is not None and not args.offsets:
+            describe_state(service, group)
+        else:
+            describe_offsets(service, group)
+
+
+def delete(service: GroupService, args) -> None:
+    ids = group_ids(service, args)
+    results = service.delete_groups(ids)
+    ok = [g for g in ids if results.get(g) == 0]
+    failed = {g: results.get(g, -1) for g in ids if results.get(g) != 0}
+    if not failed:
+        joined = ", ".join(ok)
+        print(f"Deletion of requested consumer groups ('{joined}') was successful.")
+        return
+    error("Deletion of some consumer groups failed:")
+    for g, code in failed.items():
+        name = common.exception_name(code)
+        if code == NOT_EMPTY:
+            name = "org.apache.kafka.common.errors.GroupNotEmptyException"
+        print(f"* Group '{g}' could not be deleted due to: {name}: "
+              f"{common.broker_error_message(code, None)}")  # fmt: skip
+    if ok:
+        print(f"\nThese consumer groups were deleted successfully: '{', '.join(ok)}'")
+
+
+def parse_topic_partitions(service: GroupService, topics: list[str]) -> list[tuple[str, int]]:
+    explicit, whole = [], []
+    for arg in topics:
+        if ":" in arg:
+            name, parts = arg.split(":", 1)
+            try:
+                explicit.extend((name, int(p)) for p in parts.split(","))
+            except ValueError:
+                raise UsageError(f"Invalid topic arg '{arg}', expected topic name and partitions")
+        else:
+            whole.append(arg)
+    return explicit + (service.topic_partitions(whole) if whole else [])
+
+
+def clamp(offsets, earliest, latest) -> dict[tuple[str, int], int]:
+    """Kafka's checkOffsetsRange: keep each new offset within [log start, log end]."""
+    out = {}
+    for tp, offset in offsets.items():
+        end, start = latest.get(tp), earliest.get(tp)
+        if end is not None and offset > end:
+            common.warn(f"New offset ({offset}) is higher than latest offset for topic partition "
+                        f"{tp[0]}-{tp[1]}. Value will be set to {end}")  # fmt: skip
+            offset = end
+        elif start is not None and offset < start:
+            common.warn(f"New offset ({offset}) is lower than earliest offset for topic partition "
+                        f"{tp[0]}-{tp[1]}. Value will be set to {start}")  # fmt: skip
+            offset = start
+        out[tp] = offset
+    return out
+
+
+def plan_reset(service: GroupService, group_id: str, args) -> dict[tuple[str, int], int]:
+    committed = service.committed(group_id)
+    if args.all_topics:
+        partitions = sorted(committed)
+    else:
+        partitions = parse_topic_partitions(service, args.topic)
+    if args.to_earliest:
+        return service.earliest(partitions)
+    if args.to_latest:
+        return service.latest(partitions)
+    earliest, latest = service.earliest(partitions), service.latest(partitions)
+    if args.to_offset is not None:
+        return clamp(dict.fromkeys(partitions, args.to_offset), earliest, latest)
+    if args.shift_by is not None:
+        missing = [tp for tp in partitions if tp not in committed]
+        if missing:
+            t, p = missing[0]
+            raise UsageError(
+                f"Cannot shift offset for partition {t}-{p} since there is no current "
+                "committed offset"
+            )
+        return clamp({tp: committed[tp] + args.shift_by for tp in partitions}, earliest, latest)
+    # --to-current: the committed offset, or the log end where there is none.
+    return {tp: committed[tp] if tp in committed else latest[tp] for tp in partitions}
+
+
+def reset_offsets(service: GroupService, args) -> None:
+    if not args.execute and not args.dry_run:
+        common.warn(
+            "WARN: No action will be performed as the --execute option is missing. In a future "
+            "major release, the default behavior of this command will be to prompt the user "
+            "before executing the reset rather than doing a dry run. You should add the "
+            "--dry-run option explicitly if you are scripting this command and want to keep "
+            "the current default behavior without prompting."
+        )
+    plans: dict[str, dict[tuple[str, int], int]] = {}
+    for group_id in group_ids(service, args):
+        state = service.describe(group_id).state
+        if state not in ("Empty", "Dead"):
+            error(f"Assignments can only be reset if the group '{group_id}' is inactive, but the "
+                  f"current state is {state}.")  # fmt: skip
+            plans[group_id] = {}
+            continue
+        plan = plan_reset(service, group_id, args)
+        if args.execute:
+            service.alter(group_id, plan)
+        plans[group_id] = plan
+    if args.export:
+        single = len(plans) == 1
+        for group_id, plan in plans.items():
+            for (t, p), offset in sorted(plan.items()):
+                print(f"{t},{p},{offset}" if single else f"{group_id},{t},{p},{offset}")
+        return
+    rows = [[g, t, p, o] for g, plan in plans.items() for (t, p), o in sorted(plan.items())]
+    if rows:
+        table(["GROUP", "TOPIC", "PARTITION", "NEW-OFFSET"], rows, [30, 30, 10, 15])
+
+
+def delete_offsets(service: GroupService, args) -> None:
+    from kafka.errors import KafkaError as KafkaClientError
+
+    group_id = args.group[0]
+    partitions = parse_topic_partitions(service, args.topic)
+    try:
+        results = service.delete_offsets(group_id, partitions)
+    except KafkaClientError as e:
+        code = getattr(e, "errno", -1)
+        messages = {
+            24: f"'{group_id}' is not valid.",
+            69: f"'{group_id}' does not exist.",
+            30: f"Access to '{group_id}' is not authorized.",
+            68: f"Deleting offsets of a consumer group '{group_id}' is forbidden if the group "
+            "is not empty.",
+        }
+        error(messages.get(code, f"Encounter some unknown error: {type(e).__name__}"))
+        return
+    if all(code == 0 for code in results.values()):
+        print(f"Request succeed for deleting offsets with topic {', '.join(args.topic)} "
+              f"group {group_id}")  # fmt: skip
+    else:
+        error("Encounter some partition level error, see the follow-up details:")
+    rows = []
+    for (t, p), code in sorted(results.items()):
+        status = "Successful" if code == 0 else f"Error: :{common.broker_error_message(code, None)}"
+        rows.append([t, p, status])
+    table(["TOPIC", "PARTITION", "STATUS"], rows, [30, 15, 15])
+
+
+def run(argv: list[str]) -> int:
+    parser = build_parser()
+    if not argv:
+        print(DESCRIPTION, file=sys.stderr)
+        parser.print_help(sys.stderr)
+        return 1
+    args = parser.parse_args(argv)
+    check_args(args)
+    common.quiet_client_logging()
+    props = common.client_properties(args.command_config)
+    props.setdefault("request.timeout.ms", str(max(args.timeout, 1000)))
+    admin = common.admin_client(common.bootstrap_servers(args.bootstrap_server), props)
+    try:
+        service = GroupService(admin)
+        action = next(a for a in ACTIONS if getattr(args, a))
+        {"list": list_groups, "describe": describe, "delete": delete,
+         "reset_offsets": reset_offsets, "delete_offsets": delete_offsets}[action](service, args)  # fmt: skip
+    finally:
+        admin.close()
+    return 0
+
+
+def report(e: CommandError) -> None:
+    """Kafka prints failures of the command as `Error: Executing consumer group command failed
+    due to <message>` on stdout; a failure already reported has an empty message."""
+    if not e.message:
+        return
+    if isinstance(e, common.ExecutionError):
+        error(f"Executing consumer group command failed due to {e.message}")
+    else:
+        print(e.message, file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return common.run_tool(run, argv, report)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

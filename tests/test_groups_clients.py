@@ -266,3 +266,100 @@ def test_group_of_four_shares_partitions_and_survives_crash_and_handover(make_br
         for m in members:
             m.stopping.set()
         admin.close()
+
+
+# --- confluent-kafka: cooperative rebalancing and static membership ------------------------
+
+
+class Tracked:
+    """A confluent-kafka consumer polled by the test, recording its (incremental) callbacks."""
+
+    def __init__(self, bootstrap: str, group: str, **config):
+        from confluent_kafka import Consumer
+
+        self.assigned: list[set[int]] = []
+        self.revoked: list[set[int]] = []
+        self.consumer = Consumer({
+            "bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
+            "session.timeout.ms": 6000, "heartbeat.interval.ms": HEARTBEAT_MS, **config,
+        })  # fmt: skip
+        self.consumer.subscribe(
+            [TOPIC],
+            on_assign=lambda c, ps: self.assigned.append({p.partition for p in ps}),
+            on_revoke=lambda c, ps: self.revoked.append({p.partition for p in ps}),
+        )
+
+    def owned(self) -> set[int]:
+        return {p.partition for p in self.consumer.assignment()}
+
+
+def poll_until(members: list[Tracked], cond, what: str, timeout: float = 30):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        for m in members:
+            m.consumer.poll(0.05)
+
+
+def covers_all(members: list[Tracked]) -> bool:
+    owned = [p for m in members for p in m.owned()]
+    return sorted(owned) == list(range(PARTITIONS)) and all(m.owned() for m in members)
+
+
+def test_confluent_cooperative_sticky_moves_only_what_it_must(make_broker):
+    broker = make_broker(GROUP_OVERRIDES)
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+    admin.create_topics([NewTopic(TOPIC, PARTITIONS, 1)])
+    admin.close()
+    config = {"partition.assignment.strategy": "cooperative-sticky"}
+    a, b = (Tracked(broker.bootstrap_servers, "coop", **config) for _ in range(2))
+    poll_until([a, b], lambda: covers_all([a, b]), "two members sharing four partitions")
+    before = {id(m): m.owned() for m in (a, b)}
+    seen = {id(m): len(m.revoked) for m in (a, b)}
+
+    c = Tracked(broker.bootstrap_servers, "coop", **config)
+    poll_until([a, b, c], lambda: covers_all([a, b, c]), "three members sharing four partitions")
+    # Incremental: a and b gave up only what c got, and were never asked to revoke the rest.
+    moved = c.owned()
+    revoked = set().union(*a.revoked[seen[id(a)] :], *b.revoked[seen[id(b)] :])
+    assert revoked == moved
+    for m in (a, b):
+        assert m.owned() == before[id(m)] - moved
+    group = broker.call(lambda: broker.broker.group_coordinator.groups["coop"])
+    assert group.protocol_name == "cooperative-sticky"
+
+    # c leaves: its partitions go back without a, b revoking anything more.
+    revocations = (len(a.revoked), len(b.revoked))
+    c.consumer.close()
+    poll_until([a, b], lambda: covers_all([a, b]), "c's partitions back with a and b")
+    for m, n in zip((a, b), revocations, strict=True):
+        assert all(not r for r in m.revoked[n:])  # cooperative callbacks may be empty
+    a.consumer.close()
+    b.consumer.close()
+
+
+def test_confluent_static_member_restarts_without_rebalance(make_broker):
+    broker = make_broker(GROUP_OVERRIDES)
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+    admin.create_topics([NewTopic(TOPIC, PARTITIONS, 1)])
+    admin.close()
+    static = {"session.timeout.ms": 10000}
+    a = Tracked(broker.bootstrap_servers, "static", **{"group.instance.id": "a", **static})
+    b = Tracked(broker.bootstrap_servers, "static", **{"group.instance.id": "b", **static})
+    poll_until([a, b], lambda: covers_all([a, b]), "two static members sharing partitions")
+    coordinator = broker.call(lambda: broker.broker.group_coordinator)
+    generation = broker.call(lambda: coordinator.groups["static"].generation_id)
+    owned_a, owned_b, revoked_b = a.owned(), b.owned(), len(b.revoked)
+
+    # A static member's close sends no LeaveGroup: the group keeps its place.
+    a.consumer.close()
+    a2 = Tracked(broker.bootstrap_servers, "static", **{"group.instance.id": "a", **static})
+    poll_until([a2, b], lambda: a2.owned() == owned_a, "the restarted member's old partitions")
+    assert broker.call(lambda: coordinator.groups["static"].generation_id) == generation
+    assert b.owned() == owned_b and len(b.revoked) == revoked_b
+    group = broker.call(lambda: coordinator.groups["static"])
+    assert group.state.value == "Stable"
+    assert sorted(m.group_instance_id for m in group.members.values()) == ["a", "b"]
+    a2.consumer.close()
+    b.consumer.close()

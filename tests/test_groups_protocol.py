@@ -335,6 +335,52 @@ def test_member_that_does_not_rejoin_is_dropped_after_rebalance_timeout(client):
     assert a.heartbeat("g", 1, ra.member_id) == ErrorCode.UNKNOWN_MEMBER_ID
 
 
+def test_member_gone_during_join_does_not_hold_the_group(fast_broker, client):
+    """A client that disconnects with its JoinGroup pending still counts as joined (as in
+    Kafka), so the others aren't held until the rebalance timeout; its session then ends it."""
+    a, b, c = client(), client(), client()
+    kw = {"session": 10000, "rebalance": 60000}
+    ra = a.join_new("g", session=600, rebalance=60000)
+    rc = c.join("g", version=5, **kw)
+    c.send_join("g", rc.member_id, 5, **kw)
+    a.send_join("g", ra.member_id, 5, session=600, rebalance=60000)
+    assert (
+        a.recv(ApiKey.JOIN_GROUP, 5).generation_id
+        == c.recv(ApiKey.JOIN_GROUP, 5).generation_id
+        == 2
+    )
+    c.send_sync("g", 2, rc.member_id)
+    assert (
+        a.sync("g", 2, ra.member_id, [(ra.member_id, b"a"), (rc.member_id, b"c")]).error_code == 0
+    )
+    assert c.recv(ApiKey.SYNC_GROUP, 3).error_code == 0
+
+    def member(member_id):
+        return fast_broker.call(
+            lambda: fast_broker.broker.group_coordinator.groups["g"].members[member_id]
+        )
+
+    rb = b.join("g", version=5, **kw)
+    b.send_join("g", rb.member_id, 5, **kw)  # a rebalance starts
+    a.send_join("g", ra.member_id, 5, session=600, rebalance=60000)
+    wait_until(lambda: member(ra.member_id).awaiting_join, what="a's join to be pending")
+    a.close()  # a's client goes away, its join still pending
+    wait_until(lambda: member(ra.member_id).join_future.cancelled(), what="a's disconnect")
+    c.send_join("g", rc.member_id, 5, **kw)  # the last member: the join completes at once
+    jb, jc = b.recv(ApiKey.JOIN_GROUP, 5), c.recv(ApiKey.JOIN_GROUP, 5)
+    assert jb.generation_id == jc.generation_id == 3
+    assert jb.leader == jc.leader != ra.member_id  # a leader that can still answer
+    leader, follower = (b, c) if jb.leader == rb.member_id else (c, b)
+    members = [m.member_id for m in (jb if leader is b else jc).members]
+    assert sorted(members) == sorted([ra.member_id, rb.member_id, rc.member_id])
+    follower.send_sync("g", 3, jc.member_id if follower is c else jb.member_id)
+    assert leader.sync("g", 3, jb.leader, [(m, b"p") for m in members]).error_code == 0
+    assert follower.recv(ApiKey.SYNC_GROUP, 3).error_code == 0
+    # a never heartbeats again: its session ends it, and the others rebalance without it.
+    wait_until(lambda: b.heartbeat("g", 3, rb.member_id) == ErrorCode.REBALANCE_IN_PROGRESS,
+               what="the gone member's session to end")  # fmt: skip
+
+
 def test_session_timeout_removes_silent_member(client):
     c = client()
     r = c.join_new("g", session=600)

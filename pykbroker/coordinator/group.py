@@ -82,6 +82,14 @@ class Member:
 
     @property
     def awaiting_join(self) -> bool:
+        """In the current join round. A join whose client went away (its future cancelled)
+        still counts, as in Kafka: the member is then dropped by its session timeout rather
+        than holding the whole group until the rebalance timeout."""
+        fut = self.join_future
+        return fut is not None and (not fut.done() or fut.cancelled())
+
+    @property
+    def join_is_live(self) -> bool:
         return self.join_future is not None and not self.join_future.done()
 
     @property
@@ -259,15 +267,17 @@ class Group:
         return member
 
     def maybe_elect_joined_leader(self) -> bool:
-        """Make sure the leader is a member that rejoined; False if no member rejoined."""
+        """Make sure the leader is a member that rejoined (preferring one whose client is still
+        there to receive the response); False if no member rejoined."""
         if self.leader_id is None:
             return False
-        if self.members[self.leader_id].awaiting_join:
-            return True
-        for member_id, m in self.members.items():
-            if m.awaiting_join:
-                self.leader_id = member_id
+        for joined in (Member.join_is_live.fget, Member.awaiting_join.fget):
+            if joined(self.members[self.leader_id]):
                 return True
+            for member_id, m in self.members.items():
+                if joined(m):
+                    self.leader_id = member_id
+                    return True
         return False
 
     def init_next_generation(self) -> None:

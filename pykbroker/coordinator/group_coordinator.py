@@ -651,8 +651,10 @@ class GroupCoordinator:
                 error, group.protocol_type if ok else None, group.protocol_name if ok else None,
                 member.assignment,
             )  # fmt: skip
-            if complete(member.sync_future, result):
-                # A session that ran out while the group waited for the leader starts afresh.
+            if member.sync_future is not None:
+                # A session that ran out while the group waited for the leader starts afresh
+                # (also for a member whose client has gone: its session must run out).
+                complete(member.sync_future, result)
                 self._schedule_heartbeat(group, member, member.session_timeout_ms)
             member.sync_future = None
 
@@ -708,7 +710,9 @@ class GroupCoordinator:
             )
             return
         if not member.is_new and (member.awaiting_join or member.awaiting_sync):
-            return  # waiting on a rebalance counts as alive; rescheduled when it completes
+            # Waiting on a rebalance counts as alive: look again a session later.
+            self._schedule_heartbeat(group, member, member.session_timeout_ms)
+            return
         log.info(
             "member_session_expired", group=group.group_id, member_id=member.member_id,
             instance_id=member.group_instance_id, state=group.state.value,

@@ -227,9 +227,11 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--commits", type=int, default=2000)
     ap.add_argument("--records", type=int, default=2_000_000)
-    ap.add_argument("only", nargs="*", choices=["join", "commit", "auto-commit"], default=[])
+    ap.add_argument("only", nargs="*", metavar="join|commit|auto-commit")
     args = ap.parse_args()
     todo = args.only or ["join", "commit", "auto-commit"]
+    if set(todo) - {"join", "commit", "auto-commit"}:
+        ap.error(f"unknown benchmark in {todo}")
     if "join" in todo:
         bench_join(args.runs, args.records)
     if "commit" in todo:

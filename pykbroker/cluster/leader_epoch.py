@@ -14,6 +14,8 @@ from bisect import bisect_right
 
 import structlog
 
+from pykbroker.storage.files import atomic_write
+
 log = structlog.get_logger(__name__)
 
 CHECKPOINT_FILE = "leader-epoch-checkpoint"
@@ -62,10 +64,7 @@ class LeaderEpochCache:
         if self.path is None:
             return
         body = "".join(f"{e} {o}\n" for e, o in zip(self.epochs, self.offsets, strict=True))
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(f"0\n{len(self.epochs)}\n{body}")
-        os.replace(tmp, self.path)
+        atomic_write(self.path, f"0\n{len(self.epochs)}\n{body}")
 
     # --- changes ------------------------------------------------------------------------------
 

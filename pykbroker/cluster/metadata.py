@@ -20,6 +20,7 @@ import structlog
 
 from protocol.errors import ErrorCode, KafkaError
 from pykbroker.config import ConfigError, parse_topic_configs
+from pykbroker.storage.files import atomic_write
 
 log = structlog.get_logger(__name__)
 
@@ -248,7 +249,7 @@ class LocalMetadata(MetadataBase):
                 for t in self.topics.values()
             ],
         }  # fmt: skip
-        _atomic_write(self._topics_path, json.dumps(state, indent=1))
+        atomic_write(self._topics_path, json.dumps(state, indent=1))
 
     # --- queries ------------------------------------------------------------------------------
 
@@ -327,14 +328,5 @@ def load_meta_properties(data_dir: str, node_id: int, configured: str | None) ->
             f"Stored cluster id {cluster_id} doesn't match configured cluster.id {configured}"
         )
     if not props:
-        _atomic_write(path, f"version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n")
+        atomic_write(path, f"version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n")
     return cluster_id
-
-
-def _atomic_write(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -26,6 +26,7 @@ import structlog
 from protocol.errors import ErrorCode, KafkaError
 from pykbroker.cluster.leader_epoch import LeaderEpochCache
 from pykbroker.cluster.metadata import PartitionState, TopicInfo
+from pykbroker.storage.files import atomic_write
 from pykbroker.storage.log import AppendInfo, Log
 from pykbroker.storage.log_manager import LogManager
 
@@ -117,6 +118,22 @@ class Partition:
         if len(self.state.isr) < self.log.config["min.insync.replicas"]:
             return ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND
         return ErrorCode.NONE
+
+    async def wait_for_replication(self, required_offset: int, deadline: float) -> int:
+        """acks=all: wait (until `deadline`, in loop time) for replication_status to decide;
+        REQUEST_TIMED_OUT if it doesn't (Kafka's DelayedProduce)."""
+        loop = asyncio.get_running_loop()
+        while (status := self.replication_status(required_offset)) is None:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return ErrorCode.REQUEST_TIMED_OUT
+            fut = loop.create_future()
+            self.waiters.add(fut)
+            try:
+                await asyncio.wait((fut,), timeout=remaining)
+            finally:
+                self.waiters.discard(fut)
+        return status
 
     # --- the leader's view of its followers ---------------------------------------------------
 
@@ -522,12 +539,7 @@ def _epoch_scan(lg: Log):
 
 def write_checkpoints(files: dict[str, str]) -> None:
     for path, text in files.items():
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, text)
 
 
 def read_checkpoint(path: str) -> dict[tuple[str, int], int]:

@@ -149,24 +149,11 @@ class OffsetsLog:
         ts = now_ms()
         batch = rb.build_batch([rb.Record(i, ts, k, v) for i, (k, v) in enumerate(records)])
         info = partition.append_as_leader(memoryview(batch), required_acks=-1)
-        if partition.log.high_watermark > info.last_offset:
+        offset = info.last_offset + 1
+        if partition.replication_status(offset) == ErrorCode.NONE:
             return None
-        return self._await_high_watermark(partition, info.last_offset + 1)
-
-    async def _await_high_watermark(self, partition, offset: int) -> int:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.commit_timeout_ms / 1000
-        while partition.log.high_watermark < offset:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return ErrorCode.REQUEST_TIMED_OUT
-            fut = loop.create_future()
-            partition.waiters.add(fut)
-            try:
-                await asyncio.wait((fut,), timeout=remaining)
-            finally:
-                partition.waiters.discard(fut)
-        return ErrorCode.NONE
+        deadline = asyncio.get_running_loop().time() + self.commit_timeout_ms / 1000
+        return partition.wait_for_replication(offset, deadline)
 
     # --- replay -------------------------------------------------------------------------------
 

@@ -126,18 +126,7 @@ async def _await_replication(
     metrics.produce_purgatory += 1
     try:
         for partition, offset, entry in waiting:
-            while (status := partition.replication_status(offset)) is None:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    status = ErrorCode.REQUEST_TIMED_OUT
-                    break
-                fut = loop.create_future()
-                partition.waiters.add(fut)
-                try:
-                    await asyncio.wait((fut,), timeout=remaining)
-                finally:
-                    partition.waiters.discard(fut)
-            entry.error_code = status
+            entry.error_code = await partition.wait_for_replication(offset, deadline)
     finally:
         metrics.produce_purgatory -= 1
     return encode_produce_response(version, correlation_id, responses)

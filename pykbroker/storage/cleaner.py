@@ -44,7 +44,8 @@ from protocol import compression
 from protocol import records as rb
 from protocol.errors import ErrorCode, KafkaError
 
-from .log import CLEANED_SUFFIX, Log, now_ms
+from .files import atomic_write
+from .log import CLEANED_SUFFIX, Log, now_ms, remove_segment_files
 from .segment import LogSegment
 
 log = structlog.get_logger(__name__)
@@ -544,19 +545,10 @@ def clean_group(
         # Keep the replaced segments' mtime: retention falls back on it without timestamps.
         os.utime(dest.fd, ns=(group[-1].mtime_ns, group[-1].mtime_ns))
     except BaseException:
-        discard(dest)
+        remove_segment_files([dest])
         raise
     result.cleaned = dest
     return result
-
-
-def discard(seg: LogSegment) -> None:
-    seg.close()
-    for path in seg.paths():
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
 
 
 def group_segments(segments: list[LogSegment], max_bytes: int, max_index_bytes: int) -> list[list[LogSegment]]:  # fmt: skip
@@ -930,7 +922,7 @@ class LogCleaner:
                 if lg.replace_segments(cleaned, group):
                     swapped += 1
                 else:
-                    discard(cleaned)
+                    remove_segment_files([cleaned])
                     discarded += 1
         finally:
             self.in_progress = None
@@ -1030,10 +1022,7 @@ def read_checkpoint(path: str) -> dict[tuple[str, int], int]:
 
 def write_checkpoint(path: str, entries: dict[tuple[str, int], int]) -> None:
     lines = ["0", str(len(entries))] + [f"{t} {p} {o}" for (t, p), o in sorted(entries.items())]
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

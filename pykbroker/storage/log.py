@@ -21,6 +21,7 @@ from protocol import records as rb
 from protocol.errors import ErrorCode, KafkaError
 from pykbroker.config import LogConfig
 
+from .files import atomic_write
 from .producer_state import ProducerStateManager
 from .segment import FileRegion, LogSegment
 
@@ -178,10 +179,7 @@ class Log:
             return 0
 
     def _write_log_start_offset(self) -> None:
-        path = os.path.join(self.dir, _LOG_START_FILE)
-        with open(path + ".tmp", "w") as f:
-            f.write(str(self.log_start_offset))
-        os.replace(path + ".tmp", path)
+        atomic_write(os.path.join(self.dir, _LOG_START_FILE), str(self.log_start_offset))
 
     def _new_segment(self, base: int) -> LogSegment:
         seg = LogSegment(self.dir, base, create=True)

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from protocol import records as rb
 from protocol.errors import ErrorCode, KafkaError
 
+from .files import atomic_write
+
 MAX_BATCHES_PER_PRODUCER = 5
 _SEQ_MOD = 1 << 31
 
@@ -161,13 +163,7 @@ class ProducerStateManager:
             }
             for e in self.producers.values()
         ]  # fmt: skip
-        path = self._snapshot_path(offset)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(self._snapshot_path(offset), json.dumps(state))
         for old in self.snapshot_offsets()[:-2]:
             os.unlink(self._snapshot_path(old))
 

@@ -1,0 +1,16 @@
+"""Small file helpers shared by storage, cluster and coordinator state."""
+
+from __future__ import annotations
+
+import os
+
+
+def atomic_write(path: str, text: str) -> None:
+    """Replace `path` with `text` so a crash leaves either the old or the new file, never half
+    of one (Kafka's CheckpointFile: write a temp file, fsync it, rename it over the old one)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -54,6 +54,7 @@ class Feature:
     timeout: float = 60.0
     # Something beyond APIs that must exist (e.g. "multi-broker"); None when APIs suffice.
     needs_capability: str | None = None
+    replication_factor: int = 1  # of the feature's topics (3 on the matrix's cluster)
     core: bool = False  # part of the quick subset run by `make test`
 
 
@@ -85,7 +86,9 @@ FEATURES: list[Feature] = [
     Feature("offsets_by_timestamp", "offsets by timestamp", CORE, {"t": (1, {})}, core=True),
     Feature("large_messages", "large messages (4 MiB)", CORE,
             {"big": (1, LARGE), "default": (1, {})}, core=True),
-    Feature("failover", "failover (multi-broker)", CORE, needs_capability="multi-broker"),
+    Feature("failover", "failover: acks=all through a SIGKILLed leader (3 brokers)", CORE,
+            {"t": (3, {"min.insync.replicas": "2"})}, timeout=120,
+            needs_capability="multi-broker", replication_factor=3),
 ]  # fmt: skip
 
 BY_NAME = {f.name: f for f in FEATURES}

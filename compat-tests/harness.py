@@ -135,26 +135,20 @@ def _recv_exact(s: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
-CAPABILITY_GAP = {
-    "multi-broker": "needs a multi-broker cluster in the matrix: the broker has a ZooKeeper "
-    "cluster mode (tests/test_cluster.py), but the matrix's cluster harness and failover "
-    "drivers (compat-tests/cluster.py) are not written yet",
-}
-
-
 def capabilities() -> set[str]:
     """Broker capabilities that are not APIs. Multi-broker needs a cluster mode (ZooKeeper)."""
     caps: set[str] = set()
     try:
         from pykbroker.config import BROKER_CONFIGS
 
-        # A cluster harness (compat-tests/cluster.py) is written once the broker has a cluster
-        # mode; until both exist, failover is `not built`.
-        if "zookeeper.connect" in BROKER_CONFIGS and (HERE / "cluster.py").exists():
+        if "zookeeper.connect" in BROKER_CONFIGS:
             caps.add("multi-broker")
     except ImportError:
         pass
     return caps
+
+
+CAPABILITY_GAP = {"multi-broker": "the broker has no cluster mode (zookeeper.connect)"}
 
 
 # ---- clients -----------------------------------------------------------------------------
@@ -263,7 +257,8 @@ def prefix_for(client: str, feature: str) -> str:
     return f"compat.{client}.{feature}".replace("_", "-")
 
 
-def create_topics(bootstrap: str, specs: dict[str, tuple[int, dict[str, str]]]) -> None:
+def create_topics(bootstrap: str, specs: dict[str, tuple[int, dict[str, str]]],
+                  replication_factor: int = 1) -> None:  # fmt: skip
     """The harness's own topics for the features (kafka-python's admin client, CreateTopics)."""
     if not specs:
         return
@@ -271,15 +266,16 @@ def create_topics(bootstrap: str, specs: dict[str, tuple[int, dict[str, str]]]) 
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="compat-harness")
     try:
-        new = [NewTopic(name, num_partitions=n, replication_factor=1, topic_configs=cfg)
-               for name, (n, cfg) in specs.items()]  # fmt: skip
+        new = [NewTopic(name, num_partitions=n, replication_factor=replication_factor,
+                        topic_configs=cfg) for name, (n, cfg) in specs.items()]  # fmt: skip
         for i in range(0, len(new), 50):
             admin.create_topics(new[i : i + 50], timeout_ms=30000)
     finally:
         admin.close()
 
 
-def run_driver(client: Client, feature: Feature, bootstrap: str, log_dir: Path) -> Cell:
+def run_driver(client: Client, feature: Feature, bootstrap: str, log_dir: Path,
+               env: dict[str, str] | None = None) -> Cell:  # fmt: skip
     prefix = prefix_for(client.name, feature.name)
     cmd = client.command + [feature.name, "--bootstrap", bootstrap, "--prefix", prefix]
     log_file = log_dir / f"{client.name}.{feature.name}.log"
@@ -287,7 +283,8 @@ def run_driver(client: Client, feature: Feature, bootstrap: str, log_dir: Path) 
     with open(log_file, "w") as err:
         try:
             proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
-                                  timeout=feature.timeout, cwd=HERE)  # fmt: skip
+                                  timeout=feature.timeout, cwd=HERE,
+                                  env={**os.environ, **(env or {})})  # fmt: skip
         except subprocess.TimeoutExpired:
             return Cell(client.name, feature.name, FAIL, f"timed out after {feature.timeout:.0f}s",
                         time.monotonic() - start)  # fmt: skip
@@ -322,6 +319,7 @@ def run_matrix(clients: list[Client], features: list[Feature], jobs: int = 3,
     with BrokerProcess(repo=broker_repo) as broker:
         served = api_versions("127.0.0.1", broker.port)
         todo: list[tuple[Client, Feature]] = []
+        on_cluster: list[tuple[Client, Feature]] = []
         topics: dict[str, tuple[int, dict[str, str]]] = {}
         for f in features:
             for c in clients:
@@ -336,6 +334,12 @@ def run_matrix(clients: list[Client], features: list[Feature], jobs: int = 3,
                 elif lacking:
                     cells[(c.name, f.name)] = Cell(c.name, f.name, NOT_BUILT,
                                                    "broker does not serve " + ", ".join(lacking))  # fmt: skip
+                elif f.needs_capability == "multi-broker":
+                    why = cluster_unavailable()
+                    if why:
+                        cells[(c.name, f.name)] = Cell(c.name, f.name, UNAVAILABLE, why)
+                    else:
+                        on_cluster.append((c, f))
                 else:
                     todo.append((c, f))
                     for suffix, spec in f.topics.items():
@@ -363,7 +367,58 @@ def run_matrix(clients: list[Client], features: list[Feature], jobs: int = 3,
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             list(pool.map(one, todo))
         note = "" if broker.alive() else "broker died during the run:\n" + broker.log_tail()
+    if on_cluster:
+        note += run_on_cluster(on_cluster, cells, progress, log_dir, broker_repo)
     return Matrix(clients, features, cells, served, note)
+
+
+def cluster_unavailable() -> str | None:
+    """Why the matrix can't start a cluster here (None if it can)."""
+    from cluster import unavailable_reason
+
+    why = unavailable_reason()
+    return f"no cluster: {why}" if why else None
+
+
+def run_on_cluster(todo: list[tuple[Client, Feature]], cells: dict, progress, log_dir: Path,
+                   broker_repo: Path | None) -> str:  # fmt: skip
+    """Cells that need three brokers, one at a time (a failover cell kills a broker): after each,
+    the harness restarts what was killed and waits until every replica is in sync again."""
+    from cluster import ClusterProcess
+
+    def record(cell: Cell) -> None:
+        cells[(cell.client, cell.feature)] = cell
+        if progress:
+            progress(cell)
+
+    note = ""
+    try:
+        with ClusterProcess(repo=broker_repo) as cluster:
+            for f in {f.name: f for _, f in todo}.values():
+                specs = {f"{prefix_for(c.name, f.name)}.{suffix}": spec
+                         for c, g in todo if g is f for suffix, spec in f.topics.items()}  # fmt: skip
+                create_topics(cluster.bootstrap, specs, f.replication_factor)
+            for n, (c, f) in enumerate(todo):
+                topics = [f"{prefix_for(c.name, f.name)}.{s}" for s in f.topics]
+                try:
+                    cluster.heal(topics)
+                except RuntimeError as e:
+                    for c2, f2 in todo[n:]:
+                        record(Cell(c2.name, f2.name, FAIL, "the cluster did not recover"))
+                    return f"cluster did not recover:\n{e}"
+                cell = run_driver(c, f, cluster.bootstrap, log_dir, cluster.environment())
+                restarted = cluster.heal(topics) if cluster.alive() else []
+                if cell.status == PASS and restarted:
+                    cell.detail += (
+                        f"; broker {', '.join(map(str, restarted))} restarted and in sync"
+                    )
+                record(cell)
+    except (RuntimeError, OSError) as e:
+        for c, f in todo:
+            if (c.name, f.name) not in cells:
+                record(Cell(c.name, f.name, FAIL, f"cluster failed: {str(e).splitlines()[0]}"))
+        note = f"cluster failed:\n{e}"
+    return note
 
 
 def select_features(names: list[str] | None = None, core_only: bool = False) -> list[Feature]:

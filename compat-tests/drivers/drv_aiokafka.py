@@ -15,14 +15,18 @@ from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic  # noqa:
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType  # noqa: E402
 from aiokafka.errors import MessageSizeTooLargeError  # noqa: E402
 from common import (  # noqa: E402
+    FAILOVER_PARTITIONS,
     CheckFailed,
     Context,
+    Failover,
     big_value,
     check,
+    check_failover,
     compressible,
     deadline_loop,
     log,
     main,
+    partition_of,
     pc_records,
 )
 
@@ -352,6 +356,55 @@ async def f_large_messages(ctx: Context) -> str:
     return "4 MiB round trip; 2 MiB refused with MESSAGE_TOO_LARGE"
 
 
+async def f_failover(ctx: Context) -> str:
+    """acks=all, idempotent, through a SIGKILL of a partition leader; a consumer task reads on."""
+    cluster = Failover(ctx)
+    topic = ctx.topic()
+    acked: set[int] = set()
+    consumed: list = []
+    c = await consumer(ctx, enable_auto_commit=False)
+    c.assign([TopicPartition(topic, p) for p in range(FAILOVER_PARTITIONS)])
+    await c.seek_to_beginning()
+
+    async def read() -> None:
+        while True:
+            for records in (await c.getmany(timeout_ms=200)).values():
+                consumed.extend((r.partition, r.offset, r.value) for r in records)
+
+    reader = asyncio.create_task(read())
+    p = await producer(ctx, acks="all", enable_idempotence=True, linger_ms=5,
+                       request_timeout_ms=60000)  # fmt: skip
+    pending = []
+
+    def on_done(s: int):
+        def done(f: asyncio.Future) -> None:
+            if not f.cancelled() and f.exception() is None:
+                acked.add(s)
+            elif not f.cancelled():
+                log(f"record {s}:", repr(f.exception()))
+
+        return done
+
+    async def send(seqs: list[int]) -> None:
+        for s in seqs:
+            f = await p.send(topic, str(s).encode(), partition=partition_of(s))
+            f.add_done_callback(on_done(s))
+            pending.append(f)
+
+    try:
+        victim, sent, during = await cluster.astream(send)
+        await asyncio.wait(pending, timeout=60)
+        await p.stop()
+        for _ in deadline_loop(60, f"{len(acked)} acknowledged records read back"):
+            if {int(v) for _, _, v in consumed} >= acked:
+                break
+            await asyncio.sleep(0.1)  # the reader task runs meanwhile; bounded by the deadline
+    finally:
+        reader.cancel()
+        await c.stop()
+    return check_failover(acked, consumed, sent, victim, during)
+
+
 def sync(fn):
     return lambda ctx: asyncio.run(fn(ctx))
 
@@ -374,5 +427,6 @@ if __name__ == "__main__":
             "transactions": sync(f_transactions),
             "offsets_by_timestamp": sync(f_offsets_by_timestamp),
             "large_messages": sync(f_large_messages),
+            "failover": sync(f_failover),
         }
     )

@@ -10,14 +10,18 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import (  # noqa: E402
+    FAILOVER_PARTITIONS,
     CheckFailed,
     Context,
+    Failover,
     big_value,
     check,
+    check_failover,
     compressible,
     deadline_loop,
     log,
     main,
+    partition_of,
     pc_records,
 )
 from confluent_kafka import (  # noqa: E402
@@ -359,6 +363,51 @@ def f_large_messages(ctx: Context) -> str:
     return "4 MiB round trip; 2 MiB refused with MESSAGE_TOO_LARGE"
 
 
+def f_failover(ctx: Context) -> str:
+    """acks=all, idempotent, through a SIGKILL of a partition leader; a consumer reads on in the
+    same thread between produce calls (librdkafka works in its own threads)."""
+    cluster = Failover(ctx)
+    topic = ctx.topic()
+    acked: set[int] = set()
+    consumed: list = []
+    c = consumer(ctx)
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(FAILOVER_PARTITIONS)])
+
+    def read(timeout: float = 0) -> None:
+        for m in c.consume(num_messages=500, timeout=timeout):
+            if m.error():
+                if m.error().code() != KafkaError._PARTITION_EOF:
+                    log("consumer:", m.error())
+                continue
+            consumed.append((m.partition(), m.offset(), m.value()))
+
+    def on_delivery(err, msg) -> None:
+        if err is None:
+            acked.add(int(msg.value()))
+        else:
+            log("delivery failed:", err)
+
+    p = producer(ctx, **{"acks": "all", "enable.idempotence": True, "linger.ms": 5,
+                         "message.timeout.ms": 60000})  # fmt: skip
+
+    def send(seqs: list[int]) -> None:
+        for s in seqs:
+            p.produce(topic, str(s).encode(), partition=partition_of(s), on_delivery=on_delivery)
+        p.poll(0)
+        read()
+
+    victim, sent, during = cluster.stream(send)
+    check(p.flush(60) == 0, "flush timed out")
+    try:
+        for _ in deadline_loop(60, f"{len(acked)} acknowledged records read back"):
+            if {int(v) for _, _, v in consumed} >= acked:
+                break
+            read(0.2)
+    finally:
+        c.close()
+    return check_failover(acked, consumed, sent, victim, during)
+
+
 if __name__ == "__main__":
     main(
         {
@@ -377,5 +426,6 @@ if __name__ == "__main__":
             "transactions": f_transactions,
             "offsets_by_timestamp": f_offsets_by_timestamp,
             "large_messages": f_large_messages,
+            "failover": f_failover,
         }
     )

@@ -10,14 +10,18 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import (  # noqa: E402
+    FAILOVER_PARTITIONS,
     CheckFailed,
     Context,
+    Failover,
     big_value,
     check,
+    check_failover,
     compressible,
     deadline_loop,
     log,
     main,
+    partition_of,
     pc_records,
 )
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
@@ -349,6 +353,49 @@ def f_large_messages(ctx: Context) -> str:
     return "4 MiB round trip; 2 MiB refused with MESSAGE_TOO_LARGE"
 
 
+def f_failover(ctx: Context) -> str:
+    """acks=all, idempotent, through a SIGKILL of a partition leader; a consumer reads on."""
+    import threading
+
+    cluster = Failover(ctx)
+    topic = ctx.topic()
+    acked: set[int] = set()
+    consumed: list = []
+    stop = threading.Event()
+
+    def consume() -> None:
+        c = consumer(ctx, enable_auto_commit=False)
+        c.assign([TopicPartition(topic, p) for p in range(FAILOVER_PARTITIONS)])
+        c.seek_to_beginning()
+        while not stop.is_set():
+            for records in c.poll(timeout_ms=200).values():
+                consumed.extend((r.partition, r.offset, r.value) for r in records)
+        c.close()
+
+    reader = threading.Thread(target=consume, daemon=True)
+    reader.start()
+    p = producer(ctx, acks="all", enable_idempotence=True, linger_ms=5,
+                 request_timeout_ms=10000, delivery_timeout_ms=60000)  # fmt: skip
+
+    def send(seqs: list[int]) -> None:
+        for s in seqs:
+            p.send(topic, str(s).encode(), partition=partition_of(s)).add_callback(
+                lambda _md, s=s: acked.add(s)
+            )
+
+    victim, sent, during = cluster.stream(send)
+    p.flush(timeout=60)
+    p.close()
+    try:
+        for _ in deadline_loop(60, f"{len(acked)} acknowledged records read back"):
+            if {int(v) for _, _, v in list(consumed)} >= acked:
+                break
+    finally:
+        stop.set()
+        reader.join(10)
+    return check_failover(acked, list(consumed), sent, victim, during)
+
+
 if __name__ == "__main__":
     main(
         {
@@ -367,5 +414,6 @@ if __name__ == "__main__":
             "transactions": f_transactions,
             "offsets_by_timestamp": f_offsets_by_timestamp,
             "large_messages": f_large_messages,
+            "failover": f_failover,
         }
     )

@@ -12,19 +12,25 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import (  # noqa: E402
+    FAILOVER_PARTITIONS,
     CheckFailed,
     Context,
+    Failover,
     NotSupported,
     check,
+    check_failover,
     compressible,
     deadline_loop,
     log,
     main,
+    partition_of,
     pc_records,
 )
 
@@ -253,6 +259,66 @@ def f_large_messages(ctx: Context) -> str:
     return "4 MiB round trip; 2 MiB refused with MESSAGE_TOO_LARGE"
 
 
+def f_failover(ctx: Context) -> str:
+    """One idempotent `kcat -P -p N` per partition (acks=all), fed line by line through a
+    SIGKILL of partition 0's leader, while `kcat -C -J` reads all partitions. kcat reports
+    delivery failures on stderr and in its exit status: exit 0 means every line was
+    acknowledged."""
+    cluster = Failover(ctx)
+    topic = ctx.topic()
+    rdkafka = ["-X", "enable.idempotence=true", "-X", "acks=all", "-X", "linger.ms=5",
+               "-X", "message.timeout.ms=60000"]  # fmt: skip
+    # stderr to files: a pipe nobody reads during the election could fill and stall kcat.
+    errs = [tempfile.TemporaryFile() for _ in range(FAILOVER_PARTITIONS)]  # noqa: SIM115
+    producers = [
+        subprocess.Popen(
+            [KCAT, "-b", ctx.bootstrap, "-P", "-t", topic, "-p", str(p), *rdkafka],
+            stdin=subprocess.PIPE,
+            stderr=errs[p],
+        )  # fmt: skip
+        for p in range(FAILOVER_PARTITIONS)
+    ]
+    reader = subprocess.Popen([KCAT, "-b", ctx.bootstrap, "-C", "-t", topic, "-o", "beginning",
+                               "-J", "-u"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
+    consumed: list = []
+
+    def read() -> None:
+        for line in reader.stdout:
+            rec = json.loads(line)
+            consumed.append((rec["partition"], rec["offset"], rec["payload"].encode()))
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+
+        def send(seqs: list[int]) -> None:
+            for s in seqs:
+                producers[partition_of(s)].stdin.write(f"{s}\n".encode())
+            for p in producers:
+                p.stdin.flush()
+
+        victim, sent, during = cluster.stream(send)
+        failures = []
+        for n, p in enumerate(producers):
+            p.stdin.close()
+            code = p.wait(90)
+            errs[n].seek(0)
+            err = errs[n].read().decode(errors="replace")
+            if code != 0 or "Delivery failed" in err:
+                failures.append(f"kcat -p {n} exited {p.returncode}: {err.strip()[-300:]}")
+        check(not failures, "; ".join(failures))
+        acked = set(range(sent))
+        for _ in deadline_loop(60, f"{sent} acknowledged records read back"):
+            if len(consumed) >= sent:
+                break
+            time.sleep(0.1)  # the reader thread appends meanwhile; bounded by the deadline
+        return check_failover(acked, list(consumed), sent, victim, during)
+    finally:
+        for proc in [*producers, reader]:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 if __name__ == "__main__":
     main(
         {
@@ -271,5 +337,6 @@ if __name__ == "__main__":
             "transactions": f_transactions,
             "offsets_by_timestamp": f_offsets_by_timestamp,
             "large_messages": f_large_messages,
+            "failover": f_failover,
         }
     )

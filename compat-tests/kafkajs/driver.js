@@ -338,6 +338,114 @@ const features = {
   },
 }
 
+// --- failover: the same script as drivers/common.py (Failover, check_failover) ---------------
+const FAILOVER = { partitions: 3, before: 150, after: 150, slice: 10, pace: 30 }
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms)) // pacing, not a sync
+
+async function failoverLeader (admin, cluster, killed) {
+  try {
+    const md = await admin.fetchTopicMetadata({ topics: [topic()] })
+    return md.topics[0].partitions.find((p) => p.partitionId === 0).leader
+  } catch (e) {
+    return -1 // asked a dead broker, or no leader right now
+  }
+}
+
+// Every acknowledged record read back exactly once, in order per partition. `consumed` holds
+// {partition, offset, seq} in delivery order; a consumer group may deliver an offset again after
+// a rebalance (at-least-once), which is counted, not a duplicate in the log.
+function checkFailover (acked, consumed, sent, victim, during) {
+  const seen = new Map(); const last = new Map(); const offsets = new Set(); let redelivered = 0
+  for (const { partition, offset, seq } of consumed) {
+    const key = `${partition}:${offset}`
+    if (offsets.has(key)) { redelivered++; continue }
+    offsets.add(key)
+    check(!seen.has(seq), `record ${seq} read twice`)
+    seen.set(seq, offset)
+    check(partition === seq % FAILOVER.partitions, `record ${seq} on partition ${partition}`)
+    const [prevOffset, prevSeq] = last.get(partition) || [-1, -1]
+    check(offset > prevOffset, `partition ${partition}: offset ${offset} after ${prevOffset}`)
+    check(seq > prevSeq, `partition ${partition}: record ${seq} after ${prevSeq}`)
+    last.set(partition, [offset, seq])
+  }
+  const missing = [...acked].filter((s) => !seen.has(s)).sort((a, b) => a - b)
+  check(missing.length === 0, `${missing.length} acknowledged records never read, e.g. ${missing.slice(0, 5)}`)
+  let detail = `${acked.size}/${sent} acknowledged, each read once in order; leader ${victim} of ` +
+    `partition 0 SIGKILLed mid-stream, ${during} records sent during the election`
+  if (redelivered) detail += `; the group redelivered ${redelivered} after a rebalance`
+  return detail
+}
+
+features.failover = async function () {
+  const raw = process.env.COMPAT_CLUSTER
+  check(raw, 'COMPAT_CLUSTER is not set: run failover through compat-tests/run.py')
+  const cluster = JSON.parse(raw).brokers
+  // Retries that outlast an election (~3 s with the matrix's ZooKeeper session of 3 s).
+  const client = new Kafka({
+    clientId: 'compat-kafkajs-failover',
+    brokers: args.bootstrap.split(','),
+    logLevel: logLevel.ERROR,
+    logCreator: () => ({ namespace, label, log: l }) => log(`[${label}] ${namespace} ${l.message} ${l.error || ''}`),
+    retry: { retries: 12, initialRetryTime: 200, maxRetryTime: 2000 },
+  })
+  const admin = client.admin()
+  await admin.connect()
+  const consumed = []
+  const consumer = client.consumer({ groupId: `${args.prefix}.reader`, sessionTimeout: 10000, heartbeatInterval: 500 })
+  await consumer.connect()
+  await consumer.subscribe({ topics: [topic()], fromBeginning: true })
+  await consumer.run({
+    eachMessage: async ({ partition, message }) => {
+      consumed.push({ partition, offset: parseInt(message.offset, 10), seq: parseInt(message.value.toString(), 10) })
+    },
+  })
+  const producer = client.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false })
+  await producer.connect()
+  const acked = new Set()
+  const failures = []
+  // kafkajs's idempotent producer wants one request in flight: sends are chained, so the stream
+  // goes on handing records over while the client retries through the election.
+  let chain = Promise.resolve()
+  let seq = 0
+  const step = async () => {
+    const seqs = Array.from({ length: FAILOVER.slice }, (_, i) => seq + i)
+    seq += FAILOVER.slice
+    chain = chain.then(() => producer.send({
+      topic: topic(), acks: -1, messages: seqs.map((s) => ({ partition: s % FAILOVER.partitions, value: String(s) })),
+    })).then(() => seqs.forEach((s) => acked.add(s)), (e) => failures.push(`${e.name}: ${e.message}`))
+    await sleep(FAILOVER.pace)
+  }
+  try {
+    while (seq < FAILOVER.before) await step()
+    const victim = await failoverLeader(admin)
+    check(cluster[victim] && cluster[victim].pid, `partition 0 has no leader to kill (${victim})`)
+    process.kill(cluster[victim].pid, 'SIGKILL')
+    log(`SIGKILLed broker ${victim}, leader of ${topic()}-0`)
+    const killedAt = seq
+    const end = Date.now() + 60000
+    for (;;) {
+      const leader = await failoverLeader(admin)
+      if (leader !== -1 && leader !== victim) break
+      check(Date.now() < end, `timed out waiting for a new leader of ${topic()}-0`)
+      await step()
+    }
+    const during = seq - killedAt
+    const stop = seq + FAILOVER.after
+    while (seq < stop) await step()
+    await chain
+    check(failures.length === 0, `sends failed: ${failures.slice(0, 3).join('; ')}`)
+    await until(60, `${acked.size} acknowledged records read back`, () => {
+      const read = new Set(consumed.map((r) => r.seq))
+      return [...acked].every((s) => read.has(s))
+    })
+    return checkFailover(acked, consumed, seq, victim, during)
+  } finally {
+    await producer.disconnect().catch(() => {})
+    await consumer.disconnect().catch(() => {})
+    await admin.disconnect().catch(() => {})
+  }
+}
+
 async function main () {
   const fn = features[args.feature]
   let status = 'pass'; let detail = ''; let code = 0

@@ -23,4 +23,8 @@ if command -v npm >/dev/null 2>&1; then
 else
     echo "compat: npm not found; the kafkajs column will show unavailable"
 fi
+# The failover column and the seed guide's sections 5, 6 and 8 run on a cluster: ZooKeeper.
+if [ "$1" != --quick ]; then
+    sh ../scripts/ensure-zookeeper.sh
+fi
 exit 0

@@ -199,9 +199,10 @@ class ClusterProcess:
     def live_ids(self) -> list[int]:
         return sorted(self.metadata([])[0])
 
-    def in_sync(self, topics: list[str]) -> bool:
+    def in_sync(self, topics: list[str], preferred: bool = False) -> bool:
         """Every live broker registered, each topic's partitions led and fully in sync, and
-        every broker agreeing about it."""
+        every broker agreeing about it; with `preferred`, each led by its preferred replica
+        (so no leadership moves back while a failover cell runs)."""
         alive = [i for i, b in self.brokers.items() if b.alive()]
         views = []
         for i in alive:
@@ -214,16 +215,18 @@ class ClusterProcess:
                 for leader, replicas, isr in parts[t].values():
                     if leader < 0 or sorted(isr) != sorted(replicas):
                         return False
+                    if preferred and leader != replicas[0]:
+                        return False
             views.append(parts)
         return all(v == views[0] for v in views)
 
     def heal(self, topics: list[str], timeout: float = 90) -> list[int]:
-        """Restart every broker that is down and wait until `topics` are fully in sync again.
-        Returns the ids that were restarted."""
+        """Restart every broker that is down and wait until `topics` are fully in sync again,
+        led by their preferred replicas. Returns the ids that were restarted."""
         restarted = [i for i, b in self.brokers.items() if not b.alive()]
         for i in restarted:
             self.brokers[i].start()
-        self.wait_for(lambda: self.in_sync(topics), timeout,
+        self.wait_for(lambda: self.in_sync(topics, preferred=True), timeout,
                       f"brokers {sorted(self.brokers)} back and {topics} in sync")  # fmt: skip
         return restarted
 

@@ -77,8 +77,10 @@ def write_results(path: Path, m: harness.Matrix, seed: list[seed_guide.Step] | N
         "",
         "Legend: **pass**; **FAIL**; **not built**: the broker does not serve the APIs the "
         "feature needs yet (checked with ApiVersions before running), so it was not run; "
-        "**unavailable**: the client could not be installed on this machine; **n/a**: the client "
-        "library has no such feature.",
+        "**unavailable**: the client (or, for failover, ZooKeeper) could not be installed on "
+        "this machine; **n/a**: the client library has no such feature. Failover runs on a "
+        "cluster of ZooKeeper and three brokers (compat-tests/cluster.py), one client at a time; "
+        "the other features on one broker.",
         "",
         table(m, markdown=True),
         "",
@@ -102,7 +104,8 @@ def write_results(path: Path, m: harness.Matrix, seed: list[seed_guide.Step] | N
     if seed is not None:
         lines += ["## The seed guide, verbatim", "",
                   "Every code sample and command of `shared/seed-kafka-guide.txt`, in order, "
-                  "against one fresh broker (only `localhost:9092` is replaced by its port).", "",
+                  "against a fresh three-broker cluster (ZooKeeper and three pykbroker "
+                  "processes); only `localhost:9092` is replaced by broker 1's port.", "",
                   seed_guide.table(seed, markdown=True), ""]  # fmt: skip
     path.write_text("\n".join(lines))
 

@@ -36,6 +36,11 @@ class RequestContext:
     def api_version(self) -> int:
         return self.header.api_version
 
+    @property
+    def listener(self) -> str | None:
+        """The name of the listener the request came in on (its addresses go in responses)."""
+        return getattr(self.connection, "listener", None)
+
 
 class AsyncScheduler(Scheduler):
     """Storage's scheduler on the broker's event loop; blocking work runs in a thread."""
@@ -90,29 +95,29 @@ class Broker:
         self.scheduler = AsyncScheduler(loop)
         self.log_manager = LogManager(self.config, self.scheduler)
         listeners = self.config.listeners
-        for _name, host, port in listeners:
+        for listener, host, port in listeners:
+            name = listener.upper()
             server = await loop.create_server(
-                lambda: Connection(self), host or None, port, reuse_address=True, backlog=1024
-            )
+                lambda name=name: Connection(self).on_listener(name),
+                host or None, port, reuse_address=True, backlog=1024,
+            )  # fmt: skip
             self.servers.append(server)
             sockname = server.sockets[0].getsockname()
             self.bound.append((host or sockname[0], sockname[1]))
-        adv_name, adv_host, adv_port = self.config.advertised_listeners[0]
-        if not self.config.is_set("advertised.listeners"):
-            adv_host, adv_port = self.bound[0]  # an ephemeral port (0) resolves here
-            if adv_host in ("0.0.0.0", "::", ""):
-                import socket
-
-                adv_host = socket.getfqdn()
+        # Each listener's advertised address; other brokers use the inter-broker listener's.
+        endpoints = self.config.advertised_endpoints(self.bound)
+        adv_name = self.config.inter_broker_listener_name()
+        adv_host, adv_port = endpoints[adv_name]
         if self.config.get("zookeeper.connect"):
             from pykbroker.cluster.node import start_cluster
 
-            await start_cluster(self, (adv_host, adv_port), adv_name)
+            await start_cluster(self, (adv_host, adv_port), adv_name, endpoints)
         else:
             self.metadata = LocalMetadata(
                 self.log_manager.data_dir, self.node_id, (adv_host, adv_port),
                 self.config.get("broker.rack"), self.config.get("cluster.id"),
             )  # fmt: skip
+            self.metadata.broker.endpoints = endpoints
             self.log_manager.load_logs(self.log_config_for)
             self.replica_manager = ReplicaManager(
                 self.node_id, self.log_manager, self.log_config_for

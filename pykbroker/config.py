@@ -195,7 +195,23 @@ BROKER_CONFIGS = _keys(
         "advertised.listeners",
         "list",
         None,
-        "Listener URIs given to clients in metadata; defaults to listeners.",
+        "Listener URIs given to clients in metadata; defaults to listeners. A client is given "
+        "the addresses of the listener it connected to.",
+        read_only=True,
+    ),
+    ConfigKey(
+        "listener.security.protocol.map",
+        "list",
+        ["PLAINTEXT:PLAINTEXT", "SSL:SSL", "SASL_PLAINTEXT:SASL_PLAINTEXT", "SASL_SSL:SASL_SSL"],
+        "Listener name -> security protocol, NAME:PROTOCOL,... (pykbroker serves PLAINTEXT).",
+        read_only=True,
+    ),
+    ConfigKey(
+        "inter.broker.listener.name",
+        "string",
+        None,
+        "The listener brokers reach each other on (replication); by default the one named "
+        "PLAINTEXT, or else the first.",
         read_only=True,
     ),
     ConfigKey(
@@ -975,6 +991,69 @@ class BrokerConfig:
     def advertised_listeners(self) -> list[tuple[str, str, int]]:
         adv = self.get("advertised.listeners")
         return [parse_listener(x) for x in adv] if adv else self.listeners
+
+    def security_protocols(self) -> dict[str, str]:
+        """listener.security.protocol.map as a dict (ConfigError if malformed)."""
+        out = {}
+        for item in self.get("listener.security.protocol.map"):
+            name, sep, protocol = item.partition(":")
+            if not sep or not name or not protocol:
+                raise ConfigError(f"Invalid listener.security.protocol.map entry {item!r}")
+            out[name.strip().upper()] = protocol.strip().upper()
+        return out
+
+    def inter_broker_listener_name(self) -> str:
+        if self.is_set("inter.broker.listener.name"):
+            return self.get("inter.broker.listener.name").upper()
+        names = [name.upper() for name, _, _ in self.listeners]
+        return "PLAINTEXT" if "PLAINTEXT" in names else names[0]
+
+    def advertised_endpoints(self, bound: list[tuple[str, int]]) -> dict[str, tuple[str, int]]:
+        """Listener name -> (host, port) given to clients, from the listeners as bound (same
+        order as `listeners`). Checked as Kafka does at start-up: names unique, each with a
+        security protocol (only PLAINTEXT is served), advertised names among the listeners, the
+        inter-broker listener among them. A listener with port 0 is advertised with the port it
+        got; a wildcard host with this machine's name."""
+        import socket
+
+        protocols = self.security_protocols()
+        names = [name.upper() for name, _, _ in self.listeners]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"Each listener must have a different name, listeners: {names}")
+        for name in names:
+            protocol = protocols.get(name)
+            if protocol is None:
+                raise ConfigError(f"No security protocol defined for listener {name}")
+            if protocol != "PLAINTEXT":
+                raise ConfigError(
+                    f"Listener {name} uses {protocol}: pykbroker serves PLAINTEXT listeners only"
+                )
+        by_name = dict(zip(names, bound, strict=True))
+        if self.is_set("advertised.listeners"):
+            advertised = [(n.upper(), h, p) for n, h, p in self.advertised_listeners]
+        else:
+            advertised = [(n, h, p) for n, (h, p) in by_name.items()]
+        endpoints: dict[str, tuple[str, int]] = {}
+        for name, host, port in advertised:
+            if name not in by_name:
+                raise ConfigError(
+                    f"advertised.listeners listener names must be equal to or a subset of the "
+                    f"ones defined in listeners; {name} is not in {names}"
+                )
+            if name in endpoints:
+                raise ConfigError(f"Each advertised listener must have a different name: {name}")
+            if port == 0:
+                port = by_name[name][1]
+            if host in ("0.0.0.0", "::", ""):
+                host = socket.getfqdn()
+            endpoints[name] = (host, port)
+        inter = self.inter_broker_listener_name()
+        if inter not in endpoints:
+            raise ConfigError(
+                f"inter.broker.listener.name must be a listener name defined in "
+                f"advertised.listeners: {inter} is not in {sorted(endpoints)}"
+            )
+        return endpoints
 
     def topic_default(self, name: str) -> tuple[Any, str, str | None]:
         """(value, source, broker synonym) of a topic config at broker level."""

@@ -48,6 +48,12 @@ class Connection(asyncio.BufferedProtocol):
         self.tls = False
         self.last_active = monotonic()  # last read, or end of the last request
         self._log_requests = False  # request lines are debug-level only
+        self.listener: str | None = None  # the listener's name, set by the broker
+
+    def on_listener(self, name: str) -> Connection:
+        """Remember the listener this connection came in on (for per-listener addresses)."""
+        self.listener = name
+        return self
 
     # --- asyncio callbacks --------------------------------------------------------------------
 

@@ -52,9 +52,20 @@ def validate_topic_name(name: str) -> None:
 @dataclass(slots=True)
 class BrokerInfo:
     node_id: int
-    host: str
+    host: str  # host and port: the inter-broker listener's advertised address
     port: int
     rack: str | None = None
+    # Every advertised listener: name -> (host, port). A client is given the address of the
+    # listener it connected to (as with Kafka), so one broker can be reached as broker1:9092
+    # inside a Docker network and as localhost:9093 from the host.
+    endpoints: dict[str, tuple[str, int]] | None = None
+
+    def address(self, listener: str | None) -> tuple[str, int]:
+        """(host, port) for a client on `listener`; the default address if the broker has no
+        listener of that name."""
+        if listener and self.endpoints and listener in self.endpoints:
+            return self.endpoints[listener]
+        return self.host, self.port
 
 
 @dataclass(slots=True)

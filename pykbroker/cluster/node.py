@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 
-async def start_cluster(broker: Broker, advertised: tuple[str, int], listener_name: str) -> None:
+async def start_cluster(broker: Broker, advertised: tuple[str, int], listener_name: str,
+                        endpoints: dict[str, tuple[str, int]] | None = None) -> None:  # fmt: skip
     config = broker.config
     loop = asyncio.get_running_loop()
     session_ms = config.get("zookeeper.session.timeout.ms")
@@ -42,6 +43,7 @@ async def start_cluster(broker: Broker, advertised: tuple[str, int], listener_na
         zk, broker.log_manager.data_dir, broker.node_id, advertised, config.get("broker.rack"),
         config.get("cluster.id"), listener_name,
     )  # fmt: skip
+    metadata.broker.endpoints = endpoints
     broker.metadata = metadata
     zk.session_listeners.append(metadata.session_state_changed)
     await metadata.start()

@@ -130,11 +130,15 @@ def uuid_from_kafka(s: str) -> uuid.UUID:
     return uuid.UUID(bytes=base64.urlsafe_b64decode(s + "=" * (-len(s) % 4)))
 
 
-def encode_broker(node_id: int, host: str, port: int, rack: str | None, listener: str) -> bytes:
+def encode_broker(node_id: int, host: str, port: int, rack: str | None, listener: str,
+                  endpoints: dict[str, tuple[str, int]] | None = None) -> bytes:  # fmt: skip
+    """/brokers/ids/N: every advertised listener in `endpoints`; host and port are the
+    inter-broker listener's (`listener`), as Kafka writes them."""
+    endpoints = endpoints or {listener: (host, port)}
     data = {
         "features": {},
-        "listener_security_protocol_map": {listener: "PLAINTEXT"},
-        "endpoints": [f"{listener}://{host}:{port}"],
+        "listener_security_protocol_map": {name: "PLAINTEXT" for name in endpoints},
+        "endpoints": [f"{name}://{_host(h)}:{p}" for name, (h, p) in endpoints.items()],
         "jmx_port": -1,
         "port": port,
         "host": host,
@@ -146,15 +150,28 @@ def encode_broker(node_id: int, host: str, port: int, rack: str | None, listener
     return _dumps(data)
 
 
-def decode_broker(data: bytes) -> tuple[str, int, str | None]:
-    """(host, port, rack) of a /brokers/ids/N node (the first endpoint wins over host/port)."""
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def decode_endpoints(data: bytes) -> dict[str, tuple[str, int]]:
+    """Listener name -> (host, port) of a /brokers/ids/N node."""
+    out = {}
+    for ep in _loads(data).get("endpoints") or ():
+        name, _, rest = ep.partition("://")
+        h, _, p = rest.rpartition(":")
+        out[name] = (h.strip("[]"), int(p))
+    return out
+
+
+def decode_broker(data: bytes, listener: str | None = None) -> tuple[str, int, str | None]:
+    """(host, port, rack) of a /brokers/ids/N node: the endpoint of `listener` (the inter-broker
+    listener), else the first endpoint, else host/port."""
     d = _loads(data)
     host, port = d.get("host"), d.get("port", -1)
-    for ep in d.get("endpoints") or ():
-        rest = ep.split("://", 1)[-1]
-        h, _, p = rest.rpartition(":")
-        host, port = h.strip("[]"), int(p)
-        break
+    endpoints = decode_endpoints(data)
+    if endpoints:
+        host, port = endpoints.get(listener) or next(iter(endpoints.values()))
     return host, port, d.get("rack")
 
 

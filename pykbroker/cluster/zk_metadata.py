@@ -111,7 +111,7 @@ class ZkMetadata(MetadataBase):
         may still hold it: wait for ZooKeeper to expire that session, as Kafka does."""
         path = Z.broker_path(self.node_id)
         b = self.broker
-        data = Z.encode_broker(b.node_id, b.host, b.port, b.rack, self.listener_name)
+        data = Z.encode_broker(b.node_id, b.host, b.port, b.rack, self.listener_name, b.endpoints)
         warned = False
         while True:
             try:
@@ -354,8 +354,8 @@ class ZkMetadata(MetadataBase):
                 data, stat = await self.zk.get(Z.broker_path(node_id))
             except Z.NoNodeError:
                 continue
-            host, port, rack = Z.decode_broker(data)
-            found[node_id] = BrokerInfo(node_id, host, port, rack)
+            host, port, rack = Z.decode_broker(data, self.listener_name)
+            found[node_id] = BrokerInfo(node_id, host, port, rack, Z.decode_endpoints(data))
             epochs[node_id] = stat.czxid
         if set(found) != set(self.live_brokers):
             log.info("live_brokers_changed", brokers=sorted(found))

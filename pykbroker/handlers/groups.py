@@ -52,13 +52,14 @@ def _find(ctx, key: str, key_type: int) -> tuple[int, object | None]:
     return ErrorCode.INVALID_REQUEST, None
 
 
-def _coordinator_entry(error: int, node) -> dict:
+def _coordinator_entry(error: int, node, listener: str | None = None) -> dict:
+    host, port = node.address(listener) if node is not None else ("", -1)
     return {
         "error_code": error,
         "error_message": _ERROR_MESSAGES.get(error) if error else None,
         "node_id": node.node_id if node is not None else -1,
-        "host": node.host if node is not None else "",
-        "port": node.port if node is not None else -1,
+        "host": host,
+        "port": port,
     }
 
 
@@ -69,11 +70,14 @@ def handle_find_coordinator(ctx, request) -> dict:
         return {
             "throttle_time_ms": 0,
             "coordinators": [
-                {"key": key, **_coordinator_entry(*_find(ctx, key, key_type))}
+                {"key": key, **_coordinator_entry(*_find(ctx, key, key_type), ctx.listener)}
                 for key in request.coordinator_keys
             ],
         }
-    return {"throttle_time_ms": 0, **_coordinator_entry(*_find(ctx, request.key, key_type))}
+    return {
+        "throttle_time_ms": 0,
+        **_coordinator_entry(*_find(ctx, request.key, key_type), ctx.listener),
+    }
 
 
 # --- JoinGroup ----------------------------------------------------------------------------

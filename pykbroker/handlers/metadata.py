@@ -11,11 +11,13 @@ from . import REGISTRY
 AUTHORIZED_OPERATIONS_UNSET = None  # kafka-python encodes None as INT32_MIN ("not requested")
 
 
-def broker_entries(broker) -> list[dict]:
-    return [
-        {"node_id": b.node_id, "host": b.host, "port": b.port, "rack": b.rack}
-        for b in broker.metadata.brokers()
-    ]
+def broker_entries(broker, listener: str | None = None) -> list[dict]:
+    """Every live broker at its address on `listener` (the one the client connected to)."""
+    entries = []
+    for b in broker.metadata.brokers():
+        host, port = b.address(listener)
+        entries.append({"node_id": b.node_id, "host": host, "port": port, "rack": b.rack})
+    return entries
 
 
 def topic_entry(info: TopicInfo, error: int = ErrorCode.NONE, live: set[int] | None = None) -> dict:
@@ -99,7 +101,7 @@ def handle_metadata(ctx, request) -> dict:
                 topics.append(_requested_topic(broker, t.name, allow_auto))
     return {
         "throttle_time_ms": 0,
-        "brokers": broker_entries(broker),
+        "brokers": broker_entries(broker, ctx.listener),
         "cluster_id": broker.metadata.cluster_id,
         "controller_id": broker.metadata.controller_id,
         "topics": topics,
@@ -125,8 +127,8 @@ def handle_describe_cluster(ctx, request) -> dict:
         "cluster_id": broker.metadata.cluster_id,
         "controller_id": broker.metadata.controller_id,
         "brokers": [
-            {"broker_id": b.node_id, "host": b.host, "port": b.port, "rack": b.rack}
-            for b in broker.metadata.brokers()
+            {"broker_id": e["node_id"], "host": e["host"], "port": e["port"], "rack": e["rack"]}
+            for e in broker_entries(broker, ctx.listener)
         ],
         "authorized_operations": AUTHORIZED_OPERATIONS_UNSET,
     }

@@ -22,7 +22,7 @@ class FrameError(Exception):
 class FrameReader:
     """Splits a byte stream into frames (without their 4-byte size prefix)."""
 
-    def __init__(self, max_frame_bytes: int, scratch_bytes: int = 256 * 1024):
+    def __init__(self, max_frame_bytes: int, scratch_bytes: int = 64 * 1024):
         self.max_frame_bytes = max_frame_bytes
         self._scratch = bytearray(scratch_bytes)
         self._view = memoryview(self._scratch)

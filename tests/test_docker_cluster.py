@@ -345,3 +345,15 @@ def test_cluster_services_run_with_their_environment(tmp_path):
         for b in brokers:
             b.kill()
         zk.stop()
+
+
+def test_bad_listener_config_is_one_line_at_start_up(tmp_path):
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "pykbroker", "--override", f"log.dir={tmp_path}",
+         "--override", "listeners=PLAINTEXT://127.0.0.1:0,EXTERNAL://127.0.0.1:0"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 2
+    assert r.stderr.strip() == "pykbroker: No security protocol defined for listener EXTERNAL"

@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     configure()
     try:
         config = build_config(args)
+        # Listener names, protocols and advertised addresses: checked before anything binds.
+        config.advertised_endpoints([(host, port) for _, host, port in config.listeners])
     except (ConfigError, OSError) as e:
         print(f"pykbroker: {e}", file=sys.stderr)
         return 2

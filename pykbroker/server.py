@@ -169,7 +169,9 @@ class Connection(asyncio.BufferedProtocol):
                 finally:
                     # Kafka's TotalTime: from taking the request up to writing its response.
                     elapsed = perf_counter() - started
-                    api_key = (frame[0] << 8 | frame[1]) if len(frame) >= 8 else -1
+                    api_key = (
+                        int.from_bytes(frame[0:2], "big", signed=True) if len(frame) >= 8 else -1
+                    )
                     request_done(api_key, elapsed)
                     if log_requests:
                         self._log_request(frame, api_key, elapsed)

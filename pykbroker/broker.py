@@ -82,6 +82,7 @@ class Broker:
         self.metadata: LocalMetadata | None = None
         self.replica_manager: ReplicaManager | None = None
         self.group_coordinator: Any = None
+        self.transaction_coordinator: Any = None
         self.controller: Any = None  # the cluster's Controller (ZooKeeper mode)
         self.background: list[asyncio.Task] = []
         self._topic_defaults = config.topic_defaults()
@@ -287,6 +288,8 @@ class Broker:
                 "segment.bytes": self.config.get("offsets.topic.segment.bytes"),
                 **overrides,
             }
+        elif topic == "__transaction_state":
+            overrides = {"cleanup.policy": ["compact"], **overrides}
         return LogConfig(self._topic_defaults, overrides)
 
     def create_topic(

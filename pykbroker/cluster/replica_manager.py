@@ -214,13 +214,11 @@ class Partition:
 
     def aborted_transactions(self, fetch_offset: int, region) -> list[tuple[int, int]]:
         """(producer id, first offset) of aborted transactions overlapping a read_committed fetch."""
-        return []
+        return self.log.aborted_transactions(fetch_offset, region)
 
     def last_stable_offset(self) -> int:
-        """The LSO: the HW, or the first offset of the oldest open transaction if lower."""
-        hw = self.log.high_watermark
-        unstable = self.log.producer_state.first_unstable_offset()
-        return hw if unstable is None else min(hw, unstable)
+        """The LSO: the HW, or the first offset of the oldest undecided transaction if lower."""
+        return self.log.last_stable_offset()
 
     def maybe_advance_high_watermark(self) -> bool:
         """HW = the smallest LEO among in-sync replicas; only ever moves forward on a leader.

@@ -1,4 +1,4 @@
-"""Coordinators: the group coordinator (and later the transaction coordinator)."""
+"""Coordinators: the group coordinator and the transaction coordinator."""
 
 from __future__ import annotations
 
@@ -11,13 +11,19 @@ if TYPE_CHECKING:
 async def start_coordinators(broker: Broker) -> None:
     """Load coordinator state from the internal topics; called once storage is open."""
     from .group_coordinator import GroupCoordinator
+    from .transaction_coordinator import TransactionCoordinator
 
     group_coordinator = GroupCoordinator(broker)
     group_coordinator.startup()
     broker.group_coordinator = group_coordinator
+    transaction_coordinator = TransactionCoordinator(broker)
+    transaction_coordinator.startup()
+    broker.transaction_coordinator = transaction_coordinator
 
 
 async def stop_coordinators(broker: Broker) -> None:
     """Stop coordinator timers before storage closes."""
+    if getattr(broker, "transaction_coordinator", None) is not None:
+        broker.transaction_coordinator.shutdown()
     if broker.group_coordinator is not None:
         broker.group_coordinator.shutdown()

@@ -36,7 +36,14 @@ from .group import (
     now_ms,
 )
 from .offsets_log import GROUP_METADATA_TOPIC, OffsetsLog
-from .schema import GroupRecord, MemberRecord, OffsetAndMetadata
+from .schema import (
+    GroupRecord,
+    MemberRecord,
+    OffsetAndMetadata,
+    SchemaError,
+    parse_key,
+    parse_offset_value,
+)
 
 if TYPE_CHECKING:
     from pykbroker.broker import Broker
@@ -66,6 +73,17 @@ _STORE_GROUP_ERRORS = {
 _TOO_LARGE = (
     ErrorCode.MESSAGE_TOO_LARGE, ErrorCode.RECORD_LIST_TOO_LARGE, ErrorCode.INVALID_FETCH_SIZE,
 )  # fmt: skip
+
+
+def _txn_store_error(code: int) -> int:
+    """TxnOffsetCommit passes producer errors (INVALID_PRODUCER_EPOCH...) through."""
+    if code == ErrorCode.NONE:
+        return code
+    if code in _STORE_GROUP_ERRORS:
+        return _STORE_GROUP_ERRORS[code]
+    if code in _TOO_LARGE:
+        return ErrorCode.INVALID_COMMIT_OFFSET_SIZE
+    return code
 
 
 def _store_error(code: int, commit: bool) -> ErrorCode:
@@ -106,6 +124,11 @@ class GroupCoordinator:
         self.retention_ms = config.get("offsets.retention.minutes") * 60 * 1000
         self.retention_check_interval_ms = config.get("offsets.retention.check.interval.ms")
         self.store = OffsetsLog(broker, config.get("offsets.commit.timeout.ms"))
+        # TxnOffsetCommit offsets waiting for their transaction's marker:
+        # producer id -> group -> (topic, partition) -> offset
+        self.pending_txn_offsets: dict[
+            int, dict[str, dict[tuple[str, int], OffsetAndMetadata]]
+        ] = {}
         self.active = False
         self._expiry_task: asyncio.Task | None = None
 
@@ -128,6 +151,7 @@ class GroupCoordinator:
         for group_id, (record, offsets) in loaded.items():
             if group_id not in self.groups:
                 self._load_group(group_id, record, offsets)
+        self._load_pending_txn_offsets(self.store.pending_txn)
         if loaded:
             log.info(
                 "groups_loaded", partitions=partitions if partitions is not None else "all",
@@ -143,6 +167,9 @@ class GroupCoordinator:
         doomed = [g for gid, g in self.groups.items() if self.store.partition_for(gid) == index]
         for group in doomed:
             self._unload_group(group)
+        for groups in self.pending_txn_offsets.values():
+            for gid in [g for g in groups if self.store.partition_for(g) == index]:
+                del groups[gid]
         if doomed:
             log.info("groups_unloaded", partition=index, groups=len(doomed))
 
@@ -902,6 +929,104 @@ class GroupCoordinator:
             log.info("offsets_deleted", group=group_id, partitions=len(removed))
         results.update(dict.fromkeys(eligible, ErrorCode.NONE))
         return ErrorCode.NONE, results
+
+    # --- transactional offsets (TxnOffsetCommit) ---------------------------------------------
+
+    def commit_txn_offsets(
+        self, group_id: str, producer_id: int, producer_epoch: int, member_id: str,
+        instance_id: str | None, generation_id: int,
+        offsets: dict[tuple[str, int], OffsetAndMetadata],
+    ) -> dict[tuple[str, int], int] | Awaitable[dict[tuple[str, int], int]]:  # fmt: skip
+        """Write offsets as part of a producer's transaction: pending until its marker (see
+        complete_txn_offsets). Errors per partition, or an awaitable of them."""
+
+        def all_(error: int) -> dict[tuple[str, int], int]:
+            return dict.fromkeys(offsets, error)
+
+        error = self._validate(group_id, ApiKey.TXN_OFFSET_COMMIT)
+        if error is not None:
+            return all_(error)
+        group = self.groups.get(group_id)
+        if group is None:
+            group = self.groups[group_id] = Group(group_id)  # as Kafka: a group to hold them
+        if group.is_(DEAD):
+            return all_(ErrorCode.COORDINATOR_NOT_AVAILABLE)
+        if generation_id >= 0 or member_id != UNKNOWN_MEMBER_ID or instance_id is not None:
+            error = self._validate_member(group, member_id, instance_id)
+            if error is None and generation_id != group.generation_id:
+                error = ErrorCode.ILLEGAL_GENERATION
+            if error is not None:
+                return all_(error)
+        results: dict[tuple[str, int], int] = {}
+        valid = {}
+        for tp, om in offsets.items():
+            if len(om.metadata.encode()) > self.max_metadata_bytes:
+                results[tp] = ErrorCode.OFFSET_METADATA_TOO_LARGE
+            else:
+                valid[tp] = om
+        if not valid:
+            return results
+        try:
+            pending = self.store.append_txn_offsets(group_id, producer_id, producer_epoch, valid)
+        except KafkaError as e:
+            results.update(dict.fromkeys(valid, _txn_store_error(e.code)))
+            return results
+
+        def finish(error: int) -> dict[tuple[str, int], int]:
+            if error == ErrorCode.NONE:
+                by_group = self.pending_txn_offsets.setdefault(producer_id, {})
+                by_group.setdefault(group_id, {}).update(valid)
+            results.update(dict.fromkeys(valid, _txn_store_error(error)))
+            return results
+
+        if pending is None:
+            return finish(ErrorCode.NONE)
+
+        async def wait() -> dict[tuple[str, int], int]:
+            return finish(await pending)
+
+        return wait()
+
+    def complete_txn_offsets(self, producer_id: int, offsets_partition: int, commit: bool) -> None:
+        """A marker of the producer's transaction reached this __consumer_offsets partition:
+        its offsets for the groups there become committed, or are dropped."""
+        groups = self.pending_txn_offsets.get(producer_id)
+        if not groups:
+            return
+        for group_id in [g for g in groups if self.store.partition_for(g) == offsets_partition]:
+            offsets = groups.pop(group_id)
+            if not commit:
+                continue
+            group = self.groups.get(group_id)
+            if group is None or group.is_(DEAD):
+                group = self.groups[group_id] = Group(group_id)
+            group.offsets.update(offsets)
+        if not groups:
+            del self.pending_txn_offsets[producer_id]
+
+    def unstable_partitions(self, group_id: str) -> set[tuple[str, int]]:
+        """Partitions with transactional offsets of `group_id` awaiting their marker
+        (OffsetFetch with require_stable answers them UNSTABLE_OFFSET_COMMIT)."""
+        found: set[tuple[str, int]] = set()
+        for groups in self.pending_txn_offsets.values():
+            found.update(groups.get(group_id, ()))
+        return found
+
+    def _load_pending_txn_offsets(self, records: dict[int, list]) -> None:
+        for producer_id, pairs in records.items():
+            for key, value in pairs:
+                if key is None or value is None:
+                    continue
+                try:
+                    parsed = parse_key(key)
+                    if parsed[0] != "offset":
+                        continue
+                    _, group, topic, partition = parsed
+                    om = parse_offset_value(value)
+                except SchemaError:
+                    continue
+                by_group = self.pending_txn_offsets.setdefault(producer_id, {})
+                by_group.setdefault(group, {})[(topic, partition)] = om
 
     # --- group admin --------------------------------------------------------------------------
 

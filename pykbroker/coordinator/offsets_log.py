@@ -55,6 +55,9 @@ class OffsetsLog:
     def __init__(self, broker: Broker, commit_timeout_ms: int):
         self.broker = broker
         self.commit_timeout_ms = commit_timeout_ms
+        # Transactional offset commits a replay found without their marker: producer id ->
+        # (key, value) records, for the coordinator to keep pending (see load()).
+        self.pending_txn: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
 
     # --- the topic ----------------------------------------------------------------------------
 
@@ -120,6 +123,18 @@ class OffsetsLog:
             [(offset_commit_key(group_id, t, p), offset_commit_value(om)) for (t, p), om in offsets.items()],
         )  # fmt: skip
 
+    def append_txn_offsets(
+        self, group_id: str, producer_id: int, producer_epoch: int,
+        offsets: dict[tuple[str, int], OffsetAndMetadata],
+    ) -> Awaitable[int] | None:  # fmt: skip
+        """TxnOffsetCommit: the offsets as a transactional batch of the producer; they count
+        once its transaction's COMMIT marker is written here."""
+        return self._append(
+            group_id,
+            [(offset_commit_key(group_id, t, p), offset_commit_value(om)) for (t, p), om in offsets.items()],
+            producer=(producer_id, producer_epoch),
+        )  # fmt: skip
+
     def append_group(self, group_id: str, record: GroupRecord) -> Awaitable[int] | None:
         return self._append(
             group_id, [(group_metadata_key(group_id), group_metadata_value(record))]
@@ -136,8 +151,9 @@ class OffsetsLog:
         return self._append(group_id, records) if records else None
 
     def _append(
-        self, group_id: str, records: list[tuple[bytes, bytes | None]]
-    ) -> Awaitable[int] | None:
+        self, group_id: str, records: list[tuple[bytes, bytes | None]],
+        producer: tuple[int, int] | None = None,
+    ) -> Awaitable[int] | None:  # fmt: skip
         """Append one batch; None when already replicated, else an awaitable of the error code.
 
         Raises KafkaError when the append itself fails.
@@ -147,7 +163,12 @@ class OffsetsLog:
             GROUP_METADATA_TOPIC, self.partition_for(group_id)
         )
         ts = now_ms()
-        batch = rb.build_batch([rb.Record(i, ts, k, v) for i, (k, v) in enumerate(records)])
+        recs = [rb.Record(i, ts, k, v) for i, (k, v) in enumerate(records)]
+        if producer is None:
+            batch = rb.build_batch(recs)
+        else:  # no sequence: the coordinator's own writes skip sequence checks, as in Kafka
+            batch = rb.build_batch(recs, producer_id=producer[0], producer_epoch=producer[1],
+                                   transactional=True)  # fmt: skip
         info = partition.append_as_leader(memoryview(batch), required_acks=-1)
         offset = info.last_offset + 1
         if partition.replication_status(offset) == ErrorCode.NONE:
@@ -169,6 +190,7 @@ class OffsetsLog:
             part = rm.partitions.get((GROUP_METADATA_TOPIC, index))
             if part is not None and part.is_leader:
                 replay.read_log(part.log)
+        self.pending_txn = replay.pending_txn
         return replay.result()
 
 
@@ -178,6 +200,7 @@ class _Replay:
         self.offsets: dict[str, dict[tuple[str, int], OffsetAndMetadata]] = {}
         self.records = 0
         self.skipped = 0
+        self.pending_txn: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
 
     def read_log(self, log_: Log) -> None:
         # To the log end, as Kafka loads: a new leader's HW may not have caught up yet.
@@ -215,6 +238,8 @@ class _Replay:
             if next_offset <= offset:
                 break
             offset = next_offset
+        for producer_id, records in pending_txn.items():  # no marker yet: still open
+            self.pending_txn.setdefault(producer_id, []).extend(records)
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         if key is None:

@@ -46,9 +46,10 @@ def _find(ctx, key: str, key_type: int) -> tuple[int, object | None]:
             return ErrorCode.COORDINATOR_NOT_AVAILABLE, None
         return coordinator.store.coordinator_node(key)
     if key_type == TRANSACTION_KEY:
-        if getattr(broker, "transaction_coordinator", None) is None:
+        txn = getattr(broker, "transaction_coordinator", None)
+        if txn is None or not txn.active:
             return ErrorCode.COORDINATOR_NOT_AVAILABLE, None
-        return ErrorCode.NONE, broker.metadata.broker
+        return txn.coordinator_node(key)
     return ErrorCode.INVALID_REQUEST, None
 
 

@@ -90,8 +90,12 @@ def _commit_response(order: list[tuple[str, int]], errors: dict[tuple[str, int],
 # --- OffsetFetch --------------------------------------------------------------------------
 
 
-def _fetch_group(ctx, group_id: str, topics) -> tuple[int, list[dict]]:
-    """(group error, topic entries) for one group; topics None means every committed offset."""
+def _fetch_group(
+    ctx, group_id: str, topics, require_stable: bool = False
+) -> tuple[int, list[dict]]:
+    """(group error, topic entries) for one group; topics None means every committed offset.
+    require_stable (v7+): partitions with transactional offsets awaiting their marker answer
+    UNSTABLE_OFFSET_COMMIT, so the consumer retries instead of reading a stale offset."""
     partitions = (
         None if topics is None else [(t.name, p) for t in topics for p in t.partition_indexes]
     )
@@ -101,15 +105,20 @@ def _fetch_group(ctx, group_id: str, topics) -> tuple[int, list[dict]]:
     error, offsets = coordinator.fetch_offsets(group_id, partitions)
     if error:
         return error, []
+    unstable = coordinator.unstable_partitions(group_id) if require_stable else ()
     by_topic: dict[str, list[dict]] = {}
     for (topic, partition), om in offsets.items():
+        if (topic, partition) in unstable:
+            om = None
         by_topic.setdefault(topic, []).append(
             {
                 "partition_index": partition,
                 "committed_offset": om.offset if om is not None else UNKNOWN_OFFSET,
                 "committed_leader_epoch": om.leader_epoch if om is not None else NO_LEADER_EPOCH,
                 "metadata": om.metadata if om is not None else NO_METADATA,
-                "error_code": ErrorCode.NONE,
+                "error_code": ErrorCode.UNSTABLE_OFFSET_COMMIT
+                if (topic, partition) in unstable
+                else ErrorCode.NONE,
             }
         )
     return ErrorCode.NONE, [{"name": t, "partitions": ps} for t, ps in by_topic.items()]
@@ -121,11 +130,11 @@ def handle_offset_fetch(ctx, request) -> dict:
     if v >= 8:
         groups = []
         for g in request.groups:
-            error, topics = _fetch_group(ctx, g.group_id, g.topics)
+            error, topics = _fetch_group(ctx, g.group_id, g.topics, request.require_stable)
             groups.append({"group_id": g.group_id, "topics": topics, "error_code": error})
         return {"throttle_time_ms": 0, "groups": groups}
     topics = request.topics if (request.topics is not None or v >= 2) else []
-    error, entries = _fetch_group(ctx, request.group_id, topics)
+    error, entries = _fetch_group(ctx, request.group_id, topics, v >= 7 and request.require_stable)
     if error and v < 2:
         # v1 has no group-level error: every requested partition carries it.
         entries = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 from protocol import compression
 from protocol import records as rb
@@ -53,8 +54,122 @@ def _check_client_batch(records, version: int) -> None:
         )
 
 
+def _is_transactional(records) -> bool:
+    return (
+        records is not None
+        and len(records) > rb.ATTRIBUTES_OFFSET + 1
+        and bool(records[rb.ATTRIBUTES_OFFSET + 1] & rb.TRANSACTIONAL_MASK)
+    )
+
+
+def _in_ongoing_txn(partition, header: rb.BatchHeader) -> bool:
+    """The producer already has a transaction open in this partition with this epoch: the
+    partition was verified when that transaction's first batch came (the common case)."""
+    ps = partition.log.producer_state
+    entry = ps.producers.get(header.producer_id)
+    return (
+        entry is not None
+        and entry.epoch == header.producer_epoch
+        and header.producer_id in ps.ongoing_txns
+    )
+
+
+def _verification_needed(broker, request) -> bool:
+    return (
+        request.transactional_id is not None
+        and getattr(broker, "transaction_coordinator", None) is not None
+        and broker.config.get("transaction.partition.verification.enable")
+    )
+
+
+def _remote_verifications(broker, request) -> dict:
+    """Partitions whose transactional batch must be checked with a coordinator on another
+    broker: {(topic, partition): (producer id, epoch)}."""
+    from .txn import verify_locally
+
+    rm = broker.replica_manager
+    out = {}
+    for topic in request.topics:
+        for p in topic.partitions:
+            if not _is_transactional(p.records):
+                continue
+            part = rm.partitions.get((topic.name, p.index))
+            if part is None or not part.is_leader:
+                continue
+            header = rb.read_header(p.records)
+            if _in_ongoing_txn(part, header):
+                continue
+            tp = (topic.name, p.index)
+            found = verify_locally(broker, request.transactional_id, header.producer_id,
+                                   header.producer_epoch, {tp})  # fmt: skip
+            if found is None:
+                out[tp] = (header.producer_id, header.producer_epoch)
+    return out
+
+
+# Verification outcomes as a produce reports them (Kafka's ReplicaManager): retriable
+# coordinator trouble becomes NOT_ENOUGH_REPLICAS, which every client retries.
+_VERIFY_ERRORS = {
+    ErrorCode.PRODUCER_FENCED: ErrorCode.INVALID_PRODUCER_EPOCH,
+    ErrorCode.CONCURRENT_TRANSACTIONS: ErrorCode.NOT_ENOUGH_REPLICAS,
+    ErrorCode.NETWORK_EXCEPTION: ErrorCode.NOT_ENOUGH_REPLICAS,
+    ErrorCode.COORDINATOR_LOAD_IN_PROGRESS: ErrorCode.NOT_ENOUGH_REPLICAS,
+    ErrorCode.COORDINATOR_NOT_AVAILABLE: ErrorCode.NOT_ENOUGH_REPLICAS,
+    ErrorCode.NOT_COORDINATOR: ErrorCode.NOT_ENOUGH_REPLICAS,
+    ErrorCode.REQUEST_TIMED_OUT: ErrorCode.NOT_ENOUGH_REPLICAS,
+}
+
+
+def _check_txn_batch(broker, request, tp, partition, records, verified: dict | None) -> None:
+    """A transactional batch is accepted only for a partition added to its producer's ongoing
+    transaction (KIP-890's verification; Kafka's transaction.partition.verification.enable)."""
+    header = rb.read_header(records)
+    if _in_ongoing_txn(partition, header):
+        return
+    if verified is not None and tp in verified:
+        code = verified[tp]
+    else:
+        from .txn import verify_locally
+
+        found = verify_locally(broker, request.transactional_id, header.producer_id,
+                               header.producer_epoch, {tp})  # fmt: skip
+        code = ErrorCode.NOT_COORDINATOR if found is None else found[tp]
+    if code != ErrorCode.NONE:
+        code = _VERIFY_ERRORS.get(code, code)
+        message = (
+            f"Partition {tp[0]}-{tp[1]} was not added to the transaction"
+            if code == ErrorCode.INVALID_TXN_STATE
+            else f"Unable to verify the partition has been added to the transaction ({ErrorCode(code).name})"
+        )
+        raise KafkaError(code, message)
+
+
 @REGISTRY.register(ApiKey.PRODUCE, 3, 11, decoder=decode_produce_request)
 def handle_produce(ctx, request: ProduceRequestData):
+    if _verification_needed(ctx.broker, request):
+        remote = _remote_verifications(ctx.broker, request)
+        if remote:
+            return _verify_then_produce(ctx, request, remote)
+        return _produce(ctx, request, {})
+    return _produce(ctx, request, None)
+
+
+async def _verify_then_produce(ctx, request, remote: dict):
+    txn = ctx.broker.transaction_coordinator
+    verified = {}
+    by_producer: dict[tuple[int, int], set] = {}
+    for tp, producer in remote.items():
+        by_producer.setdefault(producer, set()).add(tp)
+    for (pid, epoch), tps in by_producer.items():
+        verified.update(await txn.verify_remote(request.transactional_id, pid, epoch, tps))
+    result = _produce(ctx, request, verified)
+    if isinstance(result, Awaitable):
+        result = await result
+    return result
+
+
+def _produce(ctx, request: ProduceRequestData, verified: dict | None):
+    """verified: None without verification, else remote verification results by partition."""
     broker = ctx.broker
     rm = broker.replica_manager
     metrics = broker.metrics
@@ -85,6 +200,12 @@ def handle_produce(ctx, request: ProduceRequestData):
                     raise KafkaError(ErrorCode.INVALID_RECORD, "null records")
                 _check_client_batch(p.records, ctx.api_version)
                 partition = rm.get(topic.name, p.index)
+                if request.transactional_id is None and _is_transactional(p.records):
+                    raise KafkaError(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+                if verified is not None and _is_transactional(p.records):
+                    partition.check_leader()
+                    _check_txn_batch(broker, request, (topic.name, p.index), partition,
+                                     p.records, verified)  # fmt: skip
                 info = partition.append_as_leader(p.records, acks)
                 entry.base_offset = info.first_offset
                 entry.log_append_time_ms = info.log_append_time

@@ -1,22 +1,316 @@
-"""InitProducerId (idempotent producers; transactional ids once the transaction coordinator exists)."""
+"""Transactions: InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, TxnOffsetCommit,
+WriteTxnMarkers, DescribeTransactions, ListTransactions. The state machine is in
+pykbroker/coordinator/transaction_coordinator.py."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from protocol.apis import ApiKey
-from protocol.errors import ErrorCode
+from protocol.errors import ErrorCode, KafkaError
+from pykbroker.coordinator.group import now_ms
+from pykbroker.coordinator.schema import OffsetAndMetadata
+from pykbroker.coordinator.transaction_coordinator import offsets_partition
+from pykbroker.coordinator.txn_markers import write_markers
 
 from . import REGISTRY
 
+NO_LEADER_EPOCH = -1
+
+
+def _coordinator(ctx):
+    txn = getattr(ctx.broker, "transaction_coordinator", None)
+    return txn if txn is not None and txn.active else None
+
+
+def _fenced(code: int, version: int, first_version: int) -> int:
+    """PRODUCER_FENCED is newer than some request versions: older clients get
+    INVALID_PRODUCER_EPOCH, which they handle the same way (KIP-588)."""
+    if code == ErrorCode.PRODUCER_FENCED and version < first_version:
+        return ErrorCode.INVALID_PRODUCER_EPOCH
+    return code
+
+
+def _partition_exists(broker, topic: str, partition: int) -> bool:
+    info = broker.metadata.topic(topic)
+    return info is not None and 0 <= partition < len(info.partitions)
+
+
+# --- InitProducerId -------------------------------------------------------------------------
+
 
 @REGISTRY.register(ApiKey.INIT_PRODUCER_ID, 0, 4)
-def handle_init_producer_id(ctx, request) -> dict:
+def handle_init_producer_id(ctx, request):
     broker = ctx.broker
-    if request.transactional_id is not None:
-        txn = getattr(broker, "transaction_coordinator", None)
+    if request.transactional_id is None:
+        # An idempotent producer always gets a fresh id, epoch 0 (as Kafka's coordinator does).
+        try:
+            pid = broker.metadata.next_producer_id()
+        except KafkaError as e:
+            return {"throttle_time_ms": 0, "error_code": e.code, "producer_id": -1,
+                    "producer_epoch": -1}  # fmt: skip
+        return {"throttle_time_ms": 0, "error_code": ErrorCode.NONE, "producer_id": pid,
+                "producer_epoch": 0}  # fmt: skip
+    txn = _coordinator(ctx)
+    if txn is None:
+        return {"throttle_time_ms": 0, "error_code": ErrorCode.COORDINATOR_NOT_AVAILABLE,
+                "producer_id": -1, "producer_epoch": -1}  # fmt: skip
+    version = ctx.api_version
+    expected = (request.producer_id, request.producer_epoch) if version >= 3 else (-1, -1)
+    return _init(txn, request, expected, version)
+
+
+async def _init(txn, request, expected, version) -> dict:
+    error, pid, epoch = await txn.init_producer_id(
+        request.transactional_id, request.transaction_timeout_ms, *expected
+    )
+    return {"throttle_time_ms": 0, "error_code": _fenced(error, version, 4),
+            "producer_id": pid, "producer_epoch": epoch}  # fmt: skip
+
+
+# --- AddPartitionsToTxn -----------------------------------------------------------------------
+
+
+def _topic_results(partitions: dict[tuple[str, int], int]) -> list[dict]:
+    by_topic: dict[str, list[dict]] = {}
+    for (topic, p), code in partitions.items():
+        by_topic.setdefault(topic, []).append({"partition_index": p, "partition_error_code": code})
+    return [{"name": t, "results_by_partition": ps} for t, ps in by_topic.items()]
+
+
+async def _add_partitions(ctx, txn, txn_id, pid, epoch, topics, verify_only) -> dict:
+    """Errors per partition for one transaction (AddPartitionsToTxn, any version)."""
+    broker = ctx.broker
+    wanted = [(t.name, p) for t in topics for p in t.partitions]
+    unknown = {tp for tp in wanted if not _partition_exists(broker, *tp)}
+    if unknown:
+        return {tp: ErrorCode.UNKNOWN_TOPIC_OR_PARTITION if tp in unknown
+                else ErrorCode.OPERATION_NOT_ATTEMPTED for tp in wanted}  # fmt: skip
+    if txn is None:
+        return dict.fromkeys(wanted, ErrorCode.COORDINATOR_NOT_AVAILABLE)
+    if verify_only:
+        return txn.verify_partitions(txn_id, pid, epoch, set(wanted))
+    error = await txn.add_partitions(txn_id, pid, epoch, set(wanted))
+    return dict.fromkeys(wanted, _fenced(error, ctx.api_version, 2))
+
+
+@REGISTRY.register(ApiKey.ADD_PARTITIONS_TO_TXN, 0, 4)
+async def handle_add_partitions_to_txn(ctx, request) -> dict:
+    txn = _coordinator(ctx)
+    if ctx.api_version <= 3:
+        results = await _add_partitions(
+            ctx, txn, request.v3_and_below_transactional_id, request.v3_and_below_producer_id,
+            request.v3_and_below_producer_epoch, request.v3_and_below_topics, False,
+        )  # fmt: skip
+        return {"throttle_time_ms": 0, "results_by_topic_v3_and_below": _topic_results(results)}
+    out = []
+    for t in request.transactions:
+        results = await _add_partitions(
+            ctx, txn, t.transactional_id, t.producer_id, t.producer_epoch, t.topics, t.verify_only
+        )
+        out.append({"transactional_id": t.transactional_id,
+                    "topic_results": _topic_results(results)})  # fmt: skip
+    return {"throttle_time_ms": 0, "error_code": ErrorCode.NONE, "results_by_transaction": out}
+
+
+# --- AddOffsetsToTxn --------------------------------------------------------------------------
+
+
+@REGISTRY.register(ApiKey.ADD_OFFSETS_TO_TXN, 0, 3)
+async def handle_add_offsets_to_txn(ctx, request) -> dict:
+    txn = _coordinator(ctx)
+    if txn is None or ctx.broker.group_coordinator is None:
+        error = ErrorCode.COORDINATOR_NOT_AVAILABLE
+    elif not request.group_id:
+        error = ErrorCode.INVALID_GROUP_ID
+    else:
+        try:
+            tp = offsets_partition(ctx.broker, request.group_id)
+        except KafkaError:
+            error = ErrorCode.COORDINATOR_NOT_AVAILABLE
+        else:
+            error = await txn.add_partitions(
+                request.transactional_id, request.producer_id, request.producer_epoch, {tp}
+            )
+    return {"throttle_time_ms": 0, "error_code": _fenced(error, ctx.api_version, 2)}
+
+
+# --- EndTxn -----------------------------------------------------------------------------------
+
+
+@REGISTRY.register(ApiKey.END_TXN, 0, 3)
+async def handle_end_txn(ctx, request) -> dict:
+    txn = _coordinator(ctx)
+    if txn is None:
+        error = ErrorCode.COORDINATOR_NOT_AVAILABLE
+    else:
+        error = await txn.end_txn(
+            request.transactional_id, request.producer_id, request.producer_epoch,
+            bool(request.committed),
+        )  # fmt: skip
+    return {"throttle_time_ms": 0, "error_code": _fenced(error, ctx.api_version, 2)}
+
+
+# --- TxnOffsetCommit --------------------------------------------------------------------------
+
+
+@REGISTRY.register(ApiKey.TXN_OFFSET_COMMIT, 0, 3)
+async def handle_txn_offset_commit(ctx, request) -> dict:
+    broker = ctx.broker
+    v = ctx.api_version
+    now = now_ms()
+    order: list[tuple[str, int]] = []
+    errors: dict[tuple[str, int], int] = {}
+    offsets: dict[tuple[str, int], OffsetAndMetadata] = {}
+    for topic in request.topics:
+        for p in topic.partitions:
+            tp = (topic.name, p.partition_index)
+            order.append(tp)
+            if not _partition_exists(broker, *tp):
+                errors[tp] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                continue
+            offsets[tp] = OffsetAndMetadata(
+                p.committed_offset,
+                p.committed_leader_epoch if v >= 2 else NO_LEADER_EPOCH,
+                p.committed_metadata or "",
+                now,
+            )
+    gc = broker.group_coordinator
+    if offsets:
+        if gc is None or not gc.active:
+            errors.update(dict.fromkeys(offsets, ErrorCode.COORDINATOR_NOT_AVAILABLE))
+        else:
+            error = await _verify_offsets_partition(ctx, request)
+            if error:
+                errors.update(dict.fromkeys(offsets, error))
+            else:
+                result = gc.commit_txn_offsets(
+                    request.group_id, request.producer_id, request.producer_epoch,
+                    request.member_id if v >= 3 else "",
+                    request.group_instance_id if v >= 3 else None,
+                    request.generation_id if v >= 3 else -1, offsets,
+                )  # fmt: skip
+                if isinstance(result, Awaitable):
+                    result = await result
+                errors.update(result)
+    topics: dict[str, list[dict]] = {}
+    for topic, partition in order:
+        code = errors[(topic, partition)]
+        if code == ErrorCode.PRODUCER_FENCED:
+            code = ErrorCode.INVALID_PRODUCER_EPOCH
+        topics.setdefault(topic, []).append({"partition_index": partition, "error_code": code})
+    return {
+        "throttle_time_ms": 0,
+        "topics": [{"name": name, "partitions": parts} for name, parts in topics.items()],
+    }
+
+
+async def _verify_offsets_partition(ctx, request) -> int:
+    """The group's __consumer_offsets partition must be in the producer's transaction
+    (AddOffsetsToTxn), checked with its coordinator like a produce (KIP-890)."""
+    broker = ctx.broker
+    if not broker.config.get("transaction.partition.verification.enable"):
+        return ErrorCode.NONE
+    txn = getattr(broker, "transaction_coordinator", None)
+    if txn is None or not request.group_id:
+        return ErrorCode.NONE  # the group coordinator answers for a bad group id
+    try:
+        tp = offsets_partition(broker, request.group_id)
+    except KafkaError:
+        return ErrorCode.COORDINATOR_NOT_AVAILABLE
+    part = broker.replica_manager.partitions.get(tp)
+    ps = part.log.producer_state if part is not None else None
+    entry = ps.producers.get(request.producer_id) if ps is not None else None
+    if (
+        entry is not None
+        and entry.epoch == request.producer_epoch
+        and request.producer_id in ps.ongoing_txns
+    ):
+        return ErrorCode.NONE  # already writing in this transaction here
+    results = await verify_transaction(
+        broker, request.transactional_id, request.producer_id, request.producer_epoch, {tp}
+    )
+    return results[tp]
+
+
+# --- verification of transactional writes ----------------------------------------------------
+
+
+def verify_locally(broker, txn_id, producer_id, producer_epoch, partitions) -> dict | None:
+    """Errors per partition if this broker coordinates `txn_id`, else None (ask its coordinator)."""
+    txn = getattr(broker, "transaction_coordinator", None)
+    if txn is None:
+        return dict.fromkeys(partitions, ErrorCode.COORDINATOR_NOT_AVAILABLE)
+    if txn.coordinator_error(txn_id) == ErrorCode.NOT_COORDINATOR:
+        return None
+    return txn.verify_partitions(txn_id, producer_id, producer_epoch, partitions)
+
+
+async def verify_transaction(broker, txn_id, producer_id, producer_epoch, partitions) -> dict:
+    found = verify_locally(broker, txn_id, producer_id, producer_epoch, partitions)
+    if found is None:
+        found = await broker.transaction_coordinator.verify_remote(
+            txn_id, producer_id, producer_epoch, partitions
+        )
+    return found
+
+
+# --- WriteTxnMarkers (coordinator to partition leader) ----------------------------------------
+
+
+@REGISTRY.register(ApiKey.WRITE_TXN_MARKERS, 1, 1)
+async def handle_write_txn_markers(ctx, request) -> dict:
+    out = []
+    for marker in request.markers:
+        tps = [(t.name, p) for t in marker.topics for p in t.partition_indexes]
+        results = write_markers(
+            ctx.broker, marker.producer_id, marker.producer_epoch, bool(marker.transaction_result),
+            marker.coordinator_epoch, tps,
+        )  # fmt: skip
+        if isinstance(results, Awaitable):
+            results = await results
+        by_topic: dict[str, list[dict]] = {}
+        for (topic, p), code in results.items():
+            by_topic.setdefault(topic, []).append({"partition_index": p, "error_code": code})
+        out.append({
+            "producer_id": marker.producer_id,
+            "topics": [{"name": t, "partitions": ps} for t, ps in by_topic.items()],
+        })  # fmt: skip
+    return {"markers": out}
+
+
+# --- DescribeTransactions / ListTransactions --------------------------------------------------
+
+
+@REGISTRY.register(ApiKey.DESCRIBE_TRANSACTIONS, 0, 0)
+def handle_describe_transactions(ctx, request) -> dict:
+    txn = _coordinator(ctx)
+    states = []
+    for txn_id in request.transactional_ids:
         if txn is None:
-            return {"throttle_time_ms": 0, "error_code": ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-                    "producer_id": -1, "producer_epoch": -1}  # fmt: skip
-        return txn.handle_init_producer_id(ctx, request)
-    # An idempotent producer always gets a fresh id, epoch 0 (as Kafka's coordinator does).
+            states.append({"error_code": ErrorCode.COORDINATOR_NOT_AVAILABLE,
+                           "transactional_id": txn_id, "transaction_state": "",
+                           "transaction_timeout_ms": 0, "transaction_start_time_ms": -1,
+                           "producer_id": -1, "producer_epoch": -1, "topics": []})  # fmt: skip
+        else:
+            states.append(txn.describe(txn_id))
+    return {"throttle_time_ms": 0, "transaction_states": states}
+
+
+@REGISTRY.register(ApiKey.LIST_TRANSACTIONS, 0, 1)
+def handle_list_transactions(ctx, request) -> dict:
+    from pykbroker.coordinator.txn_log import STATE_BY_NAME
+
+    txn = _coordinator(ctx)
+    if txn is None:
+        return {"throttle_time_ms": 0, "error_code": ErrorCode.COORDINATOR_NOT_AVAILABLE,
+                "unknown_state_filters": [], "transaction_states": []}  # fmt: skip
+    wanted = set(request.state_filters or [])
+    unknown = sorted(s for s in wanted if s not in STATE_BY_NAME)
+    duration = request.duration_filter if ctx.api_version >= 1 else -1
+    states = txn.list_transactions(wanted - set(unknown), set(request.producer_id_filters or []),
+                                   duration)  # fmt: skip
+    if unknown and wanted == set(unknown):
+        states = []
     return {"throttle_time_ms": 0, "error_code": ErrorCode.NONE,
-            "producer_id": broker.metadata.next_producer_id(), "producer_epoch": 0}  # fmt: skip
+            "unknown_state_filters": unknown, "transaction_states": states}  # fmt: skip

@@ -24,6 +24,7 @@ from pykbroker.config import LogConfig
 from .files import atomic_write
 from .producer_state import ProducerStateManager
 from .segment import FileRegion, LogSegment
+from .txn_index import CONTROL_ABORT, AbortedTxn, control_type
 
 log = structlog.get_logger(__name__)
 
@@ -33,7 +34,7 @@ CLEANED_SUFFIX = ".cleaned"
 SUFFIXES_TO_DISCARD = (CLEANED_SUFFIX, ".tmp")
 DELETED_SUFFIX = ".deleted"
 SWAP_SUFFIX = ".swap"
-_SEGMENT_EXTS = (".log", ".index", ".timeindex")
+_SEGMENT_EXTS = (".log", ".index", ".timeindex", ".txnindex")
 
 
 def _base_of(name: str) -> int | None:
@@ -148,7 +149,7 @@ class Log:
                 other = _base_of(name)
                 if other is not None and base < other < end and _is_segment(name):
                     os.unlink(os.path.join(self.dir, name))
-            for ext in (".index", ".timeindex", ".log"):
+            for ext in (".index", ".timeindex", ".txnindex", ".log"):
                 if os.path.exists(self._file(base, ext + SWAP_SUFFIX)):
                     os.replace(self._file(base, ext + SWAP_SUFFIX), self._file(base, ext))
             rebuilt.add(base)
@@ -161,15 +162,31 @@ class Log:
         return os.path.join(self.dir, f"{base:020d}{ext}")
 
     def _rebuild_producer_state(self) -> None:
-        start = self.producer_state.load_snapshot(self.log_end_offset)
+        """Producer state from the newest snapshot plus the batches after it; the transaction
+        index entries of ABORT markers met on the way are (re)written if missing, which is how
+        the index of a recovered segment is rebuilt."""
+        state = self.producer_state
+        start = state.load_snapshot(self.log_end_offset)
         for seg in self.segments:
             if seg.next_offset <= start:
                 continue
-            for _pos, header in seg.iter_batches(
+            for pos, header in seg.iter_batches(
                 seg.offset_index.lookup(start) if seg.base_offset <= start else 0
             ):
                 if header.last_offset >= start:
-                    self.producer_state.update(header)
+                    first = state.update(header)
+                    if first is not None:
+                        data = os.pread(seg.fd, header.size, pos)
+                        self._index_marker(seg, data, 0, header, first)
+
+    def _index_marker(self, seg: LogSegment, data, pos: int, header: rb.BatchHeader,
+                      first_offset: int) -> None:  # fmt: skip
+        """A transaction marker was appended to `seg`: an ABORT goes into its `.txnindex`."""
+        if control_type(data, pos) == CONTROL_ABORT:
+            lso = self.producer_state.stable_offset_after(header.last_offset)
+            seg.txn_index.append(
+                AbortedTxn(header.producer_id, first_offset, header.last_offset, lso)
+            )
 
     def _read_log_start_offset(self) -> int:
         try:
@@ -214,9 +231,27 @@ class Log:
         return self.segments[i:j] if i < j else []
 
     def last_stable_offset(self) -> int:
-        """The high watermark, or the first offset of the oldest open transaction if lower."""
-        unstable = self.producer_state.first_unstable_offset()
+        """The high watermark, or the first offset of the oldest undecided transaction if lower."""
+        unstable = self.producer_state.first_unstable_offset(self.high_watermark)
         return self.high_watermark if unstable is None else min(self.high_watermark, unstable)
+
+    def aborted_transactions(self, fetch_offset: int, region: FileRegion) -> list[tuple[int, int]]:
+        """(producer id, first offset) of aborted transactions overlapping a read_committed fetch
+        of `region` from fetch_offset: the `.txnindex` of the segment holding fetch_offset and
+        of later ones, until an entry's LSO shows nothing later can overlap (Kafka's
+        collectAbortedTxns). The upper bound is the offset just past the region."""
+        i = max(bisect_right(self._bases, fetch_offset) - 1, 0)
+        indexed = [seg.txn_index for seg in self.segments[i:] if seg.txn_index.entries]
+        if not indexed:
+            return []
+        seg, end = region.segment, region.position + region.length
+        after = seg.batch_at(end) if end < seg.size else None
+        upper = after.base_offset if after is not None else seg.next_offset
+        out: list[tuple[int, int]] = []
+        for index in indexed:
+            if index.collect(fetch_offset, upper, out):
+                break
+        return out
 
     def update_high_watermark(self, offset: int) -> bool:
         """Move the HW (clamped to [log start, LEO]); True if it advanced."""
@@ -280,9 +315,12 @@ class Log:
         size = len(data)
         first, last = batches[0][1], batches[-1][1]
         self._maybe_roll(size, first.base_offset, last.last_offset, first.max_timestamp)
-        self.active_segment.append(data, batches, self.config.index_interval_bytes)
-        for _, h in batches:
-            self.producer_state.update(h)
+        seg = self.active_segment
+        seg.append(data, batches, self.config.index_interval_bytes)
+        for pos, h in batches:
+            first = self.producer_state.update(h)
+            if first is not None:
+                self._index_marker(seg, data, pos, h, first)
             self.unflushed_records += h.record_count
         if self.unflushed_records >= self.config.flush_messages:
             self.flush()
@@ -461,6 +499,8 @@ class Log:
             or any(seg.deleted for seg in old)
         ):
             return False
+        # Aborted transactions whose markers the cleaned segment keeps (it keeps every marker).
+        cleaned.txn_index.replace([e for seg in old for e in seg.txn_index.entries])
         cleaned.rename_with_suffix(CLEANED_SUFFIX, SWAP_SUFFIX)  # <base>.log.swap: committed
         for seg in old:
             seg.rename_with_suffix("", DELETED_SUFFIX)

@@ -5,6 +5,12 @@ recognised and answered with its original offsets instead of being appended twic
 in sequence numbers is refused with OUT_OF_ORDER_SEQUENCE_NUMBER. The state is rebuilt at start-up
 from a snapshot (written at clean shutdown and when a segment rolls) plus the batch headers
 after it.
+
+Transactions: a transactional batch opens a transaction for its producer (its base offset is the
+transaction's first offset) until a control batch (COMMIT or ABORT marker) ends it. The oldest
+open transaction bounds the last stable offset (LSO) that read_committed consumers read up to;
+so does a transaction whose marker is written but not yet replicated (below the HW), as Kafka
+keeps it, so a consumer never passes a marker a new leader might not have.
 """
 
 from __future__ import annotations
@@ -60,9 +66,10 @@ class ProducerStateManager:
     def __init__(self, directory: str):
         self.directory = directory
         self.producers: dict[int, ProducerEntry] = {}
-        self.ongoing_txns: dict[
-            int, int
-        ] = {}  # producer id -> first offset of its open transaction
+        # producer id -> first offset of its open transaction
+        self.ongoing_txns: dict[int, int] = {}
+        # (marker offset, first offset) of transactions ended by a marker the HW hasn't passed
+        self.unreplicated_txns: deque[tuple[int, int]] = deque(maxlen=1000)
 
     def check(self, header: rb.BatchHeader) -> BatchMetadata | None:
         """Validate a batch against the producer's state before it is appended.
@@ -80,6 +87,16 @@ class ProducerStateManager:
             raise KafkaError(
                 ErrorCode.INVALID_PRODUCER_EPOCH,
                 f"epoch {header.producer_epoch} is older than the current epoch {entry.epoch}",
+            )
+        if (
+            header.producer_epoch == entry.epoch
+            and entry.current_txn_first_offset is not None
+            and not header.is_transactional
+        ):
+            raise KafkaError(
+                ErrorCode.INVALID_TXN_STATE,
+                f"Expected transactional write from producer {header.producer_id} at offset "
+                f"{entry.current_txn_first_offset}",
             )
         if header.base_sequence < 0:
             return None  # transactional markers and non-idempotent writes carry no sequence
@@ -100,17 +117,27 @@ class ProducerStateManager:
             )
         return None
 
-    def update(self, header: rb.BatchHeader) -> None:
-        """Record an appended batch (its base offset already assigned)."""
+    def update(self, header: rb.BatchHeader) -> int | None:
+        """Record an appended batch (its base offset already assigned). For a transaction
+        marker, returns the first offset of the transaction it ends (the marker's own offset
+        when the producer wrote nothing here), else None."""
         if not header.has_producer_id:
-            return
+            return None
         entry = self.producers.get(header.producer_id)
         if entry is None or header.producer_epoch > entry.epoch:
+            # A new epoch (a fenced or bumped producer): a transaction still open stays open
+            # until its marker, which the coordinator writes with the new epoch.
+            open_txn = entry.current_txn_first_offset if entry is not None else None
             entry = ProducerEntry(header.producer_id, header.producer_epoch)
+            entry.current_txn_first_offset = open_txn
             self.producers[header.producer_id] = entry
+        completed = None
         if header.is_control:
+            first = entry.current_txn_first_offset
+            completed = first if first is not None else header.base_offset
             entry.current_txn_first_offset = None
             self.ongoing_txns.pop(header.producer_id, None)
+            self.unreplicated_txns.append((header.last_offset, completed))
         elif header.is_transactional and entry.current_txn_first_offset is None:
             entry.current_txn_first_offset = header.base_offset
             self.ongoing_txns[header.producer_id] = header.base_offset
@@ -125,9 +152,23 @@ class ProducerStateManager:
                 )  # fmt: skip
             )
         entry.last_timestamp = max(entry.last_timestamp, header.max_timestamp)
+        return completed
 
-    def first_unstable_offset(self) -> int | None:
-        return min(self.ongoing_txns.values()) if self.ongoing_txns else None
+    def first_unstable_offset(self, high_watermark: int | None = None) -> int | None:
+        """The first offset of the oldest transaction not yet decided for read_committed: open,
+        or ended by a marker at or above `high_watermark` (not yet replicated)."""
+        unreplicated = self.unreplicated_txns
+        if high_watermark is not None:
+            while unreplicated and unreplicated[0][0] < high_watermark:
+                unreplicated.popleft()
+        if not unreplicated:
+            return min(self.ongoing_txns.values()) if self.ongoing_txns else None
+        return min([*self.ongoing_txns.values(), *(first for _, first in unreplicated)])
+
+    def stable_offset_after(self, marker_offset: int) -> int:
+        """The LSO right after a marker at `marker_offset` ended its transaction (the entry of
+        the transaction index): the oldest transaction still open, else the marker's next."""
+        return min(self.ongoing_txns.values()) if self.ongoing_txns else marker_offset + 1
 
     def remove_expired(self, now_ms: int, expiration_ms: int) -> None:
         expired = [
@@ -181,6 +222,7 @@ class ProducerStateManager:
                 continue
             self.producers = {}
             self.ongoing_txns = {}
+            self.unreplicated_txns.clear()
             for s in state:
                 e = ProducerEntry(s["pid"], s["epoch"], last_timestamp=s["ts"])
                 e.current_txn_first_offset = s.get("txn")
@@ -192,6 +234,7 @@ class ProducerStateManager:
             return offset
         self.producers = {}
         self.ongoing_txns = {}
+        self.unreplicated_txns.clear()
         return 0
 
     def truncate_snapshots_after(self, offset: int) -> None:

@@ -1,4 +1,5 @@
-"""LogSegment: one `.log` file of record batches plus its `.index` and `.timeindex`."""
+"""LogSegment: one `.log` file of record batches plus its `.index`, `.timeindex` and (once a
+transaction aborts in it) `.txnindex`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from crc32c import crc32c
 from protocol import records as rb
 
 from .index import CorruptIndexError, OffsetIndex, TimeIndex
+from .txn_index import TransactionIndex
 
 _SCAN_CHUNK = 64 * 1024
 
@@ -51,6 +53,7 @@ class LogSegment:
         self.size = os.fstat(self.fd).st_size
         self.offset_index = OffsetIndex(stem + ".index" + suffix, base_offset)
         self.time_index = TimeIndex(stem + ".timeindex" + suffix, base_offset)
+        self.txn_index = TransactionIndex(stem + ".txnindex" + suffix)
         self.next_offset = base_offset  # one past the last offset in this segment
         self.max_timestamp = rb.NO_TIMESTAMP
         self.offset_of_max_timestamp = -1
@@ -81,6 +84,7 @@ class LogSegment:
                 recover = True
         if recover:
             return self.recover(index_interval)
+        self.txn_index.truncate_to(self.next_offset)
         last = self.time_index.last_entry
         if last is not None and last[0] > self.max_timestamp:
             self.max_timestamp, self.offset_of_max_timestamp = last
@@ -138,6 +142,7 @@ class LogSegment:
         if truncated:
             os.ftruncate(self.fd, valid)
             self.size = valid
+        self.txn_index.truncate_to(self.next_offset)
         return truncated
 
     def _note_batch(self, header: rb.BatchHeader) -> None:
@@ -263,6 +268,7 @@ class LogSegment:
         self.size = pos
         self.offset_index.truncate_to_position(pos)
         self.time_index.truncate_to_offset(offset)
+        self.txn_index.truncate_to(offset)
         self.next_offset = self.base_offset
         self.max_timestamp, self.offset_of_max_timestamp = self.time_index.last_entry or (
             rb.NO_TIMESTAMP,
@@ -277,6 +283,7 @@ class LogSegment:
         os.fsync(self.fd)
         self.offset_index.flush()
         self.time_index.flush()
+        self.txn_index.flush()
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -284,9 +291,13 @@ class LogSegment:
             self.fd = -1
         self.offset_index.close()
         self.time_index.close()
+        self.txn_index.close()
 
     def paths(self) -> list[str]:
-        return [self.log_path, self.offset_index.path, self.time_index.path]
+        paths = [self.log_path, self.offset_index.path, self.time_index.path]
+        if self.txn_index.exists:
+            paths.append(self.txn_index.path)
+        return paths
 
     @property
     def last_modified_ms(self) -> int:
@@ -298,11 +309,12 @@ class LogSegment:
         return self.max_timestamp if self.max_timestamp >= 0 else self.last_modified_ms
 
     def rename_with_suffix(self, old_suffix: str, new_suffix: str) -> None:
-        """Rename the three files; the `.log` goes last, so its name marks a finished set
-        (log compaction's `.cleaned` -> `.swap` -> final renames rely on that order)."""
+        """Rename the files; the `.log` goes last, so its name marks a finished set (log
+        compaction's `.cleaned` -> `.swap` -> final renames rely on that order)."""
         for path, rename in (
             (self.offset_index.path, self.offset_index.rename),
             (self.time_index.path, self.time_index.rename),
+            (self.txn_index.path, self.txn_index.rename),
             (self.log_path, None),
         ):
             new = (

@@ -186,11 +186,7 @@ def test_find_coordinator_batched_and_key_types(fast_broker, client):
     assert [(x.key, x.error_code, x.node_id) for x in r.coordinators] == [
         ("a", 0, 1), ("b", 0, 1), ("", 0, 1),
     ]  # fmt: skip
-    # Transactions: no transaction coordinator on this broker yet.
-    r = c.request(ApiKey.FIND_COORDINATOR, 4, {"key_type": 1, "coordinator_keys": ["tx"]})
-    assert r.coordinators[0].error_code == ErrorCode.COORDINATOR_NOT_AVAILABLE
-    assert r.coordinators[0].node_id == -1
-    fast_broker.call(lambda: setattr(fast_broker.broker, "transaction_coordinator", object()))
+    # Transactions: the leader of the id's __transaction_state partition (this broker).
     r = c.request(ApiKey.FIND_COORDINATOR, 4, {"key_type": 1, "coordinator_keys": ["tx"]})
     assert (r.coordinators[0].error_code, r.coordinators[0].node_id) == (0, 1)
     r = c.request(ApiKey.FIND_COORDINATOR, 2, {"key": "x", "key_type": 7})

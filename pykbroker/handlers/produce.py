@@ -57,7 +57,8 @@ def _check_client_batch(records, version: int) -> None:
 def _is_transactional(records) -> bool:
     return (
         records is not None
-        and len(records) > rb.ATTRIBUTES_OFFSET + 1
+        and len(records) >= rb.HEADER_SIZE
+        and records[rb.MAGIC_OFFSET] == 2
         and bool(records[rb.ATTRIBUTES_OFFSET + 1] & rb.TRANSACTIONAL_MASK)
     )
 

@@ -92,6 +92,7 @@ class ProducerStateManager:
             header.producer_epoch == entry.epoch
             and entry.current_txn_first_offset is not None
             and not header.is_transactional
+            and not header.is_control
         ):
             raise KafkaError(
                 ErrorCode.INVALID_TXN_STATE,

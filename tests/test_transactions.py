@@ -61,7 +61,9 @@ def read_all(bootstrap: str, topic: str, count: int, committed: bool, partitions
 def check_isolation(b, topic: str) -> None:
     committed = read_all(b.bootstrap_servers, topic, len(COMMITTED), committed=True)
     assert sorted(committed) == sorted(COMMITTED)
-    everything = read_all(b.bootstrap_servers, topic, len(COMMITTED) + len(ABORTED), committed=False)
+    everything = read_all(
+        b.bootstrap_servers, topic, len(COMMITTED) + len(ABORTED), committed=False
+    )
     assert sorted(everything) == sorted(COMMITTED + ABORTED)
 
 
@@ -167,7 +169,9 @@ def test_open_transaction_holds_read_committed_at_the_lso(b):
                   "isolation.level": "read_committed"})  # fmt: skip
     try:
         assert c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10) == (0, 1)
-        assert read_all(b.bootstrap_servers, topic, 1, committed=True, partitions=(0,)) == [b"before"]
+        assert read_all(b.bootstrap_servers, topic, 1, committed=True, partitions=(0,)) == [
+            b"before"
+        ]
         p.commit_transaction(30)
         wait_for(lambda: c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10) == (0, 4),
                  what="the LSO past the marker")  # fmt: skip

@@ -185,7 +185,9 @@ def test_transactional_produce_is_verified(c):
     # Clients may not write control batches themselves.
     marker = values_batch([b"m"], producer_id=tx.pid, producer_epoch=tx.epoch, control=True,
                           transactional=True)  # fmt: skip
-    r = partition_response(c.request(ApiKey.PRODUCE, 9, produce_body("v", marker, 0, transactional_id="verify")))
+    r = partition_response(
+        c.request(ApiKey.PRODUCE, 9, produce_body("v", marker, 0, transactional_id="verify"))
+    )
     assert r.error_code == ErrorCode.INVALID_RECORD
     assert tx.end(commit=True) == 0
 

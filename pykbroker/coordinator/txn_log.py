@@ -197,26 +197,14 @@ class TransactionStateLog:
         value = None if record is None else value_bytes(record)
         batch = rb.build_batch([rb.Record(0, now_ms(), key_bytes(transactional_id), value)])
         info = partition.append_as_leader(memoryview(batch), required_acks=-1)
-        if partition.log.high_watermark > info.last_offset:
+        offset = info.last_offset + 1
+        status = partition.replication_status(offset)
+        if status == ErrorCode.NONE:
             return None
-        return self._await_high_watermark(partition, info.last_offset + 1)
-
-    async def _await_high_watermark(self, partition, offset: int) -> int:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.write_timeout_ms / 1000
-        while partition.log.high_watermark < offset:
-            if not partition.is_leader:
-                return ErrorCode.NOT_LEADER_OR_FOLLOWER
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return ErrorCode.REQUEST_TIMED_OUT
-            fut = loop.create_future()
-            partition.waiters.add(fut)
-            try:
-                await asyncio.wait((fut,), timeout=remaining)
-            finally:
-                partition.waiters.discard(fut)
-        return ErrorCode.NONE
+        if status is not None:
+            return _done(status)
+        deadline = asyncio.get_running_loop().time() + self.write_timeout_ms / 1000
+        return partition.wait_for_replication(offset, deadline)
 
     # --- replay -------------------------------------------------------------------------------
 
@@ -226,6 +214,10 @@ class TransactionStateLog:
         if part is None or not part.is_leader:
             return {}
         return read_log(part.log)
+
+
+async def _done(status: int) -> int:
+    return status
 
 
 def read_log(log_: Log) -> dict[str, TxnRecord]:

@@ -62,10 +62,11 @@ def write_markers(
         except KafkaError as e:
             results[tp] = e.code
             continue
-        if part.log.high_watermark > info.last_offset:
-            results[tp] = ErrorCode.NONE
-        else:
+        status = part.replication_status(info.last_offset + 1)
+        if status is None:
             waiting.append((tp, part, info.last_offset + 1))
+        else:
+            results[tp] = status
     if not waiting:
         _completed(broker, producer_id, commit, results)
         return results
@@ -73,21 +74,9 @@ def write_markers(
 
 
 async def _await_replication(broker, producer_id, commit, results, waiting):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + broker.config.get("request.timeout.ms") / 1000
+    deadline = asyncio.get_running_loop().time() + broker.config.get("request.timeout.ms") / 1000
     for tp, part, offset in waiting:
-        while (status := part.replication_status(offset)) is None:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                status = ErrorCode.REQUEST_TIMED_OUT
-                break
-            fut = loop.create_future()
-            part.waiters.add(fut)
-            try:
-                await asyncio.wait((fut,), timeout=remaining)
-            finally:
-                part.waiters.discard(fut)
-        results[tp] = status
+        results[tp] = await part.wait_for_replication(offset, deadline)
     _completed(broker, producer_id, commit, results)
     return results
 

@@ -360,8 +360,6 @@ class TransactionCoordinator:
         else:
             bumped = md.producer_epoch + 1
             if not expected:
-                if epoch_exhausted(bumped) and md.producer_epoch != NO_PRODUCER_EPOCH:
-                    return (ErrorCode.PRODUCER_FENCED, *fail)
                 epoch, last_epoch = bumped, NO_PRODUCER_EPOCH
             elif md.producer_epoch == NO_PRODUCER_EPOCH or expected_epoch == md.producer_epoch:
                 epoch, last_epoch = bumped, md.producer_epoch

@@ -366,3 +366,27 @@ def test_timeout_aborts_and_idle_ids_expire(make_broker):
         assert log.log_end_offset >= 5  # Empty, Ongoing, PrepareAbort, CompleteAbort, tombstone
     finally:
         c.close()
+
+
+def test_write_txn_markers_and_coordinator_fencing(c):
+    create(c, "w", 1)
+    tx = Txn(c, "markers")
+    tx.init()
+    tx.add(("w", 0))
+    assert tx.produce("w", 0, [b"x"]).error_code == 0
+
+    def markers(coordinator_epoch: int, commit: bool, partition: int = 0) -> int:
+        r = c.request(ApiKey.WRITE_TXN_MARKERS, 1, {"markers": [{
+            "producer_id": tx.pid, "producer_epoch": tx.epoch, "transaction_result": commit,
+            "topics": [{"name": "w", "partition_indexes": [partition]}],
+            "coordinator_epoch": coordinator_epoch,
+        }]})  # fmt: skip
+        return r.markers[0].topics[0].partitions[0].error_code
+
+    assert markers(5, commit=False) == 0  # a coordinator of epoch 5 aborts it
+    p = fetch(c, "w")
+    assert p.last_stable_offset == 2
+    assert [(a.producer_id, a.first_offset) for a in p.aborted_transactions] == [(tx.pid, 0)]
+    # A coordinator with an older epoch has lost its partition: its markers are refused.
+    assert markers(3, commit=True) == ErrorCode.TRANSACTION_COORDINATOR_FENCED
+    assert markers(5, commit=False, partition=9) == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION

@@ -57,6 +57,10 @@ def write_markers(
     for tp in partitions:
         try:
             part = rm.get_leader(*tp)
+            entry = part.log.producer_state.producers.get(producer_id)
+            if entry is not None and coordinator_epoch < entry.coordinator_epoch:
+                # A coordinator that lost its partition (Kafka's TRANSACTION_COORDINATOR_FENCED).
+                raise KafkaError(ErrorCode.TRANSACTION_COORDINATOR_FENCED)
             batch = build_marker(producer_id, producer_epoch, commit, coordinator_epoch)
             info = part.append_as_leader(memoryview(batch), required_acks=-1)
         except KafkaError as e:

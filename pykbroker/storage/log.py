@@ -24,7 +24,7 @@ from pykbroker.config import LogConfig
 from .files import atomic_write
 from .producer_state import ProducerStateManager
 from .segment import FileRegion, LogSegment
-from .txn_index import CONTROL_ABORT, AbortedTxn, control_type
+from .txn_index import CONTROL_ABORT, AbortedTxn, parse_marker
 
 log = structlog.get_logger(__name__)
 
@@ -181,8 +181,13 @@ class Log:
 
     def _index_marker(self, seg: LogSegment, data, pos: int, header: rb.BatchHeader,
                       first_offset: int) -> None:  # fmt: skip
-        """A transaction marker was appended to `seg`: an ABORT goes into its `.txnindex`."""
-        if control_type(data, pos) == CONTROL_ABORT:
+        """A transaction marker was appended to `seg`: an ABORT goes into its `.txnindex`; the
+        producer remembers the coordinator epoch (older coordinators' markers are fenced)."""
+        kind, coordinator_epoch = parse_marker(data, pos)
+        entry = self.producer_state.producers.get(header.producer_id)
+        if entry is not None and coordinator_epoch > entry.coordinator_epoch:
+            entry.coordinator_epoch = coordinator_epoch
+        if kind == CONTROL_ABORT:
             lso = self.producer_state.stable_offset_after(header.last_offset)
             seg.txn_index.append(
                 AbortedTxn(header.producer_id, first_offset, header.last_offset, lso)

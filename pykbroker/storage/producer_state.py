@@ -45,6 +45,7 @@ class ProducerEntry:
     batches: deque = field(default_factory=lambda: deque(maxlen=MAX_BATCHES_PER_PRODUCER))
     last_timestamp: int = -1
     current_txn_first_offset: int | None = None  # offset of the first batch of an open transaction
+    coordinator_epoch: int = -1  # of the latest transaction marker
 
     @property
     def last_seq(self) -> int:
@@ -129,8 +130,10 @@ class ProducerStateManager:
             # A new epoch (a fenced or bumped producer): a transaction still open stays open
             # until its marker, which the coordinator writes with the new epoch.
             open_txn = entry.current_txn_first_offset if entry is not None else None
+            coordinator_epoch = entry.coordinator_epoch if entry is not None else -1
             entry = ProducerEntry(header.producer_id, header.producer_epoch)
             entry.current_txn_first_offset = open_txn
+            entry.coordinator_epoch = coordinator_epoch
             self.producers[header.producer_id] = entry
         completed = None
         if header.is_control:
@@ -200,7 +203,7 @@ class ProducerStateManager:
         state = [
             {
                 "pid": e.producer_id, "epoch": e.epoch, "ts": e.last_timestamp,
-                "txn": e.current_txn_first_offset,
+                "txn": e.current_txn_first_offset, "ce": e.coordinator_epoch,
                 "batches": [[b.first_seq, b.last_seq, b.first_offset, b.last_offset, b.timestamp] for b in e.batches],
             }
             for e in self.producers.values()
@@ -227,6 +230,7 @@ class ProducerStateManager:
             for s in state:
                 e = ProducerEntry(s["pid"], s["epoch"], last_timestamp=s["ts"])
                 e.current_txn_first_offset = s.get("txn")
+                e.coordinator_epoch = s.get("ce", -1)
                 for b in s["batches"]:
                     e.batches.append(BatchMetadata(*b))
                 self.producers[e.producer_id] = e

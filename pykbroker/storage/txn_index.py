@@ -32,15 +32,25 @@ class AbortedTxn(NamedTuple):
     last_stable_offset: int
 
 
-def control_type(buf, pos: int = 0) -> int:
-    """ABORT (0) or COMMIT (1): the type in a control batch's record key (-1 if unreadable)."""
+def parse_marker(buf, pos: int = 0) -> tuple[int, int]:
+    """(type, coordinator epoch) of a control batch's record: the key is (version, type:
+    ABORT 0 / COMMIT 1), the value Kafka's EndTransactionMarker (version, coordinator epoch).
+    (-1, -1) if unreadable."""
     try:
         recs = rb.decode_records(buf, pos)
     except Exception:
-        return -1
+        return -1, -1
     if not recs or recs[0].key is None or len(recs[0].key) < 4:
-        return -1
-    return int.from_bytes(recs[0].key[2:4], "big", signed=True)
+        return -1, -1
+    kind = int.from_bytes(recs[0].key[2:4], "big", signed=True)
+    value = recs[0].value
+    epoch = int.from_bytes(value[2:6], "big", signed=True) if value and len(value) >= 6 else -1
+    return kind, epoch
+
+
+def control_type(buf, pos: int = 0) -> int:
+    """ABORT (0) or COMMIT (1): the type in a control batch's record key (-1 if unreadable)."""
+    return parse_marker(buf, pos)[0]
 
 
 class TransactionIndex:

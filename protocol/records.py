@@ -329,3 +329,30 @@ def build_batch(
     buf[HEADER_SIZE:] = body
     _UINT32.pack_into(buf, 17, crc32c(memoryview(buf)[CRC_START:]))
     return buf
+
+
+# --- control records: transaction markers -------------------------------------------------
+
+CONTROL_ABORT, CONTROL_COMMIT = 0, 1
+_CONTROL_KEY = struct.Struct(">hh")  # version 0, type
+_MARKER_VALUE = struct.Struct(">hi")  # Kafka's EndTransactionMarker: version 0, coordinator epoch
+
+
+def build_marker(
+    producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int, timestamp: int
+) -> bytearray:
+    """A COMMIT or ABORT marker: a transactional control batch of one record."""
+    key = _CONTROL_KEY.pack(0, CONTROL_COMMIT if commit else CONTROL_ABORT)
+    value = _MARKER_VALUE.pack(0, coordinator_epoch)
+    return build_batch(
+        [Record(0, timestamp, key, value)],
+        producer_id=producer_id, producer_epoch=producer_epoch, transactional=True, control=True,
+    )  # fmt: skip
+
+
+def parse_marker(record: Record) -> tuple[int, int]:
+    """(type, coordinator epoch) of a control batch's record; -1 for a part it lacks."""
+    key, value = record.key, record.value
+    kind = _CONTROL_KEY.unpack_from(key)[1] if key is not None and len(key) >= 4 else -1
+    epoch = _MARKER_VALUE.unpack_from(value)[1] if value is not None and len(value) >= 6 else -1
+    return kind, epoch

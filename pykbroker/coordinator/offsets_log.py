@@ -12,7 +12,6 @@ The topic is created lazily, on the first FindCoordinator or group request, as K
 from __future__ import annotations
 
 import asyncio
-import struct
 from typing import TYPE_CHECKING
 
 import structlog
@@ -46,7 +45,6 @@ log = structlog.get_logger(__name__)
 
 GROUP_METADATA_TOPIC = "__consumer_offsets"
 _READ_CHUNK = 1 << 20
-_CONTROL_COMMIT = 1
 
 Loaded = dict[str, tuple[GroupRecord | None, dict[tuple[str, int], OffsetAndMetadata]]]
 
@@ -203,41 +201,27 @@ class _Replay:
         self.pending_txn: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
 
     def read_log(self, log_: Log) -> None:
-        # To the log end, as Kafka loads: a new leader's HW may not have caught up yet.
-        offset, end = log_.log_start_offset, log_.log_end_offset
         pending_txn: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
-        while offset < end:
-            region = log_.read(offset, _READ_CHUNK, end)
-            if region is None:
-                break
-            data = region.read()
-            next_offset = offset
-            for pos, header in rb.scan_batches(data):
-                next_offset = header.next_offset
-                if header.last_offset < offset:
-                    continue
-                try:
-                    records = rb.decode_records(data, pos)
-                except KafkaError:
-                    self.skipped += header.record_count
-                    continue
-                if header.is_control:
-                    # A transaction marker: apply (commit) or drop (abort) that producer's offsets.
-                    applied = pending_txn.pop(header.producer_id, [])
-                    if records and _control_type(records[0].key) == _CONTROL_COMMIT:
-                        for key, value in applied:
-                            self.apply(key, value)
-                    continue
-                if header.is_transactional:
-                    pending_txn.setdefault(header.producer_id, []).extend(
-                        (r.key, r.value) for r in records
-                    )
-                    continue
-                for r in records:
-                    self.apply(r.key, r.value)
-            if next_offset <= offset:
-                break
-            offset = next_offset
+        for data, pos, header in log_.batches(_READ_CHUNK):
+            try:
+                records = rb.decode_records(data, pos)
+            except KafkaError:
+                self.skipped += header.record_count
+                continue
+            if header.is_control:
+                # A transaction marker: apply (commit) or drop (abort) that producer's offsets.
+                applied = pending_txn.pop(header.producer_id, [])
+                if records and rb.parse_marker(records[0])[0] == rb.CONTROL_COMMIT:
+                    for key, value in applied:
+                        self.apply(key, value)
+                continue
+            if header.is_transactional:
+                pending_txn.setdefault(header.producer_id, []).extend(
+                    (r.key, r.value) for r in records
+                )
+                continue
+            for r in records:
+                self.apply(r.key, r.value)
         for producer_id, records in pending_txn.items():  # no marker yet: still open
             self.pending_txn.setdefault(producer_id, []).extend(records)
 
@@ -277,10 +261,3 @@ class _Replay:
             if group not in out and offsets:
                 out[group] = (None, offsets)
         return out
-
-
-def _control_type(key: bytes | None) -> int:
-    """A control record's key is (version int16, type int16): 0 abort, 1 commit."""
-    if key is None or len(key) < 4:
-        return -1
-    return struct.unpack_from(">h", key, 2)[0]

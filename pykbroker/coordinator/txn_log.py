@@ -221,38 +221,26 @@ async def _done(status: int) -> int:
 
 
 def read_log(log_: Log) -> dict[str, TxnRecord]:
-    # To the log end, as Kafka loads: a new leader's HW may not have caught up yet.
     found: dict[str, TxnRecord | None] = {}
     skipped = 0
-    offset, end = log_.log_start_offset, log_.log_end_offset
-    while offset < end:
-        region = log_.read(offset, _READ_CHUNK, end)
-        if region is None:
-            break
-        data = region.read()
-        next_offset = offset
-        for pos, header in rb.scan_batches(data):
-            next_offset = header.next_offset
-            if header.last_offset < offset or header.is_control:
+    for data, pos, header in log_.batches(_READ_CHUNK):
+        if header.is_control:
+            continue
+        try:
+            records = rb.decode_records(data, pos)
+        except KafkaError:
+            skipped += header.record_count
+            continue
+        for r in records:
+            if r.key is None:
+                skipped += 1
                 continue
             try:
-                records = rb.decode_records(data, pos)
-            except KafkaError:
-                skipped += header.record_count
-                continue
-            for r in records:
-                if r.key is None:
-                    skipped += 1
-                    continue
-                try:
-                    txn_id = parse_key(r.key)
-                    found[txn_id] = None if r.value is None else parse_value(r.value)
-                except (SchemaError, ValueError) as e:
-                    skipped += 1
-                    log.warning("transaction_log_record_unreadable", error=str(e))
-        if next_offset <= offset:
-            break
-        offset = next_offset
+                txn_id = parse_key(r.key)
+                found[txn_id] = None if r.value is None else parse_value(r.value)
+            except (SchemaError, ValueError) as e:
+                skipped += 1
+                log.warning("transaction_log_record_unreadable", error=str(e))
     if skipped:
         log.warning("transaction_log_records_skipped", count=skipped)
     return {k: v for k, v in found.items() if v is not None}

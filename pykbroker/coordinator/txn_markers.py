@@ -15,7 +15,6 @@ Both the WriteTxnMarkers handler and a coordinator leading the partition itself 
 from __future__ import annotations
 
 import asyncio
-import struct
 from typing import TYPE_CHECKING
 
 from protocol import records as rb
@@ -29,20 +28,7 @@ if TYPE_CHECKING:
 
     from pykbroker.broker import Broker
 
-_CONTROL_KEY = struct.Struct(">hh")
-_MARKER_VALUE = struct.Struct(">hi")
-ABORT, COMMIT = 0, 1
-
 TopicPartition = tuple[str, int]
-
-
-def build_marker(producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int) -> bytearray:  # fmt: skip
-    key = _CONTROL_KEY.pack(0, COMMIT if commit else ABORT)
-    value = _MARKER_VALUE.pack(0, coordinator_epoch)
-    return rb.build_batch(
-        [rb.Record(0, now_ms(), key, value)],
-        producer_id=producer_id, producer_epoch=producer_epoch, transactional=True, control=True,
-    )  # fmt: skip
 
 
 def write_markers(
@@ -61,7 +47,9 @@ def write_markers(
             if entry is not None and coordinator_epoch < entry.coordinator_epoch:
                 # A coordinator that lost its partition (Kafka's TRANSACTION_COORDINATOR_FENCED).
                 raise KafkaError(ErrorCode.TRANSACTION_COORDINATOR_FENCED)
-            batch = build_marker(producer_id, producer_epoch, commit, coordinator_epoch)
+            batch = rb.build_marker(
+                producer_id, producer_epoch, commit, coordinator_epoch, now_ms()
+            )
             info = part.append_as_leader(memoryview(batch), required_acks=-1)
         except KafkaError as e:
             results[tp] = e.code

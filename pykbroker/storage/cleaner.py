@@ -55,7 +55,6 @@ _CHUNK = 1 << 20
 _OUT_FLUSH = 1 << 20
 _DEDUPE_ENTRY_BYTES = 24  # Kafka's SkimpyOffsetMap: a 16-byte MD5 and an 8-byte offset per key
 _DEDUPE_LOAD_FACTOR = 0.9
-_CONTROL_ABORT, _CONTROL_COMMIT = 0, 1
 _NO_HORIZON = 1 << 62
 
 
@@ -339,12 +338,11 @@ def empty_batch(header: rb.BatchHeader) -> bytes:
     return _encode_batch(header, attributes, header.max_timestamp, header.max_timestamp, 0, b"")
 
 
-def control_type(buf: bytes, pos: int) -> int | None:
-    """ABORT (0) or COMMIT (1) from a control batch's record key."""
+def control_type(buf: bytes, pos: int) -> int:
+    """ABORT (0) or COMMIT (1) of a marker; a marker that cannot be decoded raises (the
+    cleaning stops rather than guess)."""
     recs = rb.decode_records(buf, pos)
-    if not recs or recs[0].key is None or len(recs[0].key) < 4:
-        return None
-    return int.from_bytes(recs[0].key[2:4], "big", signed=True)
+    return rb.parse_marker(recs[0])[0] if recs else -1
 
 
 # --- reading segments in the cleaner thread ----------------------------------------------
@@ -427,7 +425,7 @@ def build_offset_map(
             if header.is_control:
                 txn = pending.pop(header.producer_id, None)
                 if txn is not None:
-                    if control_type(buf, p) == _CONTROL_COMMIT:
+                    if control_type(buf, p) == rb.CONTROL_COMMIT:
                         for _base, pairs in txn:
                             for key, off in pairs:
                                 if off > offsets.get(key, -1):

@@ -12,7 +12,7 @@ import os
 import random
 import time
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import structlog
@@ -24,7 +24,7 @@ from pykbroker.config import LogConfig
 from .files import atomic_write
 from .producer_state import ProducerStateManager
 from .segment import FileRegion, LogSegment
-from .txn_index import CONTROL_ABORT, AbortedTxn, parse_marker
+from .txn_index import AbortedTxn, parse_marker
 
 log = structlog.get_logger(__name__)
 
@@ -187,7 +187,7 @@ class Log:
         entry = self.producer_state.producers.get(header.producer_id)
         if entry is not None and coordinator_epoch > entry.coordinator_epoch:
             entry.coordinator_epoch = coordinator_epoch
-        if kind == CONTROL_ABORT:
+        if kind == rb.CONTROL_ABORT:
             lso = self.producer_state.stable_offset_after(header.last_offset)
             seg.txn_index.append(
                 AbortedTxn(header.producer_id, first_offset, header.last_offset, lso)
@@ -409,6 +409,25 @@ class Log:
                 return None
             i += 1
         return None
+
+    def batches(self, chunk_bytes: int = 1 << 20) -> Iterator[tuple[bytes, int, rb.BatchHeader]]:
+        """(buffer, position, header) of every batch from the log start to the log end (not the
+        HW: a new leader loads its internal topics before its HW has caught up, as Kafka does),
+        read `chunk_bytes` at a time."""
+        offset, end = self.log_start_offset, self.log_end_offset
+        while offset < end:
+            region = self.read(offset, chunk_bytes, end)
+            if region is None:
+                return
+            data = region.read()
+            next_offset = offset
+            for pos, header in rb.scan_batches(data):
+                next_offset = header.next_offset
+                if header.last_offset >= offset:
+                    yield data, pos, header
+            if next_offset <= offset:
+                return
+            offset = next_offset
 
     def _position_of(self, offset: int) -> tuple[LogSegment, int] | None:
         """(segment, position) of the first batch at or after offset; None at the LEO."""

@@ -22,7 +22,6 @@ from protocol import records as rb
 _ENTRY = struct.Struct(">hqqqq")
 ENTRY_SIZE = _ENTRY.size  # 34
 _VERSION = 0
-CONTROL_ABORT, CONTROL_COMMIT = 0, 1
 
 
 class AbortedTxn(NamedTuple):
@@ -33,24 +32,12 @@ class AbortedTxn(NamedTuple):
 
 
 def parse_marker(buf, pos: int = 0) -> tuple[int, int]:
-    """(type, coordinator epoch) of a control batch's record: the key is (version, type:
-    ABORT 0 / COMMIT 1), the value Kafka's EndTransactionMarker (version, coordinator epoch).
-    (-1, -1) if unreadable."""
+    """(type, coordinator epoch) of the control batch at `pos`; (-1, -1) if unreadable."""
     try:
         recs = rb.decode_records(buf, pos)
     except Exception:
         return -1, -1
-    if not recs or recs[0].key is None or len(recs[0].key) < 4:
-        return -1, -1
-    kind = int.from_bytes(recs[0].key[2:4], "big", signed=True)
-    value = recs[0].value
-    epoch = int.from_bytes(value[2:6], "big", signed=True) if value and len(value) >= 6 else -1
-    return kind, epoch
-
-
-def control_type(buf, pos: int = 0) -> int:
-    """ABORT (0) or COMMIT (1): the type in a control batch's record key (-1 if unreadable)."""
-    return parse_marker(buf, pos)[0]
+    return rb.parse_marker(recs[0]) if recs else (-1, -1)
 
 
 class TransactionIndex:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from pykbroker.broker import Broker
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 NEW_MEMBER_JOIN_TIMEOUT_MS = 5 * 60 * 1000
 UNKNOWN_MEMBER_ID = ""
@@ -92,6 +93,18 @@ def _store_error(code: int, commit: bool) -> ErrorCode:
     if commit and code in _TOO_LARGE:
         return ErrorCode.INVALID_COMMIT_OFFSET_SIZE
     return ErrorCode.UNKNOWN_SERVER_ERROR
+
+
+def _after_write(pending: Awaitable[int] | None, finish: Callable[[int], T]) -> T | Awaitable[T]:
+    """finish(NONE) now when the write needed no wait (acks reached), else an awaitable that
+    runs finish(error) once the write is replicated or has failed."""
+    if pending is None:
+        return finish(ErrorCode.NONE)
+
+    async def wait() -> T:
+        return finish(await pending)
+
+    return wait()
 
 
 @dataclass(slots=True)
@@ -849,9 +862,10 @@ class GroupCoordinator:
             return ErrorCode.UNKNOWN_MEMBER_ID  # only members commit for an active group
         return None
 
-    def _store_offsets(
-        self, group: Group, offsets: dict[tuple[str, int], OffsetAndMetadata]
-    ) -> dict[tuple[str, int], int] | Awaitable[dict[tuple[str, int], int]]:
+    def _check_metadata_size(
+        self, offsets: dict[tuple[str, int], OffsetAndMetadata]
+    ) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], OffsetAndMetadata]]:
+        """(OFFSET_METADATA_TOO_LARGE per partition over offset.metadata.max.bytes, the rest)."""
         results: dict[tuple[str, int], int] = {}
         valid: dict[tuple[str, int], OffsetAndMetadata] = {}
         for tp, om in offsets.items():
@@ -859,6 +873,12 @@ class GroupCoordinator:
                 results[tp] = ErrorCode.OFFSET_METADATA_TOO_LARGE
             else:
                 valid[tp] = om
+        return results, valid
+
+    def _store_offsets(
+        self, group: Group, offsets: dict[tuple[str, int], OffsetAndMetadata]
+    ) -> dict[tuple[str, int], int] | Awaitable[dict[tuple[str, int], int]]:
+        results, valid = self._check_metadata_size(offsets)
         if not valid:
             return results
         try:
@@ -877,13 +897,7 @@ class GroupCoordinator:
             )
             return results
 
-        if pending is None:
-            return finish(ErrorCode.NONE)
-
-        async def wait() -> dict[tuple[str, int], int]:
-            return finish(await pending)
-
-        return wait()
+        return _after_write(pending, finish)
 
     def fetch_offsets(
         self, group_id: str, partitions: list[tuple[str, int]] | None
@@ -957,13 +971,7 @@ class GroupCoordinator:
                 error = ErrorCode.ILLEGAL_GENERATION
             if error is not None:
                 return all_(error)
-        results: dict[tuple[str, int], int] = {}
-        valid = {}
-        for tp, om in offsets.items():
-            if len(om.metadata.encode()) > self.max_metadata_bytes:
-                results[tp] = ErrorCode.OFFSET_METADATA_TOO_LARGE
-            else:
-                valid[tp] = om
+        results, valid = self._check_metadata_size(offsets)
         if not valid:
             return results
         try:
@@ -979,13 +987,7 @@ class GroupCoordinator:
             results.update(dict.fromkeys(valid, _txn_store_error(error)))
             return results
 
-        if pending is None:
-            return finish(ErrorCode.NONE)
-
-        async def wait() -> dict[tuple[str, int], int]:
-            return finish(await pending)
-
-        return wait()
+        return _after_write(pending, finish)
 
     def complete_txn_offsets(self, producer_id: int, offsets_partition: int, commit: bool) -> None:
         """A marker of the producer's transaction reached this __consumer_offsets partition:

@@ -21,9 +21,33 @@ def _coordinator(ctx):
     return coordinator if coordinator is not None and coordinator.active else None
 
 
-def _partition_exists(broker, topic: str, partition: int) -> bool:
+def partition_exists(broker, topic: str, partition: int) -> bool:
     info = broker.metadata.topic(topic)
     return info is not None and 0 <= partition < len(info.partitions)
+
+
+def requested_offsets(broker, topics, with_leader_epoch: bool, now: int, expire: int = -1):
+    """What an OffsetCommit or TxnOffsetCommit asks to commit: (the (topic, partition)s in
+    request order, UNKNOWN_TOPIC_OR_PARTITION for those that don't exist, the offsets of the
+    others)."""
+    order: list[tuple[str, int]] = []
+    errors: dict[tuple[str, int], int] = {}
+    offsets: dict[tuple[str, int], OffsetAndMetadata] = {}
+    for topic in topics:
+        for p in topic.partitions:
+            tp = (topic.name, p.partition_index)
+            order.append(tp)
+            if not partition_exists(broker, *tp):
+                errors[tp] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                continue
+            offsets[tp] = OffsetAndMetadata(
+                p.committed_offset,
+                p.committed_leader_epoch if with_leader_epoch else NO_LEADER_EPOCH,
+                p.committed_metadata if p.committed_metadata is not None else NO_METADATA,
+                now,
+                expire,
+            )
+    return order, errors, offsets
 
 
 # --- OffsetCommit -------------------------------------------------------------------------
@@ -32,27 +56,10 @@ def _partition_exists(broker, topic: str, partition: int) -> bool:
 @REGISTRY.register(ApiKey.OFFSET_COMMIT, 2, 8)
 def handle_offset_commit(ctx, request):
     v = ctx.api_version
-    broker = ctx.broker
     now = now_ms()
     retention = request.retention_time_ms if v <= 4 else -1
     expire = now + retention if retention >= 0 else -1
-    order: list[tuple[str, int]] = []  # (topic, partition) as requested
-    errors: dict[tuple[str, int], int] = {}
-    offsets: dict[tuple[str, int], OffsetAndMetadata] = {}
-    for topic in request.topics:
-        for p in topic.partitions:
-            tp = (topic.name, p.partition_index)
-            order.append(tp)
-            if not _partition_exists(broker, *tp):
-                errors[tp] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
-                continue
-            offsets[tp] = OffsetAndMetadata(
-                p.committed_offset,
-                p.committed_leader_epoch if v >= 6 else NO_LEADER_EPOCH,
-                p.committed_metadata if p.committed_metadata is not None else NO_METADATA,
-                now,
-                expire,
-            )
+    order, errors, offsets = requested_offsets(ctx.broker, request.topics, v >= 6, now, expire)
     coordinator = _coordinator(ctx)
     if not offsets:
         result: dict | Awaitable = {}
@@ -164,7 +171,7 @@ def handle_offset_delete(ctx, request) -> dict:
         for p in topic.partitions:
             tp = (topic.name, p.partition_index)
             order.append(tp)
-            if not _partition_exists(broker, *tp):
+            if not partition_exists(broker, *tp):
                 errors[tp] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
     coordinator = _coordinator(ctx)
     if coordinator is None:

@@ -9,13 +9,11 @@ from collections.abc import Awaitable
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
 from pykbroker.coordinator.group import now_ms
-from pykbroker.coordinator.schema import OffsetAndMetadata
 from pykbroker.coordinator.transaction_coordinator import offsets_partition
 from pykbroker.coordinator.txn_markers import write_markers
 
 from . import REGISTRY
-
-NO_LEADER_EPOCH = -1
+from .offsets import partition_exists, requested_offsets
 
 
 def _coordinator(ctx):
@@ -29,11 +27,6 @@ def _fenced(code: int, version: int, first_version: int) -> int:
     if code == ErrorCode.PRODUCER_FENCED and version < first_version:
         return ErrorCode.INVALID_PRODUCER_EPOCH
     return code
-
-
-def _partition_exists(broker, topic: str, partition: int) -> bool:
-    info = broker.metadata.topic(topic)
-    return info is not None and 0 <= partition < len(info.partitions)
 
 
 # --- InitProducerId -------------------------------------------------------------------------
@@ -82,7 +75,7 @@ async def _add_partitions(ctx, txn, txn_id, pid, epoch, topics, verify_only) -> 
     """Errors per partition for one transaction (AddPartitionsToTxn, any version)."""
     broker = ctx.broker
     wanted = [(t.name, p) for t in topics for p in t.partitions]
-    unknown = {tp for tp in wanted if not _partition_exists(broker, *tp)}
+    unknown = {tp for tp in wanted if not partition_exists(broker, *tp)}
     if unknown:
         return {tp: ErrorCode.UNKNOWN_TOPIC_OR_PARTITION if tp in unknown
                 else ErrorCode.OPERATION_NOT_ATTEMPTED for tp in wanted}  # fmt: skip
@@ -159,22 +152,7 @@ async def handle_txn_offset_commit(ctx, request) -> dict:
     broker = ctx.broker
     v = ctx.api_version
     now = now_ms()
-    order: list[tuple[str, int]] = []
-    errors: dict[tuple[str, int], int] = {}
-    offsets: dict[tuple[str, int], OffsetAndMetadata] = {}
-    for topic in request.topics:
-        for p in topic.partitions:
-            tp = (topic.name, p.partition_index)
-            order.append(tp)
-            if not _partition_exists(broker, *tp):
-                errors[tp] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
-                continue
-            offsets[tp] = OffsetAndMetadata(
-                p.committed_offset,
-                p.committed_leader_epoch if v >= 2 else NO_LEADER_EPOCH,
-                p.committed_metadata or "",
-                now,
-            )
+    order, errors, offsets = requested_offsets(broker, request.topics, v >= 2, now)
     gc = broker.group_coordinator
     if offsets:
         if gc is None or not gc.active:

@@ -38,6 +38,20 @@ def wait_until(cond: Callable[[], Any], timeout: float = 30, what: str = "condit
     raise AssertionError(f"timed out waiting for {what} (last error: {last_error!r})")
 
 
+GROUP, TRANSACTION = 0, 1  # FindCoordinator key types
+
+
+def find_coordinator(port: int, key: str, key_type: int = GROUP) -> int | None:
+    """The coordinator of a group or transactional id as one broker answers FindCoordinator
+    (None: not available)."""
+    client = RawClient(port)
+    try:
+        r = client.request(ApiKey.FIND_COORDINATOR, 3, {"key": key, "key_type": key_type})
+        return r.node_id if r.error_code == 0 else None
+    finally:
+        client.close()
+
+
 class Cluster:
     def __init__(self, work_dir: str, size: int = 3, overrides: dict[str, str] | None = None):
         self.work_dir = work_dir

@@ -7,14 +7,11 @@ from __future__ import annotations
 import sys
 
 import pytest
-from cluster_helpers import Cluster, wait_until
-from helpers import RawClient
+from cluster_helpers import Cluster, find_coordinator, wait_until
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.structs import OffsetAndMetadata
 from zookeeper_server import zookeeper_missing
-
-from protocol.apis import ApiKey
 
 missing = zookeeper_missing()
 if missing:
@@ -26,16 +23,6 @@ OVERRIDES = {
     "group.initial.rebalance.delay.ms": "0",
     "group.min.session.timeout.ms": "1000",
 }
-
-
-def coordinator_of(port: int, group: str) -> int | None:
-    """The group's coordinator as one broker answers FindCoordinator (None: not available)."""
-    client = RawClient(port)
-    try:
-        r = client.request(ApiKey.FIND_COORDINATOR, 3, {"key": group, "key_type": 0})
-        return r.node_id if r.error_code == 0 else None
-    finally:
-        client.close()
 
 
 def test_coordinator_failover_keeps_committed_offsets(tmp_path):
@@ -57,7 +44,9 @@ def test_coordinator_failover_keeps_committed_offsets(tmp_path):
         # The first group request creates __consumer_offsets (RF 3 here); once its partition has a
         # leader, commits are acknowledged only when every in-sync replica has them.
         any_port = next(iter(cluster.brokers.values())).port
-        coordinator = wait_until(lambda: coordinator_of(any_port, "g"), what="a coordinator for g")
+        coordinator = wait_until(
+            lambda: find_coordinator(any_port, "g"), what="a coordinator for g"
+        )
         wait_until(
             lambda: all(len(p[3]) == 3 for p in cluster.agreed_partitions("__consumer_offsets").values()),
             what="__consumer_offsets fully replicated",
@@ -73,8 +62,8 @@ def test_coordinator_failover_keeps_committed_offsets(tmp_path):
         survivor = next(iter(cluster.brokers.values()))
         new_coordinator = wait_until(
             lambda: (
-                coordinator_of(survivor.port, "g") not in (None, coordinator)
-                and coordinator_of(survivor.port, "g")
+                find_coordinator(survivor.port, "g") not in (None, coordinator)
+                and find_coordinator(survivor.port, "g")
             ),
             what="a new coordinator for g",
         )

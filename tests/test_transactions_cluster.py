@@ -9,14 +9,11 @@ import sys
 import time
 
 import pytest
-from cluster_helpers import Cluster, wait_until
+from cluster_helpers import TRANSACTION, Cluster, find_coordinator, wait_until
 from confluent_kafka import Consumer, Producer, TopicPartition
-from helpers import RawClient
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from zookeeper_server import zookeeper_missing
-
-from protocol.apis import ApiKey
 
 missing = zookeeper_missing()
 if missing:
@@ -27,15 +24,6 @@ OVERRIDES = {
     "transaction.state.log.num.partitions": "3",
     "offsets.topic.num.partitions": "3",
 }
-
-
-def txn_coordinator(port: int, txn_id: str) -> int | None:
-    client = RawClient(port)
-    try:
-        r = client.request(ApiKey.FIND_COORDINATOR, 3, {"key": txn_id, "key_type": 1})
-        return r.node_id if r.error_code == 0 else None
-    finally:
-        client.close()
 
 
 def read_committed(bootstrap: str, topic: str, count: int, partitions=(0, 1, 2)) -> list[bytes]:
@@ -86,14 +74,16 @@ def test_transaction_across_brokers_and_coordinator_failover(tmp_path):
         # An open transaction when its coordinator dies: another broker takes the
         # __transaction_state partition over, reloads the transaction and commits it.
         any_port = next(iter(cluster.brokers.values())).port
-        coordinator = wait_until(lambda: txn_coordinator(any_port, "span-1"), what="coordinator")
+        coordinator = wait_until(
+            lambda: find_coordinator(any_port, "span-1", TRANSACTION), what="coordinator"
+        )
         p.begin_transaction()
         for i in range(3):
             p.produce("span", b"late-%d" % i, partition=i % 3)
         p.flush(60)
         cluster.kill(coordinator)
         survivor = next(iter(cluster.brokers.values())).port
-        wait_until(lambda: txn_coordinator(survivor, "span-1") not in (None, coordinator),
+        wait_until(lambda: find_coordinator(survivor, "span-1", TRANSACTION) not in (None, coordinator),
                    timeout=60, what="a new coordinator")  # fmt: skip
         p.commit_transaction(60)
         want = [b"c-%d" % i for i in range(9)] + [b"late-%d" % i for i in range(3)]

@@ -21,7 +21,7 @@ from protocol import records as rb
 from protocol.errors import ErrorCode, KafkaError
 from pykbroker.config import LogConfig
 
-from .files import atomic_write
+from .files import atomic_write, fsync_dir
 from .producer_state import ProducerStateManager
 from .segment import FileRegion, LogSegment
 from .txn_index import AbortedTxn, parse_marker
@@ -526,6 +526,7 @@ class Log:
         # Aborted transactions whose markers the cleaned segment keeps (it keeps every marker).
         cleaned.txn_index.replace([e for seg in old for e in seg.txn_index.entries])
         cleaned.rename_with_suffix(CLEANED_SUFFIX, SWAP_SUFFIX)  # <base>.log.swap: committed
+        fsync_dir(self.dir)  # the commit point must survive a power loss, as Kafka flushes it
         for seg in old:
             seg.rename_with_suffix("", DELETED_SUFFIX)
             seg.deleted = True

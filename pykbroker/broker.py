@@ -15,7 +15,7 @@ from protocol import codec
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
 from protocol.framing import FrameError, RequestHeader, parse_request_header
-from pykbroker.cluster.metadata import LocalMetadata, TopicInfo
+from pykbroker.cluster.metadata import DEFAULT_ENTITY, LocalMetadata, TopicInfo
 from pykbroker.cluster.replica_manager import ReplicaManager
 from pykbroker.config import BrokerConfig, ConfigError, LogConfig, parse_topic_configs
 from pykbroker.handlers import REGISTRY
@@ -119,6 +119,7 @@ class Broker:
                 self.config.get("broker.rack"), self.config.get("cluster.id"),
             )  # fmt: skip
             self.metadata.broker.endpoints = endpoints
+            self.apply_dynamic_configs()
             self.log_manager.load_logs(self.log_config_for)
             self.replica_manager = ReplicaManager(
                 self.node_id, self.log_manager, self.log_config_for
@@ -278,6 +279,24 @@ class Broker:
         return codec.encode_response(ApiKey.API_VERSIONS, 0, header.correlation_id, body)
 
     # --- topics ------------------------------------------------------------------------------
+
+    def apply_dynamic_configs(self) -> None:
+        """Take this broker's and the cluster-wide dynamic configs from the metadata, and give
+        every log the topic defaults they imply (at start-up, and whenever they change)."""
+        skipped = self.config.set_dynamic(
+            self.metadata.broker_configs(str(self.node_id)),
+            self.metadata.broker_configs(DEFAULT_ENTITY),
+        )
+        if skipped:
+            log.warning("dynamic_broker_configs_skipped", keys=sorted(skipped))
+        self._topic_defaults = self.config.topic_defaults()
+        if self.replica_manager is not None:
+            self.replica_manager.update_all_configs()
+
+    def set_dynamic_configs(self, entity: str, configs: dict[str, str]) -> None:
+        """Store a broker entity's dynamic configs (validated) and apply them."""
+        self.metadata.set_broker_configs(entity, configs)
+        self.apply_dynamic_configs()
 
     def log_config_for(self, topic: str) -> LogConfig:
         info = self.metadata.topic(topic) if self.metadata is not None else None

@@ -992,14 +992,36 @@ def validate_topic_values(values: dict[str, Any]) -> None:
         )
 
 
+# Broker keys that change at runtime, for one broker or as the cluster-wide default (Kafka's
+# DynamicLogConfig: the broker synonym of each topic config, i.e. the topics' defaults).
+DYNAMIC_BROKER_CONFIGS = frozenset(k.synonyms[0][0] for k in TOPIC_CONFIGS.values() if k.synonyms)
+# Where a broker value comes from, highest precedence first (DescribeConfigs' ConfigSource).
+DYNAMIC_BROKER, DYNAMIC_DEFAULT, STATIC, DEFAULT = (
+    "DYNAMIC_BROKER_CONFIG", "DYNAMIC_DEFAULT_BROKER_CONFIG", "STATIC_BROKER_CONFIG",
+    "DEFAULT_CONFIG",
+)  # fmt: skip
+
+
+def parse_dynamic_broker_configs(raw: dict[str, str]) -> dict[str, Any]:
+    """Validate dynamic broker configs: ConfigError naming keys that can't change at runtime
+    (Kafka's "Cannot update these configs dynamically") or a bad value."""
+    fixed = sorted(name for name in raw if name not in DYNAMIC_BROKER_CONFIGS)
+    if fixed:
+        raise ConfigError(f"Cannot update these configs dynamically: {', '.join(fixed)}")
+    return {name: BROKER_CONFIGS[name].parse(value) for name, value in raw.items()}
+
+
 class BrokerConfig:
-    """The broker's effective configuration: parsed values keyed by Kafka's names."""
+    """The broker's effective configuration: parsed values keyed by Kafka's names, from
+    server.properties (static) under the dynamic configs stored in the cluster metadata."""
 
     def __init__(self, props: dict[str, str] | None = None):
         props = dict(props or {})
         self.originals = props
         self.values: dict[str, Any] = {}
         self.unknown: dict[str, str] = {}
+        self.dynamic_broker: dict[str, Any] = {}  # this broker's dynamic configs
+        self.dynamic_default: dict[str, Any] = {}  # the cluster-wide dynamic defaults
         for name, raw in props.items():
             key = BROKER_CONFIGS.get(name)
             if key is None:
@@ -1007,13 +1029,42 @@ class BrokerConfig:
                 continue
             self.values[name] = key.parse(raw)
 
+    def _layers(self) -> tuple[tuple[dict[str, Any], str], ...]:
+        return (
+            (self.dynamic_broker, DYNAMIC_BROKER),
+            (self.dynamic_default, DYNAMIC_DEFAULT),
+            (self.values, STATIC),
+        )
+
     def get(self, name: str) -> Any:
-        if name in self.values:
-            return self.values[name]
+        for layer, _ in self._layers():
+            if name in layer:
+                return layer[name]
         return BROKER_CONFIGS[name].default
 
+    def source(self, name: str) -> str:
+        """Where get(name) comes from: DYNAMIC_BROKER, DYNAMIC_DEFAULT, STATIC or DEFAULT."""
+        return next((source for layer, source in self._layers() if name in layer), DEFAULT)
+
     def is_set(self, name: str) -> bool:
+        """Set in server.properties (or an --override)."""
         return name in self.values
+
+    def set_dynamic(self, per_broker: dict[str, str], default: dict[str, str]) -> list[str]:
+        """Take the stored dynamic configs; returns the keys left out (stored values this
+        version can't use, which Kafka also logs and skips)."""
+        skipped = []
+        layers = []
+        for raw in (per_broker, default):
+            parsed = {}
+            for name, value in raw.items():
+                try:
+                    parsed.update(parse_dynamic_broker_configs({name: value}))
+                except ConfigError:
+                    skipped.append(name)
+            layers.append(parsed)
+        self.dynamic_broker, self.dynamic_default = layers
+        return skipped
 
     def set(self, name: str, raw: Any) -> None:
         self.values[name] = BROKER_CONFIGS[name].parse(raw)
@@ -1104,16 +1155,18 @@ class BrokerConfig:
         return endpoints
 
     def topic_default(self, name: str) -> tuple[Any, str, str | None]:
-        """(value, source, broker synonym) of a topic config at broker level."""
+        """(value, source, broker synonym) of a topic config at broker level: dynamic, then
+        static, then default, and within each the synonyms in order (ms before hours)."""
         key = TOPIC_CONFIGS[name]
-        for broker_key, factor in key.synonyms:
-            if self.is_set(broker_key):
-                return _scaled(self.get(broker_key), factor), "STATIC_BROKER_CONFIG", broker_key
+        for layer, source in self._layers():
+            for broker_key, factor in key.synonyms:
+                if broker_key in layer:
+                    return _scaled(layer[broker_key], factor), source, broker_key
         for broker_key, factor in key.synonyms:
             default = BROKER_CONFIGS[broker_key].default
             if default is not None:
-                return _scaled(default, factor), "DEFAULT_CONFIG", broker_key
-        return key.default, "DEFAULT_CONFIG", None
+                return _scaled(default, factor), DEFAULT, broker_key
+        return key.default, DEFAULT, None
 
     def topic_defaults(self) -> dict[str, Any]:
         return {name: self.topic_default(name)[0] for name in TOPIC_CONFIGS}

@@ -31,8 +31,8 @@ def cluster(tmp_path_factory):
     c.stop()
 
 
-def topic_configs(cluster: Cluster, node_id: int, topic: str) -> dict[str, str]:
-    """The overrides one broker reports for a topic (DescribeConfigs to that broker)."""
+def describe_topic(cluster: Cluster, node_id: int, topic: str) -> list:
+    """A topic's configs as one broker reports them (DescribeConfigs to that broker)."""
     client = RawClient(cluster.brokers[node_id].port)
     try:
         result = client.request(ApiKey.DESCRIBE_CONFIGS, 4, {
@@ -41,7 +41,20 @@ def topic_configs(cluster: Cluster, node_id: int, topic: str) -> dict[str, str]:
         }).results[0]  # fmt: skip
     finally:
         client.close()
-    return {c.name: c.value for c in result.configs if c.config_source == 1}
+    return result.configs
+
+
+def topic_configs(cluster: Cluster, node_id: int, topic: str) -> dict[str, str]:
+    """The overrides one broker reports for a topic."""
+    return {
+        c.name: c.value for c in describe_topic(cluster, node_id, topic) if c.config_source == 1
+    }
+
+
+def retention(cluster: Cluster, node_id: int, topic: str) -> tuple[str, int]:
+    """(value, source) of retention.ms as one broker applies it to a topic."""
+    entry = next(c for c in describe_topic(cluster, node_id, topic) if c.name == "retention.ms")
+    return entry.value, entry.config_source
 
 
 def fully_replicated(cluster: Cluster, topic: str, partitions: int, rf: int):
@@ -89,6 +102,32 @@ def test_config_changes_reach_every_broker(cluster):
     assert r.returncode == 1 and "Not a number of type LONG" in r.stderr
     for node in cluster.brokers:
         assert topic_configs(cluster, node, "system_logs") == {"cleanup.policy": "compact"}
+
+
+def test_dynamic_broker_configs_on_a_cluster(cluster):
+    bootstrap = cluster.bootstrap()
+    assert shell("kafka-topics --create --topic dyn --partitions 1 --replication-factor 3 "
+                 "--bootstrap-server localhost:9092", bootstrap).returncode == 0  # fmt: skip
+    # The cluster-wide default reaches every broker (each watches /config/brokers/<default>).
+    r = shell("kafka-configs --alter --entity-type brokers --entity-default --add-config "
+              "log.retention.ms=1000 --bootstrap-server localhost:9092", bootstrap)  # fmt: skip
+    assert r.returncode == 0, r
+    for node in cluster.brokers:
+        wait_until(lambda node=node: retention(cluster, node, "dyn") == ("1000", 3),
+                   what=f"the default on broker {node}")  # fmt: skip
+    # One broker's own config goes to that broker, whichever broker the tool bootstraps from.
+    r = shell("kafka-configs --alter --entity-type brokers --entity-name 2 --add-config "
+              "log.retention.ms=2000 --bootstrap-server localhost:9092", bootstrap)  # fmt: skip
+    assert r.returncode == 0, r
+    assert retention(cluster, 2, "dyn") == ("2000", 2)
+    assert retention(cluster, 1, "dyn") == retention(cluster, 3, "dyn") == ("1000", 3)
+    for entity in ("--entity-name 2", "--entity-default"):
+        r = shell(f"kafka-configs --alter --entity-type brokers {entity} --delete-config "
+                  "log.retention.ms --bootstrap-server localhost:9092", bootstrap)  # fmt: skip
+        assert r.returncode == 0, r
+    for node in cluster.brokers:
+        wait_until(lambda node=node: retention(cluster, node, "dyn") == ("604800000", 5),
+                   what=f"the default gone from broker {node}")  # fmt: skip
 
 
 def test_create_partitions_and_delete_records_on_a_cluster(cluster):

@@ -86,13 +86,34 @@ def test_brokers(broker):
         "Dynamic configs for broker 1 are:",
         "Default configs for brokers in the cluster are:",
     ]
-    # Dynamic broker configs aren't supported: refused with a clear message.
+    # The topics' defaults can change at runtime, for every broker or for one.
     r = configs(broker, "--alter", "--entity-type", "brokers", "--entity-default",
                 "--add-config", "log.retention.ms=1000")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.lines == ["Completed updating default config for brokers in the cluster."]
+    r = configs(broker, "--alter", "--entity-type", "brokers", "--entity-name", "1",
+                "--add-config", "log.retention.ms=2000")  # fmt: skip
+    assert r.lines == ["Completed updating config for broker 1."]
+    r = configs(broker, "--describe", "--entity-type", "brokers")
+    assert r.lines == [
+        "Dynamic configs for broker 1 are:",
+        "  log.retention.ms=2000 sensitive=false synonyms={DYNAMIC_BROKER_CONFIG:log.retention.ms="
+        "2000, DYNAMIC_DEFAULT_BROKER_CONFIG:log.retention.ms=1000, "
+        "DEFAULT_CONFIG:log.retention.hours=168}",
+        "Default configs for brokers in the cluster are:",
+        "  log.retention.ms=1000 sensitive=false synonyms={DYNAMIC_DEFAULT_BROKER_CONFIG:"
+        "log.retention.ms=1000}",
+    ]
+    r = configs(broker, "--alter", "--entity-type", "brokers", "--entity-name", "1",
+                "--delete-config", "log.retention.ms")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    # Keys that only server.properties sets are refused, as Kafka refuses them.
+    r = configs(broker, "--alter", "--entity-type", "brokers", "--entity-default",
+                "--add-config", "num.partitions=3")  # fmt: skip
     assert r.returncode == 1
     assert (
-        "InvalidRequestException: Cannot update these configs dynamically: log.retention.ms"
-        in r.stderr
+        "InvalidRequestException: Invalid config value for resource ConfigResource(type=BROKER, "
+        "name=''): Cannot update these configs dynamically: num.partitions" in r.stderr
     )
     r = configs(broker, "--describe", "--entity-type", "brokers", "--entity-name", "one")
     assert r.returncode == 1

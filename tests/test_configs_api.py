@@ -17,8 +17,9 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 from helpers import RawClient
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import ConfigResource as KpConfigResource
+from kafka.errors import MessageSizeTooLargeError
 
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode
@@ -271,14 +272,112 @@ def test_one_resource_failing_does_not_block_another(broker, raw):
     assert overrides(broker, "a") == {"retention.ms": "1000"} and overrides(broker, "b") == {}
 
 
-def test_broker_resources_are_read_only(broker, raw):
-    r = incremental(raw, "1", [("log.retention.ms", SET, "1000")], resource_type=BROKER)
+def broker_op(raw, name, ops, validate_only=False):
+    return incremental(raw, name, ops, validate_only, resource_type=BROKER)
+
+
+def test_dynamic_broker_configs_are_topic_defaults(broker, raw):
+    create(raw, "t")
+    create(raw, "pinned", {"retention.ms": "5000"})
+    week = 604800000
+    assert live(broker, "t", "retention.ms") == week
+    # The cluster-wide default ("") applies to every topic without an override of its own.
+    assert broker_op(raw, "", [("log.retention.ms", SET, "1000")]).error_code == 0
+    assert live(broker, "t", "retention.ms") == 1000
+    assert live(broker, "pinned", "retention.ms") == 5000
+    retention = entries(describe(raw, TOPIC, "t"))["retention.ms"]
+    assert (retention.value, retention.config_source) == ("1000", 3)
+    assert [(s.name, s.value, s.source) for s in retention.synonyms][0] == (
+        "log.retention.ms", "1000", 3
+    )  # fmt: skip
+    # A broker's own dynamic config wins over the default.
+    assert broker_op(raw, "1", [("log.retention.ms", SET, "2000")]).error_code == 0
+    assert live(broker, "t", "retention.ms") == 2000
+    mine = entries(describe(raw, BROKER, "1"))["log.retention.ms"]
+    assert (mine.value, mine.config_source, mine.read_only) == ("2000", 2, False)
+    assert [(s.value, s.source) for s in mine.synonyms][:2] == [("2000", 2), ("1000", 3)]
+    assert entries(describe(raw, BROKER, "1"))["num.partitions"].read_only
+    default = describe(raw, BROKER, "")
+    assert [(c.name, c.value, c.config_source) for c in default.configs] == [
+        ("log.retention.ms", "1000", 3)
+    ]
+    # DELETE falls back a level at a time.
+    assert broker_op(raw, "1", [("log.retention.ms", DELETE, None)]).error_code == 0
+    assert live(broker, "t", "retention.ms") == 1000
+    assert broker_op(raw, "", [("log.retention.ms", DELETE, None)]).error_code == 0
+    assert live(broker, "t", "retention.ms") == week
+    assert entries(describe(raw, TOPIC, "t"))["retention.ms"].config_source == 5
+
+
+def test_dynamic_message_max_bytes_limits_produce(broker, raw):
+    create(raw, "t")
+    assert broker_op(raw, "", [("message.max.bytes", SET, "2000")]).error_code == 0
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, retries=0)
+    try:
+        with pytest.raises(MessageSizeTooLargeError):
+            producer.send("t", b"x" * 5000).get(timeout=10)
+        assert producer.send("t", b"x" * 100).get(timeout=10).offset == 0
+    finally:
+        producer.close()
+
+
+@pytest.mark.parametrize(
+    "ops, message",
+    [
+        ([("num.partitions", SET, "3")], "Cannot update these configs dynamically: num.partitions"),
+        ([("log.retention.ms", SET, "forever")],
+         "Invalid value forever for configuration log.retention.ms"),
+        ([("log.retention.msec", SET, "5")], "Unknown broker config name: log.retention.msec"),
+        ([("log.cleaner.min.compaction.lag.ms", SET, "10"),
+          ("log.cleaner.max.compaction.lag.ms", SET, "5")],
+         "min.compaction.lag.ms (10) > max.compaction.lag.ms (5)"),
+    ],
+)  # fmt: skip
+def test_invalid_dynamic_broker_configs_change_nothing(broker, raw, ops, message):
+    create(raw, "t")
+    for name in ("", "1"):
+        r = broker_op(raw, name, ops)
+        assert r.error_code == ErrorCode.INVALID_REQUEST, r
+        assert message in r.error_message
+    assert broker.call(lambda: broker.broker.metadata.dynamic_configs) == {}
+    assert live(broker, "t", "retention.ms") == 604800000
+
+
+def test_dynamic_broker_validate_only_alter_configs_and_other_brokers(broker, raw):
+    create(raw, "t")
+    ops = [("log.segment.bytes", SET, "1048576")]
+    assert broker_op(raw, "", ops, validate_only=True).error_code == 0
+    assert live(broker, "t", "segment.bytes") == 1073741824
+    # AlterConfigs replaces the broker's whole set.
+    response = raw.request(ApiKey.ALTER_CONFIGS, 2, {
+        "resources": [{"resource_type": BROKER, "resource_name": "1",
+                       "configs": [{"name": "log.segment.bytes", "value": "1048576"}]}],
+        "validate_only": False,
+    })  # fmt: skip
+    assert response.responses[0].error_code == 0
+    assert live(broker, "t", "segment.bytes") == 1048576
+    assert broker.call(lambda: broker.broker.metadata.broker_configs("1")) == {
+        "log.segment.bytes": "1048576"
+    }
+    # Another broker's id is for that broker to answer; logger changes stay refused.
+    assert broker_op(raw, "3", []).error_code == ErrorCode.INVALID_REQUEST
+    r = incremental(raw, "1", [("root", SET, "DEBUG")], resource_type=8)
     assert r.error_code == ErrorCode.INVALID_REQUEST
-    assert "log.retention.ms" in r.error_message
-    # Deleting a dynamic config that was never set is a no-op.
-    r = incremental(raw, "", [("log.retention.ms", DELETE, None)], resource_type=BROKER)
-    assert r.error_code == 0
-    assert incremental(raw, "3", [], resource_type=BROKER).error_code == ErrorCode.INVALID_REQUEST
+
+
+def test_dynamic_broker_configs_are_persisted(make_broker, tmp_path):
+    data = str(tmp_path / "persist")
+    b = make_broker(data_dir=data)
+    raw = RawClient(b.port)
+    create(raw, "t")
+    assert broker_op(raw, "", [("log.cleanup.policy", SET, "compact")]).error_code == 0
+    raw.close()
+    b.stop()
+    b = make_broker(data_dir=data)
+    assert b.call(lambda: b.broker.replica_manager.get("t", 0).log.config.compact)
+    raw = RawClient(b.port)
+    assert entries(describe(raw, TOPIC, "t"))["cleanup.policy"].config_source == 3
+    raw.close()
 
 
 def test_changes_are_persisted(make_broker, tmp_path):

@@ -240,9 +240,15 @@ def describe_resource(admin, entity_type: str, name: str, synonyms: bool) -> lis
         include_synonyms=synonyms,
         min_version=1,
     )
-    result = common.send(admin, request).results[0]
+    result = common.send(admin, request, node_id=target_node(entity_type, name)).results[0]
     common.check(result.error_code, result.error_message)
     return sorted(result.configs, key=lambda c: c.name)
+
+
+def target_node(entity_type: str, name: str) -> int | None:
+    """A broker's own configs are served by that broker (as Kafka's admin client routes
+    them); topics and the cluster-wide default by any broker."""
+    return int(name) if entity_type in ("brokers", "broker-loggers") and name else None
 
 
 def dynamic_source(entity_type: str, name: str) -> int | None:
@@ -303,7 +309,7 @@ def alter(admin, args, entity_type: str, name: str) -> None:
     request = IncrementalAlterConfigsRequest(
         resources=[(RESOURCE_TYPES[entity_type], name, ops)], validate_only=False
     )
-    for response in common.send(admin, request).responses:
+    for response in common.send(admin, request, node_id=target_node(entity_type, name)).responses:
         common.check(response.error_code, response.error_message)
     if name:
         print(f"Completed updating config for {entity_type[:-1]} {name}.")

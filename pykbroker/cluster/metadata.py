@@ -109,10 +109,22 @@ def new_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
+DEFAULT_ENTITY = "<default>"  # the cluster-wide default broker entity, as Kafka names it
+
+
 class MetadataBase:
     """Validation and replica placement shared by the single-broker and ZooKeeper stores."""
 
     topics: dict[str, TopicInfo]
+    # Dynamic broker configs (strings, as clients sent them) by entity: a broker id or
+    # DEFAULT_ENTITY. Each broker keeps its own and the default.
+    dynamic_configs: dict[str, dict[str, str]]
+
+    def broker_configs(self, entity: str) -> dict[str, str]:
+        return dict(self.dynamic_configs.get(entity, {}))
+
+    def set_broker_configs(self, entity: str, configs: dict[str, str]) -> None:
+        raise NotImplementedError
 
     def live_broker_ids(self) -> list[int]:
         raise NotImplementedError
@@ -228,6 +240,7 @@ class LocalMetadata(MetadataBase):
         self.node_id = node_id
         self.broker = BrokerInfo(node_id, advertised[0], advertised[1], rack)
         self.topics: dict[str, TopicInfo] = {}
+        self.dynamic_configs: dict[str, dict[str, str]] = {}
         self._topics_path = os.path.join(data_dir, "topics.json")
         self._next_producer_id = 0
         self._producer_id_block_end = 0
@@ -242,6 +255,7 @@ class LocalMetadata(MetadataBase):
         with open(self._topics_path) as f:
             state = json.load(f)
         self._producer_id_block_end = state.get("producer_id_block_end", 0)
+        self.dynamic_configs = state.get("broker_configs", {})
         # Never hand out an id from a block that may have been used before a crash.
         self._next_producer_id = self._producer_id_block_end
         for t in state["topics"]:
@@ -254,6 +268,7 @@ class LocalMetadata(MetadataBase):
     def _save(self) -> None:
         state = {
             "producer_id_block_end": self._producer_id_block_end,
+            "broker_configs": self.dynamic_configs,
             "topics": [
                 {"name": t.name, "id": str(t.topic_id), "configs": t.configs,
                  "partitions": [p.to_json() for p in t.partitions]}
@@ -307,6 +322,10 @@ class LocalMetadata(MetadataBase):
     def add_partitions(self, name: str, assignment: list[list[int]]) -> None:
         info = self.topics[name]
         info.partitions.extend(PartitionState(r[0], 0, list(r), list(r)) for r in assignment)
+        self._save()
+
+    def set_broker_configs(self, entity: str, configs: dict[str, str]) -> None:
+        self.dynamic_configs[entity] = dict(configs)
         self._save()
 
     def next_producer_id(self) -> int:

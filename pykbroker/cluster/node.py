@@ -47,6 +47,8 @@ async def start_cluster(broker: Broker, advertised: tuple[str, int], listener_na
     broker.metadata = metadata
     zk.session_listeners.append(metadata.session_state_changed)
     await metadata.start()
+    broker.apply_dynamic_configs()
+    metadata.on_broker_configs = broker.apply_dynamic_configs
     broker.log_manager.load_logs(broker.log_config_for)
     rm = ReplicaManager(broker.node_id, broker.log_manager, broker.log_config_for, metadata, config)
     rm.restore_high_watermarks()

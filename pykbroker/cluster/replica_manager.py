@@ -26,6 +26,7 @@ import structlog
 from protocol.errors import ErrorCode, KafkaError
 from pykbroker.cluster.leader_epoch import LeaderEpochCache
 from pykbroker.cluster.metadata import PartitionState, TopicInfo
+from pykbroker.config import LogConfig
 from pykbroker.storage.files import atomic_write
 from pykbroker.storage.log import AppendInfo, Log
 from pykbroker.storage.log_manager import LogManager
@@ -348,6 +349,14 @@ class ReplicaManager:
         for (name, _), p in self.partitions.items():
             if name == topic:
                 p.log.config = config
+
+    def update_all_configs(self) -> None:
+        """The topics' defaults changed (dynamic broker configs): every log's LogConfig anew."""
+        configs: dict[str, LogConfig] = {}
+        for (name, _), p in self.partitions.items():
+            if name not in configs:
+                configs[name] = self.log_config_for(name)
+            p.log.config = configs[name]
 
     def delete_stray_logs(self) -> None:
         """Set aside logs of partitions this broker no longer replicates (deleted while it was

@@ -104,6 +104,11 @@ def topic_config_path(topic: str) -> str:
     return f"{CONFIG_TOPICS}/{topic}"
 
 
+def broker_config_path(entity: str) -> str:
+    """/config/brokers/<id>, or /config/brokers/<default> for the cluster-wide default."""
+    return f"/config/brokers/{entity}"
+
+
 def delete_topic_path(topic: str) -> str:
     return f"{DELETE_TOPICS}/{topic}"
 

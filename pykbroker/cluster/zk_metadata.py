@@ -26,6 +26,7 @@ from protocol.errors import ErrorCode, KafkaError
 
 from . import zk as Z
 from .metadata import (
+    DEFAULT_ENTITY,
     BrokerInfo,
     MetadataBase,
     PartitionState,
@@ -74,6 +75,8 @@ class ZkMetadata(MetadataBase):
         self.replica_manager = None  # partition_state_changed / topic_removed / update_config
         self.on_change: Callable[[], None] | None = None  # the controller's "look again"
         self.on_controller_change: Callable[[int], None] | None = None
+        self.on_broker_configs: Callable[[], None] | None = None  # the broker re-applies them
+        self.dynamic_configs: dict[str, dict[str, str]] = {}
 
     # --- start-up -----------------------------------------------------------------------------
 
@@ -82,6 +85,8 @@ class ZkMetadata(MetadataBase):
             await self.zk.ensure_path(path)
         self.cluster_id = await self._cluster_id()
         load_meta_properties(self.data_dir, self.node_id, self.cluster_id)
+        for entity in (str(self.node_id), DEFAULT_ENTITY):
+            await self._read_broker_configs(entity)
         await self._read_brokers()
         await self._read_delete_requests()
         await self._read_topics()
@@ -206,6 +211,14 @@ class ZkMetadata(MetadataBase):
         self._spawn(
             self._set_or_create(Z.topic_config_path(name), Z.encode_config(dict(configs))),
             "set_topic_configs",
+        )
+
+    def set_broker_configs(self, entity: str, configs: dict[str, str]) -> None:
+        """Cache at once (this broker applies them now); other brokers see the znode change."""
+        self.dynamic_configs[entity] = dict(configs)
+        self._spawn(
+            self._set_or_create(Z.broker_config_path(entity), Z.encode_config(dict(configs))),
+            "set_broker_configs",
         )
 
     def add_partitions(self, name: str, assignment: list[list[int]]) -> None:
@@ -463,6 +476,20 @@ class ZkMetadata(MetadataBase):
         except Z.NoNodeError:
             await self.zk.exists(path, watch=w)
             return {}
+
+    async def _read_broker_configs(self, entity: str) -> None:
+        path = Z.broker_config_path(entity)
+        w = self._watch(path, lambda: self._read_broker_configs(entity))
+        try:
+            data, _ = await self.zk.get(path, watch=w)
+            configs = Z.decode_config(data)
+        except Z.NoNodeError:
+            await self.zk.exists(path, watch=w)
+            configs = {}
+        if configs != self.dynamic_configs.get(entity, {}):
+            self.dynamic_configs[entity] = configs
+            if self.on_broker_configs is not None:
+                self.on_broker_configs()
 
     async def _read_state(self, topic: str, index: int) -> None:
         path = Z.state_path(topic, index)

@@ -6,20 +6,27 @@ validated as a whole (every key known, every value of the right type and range, 
 keys) before anything is stored, so a bad request changes nothing; then it is persisted with the
 topic and applied to the partitions' live LogConfig.
 
-Broker resources are described from the static configuration. Dynamic broker configs are not
-supported: altering one is refused with INVALID_REQUEST (an empty change succeeds).
+Broker resources: the broker keys that are topic defaults (`log.retention.ms`, `message.max.bytes`,
+... see config.DYNAMIC_BROKER_CONFIGS) can be changed at runtime for one broker (resource name =
+its id) or for every broker (resource name ""), as in Kafka; they are stored in the cluster
+metadata and take precedence over server.properties. Any other key is refused with
+INVALID_REQUEST ("Cannot update these configs dynamically"), as Kafka does.
 """
 
 from __future__ import annotations
 
+import copy
+
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
-from pykbroker.cluster.metadata import validate_topic_name
+from pykbroker.cluster.metadata import DEFAULT_ENTITY, validate_topic_name
 from pykbroker.config import (
     BROKER_CONFIGS,
+    DYNAMIC_BROKER_CONFIGS,
     TOPIC_CONFIGS,
     ConfigError,
     ConfigKey,
+    parse_dynamic_broker_configs,
     parse_topic_configs,
     validate_topic_values,
 )
@@ -36,6 +43,13 @@ STATIC_BROKER_CONFIG = 4
 DEFAULT_CONFIG = 5
 # AlterConfigOp.OpType
 SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
+# BrokerConfig names a value's source by Kafka's name; the protocol carries its id.
+_SOURCE_IDS = {
+    "DYNAMIC_BROKER_CONFIG": DYNAMIC_BROKER_CONFIG,
+    "DYNAMIC_DEFAULT_BROKER_CONFIG": DYNAMIC_DEFAULT_BROKER_CONFIG,
+    "STATIC_BROKER_CONFIG": STATIC_BROKER_CONFIG,
+    "DEFAULT_CONFIG": DEFAULT_CONFIG,
+}
 _OP_NAMES = {APPEND: "append", SUBTRACT: "subtract"}
 
 
@@ -65,8 +79,17 @@ class Describer:
         return {"name": name, "value": None if key.is_sensitive else value, "source": source}
 
     def _broker_synonyms(self, key: ConfigKey, names: list[str]) -> list[dict]:
-        """Static settings first, then defaults, for each broker key in precedence order."""
+        """Dynamic (this broker, then the cluster default), static, then default settings, and
+        within each the broker keys in precedence order."""
         out = []
+        for layer, source in (
+            (self.config.dynamic_broker, DYNAMIC_BROKER_CONFIG),
+            (self.config.dynamic_default, DYNAMIC_DEFAULT_BROKER_CONFIG),
+        ):
+            for name in names:
+                if name in layer:
+                    raw = BROKER_CONFIGS[name].render(layer[name])
+                    out.append(self._synonym(key, name, raw, source))
         for name in names:
             if name in self.config.originals and self.config.is_set(name):
                 raw = self.config.originals[name]
@@ -94,19 +117,44 @@ class Describer:
                 entries.append(self._entry(key, raw, DYNAMIC_TOPIC_CONFIG, False, synonyms))
                 continue
             value, source, _ = self.config.topic_default(key.name)
-            source_id = STATIC_BROKER_CONFIG if source == "STATIC_BROKER_CONFIG" else DEFAULT_CONFIG
-            entries.append(self._entry(key, key.render(value), source_id, False, synonyms))
+            entries.append(
+                self._entry(key, key.render(value), _SOURCE_IDS[source], False, synonyms)
+            )
         return entries
 
     def broker(self, names: list[str] | None) -> list[dict]:
+        """Every broker config with its effective value; read-only unless dynamic."""
         entries = []
         for key in _selected(BROKER_CONFIGS, names):
-            source = STATIC_BROKER_CONFIG if self.config.is_set(key.name) else DEFAULT_CONFIG
+            source = _SOURCE_IDS[self.config.source(key.name)]
             value = key.render(self.config.get(key.name))
-            synonyms = self._broker_synonyms(key, [key.name])
-            # No dynamic broker configs here: every broker config is read-only at runtime.
-            entries.append(self._entry(key, value, source, True, synonyms))
+            synonyms = self._broker_synonyms(key, _synonym_group(key.name))
+            read_only = key.name not in DYNAMIC_BROKER_CONFIGS
+            entries.append(self._entry(key, value, source, read_only, synonyms))
         return entries
+
+    def broker_default(self, names: list[str] | None) -> list[dict]:
+        """The default resource (""): just the cluster-wide dynamic configs, as Kafka."""
+        defaults = self.config.dynamic_default
+        entries = []
+        for key in _selected(BROKER_CONFIGS, names):
+            if key.name in defaults:
+                raw = key.render(defaults[key.name])
+                synonym = self._synonym(key, key.name, raw, DYNAMIC_DEFAULT_BROKER_CONFIG)
+                entries.append(
+                    self._entry(key, raw, DYNAMIC_DEFAULT_BROKER_CONFIG, False, [synonym])
+                )
+        return entries
+
+
+def _synonym_group(name: str) -> list[str]:
+    """The broker keys setting the same thing as `name` (log.retention.ms/minutes/hours), in
+    precedence order, as Kafka lists a broker config's synonyms."""
+    for key in TOPIC_CONFIGS.values():
+        names = [n for n, _ in key.synonyms]
+        if name in names:
+            return names
+    return [name]
 
 
 def _selected(keys: dict[str, ConfigKey], names: list[str] | None) -> list[ConfigKey]:
@@ -173,8 +221,9 @@ def handle_describe_configs(ctx, request) -> dict:
                 result["configs"] = describer.topic(info.configs, keys, implicit)
             elif r.resource_type == BROKER:
                 check_broker_resource(broker, r.resource_name)
-                # The default resource ("") holds dynamic cluster-wide configs: there are none.
-                if r.resource_name != "":
+                if r.resource_name == "":
+                    result["configs"] = describer.broker_default(keys)
+                else:
                     result["configs"] = describer.broker(keys)
             elif r.resource_type == BROKER_LOGGER:
                 check_broker_resource(broker, r.resource_name)
@@ -214,14 +263,30 @@ def _check_duplicates(names: list[str]) -> None:
         seen.add(name)
 
 
-def _refuse_broker_changes(broker, resource, changed: list[str]) -> None:
+def check_broker_configs(broker, name: str, configs: dict[str, str]) -> None:
+    """Validate a broker entity's complete set of dynamic configs (for this broker, name = its
+    id, or for every broker, name = ""), with the topic defaults they would make."""
+    trial = copy.copy(broker.config)
+    try:
+        parsed = parse_dynamic_broker_configs(configs)
+        if name:
+            trial.dynamic_broker = parsed
+        else:
+            trial.dynamic_default = parsed
+        validate_topic_values(trial.topic_defaults())
+    except ConfigError as e:
+        raise KafkaError(
+            ErrorCode.INVALID_REQUEST,
+            f"Invalid config value for resource ConfigResource(type=BROKER, name='{name}'): {e}",
+        ) from None
+
+
+def _refuse_logger_changes(broker, resource, changed: list[str]) -> None:
     check_broker_resource(broker, resource.resource_name)
     if changed:
         raise KafkaError(
             ErrorCode.INVALID_REQUEST,
-            f"Cannot update these configs dynamically: {', '.join(sorted(changed))}. "
-            "This broker does not support dynamic broker configs: set them in server.properties "
-            "or with --override and restart it.",
+            f"Cannot update these broker loggers dynamically: {', '.join(sorted(changed))}",
         )
 
 
@@ -233,8 +298,9 @@ def _duplicate_resources(resources) -> set[tuple[int, str]]:
     return dupes
 
 
-def _alter(ctx, request, change_topic, broker_changes) -> dict:
-    """Shared body of AlterConfigs and IncrementalAlterConfigs: one result per resource."""
+def _alter(ctx, request, change, logger_changes) -> dict:
+    """Shared body of AlterConfigs and IncrementalAlterConfigs: one result per resource.
+    `change(current, configs, key_of, current_list)` gives the resource's new set."""
     broker = ctx.broker
     dupes = _duplicate_resources(request.resources)
     responses = []
@@ -250,12 +316,27 @@ def _alter(ctx, request, change_topic, broker_changes) -> dict:
             _check_duplicates([c.name for c in r.configs])
             if r.resource_type == TOPIC:
                 info = existing_topic(broker, r.resource_name)
-                overrides = change_topic(broker, dict(info.configs), r.configs)
+                overrides = change(
+                    dict(info.configs), r.configs, _topic_key,
+                    lambda key: list(broker.config.topic_default(key.name)[0] or []),
+                )  # fmt: skip
                 check_topic_overrides(broker, overrides)
                 if not request.validate_only and overrides != info.configs:
                     apply_topic_overrides(broker, info.name, overrides)
-            elif r.resource_type in (BROKER, BROKER_LOGGER):
-                _refuse_broker_changes(broker, r, broker_changes(r.configs))
+            elif r.resource_type == BROKER:
+                check_broker_resource(broker, r.resource_name)
+                entity = r.resource_name or DEFAULT_ENTITY
+                current = broker.metadata.broker_configs(entity)
+                configs = change(
+                    current, r.configs, _broker_key,
+                    lambda key: list(broker.config.get(key.name) or []),
+                )  # fmt: skip
+                configs = {k: v for k, v in configs.items() if v is not None}
+                check_broker_configs(broker, r.resource_name, configs)
+                if not request.validate_only and configs != current:
+                    broker.set_dynamic_configs(entity, configs)
+            elif r.resource_type == BROKER_LOGGER:
+                _refuse_logger_changes(broker, r, logger_changes(r.configs))
             else:
                 raise unsupported_resource(r.resource_type)
         except KafkaError as e:
@@ -264,31 +345,41 @@ def _alter(ctx, request, change_topic, broker_changes) -> dict:
     return {"throttle_time_ms": 0, "responses": responses}
 
 
-def _known_topic_key(name: str) -> ConfigKey:
+def _topic_key(name: str) -> ConfigKey:
     key = TOPIC_CONFIGS.get(name)
     if key is None:
         raise KafkaError(ErrorCode.INVALID_CONFIG, f"Unknown topic config name: {name}")
     return key
 
 
-def _replace_topic_configs(broker, current: dict[str, str], configs) -> dict[str, str | None]:
-    """AlterConfigs: the request's set replaces every override (missing keys revert)."""
-    overrides = {}
-    for c in configs:
-        _known_topic_key(c.name)
-        overrides[c.name] = c.value
-    return overrides
+def _broker_key(name: str) -> ConfigKey:
+    key = BROKER_CONFIGS.get(name)
+    if key is None:
+        # Kafka keeps unknown names (for plugins); nothing here would read them.
+        raise KafkaError(ErrorCode.INVALID_REQUEST, f"Unknown broker config name: {name}")
+    return key
 
 
-def _incremental_topic_configs(broker, current: dict[str, str], configs) -> dict[str, str | None]:
-    overrides: dict[str, str | None] = dict(current)
+def _replace_configs(current, configs, key_of, current_list) -> dict[str, str | None]:
+    """AlterConfigs: the request's set replaces every one (missing keys revert)."""
+    replaced = {}
     for c in configs:
-        key = _known_topic_key(c.name)
+        key_of(c.name)
+        replaced[c.name] = c.value
+    return replaced
+
+
+def _incremental_configs(current, configs, key_of, current_list) -> dict[str, str | None]:
+    """IncrementalAlterConfigs: SET, DELETE, and APPEND/SUBTRACT on list-typed keys, which
+    start from the current value (`current_list(key)` where there is none in `current`)."""
+    result: dict[str, str | None] = dict(current)
+    for c in configs:
+        key = key_of(c.name)
         op = c.config_operation
         if op == SET:
-            overrides[c.name] = c.value
+            result[c.name] = c.value
         elif op == DELETE:
-            overrides.pop(c.name, None)
+            result.pop(c.name, None)
         elif op in (APPEND, SUBTRACT):
             if key.type != "list":
                 raise KafkaError(
@@ -297,45 +388,45 @@ def _incremental_topic_configs(broker, current: dict[str, str], configs) -> dict
                 )
             if c.value is None:
                 raise KafkaError(
-                    ErrorCode.INVALID_CONFIG,
-                    f"Null value not supported for topic configs: {c.name}",
+                    ErrorCode.INVALID_CONFIG, f"Null value not supported for configs: {c.name}"
                 )
-            base = _current_list(broker, key, overrides.get(c.name))
-            values = key.parse(c.value)
+            base = _list_value(key, result.get(c.name), current_list)
+            try:
+                values = key.parse(c.value)
+            except ConfigError as e:
+                raise KafkaError(ErrorCode.INVALID_CONFIG, str(e)) from None
             if op == APPEND:
-                result = base + [v for v in values if v not in base]
+                merged = base + [v for v in values if v not in base]
             else:
-                result = [v for v in base if v not in values]
-            overrides[c.name] = ",".join(result)
+                merged = [v for v in base if v not in values]
+            result[c.name] = ",".join(merged)
         else:
             raise KafkaError(ErrorCode.INVALID_REQUEST, f"Unknown config operation {op}")
-    return overrides
+    return result
 
 
-def _current_list(broker, key: ConfigKey, override: str | None) -> list[str]:
-    """The list an APPEND/SUBTRACT starts from: the override, else the effective default."""
-    if override is not None:
+def _list_value(key: ConfigKey, raw: str | None, current_list) -> list[str]:
+    """The list an APPEND/SUBTRACT starts from: the stored value, else the effective one."""
+    if raw is not None:
         try:
-            return list(key.parse(override))
+            return list(key.parse(raw))
         except ConfigError:
             return []
-    value, _, _ = broker.config.topic_default(key.name)
-    return list(value or [])
+    return current_list(key)
 
 
 @REGISTRY.register(ApiKey.ALTER_CONFIGS, 0, 2)
 def handle_alter_configs(ctx, request) -> dict:
-    # Setting a broker resource's dynamic configs to an empty set is a no-op, anything else is
-    # refused.
-    return _alter(ctx, request, _replace_topic_configs, lambda configs: [c.name for c in configs])
+    # Broker loggers: setting an empty set is a no-op, anything else is refused.
+    return _alter(ctx, request, _replace_configs, lambda configs: [c.name for c in configs])
 
 
 @REGISTRY.register(ApiKey.INCREMENTAL_ALTER_CONFIGS, 0, 1)
 def handle_incremental_alter_configs(ctx, request) -> dict:
-    # Deleting a dynamic broker config that isn't set is a no-op; other operations are refused.
+    # Broker loggers: a DELETE is a no-op, anything else is refused.
     return _alter(
         ctx,
         request,
-        _incremental_topic_configs,
+        _incremental_configs,
         lambda configs: [c.name for c in configs if c.config_operation != DELETE],
     )

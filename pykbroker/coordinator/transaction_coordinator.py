@@ -284,15 +284,7 @@ class TransactionCoordinator:
         epoch = self.owned.get(index)
         if epoch is None:
             return ErrorCode.NOT_COORDINATOR
-        md.pending = rec
-        try:
-            try:
-                waiting = self.store.append(index, txn_id, rec)
-                code = ErrorCode.NONE if waiting is None else await waiting
-            except KafkaError as e:
-                code = e.code
-        finally:
-            md.pending = None
+        code = await self._append(md, index, rec, rec)
         if self.owned.get(index) != epoch or self.txns.get(txn_id) is not md:
             return ErrorCode.NOT_COORDINATOR  # leadership moved while writing
         if code != ErrorCode.NONE:
@@ -301,6 +293,20 @@ class TransactionCoordinator:
             return _APPEND_ERRORS.get(code, ErrorCode.UNKNOWN_SERVER_ERROR)
         md.apply(rec)
         return ErrorCode.NONE
+
+    async def _append(
+        self, md: TransactionMetadata, index: int, rec: TxnRecord | None, pending: TxnRecord
+    ) -> int:
+        """Append `rec` (None: a tombstone) to the transaction log and wait until it is
+        replicated; `md.pending` shows the transition meanwhile. Returns the error code."""
+        md.pending = pending
+        try:
+            waiting = self.store.append(index, md.transactional_id, rec)
+            return ErrorCode.NONE if waiting is None else await waiting
+        except KafkaError as e:
+            return e.code
+        finally:
+            md.pending = None
 
     # --- InitProducerId -----------------------------------------------------------------------
 
@@ -634,14 +640,7 @@ class TransactionCoordinator:
         index = self.partition_for(txn_id)
         if index not in self.owned:
             return
-        md.pending = md.record(state=DEAD)
-        try:
-            waiting = self.store.append(index, txn_id, None)
-            code = ErrorCode.NONE if waiting is None else await waiting
-        except KafkaError as e:
-            code = e.code
-        finally:
-            md.pending = None
+        code = await self._append(md, index, None, md.record(state=DEAD))
         if code == ErrorCode.NONE and self.txns.get(txn_id) is md and md.state != ONGOING:
             md.state = DEAD
             del self.txns[txn_id]

@@ -5,7 +5,10 @@
     kafka-consumer-groups --bootstrap-server localhost:9092 --describe --group G [--members|--state]
     kafka-consumer-groups --bootstrap-server localhost:9092 --delete --group G
     kafka-consumer-groups --bootstrap-server localhost:9092 --reset-offsets --group G --topic T \\
-        --to-earliest|--to-latest|--to-offset N|--shift-by N|--to-current --execute|--dry-run
+        --to-earliest|--to-latest|--to-offset N|--shift-by N|--to-current|--to-datetime D| \\
+        --by-duration PnDTnHnMnS --execute|--dry-run [--export]
+    kafka-consumer-groups --bootstrap-server localhost:9092 --reset-offsets --group G \\
+        --from-file plan.csv --execute
 
 A thin client over the wire protocol (kafka-python's admin client), printing Kafka's tables:
 GROUP TOPIC PARTITION CURRENT-OFFSET LOG-END-OFFSET LAG CONSUMER-ID HOST CLIENT-ID, and so on.
@@ -13,8 +16,13 @@ GROUP TOPIC PARTITION CURRENT-OFFSET LOG-END-OFFSET LAG CONSUMER-ID HOST CLIENT-
 
 from __future__ import annotations
 
+import csv
+import io
+import re
 import sys
+import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 from . import common
 from .common import CommandError, ToolParser, UsageError
@@ -24,7 +32,9 @@ DESCRIPTION = (
     "group info, or reset consumer group offsets."
 )
 ACTIONS = ("list", "describe", "delete", "reset_offsets", "delete_offsets")
-RESET_SCENARIOS = ("to_earliest", "to_latest", "to_offset", "shift_by", "to_current")
+# Kafka's allResetOffsetScenarioOpts, in its order.
+RESET_SCENARIOS = ("to_offset", "shift_by", "to_datetime", "by_duration", "to_earliest",
+                   "to_latest", "to_current", "from_file")  # fmt: skip
 MISSING = "-"
 STATES = ("PreparingRebalance", "CompletingRebalance", "Stable", "Dead", "Empty")
 NOT_EMPTY = 68  # NON_EMPTY_GROUP: Kafka names it GroupNotEmptyException
@@ -41,11 +51,14 @@ def build_parser() -> ToolParser:
                    "partition offsets and ownership information over the entire consumer group.")  # fmt: skip
     p.add_argument("--reset-offsets", dest="reset_offsets", action="store_true",
                    help="Reset offsets of consumer group. Supports one consumer group at the "
-                   "time, and instances should be inactive.\nHas 2 execution options: "
+                   "time, and instances should be inactive\nHas 2 execution options: "
                    "--dry-run (the default) to plan which offsets to reset, and --execute to "
-                   "update the offsets.\nYou must choose one of the following reset "
-                   "specifications: --to-earliest, --to-latest, --to-offset, --shift-by, "
-                   "--to-current.\nTo define the scope use --all-topics or --topic.")  # fmt: skip
+                   "update the offsets. Additionally, the --export option is used to export "
+                   "the results to a CSV format.\nYou must choose one of the following reset "
+                   "specifications: --to-datetime, --by-duration, --to-earliest, --to-latest, "
+                   "--shift-by, --from-file, --to-current, --to-offset.\nTo define the scope "
+                   "use --all-topics or --topic. One scope must be specified unless you use "
+                   "'--from-file'.")  # fmt: skip
     p.add_argument("--delete-offsets", dest="delete_offsets", action="store_true",
                    help="Delete offsets of consumer group. Supports one consumer group at the "
                    "time, and multiple topics.")  # fmt: skip
@@ -72,6 +85,14 @@ def build_parser() -> ToolParser:
                    "positive or negative.")  # fmt: skip
     p.add_argument("--to-current", dest="to_current", action="store_true",
                    help="Reset offsets to current offset.")  # fmt: skip
+    p.add_argument("--to-datetime", dest="to_datetime", metavar="<String: datetime>",
+                   help="Reset offsets to offset from datetime. Format: "
+                   "'YYYY-MM-DDTHH:mm:SS.sss'")  # fmt: skip
+    p.add_argument("--by-duration", dest="by_duration", metavar="<String: duration>",
+                   help="Reset offsets to offset by duration from current timestamp. Format: "
+                   "'PnDTnHnMnS'")  # fmt: skip
+    p.add_argument("--from-file", dest="from_file", metavar="<String: path to CSV file>",
+                   help="Reset offsets to values defined in CSV file.")  # fmt: skip
     p.add_argument("--execute", action="store_true",
                    help="Execute operation. Supported operations: reset-offsets.")  # fmt: skip
     p.add_argument("--dry-run", dest="dry_run", action="store_true",
@@ -117,16 +138,36 @@ def check_args(args) -> None:
     if action == "delete_offsets" and not (args.group and args.topic):
         raise UsageError("Option [delete-offsets] takes the following options: [group], [topic]")
     if action == "reset_offsets":
-        scenarios = [s for s in RESET_SCENARIOS if getattr(args, s) not in (None, False)]
-        if len(scenarios) != 1:
+        check_reset_args(args)
+
+
+def option(dest: str) -> str:
+    """An option as jopt-simple prints it: `[to-datetime]`."""
+    return f"[{dest.replace('_', '-')}]"
+
+
+def check_reset_args(args) -> None:
+    """Kafka's checks of --reset-offsets: one of --execute/--dry-run at most, one reset
+    specification, and a scope (--topic or --all-topics) unless the plan comes from a file."""
+    if args.execute and args.dry_run:
+        raise UsageError("Option [reset-offsets] only accepts one of [execute] and [dry-run]")
+    used = [s for s in RESET_SCENARIOS if getattr(args, s) not in (None, False)]
+    # checkInvalidArgs, scenario by scenario in Kafka's order: the first one used names the
+    # first other one used.
+    for first in ("to_offset", "to_datetime", "by_duration", "to_earliest", "to_latest",
+                  "to_current", "shift_by", "from_file"):  # fmt: skip
+        if first in used and len(used) > 1:
+            other = next(s for s in used if s != first)
             raise UsageError(
-                "Option [reset-offsets] takes one of these options: [to-earliest], "
-                "[to-latest], [to-offset], [shift-by], [to-current]"
+                f'Option "{option(first)}" can\'t be used with option "{option(other)}"'
             )
-        if not (args.topic or args.all_topics):
-            raise UsageError("One of the reset scopes should be defined: --all-topics, --topic.")
-        if args.execute and args.dry_run:
-            raise UsageError("Option [execute] can't be used with option [dry-run]")
+    if not (args.topic or args.all_topics or args.from_file):
+        raise UsageError("One of the reset scopes should be defined: --all-topics, --topic.")
+    if not used:
+        raise UsageError(
+            "Option '[reset-offsets]' requires one of the following scenarios: "
+            f"[{', '.join(option(s) for s in RESET_SCENARIOS)}]"
+        )
 
 
 # --- the admin side -----------------------------------------------------------------------
@@ -199,6 +240,17 @@ class GroupService:
         from kafka.admin import OffsetSpec
 
         return self.log_offsets(partitions, OffsetSpec.EARLIEST)
+
+    def missing_partitions(self, partitions) -> list[tuple[str, int]]:
+        """Those of `partitions` the cluster doesn't have."""
+        if not partitions:
+            return []
+        known = set()
+        for t in self.admin.describe_topics(sorted({t for t, _ in partitions})):
+            if not t.get("error_code"):
+                name = t.get("name") or t.get("topic")
+                known.update((name, p["partition_index"]) for p in t["partitions"])
+        return [tp for tp in partitions if tp not in known]
 
     def topic_partitions(self, topics: list[str]) -> list[tuple[str, int]]:
         found = []
@@ -452,16 +504,150 @@ def clamp(offsets, earliest, latest) -> dict[tuple[str, int], int]:
     return out
 
 
-def plan_reset(service: GroupService, group_id: str, args) -> dict[tuple[str, int], int]:
+# --- reset specifications -------------------------------------------------------------------
+
+DATETIME = re.compile(r"(\d{4})-(\d+)-(\d+)T(\d+):(\d+):(\d+)\.(\d+)(Z|[+-]\d\d(?::?\d\d)?)")
+
+
+def parse_datetime(text: str) -> int:
+    """--to-datetime as Kafka's Utils.getDateTime reads it: 'YYYY-MM-DDTHH:mm:SS.sss' with an
+    optional zone (Z, +hh, +hhmm or +hh:mm); without a zone the time is UTC, as in Kafka.
+    Milliseconds since the epoch."""
+    parts = text.split("T")
+    while parts and not parts[-1]:
+        parts.pop()  # Java's split drops trailing empty strings
+    if len(parts) < 2:
+        raise common.ExecutionError(
+            "java.text.ParseException: Error parsing timestamp. It does not contain a 'T' "
+            "according to ISO8601 format"
+        )
+    if not any(c in parts[1] for c in "+-Z"):
+        text += "Z"
+    m = DATETIME.fullmatch(text)
+    try:
+        if not m or int(m.group(7)) > 999:
+            raise ValueError(text)
+        year, month, day, hour, minute, second, millis = (int(g) for g in m.groups()[:7])
+        zone, offset = m.group(8), 0
+        if zone != "Z":
+            hours, minutes = int(zone[1:3]), int(zone[3:].lstrip(":") or 0)
+            if hours > 23 or minutes > 59:
+                raise ValueError(zone)
+            offset = (hours * 60 + minutes) * (-1 if zone[0] == "-" else 1)
+        tz = timezone(timedelta(minutes=offset))
+        moment = datetime(year, month, day, hour, minute, second, tzinfo=tz)
+    except ValueError:
+        raise common.ExecutionError(
+            f'java.text.ParseException: Unparseable date: "{text}"'
+        ) from None
+    return int(moment.timestamp()) * 1000 + millis
+
+
+DURATION = re.compile(
+    r"([-+]?)P(?:([-+]?[0-9]+)D)?"
+    r"(T(?:([-+]?[0-9]+)H)?(?:([-+]?[0-9]+)M)?(?:([-+]?[0-9]+)(?:[.,]([0-9]{0,9}))?S)?)?",
+    re.IGNORECASE,
+)
+
+
+def parse_duration(text: str) -> int:
+    """--by-duration as java.time.Duration.parse reads ISO-8601 'PnDTnHnMn.nS' (a sign on the
+    whole and on each part, letters in either case). Nanoseconds."""
+    m = DURATION.fullmatch(text)
+    if not m or m.group(3) in ("T", "t") or not any(m.group(i) for i in (2, 4, 5, 6)):
+        raise common.ExecutionError("Text cannot be parsed to a Duration")
+    days, hours, minutes, seconds = (int(m.group(i) or 0) for i in (2, 4, 5, 6))
+    nanos = int((m.group(7) or "").ljust(9, "0"))
+    if (m.group(6) or "").startswith("-"):
+        nanos = -nanos
+    total = (days * 86400 + hours * 3600 + minutes * 60 + seconds) * 1_000_000_000 + nanos
+    return -total if m.group(1) == "-" else total
+
+
+def read_reset_plan(path: str, groups: list[str] | None) -> dict[str, dict[tuple[str, int], int]]:
+    """A --from-file plan, in the CSV that --export writes: `topic,partition,offset` lines when
+    exactly one --group is given (and the file has 3 columns), else
+    `group,topic,partition,offset` (Kafka's parseResetPlan)."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise common.ExecutionError(f"java.nio.file.NoSuchFileException: {path}") from None
+    except OSError as e:
+        raise common.ExecutionError(f"java.io.IOException: {path}: {e.strerror}") from None
+    rows = [(n, row) for n, row in enumerate(csv.reader(io.StringIO(text)), 1) if row]
+
+    def numbers(row: list[str]) -> tuple[int, int] | None:
+        try:
+            return int(row[-2]), int(row[-1])
+        except ValueError:
+            return None
+
+    without_group = bool(rows) and len(rows[0][1]) == 3 and numbers(rows[0][1]) is not None
+    width = 3 if len(groups or []) == 1 and without_group else 4
+    plan: dict[str, dict[tuple[str, int], int]] = {}
+    for n, row in rows:
+        parsed = numbers(row) if len(row) == width else None
+        if parsed is None:
+            expected = "topic,partition,offset" if width == 3 else "group,topic,partition,offset"
+            raise common.ExecutionError(
+                f"Invalid line {n} in reset plan file {path}: '{','.join(row)}', expected "
+                f"{expected}"
+            )
+        group = groups[0] if width == 3 else row[0]
+        plan.setdefault(group, {})[(row[-3], parsed[0])] = parsed[1]
+    return plan
+
+
+def offsets_by_timestamp(service: GroupService, partitions, timestamp: int, notice) -> dict:
+    """Kafka's getLogTimestampOffsets: each partition's first offset with a timestamp at or
+    after `timestamp`; a partition without one falls back to its log end offset."""
+    found = service.log_offsets(partitions, max(timestamp, 0))
+    empty = sorted(tp for tp in partitions if found.get(tp, -1) < 0)
+    for t, p in empty:
+        notice(f"\nWarn: Partition {p} from topic {t} is empty. Falling back to latest known "
+               "offset.")  # fmt: skip
+    found.update(service.latest(empty))
+    return {tp: found[tp] for tp in partitions}
+
+
+def check_exist(service: GroupService, partitions) -> None:
+    missing = service.missing_partitions(partitions)
+    if missing:
+        names = ",".join(f"{t}-{p}" for t, p in missing)
+        raise common.ExecutionError(f'The partitions "{names}" do not exist')
+
+
+def plan_reset(service: GroupService, group_id: str, args, context: dict) -> dict:
     committed = service.committed(group_id)
     if args.all_topics:
         partitions = sorted(committed)
-    else:
+    elif args.topic:
         partitions = parse_topic_partitions(service, args.topic)
+    else:
+        partitions = []  # --from-file without a scope
+    check_exist(service, partitions)
     if args.to_earliest:
         return service.earliest(partitions)
     if args.to_latest:
         return service.latest(partitions)
+    if args.to_datetime is not None:
+        timestamp = parse_datetime(args.to_datetime)
+        return offsets_by_timestamp(service, partitions, timestamp, context["notice"])
+    if args.by_duration is not None:
+        timestamp = (time.time_ns() - parse_duration(args.by_duration)) // 1_000_000
+        return offsets_by_timestamp(service, partitions, timestamp, context["notice"])
+    if args.from_file is not None:
+        # Read once, when the first inactive group needs it (Kafka reads it per group).
+        if "plan" not in context:
+            context["plan"] = read_reset_plan(args.from_file, args.group)
+        requested = context["plan"].get(group_id)
+        if requested is None:
+            error(f"No reset plan for group {group_id} found.")
+            return {}
+        check_exist(service, sorted(requested))
+        earliest, latest = service.earliest(requested), service.latest(requested)
+        return clamp(requested, earliest, latest)
     earliest, latest = service.earliest(partitions), service.latest(partitions)
     if args.to_offset is not None:
         return clamp(dict.fromkeys(partitions, args.to_offset), earliest, latest)
@@ -487,6 +673,10 @@ def reset_offsets(service: GroupService, args) -> None:
             "--dry-run option explicitly if you are scripting this command and want to keep "
             "the current default behavior without prompting."
         )
+    # Kafka prints its "partition is empty" notices on stdout; with --export they go to stderr,
+    # so that the CSV on stdout stays one that --from-file reads back.
+    out = sys.stderr if args.export else sys.stdout
+    context: dict = {"notice": lambda line: print(line, file=out)}
     plans: dict[str, dict[tuple[str, int], int]] = {}
     for group_id in group_ids(service, args):
         state = service.describe(group_id).state
@@ -495,19 +685,29 @@ def reset_offsets(service: GroupService, args) -> None:
                   f"current state is {state}.")  # fmt: skip
             plans[group_id] = {}
             continue
-        plan = plan_reset(service, group_id, args)
-        if args.execute:
+        plan = plan_reset(service, group_id, args, context)
+        if args.execute and plan:
             service.alter(group_id, plan)
         plans[group_id] = plan
     if args.export:
-        single = len(plans) == 1
-        for group_id, plan in plans.items():
-            for (t, p), offset in sorted(plan.items()):
-                print(f"{t},{p},{offset}" if single else f"{group_id},{t},{p},{offset}")
+        export_csv(plans, single=len(args.group or []) == 1)
         return
+    # As Kafka: the header whenever a group was considered, even if none has a row.
     rows = [[g, t, p, o] for g, plan in plans.items() for (t, p), o in sorted(plan.items())]
-    if rows:
+    if plans:
         table(["GROUP", "TOPIC", "PARTITION", "NEW-OFFSET"], rows, [30, 30, 10, 15])
+
+
+def export_csv(plans: dict[str, dict[tuple[str, int], int]], single: bool) -> None:
+    """Kafka's exportOffsetsToCsv: `topic,partition,offset` lines when exactly one --group was
+    given, else `group,topic,partition,offset` (CSV-quoted where needed); then the empty line
+    of Kafka's println."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    for group_id, plan in plans.items():
+        for (t, p), offset in sorted(plan.items()):
+            writer.writerow([t, p, offset] if single else [group_id, t, p, offset])
+    print(buf.getvalue())
 
 
 def delete_offsets(service: GroupService, args) -> None:

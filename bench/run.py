@@ -1,6 +1,6 @@
 """pykbroker benchmarks: figures beside ceilings measured in the same run.
 
-    make bench                      # the whole set, writes bench/RESULTS.md (~10 min)
+    make bench                      # the whole set, writes bench/RESULTS.md (~7 min)
     make bench ARGS=--quick         # the same set, shorter and smaller (~3 min)
     python -m bench.run produce --client confluent --size 1024 --acks all --partitions 1 --seconds 10
     python -m bench.run consume --client kafka-python --size 100 --partitions 8

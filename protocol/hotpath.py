@@ -132,6 +132,7 @@ class ProducePartitionResult:
     log_append_time_ms: int = -1
     log_start_offset: int = -1
     error_message: str | None = None
+    record_errors: list[tuple[int, str | None]] | None = None  # (batch_index, message), v8+
 
 
 def _nullable_str(s: str | None, flexible: bool) -> bytes:
@@ -158,7 +159,12 @@ def encode_produce_response(
             if version >= 5:
                 out += _I64.pack(p.log_start_offset)
             if version >= 8:
-                out += _array_len(0, flexible)  # record_errors
+                record_errors = p.record_errors or ()
+                out += _array_len(len(record_errors), flexible)
+                for batch_index, message in record_errors:
+                    out += _I32.pack(batch_index) + _nullable_str(message, flexible)
+                    if flexible:
+                        out += b"\x00"
                 out += _nullable_str(p.error_message, flexible)
             if flexible:
                 out += b"\x00"

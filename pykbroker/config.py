@@ -450,6 +450,14 @@ BROKER_CONFIGS = _keys(
         at_least(0),
     ),
     ConfigKey(
+        "log.message.timestamp.difference.max.ms",
+        "long",
+        LONG_MAX,
+        "[DEPRECATED] Max difference between a record's CreateTime and the broker clock; "
+        "the default of log.message.timestamp.before.max.ms and .after.max.ms left at theirs.",
+        at_least(0),
+    ),
+    ConfigKey(
         "log.local.retention.ms",
         "long",
         -2,
@@ -910,6 +918,15 @@ TOPIC_CONFIGS = _keys(
         [("log.message.timestamp.after.max.ms", 1)],
     ),
     _topic(
+        "message.timestamp.difference.max.ms",
+        "long",
+        LONG_MAX,
+        "[DEPRECATED] Max difference between a record's CreateTime and the broker clock; "
+        "used for message.timestamp.before.max.ms and .after.max.ms left at their default.",
+        at_least(0),
+        [("log.message.timestamp.difference.max.ms", 1)],
+    ),
+    _topic(
         "compression.gzip.level",
         "int",
         -1,
@@ -1232,11 +1249,29 @@ def load_properties(path: str) -> dict[str, str]:
 class LogConfig:
     """A topic's effective log settings: overrides on top of the broker's defaults."""
 
-    __slots__ = ("values", "overrides")
+    __slots__ = ("values", "overrides", "timestamp_limits")
 
     def __init__(self, defaults: dict[str, Any], overrides: dict[str, Any] | None = None):
         self.overrides = dict(overrides or {})
         self.values = {**defaults, **self.overrides}
+        self.timestamp_limits = self._timestamp_limits()
+
+    def _timestamp_limits(self) -> tuple[int, int] | None:
+        """(before, after): how far a CreateTime record's timestamp may lie behind and ahead
+        of the broker clock (KIP-937), or None when nothing is to be checked (both at Long.MAX,
+        or a LogAppendTime topic, whose timestamps the broker sets), so the produce path pays
+        nothing by default. As in Kafka 3.x, a limit left at Long.MAX takes the deprecated
+        message.timestamp.difference.max.ms instead."""
+        if self.log_append_time:
+            return None
+        difference = self.values["message.timestamp.difference.max.ms"]
+        before = self.values["message.timestamp.before.max.ms"]
+        after = self.values["message.timestamp.after.max.ms"]
+        before = difference if before == LONG_MAX else before
+        after = difference if after == LONG_MAX else after
+        if before == LONG_MAX and after == LONG_MAX:
+            return None
+        return before, after
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]

@@ -219,6 +219,9 @@ def _produce(ctx, request: ProduceRequestData, verified: dict | None):
                 failed = True
                 entry.error_code = e.code
                 entry.error_message = e.message
+                if isinstance(e, rb.RecordValidationError):
+                    entry.record_errors = e.record_errors
+                    entry.log_start_offset = e.log_start_offset
             entries.append(entry)
         responses.append((topic.name, entries))
     if acks == 0:

@@ -278,6 +278,9 @@ class Log:
                 "Produce requests must carry exactly one record batch per partition",
             )
         _, header = batches[0]
+        limits = self.config.timestamp_limits
+        if limits is not None:  # None by default: nothing to check, nothing spent
+            self._check_timestamps(records, header, *limits)
         duplicate = self.producer_state.check(header)
         if duplicate is not None:
             return AppendInfo(
@@ -302,6 +305,17 @@ class Log:
             header.base_offset, header.last_offset, append_time, self.log_start_offset,
             record_count=header.record_count,
         )  # fmt: skip
+
+    def _check_timestamps(self, records, header: rb.BatchHeader, before: int, after: int) -> None:
+        """message.timestamp.before/after.max.ms: the batch is refused whole with
+        INVALID_TIMESTAMP, naming each record out of range (Kafka's LogValidator, which, as
+        here, judges before the duplicate check)."""
+        errors = rb.timestamp_errors(records, 0, header, now_ms(), before, after)
+        if errors:
+            raise rb.RecordValidationError(
+                ErrorCode.INVALID_TIMESTAMP, rb.INVALID_TIMESTAMP_MESSAGE, errors,
+                self.log_start_offset,
+            )  # fmt: skip
 
     def append_as_follower(self, records) -> int:
         """Append batches whose offsets the leader assigned (replication). Returns the new LEO."""

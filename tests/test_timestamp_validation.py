@@ -7,6 +7,7 @@ Kafka's LogValidator does. The limits are an hour either way and the timestamps 
 
 from __future__ import annotations
 
+import random
 import re
 import time
 
@@ -188,9 +189,13 @@ def test_deprecated_difference_max_ms_fills_limits_left_at_default(make_broker):
 # --- on the wire: which records, and how the response says it ---------------------------------
 
 
-def batch(timestamps: list[int], *, base: int | None = None, **kwargs) -> bytearray:
+def batch(timestamps: list[int], *, base: int | None = None, sizes: list[int] | None = None,
+          **kwargs) -> bytearray:  # fmt: skip
     """A batch as a producer writes it: offsets 0..n-1, base timestamp = the first record's."""
-    records = [rb.Record(i, ts, None, b"v%d" % i) for i, ts in enumerate(timestamps)]
+    values = [b"v%d" % i if sizes is None else b"v" * sizes[i] for i in range(len(timestamps))]
+    records = [
+        rb.Record(i, ts, None, v) for i, (ts, v) in enumerate(zip(timestamps, values, strict=True))
+    ]
     return rb.build_batch(records, base_timestamp=timestamps[0] if base is None else base, **kwargs)
 
 
@@ -284,3 +289,24 @@ def test_refused_batch_leaves_the_idempotent_sequence_alone(raw):
     assert p.error_code == ErrorCode.INVALID_TIMESTAMP
     p = produce(raw, batch([now, now], **idem))
     assert (p.error_code, p.base_offset) == (0, 0)
+
+
+def test_quick_pass_agrees_with_decoding_every_record():
+    """The inlined walk over record lengths and timestamp-delta signs (one-, two- and three-byte
+    varints, each codec) names exactly the records a full decode finds out of range."""
+    rng = random.Random(937)
+    now, limit = 1_700_000_000_000, 10**6
+    for _ in range(200):
+        timestamps = [now + rng.choice([rng.randint(-60, 60), rng.randint(-3 * limit, 3 * limit)])
+                      for _ in range(rng.randint(1, 30))]  # fmt: skip
+        records = batch(timestamps, compression_type=rng.choice([0, 1, 2, 3, 4]),
+                        sizes=[rng.choice([0, 50, 63, 64, 300, 20000]) for _ in timestamps])  # fmt: skip
+        header = rb.read_header(records)
+        decoded = [r.timestamp for r in rb.decode_records(records)]
+        assert decoded == timestamps
+        for before, after in ((limit, limit), (limit, rb.LONG_MAX), (rb.LONG_MAX, limit)):
+            found = [i for i, _ in rb.timestamp_errors(records, 0, header, now, before, after)]
+            expected = [i for i, ts in enumerate(timestamps)
+                        if (before != rb.LONG_MAX and ts < now - before)
+                        or (after != rb.LONG_MAX and ts > now + after)]  # fmt: skip
+            assert found == expected

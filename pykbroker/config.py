@@ -1054,9 +1054,13 @@ class BrokerConfig:
         )
 
     def get(self, name: str) -> Any:
-        for layer, _ in self._layers():
-            if name in layer:
-                return layer[name]
+        # Read on request paths (fetch.max.bytes per Fetch): plain lookups, in _layers' order.
+        if name in self.dynamic_broker:
+            return self.dynamic_broker[name]
+        if name in self.dynamic_default:
+            return self.dynamic_default[name]
+        if name in self.values:
+            return self.values[name]
         return BROKER_CONFIGS[name].default
 
     def source(self, name: str) -> str:

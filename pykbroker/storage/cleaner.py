@@ -131,6 +131,7 @@ class CleanerStats:
     bytes_written: int = 0
     records_read: int = 0
     records_kept: int = 0
+    markers_removed: int = 0
     seconds: float = 0.0
     last_round: dict = field(default_factory=dict)
 
@@ -450,6 +451,48 @@ def build_offset_map(
     return aborted
 
 
+class TxnCleaning:
+    """What the rewrite knows of transactions as it walks the log in offset order (Kafka's
+    CleanedTransactionMetadata), over all the groups of a round.
+
+    A data batch is aborted if the dirty scan saw its ABORT marker, or if a `.txnindex` entry
+    of its producer covers it. A marker may go once no batch of its transaction was written
+    out before it in this round (Kafka asks whether one was read; asking whether one was kept
+    lets a marker whose records this very round removed start its delete horizon at once).
+    """
+
+    __slots__ = ("entries", "next_entry", "in_aborted", "kept", "removed_aborts")
+
+    def __init__(self, aborted_txns: list[tuple[int, int, int]]):
+        # (first offset, producer id, marker offset) of each aborted transaction, by first offset
+        self.entries = sorted(aborted_txns)
+        self.next_entry = 0
+        self.in_aborted: set[int] = set()  # producers inside an aborted transaction
+        self.kept: dict[int, bool] = {}  # producer -> a batch of its open transaction was kept
+        self.removed_aborts: list[int] = []  # offsets of ABORT markers removed (index entries)
+
+    def _enter_aborted(self, offset: int) -> None:
+        entries = self.entries
+        while self.next_entry < len(entries) and entries[self.next_entry][0] <= offset:
+            self.in_aborted.add(entries[self.next_entry][1])
+            self.next_entry += 1
+
+    def data_aborted(self, header: rb.BatchHeader) -> bool:
+        self._enter_aborted(header.last_offset)
+        return header.is_transactional and header.producer_id in self.in_aborted
+
+    def data_written(self, header: rb.BatchHeader, written: bool) -> None:
+        if header.is_transactional:
+            pid = header.producer_id
+            self.kept[pid] = self.kept.get(pid, False) or written
+
+    def marker_read(self, header: rb.BatchHeader) -> bool:
+        """The transaction ends here: True if nothing of it is left before the marker."""
+        self._enter_aborted(header.last_offset)
+        self.in_aborted.discard(header.producer_id)
+        return not self.kept.pop(header.producer_id, False)
+
+
 @dataclass(slots=True)
 class GroupResult:
     cleaned: LogSegment | None  # flushed `<base>.*.cleaned`; the tasks hand back just `base`
@@ -459,18 +502,22 @@ class GroupResult:
     records_kept: int = 0
     bytes_read: int = 0
     bytes_written: int = 0
+    markers_removed: int = 0
+    removed_aborts: list[int] = field(default_factory=list)  # ABORT markers gone (.txnindex)
 
 
 def clean_group(
     directory: str, group: list[Source], omap: OffsetMap, aborted: set[int],
     active_producers: dict[int, int], now: int, delete_retention_ms: int,
-    index_interval: int, check: Callable[[int], None],
+    index_interval: int, check: Callable[[int], None], txns: TxnCleaning | None = None,
 ) -> GroupResult:  # fmt: skip
     """Write the retained batches of `group` into `<base>.*.cleaned` (flushed), or None if the
     group holds no batch at all."""
     result = GroupResult(None, _NO_HORIZON)
     if not any(src.size for src in group):
         return result
+    if txns is None:
+        txns = TxnCleaning([])
     offsets = omap.offsets
     end = omap.end
     # The group's last batch always stays (empty if need be): the cleaned segment then ends
@@ -495,7 +542,32 @@ def clean_group(
             for header, buf, p in read_batches(src, check):
                 size = header.size
                 result.bytes_read += size
-                if header.base_offset >= end or header.is_control:
+                if header.is_control:
+                    done = txns.marker_read(header)
+                    if header.base_offset >= end or not done:
+                        emit(buf[p : p + size], header)  # its transaction has records left
+                    elif header.attributes & rb.DELETE_HORIZON_MASK:
+                        horizon = header.base_timestamp
+                        if now < horizon:
+                            emit(buf[p : p + size], header)
+                            result.min_horizon = min(result.min_horizon, horizon)
+                        elif header.next_offset == upper:
+                            # The group's last batch stays, and an empty control batch is
+                            # something some clients refuse: it goes in a later cleaning.
+                            emit(buf[p : p + size], header)
+                        else:
+                            result.markers_removed += 1
+                            if control_type(buf, p) == rb.CONTROL_ABORT:
+                                result.removed_aborts.append(header.base_offset)
+                    else:  # first found removable: it goes after delete.retention.ms
+                        new_horizon = now + delete_retention_ms
+                        body = batch_body(buf, p, header)
+                        emit(rebuild_batch(header, body, parse_records(body, header), new_horizon))
+                        result.min_horizon = min(result.min_horizon, new_horizon)
+                    continue
+                if header.base_offset >= end:
+                    txns.data_aborted(header)
+                    txns.data_written(header, True)
                     emit(buf[p : p + size], header)
                     continue
                 result.records_read += header.record_count
@@ -507,7 +579,8 @@ def clean_group(
                 body = b""
                 tombstones = False
                 horizon = None
-                if header.base_offset not in aborted:
+                txn_aborted = txns.data_aborted(header)
+                if header.base_offset not in aborted and not txn_aborted:
                     body = batch_body(buf, p, header)
                     if header.attributes & rb.DELETE_HORIZON_MASK:
                         horizon = header.base_timestamp
@@ -524,6 +597,7 @@ def clean_group(
                 if tombstones:
                     result.min_horizon = min(result.min_horizon, horizon or new_horizon)
                 result.records_kept += len(kept)
+                txns.data_written(header, bool(kept) or keep_empty)
                 if len(kept) == header.record_count and new_horizon is None:
                     emit(buf[p : p + size], header)
                 elif kept:
@@ -579,12 +653,14 @@ def group_segments(segments: list[LogSegment], max_bytes: int, max_index_bytes: 
 
 # --- tasks: what the thread or worker process runs, with picklable arguments --------------
 
-_ROUNDS: dict[str, tuple[OffsetMap, set[int]]] = {}  # round id -> its offset map and aborts
+# round id -> its offset map, aborted batches and transactions met so far
+_ROUNDS: dict[str, tuple[OffsetMap, set[int], TxnCleaning]] = {}
 
 
 def task_build_map(
-    round_id: str, dirty: list[Source], first_dirty: int, upper: int, capacity: int, *, check
-) -> tuple[int, int, int]:
+    round_id: str, dirty: list[Source], first_dirty: int, upper: int, capacity: int,
+    aborted_txns: list[tuple[int, int, int]] = (), *, check,
+) -> tuple[int, int, int]:  # fmt: skip
     """Build and keep the round's offset map; returns (end, keys, dirty bytes scanned)."""
     sources = [src.opened() for src in dirty]
     stats = CleanerStats()
@@ -593,7 +669,7 @@ def task_build_map(
         aborted = build_offset_map(sources, first_dirty, upper, omap, check, stats)
     finally:
         _close_sources(sources)
-    _ROUNDS[round_id] = (omap, aborted)
+    _ROUNDS[round_id] = (omap, aborted, TxnCleaning(list(aborted_txns)))
     return omap.end, len(omap.offsets), stats.map_bytes_read
 
 
@@ -601,11 +677,11 @@ def task_clean_group(
     round_id: str, directory: str, group: list[Source], active_producers: dict[int, int],
     now: int, delete_retention_ms: int, index_interval: int, *, check,
 ) -> GroupResult:  # fmt: skip
-    omap, aborted = _ROUNDS[round_id]
+    omap, aborted, txns = _ROUNDS[round_id]
     sources = [src.opened() for src in group]
     try:
         result = clean_group(directory, sources, omap, aborted, active_producers, now,
-                             delete_retention_ms, index_interval, check)  # fmt: skip
+                             delete_retention_ms, index_interval, check, txns)  # fmt: skip
     finally:
         _close_sources(sources)
     if result.cleaned is not None:
@@ -872,14 +948,19 @@ class LogCleaner:
         round_id = uuid.uuid4().hex
         bytes_read = bytes_written = records_read = records_kept = 0
         min_horizon = _NO_HORIZON
-        swapped = discarded = 0
+        swapped = discarded = markers_removed = 0
         self.in_progress = lg
         try:
             dirty = [Source.of(s) for s in lg.segments_in_range(ltc.first_dirty, ltc.first_uncleanable)]  # fmt: skip
+            aborted_txns = [
+                (e.first_offset, e.producer_id, e.last_offset)
+                for seg in lg.segments
+                for e in seg.txn_index.entries
+            ]
             try:
                 end, keys, map_bytes = await self._call(
                     task_build_map, round_id, dirty, ltc.first_dirty, ltc.first_uncleanable,
-                    self.capacity,
+                    self.capacity, aborted_txns,
                 )  # fmt: skip
             finally:
                 _close_sources(dirty)
@@ -917,8 +998,9 @@ class LogCleaner:
                     continue
                 cleaned = LogSegment(lg.dir, result.base, suffix=CLEANED_SUFFIX)
                 cleaned.load(recover=False, index_interval=cfg.index_interval_bytes)
-                if lg.replace_segments(cleaned, group):
+                if lg.replace_segments(cleaned, group, set(result.removed_aborts)):
                     swapped += 1
+                    markers_removed += result.markers_removed
                 else:
                     remove_segment_files([cleaned])
                     discarded += 1
@@ -933,6 +1015,7 @@ class LogCleaner:
         stats.bytes_written += bytes_written
         stats.records_read += records_read
         stats.records_kept += records_kept
+        stats.markers_removed += markers_removed
         stats.map_bytes_read += map_bytes
         if not self._is_live(lg):
             return  # deleted meanwhile: its checkpoint went with it
@@ -952,7 +1035,8 @@ class LogCleaner:
             "topic": lg.topic, "partition": lg.partition, "first_dirty": ltc.first_dirty,
             "end": end, "keys": keys, "bytes_read": bytes_read, "map_bytes_read": map_bytes,
             "bytes_written": bytes_written, "records_read": records_read,
-            "records_kept": records_kept, "seconds": round(elapsed, 3),
+            "records_kept": records_kept, "markers_removed": markers_removed,
+            "seconds": round(elapsed, 3),
             "segments_swapped": swapped, "in_process": not self.process,
         }  # fmt: skip
         log.info("log_cleaned", **stats.last_round,

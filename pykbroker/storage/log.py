@@ -514,7 +514,8 @@ class Log:
             self.high_watermark = max(self.high_watermark, self.log_start_offset)
         self._delete_files_later(doomed)
 
-    def replace_segments(self, cleaned: LogSegment, old: list[LogSegment]) -> bool:
+    def replace_segments(self, cleaned: LogSegment, old: list[LogSegment],
+                         removed_aborts: set[int] = frozenset()) -> bool:  # fmt: skip
         """Swap a cleaned segment (files `<base>.*.cleaned`, flushed) in for `old`.
 
         Runs on the event loop between reads, so no reader sees a half-swapped log; a fetch
@@ -537,8 +538,11 @@ class Log:
             or any(seg.deleted for seg in old)
         ):
             return False
-        # Aborted transactions whose markers the cleaned segment keeps (it keeps every marker).
-        cleaned.txn_index.replace([e for seg in old for e in seg.txn_index.entries])
+        # Aborted transactions whose markers the cleaned segment keeps (`removed_aborts`: the
+        # offsets of ABORT markers the cleaner removed, whose records went before them).
+        cleaned.txn_index.replace(
+            [e for seg in old for e in seg.txn_index.entries if e.last_offset not in removed_aborts]
+        )
         cleaned.rename_with_suffix(CLEANED_SUFFIX, SWAP_SUFFIX)  # <base>.log.swap: committed
         fsync_dir(self.dir)  # the commit point must survive a power loss, as Kafka flushes it
         for seg in old:

@@ -134,3 +134,117 @@ def test_a_marker_ending_a_cleaned_group_waits(tmp_path):
     }
     assert {r.key: r.value for r in records(lg)} == {b"j": b"x", b"k": b"new"}
     assert cl.grab_filthiest(T0 + 100 * RETENTION) is None  # and it does not loop the cleaner
+
+
+# --- against a running broker, with a transactional confluent-kafka producer ------------------
+
+
+def control_offsets(b, lg):
+    return b.call(lambda: [h.base_offset for s in lg.segments for _, h in s.iter_batches()
+                           if h.is_control])  # fmt: skip
+
+
+def read_all(bootstrap, topic, isolation):
+    """offset -> (key, value) of everything a consumer of this isolation level reads."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader", "isolation.level": isolation,
+                  "enable.auto.commit": False, "enable.partition.eof": True})  # fmt: skip
+    try:
+        c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        got = {}
+        while True:
+            m = c.poll(10)
+            assert m is not None, "no end of partition within 10 s"
+            if m.error() is not None:
+                assert m.error().code() == -191, m.error()  # _PARTITION_EOF
+                return got
+            got[m.offset()] = (m.key(), m.value())
+    finally:
+        c.close()
+
+
+def test_exactly_once_app_markers_are_compacted_away(make_broker):
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from storage_helpers import broker_log, wait_for
+    from test_compaction import COMPACT as TOPIC_COMPACT
+    from test_compaction import FAST, create, expected_view, roll_and_wait_for_cleaning
+
+    overrides = {**FAST, "offsets.topic.num.partitions": 1,
+                 "transaction.state.log.num.partitions": 1}  # fmt: skip
+    b = make_broker(overrides)
+    create(b, "eos", **{**TOPIC_COMPACT, "segment.bytes": 1 << 20})  # one segment: one group
+    create(b, "src")
+    producer = Producer({"bootstrap.servers": b.bootstrap_servers, "transactional.id": "mk-app",
+                         "linger.ms": 0})  # fmt: skip
+    producer.init_transactions(30)
+    group = Consumer({"bootstrap.servers": b.bootstrap_servers, "group.id": "mk-group"})
+    sent = {}  # offset -> (key, value, committed)
+
+    def transaction(i, commit, offsets=True):
+        producer.begin_transaction()
+        value = b"v%d" % i
+        producer.produce("eos", value, key=b"k%d" % (i % 3), partition=0,
+                         on_delivery=lambda err, m: sent.__setitem__(
+                             m.offset(), (m.key(), m.value(), commit)))  # fmt: skip
+        producer.flush(30)
+        if offsets:
+            producer.send_offsets_to_transaction(
+                [TopicPartition("src", 0, i + 1)], group.consumer_group_metadata(), 30
+            )
+        if commit:
+            producer.commit_transaction(30)
+        else:
+            producer.abort_transaction(30)
+
+    for i in range(30):
+        transaction(i, commit=i % 5 != 3)
+    lg = broker_log(b, "eos")
+    # Each transaction: one data batch, then its marker (one producer, one partition).
+    txn_of_marker = {m: m - 1 for m in control_offsets(b, lg)}
+    assert len(txn_of_marker) == 30
+    committed = {off: (k, v) for off, (k, v, ok) in sent.items() if ok}
+    view = expected_view(committed)
+    size_before = b.call(lambda: lg.size)
+
+    roll_and_wait_for_cleaning(b, "eos")
+    expected = sorted(m for m, data in txn_of_marker.items() if data in view)
+    # The cleaner comes back by itself once the markers' delete horizon (1 s) has passed.
+    wait_for(lambda: control_offsets(b, lg) == expected, what="the markers to go")
+    size_after = b.call(lambda: lg.size)
+    print(f"eos-0: {size_before} -> {size_after} bytes, 30 -> {len(expected)} markers")
+    assert size_after < size_before
+    end = b.call(lambda: lg.log_end_offset)
+    for isolation in ("read_committed", "read_uncommitted"):
+        got = read_all(b.bootstrap_servers, "eos", isolation)
+        assert got == view, isolation
+
+    # __consumer_offsets: only the last transaction's offset commit and marker stay.
+    offsets_log = broker_log(b, "__consumer_offsets")
+    offsets_log.config.values["min.cleanable.dirty.ratio"] = 0.01
+    offsets_log.config.values["delete.retention.ms"] = 1000
+    before = len(control_offsets(b, offsets_log))
+    assert before == 30
+    roll_and_wait_for_cleaning(b, "__consumer_offsets")
+    wait_for(lambda: len(control_offsets(b, offsets_log)) == 1, what="offsets markers to go")
+
+    # The producer goes on (its sequence state is intact), also after a restart.
+    transaction(30, commit=True)
+    port = b.port
+    b.stop()
+    b = make_broker(
+        {**overrides, "listeners": f"PLAINTEXT://127.0.0.1:{port}"}, data_dir=b.data_dir
+    )
+    # The replay of __consumer_offsets (at most its last marker is left) gives the last commit.
+    reader = Consumer({"bootstrap.servers": b.bootstrap_servers, "group.id": "mk-group"})
+    try:
+        (tp,) = reader.committed([TopicPartition("src", 0)], timeout=10)
+        assert tp.offset == 31
+    finally:
+        reader.close()
+    transaction(31, commit=True, offsets=False)
+    new = {off: (k, v) for off, (k, v, ok) in sent.items() if ok and off >= end}
+    assert len(new) == 2
+    assert read_all(b.bootstrap_servers, "eos", "read_committed") == {**view, **new}
+    group.close()
+    producer.flush(10)

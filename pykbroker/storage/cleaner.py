@@ -17,7 +17,12 @@ One cleaner task runs on the broker's event loop and one worker thread does the 
    offsets, producer id/epoch/sequence and codec: an untouched batch is copied byte for byte, a
    thinned one is rebuilt from the raw bytes of the records it keeps (recompressed with its
    codec), an emptied one disappears unless it holds an active producer's last sequence or ends
-   the group, in which case an empty batch keeps its offsets. Control batches are kept.
+   the group, in which case an empty batch keeps its offsets. Batches of aborted transactions
+   (ABORT seen in the map's scan, or a `.txnindex` entry) lose all their records. A transaction
+   marker goes like a tombstone (KIP-98/534, Kafka's CleanedTransactionMetadata) once no batch
+   of its transaction was written out before it in the round: the first such cleaning stamps
+   its delete horizon, a cleaning after it drops the marker (and a removed ABORT marker's
+   `.txnindex` entry) — unless the marker ends the group, where it waits for a later round.
 4. Back on the event loop, swap each cleaned segment in (`Log.replace_segments`): `.cleaned` ->
    `.swap` -> final names, old segments renamed `.deleted` and closed after
    file.delete.delay.ms, so a fetch in flight on them completes. `Log._complete_swaps` finishes

@@ -340,16 +340,7 @@ def scan_batches(buf, pos: int = 0, end: int | None = None) -> Iterator[tuple[in
 
 
 def _zigzag_decode(buf, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            break
-        shift += 7
-        if shift > 70:
-            raise KafkaError(ErrorCode.CORRUPT_MESSAGE, "varint too long")
+    result, pos = _uvarint(buf, pos)
     return (result >> 1) ^ -(result & 1), pos
 
 

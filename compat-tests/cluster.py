@@ -28,19 +28,14 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+import cluster_helpers  # noqa: E402
+from harness import round_trip  # noqa: E402
 from zookeeper_server import ZooKeeperServer, zookeeper_missing  # noqa: E402
 
-# Kafka's settings, with a short ZooKeeper session so a killed broker is noticed in ~3 s (Kafka's
-# default is 18 s) and an immediate preferred-leader check so a restarted broker gets its
-# partitions back before the next cell.
-CLUSTER_OVERRIDES = {
-    "zookeeper.session.timeout.ms": "3000",
-    "replica.lag.time.max.ms": "10000",
-    "replica.fetch.backoff.ms": "200",
-    "offsets.topic.replication.factor": "3",
-    "leader.imbalance.check.interval.seconds": "1",
-    "group.initial.rebalance.delay.ms": "0",
-}
+# The test suite's cluster settings (a short ZooKeeper session so a killed broker is noticed in
+# ~3 s, an immediate preferred-leader check so a restarted broker gets its partitions back
+# before the next cell), and groups that form at once.
+CLUSTER_OVERRIDES = {**cluster_helpers.CLUSTER_OVERRIDES, "group.initial.rebalance.delay.ms": "0"}
 
 
 def unavailable_reason() -> str | None:
@@ -259,11 +254,7 @@ def metadata_v1(port: int, topics: list[str] | None, host: str = "127.0.0.1"):
         body += struct.pack(">i", len(topics))
         for t in topics:
             body += struct.pack(">h", len(t)) + t.encode()
-    with socket.create_connection((host, port), timeout=10) as s:
-        s.sendall(struct.pack(">i", len(body)) + body)
-        size = struct.unpack(">i", _recv_exact(s, 4))[0]
-        data = _recv_exact(s, size)
-    r = _Reader(data)
+    r = _Reader(round_trip(host, port, body))
     r.i32()  # correlation id
     brokers = {}
     for _ in range(r.i32()):
@@ -309,13 +300,3 @@ class _Reader:
         s = self.data[self.pos : self.pos + n].decode()
         self.pos += n
         return s
-
-
-def _recv_exact(s: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("broker closed the connection")
-        buf += chunk
-    return bytes(buf)

@@ -111,10 +111,7 @@ class BrokerProcess:
 def api_versions(host: str, port: int) -> dict[int, tuple[int, int]]:
     """The broker's ApiVersions (v0, hand-encoded so the probe depends on nothing of ours)."""
     body = struct.pack(">hhi", 18, 0, 1) + struct.pack(">h", 6) + b"compat"
-    with socket.create_connection((host, port), timeout=10) as s:
-        s.sendall(struct.pack(">i", len(body)) + body)
-        size = struct.unpack(">i", _recv_exact(s, 4))[0]
-        data = _recv_exact(s, size)
+    data = round_trip(host, port, body)
     correlation_id, error_code, n = struct.unpack_from(">ihi", data, 0)
     if error_code != 0:
         raise RuntimeError(f"ApiVersions error {error_code}")
@@ -123,6 +120,14 @@ def api_versions(host: str, port: int) -> dict[int, tuple[int, int]]:
         key, lo, hi = struct.unpack_from(">hhh", data, 10 + 6 * i)
         served[key] = (lo, hi)
     return served
+
+
+def round_trip(host: str, port: int, body: bytes) -> bytes:
+    """Send one hand-encoded request (header and body) and return the response frame."""
+    with socket.create_connection((host, port), timeout=10) as s:
+        s.sendall(struct.pack(">i", len(body)) + body)
+        size = struct.unpack(">i", _recv_exact(s, 4))[0]
+        return _recv_exact(s, size)
 
 
 def _recv_exact(s: socket.socket, n: int) -> bytes:

@@ -21,10 +21,11 @@ $(VENV)/.test: pyproject.toml | $(BIN)/python
 broker: $(VENV)/.runtime
 	exec $(BIN)/pykbroker $(ARGS)
 
-## Run the test suite (installs ZooKeeper for the cluster tests when missing and root; includes
-## a quick subset of the client compatibility matrix).
+## Run the test suite (installs ZooKeeper for the cluster tests and podman for the image tests
+## when missing and root; includes a quick subset of the client compatibility matrix).
 test: $(VENV)/.test
 	@sh scripts/ensure-zookeeper.sh
+	@sh scripts/ensure-podman.sh
 	$(BIN)/ruff check protocol pykbroker tests compat-tests bench
 	@bash compat-tests/bootstrap.sh --quick
 	$(BIN)/pytest -q

@@ -17,7 +17,13 @@ from protocol.errors import ErrorCode, KafkaError
 from protocol.framing import FrameError, RequestHeader, parse_request_header
 from pykbroker.cluster.metadata import DEFAULT_ENTITY, LocalMetadata, TopicInfo
 from pykbroker.cluster.replica_manager import ReplicaManager
-from pykbroker.config import BrokerConfig, ConfigError, LogConfig, parse_topic_configs
+from pykbroker.config import (
+    BrokerConfig,
+    ConfigError,
+    LogConfig,
+    parse_topic_configs,
+    warn_deprecated_topic_configs,
+)
 from pykbroker.handlers import REGISTRY
 from pykbroker.metrics import Metrics
 from pykbroker.server import CLOSE, Connection
@@ -339,6 +345,7 @@ class Broker:
             return None
         info = self.metadata.create_topic(name, assignment, configs)
         self.replica_manager.ensure_partitions(info)
+        warn_deprecated_topic_configs(name, configs)
         return info
 
     def auto_create_topic(self, name: str) -> TopicInfo:

@@ -209,7 +209,9 @@ def produce_while_tailing(seconds: float, rounds: int, tail: str, say) -> dict:
                     note = f"; tail received {t.records} rows" + (
                         f" in {t.events} events" if t.events >= 0 else f" ({t.status})"
                     )
-                say(f"round {r + 1} {mode:>7} tail: {rate / MB:,.1f} MB/s, broker {cores:.2f} cores{note}")
+                say(
+                    f"round {r + 1} {mode:>7} tail: {rate / MB:,.1f} MB/s, broker {cores:.2f} cores{note}"
+                )
     med = {k: statistics.median(v) for k, v in runs.items()}
     return {"runs": runs, "median": med, "ratio": med["with"] / med["without"]}
 

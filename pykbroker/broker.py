@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,13 +19,20 @@ from protocol.errors import ErrorCode, KafkaError
 from protocol.framing import FrameError, RequestHeader, parse_request_header
 from pykbroker.cluster.metadata import DEFAULT_ENTITY, LocalMetadata, TopicInfo
 from pykbroker.cluster.replica_manager import ReplicaManager
-from pykbroker.config import BrokerConfig, ConfigError, LogConfig, parse_topic_configs
+from pykbroker.config import (
+    BrokerConfig,
+    ConfigError,
+    LogConfig,
+    parse_topic_configs,
+    warn_deprecated_topic_configs,
+)
 from pykbroker.handlers import REGISTRY
 from pykbroker.metrics import Metrics
 from pykbroker.server import CLOSE, Connection
 from pykbroker.storage.log_manager import LogManager, Scheduler
 
 log = structlog.get_logger(__name__)
+_SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclass(slots=True)
@@ -73,6 +82,7 @@ class Broker:
         self.node_id = config.node_id
         self.metrics = Metrics()
         self.metrics_server = None  # pykbroker.metrics.MetricsServer when metrics.port is set
+        self.console = None  # pykbroker.console.ConsoleServer when console.port is set
         self.registry = REGISTRY
         self.sendfile_min_bytes = config.get("pykbroker.sendfile.min.bytes")
         self.connections: set[Connection] = set()
@@ -142,6 +152,11 @@ class Broker:
             await self.metrics_server.start(
                 listeners[0][1] or None, self.config.get("metrics.port")
             )
+        if self.config.get("console.port") is not None:
+            from pykbroker.console import ConsoleServer
+
+            self.console = ConsoleServer(self)
+            await self.console.start(listeners[0][1] or None, self.config.get("console.port"))
         self.background += self.log_manager.start_background()  # retention, log cleaner
         log.info(
             "broker_started", node_id=self.node_id,
@@ -149,6 +164,7 @@ class Broker:
             advertised=f"{adv_host}:{adv_port}", data_dir=self.log_manager.data_dir,
             cluster_id=self.metadata.cluster_id, startup_ms=round((time.monotonic() - self.started_at) * 1000),
             metrics_port=self.metrics_server.port if self.metrics_server else None,
+            console_port=self.console.port if self.console else None,
         )  # fmt: skip
 
     async def stop(self) -> None:
@@ -157,6 +173,8 @@ class Broker:
             server.close()
         if self.metrics_server is not None:
             await self.metrics_server.stop()
+        if self.console is not None:
+            await self.console.stop()
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.close()
@@ -242,24 +260,32 @@ class Broker:
         ctx = RequestContext(self, conn, header)
         try:
             result = spec.handler(ctx, request)
-        except Exception:
-            log.exception("request_failed", api_key=header.api_key, api_version=header.api_version)
-            return CLOSE
-        if isinstance(result, Awaitable):
-            return self._finish_async(ctx, result)
-        return self._encode(header, result)
+            if isinstance(result, Awaitable):
+                return self._finish_async(ctx, result)
+            return self._encode(header, result)
+        except Exception as e:
+            return self._request_failed(ctx, e)
 
     async def _finish_async(self, ctx: RequestContext, pending: Awaitable) -> Any:
         try:
-            result = await pending
+            return self._encode(ctx.header, await pending)
         except (asyncio.CancelledError, ConnectionError):
             raise
-        except Exception:
-            log.exception(
-                "request_failed", api_key=ctx.header.api_key, api_version=ctx.header.api_version
-            )
-            return CLOSE
-        return self._encode(ctx.header, result)
+        except Exception as e:
+            return self._request_failed(ctx, e)
+
+    def _request_failed(self, ctx: RequestContext, e: Exception) -> Any:
+        """A handler (or the encoding of its response) raised: close that connection with one
+        warning line saying where, never a traceback per request (a client's bad input must not
+        flood the log). Requests that are semantically invalid get their error codes from their
+        handlers; anything reaching here is a bug to fix, located by `where`."""
+        frame = traceback.extract_tb(e.__traceback__)[-1]
+        where = f"{os.path.relpath(frame.filename, _SOURCE_ROOT)}:{frame.lineno}"
+        ctx.connection.abort(
+            "request_failed", api_key=ctx.header.api_key, api_version=ctx.header.api_version,
+            client_id=ctx.header.client_id, error=repr(e)[:500], where=where,
+        )  # fmt: skip
+        return CLOSE
 
     def _encode(self, header: RequestHeader, result: Any) -> Any:
         if result is None or result is CLOSE or isinstance(result, (bytes, list)):
@@ -330,6 +356,7 @@ class Broker:
             return None
         info = self.metadata.create_topic(name, assignment, configs)
         self.replica_manager.ensure_partitions(info)
+        warn_deprecated_topic_configs(name, configs)
         return info
 
     def auto_create_topic(self, name: str) -> TopicInfo:

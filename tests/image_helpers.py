@@ -243,8 +243,10 @@ class Podman:
     def build(self, context: Path, tag: str, base: str, file: str = "Dockerfile") -> None:
         # --format docker: OCI image configs have no HEALTHCHECK. --network host and the host's
         # pip settings (its CA bundle above all) let pip and apt-get reach the package indexes.
+        # --no-cache: podman 4.3 reuses a cached COPY layer after files it copies changed (seen
+        # with this .dockerignore); the tag's hash of the inputs is the cache instead.
         self.run(
-            "build", "--format", "docker", "--network", "host", *self._pip_volumes(),
+            "build", "--format", "docker", "--network", "host", "--no-cache", *self._pip_volumes(),
             "--build-arg", f"BASE_IMAGE={base}", "-t", tag, "-f", str(context / file),
             str(context), timeout=900,
         )  # fmt: skip

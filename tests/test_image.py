@@ -8,6 +8,7 @@ podman's settings here) is in tests/image_helpers.py. Containers publish their p
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
 import uuid
 from pathlib import Path
@@ -214,7 +215,16 @@ class Compose:
         self.podman = podman
         self.project = unique("pykbroker-test").replace("-", "")
         self.env = {**podman.env, "PYKBROKER_BIND": "127.0.0.1", **environ}
+        # Every published port the file lets us choose: a free one, never the defaults.
+        text = (ROOT / "docker-compose.yml").read_text()
+        for name in set(re.findall(r"\$\{(\w+_PORT)\b", text)):
+            self.env.setdefault(name, str(free_port()))
         self.doc = load_compose(self.env)
+        published = [p for s in self.doc["services"].values() for p in s.get("ports", [])]
+        assert all(p.startswith("127.0.0.1:") for p in published), published
+
+    def port(self, name: str) -> int:
+        return int(self.env[name])
 
     def __call__(self, *args: str, timeout: float = 300) -> str:
         import subprocess
@@ -249,12 +259,8 @@ class Compose:
 
 
 def test_compose_single_broker(podman, images):
-    port, metrics = free_port(), free_port()
-    compose = Compose(
-        podman,
-        {"PYKBROKER_IMAGE": images.app, "PYKBROKER_PORT": str(port),
-         "PYKBROKER_METRICS_PORT": str(metrics)},
-    )  # fmt: skip
+    compose = Compose(podman, {"PYKBROKER_IMAGE": images.app})
+    port, console = compose.port("PYKBROKER_PORT"), compose.port("PYKBROKER_CONSOLE_PORT")
     try:
         compose("up", "-d")
         started = podman.run(
@@ -266,9 +272,12 @@ def test_compose_single_broker(podman, images):
         bootstrap = f"127.0.0.1:{port}"
         values = [b"compose-%d" % i for i in range(20)]
         produce(bootstrap, "compose", values)  # auto-created (KAFKA_AUTO_CREATE_TOPICS_ENABLE)
-        assert (
-            consume(bootstrap, "compose", 1, 20) == values
-        )  # one partition (KAFKA_NUM_PARTITIONS)
+        assert consume(bootstrap, "compose", 1, 20) == values  # 1 partition: KAFKA_NUM_PARTITIONS
+        # The web console, on in the compose file, sees the topic.
+        with urllib.request.urlopen(f"http://127.0.0.1:{console}/", timeout=10) as r:
+            assert "<title>pykbroker console</title>" in r.read().decode()
+        with urllib.request.urlopen(f"http://127.0.0.1:{console}/api/topics", timeout=10) as r:
+            assert '"compose"' in r.read().decode()
 
         # down keeps the named volume; up again finds the data, stopped cleanly.
         compose("down", "-t", "30")
@@ -285,12 +294,9 @@ def test_compose_cluster_profile_survives_a_broker_stop(podman, images):
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    ports = {n: free_port() for n in (1, 2, 3)}
     environ = {"PYKBROKER_IMAGE": images.app, "ZOOKEEPER_IMAGE": images.zookeeper()}
-    for n in (1, 2, 3):
-        environ[f"PYKBROKER_BROKER{n}_PORT"] = str(ports[n])
-        environ[f"PYKBROKER_BROKER{n}_METRICS_PORT"] = str(free_port())
     compose = Compose(podman, environ)
+    ports = {n: compose.port(f"PYKBROKER_BROKER{n}_PORT") for n in (1, 2, 3)}
     try:
         compose("--profile", "cluster", "up", "-d", "zookeeper", "broker1", "broker2", "broker3")
         for service in ("zookeeper", "broker1", "broker2", "broker3"):
@@ -352,15 +358,17 @@ def test_compose_cluster_profile_survives_a_broker_stop(podman, images):
 
 def test_compose_environment_defaults_are_the_documented_ones():
     """Without variables the compose file is what its comments and the README say: the single
-    broker on 9092 (metrics 9404), the cluster on 19092-19094 (metrics 9405-9407), the images
-    pykbroker:latest and zookeeper:3.9."""
+    broker on 9092 (metrics 9404, console 9021), the cluster on 19092-19094 (metrics 9405-9407,
+    consoles 9022-9024), the images pykbroker:latest and zookeeper:3.9."""
     doc = load_compose({})
     services = doc["services"]
     assert services["broker"]["image"] == "pykbroker:latest"
     assert services["zookeeper"]["image"] == "zookeeper:3.9"
-    assert services["broker"]["ports"][:2] == ["0.0.0.0:9092:9092", "0.0.0.0:9404:9404"]
+    assert services["broker"]["ports"] == [
+        "0.0.0.0:9092:9092", "0.0.0.0:9404:9404", "0.0.0.0:9021:9021"
+    ]  # fmt: skip
     for n in (1, 2, 3):
-        assert services[f"broker{n}"]["ports"][:2] == [
-            f"0.0.0.0:{19091 + n}:{19091 + n}",
-            f"0.0.0.0:{9404 + n}:9404",
-        ]
+        assert services[f"broker{n}"]["ports"] == [
+            f"0.0.0.0:{19091 + n}:{19091 + n}", f"0.0.0.0:{9404 + n}:9404",
+            f"0.0.0.0:{9021 + n}:9021",
+        ]  # fmt: skip

@@ -236,3 +236,28 @@ class _Region:
     def __init__(self, data: bytes):
         self.data = data
         self.length = len(data)
+
+
+async def test_no_fetcher_starts_after_shutdown(tmp_path):
+    """Shutdown stops every fetcher and waits for them; a partition state change seen after it
+    (a watch firing late) starts none again -- such a fetcher outlived the broker's stop."""
+    config = BrokerConfig({})
+    metadata = _NoBrokers()
+    rm = ReplicaManager(FOLLOWER, None, lambda topic: CONFIG, metadata, config)
+    rm.ready = True
+    rm.fetchers = ReplicaFetcherManager(FOLLOWER, metadata, config)
+    p = make_partition(tmp_path, FOLLOWER, [(0, 0)], 1, PartitionState(-1, -1, [1, 2], [], -2))
+    rm.partitions[("t", 0)] = p
+    topic = TopicInfo("t", uuid.uuid4(), [p.state], {})
+    try:
+        rm.partition_state_changed(topic, 0, PartitionState(LEADER, 5, [1, 2], [1, 2], 1))
+        task = rm.fetchers.fetchers[LEADER].task
+        rm.stopping = True
+        await rm.fetchers.shutdown()
+        assert task.done() and rm.fetchers.fetchers == {}
+        rm.partition_state_changed(topic, 0, PartitionState(LEADER, 6, [1, 2], [1, 2], 2))
+        rm.fetchers.add_partition(p, LEADER)
+        assert rm.fetchers.fetchers == {}
+    finally:
+        await rm.fetchers.shutdown()
+        p.log.close()

@@ -8,12 +8,14 @@ from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
 
 from . import REGISTRY
+from .committed import pending_write, wait_committed
 
 
 @REGISTRY.register(ApiKey.CREATE_TOPICS, 2, 7)
 def handle_create_topics(ctx, request) -> dict:
     broker = ctx.broker
     results = []
+    writes: list = []
     seen: set[str] = set()
     for t in request.topics:
         result = {"name": t.name, "error_code": ErrorCode.NONE, "error_message": None,
@@ -35,6 +37,7 @@ def handle_create_topics(ctx, request) -> dict:
             if info is not None:
                 result.update(topic_id=info.topic_id, num_partitions=len(info.partitions),
                               replication_factor=info.replication_factor)  # fmt: skip
+                pending_write(broker, t.name, result, writes)
             else:
                 result.update(
                     num_partitions=t.num_partitions if t.num_partitions > 0 else broker.config.get("num.partitions"),
@@ -43,7 +46,13 @@ def handle_create_topics(ctx, request) -> dict:
         except KafkaError as e:
             result.update(error_code=e.code, error_message=e.message)
         results.append(result)
-    return {"throttle_time_ms": 0, "topics": results}
+    response = {"throttle_time_ms": 0, "topics": results}
+    return _after(broker, writes, response) if writes else response
+
+
+async def _after(broker, writes: list, response: dict) -> dict:
+    await wait_committed(broker, writes)
+    return response
 
 
 @REGISTRY.register(ApiKey.DELETE_TOPICS, 1, 6)
@@ -131,6 +140,7 @@ def handle_create_partitions(ctx, request) -> dict:
     broker = ctx.broker
     names = [t.name for t in request.topics]
     results = []
+    writes: list = []
     for t in request.topics:
         result = {"name": t.name, "error_code": ErrorCode.NONE, "error_message": None}
         try:
@@ -145,10 +155,12 @@ def handle_create_partitions(ctx, request) -> dict:
             if not request.validate_only:
                 broker.metadata.add_partitions(t.name, assignment)
                 broker.replica_manager.ensure_partitions(broker.metadata.topic(t.name))
+                pending_write(broker, t.name, result, writes)
         except KafkaError as e:
             result.update(error_code=e.code, error_message=e.message)
         results.append(result)
-    return {"throttle_time_ms": 0, "results": results}
+    response = {"throttle_time_ms": 0, "results": results}
+    return _after(broker, writes, response) if writes else response
 
 
 # --- DeleteRecords ------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from protocol.errors import ErrorCode, KafkaError
 from pykbroker.cluster.metadata import TopicInfo, validate_topic_name
 
 from . import REGISTRY
+from .committed import wait_committed
 
 AUTHORIZED_OPERATIONS_UNSET = None  # kafka-python encodes None as INT32_MIN ("not requested")
 
@@ -63,7 +64,7 @@ def error_entry(name: str | None, error: int, topic_id=None) -> dict:
     return entry
 
 
-def _requested_topic(broker, name: str, allow_auto: bool) -> dict:
+def _requested_topic(broker, name: str, allow_auto: bool, writes: list | None = None) -> dict:
     info = broker.metadata.topic(name)
     if info is not None:
         return topic_entry(info, live=_live(broker))
@@ -74,9 +75,13 @@ def _requested_topic(broker, name: str, allow_auto: bool) -> dict:
     if not allow_auto:
         return error_entry(name, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
     try:
-        return topic_entry(broker.auto_create_topic(name), live=_live(broker))
+        entry = topic_entry(broker.auto_create_topic(name), live=_live(broker))
     except KafkaError as e:
         return error_entry(name, e.code)
+    write = broker.metadata.committed(name)
+    if write is not None and writes is not None:
+        writes.append(({}, write))
+    return entry
 
 
 @REGISTRY.register(ApiKey.METADATA, 0, 12)
@@ -84,6 +89,7 @@ def handle_metadata(ctx, request) -> dict:
     broker = ctx.broker
     version = ctx.api_version
     allow_auto = request.allow_auto_topic_creation if version >= 4 else True
+    writes: list = []
     if request.topics is None or (version == 0 and not request.topics):
         live = _live(broker)
         topics = [topic_entry(t, live=live) for t in broker.metadata.topics.values()]
@@ -98,8 +104,8 @@ def handle_metadata(ctx, request) -> dict:
                     else error_entry(None, ErrorCode.UNKNOWN_TOPIC_ID, t.topic_id)
                 )
             else:
-                topics.append(_requested_topic(broker, t.name, allow_auto))
-    return {
+                topics.append(_requested_topic(broker, t.name, allow_auto, writes))
+    response = {
         "throttle_time_ms": 0,
         "brokers": broker_entries(broker, ctx.listener),
         "cluster_id": broker.metadata.cluster_id,
@@ -107,6 +113,21 @@ def handle_metadata(ctx, request) -> dict:
         "topics": topics,
         "authorized_operations": AUTHORIZED_OPERATIONS_UNSET,
     }
+    return _after_auto_create(broker, writes, response) if writes else response
+
+
+async def _after_auto_create(broker, writes: list, response: dict) -> dict:
+    """Auto-created topics: answer once ZooKeeper holds them, with what it holds (another
+    broker may have created the name first)."""
+    await wait_committed(broker, writes)
+    live = _live(broker)
+    for i, entry in enumerate(response["topics"]):
+        info = broker.metadata.topic(entry["name"]) if entry["name"] else None
+        if info is not None:
+            response["topics"][i] = topic_entry(info, live=live)
+        elif entry["error_code"] == ErrorCode.NONE:
+            response["topics"][i] = error_entry(entry["name"], ErrorCode.LEADER_NOT_AVAILABLE)
+    return response
 
 
 @REGISTRY.register(ApiKey.DESCRIBE_CLUSTER, 0, 1)

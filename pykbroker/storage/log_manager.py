@@ -164,13 +164,15 @@ class LogManager:
 
     def _dir_for_new_log(self) -> str:
         """The online dir holding the fewest logs (Kafka's choice), offline ones never."""
+        if len(self.log_dirs) == 1:  # the common case, without a scan of every log
+            return self.log_dirs[0]
         online = [d for d in self.log_dirs if not self.failure_channel.dir_of(d).offline]
         counts = dict.fromkeys(online or self.log_dirs, 0)
         for lg in self.logs.values():
             parent = os.path.dirname(lg.dir)
             if parent in counts:
                 counts[parent] += 1
-        return min(self.log_dirs, key=lambda d: counts[d])
+        return min(counts, key=counts.__getitem__)
 
     def delete(self, topic: str, partition: int) -> None:
         lg = self.logs.pop((topic, partition), None)

@@ -385,9 +385,12 @@ function messagesTab(body, t) {
     status.textContent = "waiting for new records…";
     source.addEventListener("records", (ev) => {
       const d = JSON.parse(ev.data);
-      shown = d.records.slice().reverse().concat(shown).slice(0, 500);
+      // Newest first; only the new rows are drawn, the oldest beyond 500 dropped.
+      const fresh = d.records.slice().reverse();
+      shown = fresh.concat(shown).slice(0, 500);
+      tbody.prepend(...fresh.map(rowOf));
+      while (tbody.childElementCount > 500) tbody.lastElementChild.remove();
       status.textContent = `tailing partition ${st.partition}: high watermark ${d.high_watermark}` + (d.skipped ? ` (skipped ${d.skipped} to keep up)` : "");
-      redraw();
     });
     source.addEventListener("error", (ev) => {
       if (ev.data) { const d = JSON.parse(ev.data); flash(`${d.error}: ${d.message}`, "error"); stopTail(); }

@@ -50,10 +50,12 @@ def handle_create_topics(ctx, request) -> dict:
         topics = _refuse_all(request.topics, _create_topic_result)
         return {"throttle_time_ms": 0, "topics": topics}
     with broker.metadata.batch():  # one metadata write for the whole request
-        return {"throttle_time_ms": 0, "topics": _create_topics(broker, request)}
+        results, writes = _create_topics(broker, request)
+    response = {"throttle_time_ms": 0, "topics": results}
+    return _after(broker, writes, response) if writes else response
 
 
-def _create_topics(broker, request) -> list[dict]:
+def _create_topics(broker, request) -> tuple[list[dict], list]:
     results = []
     writes: list = []
     seen: set[str] = set()
@@ -85,22 +87,18 @@ def _create_topics(broker, request) -> list[dict]:
         except KafkaError as e:
             result.update(error_code=e.code, error_message=e.message)
         results.append(result)
-<<<<<<< HEAD
-    response = {"throttle_time_ms": 0, "topics": results}
-    return _after(broker, writes, response) if writes else response
-
-
-async def _after(broker, writes: list, response: dict) -> dict:
-    await wait_committed(broker, writes)
-    return response
-=======
-    return results
+    return results, writes
 
 
 def _create_topic_result(name: str, **fields) -> dict:
     return {"name": name, "error_code": ErrorCode.NONE, "error_message": None,
             "num_partitions": -1, "replication_factor": -1, "configs": None, **fields}  # fmt: skip
->>>>>>> main
+
+
+async def _after(broker, writes: list, response: dict) -> dict:
+    """Answer once ZooKeeper holds the changes (a cluster writes them in the background)."""
+    await wait_committed(broker, writes)
+    return response
 
 
 @REGISTRY.register(ApiKey.DELETE_TOPICS, 1, 6)
@@ -209,10 +207,12 @@ def handle_create_partitions(ctx, request) -> dict:
         results = _refuse_all(request.topics, _create_partitions_result)
         return {"throttle_time_ms": 0, "results": results}
     with broker.metadata.batch():
-        return {"throttle_time_ms": 0, "results": _create_partitions(broker, request)}
+        results, writes = _create_partitions(broker, request)
+    response = {"throttle_time_ms": 0, "results": results}
+    return _after(broker, writes, response) if writes else response
 
 
-def _create_partitions(broker, request) -> list[dict]:
+def _create_partitions(broker, request) -> tuple[list[dict], list]:
     names = Counter(t.name for t in request.topics)
     results = []
     writes: list = []
@@ -234,12 +234,7 @@ def _create_partitions(broker, request) -> list[dict]:
         except KafkaError as e:
             result.update(error_code=e.code, error_message=e.message)
         results.append(result)
-<<<<<<< HEAD
-    response = {"throttle_time_ms": 0, "results": results}
-    return _after(broker, writes, response) if writes else response
-=======
-    return results
->>>>>>> main
+    return results, writes
 
 
 # --- DeleteRecords ------------------------------------------------------------------------------

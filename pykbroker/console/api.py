@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 DEFAULT_RECORDS, MAX_RECORDS = 50, 500
 DEFAULT_READ_BYTES, MAX_READ_BYTES = 1 << 20, 4 << 20
 MAX_FIELD_BYTES = 64 * 1024
+# One batch is always returned whole (as by a Fetch), up to this; larger ones are refused.
+MAX_BATCH_BYTES = 16 << 20
 # A live tail sends at most TAIL_RECORDS per event and an event per TAIL_INTERVAL_S; behind by
 # more, it skips ahead to the newest records (a tail shows what arrives, not a backlog).
 TAIL_RECORDS, TAIL_BYTES, TAIL_INTERVAL_S = 100, 512 * 1024, 0.25
@@ -188,9 +190,12 @@ class ConsoleApi:
         live = set(md.live_broker_ids())
         led: dict[int, int] = {}
         under: dict[int, int] = {}
+        hosted: dict[int, int] = {}  # partitions each broker is a replica of
         offline = 0
         for info in md.topics.values():
             for state in info.partitions:
+                for r in state.replicas:
+                    hosted[r] = hosted.get(r, 0) + 1
                 if state.leader < 0 or state.leader not in live:
                     offline += 1
                     continue
@@ -205,7 +210,18 @@ class ConsoleApi:
                 "controller": b.node_id == md.controller_id,
                 "leader_partitions": led.get(b.node_id, 0),
                 "under_replicated_partitions": under.get(b.node_id, 0),
+                "replica_partitions": hosted.get(b.node_id, 0),
                 "endpoints": {k: f"{h}:{p}" for k, (h, p) in (b.endpoints or {}).items()},
+            })  # fmt: skip
+        # Registered brokers are the live ones (as in Kafka's metadata); a broker that is gone
+        # still shows as a replica in the partitions' assignments.
+        known = {b["node_id"] for b in brokers}
+        for node_id in sorted(set(hosted) - known):
+            brokers.append({
+                "node_id": node_id, "host": None, "port": None, "rack": None, "alive": False,
+                "this": False, "controller": False, "leader_partitions": 0,
+                "under_replicated_partitions": 0, "replica_partitions": hosted[node_id],
+                "endpoints": {},
             })  # fmt: skip
         rm = broker.replica_manager
         return json_response({
@@ -422,6 +438,10 @@ class ConsoleApi:
                 raise kafka_error(e.code, e.message) from None
             if region is None:
                 break
+            if region.length > max(max_bytes, MAX_BATCH_BYTES):
+                raise HttpError(400, "MESSAGE_TOO_LARGE",
+                                f"The batch at offset {offset} of {p.topic}-{p.index} is "
+                                f"{region.length} bytes, more than the console reads at once.")  # fmt: skip
             read += region.length
             data = await loop.run_in_executor(None, region.read)
             try:

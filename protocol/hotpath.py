@@ -74,6 +74,13 @@ class _Cursor:
             raise FrameError(f"array length {n} exceeds the request")
         return n
 
+    def count(self, field: str) -> int:
+        """The length of a non-nullable array (null is malformed, as in Kafka's readers)."""
+        n = self.array_len()
+        if n < 0:
+            raise FrameError(f"non-nullable field {field} was serialized as null")
+        return n
+
     def tags(self) -> None:
         if self.flexible:
             self.pos = skip_tagged_fields(self.buf, self.pos)
@@ -109,15 +116,17 @@ def decode_produce_request(buf, pos: int, version: int) -> ProduceRequestData:
         acks = c.int16()
         timeout_ms = c.int32()
         topics = []
-        for _ in range(max(c.array_len(), 0)):
+        for _ in range(c.count("topic_data")):
             name = c.string()
+            if name is None:
+                raise FrameError("non-nullable field name was serialized as null")
             parts = []
-            for _ in range(max(c.array_len(), 0)):
+            for _ in range(c.count("partition_data")):
                 index = c.int32()
                 parts.append(ProducePartition(index, c.bytes_view()))
                 c.tags()
             c.tags()
-            topics.append(ProduceTopic(name or "", parts))
+            topics.append(ProduceTopic(name, parts))
         c.tags()
     except (struct.error, IndexError, UnicodeDecodeError) as e:
         raise FrameError(f"malformed produce request: {e}") from e

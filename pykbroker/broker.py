@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +32,7 @@ from pykbroker.server import CLOSE, Connection
 from pykbroker.storage.log_manager import LogManager, Scheduler
 
 log = structlog.get_logger(__name__)
+_SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclass(slots=True)
@@ -257,24 +260,32 @@ class Broker:
         ctx = RequestContext(self, conn, header)
         try:
             result = spec.handler(ctx, request)
-        except Exception:
-            log.exception("request_failed", api_key=header.api_key, api_version=header.api_version)
-            return CLOSE
-        if isinstance(result, Awaitable):
-            return self._finish_async(ctx, result)
-        return self._encode(header, result)
+            if isinstance(result, Awaitable):
+                return self._finish_async(ctx, result)
+            return self._encode(header, result)
+        except Exception as e:
+            return self._request_failed(ctx, e)
 
     async def _finish_async(self, ctx: RequestContext, pending: Awaitable) -> Any:
         try:
-            result = await pending
+            return self._encode(ctx.header, await pending)
         except (asyncio.CancelledError, ConnectionError):
             raise
-        except Exception:
-            log.exception(
-                "request_failed", api_key=ctx.header.api_key, api_version=ctx.header.api_version
-            )
-            return CLOSE
-        return self._encode(ctx.header, result)
+        except Exception as e:
+            return self._request_failed(ctx, e)
+
+    def _request_failed(self, ctx: RequestContext, e: Exception) -> Any:
+        """A handler (or the encoding of its response) raised: close that connection with one
+        warning line saying where, never a traceback per request (a client's bad input must not
+        flood the log). Requests that are semantically invalid get their error codes from their
+        handlers; anything reaching here is a bug to fix, located by `where`."""
+        frame = traceback.extract_tb(e.__traceback__)[-1]
+        where = f"{os.path.relpath(frame.filename, _SOURCE_ROOT)}:{frame.lineno}"
+        ctx.connection.abort(
+            "request_failed", api_key=ctx.header.api_key, api_version=ctx.header.api_version,
+            client_id=ctx.header.client_id, error=repr(e)[:500], where=where,
+        )  # fmt: skip
+        return CLOSE
 
     def _encode(self, header: RequestHeader, result: Any) -> Any:
         if result is None or result is CLOSE or isinstance(result, (bytes, list)):

@@ -105,6 +105,7 @@ class Broker:
         loop = asyncio.get_running_loop()
         self.scheduler = AsyncScheduler(loop)
         self.log_manager = LogManager(self.config, self.scheduler)
+        self.log_manager.failure_channel.loop = loop
         listeners = self.config.listeners
         for listener, host, port in listeners:
             name = listener.upper()

@@ -291,6 +291,11 @@ class ReplicaManager:
                 ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
                 f"This server does not host this topic-partition: {topic}-{index}",
             )
+        if p.log.log_dir.offline:  # Kafka's HostedPartition.Offline
+            raise KafkaError(
+                ErrorCode.KAFKA_STORAGE_ERROR,
+                f"Partition {topic}-{index} is in an offline log directory",
+            )
         return p
 
     def _known(self, topic: str, index: int) -> bool:

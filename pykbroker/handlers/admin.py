@@ -286,7 +286,12 @@ def handle_describe_log_dirs(ctx, request) -> dict:
             }  # fmt: skip
         )
     results = []
+    channel = broker.log_manager.failure_channel
     for log_dir, topics in by_dir.items():
+        if channel.dir_of(log_dir).offline:  # as Kafka answers for an offline log dir
+            results.append({"error_code": ErrorCode.KAFKA_STORAGE_ERROR, "log_dir": log_dir,
+                            "topics": [], "total_bytes": -1, "usable_bytes": -1})  # fmt: skip
+            continue
         total, usable = _disk_space(log_dir)
         results.append({
             "error_code": ErrorCode.NONE, "log_dir": log_dir,

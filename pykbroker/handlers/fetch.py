@@ -54,6 +54,10 @@ def read_partitions(broker, request, version: int, response_max_bytes: int):
             except KafkaError as e:
                 r.error_code = e.code
                 error = True
+            except OSError as e:  # a read the disk failed: its log dir goes offline
+                r.error_code = log.log_dir.failed(e, f"reading {t.topic}-{p.partition}").code
+                r.records = None
+                error = True
             results.append(r)
         topics.append((t.topic, results))
     return topics, total, error

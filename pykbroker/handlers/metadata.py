@@ -49,6 +49,28 @@ def topic_entry(info: TopicInfo, error: int = ErrorCode.NONE, live: set[int] | N
     }
 
 
+def _entry(broker, info: TopicInfo, live: set[int] | None) -> dict:
+    entry = topic_entry(info, live=live)
+    if broker.log_manager.failure_channel.offline_dirs:
+        _mark_offline_replicas(broker, entry)
+    return entry
+
+
+def _mark_offline_replicas(broker, entry: dict) -> None:
+    """Replicas in an offline log dir of this broker are offline replicas, as Kafka's
+    controller reports them; one it leads has no leader until leadership moves."""
+    rm, node = broker.replica_manager, broker.node_id
+    for p in entry["partitions"]:
+        part = rm.partitions.get((entry["name"], p["partition_index"]))
+        if part is None or not part.log.log_dir.offline:
+            continue
+        if node not in p["offline_replicas"]:
+            p["offline_replicas"] = [*p["offline_replicas"], node]
+        if p["leader_id"] == node:
+            p["leader_id"] = -1
+            p["error_code"] = ErrorCode.LEADER_NOT_AVAILABLE
+
+
 def _live(broker) -> set[int] | None:
     """Live broker ids in a cluster (None on a single broker: it leads everything)."""
     if broker.config.get("zookeeper.connect"):
@@ -66,7 +88,7 @@ def error_entry(name: str | None, error: int, topic_id=None) -> dict:
 def _requested_topic(broker, name: str, allow_auto: bool) -> dict:
     info = broker.metadata.topic(name)
     if info is not None:
-        return topic_entry(info, live=_live(broker))
+        return _entry(broker, info, _live(broker))
     try:
         validate_topic_name(name)
     except KafkaError as e:
@@ -74,7 +96,7 @@ def _requested_topic(broker, name: str, allow_auto: bool) -> dict:
     if not allow_auto:
         return error_entry(name, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
     try:
-        return topic_entry(broker.auto_create_topic(name), live=_live(broker))
+        return _entry(broker, broker.auto_create_topic(name), _live(broker))
     except KafkaError as e:
         return error_entry(name, e.code)
 
@@ -86,14 +108,14 @@ def handle_metadata(ctx, request) -> dict:
     allow_auto = request.allow_auto_topic_creation if version >= 4 else True
     if request.topics is None or (version == 0 and not request.topics):
         live = _live(broker)
-        topics = [topic_entry(t, live=live) for t in broker.metadata.topics.values()]
+        topics = [_entry(broker, t, live) for t in broker.metadata.topics.values()]
     else:
         topics = []
         for t in request.topics:
             if t.name is None:  # v12: by topic id
                 info = broker.metadata.topic_by_id(t.topic_id)
                 topics.append(
-                    topic_entry(info, live=_live(broker))
+                    _entry(broker, info, _live(broker))
                     if info
                     else error_entry(None, ErrorCode.UNKNOWN_TOPIC_ID, t.topic_id)
                 )

@@ -443,7 +443,12 @@ class ConsoleApi:
                                 f"The batch at offset {offset} of {p.topic}-{p.index} is "
                                 f"{region.length} bytes, more than the console reads at once.")  # fmt: skip
             read += region.length
-            data = await loop.run_in_executor(None, region.read)
+            try:
+                data = await loop.run_in_executor(None, region.read)
+            except OSError as e:  # the log dir failed, or retention removed the segment
+                raise HttpError(
+                    503, "KAFKA_STORAGE_ERROR", f"Cannot read {p.topic}-{p.index}: {e}"
+                ) from None
             try:
                 found, after = await loop.run_in_executor(
                     None, decode_region, data, offset, limit - len(out)

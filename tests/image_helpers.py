@@ -19,6 +19,7 @@ import configparser
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -227,7 +228,17 @@ class Podman:
         with image_lock(tag):
             if not self.exists(tag):
                 self._timed("app", lambda: self.build(ROOT, tag, base))
+                self.prune("localhost/pykbroker-test:", keep=tag)
         return tag
+
+    def prune(self, prefix: str, keep: str, older_than: float = 3600) -> None:
+        """Remove this repository's images built from older sources (one per change otherwise)
+        an hour after they were made; one in use by a container stays (rmi refuses)."""
+        listed = json.loads(self.run("images", "--format", "json").stdout or "[]")
+        for image in listed:
+            names = [n for n in image.get("Names") or [] if n.startswith(prefix) and n != keep]
+            if names and image["Created"] < time.time() - older_than:
+                self.run("rmi", *names, check=False)
 
     def zookeeper_image(self, base: str) -> str:
         files = tree_files(STANDINS / "zookeeper.Containerfile", STANDINS / "zoo.cfg")
@@ -243,10 +254,12 @@ class Podman:
     def build(self, context: Path, tag: str, base: str, file: str = "Dockerfile") -> None:
         # --format docker: OCI image configs have no HEALTHCHECK. --network host and the host's
         # pip settings (its CA bundle above all) let pip and apt-get reach the package indexes.
-        # --no-cache: podman 4.3 reuses a cached COPY layer after files it copies changed (seen
-        # with this .dockerignore); the tag's hash of the inputs is the cache instead.
+        # --layers=false: podman 4.3 reused a cached COPY layer after files it copies changed
+        # (seen with this .dockerignore); the tag's hash of the inputs is the cache instead, and
+        # no untagged build-stage image is left behind.
         self.run(
-            "build", "--format", "docker", "--network", "host", "--no-cache", *self._pip_volumes(),
+            "build", "--format", "docker", "--network", "host", "--layers=false",
+            *self._pip_volumes(),
             "--build-arg", f"BASE_IMAGE={base}", "-t", tag, "-f", str(context / file),
             str(context), timeout=900,
         )  # fmt: skip

@@ -41,6 +41,8 @@ def podman():
     podman = Podman()
     yield podman
     podman.close()
+    if podman.timings:  # what was built rather than reused, and how long it took (pytest -s)
+        print(f"\nimage builds (s): {podman.timings}")
 
 
 @pytest.fixture(scope="module")

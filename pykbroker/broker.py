@@ -143,6 +143,7 @@ class Broker:
                 listeners[0][1] or None, self.config.get("metrics.port")
             )
         self.background += self.log_manager.start_background()  # retention, log cleaner
+        self.background.append(loop.create_task(self.metrics.loop_lag.run()))
         log.info(
             "broker_started", node_id=self.node_id,
             listeners=[f"{h}:{p}" for h, p in self.bound],

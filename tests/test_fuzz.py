@@ -27,7 +27,7 @@ from protocol import codec
 
 SEED = int(os.environ.get("PYKBROKER_FUZZ_SEED", "20261202"))
 FRAMES = 20_000
-SECONDS = 120  # a cap for slow machines; the pass must still cover every API and version
+SECONDS = 90  # a cap for slow machines; the pass must still cover every API and version
 
 # The broker idles at ~50 MiB. What a hostile client may legitimately make it hold: requests in
 # flight (up to 32 half-written frames held open at once, bounded by the broker's buffers, not
@@ -36,7 +36,11 @@ SECONDS = 120  # a cap for slow machines; the pass must still cover every API an
 RSS_LIMIT = 512 << 20
 
 # Error-level log lines that known, unfixed findings still cause (see fuzzing/known.py).
-KNOWN_LOG_ERRORS: dict[str, str] = {}
+KNOWN_LOG_ERRORS: dict[str, str] = {
+    # F3 (wire, issue 11 item 4): nulls in non-nullable fields reach the handlers and end in a
+    # traceback at ~40 sites; F4 (produce): decompression errors raised on request paths.
+    "request_failed": "F3, F4",
+}
 
 
 def test_generated_requests_decode_with_the_broker_codec(broker):
@@ -50,7 +54,7 @@ def test_generated_requests_decode_with_the_broker_codec(broker):
                 body = schema.generate(random.Random(f"{api_key}:{version}:{i}"), pools,
                                        api_key, version)  # fmt: skip
                 codec.request_class(api_key).decode(memoryview(bytes(body.data)), version=version)
-                assert body.slots, (api_key, version)
+                assert body.slots or not body.data, (api_key, version)  # every field mutable
                 checked += 1
     assert checked >= 5 * len(apis)
 
@@ -72,14 +76,15 @@ def test_fuzz_pass(tmp_path):
         target = Target("127.0.0.1", broker.port, broker.proc.pid,
                         f"http://127.0.0.1:{metrics_port}/metrics")  # fmt: skip
         opts = Options(frames=FRAMES, seconds=SECONDS, rss_limit=RSS_LIMIT)
-        stats, canary_problems, factory = fuzz(target, SEED, opts, exclude_known=True)
-        data = summary(stats, canary_problems, factory, SEED)
+        stats, after_run_problems, factory = fuzz(target, SEED, opts, exclude_known=True)
+        data = summary(stats, after_run_problems, factory, SEED)
         (tmp_path / "fuzz-summary.json").write_text(json.dumps(data, indent=1))
-        report = json.dumps({k: data[k] for k in ("frames", "seconds", "faults", "errors",
+        print(json.dumps({k: v for k, v in data.items() if k not in ("by_api_version", "errors")}))
+        report = json.dumps({k: data[k] for k in ("frames", "seconds", "faults", "errors", "after_run_problems",
                                                    "rss_max_mib", "probe_max_s")})  # fmt: skip
         assert broker.proc.poll() is None, report
         assert stats.ok, report
-        assert not canary_problems, report
+        assert not after_run_problems, report
         assert data["advertised_not_covered"] == [], report
         assert stats.frames >= min(FRAMES, 5000), report
         errors = Counter(e.get("event") for e in broker.lines if e.get("level") == "error")

@@ -294,7 +294,8 @@ class Fuzzer:
             # record on a compacted topic) must not be acknowledged with error 0.
             part = resp.responses[0].partition_responses[0]
             if part.error_code == 0:
-                self.stats.fault("accepted_bad_batch", case,
+                kind = case.detail.split()[0].split(":")[0]
+                self.stats.fault(f"accepted_bad_batch:{kind}", case,
                                  f"{case.detail}: error 0 at offset {part.base_offset}")  # fmt: skip
 
     def _check(self, api: int, ver: int, frame: bytes, case: Case, what: str):

@@ -222,7 +222,9 @@ class Generator:
     def _tagged(self, tagged: list[dict], path: str) -> None:
         out = self._out()
         chosen = [f for f in tagged if self.rng.random() < 0.5]
+        start = len(out)
         out += _uvarint(len(chosen))
+        self._slot("uvarint", start, f"{path}#tags")
         for f in sorted(chosen, key=lambda f: f["tag"]):
             out += _uvarint(f["tag"])
             # Encode the value on its own to learn its size; slots inside are not kept.

@@ -126,6 +126,36 @@ def read_canary(bootstrap: str, canary: Canary, timeout: float = 30) -> list[str
     return problems
 
 
+def list_offsets_after(port: int, partitions: dict[str, int]) -> list[str]:
+    """ListOffsets by timestamp on every fuzzed partition: none may be poisoned by what it took.
+
+    Looking up a timestamp reads the batches (and decompresses compressed ones) in a segment,
+    which is where an accepted corrupt batch shows (issue 11 item 2).
+    """
+    problems = []
+    client = RawClient(port)
+    try:
+        for topic, count in partitions.items():
+            for p in range(count):
+                for ts in (0, int(time.time() * 1000) - 3_600_000):
+                    body = {"replica_id": -1, "isolation_level": 0, "topics": [
+                        {"name": topic, "partitions": [{"partition_index": p,
+                         "current_leader_epoch": -1, "timestamp": ts}]}]}  # fmt: skip
+                    try:
+                        resp = client.request(ApiKey.LIST_OFFSETS, 7, body)
+                    except OSError as e:
+                        resp, reason = None, repr(e)
+                    else:
+                        reason = "connection closed"
+                    if resp is None:
+                        problems.append(f"ListOffsets {topic}-{p} timestamp {ts}: {reason}")
+                        client.close()
+                        client = RawClient(port)
+    finally:
+        client.close()
+    return problems
+
+
 def prepare(port: int, seed: int) -> tuple[Pools, dict[int, tuple[int, int]], Canary]:
     apis = advertised_apis(port)
     canary_topic = f"canary-{random.Random(seed).getrandbits(48):012x}"
@@ -146,11 +176,10 @@ def fuzz(target: Target, seed: int, options: Options, *, exclude_known: bool = T
     pools, apis, canary = prepare(target.port, seed)
     factory = CaseFactory(seed, pools, apis, exclusion if exclude_known else None)
     stats = run_cases(target, factory, options)
-    problems = (
-        ["not read: the run was aborted"]
-        if stats.aborted
-        else read_canary(f"{target.host}:{target.port}", canary)
-    )
+    if stats.aborted:
+        return stats, ["not read: the run was aborted"], factory
+    problems = read_canary(f"{target.host}:{target.port}", canary)
+    problems += list_offsets_after(target.port, FUZZ_TOPICS)
     return stats, problems, factory
 
 
@@ -191,7 +220,7 @@ def summary(stats: Stats, problems: list[str], factory: CaseFactory, seed: int) 
         "probe_max_s": round(stats.probe_max, 4),
         "probes": stats.probes,
         "event_loop_lag_max_s": stats.loop_lag_max,
-        "canary_problems": problems,
+        "after_run_problems": problems,
         "excluded_known_findings": factory.exclude is not None,
     }
 

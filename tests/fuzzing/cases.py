@@ -149,6 +149,14 @@ def _bomb(codec_id: int, inflated: int) -> bytes:
     return bytes(rb.build_batch([rec], compression_type=codec_id))
 
 
+def warm_up() -> None:
+    """Build the decompression bombs before a run, not in the middle of one."""
+    for codec_id in CODECS:
+        _bomb(codec_id, BOMB_SIZE)
+
+
+BOMB_SIZE = 64 << 20
+
 RECORD_KINDS = (
     "bad_crc", "garbage_compressed", "truncated_compressed", "valid_compressed",
     "keyless_compacted", "header_field", "flip_recrc", "bomb", "trailing_garbage",
@@ -206,7 +214,7 @@ def record_payload(rng: random.Random, pools: Pools) -> tuple[bytes, str, str]:
             batch[pos] ^= 1 << rng.randrange(8)
         return bytes(_recrc(batch)), topic, kind
     if kind == "bomb":
-        return _bomb(codec_id, 64 << 20), topic, f"{kind}:{name}:64MiB"
+        return _bomb(codec_id, BOMB_SIZE), topic, f"{kind}:{name}:{BOMB_SIZE >> 20}MiB"
     if kind == "trailing_garbage":
         batch = small_batch(rng)
         return bytes(batch) + rng.randbytes(rng.randint(1, 70)), topic, kind

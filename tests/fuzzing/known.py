@@ -33,11 +33,17 @@ def _corrupt_batches_accepted(case: Case) -> bool:
                              "records:header_field"})  # fmt: skip
 
 
+def _bombs(case: Case) -> bool:
+    return "records:bomb" in case.tags
+
+
 KNOWN: list[Known] = [
     Known("F1 CreateTopics/CreatePartitions with 2^31-1 partitions", "wire",
           _huge_partition_counts),
     Known("F2 corrupt compressed batches and keyless records on compacted topics accepted",
           "produce", _corrupt_batches_accepted),
+    Known("F5 a 64 MiB decompression bomb accepted, ListOffsets by timestamp inflates it",
+          "produce", _bombs),
 ]  # fmt: skip
 
 

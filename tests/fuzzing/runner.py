@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import struct
+import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ from protocol import codec
 from protocol.apis import ApiKey
 from protocol.framing import read_uvarint
 
-from .cases import LONG_WAIT, Case, CaseFactory
+from .cases import LONG_WAIT, Case, CaseFactory, warm_up
 
 MAX_RESPONSE = 64 << 20
 PROBE_DEADLINE = 1.0
@@ -65,6 +67,7 @@ class Stats:
     slowest: tuple[float, str] = (0.0, "")
     rss_start: int = 0
     rss_max: int = 0
+    rss_jumps: list[str] = field(default_factory=list)  # growth of >64 MiB in 0.1 s, and after what
     probes: int = 0
     probe_max: float = 0.0
     connections: int = 0
@@ -153,7 +156,11 @@ class Fuzzer:
         if self.target.pid is not None:
             self.stats.rss_start = rss_of(self.target.pid) or 0
             cpu0 = cpu_seconds(self.target.pid)
-        watchers = [asyncio.create_task(self._probe()), asyncio.create_task(self._monitor())]
+        warm_up()
+        self._probe_stop = threading.Event()
+        probe = threading.Thread(target=self._probe, name="fuzz-probe", daemon=True)
+        probe.start()
+        watchers = [asyncio.create_task(self._monitor())]
         workers = [asyncio.create_task(self._worker()) for _ in range(self.opts.workers)]
         stopped = asyncio.create_task(self._stop.wait())
         await asyncio.wait([stopped, *workers], return_when=asyncio.FIRST_COMPLETED)
@@ -165,6 +172,8 @@ class Fuzzer:
         await asyncio.gather(done, *self._hold_tasks, return_exceptions=True)
         self._stop.set()
         stopped.cancel()
+        self._probe_stop.set()
+        await asyncio.to_thread(probe.join)
         await asyncio.gather(*watchers, return_exceptions=True)
         self.stats.elapsed = time.monotonic() - self.stats.started
         if self.target.pid is not None:
@@ -349,47 +358,50 @@ class Fuzzer:
 
     # --- the watchers ----------------------------------------------------------------------
 
-    async def _probe(self) -> None:
-        """ApiVersions on a connection of its own, answered within PROBE_DEADLINE, throughout."""
-        conn = None
+    def _probe(self) -> None:
+        """ApiVersions on a connection of its own, answered within PROBE_DEADLINE, throughout.
+
+        A thread with a blocking socket, so that work on the fuzzer's own loop (generating a
+        case, decoding a response) never delays reading the broker's answer.
+        """
+        sock = None
         corr = 0
         body = {"client_software_name": "fuzz-probe", "client_software_version": "1"}
-        while not self._stop.is_set():
+        while not self._probe_stop.is_set():
             try:
-                if conn is None:
-                    conn = await asyncio.wait_for(self._connect(), PROBE_DEADLINE)
+                if sock is None:
+                    sock = socket.create_connection((self.target.host, self.target.port), 10)
                 corr += 1
+                frame = codec.encode_request(ApiKey.API_VERSIONS, 3, corr, "probe", body)
                 started = perf_counter()
-                conn[1].write(codec.encode_request(ApiKey.API_VERSIONS, 3, corr, "probe", body))
-                frame = await asyncio.wait_for(read_frame(conn[0]), 10)
+                sock.sendall(frame)
+                answer = _recv_frame(sock)
                 took = perf_counter() - started
                 self.stats.probes += 1
                 self.stats.probe_max = max(self.stats.probe_max, took)
-                if frame is None:
+                if answer is None:
                     self.stats.fault("probe_closed", None, "the broker closed the probe")
-                    conn = None
+                    sock.close()
+                    sock = None
                 elif took > PROBE_DEADLINE:
-                    self.stats.fault(
-                        "probe_slow",
-                        None,
-                        f"ApiVersions took {took:.3f} s; last"
-                        " cases sent: " + " | ".join(list(self._recent)[-12:]),
-                    )
-            except (OSError, TimeoutError) as e:
+                    recent = " | ".join(list(self._recent)[-12:])
+                    self.stats.fault("probe_slow", None,
+                                     f"ApiVersions took {took:.3f} s; last cases sent: {recent}")  # fmt: skip
+            except OSError as e:
                 self.stats.fault("probe_failed", None, repr(e))
-                conn = None
-            try:
-                await asyncio.wait_for(self._stop.wait(), self.opts.probe_interval)
-            except TimeoutError:
-                pass
-        if conn is not None:
-            conn[1].close()
+                if sock is not None:
+                    sock.close()
+                sock = None
+            self._probe_stop.wait(self.opts.probe_interval)
+        if sock is not None:
+            sock.close()
 
     async def _monitor(self) -> None:
         pid = self.target.pid
         if pid is None:
             return
         last_report = time.monotonic()
+        last_rss = self.stats.rss_start
         while not self._stop.is_set():
             rss = rss_of(pid)
             if rss is None:
@@ -399,6 +411,10 @@ class Fuzzer:
                 self.stats.aborted = True
                 self._stop.set()
                 return
+            if rss - last_rss > 64 << 20 and len(self.stats.rss_jumps) < 10:
+                recent = " | ".join(list(self._recent)[-8:])
+                self.stats.rss_jumps.append(f"{last_rss >> 20} -> {rss >> 20} MiB after {recent}")
+            last_rss = rss
             self.stats.rss_max = max(self.stats.rss_max, rss)
             limit = self.opts.rss_limit
             if limit and rss > limit:
@@ -421,6 +437,17 @@ class Fuzzer:
                 await asyncio.wait_for(self._stop.wait(), 0.1)
             except TimeoutError:
                 pass
+
+
+def _recv_frame(sock: socket.socket) -> bytes | None:
+    """One response frame from a blocking socket, or None if the broker closed it."""
+    buf = b""
+    while len(buf) < 4 or len(buf) < 4 + int.from_bytes(buf[:4], "big"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None
+        buf += chunk
+    return buf[4:]
 
 
 def loop_lag_max(metrics_url: str) -> float | None:

@@ -217,6 +217,7 @@ def summary(stats: Stats, problems: list[str], factory: CaseFactory, seed: int) 
         "slowest_case": stats.slowest[1],
         "rss_start_mib": round(stats.rss_start / 2**20, 1),
         "rss_max_mib": round(stats.rss_max / 2**20, 1),
+        "rss_jumps": stats.rss_jumps,
         "probe_max_s": round(stats.probe_max, 4),
         "probes": stats.probes,
         "event_loop_lag_max_s": stats.loop_lag_max,

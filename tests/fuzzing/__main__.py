@@ -70,8 +70,12 @@ def main(argv: list[str] | None = None) -> int:
             )
             samples: dict[str, list] = {}
             for e in broker.lines:
-                if e.get("level") in ("error", "critical") or e.get("event") == "raw":
-                    key = str(e.get("exception", e.get("line", "")))[-300:]
+                if e.get("level") in ("error", "critical") or e.get("event") in (
+                    "raw",
+                    "request_failed",
+                ):
+                    key = str(e.get("exception", e.get("line", e.get("where", ""))))[-300:]
+                    key += " " + str(e.get("error", ""))[:200]
                     samples.setdefault(key, []).append(e.get("event"))
             data["broker_log_error_samples"] = [
                 {"count": len(v), "event": v[0], "tail": k} for k, v in samples.items()

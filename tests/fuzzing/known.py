@@ -19,12 +19,6 @@ class Known:
     matches: Callable[[Case], bool]
 
 
-def _huge_partition_counts(case: Case) -> bool:
-    # Any boundary value or bit flip in a CreateTopics/CreatePartitions body can reach
-    # num_partitions/count/replication_factor, so those strategies are out for both APIs.
-    return case.api_key in (19, 37) and case.kind in ("boundary", "bitflip")
-
-
 def _corrupt_batches_accepted(case: Case) -> bool:
     # Produce acknowledges these with error 0, and the partition then fails on ListOffsets by
     # timestamp (issue 11 items 2 and 3).
@@ -38,8 +32,6 @@ def _bombs(case: Case) -> bool:
 
 
 KNOWN: list[Known] = [
-    Known("F1 CreateTopics/CreatePartitions with 2^31-1 partitions", "wire",
-          _huge_partition_counts),
     Known("F2 corrupt compressed batches and keyless records on compacted topics accepted",
           "produce", _corrupt_batches_accepted),
     Known("F5 a 64 MiB decompression bomb accepted, ListOffsets by timestamp inflates it",

@@ -19,6 +19,12 @@ class Known:
     matches: Callable[[Case], bool]
 
 
+def _thousands_of_partitions(case: Case) -> bool:
+    # A boundary value or bit flip in a CreateTopics/CreatePartitions body easily asks for a few
+    # thousand partitions (1 ^ 1 << 12 = 4097), under the 10,000 per request Kafka allows.
+    return case.api_key in (19, 37) and case.kind in ("boundary", "bitflip")
+
+
 def _corrupt_batches_accepted(case: Case) -> bool:
     # Produce acknowledges these with error 0, and the partition then fails on ListOffsets by
     # timestamp (issue 11 items 2 and 3).
@@ -32,6 +38,8 @@ def _bombs(case: Case) -> bool:
 
 
 KNOWN: list[Known] = [
+    Known("F7 CreateTopics of a few thousand partitions holds the event loop for seconds",
+          "wire", _thousands_of_partitions),
     Known("F2 corrupt compressed batches and keyless records on compacted topics accepted",
           "produce", _corrupt_batches_accepted),
     Known("F5 a 64 MiB decompression bomb accepted, ListOffsets by timestamp inflates it",

@@ -17,14 +17,17 @@ $(VENV)/.test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@ $(VENV)/.runtime
 
-## Start a broker on localhost:9092 (data in ~/.local/share/pykbroker/data).
+## Start a broker on localhost:9092 (data in ~/.local/share/pykbroker/data), with the web
+## console on http://localhost:$(CONSOLE_PORT)/ (CONSOLE_PORT= to turn it off).
+CONSOLE_PORT ?= 9021
 broker: $(VENV)/.runtime
-	exec $(BIN)/pykbroker $(ARGS)
+	exec $(BIN)/pykbroker $(if $(CONSOLE_PORT),--override console.port=$(CONSOLE_PORT)) $(ARGS)
 
-## Run the test suite (installs ZooKeeper for the cluster tests when missing and root; includes
-## a quick subset of the client compatibility matrix).
+## Run the test suite (installs ZooKeeper for the cluster tests and Chromium for the console's
+## browser tests when missing and root; includes a quick subset of the client compatibility matrix).
 test: $(VENV)/.test
 	@sh scripts/ensure-zookeeper.sh
+	@sh scripts/ensure-chromium.sh
 	$(BIN)/ruff check protocol pykbroker tests compat-tests bench
 	@bash compat-tests/bootstrap.sh --quick
 	$(BIN)/pytest -q

@@ -17,7 +17,13 @@ from protocol.errors import ErrorCode, KafkaError
 from protocol.framing import FrameError, RequestHeader, parse_request_header
 from pykbroker.cluster.metadata import DEFAULT_ENTITY, LocalMetadata, TopicInfo
 from pykbroker.cluster.replica_manager import ReplicaManager
-from pykbroker.config import BrokerConfig, ConfigError, LogConfig, parse_topic_configs
+from pykbroker.config import (
+    BrokerConfig,
+    ConfigError,
+    LogConfig,
+    parse_topic_configs,
+    warn_deprecated_topic_configs,
+)
 from pykbroker.handlers import REGISTRY
 from pykbroker.metrics import Metrics
 from pykbroker.server import CLOSE, Connection
@@ -74,6 +80,7 @@ class Broker:
         self.node_id = config.node_id
         self.metrics = Metrics()
         self.metrics_server = None  # pykbroker.metrics.MetricsServer when metrics.port is set
+        self.console = None  # pykbroker.console.ConsoleServer when console.port is set
         self.registry = REGISTRY
         self.sendfile_min_bytes = config.get("pykbroker.sendfile.min.bytes")
         self.connections: set[Connection] = set()
@@ -143,6 +150,11 @@ class Broker:
             await self.metrics_server.start(
                 listeners[0][1] or None, self.config.get("metrics.port")
             )
+        if self.config.get("console.port") is not None:
+            from pykbroker.console import ConsoleServer
+
+            self.console = ConsoleServer(self)
+            await self.console.start(listeners[0][1] or None, self.config.get("console.port"))
         self.background += self.log_manager.start_background()  # retention, log cleaner
         self.background.append(loop.create_task(expire_producers(
             lambda: list(self.log_manager.logs.values()), self.config)))  # fmt: skip
@@ -152,6 +164,7 @@ class Broker:
             advertised=f"{adv_host}:{adv_port}", data_dir=self.log_manager.data_dir,
             cluster_id=self.metadata.cluster_id, startup_ms=round((time.monotonic() - self.started_at) * 1000),
             metrics_port=self.metrics_server.port if self.metrics_server else None,
+            console_port=self.console.port if self.console else None,
         )  # fmt: skip
 
     async def stop(self) -> None:
@@ -160,6 +173,8 @@ class Broker:
             server.close()
         if self.metrics_server is not None:
             await self.metrics_server.stop()
+        if self.console is not None:
+            await self.console.stop()
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.close()
@@ -333,6 +348,7 @@ class Broker:
             return None
         info = self.metadata.create_topic(name, assignment, configs)
         self.replica_manager.ensure_partitions(info)
+        warn_deprecated_topic_configs(name, configs)
         return info
 
     def auto_create_topic(self, name: str) -> TopicInfo:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 LONG_MAX = (1 << 63) - 1
 INT_MAX = (1 << 31) - 1
 
@@ -26,6 +28,11 @@ class ConfigError(ValueError):
 def default_data_dir() -> str:
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
     return os.path.join(base, "pykbroker", "data")
+
+
+# The shipped configuration (config/server.properties in the repository, package data in the
+# wheel): what a broker starts from unless given another file.
+SHIPPED_PROPERTIES = str(Path(__file__).with_name("etc") / "server.properties")
 
 
 # --- validators ---------------------------------------------------------------------------
@@ -52,9 +59,12 @@ def between(lo, hi):
 
 
 def one_of(*choices):
+    """A string among `choices`; for a list, each item among them. An empty list passes, as
+    with Kafka's ValidList (an empty cleanup.policy is valid: neither delete nor compact)."""
+
     def check(v):
         values = v if isinstance(v, list) else [v]
-        if not values or any(x not in choices for x in values):
+        if any(x not in choices for x in values):
             return f"String must be one of: {', '.join(choices)}"
         return None
 
@@ -75,6 +85,14 @@ def must_be(value, reason: str):
         return None if v == value else reason
 
     return check
+
+
+_KAFKA_VERSION = re.compile(r"(0\.(8|9|10|11)|[123]\.[0-9]+)(\.[0-9]+){0,2}(-IV[0-9]+)?")
+
+
+def kafka_version(v):
+    """A Kafka version string as message.format.version takes it (0.10.2, 2.8-IV1, 3.0-IV1)."""
+    return None if _KAFKA_VERSION.fullmatch(v) else f"Version {v} is not a valid version"
 
 
 def throttled_replicas(v):
@@ -458,6 +476,21 @@ BROKER_CONFIGS = _keys(
         at_least(0),
     ),
     ConfigKey(
+        "log.message.format.version",
+        "string",
+        "3.0-IV1",
+        "[DEPRECATED] Default of message.format.version. Ignored, as Kafka 3.x ignores it with "
+        "an inter-broker protocol of 3.0 or later (removed in Kafka 4.0).",
+        kafka_version,
+    ),
+    ConfigKey(
+        "log.message.downconversion.enable",
+        "boolean",
+        True,
+        "[DEPRECATED] Default of message.downconversion.enable. Ignored: Fetch below v4, the only "
+        "requests down-conversion served, is not offered (removed in Kafka 4.0).",
+    ),
+    ConfigKey(
         "log.local.retention.ms",
         "long",
         -2,
@@ -717,6 +750,20 @@ BROKER_CONFIGS = _keys(
         between(0, 65535),
     ),
     ConfigKey(
+        "console.port",
+        "int",
+        None,
+        "Port of the web console (pykbroker's own, not a Kafka key), on the first listener's "
+        "host; unset (the default) to disable, 0 for any free port.",
+        between(0, 65535),
+    ),
+    ConfigKey(
+        "console.read.only",
+        "boolean",
+        False,
+        "Web console: refuse every change (create, alter, delete topics, reset offsets).",
+    ),
+    ConfigKey(
         "fetch.max.bytes",
         "int",
         57671680,
@@ -936,6 +983,25 @@ TOPIC_CONFIGS = _keys(
         [("log.message.timestamp.difference.max.ms", 1)],
     ),
     _topic(
+        "message.format.version",
+        "string",
+        "3.0-IV1",
+        "[DEPRECATED] The message format the broker writes. Accepted and ignored, as Kafka 3.x "
+        "ignores it with an inter-broker protocol of 3.0 or later (removed in Kafka 4.0).",
+        kafka_version,
+        [("log.message.format.version", 1)],
+    ),
+    _topic(
+        "message.downconversion.enable",
+        "boolean",
+        True,
+        "[DEPRECATED] Whether old consumers' fetches may be down-converted to older message "
+        "formats. Accepted and ignored: Fetch below v4, the only requests it applied to, is not "
+        "offered (removed in Kafka 4.0).",
+        None,
+        [("log.message.downconversion.enable", 1)],
+    ),
+    _topic(
         "compression.gzip.level",
         "int",
         -1,
@@ -1018,9 +1084,31 @@ def validate_topic_values(values: dict[str, Any]) -> None:
         )
 
 
+# Topic keys Kafka 3.x still accepts but ignores (KIP-724, KIP-896): stored and described,
+# a warning logged when set, never applied.
+DEPRECATED_TOPIC_CONFIGS = frozenset({"message.format.version", "message.downconversion.enable"})
+
+
+def warn_deprecated_topic_configs(
+    topic: str, configs: dict[str, str], previous: dict[str, str] | None = None
+) -> None:
+    """Log the deprecated keys a topic has just been given: accepted, stored, described, and
+    ignored, as Kafka 3.x does with message.format.version (and 4.0 with both)."""
+    previous = previous or {}
+    for key in sorted(DEPRECATED_TOPIC_CONFIGS & configs.keys()):
+        if previous.get(key) != configs[key]:
+            structlog.get_logger(__name__).warning(
+                "deprecated_topic_config_ignored", topic=topic, key=key, value=configs[key],
+                reason="deprecated in Kafka 3.x and removed in 4.0; it has no effect here",
+            )  # fmt: skip
+
+
 # Broker keys that change at runtime, for one broker or as the cluster-wide default (Kafka's
-# DynamicLogConfig: the broker synonym of each topic config, i.e. the topics' defaults).
-DYNAMIC_BROKER_CONFIGS = frozenset(k.synonyms[0][0] for k in TOPIC_CONFIGS.values() if k.synonyms)
+# DynamicLogConfig: the broker synonym of each topic config, i.e. the topics' defaults, except
+# log.message.format.version, which Kafka never reconfigures).
+DYNAMIC_BROKER_CONFIGS = frozenset(
+    k.synonyms[0][0] for k in TOPIC_CONFIGS.values() if k.synonyms
+) - {"log.message.format.version"}
 # Where a broker value comes from, highest precedence first (DescribeConfigs' ConfigSource).
 DYNAMIC_BROKER, DYNAMIC_DEFAULT, STATIC, DEFAULT = (
     "DYNAMIC_BROKER_CONFIG", "DYNAMIC_DEFAULT_BROKER_CONFIG", "STATIC_BROKER_CONFIG",

@@ -29,6 +29,7 @@ from pykbroker.config import (
     parse_dynamic_broker_configs,
     parse_topic_configs,
     validate_topic_values,
+    warn_deprecated_topic_configs,
 )
 
 from . import REGISTRY
@@ -322,7 +323,9 @@ def _alter(ctx, request, change, logger_changes) -> dict:
                 )  # fmt: skip
                 check_topic_overrides(broker, overrides)
                 if not request.validate_only and overrides != info.configs:
+                    previous = dict(info.configs)
                     apply_topic_overrides(broker, info.name, overrides)
+                    warn_deprecated_topic_configs(info.name, overrides, previous)
             elif r.resource_type == BROKER:
                 check_broker_resource(broker, r.resource_name)
                 entity = r.resource_name or DEFAULT_ENTITY

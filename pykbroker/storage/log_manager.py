@@ -150,6 +150,8 @@ class LogManager:
         return created
 
     def _dir_for_new_log(self) -> str:
+        if len(self.log_dirs) == 1:  # the common case, without a scan of every log
+            return self.log_dirs[0]
         counts = dict.fromkeys(self.log_dirs, 0)
         for lg in self.logs.values():
             parent = os.path.dirname(lg.dir)

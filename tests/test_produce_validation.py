@@ -14,6 +14,7 @@ import time
 import cramjam
 import pytest
 import structlog
+from cli_helpers import tool
 from confluent_kafka import KafkaError as CKError
 from confluent_kafka import Producer
 from crc32c import crc32c
@@ -362,3 +363,26 @@ def test_record_walk_agrees_with_a_reference_decode(recs, data):
     assert keyless == expected
     if mutation == "none":
         assert keyless == [i for i, r in enumerate(built) if r.key is None] and in_order
+
+
+def _at_offset(batch: bytes, offset: int) -> bytes:
+    """The batch with its base offset set (outside the CRC), as a log holds it."""
+    buf = bytearray(batch)
+    struct.pack_into(">q", buf, 0, offset)
+    return bytes(buf)
+
+
+def test_console_consumer_stops_at_an_unreadable_batch(broker):
+    """A partition holding a batch that inflates past the bound (an older broker took it): the
+    console consumer prints what comes before it, then stops with Kafka's error line, without
+    expanding the batch or a traceback."""
+    c = RawClient(broker.port)
+    batch = bytes(rb.build_batch([rb.Record(0, now_ms(), None, b"before")]))
+    assert produce(c, "unreadable", batch).error_code == 0
+    c.close()
+    _plant(broker, "unreadable", _at_offset(forge(compression.ZSTD, _zstd_bomb(256 << 20), 1), 1))
+    r = tool("kafka-console-consumer", "--bootstrap-server", "localhost:9092", "--topic",
+             "unreadable", "--from-beginning", "--timeout-ms", "10000", port=broker.port)  # fmt: skip
+    assert r.stdout.splitlines() == ["before"], r
+    assert "ERROR Error processing message, terminating consumer process: " in r.stderr, r
+    assert "decompresses to more than" in r.stderr and "Traceback" not in r.stderr, r

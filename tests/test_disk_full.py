@@ -14,12 +14,15 @@ import subprocess
 import time
 
 import pytest
+from cluster_helpers import Cluster, wait_until
 from confluent_kafka import KafkaError as CKError
 from confluent_kafka import Producer as CKProducer
 from helpers import BrokerProcess, RawClient
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaStorageError
 from wire import fetch, produce_body, values_batch, wait_for
+from zookeeper_server import zookeeper_missing
 
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode
@@ -355,3 +358,51 @@ def test_io_error_takes_the_log_dir_offline(ext4_fs):
     b = start()
     check_acked(b.bootstrap_servers, acked)
     no_tracebacks(b)
+
+
+@pytest.mark.skipif(zookeeper_missing() is not None, reason=zookeeper_missing() or "")
+def test_full_log_dir_moves_leadership_in_a_cluster(tmp_path):
+    """Broker 1's log dir fills up: its partitions' leadership goes to in-sync brokers 2/3,
+    producers carry on there, and broker 1 catches up again once space is freed."""
+    mnt = tmp_path / "broker1"  # the Cluster helper's data dir for node 1
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], check=True)
+    cluster = Cluster(str(tmp_path))
+    try:
+        cluster.start()
+        admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap())
+        admin.create_topics([NewTopic(TOPIC, replica_assignments={0: [1, 2, 3]})])
+        admin.close()
+        wait_until(lambda: (parts := cluster.agreed_partitions(TOPIC)) and parts[0][0] == 1
+                   and len(parts[0][3]) == 3, what="broker 1 leading with a full ISR")  # fmt: skip
+        acked: dict[int, bytes] = {}
+        p = CKProducer({"bootstrap.servers": cluster.bootstrap(), "acks": "all",
+                        "message.timeout.ms": 60000})  # fmt: skip
+
+        def send(n: int) -> None:
+            for _ in range(n):
+                p.produce(TOPIC, os.urandom(1000),
+                          on_delivery=lambda err, msg: err or acked.__setitem__(msg.offset(), msg.value()))  # fmt: skip
+            assert p.flush(60) == 0
+
+        send(300)
+        assert len(acked) == 300
+        fill(mnt, "filler")
+        send(300)  # refused by broker 1 with KAFKA_STORAGE_ERROR, then acknowledged elsewhere
+        assert len(acked) == 600
+        leader = cluster.partitions(TOPIC, 2)[0][0]
+        assert leader in (2, 3)
+        assert cluster.brokers[1].events("leadership_given_up")
+        check_acked(cluster.bootstrap(1), acked)
+
+        free(mnt, 1 << 20, "filler")
+        send(100)
+        wait_until(lambda: 1 in cluster.partitions(TOPIC, leader)[0][3],
+                   what="broker 1 back in the ISR once space is freed")  # fmt: skip
+        for b in cluster.brokers.values():
+            no_tracebacks(b)
+    finally:
+        cluster.stop()
+        subprocess.run(["umount", str(mnt)], check=False)
+        if os.path.ismount(mnt):
+            subprocess.run(["umount", "-l", str(mnt)], check=True)

@@ -34,6 +34,8 @@ from pykbroker.storage.log_manager import LogManager, Scheduler
 log = structlog.get_logger(__name__)
 _SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+SHUTDOWN_TIMEOUT_S = 30  # longest a SIGTERM/SIGINT shutdown may take
+
 
 @dataclass(slots=True)
 class RequestContext:
@@ -413,4 +415,9 @@ async def serve(config: BrokerConfig, stop_signals: bool = True) -> None:
                 loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutdown_requested")
-    await broker.stop()
+    try:
+        # Bounded: a stuck step must not keep a SIGTERMed broker alive (recovery at the next
+        # start covers what a cut-short stop did not flush).
+        await asyncio.wait_for(broker.stop(), SHUTDOWN_TIMEOUT_S)
+    except TimeoutError:
+        log.error("shutdown_timed_out", node_id=broker.node_id, timeout_s=SHUTDOWN_TIMEOUT_S)

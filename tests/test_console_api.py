@@ -357,6 +357,8 @@ def test_bad_http_input_never_hurts_the_broker(console):
     url = console.console_url
     cases = [
         ("POST", "/api/topics", {"raw": b"{not json", "ct": "application/json"}, 400, "INVALID_REQUEST"),
+        ("POST", "/api/topics", {"raw": b"[1, 2]", "ct": "application/json"}, 400, "INVALID_REQUEST"),
+        ("PATCH", "/api/topics/x/configs", {"raw": b'{"set": [1]}', "ct": "application/json"}, 400, "INVALID_REQUEST"),
         ("POST", "/api/topics", {"raw": b'{"name": "x"}', "ct": "text/plain"}, 415, "UNSUPPORTED_MEDIA_TYPE"),
         ("GET", "/api/nothing", {}, 404, "NOT_FOUND"),
         ("PUT", "/api/topics", {}, 405, "METHOD_NOT_ALLOWED"),

@@ -11,7 +11,7 @@ import re
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, ConfigResource
 from console_helpers import wait_for
 
 CHROMIUM = os.environ.get("PYKBROKER_CHROMIUM", "/usr/bin/chromium")
@@ -70,6 +70,18 @@ def test_topic_messages_tail_and_lag_in_the_browser(make_broker, browser_page, t
     admin = AdminClient({"bootstrap.servers": b.bootstrap_servers})
     md = admin.list_topics("clicks", timeout=10)
     assert sorted(md.topics["clicks"].partitions) == [0, 1]
+
+    # Alter a config in the page; a client sees the new value.
+    page.click("[data-tab=configs]")
+    row = page.locator("#configs tr[data-config='retention.ms']")
+    expect(row).to_contain_text("3600000")
+    expect(row).to_contain_text("topic override")
+    row.get_by_role("button", name="Edit").click()
+    row.locator("input").fill("7200000")
+    row.get_by_role("button", name="Save").click()
+    expect(page.locator("#configs tr[data-config='retention.ms']")).to_contain_text("7200000")
+    res = ConfigResource(ConfigResource.Type.TOPIC, "clicks")
+    assert admin.describe_configs([res])[res].result(10)["retention.ms"].value == "7200000"
 
     # Produce with a client; the message browser shows the records, JSON pretty-printed.
     producer = Producer({"bootstrap.servers": b.bootstrap_servers, "linger.ms": 5})

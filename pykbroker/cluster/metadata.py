@@ -161,6 +161,11 @@ class MetadataBase:
     def _check_not_being_deleted(self, name: str) -> None:
         """Hook: the ZooKeeper store refuses names still marked for deletion."""
 
+    def committed(self, name: str):
+        """An awaitable of the write of the latest change to topic `name` while it is in flight,
+        else None. (The local store writes at once; the ZooKeeper one in the background.)"""
+        return None
+
     def check_new_topic(
         self, name: str, num_partitions: int, replication_factor: int,
         assignments: dict[int, list[int]] | None, configs: dict[str, str],

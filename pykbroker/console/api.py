@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 DEFAULT_RECORDS, MAX_RECORDS = 50, 500
 DEFAULT_READ_BYTES, MAX_READ_BYTES = 1 << 20, 4 << 20
 MAX_FIELD_BYTES = 64 * 1024
+# One batch is always returned whole (as by a Fetch), up to this; larger ones are refused.
+MAX_BATCH_BYTES = 16 << 20
 # A live tail sends at most TAIL_RECORDS per event and an event per TAIL_INTERVAL_S; behind by
 # more, it skips ahead to the newest records (a tail shows what arrives, not a backlog).
 TAIL_RECORDS, TAIL_BYTES, TAIL_INTERVAL_S = 100, 512 * 1024, 0.25
@@ -188,9 +190,12 @@ class ConsoleApi:
         live = set(md.live_broker_ids())
         led: dict[int, int] = {}
         under: dict[int, int] = {}
+        hosted: dict[int, int] = {}  # partitions each broker is a replica of
         offline = 0
         for info in md.topics.values():
             for state in info.partitions:
+                for r in state.replicas:
+                    hosted[r] = hosted.get(r, 0) + 1
                 if state.leader < 0 or state.leader not in live:
                     offline += 1
                     continue
@@ -205,7 +210,18 @@ class ConsoleApi:
                 "controller": b.node_id == md.controller_id,
                 "leader_partitions": led.get(b.node_id, 0),
                 "under_replicated_partitions": under.get(b.node_id, 0),
+                "replica_partitions": hosted.get(b.node_id, 0),
                 "endpoints": {k: f"{h}:{p}" for k, (h, p) in (b.endpoints or {}).items()},
+            })  # fmt: skip
+        # Registered brokers are the live ones (as in Kafka's metadata); a broker that is gone
+        # still shows as a replica in the partitions' assignments.
+        known = {b["node_id"] for b in brokers}
+        for node_id in sorted(set(hosted) - known):
+            brokers.append({
+                "node_id": node_id, "host": None, "port": None, "rack": None, "alive": False,
+                "this": False, "controller": False, "leader_partitions": 0,
+                "under_replicated_partitions": 0, "replica_partitions": hosted[node_id],
+                "endpoints": {},
             })  # fmt: skip
         rm = broker.replica_manager
         return json_response({
@@ -422,8 +438,17 @@ class ConsoleApi:
                 raise kafka_error(e.code, e.message) from None
             if region is None:
                 break
+            if region.length > max(max_bytes, MAX_BATCH_BYTES):
+                raise HttpError(400, "MESSAGE_TOO_LARGE",
+                                f"The batch at offset {offset} of {p.topic}-{p.index} is "
+                                f"{region.length} bytes, more than the console reads at once.")  # fmt: skip
             read += region.length
-            data = await loop.run_in_executor(None, region.read)
+            try:
+                data = await loop.run_in_executor(None, region.read)
+            except OSError as e:  # the log dir failed, or retention removed the segment
+                raise HttpError(
+                    503, "KAFKA_STORAGE_ERROR", f"Cannot read {p.topic}-{p.index}: {e}"
+                ) from None
             try:
                 found, after = await loop.run_in_executor(
                     None, decode_region, data, offset, limit - len(out)
@@ -515,19 +540,18 @@ class ConsoleApi:
         return r.groups
 
     async def _committed(self, group_ids: list[str]) -> dict[str, dict[tuple[str, int], int]]:
-        if not group_ids:
-            return {}
-        r = await self.call(ApiKey.OFFSET_FETCH, 8, {
-            "groups": [{"group_id": g, "topics": None} for g in group_ids],
-            "require_stable": False,
-        })  # fmt: skip
+        """Committed offsets, read from the group coordinator as OffsetFetch does (without
+        encoding a response: a page of 100 groups would spend most of its time there)."""
+        coordinator = self.broker.group_coordinator
+        if coordinator is None or not coordinator.active:
+            raise kafka_error(ErrorCode.COORDINATOR_NOT_AVAILABLE, None)
         out = {}
-        for g in r.groups:
-            out[g.group_id] = {
-                (t.name, p.partition_index): p.committed_offset
-                for t in g.topics or [] for p in t.partitions
-                if p.committed_offset >= 0
-            }  # fmt: skip
+        for group_id in group_ids:
+            error, offsets = coordinator.fetch_offsets(group_id, None)
+            if error:
+                raise kafka_error(error, f"Offsets of group '{group_id}': {ErrorCode(error).name}")
+            out[group_id] = {tp: om.offset for tp, om in offsets.items()
+                             if om is not None and om.offset >= 0}  # fmt: skip
         return out
 
     def _end_offset(self, topic: str, index: int) -> int | None:

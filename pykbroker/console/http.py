@@ -62,9 +62,12 @@ class Request:
             # this content type needs a CORS preflight, which this server never grants.
             raise HttpError(415, "UNSUPPORTED_MEDIA_TYPE", "Send the body as application/json.")
         try:
-            return json.loads(self.body)
+            value = json.loads(self.body)
         except ValueError as e:
             raise HttpError(400, "INVALID_REQUEST", f"The body is not valid JSON: {e}") from None
+        if not isinstance(value, dict):
+            raise HttpError(400, "INVALID_REQUEST", "The body must be a JSON object.")
+        return value
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         return self.query.get(name, default)

@@ -166,7 +166,7 @@ async function overview() {
     h("thead", {}, h("tr", {}, ["ID", "Address", "Rack", "Status", "Role", "Leader partitions", "Under-replicated"].map((t) => h("th", {}, t)))),
     h("tbody", {}, c.brokers.map((b) => h("tr", {},
       h("td", {}, b.node_id, b.this ? h("span", { class: "muted" }, " (this broker)") : ""),
-      h("td", {}, `${b.host}:${b.port}`),
+      h("td", {}, b.host ? `${b.host}:${b.port}` : h("span", { class: "muted" }, `not registered (replica of ${b.replica_partitions} partitions)`)),
       h("td", {}, b.rack || "–"),
       h("td", {}, b.alive ? pill("online", "ok") : pill("offline", "bad")),
       h("td", {}, b.controller ? pill("controller", "info") : ""),

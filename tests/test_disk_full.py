@@ -265,6 +265,16 @@ def test_full_disk_answers_storage_error_then_resumes(small_fs):
     got = check_acked(b.bootstrap_servers, acked)
     assert len(got) == len(acked)
 
+    # Not a byte left: a topic can't be created (auto-creation answers KAFKA_STORAGE_ERROR),
+    # and isn't half there afterwards.
+    fill(mnt, "top")
+    new = {"name": "born-on-a-full-disk"}
+    r = raw.request(ApiKey.METADATA, 9, {"topics": [new], "allow_auto_topic_creation": True})
+    assert r.topics[0].error_code == ErrorCode.KAFKA_STORAGE_ERROR
+    r = raw.request(ApiKey.METADATA, 9, {"topics": [new], "allow_auto_topic_creation": False})
+    assert r.topics[0].error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+
+    free(mnt, 1 << 20, "top")
     os.unlink(mnt / "ballast")
     resume(b.bootstrap_servers, acked)
     more: dict[int, bytes] = {}

@@ -30,6 +30,7 @@ from pykbroker.cluster.metadata import PartitionState, TopicInfo
 from pykbroker.config import LogConfig
 from pykbroker.storage.files import atomic_write
 from pykbroker.storage.log import AppendInfo, Log
+from pykbroker.storage.log_dir_failure import is_out_of_space
 from pykbroker.storage.log_manager import LogManager
 
 log = structlog.get_logger(__name__)
@@ -561,8 +562,11 @@ class ReplicaManager:
             files = self.high_watermark_checkpoints()
             try:
                 await loop.run_in_executor(None, write_checkpoints, files)
-            except OSError as e:
-                log.error("high_watermark_checkpoint_failed", error=repr(e))
+            except OSError as e:  # an older checkpoint only means a lower HW after a restart
+                if is_out_of_space(e):
+                    log.warning("high_watermark_checkpoint_deferred", error=str(e))
+                else:
+                    log.error("high_watermark_checkpoint_failed", error=repr(e))
 
     # --- high watermark checkpoints -------------------------------------------------------
 

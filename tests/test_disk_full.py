@@ -35,6 +35,7 @@ OVERRIDES = {
     "log.segment.bytes": str(128 * 1024),  # many rolls: snapshots and new index files too
     "num.partitions": "1",
     "offsets.topic.num.partitions": "1",
+    "transaction.state.log.num.partitions": "1",
     "log.retention.check.interval.ms": "3600000",
 }
 CHUNK = 256 * 1024  # the filler is made of chunks, so a test can free a little at a time
@@ -225,6 +226,14 @@ def resume(bootstrap: str, acked: dict[int, bytes]) -> None:
     acked[meta.offset] = b"after-free"
 
 
+def init_transactional(client: RawClient, txn_id: str) -> int:
+    r = client.request(ApiKey.INIT_PRODUCER_ID, 4, {
+        "transactional_id": txn_id, "transaction_timeout_ms": 60000, "producer_id": -1,
+        "producer_epoch": -1,
+    })  # fmt: skip
+    return r.error_code
+
+
 def offset_commit(client: RawClient, group: str, offset: int) -> int:
     r = client.request(ApiKey.OFFSET_COMMIT, 2, {
         "group_id": group, "generation_id_or_member_epoch": -1, "member_id": "",
@@ -245,6 +254,8 @@ def test_full_disk_answers_storage_error_then_resumes(small_fs):
     raw = RawClient(b.port)
     raw.request(ApiKey.FIND_COORDINATOR, 1, {"key": "g", "key_type": 0})
     wait_for(lambda: offset_commit(raw, "g", 1) == ErrorCode.NONE, what="a first offset commit")
+    raw.request(ApiKey.FIND_COORDINATOR, 1, {"key": "tx", "key_type": 1})
+    wait_for(lambda: init_transactional(raw, "tx") == ErrorCode.NONE, what="InitProducerId")
 
     errors = produce_until_full(b.bootstrap_servers, acked)
     assert errors == {CKError.KAFKA_STORAGE_ERROR}, errors
@@ -258,6 +269,7 @@ def test_full_disk_answers_storage_error_then_resumes(small_fs):
     r = raw.request(ApiKey.PRODUCE, 9, produce_body(TOPIC, bytes(values_batch([b"x"]))))
     assert r.responses[0].partition_responses[0].error_code == ErrorCode.KAFKA_STORAGE_ERROR
     assert offset_commit(raw, "g", 2) == ErrorCode.NOT_COORDINATOR
+    assert init_transactional(raw, "tx-2") == ErrorCode.NOT_COORDINATOR  # the transaction log's
     r = raw.request(ApiKey.METADATA, 9, {"topics": [{"name": TOPIC}]})
     assert r.topics[0].partitions[0].error_code == ErrorCode.NONE
 
@@ -286,6 +298,7 @@ def test_full_disk_answers_storage_error_then_resumes(small_fs):
     assert all(err is None for err, _ in more.values())
     acked.update({o: v for o, (_, v) in more.items()})
     assert offset_commit(raw, "g", 3) == ErrorCode.NONE
+    wait_for(lambda: init_transactional(raw, "tx-2") == ErrorCode.NONE, what="InitProducerId")
     check_acked(b.bootstrap_servers, acked)
     raw.close()
     no_tracebacks(b)

@@ -274,6 +274,14 @@ BROKER_CONFIGS = _keys(
         at_least(1),
     ),
     ConfigKey(
+        "queued.max.request.bytes",
+        "long",
+        104857600,
+        "The memory that requests read but not yet answered may hold, across all connections; "
+        "when it is used up the broker stops reading from sockets until some is freed (one request "
+        "is let through even if larger). -1 for no limit (Kafka's default; ours is bounded).",
+    ),
+    ConfigKey(
         "connections.max.idle.ms",
         "long",
         600000,

@@ -219,6 +219,7 @@ class FetchPartitionResult:
     preferred_read_replica: int = -1
     records: Any = None  # an object with a `length`; the server knows how to send it
     current_leader: tuple[int, int] | None = None  # (leader_id, leader_epoch), v12 tagged field
+    diverging_epoch: tuple[int, int] | None = None  # (epoch, end offset), v12 tagged field 0
 
 
 def encode_fetch_response(
@@ -274,13 +275,16 @@ def encode_fetch_response(
                 parts.append(records)
                 cur = bytearray()
             if flexible:
+                tagged = []  # (tag, body), in tag order
+                if p.diverging_epoch is not None:
+                    epoch, end_offset = p.diverging_epoch
+                    tagged.append((0, _I32.pack(epoch) + _I64.pack(end_offset) + b"\x00"))
                 if p.current_leader is not None:
-                    leader = (
-                        _I32.pack(p.current_leader[0]) + _I32.pack(p.current_leader[1]) + b"\x00"
-                    )
-                    cur += b"\x01\x01" + _uvarint(len(leader)) + leader
-                else:
-                    cur += b"\x00"
+                    leader_id, leader_epoch = p.current_leader
+                    tagged.append((1, _I32.pack(leader_id) + _I32.pack(leader_epoch) + b"\x00"))
+                cur += _uvarint(len(tagged))
+                for tag, body in tagged:
+                    cur += _uvarint(tag) + _uvarint(len(body)) + body
         if flexible:
             cur += b"\x00"
     if flexible:

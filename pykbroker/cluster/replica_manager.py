@@ -24,11 +24,13 @@ from collections.abc import Callable, Iterable
 import structlog
 
 from protocol.errors import ErrorCode, KafkaError
+from pykbroker.cluster.follower import diverging_epoch
 from pykbroker.cluster.leader_epoch import LeaderEpochCache
 from pykbroker.cluster.metadata import PartitionState, TopicInfo
 from pykbroker.config import LogConfig
 from pykbroker.storage.files import atomic_write
 from pykbroker.storage.log import AppendInfo, Log
+from pykbroker.storage.log_dir_failure import is_out_of_space
 from pykbroker.storage.log_manager import LogManager
 
 log = structlog.get_logger(__name__)
@@ -213,6 +215,28 @@ class Partition:
             cache._append(self.state.leader_epoch, 0)
         return cache.end_offset_for(requested, self.log.log_end_offset)
 
+    def diverging_epoch(self, fetch_offset: int, last_fetched_epoch: int) -> tuple[int, int] | None:
+        """Fetch v12+: does the fetcher's log diverge from ours at its last fetched epoch?
+        (epoch, end offset) to answer as diverging_epoch, else None (KIP-320)."""
+        if last_fetched_epoch < 0:
+            return None
+        cache = self.epoch_cache
+        if cache is None:  # a single broker: every record is from its one epoch
+            cache = LeaderEpochCache(None)
+            cache._append(self.state.leader_epoch, 0)
+        return diverging_epoch(cache, self.log.log_end_offset, fetch_offset, last_fetched_epoch)
+
+    def follower_fetch(self, replica_id: int, fetch_offset: int, last_fetched_epoch: int
+                       ) -> tuple[int, int] | None:  # fmt: skip
+        """A follower's Fetch: validated first (diverging epoch, offset range), and only then is
+        its fetch offset taken as its LEO for the HW and the ISR. Returns the diverging epoch to
+        answer, if any; raises OFFSET_OUT_OF_RANGE."""
+        diverging = self.diverging_epoch(fetch_offset, last_fetched_epoch)
+        if diverging is None:
+            self.log.check_fetch_offset(fetch_offset)
+            self.update_follower(replica_id, fetch_offset)
+        return diverging
+
     def aborted_transactions(self, fetch_offset: int, region) -> list[tuple[int, int]]:
         """(producer id, first offset) of aborted transactions overlapping a read_committed fetch."""
         return self.log.aborted_transactions(fetch_offset, region)
@@ -265,7 +289,10 @@ class ReplicaManager:
         # In a cluster, leadership is acted on only once this broker is registered.
         self.ready = metadata is None
         self._deferred: dict[tuple[str, int], PartitionState] = {}
+        self.stopping = False  # shutting down: partition state changes are no longer acted on
         self._tasks: set[asyncio.Task] = set()
+        if metadata is not None:
+            log_manager.failure_channel.failure_listeners.append(self.log_dir_failed)
 
     # --- queries (also for the group coordinator) --------------------------------------------
 
@@ -379,6 +406,8 @@ class ReplicaManager:
 
     def partition_state_changed(self, topic: TopicInfo, index: int, state: PartitionState) -> None:
         """A new state znode for a partition: become leader or follower as it says."""
+        if self.stopping:
+            return
         p = self.partitions.get((topic.name, index))
         if p is None:
             if self.node_id in state.replicas:
@@ -434,13 +463,18 @@ class ReplicaManager:
         p.pending_isr = None
         p.isr_listener = None
         fetchers = self.fetchers
-        same_leader = (
+        # Only a change that leaves leader and epoch alone (an ISR change) keeps the fetch going.
+        # A new epoch under the same leader (A -> B -> A between two watch firings) may hide a
+        # divergence as well as a new leader does: start over with truncation, as Kafka's
+        # makeFollower does on any epoch change.
+        unchanged = (
             not was_leader
             and old.leader == p.state.leader
+            and old.leader_epoch == p.state.leader_epoch
             and fetchers is not None
             and fetchers.is_fetching(p, p.state.leader)
         )
-        if same_leader:
+        if unchanged:
             fetchers.update_epoch(p, p.state.leader_epoch)
         else:
             if fetchers is not None:
@@ -452,6 +486,27 @@ class ReplicaManager:
             if fetchers is not None:
                 fetchers.add_partition(p, p.state.leader)
         p.wake()  # pending produces and fetches answer NOT_LEADER_OR_FOLLOWER
+
+    def log_dir_failed(self, path: str) -> None:
+        """A log dir filled up or failed: the partitions of it this broker leads go to other
+        in-sync replicas. Kafka's controller learns of it from /log_dir_event_notification and
+        LeaderAndIsr; here, where brokers act on state znodes, the leader takes itself out of
+        the ISR (a conditional state write, like its other ISR changes) and the controller
+        elects another ISR member. Followers on an offline dir stop fetching (they can't
+        append) and leave the ISR when their leader sees them lag; on a full dir they keep
+        trying, and catch up once space is back."""
+        for p in self.partitions.values():
+            lg_dir = p.log.log_dir
+            if lg_dir.path != path:
+                continue
+            if p.is_leader:
+                others = [r for r in p.state.isr if r != self.node_id]
+                if others and p.isr_listener is not None and p.pending_isr is None:
+                    log.warning("leadership_given_up", topic=p.topic, partition=p.index,
+                                log_dir=path, isr=others)  # fmt: skip
+                    p._change_isr(others)
+            elif lg_dir.offline and self.fetchers is not None:
+                self.fetchers.remove_partition(p)
 
     def make_ready(self) -> None:
         """Registered in ZooKeeper: act on the partition states seen so far."""
@@ -507,8 +562,11 @@ class ReplicaManager:
             files = self.high_watermark_checkpoints()
             try:
                 await loop.run_in_executor(None, write_checkpoints, files)
-            except OSError as e:
-                log.error("high_watermark_checkpoint_failed", error=repr(e))
+            except OSError as e:  # an older checkpoint only means a lower HW after a restart
+                if is_out_of_space(e):
+                    log.warning("high_watermark_checkpoint_deferred", error=str(e))
+                else:
+                    log.error("high_watermark_checkpoint_failed", error=repr(e))
 
     # --- high watermark checkpoints -------------------------------------------------------
 

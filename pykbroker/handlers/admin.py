@@ -9,6 +9,7 @@ from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
 
 from . import REGISTRY
+from .committed import pending_write, wait_committed
 
 # Kafka's ReplicationControlManager.MAX_PARTITIONS_PER_BATCH: a CreateTopics (or CreatePartitions)
 # request may create at most this many partitions in all; checked before anything is allocated.
@@ -49,11 +50,14 @@ def handle_create_topics(ctx, request) -> dict:
         topics = _refuse_all(request.topics, _create_topic_result)
         return {"throttle_time_ms": 0, "topics": topics}
     with broker.metadata.batch():  # one metadata write for the whole request
-        return {"throttle_time_ms": 0, "topics": _create_topics(broker, request)}
+        results, writes = _create_topics(broker, request)
+    response = {"throttle_time_ms": 0, "topics": results}
+    return _after(broker, writes, response) if writes else response
 
 
-def _create_topics(broker, request) -> list[dict]:
+def _create_topics(broker, request) -> tuple[list[dict], list]:
     results = []
+    writes: list = []
     seen: set[str] = set()
     for t in request.topics:
         result = _create_topic_result(t.name)
@@ -74,6 +78,7 @@ def _create_topics(broker, request) -> list[dict]:
             if info is not None:
                 result.update(topic_id=info.topic_id, num_partitions=len(info.partitions),
                               replication_factor=info.replication_factor)  # fmt: skip
+                pending_write(broker, t.name, result, writes)
             else:
                 result.update(
                     num_partitions=t.num_partitions if t.num_partitions > 0 else broker.config.get("num.partitions"),
@@ -82,12 +87,18 @@ def _create_topics(broker, request) -> list[dict]:
         except KafkaError as e:
             result.update(error_code=e.code, error_message=e.message)
         results.append(result)
-    return results
+    return results, writes
 
 
 def _create_topic_result(name: str, **fields) -> dict:
     return {"name": name, "error_code": ErrorCode.NONE, "error_message": None,
             "num_partitions": -1, "replication_factor": -1, "configs": None, **fields}  # fmt: skip
+
+
+async def _after(broker, writes: list, response: dict) -> dict:
+    """Answer once ZooKeeper holds the changes (a cluster writes them in the background)."""
+    await wait_committed(broker, writes)
+    return response
 
 
 @REGISTRY.register(ApiKey.DELETE_TOPICS, 1, 6)
@@ -196,12 +207,15 @@ def handle_create_partitions(ctx, request) -> dict:
         results = _refuse_all(request.topics, _create_partitions_result)
         return {"throttle_time_ms": 0, "results": results}
     with broker.metadata.batch():
-        return {"throttle_time_ms": 0, "results": _create_partitions(broker, request)}
+        results, writes = _create_partitions(broker, request)
+    response = {"throttle_time_ms": 0, "results": results}
+    return _after(broker, writes, response) if writes else response
 
 
-def _create_partitions(broker, request) -> list[dict]:
+def _create_partitions(broker, request) -> tuple[list[dict], list]:
     names = Counter(t.name for t in request.topics)
     results = []
+    writes: list = []
     for t in request.topics:
         result = {"name": t.name, "error_code": ErrorCode.NONE, "error_message": None}
         try:
@@ -216,10 +230,11 @@ def _create_partitions(broker, request) -> list[dict]:
             if not request.validate_only:
                 broker.metadata.add_partitions(t.name, assignment)
                 broker.replica_manager.ensure_partitions(broker.metadata.topic(t.name))
+                pending_write(broker, t.name, result, writes)
         except KafkaError as e:
             result.update(error_code=e.code, error_message=e.message)
         results.append(result)
-    return results
+    return results, writes
 
 
 # --- DeleteRecords ------------------------------------------------------------------------------

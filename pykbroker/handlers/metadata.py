@@ -7,6 +7,7 @@ from protocol.errors import ErrorCode, KafkaError
 from pykbroker.cluster.metadata import TopicInfo, validate_topic_name
 
 from . import REGISTRY
+from .committed import wait_committed
 
 AUTHORIZED_OPERATIONS_UNSET = None  # kafka-python encodes None as INT32_MIN ("not requested")
 
@@ -85,7 +86,7 @@ def error_entry(name: str | None, error: int, topic_id=None) -> dict:
     return entry
 
 
-def _requested_topic(broker, name: str, allow_auto: bool) -> dict:
+def _requested_topic(broker, name: str, allow_auto: bool, writes: list | None = None) -> dict:
     info = broker.metadata.topic(name)
     if info is not None:
         return _entry(broker, info, _live(broker))
@@ -96,9 +97,13 @@ def _requested_topic(broker, name: str, allow_auto: bool) -> dict:
     if not allow_auto:
         return error_entry(name, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
     try:
-        return _entry(broker, broker.auto_create_topic(name), _live(broker))
+        entry = _entry(broker, broker.auto_create_topic(name), _live(broker))
     except KafkaError as e:
         return error_entry(name, e.code)
+    write = broker.metadata.committed(name)
+    if write is not None and writes is not None:
+        writes.append(({}, write))
+    return entry
 
 
 @REGISTRY.register(ApiKey.METADATA, 0, 12)
@@ -106,6 +111,7 @@ def handle_metadata(ctx, request) -> dict:
     broker = ctx.broker
     version = ctx.api_version
     allow_auto = request.allow_auto_topic_creation if version >= 4 else True
+    writes: list = []
     if request.topics is None or (version == 0 and not request.topics):
         live = _live(broker)
         topics = [_entry(broker, t, live) for t in broker.metadata.topics.values()]
@@ -120,8 +126,8 @@ def handle_metadata(ctx, request) -> dict:
                     else error_entry(None, ErrorCode.UNKNOWN_TOPIC_ID, t.topic_id)
                 )
             else:
-                topics.append(_requested_topic(broker, t.name, allow_auto))
-    return {
+                topics.append(_requested_topic(broker, t.name, allow_auto, writes))
+    response = {
         "throttle_time_ms": 0,
         "brokers": broker_entries(broker, ctx.listener),
         "cluster_id": broker.metadata.cluster_id,
@@ -129,6 +135,21 @@ def handle_metadata(ctx, request) -> dict:
         "topics": topics,
         "authorized_operations": AUTHORIZED_OPERATIONS_UNSET,
     }
+    return _after_auto_create(broker, writes, response) if writes else response
+
+
+async def _after_auto_create(broker, writes: list, response: dict) -> dict:
+    """Auto-created topics: answer once ZooKeeper holds them, with what it holds (another
+    broker may have created the name first)."""
+    await wait_committed(broker, writes)
+    live = _live(broker)
+    for i, entry in enumerate(response["topics"]):
+        info = broker.metadata.topic(entry["name"]) if entry["name"] else None
+        if info is not None:
+            response["topics"][i] = _entry(broker, info, live)
+        elif entry["error_code"] == ErrorCode.NONE:
+            response["topics"][i] = error_entry(entry["name"], ErrorCode.LEADER_NOT_AVAILABLE)
+    return response
 
 
 @REGISTRY.register(ApiKey.DESCRIBE_CLUSTER, 0, 1)

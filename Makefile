@@ -23,11 +23,13 @@ CONSOLE_PORT ?= 9021
 broker: $(VENV)/.runtime
 	exec $(BIN)/pykbroker $(if $(CONSOLE_PORT),--override console.port=$(CONSOLE_PORT)) $(ARGS)
 
-## Run the test suite (installs ZooKeeper for the cluster tests and Chromium for the console's
-## browser tests when missing and root; includes a quick subset of the client compatibility matrix).
+## Run the test suite (installs ZooKeeper for the cluster tests, Chromium for the console's browser
+## tests and podman for the image tests when missing and root; includes a quick subset of the
+## client compatibility matrix).
 test: $(VENV)/.test
 	@sh scripts/ensure-zookeeper.sh
 	@sh scripts/ensure-chromium.sh
+	@sh scripts/ensure-podman.sh
 	$(BIN)/ruff check protocol pykbroker tests compat-tests bench
 	@bash compat-tests/bootstrap.sh --quick
 	$(BIN)/pytest -q

@@ -17,9 +17,11 @@ $(VENV)/.test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@ $(VENV)/.runtime
 
-## Start a broker on localhost:9092 (data in ~/.local/share/pykbroker/data).
+## Start a broker on localhost:9092 (data in ~/.local/share/pykbroker/data), configured by
+## config/server.properties (CONFIG=other.properties for another file).
+CONFIG ?= config/server.properties
 broker: $(VENV)/.runtime
-	exec $(BIN)/pykbroker $(ARGS)
+	exec $(BIN)/pykbroker $(CONFIG) $(ARGS)
 
 ## Run the test suite (installs ZooKeeper for the cluster tests when missing and root; includes
 ## a quick subset of the client compatibility matrix).

@@ -19,6 +19,10 @@ CLUSTER_OVERRIDES = {
     "replica.lag.time.max.ms": "10000",
     "replica.fetch.backoff.ms": "200",
     "offsets.topic.replication.factor": "3",
+    # Kafka's defaults, stated: brokers start from config/server.properties, which keeps one
+    # replica of __transaction_state as a single development broker needs.
+    "transaction.state.log.replication.factor": "3",
+    "transaction.state.log.min.isr": "2",
     "leader.imbalance.check.interval.seconds": "1",
 }
 

@@ -17,10 +17,10 @@ COPY protocol ./protocol
 COPY pykbroker ./pykbroker
 COPY config ./config
 COPY docker/server.properties ./docker/server.properties
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
-# The image's configuration: the shipped config/server.properties, then the container's own
-# settings (listeners, data in the volume, metrics), which come later and so win.
-RUN cat config/server.properties docker/server.properties > /server.properties
+# The wheels, and the image's configuration: the shipped config/server.properties, then the
+# container's own settings (listeners, data in the volume, metrics), which come later and so win.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels . \
+    && cat config/server.properties docker/server.properties > /server.properties
 
 # --- runtime -------------------------------------------------------------------------------------
 FROM python:${PYTHON_VERSION}-slim-bookworm

@@ -57,8 +57,10 @@ def find_coordinator(port: int, key: str, key_type: int = GROUP) -> int | None:
 
 
 class Cluster:
-    def __init__(self, work_dir: str, size: int = 3, overrides: dict[str, str] | None = None):
+    def __init__(self, work_dir: str, size: int = 3, overrides: dict[str, str] | None = None,
+                 properties: str | None = None):  # fmt: skip
         self.work_dir = work_dir
+        self.properties = properties  # as BrokerProcess: None for config/server.properties
         self.zk = ZooKeeperServer(work_dir)
         self.size = size
         self.overrides = {**CLUSTER_OVERRIDES, **(overrides or {})}
@@ -80,8 +82,9 @@ class Cluster:
             **self.overrides,
         }
         b = BrokerProcess(
-            os.path.join(self.work_dir, f"broker{node_id}"), overrides, self.ports.get(node_id, 0)
-        )
+            os.path.join(self.work_dir, f"broker{node_id}"), overrides, self.ports.get(node_id, 0),
+            self.properties,
+        )  # fmt: skip
         self.history.append(b)
         b.start()
         self.ports[node_id] = b.port

@@ -18,15 +18,18 @@ $(VENV)/.test: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.runtime
 
 ## Start a broker on localhost:9092 (data in ~/.local/share/pykbroker/data), configured by
-## config/server.properties (CONFIG=other.properties for another file).
+## config/server.properties (CONFIG=other.properties for another file), with the web console on
+## http://localhost:$(CONSOLE_PORT)/ (CONSOLE_PORT= to turn it off).
 CONFIG ?= config/server.properties
+CONSOLE_PORT ?= 9021
 broker: $(VENV)/.runtime
-	exec $(BIN)/pykbroker $(CONFIG) $(ARGS)
+	exec $(BIN)/pykbroker $(CONFIG) $(if $(CONSOLE_PORT),--override console.port=$(CONSOLE_PORT)) $(ARGS)
 
-## Run the test suite (installs ZooKeeper for the cluster tests when missing and root; includes
-## a quick subset of the client compatibility matrix).
+## Run the test suite (installs ZooKeeper for the cluster tests and Chromium for the console's
+## browser tests when missing and root; includes a quick subset of the client compatibility matrix).
 test: $(VENV)/.test
 	@sh scripts/ensure-zookeeper.sh
+	@sh scripts/ensure-chromium.sh
 	$(BIN)/ruff check protocol pykbroker tests compat-tests bench
 	@bash compat-tests/bootstrap.sh --quick
 	$(BIN)/pytest -q

@@ -62,9 +62,67 @@ def response_is_flexible(api_key: int, api_version: int) -> bool:
     return cls is not None and cls.flexible_version_q(api_version)
 
 
+class MalformedRequest(ValueError):
+    """A request body that cannot be read per its schema; the connection must close (Kafka's
+    generated readers throw on the same input, and its SocketServer closes the connection)."""
+
+
 def decode_request(api_key: int, api_version: int, buf, offset: int) -> Any:
+    """Decode a request body, rejecting what Kafka's generated code rejects: a null (negative
+    length) in a field that is not nullable in this version (kafka-python decodes it as None)."""
     view = memoryview(buf)[offset:]
-    return request_class(api_key).decode(view, version=api_version)
+    request = request_class(api_key).decode(view, version=api_version)
+    _check_nulls(request, _null_plan(api_key, api_version))
+    return request
+
+
+# A null-check plan: (field name, nullable, kind, plan of the nested struct) for each untagged
+# field that can be null on the wire and either must not be, or holds structs that must be
+# checked. Fields of fixed size (ints, bools, uuids) can't be null and aren't listed.
+_LEAF, _STRINGS, _STRUCT, _STRUCTS = range(4)
+_NULLABLE_TYPES = ("string", "bytes", "records")
+
+
+@cache
+def _null_plan(api_key: int, api_version: int) -> tuple:
+    return _plan_for(request_class(api_key)._struct, api_version)
+
+
+def _plan_for(struct, version: int) -> tuple:
+    plan = []
+    for f in struct.untagged_fields(version):
+        nullable = f.nullable_for_version_q(version)
+        if f.is_struct_array():
+            entry = (f.name, nullable, _STRUCTS, _plan_for(f.array_of, version))
+        elif f.is_struct():
+            entry = (f.name, nullable, _STRUCT, _plan_for(f, version))
+        elif f.is_array():
+            strings = f.array_of.type_str in _NULLABLE_TYPES
+            entry = (f.name, nullable, _STRINGS if strings else _LEAF, ())
+        elif f.type_str in _NULLABLE_TYPES:
+            entry = (f.name, nullable, _LEAF, ())
+        else:
+            continue
+        if not nullable or entry[3] or entry[2] == _STRINGS:
+            plan.append(entry)
+    return tuple(plan)
+
+
+def _check_nulls(obj, plan: tuple) -> None:
+    for name, nullable, kind, inner in plan:
+        value = getattr(obj, name)
+        if value is None:
+            if nullable:
+                continue
+            raise MalformedRequest(f"non-nullable field {name} was serialized as null")
+        if kind == _STRUCTS:
+            if inner:
+                for item in value:
+                    _check_nulls(item, inner)
+        elif kind == _STRUCT:
+            _check_nulls(value, inner)
+        elif kind == _STRINGS and None in value:
+            raise MalformedRequest(f"non-nullable field {name} element was serialized as null")
 
 
 def decode_response(api_key: int, api_version: int, buf, offset: int = 0) -> Any:

@@ -74,6 +74,13 @@ class _Cursor:
             raise FrameError(f"array length {n} exceeds the request")
         return n
 
+    def count(self, field: str) -> int:
+        """The length of a non-nullable array (null is malformed, as in Kafka's readers)."""
+        n = self.array_len()
+        if n < 0:
+            raise FrameError(f"non-nullable field {field} was serialized as null")
+        return n
+
     def tags(self) -> None:
         if self.flexible:
             self.pos = skip_tagged_fields(self.buf, self.pos)
@@ -109,15 +116,17 @@ def decode_produce_request(buf, pos: int, version: int) -> ProduceRequestData:
         acks = c.int16()
         timeout_ms = c.int32()
         topics = []
-        for _ in range(max(c.array_len(), 0)):
+        for _ in range(c.count("topic_data")):
             name = c.string()
+            if name is None:
+                raise FrameError("non-nullable field name was serialized as null")
             parts = []
-            for _ in range(max(c.array_len(), 0)):
+            for _ in range(c.count("partition_data")):
                 index = c.int32()
                 parts.append(ProducePartition(index, c.bytes_view()))
                 c.tags()
             c.tags()
-            topics.append(ProduceTopic(name or "", parts))
+            topics.append(ProduceTopic(name, parts))
         c.tags()
     except (struct.error, IndexError, UnicodeDecodeError) as e:
         raise FrameError(f"malformed produce request: {e}") from e
@@ -210,6 +219,7 @@ class FetchPartitionResult:
     preferred_read_replica: int = -1
     records: Any = None  # an object with a `length`; the server knows how to send it
     current_leader: tuple[int, int] | None = None  # (leader_id, leader_epoch), v12 tagged field
+    diverging_epoch: tuple[int, int] | None = None  # (epoch, end offset), v12 tagged field 0
 
 
 def encode_fetch_response(
@@ -265,13 +275,16 @@ def encode_fetch_response(
                 parts.append(records)
                 cur = bytearray()
             if flexible:
+                tagged = []  # (tag, body), in tag order
+                if p.diverging_epoch is not None:
+                    epoch, end_offset = p.diverging_epoch
+                    tagged.append((0, _I32.pack(epoch) + _I64.pack(end_offset) + b"\x00"))
                 if p.current_leader is not None:
-                    leader = (
-                        _I32.pack(p.current_leader[0]) + _I32.pack(p.current_leader[1]) + b"\x00"
-                    )
-                    cur += b"\x01\x01" + _uvarint(len(leader)) + leader
-                else:
-                    cur += b"\x00"
+                    leader_id, leader_epoch = p.current_leader
+                    tagged.append((1, _I32.pack(leader_id) + _I32.pack(leader_epoch) + b"\x00"))
+                cur += _uvarint(len(tagged))
+                for tag, body in tagged:
+                    cur += _uvarint(tag) + _uvarint(len(body)) + body
         if flexible:
             cur += b"\x00"
     if flexible:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +32,9 @@ from pykbroker.server import CLOSE, Connection
 from pykbroker.storage.log_manager import LogManager, Scheduler
 
 log = structlog.get_logger(__name__)
+_SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SHUTDOWN_TIMEOUT_S = 30  # longest a SIGTERM/SIGINT shutdown may take
 
 
 @dataclass(slots=True)
@@ -79,6 +84,7 @@ class Broker:
         self.node_id = config.node_id
         self.metrics = Metrics()
         self.metrics_server = None  # pykbroker.metrics.MetricsServer when metrics.port is set
+        self.console = None  # pykbroker.console.ConsoleServer when console.port is set
         self.registry = REGISTRY
         self.sendfile_min_bytes = config.get("pykbroker.sendfile.min.bytes")
         self.connections: set[Connection] = set()
@@ -101,6 +107,7 @@ class Broker:
         loop = asyncio.get_running_loop()
         self.scheduler = AsyncScheduler(loop)
         self.log_manager = LogManager(self.config, self.scheduler)
+        self.log_manager.failure_channel.loop = loop
         listeners = self.config.listeners
         for listener, host, port in listeners:
             name = listener.upper()
@@ -148,6 +155,11 @@ class Broker:
             await self.metrics_server.start(
                 listeners[0][1] or None, self.config.get("metrics.port")
             )
+        if self.config.get("console.port") is not None:
+            from pykbroker.console import ConsoleServer
+
+            self.console = ConsoleServer(self)
+            await self.console.start(listeners[0][1] or None, self.config.get("console.port"))
         self.background += self.log_manager.start_background()  # retention, log cleaner
         log.info(
             "broker_started", node_id=self.node_id,
@@ -155,6 +167,7 @@ class Broker:
             advertised=f"{adv_host}:{adv_port}", data_dir=self.log_manager.data_dir,
             cluster_id=self.metadata.cluster_id, startup_ms=round((time.monotonic() - self.started_at) * 1000),
             metrics_port=self.metrics_server.port if self.metrics_server else None,
+            console_port=self.console.port if self.console else None,
         )  # fmt: skip
 
     async def stop(self) -> None:
@@ -163,6 +176,8 @@ class Broker:
             server.close()
         if self.metrics_server is not None:
             await self.metrics_server.stop()
+        if self.console is not None:
+            await self.console.stop()
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.close()
@@ -248,24 +263,32 @@ class Broker:
         ctx = RequestContext(self, conn, header)
         try:
             result = spec.handler(ctx, request)
-        except Exception:
-            log.exception("request_failed", api_key=header.api_key, api_version=header.api_version)
-            return CLOSE
-        if isinstance(result, Awaitable):
-            return self._finish_async(ctx, result)
-        return self._encode(header, result)
+            if isinstance(result, Awaitable):
+                return self._finish_async(ctx, result)
+            return self._encode(header, result)
+        except Exception as e:
+            return self._request_failed(ctx, e)
 
     async def _finish_async(self, ctx: RequestContext, pending: Awaitable) -> Any:
         try:
-            result = await pending
+            return self._encode(ctx.header, await pending)
         except (asyncio.CancelledError, ConnectionError):
             raise
-        except Exception:
-            log.exception(
-                "request_failed", api_key=ctx.header.api_key, api_version=ctx.header.api_version
-            )
-            return CLOSE
-        return self._encode(ctx.header, result)
+        except Exception as e:
+            return self._request_failed(ctx, e)
+
+    def _request_failed(self, ctx: RequestContext, e: Exception) -> Any:
+        """A handler (or the encoding of its response) raised: close that connection with one
+        warning line saying where, never a traceback per request (a client's bad input must not
+        flood the log). Requests that are semantically invalid get their error codes from their
+        handlers; anything reaching here is a bug to fix, located by `where`."""
+        frame = traceback.extract_tb(e.__traceback__)[-1]
+        where = f"{os.path.relpath(frame.filename, _SOURCE_ROOT)}:{frame.lineno}"
+        ctx.connection.abort(
+            "request_failed", api_key=ctx.header.api_key, api_version=ctx.header.api_version,
+            client_id=ctx.header.client_id, error=repr(e)[:500], where=where,
+        )  # fmt: skip
+        return CLOSE
 
     def _encode(self, header: RequestHeader, result: Any) -> Any:
         if result is None or result is CLOSE or isinstance(result, (bytes, list)):
@@ -392,4 +415,9 @@ async def serve(config: BrokerConfig, stop_signals: bool = True) -> None:
                 loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutdown_requested")
-    await broker.stop()
+    try:
+        # Bounded: a stuck step must not keep a SIGTERMed broker alive (recovery at the next
+        # start covers what a cut-short stop did not flush).
+        await asyncio.wait_for(broker.stop(), SHUTDOWN_TIMEOUT_S)
+    except TimeoutError:
+        log.error("shutdown_timed_out", node_id=broker.node_id, timeout_s=SHUTDOWN_TIMEOUT_S)

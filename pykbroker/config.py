@@ -741,6 +741,20 @@ BROKER_CONFIGS = _keys(
         between(0, 65535),
     ),
     ConfigKey(
+        "console.port",
+        "int",
+        None,
+        "Port of the web console (pykbroker's own, not a Kafka key), on the first listener's "
+        "host; unset (the default) to disable, 0 for any free port.",
+        between(0, 65535),
+    ),
+    ConfigKey(
+        "console.read.only",
+        "boolean",
+        False,
+        "Web console: refuse every change (create, alter, delete topics, reset offsets).",
+    ),
+    ConfigKey(
         "fetch.max.bytes",
         "int",
         57671680,

@@ -61,6 +61,14 @@ class EmbeddedBroker:
             return None
         return f"http://{self.broker.bound[0][0]}:{server.port}/metrics"
 
+    @property
+    def console_url(self) -> str | None:
+        """http://host:port/ of the web console when started with `console.port` (0: any)."""
+        console = self.broker.console
+        if console is None:
+            return None
+        return f"http://{self.broker.bound[0][0]}:{console.port}/"
+
     def start(self) -> EmbeddedBroker:
         import uvloop
 

@@ -380,6 +380,8 @@ def test_compose_single_broker_by_default():
     assert env_to_config(env)["advertised.listeners"] == "PLAINTEXT://localhost:9092"
     port = int(env_to_config(env)["metrics.port"])
     assert f"{port}:{port}" in broker["ports"]
+    console = int(env_to_config(env)["console.port"])  # the web console, on in Compose
+    assert f"{console}:{console}" in broker["ports"]
     # Data in a named volume mounted where the image keeps it.
     volume, _, target = broker["volumes"][0].partition(":")
     assert target == "/var/lib/pykbroker" and volume in doc["volumes"]

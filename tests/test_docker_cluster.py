@@ -210,6 +210,7 @@ def local_environment(service_env: dict[str, str], zk: str, ports: dict[int, int
             value = value.replace("0.0.0.0", "127.0.0.1")
         env[key] = value
     env["KAFKA_METRICS_PORT"] = ""  # empty: default (off); three brokers share this machine
+    env["KAFKA_CONSOLE_PORT"] = ""
     return env
 
 

@@ -9,6 +9,7 @@ multi-broker cluster. Both share `MetadataBase`'s validation and replica placeme
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -123,6 +124,11 @@ class MetadataBase:
     def broker_configs(self, entity: str) -> dict[str, str]:
         return dict(self.dynamic_configs.get(entity, {}))
 
+    @contextlib.contextmanager
+    def batch(self):
+        """Changes made inside are persisted once, at the end (one admin request, one write)."""
+        yield
+
     def set_broker_configs(self, entity: str, configs: dict[str, str]) -> None:
         raise NotImplementedError
 
@@ -154,6 +160,11 @@ class MetadataBase:
 
     def _check_not_being_deleted(self, name: str) -> None:
         """Hook: the ZooKeeper store refuses names still marked for deletion."""
+
+    def committed(self, name: str):
+        """An awaitable of the write of the latest change to topic `name` while it is in flight,
+        else None. (The local store writes at once; the ZooKeeper one in the background.)"""
+        return None
 
     def check_new_topic(
         self, name: str, num_partitions: int, replication_factor: int,
@@ -217,8 +228,11 @@ class MetadataBase:
             out.append(list(replicas))
         return out
 
-    def assign_replicas(self, num_partitions: int, replication_factor: int) -> list[list[int]]:
-        """Round-robin replica placement, as Kafka's (rack-unaware) assignor does."""
+    def assign_replicas(
+        self, num_partitions: int, replication_factor: int, start: int = 0
+    ) -> list[list[int]]:
+        """Round-robin replica placement, as Kafka's (rack-unaware) assignor does, for
+        partitions [start, num_partitions) (callers bound the count: see handlers/admin.py)."""
         brokers = sorted(self.live_broker_ids())
         if replication_factor > len(brokers):
             raise KafkaError(
@@ -229,7 +243,8 @@ class MetadataBase:
             )
         n = len(brokers)
         return [
-            [brokers[(p + r) % n] for r in range(replication_factor)] for p in range(num_partitions)
+            [brokers[(p + r) % n] for r in range(replication_factor)]
+            for p in range(start, num_partitions)
         ]
 
 
@@ -242,6 +257,8 @@ class LocalMetadata(MetadataBase):
         self.topics: dict[str, TopicInfo] = {}
         self.dynamic_configs: dict[str, dict[str, str]] = {}
         self._topics_path = os.path.join(data_dir, "topics.json")
+        self._batching = False
+        self._dirty = False
         self._next_producer_id = 0
         self._producer_id_block_end = 0
         self.cluster_id = load_meta_properties(data_dir, node_id, cluster_id)
@@ -265,17 +282,37 @@ class LocalMetadata(MetadataBase):
                 t.get("configs", {}),
             )  # fmt: skip
 
+    @contextlib.contextmanager
+    def batch(self):
+        outer = not self._batching
+        self._batching = True
+        try:
+            yield
+        finally:
+            if outer:
+                self._batching = False
+                if self._dirty:
+                    self._save()
+
     def _save(self) -> None:
-        state = {
+        if self._batching:
+            self._dirty = True
+            return
+        self._dirty = False
+        head = {
             "producer_id_block_end": self._producer_id_block_end,
             "broker_configs": self.dynamic_configs,
-            "topics": [
-                {"name": t.name, "id": str(t.topic_id), "configs": t.configs,
-                 "partitions": [p.to_json() for p in t.partitions]}
-                for t in self.topics.values()
-            ],
-        }  # fmt: skip
-        atomic_write(self._topics_path, json.dumps(state, indent=1))
+        }
+        # One topic per line, each through json's C encoder (indent= would select the pure-Python
+        # one, seconds for thousands of partitions, on every topic change).
+        topics = ",\n".join(
+            json.dumps({"name": t.name, "id": str(t.topic_id), "configs": t.configs,
+                        "partitions": [p.to_json() for p in t.partitions]})
+            for t in self.topics.values()
+        )  # fmt: skip
+        atomic_write(
+            self._topics_path, json.dumps(head)[:-1] + ', "topics": [\n' + topics + "\n]}\n"
+        )
 
     # --- queries ------------------------------------------------------------------------------
 

@@ -72,12 +72,14 @@ async def stop_cluster(broker: Broker) -> None:
     """Stop fetching, checkpoint HWs, and close the ZooKeeper session (our ephemeral znodes go
     at once, so the controller moves leadership without waiting for a session timeout)."""
     rm = broker.replica_manager
+    if rm is not None:
+        rm.stopping = True  # from here on, state changes seen by watches start nothing
+        if rm.fetchers is not None:
+            await rm.fetchers.shutdown()
     controller = getattr(broker, "controller", None)
     if controller is not None:
         await controller.stop()
     if rm is not None:
-        if rm.fetchers is not None:
-            rm.fetchers.shutdown()
         await rm.stop_background()
         rm.checkpoint_high_watermarks()
     metadata = broker.metadata

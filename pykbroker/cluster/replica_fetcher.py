@@ -6,6 +6,9 @@ this broker's id, so the leader reads up to its log end offset (not its HW) and 
 follower's LEO from the fetch offset. Record batches come back as the leader stored them, offsets
 already assigned, and are appended with `Log.append_as_follower`; the follower's HW is the
 leader's, capped at its own LEO.
+
+What to do with each answer (where to truncate, whether a batch may be appended) is decided by
+the plain functions in follower.py; this module only does the I/O around them.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from protocol import codec
 from protocol import records as rb
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
+
+from .follower import apply_epoch_end, corrupt_batch, last_fetched_epoch, truncate
 
 log = structlog.get_logger(__name__)
 
@@ -39,17 +44,6 @@ class PartitionFetchState:
         self.truncating = True  # a new leader: first find where our logs diverge
 
 
-def truncate(p, offset: int, reason: str) -> None:
-    """Cut the follower's log back to `offset` (and its epoch cache with it)."""
-    lg = p.log
-    if offset < lg.log_end_offset:
-        log.info("follower_truncating", topic=p.topic, partition=p.index, reason=reason,
-                 log_end_offset=lg.log_end_offset, truncate_to=offset)  # fmt: skip
-        lg.truncate_to(max(offset, lg.log_start_offset))
-    if p.epoch_cache is not None:
-        p.epoch_cache.truncate_from_end(lg.log_end_offset)
-
-
 class ReplicaFetcher:
     def __init__(self, manager: ReplicaFetcherManager, leader_id: int):
         self.manager = manager
@@ -61,6 +55,7 @@ class ReplicaFetcher:
         self.writer: asyncio.StreamWriter | None = None
         self.correlation_id = 0
         self.changed = asyncio.Event()
+        self.stopping = False
         self.task = asyncio.get_running_loop().create_task(self.run())
         self.client_id = f"broker-{self.node_id}-fetcher-0"
 
@@ -69,7 +64,9 @@ class ReplicaFetcher:
     async def run(self) -> None:
         backoff = self.config.get("replica.fetch.backoff.ms") / 1000
         loop = asyncio.get_running_loop()
-        while True:
+        # The flag, not only the cancellation: a cancellation that lands as a socket timeout
+        # fires (wait_for turns it into TimeoutError) must not leave the loop running.
+        while not self.stopping:
             now = loop.time()
             ready = {k: s for k, s in self.partitions.items() if s.delayed_until <= now}
             if len(ready) > 1:
@@ -144,7 +141,8 @@ class ReplicaFetcher:
             lg = s.partition.log
             by_topic.setdefault(topic, []).append({
                 "partition": index, "current_leader_epoch": s.leader_epoch,
-                "fetch_offset": lg.log_end_offset, "last_fetched_epoch": -1,
+                "fetch_offset": lg.log_end_offset,
+                "last_fetched_epoch": last_fetched_epoch(s.partition.epoch_cache),
                 "log_start_offset": lg.log_start_offset,
                 "partition_max_bytes": cfg.get("replica.fetch.max.bytes"),
             })  # fmt: skip
@@ -182,6 +180,11 @@ class ReplicaFetcher:
             return
         if code != ErrorCode.NONE:
             raise KafkaError(code)
+        diverging = r.diverging_epoch
+        if diverging is not None and diverging.end_offset >= 0:
+            # KIP-320: our log is not a prefix of the leader's from our last fetched epoch on.
+            apply_epoch_end(p, diverging.epoch, diverging.end_offset, "diverging_epoch_")
+            return  # the next fetch goes on from there (or finds the next divergence)
         records = r.records
         if records:
             batches = list(rb.scan_batches(records))
@@ -192,6 +195,12 @@ class ReplicaFetcher:
                 if header.base_offset >= leo:
                     break
                 start = pos + header.size
+            bad = corrupt_batch(records, start)
+            if bad is not None:
+                # As Kafka's follower: refuse the whole response's records, retry after backoff.
+                log.error("replica_fetch_corrupt_batch", topic=p.topic, partition=p.index,
+                          leader=self.leader_id, base_offset=bad[0], reason=bad[1])  # fmt: skip
+                raise KafkaError(ErrorCode.CORRUPT_MESSAGE, bad[1])
             if start < len(records):
                 lg.append_as_follower(memoryview(records)[start:])
                 cache = p.epoch_cache
@@ -239,20 +248,9 @@ class ReplicaFetcher:
                              error=ErrorCode(r.error_code).name)  # fmt: skip
                     s.delayed_until = asyncio.get_running_loop().time() + backoff
                     continue
-                lg, cache = p.log, p.epoch_cache
-                requested = cache.latest_epoch
-                if r.leader_epoch < 0 or r.end_offset < 0:
-                    target, reason = lg.high_watermark, "leader_has_no_such_epoch"
-                elif r.leader_epoch == requested:
-                    target, reason = r.end_offset, "leader_epoch_end"
-                else:
-                    # The leader's log moved to a newer epoch earlier: stop where both agree.
-                    own_end = cache.end_offset_for(r.leader_epoch, lg.log_end_offset)[1]
-                    if own_end < 0:
-                        own_end = lg.log_end_offset
-                    target, reason = min(r.end_offset, own_end), "diverging_epoch"
-                truncate(p, min(target, lg.log_end_offset), reason)
-                s.truncating = False
+                # Not complete: we lacked the leader's epoch and cut back to the end of an
+                # earlier one of ours; ask again about that one (Kafka's next round).
+                s.truncating = not apply_epoch_end(p, r.leader_epoch, r.end_offset)
 
     async def _handle_out_of_range(self, s: PartitionFetchState) -> None:
         """Our LEO is past the leader's (it lost uncommitted records we have: truncate), or
@@ -285,9 +283,11 @@ class ReplicaFetcher:
             raise KafkaError(ErrorCode(part.error_code))
         return part.offset
 
-    def stop(self) -> None:
+    def stop(self) -> asyncio.Task:
+        self.stopping = True
         self.task.cancel()
         self._close()
+        return self.task
 
 
 def truncate_fully_and_start_at(lg, offset: int) -> None:
@@ -308,12 +308,16 @@ class ReplicaFetcherManager:
         self.config = config
         self.fetchers: dict[int, ReplicaFetcher] = {}
         self.source: dict[tuple[str, int], int] = {}  # partition -> leader fetched from
+        self.stopped = False  # shut down: no fetcher starts again (a late watch can't revive one)
 
     def is_fetching(self, p, leader_id: int) -> bool:
         return self.source.get((p.topic, p.index)) == leader_id
 
     def add_partition(self, p, leader_id: int) -> None:
+        """Fetch `p` from `leader_id` afresh: the first step is finding where to truncate."""
         self.remove_partition(p)
+        if self.stopped:
+            return
         fetcher = self.fetchers.get(leader_id)
         if fetcher is None:
             fetcher = self.fetchers[leader_id] = ReplicaFetcher(self, leader_id)
@@ -343,8 +347,13 @@ class ReplicaFetcherManager:
             fetcher.stop()
             del self.fetchers[leader_id]
 
-    def shutdown(self) -> None:
-        for fetcher in self.fetchers.values():
-            fetcher.stop()
+    async def shutdown(self, timeout_s: float = 5.0) -> None:
+        """Stop every fetcher and wait (bounded) for their tasks to end."""
+        self.stopped = True
+        tasks = [fetcher.stop() for fetcher in self.fetchers.values()]
         self.fetchers.clear()
         self.source.clear()
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+            if pending:
+                log.warning("replica_fetchers_not_stopped", count=len(pending))

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 import structlog
 
 from protocol.errors import ErrorCode, KafkaError
+from pykbroker.cluster.follower import diverging_epoch
 from pykbroker.cluster.leader_epoch import LeaderEpochCache
 from pykbroker.cluster.metadata import PartitionState, TopicInfo
 from pykbroker.config import LogConfig
@@ -213,6 +214,28 @@ class Partition:
             cache._append(self.state.leader_epoch, 0)
         return cache.end_offset_for(requested, self.log.log_end_offset)
 
+    def diverging_epoch(self, fetch_offset: int, last_fetched_epoch: int) -> tuple[int, int] | None:
+        """Fetch v12+: does the fetcher's log diverge from ours at its last fetched epoch?
+        (epoch, end offset) to answer as diverging_epoch, else None (KIP-320)."""
+        if last_fetched_epoch < 0:
+            return None
+        cache = self.epoch_cache
+        if cache is None:  # a single broker: every record is from its one epoch
+            cache = LeaderEpochCache(None)
+            cache._append(self.state.leader_epoch, 0)
+        return diverging_epoch(cache, self.log.log_end_offset, fetch_offset, last_fetched_epoch)
+
+    def follower_fetch(self, replica_id: int, fetch_offset: int, last_fetched_epoch: int
+                       ) -> tuple[int, int] | None:  # fmt: skip
+        """A follower's Fetch: validated first (diverging epoch, offset range), and only then is
+        its fetch offset taken as its LEO for the HW and the ISR. Returns the diverging epoch to
+        answer, if any; raises OFFSET_OUT_OF_RANGE."""
+        diverging = self.diverging_epoch(fetch_offset, last_fetched_epoch)
+        if diverging is None:
+            self.log.check_fetch_offset(fetch_offset)
+            self.update_follower(replica_id, fetch_offset)
+        return diverging
+
     def aborted_transactions(self, fetch_offset: int, region) -> list[tuple[int, int]]:
         """(producer id, first offset) of aborted transactions overlapping a read_committed fetch."""
         return self.log.aborted_transactions(fetch_offset, region)
@@ -265,6 +288,7 @@ class ReplicaManager:
         # In a cluster, leadership is acted on only once this broker is registered.
         self.ready = metadata is None
         self._deferred: dict[tuple[str, int], PartitionState] = {}
+        self.stopping = False  # shutting down: partition state changes are no longer acted on
         self._tasks: set[asyncio.Task] = set()
 
     # --- queries (also for the group coordinator) --------------------------------------------
@@ -290,6 +314,11 @@ class ReplicaManager:
             raise KafkaError(
                 ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
                 f"This server does not host this topic-partition: {topic}-{index}",
+            )
+        if p.log.log_dir.offline:  # Kafka's HostedPartition.Offline
+            raise KafkaError(
+                ErrorCode.KAFKA_STORAGE_ERROR,
+                f"Partition {topic}-{index} is in an offline log directory",
             )
         return p
 
@@ -374,6 +403,8 @@ class ReplicaManager:
 
     def partition_state_changed(self, topic: TopicInfo, index: int, state: PartitionState) -> None:
         """A new state znode for a partition: become leader or follower as it says."""
+        if self.stopping:
+            return
         p = self.partitions.get((topic.name, index))
         if p is None:
             if self.node_id in state.replicas:
@@ -429,13 +460,18 @@ class ReplicaManager:
         p.pending_isr = None
         p.isr_listener = None
         fetchers = self.fetchers
-        same_leader = (
+        # Only a change that leaves leader and epoch alone (an ISR change) keeps the fetch going.
+        # A new epoch under the same leader (A -> B -> A between two watch firings) may hide a
+        # divergence as well as a new leader does: start over with truncation, as Kafka's
+        # makeFollower does on any epoch change.
+        unchanged = (
             not was_leader
             and old.leader == p.state.leader
+            and old.leader_epoch == p.state.leader_epoch
             and fetchers is not None
             and fetchers.is_fetching(p, p.state.leader)
         )
-        if same_leader:
+        if unchanged:
             fetchers.update_epoch(p, p.state.leader_epoch)
         else:
             if fetchers is not None:

@@ -4,6 +4,12 @@ Same interface as `LocalMetadata`, so handlers don't care which one runs. Reads 
 local cache (never from ZooKeeper on a request path). Changes made by this broker (create,
 delete, configs, partitions) update the cache at once and write their znodes in the
 background; the watches then confirm them, as they deliver every other broker's changes.
+`committed(topic)` is the write in flight for a topic: CreateTopics, CreatePartitions and
+AlterConfigs answer only once ZooKeeper holds their change, as Kafka's do. A topic is created
+with one transaction creating both its config and its assignment znodes, so of two brokers
+creating the same name at once (CreateTopics here, a Metadata auto-create there) exactly one
+writes anything; the other drops what it cached and reads what the winner wrote. A topic's
+configs in the cache are always what was last read from its (watched) config znode.
 
 Kafka's ZooKeeper-mode brokers learn partition leadership from the controller's LeaderAndIsr
 and UpdateMetadata requests. pykbroker's brokers instead watch the partition state znodes
@@ -61,6 +67,7 @@ class ZkMetadata(MetadataBase):
         self._pending_creates: set[str] = set()  # written here, znode not written yet
         self._unconfirmed: set[str] = set()  # written here, znode not read back yet
         self._pending_deletes: set[str] = set()  # deletion requested here, not written yet
+        self._writes: dict[str, asyncio.Future] = {}  # topic -> its write in flight from here
         self.broker_epochs: dict[int, int] = {}  # czxid of /brokers/ids/N: changes on restart
         self._topics_lock = asyncio.Lock()
         self._session_lost = False
@@ -173,18 +180,74 @@ class ZkMetadata(MetadataBase):
 
         async def write() -> None:
             try:
-                await self._set_or_create(Z.topic_config_path(name), Z.encode_config(configs))
-                await self.zk.create(Z.topic_path(name), Z.encode_topic(assignment, topic_id))
-                log.info("topic_created", topic=name, partitions=len(assignment),
-                         replication_factor=len(assignment[0]))  # fmt: skip
-            except Z.NodeExistsError:
-                log.warning("topic_creation_lost_race", topic=name)
+                won = await self._create_topic_znodes(name, assignment, topic_id, configs)
             finally:
                 self._pending_creates.discard(name)
+            if won:
+                log.info("topic_created", topic=name, partitions=len(assignment),
+                         replication_factor=len(assignment[0]))  # fmt: skip
+            else:
+                # Another broker created it first: what we cached (our assignment, our
+                # configs) was never true. Forget it and take what the winner wrote.
+                log.warning("topic_creation_lost_race", topic=name)
+                self._unconfirmed.discard(name)
+                if self.topics.get(name) is info:
+                    del self.topics[name]
+                    if self.replica_manager is not None:
+                        self.replica_manager.remove_topic(name, len(info.partitions))
             await self._read_topics()
+            if not won:
+                raise KafkaError(ErrorCode.TOPIC_ALREADY_EXISTS, f"Topic '{name}' already exists.")
 
-        self._spawn(write(), "create_topic")
+        self._track(name, self._spawn(write(), "create_topic"))
         return info
+
+    async def _create_topic_znodes(self, name: str, assignment: list[list[int]],
+                                   topic_id: uuid.UUID, configs: dict[str, str]) -> bool:  # fmt: skip
+        """Create /config/topics/T and /brokers/topics/T together, only if T doesn't exist
+        (ZooKeeper's create: NodeExists for the loser of a race). False: it existed."""
+        config_path, topic_path = Z.topic_config_path(name), Z.topic_path(name)
+        config_data, topic_data = Z.encode_config(configs), Z.encode_topic(assignment, topic_id)
+        config_version = None  # None: create the config znode; else overwrite this version
+        while True:
+            txn = self.zk.transaction()
+            if config_version is None:
+                txn.create(config_path, config_data)
+            else:
+                txn.set_data(config_path, config_data, config_version)
+            txn.create(topic_path, topic_data)
+            results = await self.zk.commit(txn)
+            if not any(isinstance(r, Exception) for r in results):
+                return True
+            if isinstance(results[1], Z.NodeExistsError):
+                return False
+            if await self.zk.exists(topic_path) is not None:
+                return False
+            if isinstance(results[0], Z.NodeExistsError | Z.BadVersionError):
+                # A config znode without a topic: left by a deletion cut short. Overwrite it,
+                # at the version read, so a concurrent creator still wins or loses cleanly.
+                stat = await self.zk.exists(config_path)
+                config_version = stat.version if stat is not None else None
+                continue
+            if isinstance(results[0], Z.NoNodeError):
+                await self.zk.ensure_path(Z.CONFIG_TOPICS)
+                config_version = None
+                continue
+            raise next(r for r in results if isinstance(r, Exception))
+
+    def committed(self, name: str) -> Awaitable[None] | None:
+        """The write of this broker's latest change to topic `name`, while in flight (it raises
+        KafkaError TOPIC_ALREADY_EXISTS for a create that lost a race)."""
+        return self._writes.get(name)
+
+    def _track(self, name: str, task: asyncio.Future) -> None:
+        self._writes[name] = task
+
+        def done(t: asyncio.Future) -> None:
+            if self._writes.get(name) is t:
+                del self._writes[name]
+
+        task.add_done_callback(done)
 
     def delete_topic(self, name: str) -> TopicInfo:
         """Mark for deletion (/admin/delete_topics/T); the controller removes the znodes and every
@@ -208,10 +271,15 @@ class ZkMetadata(MetadataBase):
 
     def set_topic_configs(self, name: str, configs: dict[str, str]) -> None:
         self.topics[name].configs = dict(configs)
-        self._spawn(
-            self._set_or_create(Z.topic_config_path(name), Z.encode_config(dict(configs))),
-            "set_topic_configs",
-        )
+        path = Z.topic_config_path(name)
+
+        async def write() -> None:
+            try:
+                await self._set_or_create(path, Z.encode_config(dict(configs)))
+            finally:
+                await self._read_topic_configs(name)  # what ZooKeeper holds, come what may
+
+        self._track(name, self._spawn(write(), "set_topic_configs"))
 
     def set_broker_configs(self, entity: str, configs: dict[str, str]) -> None:
         """Cache at once (this broker applies them now); other brokers see the znode change."""
@@ -223,6 +291,7 @@ class ZkMetadata(MetadataBase):
 
     def add_partitions(self, name: str, assignment: list[list[int]]) -> None:
         info = self.topics[name]
+        old_count = len(info.partitions)
         info.partitions.extend(
             PartitionState(-1, 0, list(r), [], zk_version=-1) for r in assignment
         )
@@ -230,9 +299,18 @@ class ZkMetadata(MetadataBase):
         version = self._topic_versions.get(name, -1)
 
         async def write() -> None:  # _spawn takes a coroutine; zk.set returns a future
-            await self.zk.set(Z.topic_path(name), Z.encode_topic(full, info.topic_id), version)
+            try:
+                await self.zk.set(Z.topic_path(name), Z.encode_topic(full, info.topic_id), version)
+            except Z.BadVersionError:
+                # Changed meanwhile (another broker added partitions): take ZooKeeper's version.
+                del info.partitions[old_count:]
+                await self._read_topic(name)
+                raise KafkaError(
+                    ErrorCode.INVALID_PARTITIONS,
+                    f"The partitions of topic {name} changed concurrently; try again.",
+                ) from None
 
-        self._spawn(write(), "add_partitions")
+        self._track(name, self._spawn(write(), "add_partitions"))
 
     def update_isr(
         self, topic: str, index: int, state: PartitionState, isr: list[int]
@@ -309,8 +387,9 @@ class ZkMetadata(MetadataBase):
 
         def done(t: asyncio.Task) -> None:
             self._tasks.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                log.error("zookeeper_task_failed", task=what, error=repr(t.exception()))
+            error = None if t.cancelled() else t.exception()
+            if error is not None and not isinstance(error, KafkaError):  # those go to a client
+                log.error("zookeeper_task_failed", task=what, error=repr(error))
 
         task.add_done_callback(done)
         return task
@@ -433,7 +512,11 @@ class ZkMetadata(MetadataBase):
         ours = name in self._unconfirmed
         self._unconfirmed.discard(name)
         if info is not None and info.topic_id != topic_id:
-            info = None  # created first by another broker, or deleted and created again
+            # Created first by another broker, or deleted and created again: what we had
+            # (partitions opened with our assignment and configs) goes.
+            if self.replica_manager is not None:
+                self.replica_manager.remove_topic(name, len(info.partitions))
+            info = None
         if info is None:
             configs = await self._read_configs(name)
             info = TopicInfo(
@@ -443,7 +526,12 @@ class ZkMetadata(MetadataBase):
             self.topics[name] = info
             new_indexes = range(len(assignment))
         elif ours:
-            await self._read_configs(name)  # just to set the watch
+            # Configs as ZooKeeper has them (the cache held what we wrote).
+            configs = await self._read_configs(name)
+            if configs != info.configs:
+                info.configs = configs
+                if self.replica_manager is not None:
+                    self.replica_manager.update_config(name)
             new_indexes = range(len(info.partitions))
         else:
             old = len(info.partitions)
@@ -458,18 +546,18 @@ class ZkMetadata(MetadataBase):
         await asyncio.gather(*(self._read_state(name, i) for i in new_indexes))
         self._changed()
 
+    async def _read_topic_configs(self, name: str) -> None:
+        """Re-read a topic's config znode into the cache (and its partitions' LogConfig)."""
+        configs = await self._read_configs(name)
+        info = self.topics.get(name)
+        if info is not None and configs != info.configs:
+            info.configs = configs
+            if self.replica_manager is not None:
+                self.replica_manager.update_config(name)
+
     async def _read_configs(self, name: str) -> dict[str, str]:
         path = Z.topic_config_path(name)
-
-        async def reread() -> None:
-            configs = await self._read_configs(name)
-            info = self.topics.get(name)
-            if info is not None and configs != info.configs:
-                info.configs = configs
-                if self.replica_manager is not None:
-                    self.replica_manager.update_config(name)
-
-        w = self._watch(path, reread)
+        w = self._watch(path, lambda: self._read_topic_configs(name))
         try:
             data, _ = await self.zk.get(path, watch=w)
             return Z.decode_config(data)

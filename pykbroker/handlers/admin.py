@@ -3,21 +3,64 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
 
 from . import REGISTRY
+from .committed import pending_write, wait_committed
+
+# Kafka's ReplicationControlManager.MAX_PARTITIONS_PER_BATCH: a CreateTopics (or CreatePartitions)
+# request may create at most this many partitions in all; checked before anything is allocated.
+MAX_PARTITIONS_PER_REQUEST = 10_000
+EXCESSIVE_PARTITIONS = "Excessively large number of partitions per request."
+
+
+def _partitions_requested(topics, default_partitions: int) -> int:
+    """Kafka's validateTotalNumberOfPartitions count: assignments, else num_partitions (-1 is
+    the default), non-positive counts adding nothing (they fail on their own later)."""
+    total = 0
+    for t in topics:
+        if t.assignments:
+            total += len(t.assignments)
+        elif t.num_partitions == -1:
+            total += default_partitions
+        elif t.num_partitions > 0:
+            total += t.num_partitions
+    return total
+
+
+def _refuse_all(topics, result_fn) -> list[dict]:
+    """Every topic of a request over the partition bound gets POLICY_VIOLATION (Kafka fails the
+    whole request, so each topic carries the error)."""
+    return [
+        result_fn(t.name, error_code=ErrorCode.POLICY_VIOLATION, error_message=EXCESSIVE_PARTITIONS)
+        for t in topics
+    ]
 
 
 @REGISTRY.register(ApiKey.CREATE_TOPICS, 2, 7)
 def handle_create_topics(ctx, request) -> dict:
     broker = ctx.broker
+    if (
+        _partitions_requested(request.topics, broker.config.get("num.partitions"))
+        > MAX_PARTITIONS_PER_REQUEST
+    ):
+        topics = _refuse_all(request.topics, _create_topic_result)
+        return {"throttle_time_ms": 0, "topics": topics}
+    with broker.metadata.batch():  # one metadata write for the whole request
+        results, writes = _create_topics(broker, request)
+    response = {"throttle_time_ms": 0, "topics": results}
+    return _after(broker, writes, response) if writes else response
+
+
+def _create_topics(broker, request) -> tuple[list[dict], list]:
     results = []
+    writes: list = []
     seen: set[str] = set()
     for t in request.topics:
-        result = {"name": t.name, "error_code": ErrorCode.NONE, "error_message": None,
-                  "num_partitions": -1, "replication_factor": -1, "configs": None}  # fmt: skip
+        result = _create_topic_result(t.name)
         if t.name in seen:
             result.update(
                 error_code=ErrorCode.INVALID_REQUEST, error_message=f"Duplicate topic name {t.name}"
@@ -35,6 +78,7 @@ def handle_create_topics(ctx, request) -> dict:
             if info is not None:
                 result.update(topic_id=info.topic_id, num_partitions=len(info.partitions),
                               replication_factor=info.replication_factor)  # fmt: skip
+                pending_write(broker, t.name, result, writes)
             else:
                 result.update(
                     num_partitions=t.num_partitions if t.num_partitions > 0 else broker.config.get("num.partitions"),
@@ -43,7 +87,18 @@ def handle_create_topics(ctx, request) -> dict:
         except KafkaError as e:
             result.update(error_code=e.code, error_message=e.message)
         results.append(result)
-    return {"throttle_time_ms": 0, "topics": results}
+    return results, writes
+
+
+def _create_topic_result(name: str, **fields) -> dict:
+    return {"name": name, "error_code": ErrorCode.NONE, "error_message": None,
+            "num_partitions": -1, "replication_factor": -1, "configs": None, **fields}  # fmt: skip
+
+
+async def _after(broker, writes: list, response: dict) -> dict:
+    """Answer once ZooKeeper holds the changes (a cluster writes them in the background)."""
+    await wait_committed(broker, writes)
+    return response
 
 
 @REGISTRY.register(ApiKey.DELETE_TOPICS, 1, 6)
@@ -54,22 +109,27 @@ def handle_delete_topics(ctx, request) -> dict:
     else:
         targets = [(name, None) for name in request.topic_names]
     responses = []
-    for name, topic_id in targets:
-        entry = {"name": name, "error_code": ErrorCode.NONE, "error_message": None}
-        try:
-            if name is None and topic_id is not None:
-                info = broker.metadata.topic_by_id(topic_id)
-                if info is None:
-                    raise KafkaError(
-                        ErrorCode.UNKNOWN_TOPIC_ID, "This server does not host this topic ID."
-                    )
-                name = entry["name"] = info.name
-            info = broker.delete_topic(name)
-            entry["topic_id"] = info.topic_id
-        except KafkaError as e:
-            entry.update(error_code=e.code, error_message=e.message)
-        responses.append(entry)
+    with broker.metadata.batch():
+        for name, topic_id in targets:
+            responses.append(_delete_topic(broker, name, topic_id))
     return {"throttle_time_ms": 0, "responses": responses}
+
+
+def _delete_topic(broker, name, topic_id) -> dict:
+    entry = {"name": name, "error_code": ErrorCode.NONE, "error_message": None}
+    try:
+        if name is None and topic_id is not None:
+            info = broker.metadata.topic_by_id(topic_id)
+            if info is None:
+                raise KafkaError(
+                    ErrorCode.UNKNOWN_TOPIC_ID, "This server does not host this topic ID."
+                )
+            name = entry["name"] = info.name
+        info = broker.delete_topic(name)
+        entry["topic_id"] = info.topic_id
+    except KafkaError as e:
+        entry.update(error_code=e.code, error_message=e.message)
+    return entry
 
 
 # --- CreatePartitions ---------------------------------------------------------------------------
@@ -93,7 +153,7 @@ def _new_partition_assignment(broker, info, count: int, assignments) -> list[lis
     added = count - current
     rf = info.replication_factor
     if assignments is None:
-        return broker.metadata.assign_replicas(count, rf)[current:]
+        return broker.metadata.assign_replicas(count, rf, start=current)
     if len(assignments) != added:
         raise KafkaError(
             ErrorCode.INVALID_REPLICA_ASSIGNMENT,
@@ -126,15 +186,40 @@ def _new_partition_assignment(broker, info, count: int, assignments) -> list[lis
     return out
 
 
+def _partitions_added(broker, topics) -> int:
+    """Partitions a CreatePartitions request would add in all (the same bound as CreateTopics)."""
+    total = 0
+    for t in topics:
+        info = broker.metadata.topic(t.name)
+        if info is not None:  # unknown topics add nothing (they get UNKNOWN_TOPIC_OR_PARTITION)
+            total += max(t.count - len(info.partitions), len(t.assignments or ()), 0)
+    return total
+
+
+def _create_partitions_result(name: str, **fields) -> dict:
+    return {"name": name, "error_code": ErrorCode.NONE, "error_message": None, **fields}
+
+
 @REGISTRY.register(ApiKey.CREATE_PARTITIONS, 0, 3)
 def handle_create_partitions(ctx, request) -> dict:
     broker = ctx.broker
-    names = [t.name for t in request.topics]
+    if _partitions_added(broker, request.topics) > MAX_PARTITIONS_PER_REQUEST:
+        results = _refuse_all(request.topics, _create_partitions_result)
+        return {"throttle_time_ms": 0, "results": results}
+    with broker.metadata.batch():
+        results, writes = _create_partitions(broker, request)
+    response = {"throttle_time_ms": 0, "results": results}
+    return _after(broker, writes, response) if writes else response
+
+
+def _create_partitions(broker, request) -> tuple[list[dict], list]:
+    names = Counter(t.name for t in request.topics)
     results = []
+    writes: list = []
     for t in request.topics:
         result = {"name": t.name, "error_code": ErrorCode.NONE, "error_message": None}
         try:
-            if names.count(t.name) > 1:
+            if names[t.name] > 1:
                 raise KafkaError(ErrorCode.INVALID_REQUEST, "Duplicate topic in request.")
             info = broker.metadata.topic(t.name)
             if info is None:
@@ -145,10 +230,11 @@ def handle_create_partitions(ctx, request) -> dict:
             if not request.validate_only:
                 broker.metadata.add_partitions(t.name, assignment)
                 broker.replica_manager.ensure_partitions(broker.metadata.topic(t.name))
+                pending_write(broker, t.name, result, writes)
         except KafkaError as e:
             result.update(error_code=e.code, error_message=e.message)
         results.append(result)
-    return {"throttle_time_ms": 0, "results": results}
+    return results, writes
 
 
 # --- DeleteRecords ------------------------------------------------------------------------------
@@ -215,7 +301,12 @@ def handle_describe_log_dirs(ctx, request) -> dict:
             }  # fmt: skip
         )
     results = []
+    channel = broker.log_manager.failure_channel
     for log_dir, topics in by_dir.items():
+        if channel.dir_of(log_dir).offline:  # as Kafka answers for an offline log dir
+            results.append({"error_code": ErrorCode.KAFKA_STORAGE_ERROR, "log_dir": log_dir,
+                            "topics": [], "total_bytes": -1, "usable_bytes": -1})  # fmt: skip
+            continue
         total, usable = _disk_space(log_dir)
         results.append({
             "error_code": ErrorCode.NONE, "log_dir": log_dir,

@@ -33,6 +33,7 @@ from pykbroker.config import (
 )
 
 from . import REGISTRY
+from .committed import pending_write, wait_committed
 
 # ConfigResource.Type
 TOPIC, BROKER, BROKER_LOGGER = 2, 4, 8
@@ -305,6 +306,7 @@ def _alter(ctx, request, change, logger_changes) -> dict:
     broker = ctx.broker
     dupes = _duplicate_resources(request.resources)
     responses = []
+    writes: list = []
     for r in request.resources:
         response = {"error_code": ErrorCode.NONE, "error_message": None,
                     "resource_type": r.resource_type, "resource_name": r.resource_name}  # fmt: skip
@@ -325,6 +327,7 @@ def _alter(ctx, request, change, logger_changes) -> dict:
                 if not request.validate_only and overrides != info.configs:
                     previous = dict(info.configs)
                     apply_topic_overrides(broker, info.name, overrides)
+                    pending_write(broker, info.name, response, writes)
                     warn_deprecated_topic_configs(info.name, overrides, previous)
             elif r.resource_type == BROKER:
                 check_broker_resource(broker, r.resource_name)
@@ -345,7 +348,13 @@ def _alter(ctx, request, change, logger_changes) -> dict:
         except KafkaError as e:
             response.update(error_code=e.code, error_message=e.message or e.code.name)
         responses.append(response)
-    return {"throttle_time_ms": 0, "responses": responses}
+    result = {"throttle_time_ms": 0, "responses": responses}
+    return _after(broker, writes, result) if writes else result
+
+
+async def _after(broker, writes: list, result: dict) -> dict:
+    await wait_committed(broker, writes)
+    return result
 
 
 def _topic_key(name: str) -> ConfigKey:

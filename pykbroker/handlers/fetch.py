@@ -14,7 +14,8 @@ READ_COMMITTED = 1
 
 
 def read_partitions(broker, request, version: int, response_max_bytes: int):
-    """One pass over the requested partitions: (topics, bytes found, any error)."""
+    """One pass over the requested partitions: (topics, bytes found, answer at once: an error
+    or a diverging epoch)."""
     rm = broker.replica_manager
     follower = request.replica_id >= 0
     read_committed = request.isolation_level == READ_COMMITTED
@@ -31,11 +32,22 @@ def read_partitions(broker, request, version: int, response_max_bytes: int):
                     t.topic, p.partition, p.current_leader_epoch if version >= 9 else -1
                 )
                 log = part.log
-                if follower:
-                    part.update_follower(request.replica_id, p.fetch_offset)
                 r.high_watermark = log.high_watermark
                 r.last_stable_offset = part.last_stable_offset()
                 r.log_start_offset = log.log_start_offset
+                last_epoch = p.last_fetched_epoch if version >= 12 else -1
+                if follower:
+                    # Validated before its offset counts for the HW and the ISR (KIP-320).
+                    r.diverging_epoch = part.follower_fetch(
+                        request.replica_id, p.fetch_offset, last_epoch
+                    )
+                    r.high_watermark = log.high_watermark
+                else:
+                    r.diverging_epoch = part.diverging_epoch(p.fetch_offset, last_epoch)
+                if r.diverging_epoch is not None:
+                    error = True  # answer now: the fetcher has to truncate first
+                    results.append(r)
+                    continue
                 if follower:
                     max_offset = log.log_end_offset
                 elif read_committed:
@@ -53,6 +65,10 @@ def read_partitions(broker, request, version: int, response_max_bytes: int):
                         r.aborted_transactions = part.aborted_transactions(p.fetch_offset, region)
             except KafkaError as e:
                 r.error_code = e.code
+                error = True
+            except OSError as e:  # a read the disk failed: its log dir goes offline
+                r.error_code = log.log_dir.failed(e, f"reading {t.topic}-{p.partition}").code
+                r.records = None
                 error = True
             results.append(r)
         topics.append((t.topic, results))

@@ -7,6 +7,7 @@ from protocol.errors import ErrorCode, KafkaError
 from pykbroker.cluster.metadata import TopicInfo, validate_topic_name
 
 from . import REGISTRY
+from .committed import wait_committed
 
 AUTHORIZED_OPERATIONS_UNSET = None  # kafka-python encodes None as INT32_MIN ("not requested")
 
@@ -49,6 +50,28 @@ def topic_entry(info: TopicInfo, error: int = ErrorCode.NONE, live: set[int] | N
     }
 
 
+def _entry(broker, info: TopicInfo, live: set[int] | None) -> dict:
+    entry = topic_entry(info, live=live)
+    if broker.log_manager.failure_channel.offline_dirs:
+        _mark_offline_replicas(broker, entry)
+    return entry
+
+
+def _mark_offline_replicas(broker, entry: dict) -> None:
+    """Replicas in an offline log dir of this broker are offline replicas, as Kafka's
+    controller reports them; one it leads has no leader until leadership moves."""
+    rm, node = broker.replica_manager, broker.node_id
+    for p in entry["partitions"]:
+        part = rm.partitions.get((entry["name"], p["partition_index"]))
+        if part is None or not part.log.log_dir.offline:
+            continue
+        if node not in p["offline_replicas"]:
+            p["offline_replicas"] = [*p["offline_replicas"], node]
+        if p["leader_id"] == node:
+            p["leader_id"] = -1
+            p["error_code"] = ErrorCode.LEADER_NOT_AVAILABLE
+
+
 def _live(broker) -> set[int] | None:
     """Live broker ids in a cluster (None on a single broker: it leads everything)."""
     if broker.config.get("zookeeper.connect"):
@@ -63,10 +86,10 @@ def error_entry(name: str | None, error: int, topic_id=None) -> dict:
     return entry
 
 
-def _requested_topic(broker, name: str, allow_auto: bool) -> dict:
+def _requested_topic(broker, name: str, allow_auto: bool, writes: list | None = None) -> dict:
     info = broker.metadata.topic(name)
     if info is not None:
-        return topic_entry(info, live=_live(broker))
+        return _entry(broker, info, _live(broker))
     try:
         validate_topic_name(name)
     except KafkaError as e:
@@ -74,9 +97,13 @@ def _requested_topic(broker, name: str, allow_auto: bool) -> dict:
     if not allow_auto:
         return error_entry(name, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
     try:
-        return topic_entry(broker.auto_create_topic(name), live=_live(broker))
+        entry = _entry(broker, broker.auto_create_topic(name), _live(broker))
     except KafkaError as e:
         return error_entry(name, e.code)
+    write = broker.metadata.committed(name)
+    if write is not None and writes is not None:
+        writes.append(({}, write))
+    return entry
 
 
 @REGISTRY.register(ApiKey.METADATA, 0, 12)
@@ -84,22 +111,23 @@ def handle_metadata(ctx, request) -> dict:
     broker = ctx.broker
     version = ctx.api_version
     allow_auto = request.allow_auto_topic_creation if version >= 4 else True
+    writes: list = []
     if request.topics is None or (version == 0 and not request.topics):
         live = _live(broker)
-        topics = [topic_entry(t, live=live) for t in broker.metadata.topics.values()]
+        topics = [_entry(broker, t, live) for t in broker.metadata.topics.values()]
     else:
         topics = []
         for t in request.topics:
             if t.name is None:  # v12: by topic id
                 info = broker.metadata.topic_by_id(t.topic_id)
                 topics.append(
-                    topic_entry(info, live=_live(broker))
+                    _entry(broker, info, _live(broker))
                     if info
                     else error_entry(None, ErrorCode.UNKNOWN_TOPIC_ID, t.topic_id)
                 )
             else:
-                topics.append(_requested_topic(broker, t.name, allow_auto))
-    return {
+                topics.append(_requested_topic(broker, t.name, allow_auto, writes))
+    response = {
         "throttle_time_ms": 0,
         "brokers": broker_entries(broker, ctx.listener),
         "cluster_id": broker.metadata.cluster_id,
@@ -107,6 +135,21 @@ def handle_metadata(ctx, request) -> dict:
         "topics": topics,
         "authorized_operations": AUTHORIZED_OPERATIONS_UNSET,
     }
+    return _after_auto_create(broker, writes, response) if writes else response
+
+
+async def _after_auto_create(broker, writes: list, response: dict) -> dict:
+    """Auto-created topics: answer once ZooKeeper holds them, with what it holds (another
+    broker may have created the name first)."""
+    await wait_committed(broker, writes)
+    live = _live(broker)
+    for i, entry in enumerate(response["topics"]):
+        info = broker.metadata.topic(entry["name"]) if entry["name"] else None
+        if info is not None:
+            response["topics"][i] = _entry(broker, info, live)
+        elif entry["error_code"] == ErrorCode.NONE:
+            response["topics"][i] = error_entry(entry["name"], ErrorCode.LEADER_NOT_AVAILABLE)
+    return response
 
 
 @REGISTRY.register(ApiKey.DESCRIBE_CLUSTER, 0, 1)

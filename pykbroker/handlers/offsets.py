@@ -53,12 +53,16 @@ def requested_offsets(broker, topics, with_leader_epoch: bool, now: int, expire:
 # --- OffsetCommit -------------------------------------------------------------------------
 
 
+INT64_MAX = 2**63 - 1
+
+
 @REGISTRY.register(ApiKey.OFFSET_COMMIT, 2, 8)
 def handle_offset_commit(ctx, request):
     v = ctx.api_version
     now = now_ms()
     retention = request.retention_time_ms if v <= 4 else -1
-    expire = now + retention if retention >= 0 else -1
+    # Saturate: the sum must fit the int64 of the stored OffsetCommitValue (Java's would wrap).
+    expire = min(now + retention, INT64_MAX) if retention >= 0 else -1
     order, errors, offsets = requested_offsets(ctx.broker, request.topics, v >= 6, now, expire)
     coordinator = _coordinator(ctx)
     if not offsets:

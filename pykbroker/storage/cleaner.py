@@ -895,7 +895,12 @@ class LogCleaner:
         now = now_ms() if now is None else now
         best = None
         for lg in self.logs():
-            if lg.closed or not lg.config.compact or (lg.topic, lg.partition) in self.uncleanable:
+            if (
+                lg.closed
+                or not lg.config.compact
+                or lg.log_dir.offline
+                or (lg.topic, lg.partition) in self.uncleanable
+            ):
                 continue
             ltc = self.log_to_clean(lg, now)
             if ltc.total_bytes == 0:
@@ -933,6 +938,15 @@ class LogCleaner:
                 await self.clean(ltc)
             except CleaningAborted:
                 return
+            except OSError as e:
+                if not self._is_live(ltc.log):
+                    continue
+                # Its `.cleaned` files are gone; a full disk is retried after the backoff (the
+                # log stays cleanable), a failed one takes its log dir offline.
+                ltc.log.log_dir.failed(e, f"cleaning {ltc.log.topic}-{ltc.log.partition}")
+                if ltc.log.log_dir.offline:
+                    self.uncleanable.add((ltc.log.topic, ltc.log.partition))
+                await asyncio.sleep(self.backoff_ms / 1000)
             except Exception as e:
                 tp = (ltc.log.topic, ltc.log.partition)
                 if not self._is_live(ltc.log):

@@ -10,10 +10,17 @@ def atomic_write(path: str, text: str) -> None:
     of one (Kafka's CheckpointFile: write a temp file, fsync it, rename it over the old one,
     fsync the directory so the rename itself survives a power loss)."""
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError:
+        try:
+            os.unlink(tmp)  # a full disk must not be left fuller by half a temp file
+        except OSError:
+            pass
+        raise
     os.replace(tmp, path)
     fsync_dir(os.path.dirname(path) or ".")
 

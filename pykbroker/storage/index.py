@@ -5,6 +5,11 @@ last offset of a batch to the batch's position, one entry every `index.interval.
 TimeIndex (`.timeindex`): 12-byte entries (timestamp int64, relative offset int32), appended when
 a segment's max timestamp grows. Both are kept in memory as arrays and appended to their files;
 lookups are binary searches.
+
+The arrays are the truth and the files a persisted prefix of them: an index can always be
+rebuilt from its segment. When a write fails for lack of space the file is cut back to its last
+whole entry and marked `stale`; later entries stay in memory until a flush finds room (or
+recovery rebuilds them), so a full disk never fails an append or a start-up because of an index.
 """
 
 from __future__ import annotations
@@ -13,6 +18,12 @@ import os
 import struct
 from array import array
 from bisect import bisect_right
+
+import structlog
+
+from .log_dir_failure import is_out_of_space
+
+log = structlog.get_logger(__name__)
 
 _OFFSET_ENTRY = struct.Struct(">ii")
 _TIME_ENTRY = struct.Struct(">qi")
@@ -28,26 +39,95 @@ class _IndexFile:
     def __init__(self, path: str, base_offset: int):
         self.path = path
         self.base_offset = base_offset
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.stale = False  # the file holds fewer entries than memory (a write found no space)
+        self._fd = -1
+        self._file_bytes = 0
+        self._open()
+
+    def _open(self) -> bool:
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            if not is_out_of_space(e):
+                raise
+            self.stale = True  # no room even for the file: kept in memory until there is
+            return False
         self._file_bytes = os.fstat(self._fd).st_size
+        return True
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def _encoded_from(self, first: int) -> bytes:
+        raise NotImplementedError
 
     def _read_entries(self):
+        if self._fd < 0:
+            return []
         size = self.entry.size
         data = os.pread(self._fd, self._file_bytes, 0)
         whole = len(data) - len(data) % size
         return [self.entry.unpack_from(data, i) for i in range(0, whole, size)]
 
+    def _drop_torn_entry(self) -> None:
+        """A crash mid-append left part of an entry: cut it (shrinking needs no space)."""
+        whole = self._file_bytes - self._file_bytes % self.entry.size
+        if whole != self._file_bytes:
+            os.ftruncate(self._fd, whole)
+            self._file_bytes = whole
+
     def _write(self, payload: bytes) -> None:
-        os.pwrite(self._fd, payload, self._file_bytes)
+        if self.stale:
+            return  # entries must stay contiguous on disk: the whole tail waits for a flush
+        try:
+            if os.pwrite(self._fd, payload, self._file_bytes) != len(payload):
+                raise OSError(28, os.strerror(28))  # a short write: the file system is full
+        except OSError as e:
+            self._cut_back()
+            if not is_out_of_space(e):
+                raise
+            self.stale = True
+            log.warning("index_write_deferred", index=self.path, error=str(e))
+            return
         self._file_bytes += len(payload)
 
-    def _rewrite(self, payload: bytes) -> None:
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, payload, 0)
-        self._file_bytes = len(payload)
+    def _cut_back(self) -> None:
+        try:
+            os.ftruncate(self._fd, self._file_bytes)
+        except OSError:
+            pass
+
+    def _truncate_entries(self, kept: int) -> None:
+        """Memory now holds `kept` entries: the file keeps at most those (no writing)."""
+        size = self.entry.size
+        on_disk = min(kept, self._file_bytes // size)
+        if self._fd >= 0 and on_disk * size != self._file_bytes:
+            os.ftruncate(self._fd, on_disk * size)
+        self._file_bytes = on_disk * size
+        self.stale = kept > on_disk
+
+    def _catch_up(self) -> None:
+        """Write the entries a full disk held back, if there is room now."""
+        if self._fd < 0 and not self._open():
+            return
+        first = self._file_bytes // self.entry.size
+        payload = self._encoded_from(first)
+        try:
+            if os.pwrite(self._fd, payload, self._file_bytes) != len(payload):
+                raise OSError(28, os.strerror(28))
+        except OSError as e:
+            self._cut_back()
+            if not is_out_of_space(e):
+                raise
+            return
+        self._file_bytes += len(payload)
+        self.stale = False
 
     def flush(self) -> None:
-        os.fsync(self._fd)
+        if self.stale:
+            self._catch_up()
+        if self._fd >= 0:
+            os.fsync(self._fd)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -55,7 +135,8 @@ class _IndexFile:
             self._fd = -1
 
     def rename(self, path: str) -> None:
-        os.rename(self.path, path)
+        if self._fd >= 0 or os.path.exists(self.path):
+            os.rename(self.path, path)
         self.path = path
 
 
@@ -80,11 +161,14 @@ class OffsetIndex(_IndexFile):
             self._offsets.append(off)
             self._positions.append(pos)
             prev_off, prev_pos = off, pos
-        if self._file_bytes % self.entry.size:
-            self._rewrite(b"".join(self._encoded(i) for i in range(len(self))))
+        self._drop_torn_entry()
 
-    def _encoded(self, i: int) -> bytes:
-        return _OFFSET_ENTRY.pack(self._offsets[i] - self.base_offset, self._positions[i])
+    def _encoded_from(self, first: int) -> bytes:
+        base = self.base_offset
+        return b"".join(
+            _OFFSET_ENTRY.pack(self._offsets[i] - base, self._positions[i])
+            for i in range(first, len(self._offsets))
+        )
 
     def append(self, offset: int, position: int) -> None:
         if self._offsets and (offset < self._offsets[-1] or position <= self._positions[-1]):
@@ -117,12 +201,12 @@ class OffsetIndex(_IndexFile):
         if i < len(self._positions):
             del self._offsets[i:]
             del self._positions[i:]
-            self._rewrite(b"".join(self._encoded(j) for j in range(i)))
+            self._truncate_entries(i)
 
     def reset(self) -> None:
         self._offsets = array("q")
         self._positions = array("q")
-        self._rewrite(b"")
+        self._truncate_entries(0)
 
 
 class TimeIndex(_IndexFile):
@@ -145,13 +229,13 @@ class TimeIndex(_IndexFile):
             self._timestamps.append(ts)
             self._offsets.append(off)
             prev_ts, prev_off = ts, off
-        if self._file_bytes % self.entry.size:
-            self._rewrite(self._encoded_all())
+        self._drop_torn_entry()
 
-    def _encoded_all(self) -> bytes:
+    def _encoded_from(self, first: int) -> bytes:
+        base = self.base_offset
         return b"".join(
-            _TIME_ENTRY.pack(ts, off - self.base_offset)
-            for ts, off in zip(self._timestamps, self._offsets, strict=True)
+            _TIME_ENTRY.pack(self._timestamps[i], self._offsets[i] - base)
+            for i in range(first, len(self._timestamps))
         )
 
     @property
@@ -178,9 +262,9 @@ class TimeIndex(_IndexFile):
         if keep < len(self._offsets):
             del self._timestamps[keep:]
             del self._offsets[keep:]
-            self._rewrite(self._encoded_all())
+            self._truncate_entries(keep)
 
     def reset(self) -> None:
         self._timestamps = array("q")
         self._offsets = array("q")
-        self._rewrite(b"")
+        self._truncate_entries(0)

@@ -22,6 +22,7 @@ from protocol.errors import ErrorCode, KafkaError
 from pykbroker.config import LogConfig
 
 from .files import atomic_write, fsync_dir
+from .log_dir_failure import LogDir, is_out_of_space
 from .producer_state import ProducerStateManager
 from .segment import FileRegion, LogSegment
 from .txn_index import AbortedTxn, parse_marker
@@ -73,8 +74,11 @@ class Log:
         recover: bool = True,
         on_roll: Callable[[LogSegment], None] | None = None,
         on_delete_files: Callable[[list[LogSegment], int], None] | None = None,
+        log_dir: LogDir | None = None,
     ):
         self.dir = directory
+        # The health of the log dir holding this log (shared by its logs; LogDirFailureChannel).
+        self.log_dir = log_dir if log_dir is not None else LogDir(os.path.dirname(directory))
         self.topic = topic
         self.partition = partition
         self.config = config
@@ -202,6 +206,9 @@ class Log:
 
     def _write_log_start_offset(self) -> None:
         atomic_write(os.path.join(self.dir, _LOG_START_FILE), str(self.log_start_offset))
+
+    def _storage_error(self, e: OSError, what: str) -> KafkaError:
+        return self.log_dir.failed(e, f"{what} {self.topic}-{self.partition}")
 
     def _new_segment(self, base: int) -> LogSegment:
         seg = LogSegment(self.dir, base, create=True)
@@ -331,18 +338,27 @@ class Log:
         return self.log_end_offset
 
     def _append(self, data, batches: list[tuple[int, rb.BatchHeader]]) -> None:
+        if not self.log_dir.writable:  # full (until a probe finds space) or offline
+            self.log_dir.check_writable(f"appending records to {self.topic}-{self.partition}")
         size = len(data)
         first, last = batches[0][1], batches[-1][1]
-        self._maybe_roll(size, first.base_offset, last.last_offset, first.max_timestamp)
-        seg = self.active_segment
-        seg.append(data, batches, self.config.index_interval_bytes)
-        for pos, h in batches:
-            first = self.producer_state.update(h)
-            if first is not None:
-                self._index_marker(seg, data, pos, h, first)
-            self.unflushed_records += h.record_count
-        if self.unflushed_records >= self.config.flush_messages:
-            self.flush()
+        try:
+            self._maybe_roll(size, first.base_offset, last.last_offset, first.max_timestamp)
+            seg = self.active_segment
+            # Writes the batches or nothing: a failed write is cut back and the LEO stays.
+            seg.append(data, batches, self.config.index_interval_bytes)
+        except OSError as e:
+            raise self._storage_error(e, "appending records to") from None
+        try:
+            for pos, h in batches:
+                first = self.producer_state.update(h)
+                if first is not None:
+                    self._index_marker(seg, data, pos, h, first)
+                self.unflushed_records += h.record_count
+            if self.unflushed_records >= self.config.flush_messages:
+                self.flush()
+        except OSError as e:  # not for lack of space (indexes wait for it): the disk failed
+            raise self._storage_error(e, "appending records to") from None
 
     def _maybe_roll(self, size: int, first_offset: int, last_offset: int, timestamp: int) -> None:
         seg = self.active_segment
@@ -370,19 +386,20 @@ class Log:
 
     def _replace_empty_active(self, base: int) -> None:
         """An empty active segment takes the base offset of the first batch written to it."""
+        new = self._new_segment(base)  # first: if it fails, the log keeps its active segment
         old = self.segments.pop()
         self._bases.pop()
         old.close()
         for path in old.paths():
             os.unlink(path)
-        self._add_segment(self._new_segment(base))
+        self._add_segment(new)
 
     def roll(self, base_offset: int | None = None) -> LogSegment:
         base = self.log_end_offset if base_offset is None else base_offset
         old = self.active_segment
         if old.size == 0 and old.base_offset == base:
             return old
-        self.producer_state.write_snapshot(self.log_end_offset)
+        self.write_snapshot()
         seg = self._new_segment(base)
         self._add_segment(seg)
         if self.on_roll is not None:
@@ -486,8 +503,12 @@ class Log:
     def maybe_increment_log_start_offset(self, offset: int) -> None:
         """DeleteRecords: records below offset become unreadable; segments go later."""
         if offset > self.log_start_offset:
-            self.log_start_offset = offset
-            self._write_log_start_offset()
+            previous, self.log_start_offset = self.log_start_offset, offset
+            try:
+                self._write_log_start_offset()
+            except OSError as e:
+                self.log_start_offset = previous
+                raise self._storage_error(e, "writing the log start offset of") from None
             self.high_watermark = max(self.high_watermark, offset)
 
     def delete_segments(self, doomed: list[LogSegment]) -> None:
@@ -510,7 +531,11 @@ class Log:
             seg.deleted = True
         if self.segments[0].base_offset > self.log_start_offset:
             self.log_start_offset = self.segments[0].base_offset
-            self._write_log_start_offset()
+            try:
+                self._write_log_start_offset()
+            except OSError as e:  # the oldest segment's base says as much after a restart
+                if not is_out_of_space(e):
+                    self._storage_error(e, "writing the log start offset of")
             self.high_watermark = max(self.high_watermark, self.log_start_offset)
         self._delete_files_later(doomed)
 
@@ -578,7 +603,20 @@ class Log:
         self.high_watermark = min(self.high_watermark, self.log_end_offset)
 
     def write_snapshot(self) -> None:
-        self.producer_state.write_snapshot(self.log_end_offset)
+        """Snapshot producer state at the LEO. Optional (recovery replays from an older one), so
+        a full disk only logs it; skipped while a `.txnindex` waits for space, so that
+        recovery replays the markers its file lacks."""
+        if any(seg.txn_index.stale for seg in self.segments):
+            return
+        try:
+            self.producer_state.write_snapshot(self.log_end_offset)
+        except OSError as e:
+            if not is_out_of_space(e):
+                raise
+            log.warning(
+                "producer_snapshot_skipped", topic=self.topic, partition=self.partition,
+                error=str(e),
+            )  # fmt: skip
 
     def close(self) -> None:
         self.closed = True

@@ -17,6 +17,7 @@ from pykbroker.config import BrokerConfig, LogConfig
 
 from .cleaner import LogCleaner
 from .log import Log, now_ms, remove_segment_files
+from .log_dir_failure import LogDirFailureChannel
 from .retention import LogRetention
 from .segment import LogSegment
 
@@ -60,6 +61,7 @@ class LogManager:
         )
         self.cleaner: LogCleaner | None = None
         self._pending_removals: dict[int, Callable[[], None]] = {}  # run at shutdown if still due
+        self.failure_channel = LogDirFailureChannel(self.log_dirs)
         for d in self.log_dirs:
             os.makedirs(d, exist_ok=True)
 
@@ -111,6 +113,7 @@ class LogManager:
         return Log(
             path, tp[0], tp[1], config, recover=recover,
             on_roll=self._flush_rolled, on_delete_files=self._delete_files_later,
+            log_dir=self.failure_channel.dir_of(os.path.dirname(path)),
         )  # fmt: skip
 
     def _flush_rolled(self, segment: LogSegment) -> None:
@@ -118,8 +121,11 @@ class LogManager:
             if segment.fd >= 0 and not segment.deleted:
                 try:
                     segment.flush()
-                except OSError:
-                    pass  # closed under us by deletion; nothing left to make durable
+                except OSError as e:
+                    if segment.fd >= 0 and not segment.deleted:  # else closed under us by deletion
+                        self.failure_channel.maybe_add_offline_log_dir(
+                            os.path.dirname(segment.directory), e, f"flushing {segment.log_path}"
+                        )  # fmt: skip
 
         self.scheduler.run_blocking(flush)
 
@@ -144,18 +150,29 @@ class LogManager:
         existing = self.logs.get((topic, partition))
         if existing is not None:
             return existing
-        path = os.path.join(self._dir_for_new_log(), partition_dir_name(topic, partition))
-        created = self._open(path, (topic, partition), config, recover=False)
+        parent = self._dir_for_new_log()
+        path = os.path.join(parent, partition_dir_name(topic, partition))
+        try:
+            created = self._open(path, (topic, partition), config, recover=False)
+        except OSError as e:
+            shutil.rmtree(path, ignore_errors=True)
+            raise self.failure_channel.maybe_add_offline_log_dir(
+                parent, e, f"creating the log of {topic}-{partition}"
+            ) from None
         self.logs[(topic, partition)] = created
         return created
 
     def _dir_for_new_log(self) -> str:
-        counts = dict.fromkeys(self.log_dirs, 0)
+        """The online dir holding the fewest logs (Kafka's choice), offline ones never."""
+        if len(self.log_dirs) == 1:  # the common case, without a scan of every log
+            return self.log_dirs[0]
+        online = [d for d in self.log_dirs if not self.failure_channel.dir_of(d).offline]
+        counts = dict.fromkeys(online or self.log_dirs, 0)
         for lg in self.logs.values():
             parent = os.path.dirname(lg.dir)
             if parent in counts:
                 counts[parent] += 1
-        return min(self.log_dirs, key=lambda d: counts[d])
+        return min(counts, key=counts.__getitem__)
 
     def delete(self, topic: str, partition: int) -> None:
         lg = self.logs.pop((topic, partition), None)
@@ -191,7 +208,12 @@ class LogManager:
         now = now_ms()
         for lg in self.logs.values():
             if lg.unflushed_records and now - lg.last_flush_ms >= lg.config.flush_ms:
-                lg.flush()
+                if lg.log_dir.offline:
+                    continue
+                try:
+                    lg.flush()
+                except OSError as e:
+                    lg.log_dir.failed(e, f"flushing {lg.topic}-{lg.partition}")
 
     def shutdown(self) -> None:
         """Flush, snapshot producer state, close, and leave the clean-shutdown marker."""
@@ -199,18 +221,26 @@ class LogManager:
             self.cleaner.shutdown()  # aborts a cleaning in progress; its `.cleaned` files go
         for lg in self.logs.values():
             try:
-                lg.flush()
-                lg.write_snapshot()
+                if not lg.log_dir.offline:
+                    lg.flush()
+                    lg.write_snapshot()
+            except OSError as e:
+                lg.log_dir.failed(e, f"flushing {lg.topic}-{lg.partition}")
             finally:
                 lg.close()
         for remove in list(self._pending_removals.values()):  # no reader is left to wait for
             remove()
         self._pending_removals.clear()
         for d in self.log_dirs:
+            if self.failure_channel.dir_of(d).offline:
+                continue  # what it holds must be recovered at the next start
             marker = os.path.join(d, CLEAN_SHUTDOWN_FILE)
-            with open(marker, "w"):
-                pass
-            _fsync_dir(d)
+            try:
+                with open(marker, "w"):
+                    pass
+                _fsync_dir(d)
+            except OSError as e:  # no room even for an empty file: the next start recovers
+                log.warning("clean_shutdown_marker_not_written", log_dir=d, error=str(e))
         log.info("logs_closed", partitions=len(self.logs))
 
 

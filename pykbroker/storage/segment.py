@@ -51,9 +51,19 @@ class LogSegment:
         flags = os.O_RDWR | (os.O_CREAT if create else 0)
         self.fd = os.open(self.log_path, flags, 0o644)
         self.size = os.fstat(self.fd).st_size
-        self.offset_index = OffsetIndex(stem + ".index" + suffix, base_offset)
-        self.time_index = TimeIndex(stem + ".timeindex" + suffix, base_offset)
-        self.txn_index = TransactionIndex(stem + ".txnindex" + suffix)
+        try:
+            self.offset_index = OffsetIndex(stem + ".index" + suffix, base_offset)
+            self.time_index = TimeIndex(stem + ".timeindex" + suffix, base_offset)
+            self.txn_index = TransactionIndex(stem + ".txnindex" + suffix)
+        except OSError:
+            os.close(self.fd)
+            if create and not self.size:  # a roll that failed half-way leaves nothing behind
+                for ext in (".log", ".index", ".timeindex"):
+                    try:
+                        os.unlink(stem + ext + suffix)
+                    except OSError:
+                        pass
+            raise
         self.next_offset = base_offset  # one past the last offset in this segment
         self.max_timestamp = rb.NO_TIMESTAMP
         self.offset_of_max_timestamp = -1
@@ -167,9 +177,17 @@ class LogSegment:
     def append(self, data, headers: list[tuple[int, rb.BatchHeader]], index_interval: int) -> None:
         """Append `data` (whole batches, offsets already assigned) at the end of the file."""
         start = self.size
-        written = os.pwrite(self.fd, data, start)
-        while written < len(data):  # pwrite to a regular file is short only on ENOSPC-like trouble
-            written += os.pwrite(self.fd, memoryview(data)[written:], start + written)
+        try:
+            written = os.pwrite(self.fd, data, start)
+            while written < len(data):  # short only when the disk is (nearly) full
+                written += os.pwrite(self.fd, memoryview(data)[written:], start + written)
+        except OSError:
+            # Nothing half-appended may stay: cut the file back (shrinking needs no space).
+            try:
+                os.ftruncate(self.fd, start)
+            except OSError:
+                pass  # the disk itself failed: its log dir goes offline
+            raise
         self.size += len(data)
         for pos, header in headers:
             self._add_batch(header, start + pos, index_interval)

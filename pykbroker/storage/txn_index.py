@@ -8,7 +8,9 @@ can overlap that fetch, so the search stops there (Kafka's TransactionIndex.coll
 
 The file is created on the first abort, as Kafka does, so most segments have none. Entries are
 kept in memory too (a few per segment at most in practice): read_committed fetches look them up
-without touching the disk.
+without touching the disk. As with the other indexes, a write that finds no space leaves the file
+a prefix of the entries (`stale`) until a flush finds room; the Log writes no producer-state
+snapshot meanwhile, so recovery replays the markers and rebuilds what the file lacks.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import struct
 from typing import NamedTuple
 
 from protocol import records as rb
+
+from .log_dir_failure import is_out_of_space
 
 _ENTRY = struct.Struct(">hqqqq")
 ENTRY_SIZE = _ENTRY.size  # 34
@@ -41,13 +45,18 @@ def parse_marker(buf, pos: int = 0) -> tuple[int, int]:
 
 
 class TransactionIndex:
-    __slots__ = ("path", "entries", "_fd")
+    __slots__ = ("path", "entries", "_fd", "_file_entries")
 
     def __init__(self, path: str):
         self.path = path
         self.entries: list[AbortedTxn] = []
         self._fd = -1
+        self._file_entries = 0  # how many of `entries` the file holds, in order
         self._load()
+
+    @property
+    def stale(self) -> bool:
+        return self._file_entries < len(self.entries)
 
     def _load(self) -> None:
         try:
@@ -61,8 +70,10 @@ class TransactionIndex:
             if version != _VERSION:
                 break
             self.entries.append(AbortedTxn(pid, first, last, lso))
-        if whole != len(data) or len(self.entries) * ENTRY_SIZE != len(data):
-            self._rewrite()  # a torn or unreadable tail (a crash mid-write): drop it
+        self._file_entries = len(self.entries)
+        if len(self.entries) * ENTRY_SIZE != len(data):
+            # A torn or unreadable tail (a crash mid-write): cut it, which needs no space.
+            os.ftruncate(self._open(), len(self.entries) * ENTRY_SIZE)
 
     @property
     def exists(self) -> bool:
@@ -83,15 +94,37 @@ class TransactionIndex:
             self._rewrite()
             return True
         self.entries.append(txn)
-        os.write(self._open(), _ENTRY.pack(_VERSION, *txn))
+        self._write_tail()
         return True
+
+    def _write_tail(self) -> None:
+        """Append the entries the file lacks; on a full disk they wait in memory."""
+        try:
+            fd = self._open()
+            payload = b"".join(
+                _ENTRY.pack(_VERSION, *e) for e in self.entries[self._file_entries :]
+            )
+            if os.write(fd, payload) != len(payload):
+                raise OSError(28, os.strerror(28))
+        except OSError as e:
+            if self._fd >= 0:
+                try:
+                    os.ftruncate(self._fd, self._file_entries * ENTRY_SIZE)
+                except OSError:
+                    pass
+            if not is_out_of_space(e):
+                raise
+            return
+        self._file_entries = len(self.entries)
 
     def truncate_to(self, offset: int) -> None:
         """Forget transactions whose marker is at or after `offset` (log truncation)."""
         kept = [e for e in self.entries if e.last_offset < offset]
         if len(kept) != len(self.entries):
-            self.entries = kept
-            self._rewrite()
+            self.entries = kept  # sorted by marker offset: the file loses only a tail
+            if self._file_entries > len(kept):
+                os.ftruncate(self._open(), len(kept) * ENTRY_SIZE)
+                self._file_entries = len(kept)
 
     def replace(self, entries: list[AbortedTxn]) -> None:
         """Set the whole content (a cleaned segment takes the entries of those it replaces)."""
@@ -107,8 +140,9 @@ class TransactionIndex:
             return
         fd = self._open()
         os.ftruncate(fd, 0)
+        self._file_entries = 0
         if self.entries:
-            os.write(fd, b"".join(_ENTRY.pack(_VERSION, *e) for e in self.entries))
+            self._write_tail()
 
     def collect(self, fetch_offset: int, upper_bound: int, out: list) -> bool:
         """Add (producer id, first offset) of entries overlapping [fetch_offset, upper_bound);
@@ -126,6 +160,8 @@ class TransactionIndex:
         self.path = new_path
 
     def flush(self) -> None:
+        if self.stale:
+            self._write_tail()
         if self._fd >= 0:
             os.fsync(self._fd)
 

@@ -13,11 +13,12 @@ import os
 import re
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
 from cli_helpers import tool
+from cluster_helpers import wait_until
 from helpers import BrokerProcess
 
 from pykbroker.config import load_properties
@@ -187,38 +188,38 @@ def test_print_config_with_zookeeper_says_dynamic_configs_are_not_read():
 
 def test_embedded_broker_and_fixture_start_from_the_shipped_file(broker):
     """Kafka's finding, with real clients: four kafka-python consumers asking for a 3 s session
-    join one group at once (Kafka's code defaults refuse them with INVALID_SESSION_TIMEOUT)."""
-    from kafka import KafkaConsumer, KafkaProducer
+    join one group (Kafka's code defaults refuse them with INVALID_SESSION_TIMEOUT)."""
+    from kafka import KafkaConsumer
     from kafka.admin import KafkaAdminClient, NewTopic
 
     admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
     admin.create_topics([NewTopic("four", 4, 1)])
     admin.close()
-    consumers = [
-        KafkaConsumer(
-            "four",
-            bootstrap_servers=broker.bootstrap_servers,
-            group_id="g",
-            session_timeout_ms=3000,
-            heartbeat_interval_ms=1000,
-            auto_offset_reset="earliest",
-        )  # fmt: skip
-        for _ in range(4)
-    ]
+    assigned: dict[int, int] = {}
+    stop = threading.Event()
+
+    def member(i: int) -> None:
+        # Each consumer polls on its own thread, as an application's would, so heartbeats keep
+        # its 3 s session alive however busy the machine is.
+        consumer = KafkaConsumer("four", bootstrap_servers=broker.bootstrap_servers,
+                                 group_id="g", session_timeout_ms=3000,
+                                 heartbeat_interval_ms=1000)  # fmt: skip
+        try:
+            while not stop.is_set():
+                consumer.poll(200)
+                assigned[i] = len(consumer.assignment())
+        finally:
+            consumer.close()
+
+    threads = [threading.Thread(target=member, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            for c in consumers:
-                c.poll(100)
-            if sorted(len(c.assignment()) for c in consumers) == [1, 1, 1, 1]:
-                break
-        assert sorted(len(c.assignment()) for c in consumers) == [1, 1, 1, 1]
-        producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers)
-        producer.send("four", b"x", partition=0).get(10)
-        producer.close()
+        wait_until(lambda: sorted(assigned.values()) == [1, 1, 1, 1], 60, "four members assigned")
     finally:
-        for c in consumers:
-            c.close()
+        stop.set()
+        for t in threads:
+            t.join(30)
 
 
 def test_plugin_fixture_starts_from_the_shipped_file(kafka_broker):

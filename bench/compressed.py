@@ -68,7 +68,7 @@ def _read_frame(sock: socket.socket, buf: bytearray) -> bytes:
             raise RuntimeError("broker closed the connection")
         buf += chunk
     n = 4 + int.from_bytes(buf[:4], "big")
-    frame = bytes(buf[:n])
+    frame = bytes(buf[4:n])  # without the size
     del buf[:n]
     return frame
 

@@ -167,6 +167,7 @@ class Broker:
             self.console = ConsoleServer(self)
             await self.console.start(listeners[0][1] or None, self.config.get("console.port"))
         self.background += self.log_manager.start_background()  # retention, log cleaner
+        self.background.append(loop.create_task(self.metrics.loop_lag.run()))
         self.background.append(loop.create_task(expire_producers(
             lambda: list(self.log_manager.logs.values()), self.config)))  # fmt: skip
         log.info(

@@ -8,9 +8,12 @@
 # ...), a server.properties mounted at /etc/pykbroker/server.properties, or both.
 
 ARG PYTHON_VERSION=3.12
+# The image both stages start from. Another one with Python at /usr/local/bin/python works too: a
+# mirror's copy, or the Debian stand-in the tests build where no registry is reachable.
+ARG BASE_IMAGE=python:${PYTHON_VERSION}-slim-bookworm
 
 # --- build: wheels of pykbroker and its runtime dependencies (no test or dev extras) -------------
-FROM python:${PYTHON_VERSION}-slim-bookworm AS build
+FROM ${BASE_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY protocol ./protocol
@@ -23,7 +26,7 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels . \
     && cat config/server.properties docker/server.properties > /server.properties
 
 # --- runtime -------------------------------------------------------------------------------------
-FROM python:${PYTHON_VERSION}-slim-bookworm
+FROM ${BASE_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

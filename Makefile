@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: broker test lint bench compat clean
+.PHONY: broker test lint bench compat fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,11 +25,13 @@ CONSOLE_PORT ?= 9021
 broker: $(VENV)/.runtime
 	exec $(BIN)/pykbroker $(CONFIG) $(if $(CONSOLE_PORT),--override console.port=$(CONSOLE_PORT)) $(ARGS)
 
-## Run the test suite (installs ZooKeeper for the cluster tests and Chromium for the console's
-## browser tests when missing and root; includes a quick subset of the client compatibility matrix).
+## Run the test suite (installs ZooKeeper for the cluster tests, Chromium for the console's browser
+## tests and podman for the image tests when missing and root; includes a quick subset of the
+## client compatibility matrix).
 test: $(VENV)/.test
 	@sh scripts/ensure-zookeeper.sh
 	@sh scripts/ensure-chromium.sh
+	@sh scripts/ensure-podman.sh
 	$(BIN)/ruff check protocol pykbroker tests compat-tests bench
 	@bash compat-tests/bootstrap.sh --quick
 	$(BIN)/pytest -q
@@ -42,6 +44,11 @@ compat: $(VENV)/.test
 ## Benchmarks with ceilings measured in the same run; writes bench/RESULTS.md (ARGS=--quick).
 bench: $(VENV)/.test
 	$(BIN)/python -m bench.run $(ARGS)
+
+## A long fuzz pass: 10^6 generated hostile frames against a fresh broker; writes fuzz-summary.json
+## (ARGS="--frames N --seed S --seconds T", --case N replays one case; see tests/fuzzing/__main__.py).
+fuzz: $(VENV)/.test
+	PYTHONPATH=tests $(BIN)/python -m fuzzing --summary fuzz-summary.json $(ARGS)
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check protocol pykbroker tests compat-tests bench

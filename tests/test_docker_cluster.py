@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 from helpers import RawClient
+from image_helpers import load_compose
 from zookeeper_server import ZooKeeperServer, zookeeper_missing
 
 from protocol.apis import ApiKey
@@ -37,8 +38,9 @@ CLUSTER = ["broker1", "broker2", "broker3"]
 
 
 def compose() -> dict:
-    yaml = pytest.importorskip("yaml")
-    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    """docker-compose.yml as Compose reads it with no variables set (their defaults)."""
+    pytest.importorskip("yaml")
+    return load_compose()
 
 
 # --- structure --------------------------------------------------------------------------------
@@ -73,8 +75,8 @@ def test_cluster_broker_service(n):
     assert endpoints == {"PLAINTEXT": (f"broker{n}", 9092), "EXTERNAL": ("localhost", 19091 + n)}
     assert config.inter_broker_listener_name() == "PLAINTEXT"
     # The external listener is published on the port it advertises; metrics on their own.
-    assert f"{19091 + n}:{19091 + n}" in service["ports"]
-    assert f"{9404 + n}:9404" in service["ports"]
+    assert f"0.0.0.0:{19091 + n}:{19091 + n}" in service["ports"]
+    assert f"0.0.0.0:{9404 + n}:9404" in service["ports"]
     # Its own data volume, declared, where the image keeps its data.
     (volume,) = service["volumes"]
     name, _, target = volume.partition(":")
@@ -83,7 +85,7 @@ def test_cluster_broker_service(n):
 
 def test_cluster_ports_and_volumes_do_not_collide():
     services = compose()["services"]
-    published = [p.split(":")[0] for s in services.values() for p in s.get("ports", [])]
+    published = [p.split(":")[1] for s in services.values() for p in s.get("ports", [])]
     assert len(published) == len(set(published))
     volumes = [v.split(":")[0] for s in services.values() for v in s.get("volumes", [])]
     assert len(volumes) == len(set(volumes))

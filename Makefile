@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: broker test lint bench compat clean
+.PHONY: broker test lint bench compat fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ compat: $(VENV)/.test
 ## Benchmarks with ceilings measured in the same run; writes bench/RESULTS.md (ARGS=--quick).
 bench: $(VENV)/.test
 	$(BIN)/python -m bench.run $(ARGS)
+
+## A long fuzz pass: 10^6 generated hostile frames against a fresh broker; writes fuzz-summary.json
+## (ARGS="--frames N --seed S --seconds T", --case N replays one case; see tests/fuzzing/__main__.py).
+fuzz: $(VENV)/.test
+	PYTHONPATH=tests $(BIN)/python -m fuzzing --summary fuzz-summary.json $(ARGS)
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check protocol pykbroker tests compat-tests bench

@@ -31,6 +31,7 @@ from pykbroker.handlers import REGISTRY
 from pykbroker.metrics import Metrics
 from pykbroker.server import CLOSE, Connection
 from pykbroker.storage.log_manager import LogManager, Scheduler
+from pykbroker.storage.producer_state import expire_producers
 
 log = structlog.get_logger(__name__)
 _SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -166,6 +167,9 @@ class Broker:
             self.console = ConsoleServer(self)
             await self.console.start(listeners[0][1] or None, self.config.get("console.port"))
         self.background += self.log_manager.start_background()  # retention, log cleaner
+        self.background.append(loop.create_task(self.metrics.loop_lag.run()))
+        self.background.append(loop.create_task(expire_producers(
+            lambda: list(self.log_manager.logs.values()), self.config)))  # fmt: skip
         log.info(
             "broker_started", node_id=self.node_id,
             listeners=[f"{h}:{p}" for h, p in self.bound],

@@ -592,8 +592,17 @@ BROKER_CONFIGS = _keys(
         "producer.id.expiration.ms",
         "int",
         _DAY_MS,
-        "How long an idle producer's state is kept.",
+        "How long a partition keeps the state of a producer that has written nothing since "
+        "(its last batch's timestamp), unless it has a transaction open there.",
         at_least(1),
+    ),
+    ConfigKey(
+        "producer.id.expiration.check.interval.ms",
+        "int",
+        600000,
+        "How often producer state past producer.id.expiration.ms is removed.",
+        at_least(1),
+        read_only=True,
     ),
     ConfigKey(
         "transactional.id.expiration.ms",

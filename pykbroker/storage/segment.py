@@ -323,7 +323,11 @@ class LogSegment:
         self.txn_index.close()
 
     def paths(self) -> list[str]:
-        paths = [self.log_path, self.offset_index.path, self.time_index.path]
+        paths = [self.log_path]
+        for index in (self.offset_index, self.time_index):  # never created on a full disk
+            if index.stale and not os.path.exists(index.path):
+                continue
+            paths.append(index.path)
         if self.txn_index.exists:
             paths.append(self.txn_index.path)
         return paths

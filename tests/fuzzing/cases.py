@@ -192,9 +192,8 @@ def record_payload(rng: random.Random, pools: Pools) -> tuple[bytes, str, str]:
     if kind == "valid_compressed":
         return bytes(small_batch(rng, compression=codec_id)), topic, f"{kind}:{name}"
     if kind == "keyless_compacted":
-        compacted = [t for t in pools.topics if "compact" in t] or pools.topics
         batch = small_batch(rng, compression=rng.choice((0, codec_id)), keyless=True)
-        return bytes(batch), rng.choice(compacted), kind
+        return bytes(batch), pools.compacted, kind
     if kind == "header_field":
         batch = small_batch(rng, compression=rng.choice((0, codec_id)))
         # base offset, partition leader epoch, attributes, last offset delta, timestamps,

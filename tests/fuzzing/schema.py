@@ -94,6 +94,9 @@ class Pools:
         default_factory=lambda: ["1", "-1", "0", "compact", "delete", "gzip", "2147483648", "x"]
     )
     topic_ids: dict[str, bytes] = field(default_factory=dict)  # name -> uuid bytes, if known
+    # A compacted topic no generated request names (so none alters its cleanup.policy): keyless
+    # records sent there must be refused.
+    compacted: str = "fuzz-compacted-only"
 
     def string(self, rng: random.Random, name: str, entity: str | None) -> str:
         lname = name.lower()

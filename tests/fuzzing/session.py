@@ -161,6 +161,7 @@ def prepare(port: int, seed: int) -> tuple[Pools, dict[int, tuple[int, int]], Ca
     canary_topic = f"canary-{random.Random(seed).getrandbits(48):012x}"
     topics = {name: (n, {}) for name, n in FUZZ_TOPICS.items()}
     topics["fuzz-compact"] = (1, {"cleanup.policy": "compact"})
+    topics[Pools.compacted] = (1, {"cleanup.policy": "compact"})
     topics[canary_topic] = (1, {"retention.ms": "-1", "retention.bytes": "-1"})
     ids = create_topics(port, topics)
     # Names that do not exist yet, so CreateTopics creates (and DeleteTopics deletes) them.

@@ -253,4 +253,3 @@ def test_no_tracebacks_and_everything_reads_back(bp, producer):
     no_tracebacks(bp)
     # A socket that only connects and leaves is not an error either.
     socket.create_connection(("127.0.0.1", bp.port)).close()
-

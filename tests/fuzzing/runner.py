@@ -65,6 +65,8 @@ class Stats:
     faults: Counter = field(default_factory=Counter)
     errors: list[dict] = field(default_factory=list)  # the first few of each fault
     slowest: tuple[float, str] = (0.0, "")
+    fields_seen: dict = field(default_factory=dict)  # (api, version) -> numeric/length fields
+    fields_mutated: set = field(default_factory=set)  # ((api, version), field) set to a boundary
     rss_start: int = 0
     rss_max: int = 0
     rss_jumps: list[str] = field(default_factory=list)  # growth of >64 MiB in 0.1 s, and after what
@@ -237,6 +239,10 @@ class Fuzzer:
 
     def _count(self, case: Case) -> None:
         s = self.stats
+        if case.fields:
+            key = (case.api_key, case.version)
+            s.fields_seen.setdefault(key, set()).update(case.fields)
+            s.fields_mutated.update((key, f) for f in case.mutated)
         s.frames += 1
         s.by_kind[case.kind] += 1
         if case.api_key >= 0 and case.kind not in ("header", "garbage", "oversize", "burst"):

@@ -31,3 +31,12 @@ def make_broker(tmp_path):
     yield make
     for b in started:
         b.stop()
+
+
+def pytest_collection_finish(session):
+    """The container images tests/test_image.py runs take minutes to make on a fresh machine:
+    start making them in the background (at the lowest CPU priority) as the session starts."""
+    if any(item.path.name == "test_image.py" for item in session.items):
+        from image_helpers import start_background_builds
+
+        start_background_builds()

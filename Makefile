@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: broker test lint bench compat clean
+.PHONY: broker test lint bench compat fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +17,13 @@ $(VENV)/.test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@ $(VENV)/.runtime
 
-## Start a broker on localhost:9092 (data in ~/.local/share/pykbroker/data), with the web
-## console on http://localhost:$(CONSOLE_PORT)/ (CONSOLE_PORT= to turn it off).
+## Start a broker on localhost:9092 (data in ~/.local/share/pykbroker/data), configured by
+## config/server.properties (CONFIG=other.properties for another file), with the web console on
+## http://localhost:$(CONSOLE_PORT)/ (CONSOLE_PORT= to turn it off).
+CONFIG ?= config/server.properties
 CONSOLE_PORT ?= 9021
 broker: $(VENV)/.runtime
-	exec $(BIN)/pykbroker $(if $(CONSOLE_PORT),--override console.port=$(CONSOLE_PORT)) $(ARGS)
+	exec $(BIN)/pykbroker $(CONFIG) $(if $(CONSOLE_PORT),--override console.port=$(CONSOLE_PORT)) $(ARGS)
 
 ## Run the test suite (installs ZooKeeper for the cluster tests, Chromium for the console's browser
 ## tests and podman for the image tests when missing and root; includes a quick subset of the
@@ -42,6 +44,11 @@ compat: $(VENV)/.test
 ## Benchmarks with ceilings measured in the same run; writes bench/RESULTS.md (ARGS=--quick).
 bench: $(VENV)/.test
 	$(BIN)/python -m bench.run $(ARGS)
+
+## A long fuzz pass: 10^6 generated hostile frames against a fresh broker; writes fuzz-summary.json
+## (ARGS="--frames N --seed S --seconds T", --case N replays one case; see tests/fuzzing/__main__.py).
+fuzz: $(VENV)/.test
+	PYTHONPATH=tests $(BIN)/python -m fuzzing --summary fuzz-summary.json $(ARGS)
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check protocol pykbroker tests compat-tests bench

@@ -13,23 +13,79 @@ from dataclasses import dataclass
 
 _INT32 = struct.Struct(">i")
 HEADER_FIXED = struct.Struct(">hhi")  # api_key, api_version, correlation_id
+# A large frame's buffer starts at up to 16x what has arrived (a fast client's 1 MiB request
+# needs no resize) and then grows 4x at a time: memory follows the bytes actually received.
+_FIRST_GROWTH = 16
+_GROWTH = 4
 
 
 class FrameError(Exception):
     """The byte stream is not a sequence of valid Kafka frames; the connection must close."""
 
 
-class FrameReader:
-    """Splits a byte stream into frames (without their 4-byte size prefix)."""
+class MemoryPool:
+    """queued.max.request.bytes: the memory that large request frames may hold, from their first
+    byte until the owner is done with them. Sans-io accounting; whoever owns the sockets stops
+    reading while a reader is refused.
 
-    def __init__(self, max_frame_bytes: int, scratch_bytes: int = 64 * 1024):
+    Like Kafka's SimpleMemoryPool in non-strict mode, one request may go beyond the pool (so a
+    request larger than the whole pool still gets through, and the total stays below the pool
+    plus one request), but memory is charged as a frame's bytes arrive, not for the size its
+    prefix claims: a size prefix alone costs nothing and blocks no one. The one reader allowed
+    past the pool (the overdraft holder) keeps that right until its frame is done, so frames in
+    progress can't all wait on each other.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self.available = size
+        self.overdraft_holder: object | None = None
+
+    def reserve(self, n: int, owner: object, may_overdraft: bool) -> bool:
+        if self.available >= n:
+            self.available -= n
+            return True
+        if may_overdraft and self.overdraft_holder in (None, owner):
+            self.overdraft_holder = owner
+            self.available -= n
+            return True
+        return False
+
+    def release(self, n: int) -> None:
+        self.available += n
+
+    def end_overdraft(self, owner: object) -> None:
+        if self.overdraft_holder is owner:
+            self.overdraft_holder = None
+
+
+class FrameReader:
+    """Splits a byte stream into frames (without their 4-byte size prefix).
+
+    Frames up to half the scratch buffer are copied out of it. Larger ones get a buffer of their
+    own that grows (4x at a time, from `first_chunk_bytes`) as their bytes arrive, never the claimed
+    size up front; with a `pool`, each growth is reserved first, and while the pool refuses,
+    `blocked` is True: the owner stops reading the socket and calls `retry()` when memory is
+    released. The owner hands every frame back with `done()` once it has answered it.
+    """
+
+    def __init__(self, max_frame_bytes: int, scratch_bytes: int = 64 * 1024,
+                 pool: MemoryPool | None = None, first_chunk_bytes: int = 64 * 1024):  # fmt: skip
         self.max_frame_bytes = max_frame_bytes
         self._scratch = bytearray(scratch_bytes)
         self._view = memoryview(self._scratch)
+        self._small = scratch_bytes // 2  # larger frames get their own (pooled) buffer
+        self._first_chunk = first_chunk_bytes
+        self._pool = pool
         self._start = 0
         self._end = 0
         self._body: bytearray | None = None  # a large frame being filled in place
         self._body_pos = 0
+        self._body_size = 0  # the size its prefix claims
+        self._body_capacity = 0  # reserved (and, at the next get_buffer, allocated)
+        self._blocked = False  # waiting for the pool, to begin or to grow a large frame
+        self._in_overdraft = False  # the frame being read holds the pool's overdraft
+        self._overdraft_frame = None  # a finished frame that was read in overdraft
         self.frames: deque[bytearray] = deque()
 
     @property
@@ -37,22 +93,60 @@ class FrameReader:
         """True when a frame has been started but not finished."""
         return self._body is not None or self._end > self._start
 
+    @property
+    def blocked(self) -> bool:
+        return self._blocked
+
     def get_buffer(self) -> memoryview:
-        if self._body is not None:
-            return memoryview(self._body)[self._body_pos :]
+        body = self._body
+        if body is not None:
+            if len(body) < self._body_capacity:
+                body = self._resize(self._body_capacity)
+            return memoryview(body)[self._body_pos :]
         if self._end == len(self._scratch):
             self._compact()
         return self._view[self._end :]
 
+    def _resize(self, capacity: int) -> bytearray:
+        body = self._body
+        grown = bytearray(capacity)  # cheaper than body += bytes(n), and no view can block it
+        memoryview(grown)[: self._body_pos] = memoryview(body)[: self._body_pos]
+        self._body = grown
+        return grown
+
+    def _reserve(self, n: int) -> bool:
+        if self._pool is None:
+            return True
+        if not self._pool.reserve(n, self, may_overdraft=self._overdraft_frame is None):
+            return False
+        if self._pool.overdraft_holder is self:
+            self._in_overdraft = True
+        return True
+
+    def _finished(self, frame) -> None:
+        """A pooled frame has been read whole."""
+        if self._in_overdraft:
+            self._overdraft_frame, self._in_overdraft = frame, False
+        self.frames.append(frame)
+
     def buffer_updated(self, nbytes: int) -> None:
         if self._body is not None:
             self._body_pos += nbytes
-            if self._body_pos == len(self._body):
-                self.frames.append(self._body)
-                self._body = None
+            if self._body_pos == self._body_size:
+                body, self._body = self._body, None
+                self._finished(body)
+            elif self._body_pos == self._body_capacity:
+                self._grow()
             return
         self._end += nbytes
         self._split()
+
+    def _grow(self) -> None:
+        """Reserve the next growth of the large frame's buffer (allocated by get_buffer)."""
+        capacity = min(self._body_size, _GROWTH * self._body_capacity)
+        self._blocked = not self._reserve(capacity - self._body_capacity)
+        if not self._blocked:
+            self._body_capacity = capacity
 
     def feed(self, data: bytes) -> None:
         """Copying convenience for tests and tools: push `data` through get_buffer/buffer_updated."""
@@ -61,8 +155,38 @@ class FrameReader:
             buf = self.get_buffer()
             n = min(len(buf), len(view))
             buf[:n] = view[:n]
+            buf.release()
             view = view[n:]
             self.buffer_updated(n)
+
+    def retry(self) -> bool:
+        """After the pool released memory: go on if it now has room for us."""
+        if self._blocked:
+            if self._body is not None:
+                self._grow()
+            else:
+                self._split()
+        return not self._blocked
+
+    def done(self, frame) -> None:
+        """The owner has answered `frame`: its memory goes back to the pool."""
+        if self._pool is not None and len(frame) > self._small:
+            self._pool.release(len(frame))
+            if frame is self._overdraft_frame:
+                self._overdraft_frame = None
+                self._pool.end_overdraft(self)
+
+    def close(self) -> None:
+        """Release the memory of the frame being read and of frames never handed out."""
+        if self._pool is not None:
+            if self._body is not None:
+                self._pool.release(self._body_capacity)
+            for frame in self.frames:
+                self.done(frame)
+            self._pool.end_overdraft(self)
+        self._body = None
+        self.frames.clear()
+        self._blocked = False
 
     def _compact(self) -> None:
         n = self._end - self._start
@@ -77,17 +201,33 @@ class FrameReader:
                 raise FrameError(f"frame size {size} outside 0..{self.max_frame_bytes}")
             begin = self._start + 4
             available = self._end - begin
-            if available >= size:
+            if size <= self._small:
+                if available < size:
+                    break
                 self.frames.append(scratch[begin : begin + size])  # a writable copy
                 self._start = begin + size
                 continue
-            if size > len(scratch) // 2:
-                body = bytearray(size)
-                body[:available] = scratch[begin : self._end]
-                self._body, self._body_pos = body, available
-                self._start = self._end = 0
+            if available == 0:
+                break  # a size prefix alone costs nothing: wait for the frame's first bytes
+            # A large frame: its first chunk (or all of it, when it is already here) is reserved
+            # before it leaves the scratch buffer.
+            first = max(self._first_chunk, _FIRST_GROWTH * available)
+            capacity = size if size <= 2 * first else first  # no resize just short of the end
+            self._blocked = not self._reserve(capacity)
+            if self._blocked:
                 return
-            break
+            if available >= size:
+                self._finished(scratch[begin : begin + size])
+                self._start = begin + size
+                continue
+            body = bytearray(capacity)
+            body[:available] = scratch[begin : self._end]
+            self._body, self._body_pos = body, available
+            self._body_size, self._body_capacity = size, capacity
+            self._start = self._end = 0
+            if available == capacity:
+                self._grow()
+            return
         if self._start == self._end:
             self._start = self._end = 0
         elif self._start > len(scratch) // 2:

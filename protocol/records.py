@@ -163,6 +163,183 @@ def validate_batches(buf, max_batch_bytes: int | None = None) -> list[tuple[int,
     return batches
 
 
+# --- LogValidator's record walk --------------------------------------------------------------
+
+# How much a batch's records may take decompressed, as a multiple of the topic's
+# max.message.bytes (which Kafka applies to the batch as sent, compressed). Kafka streams the
+# records and sets no such bound; we decompress a batch whole, so we need one: a batch that
+# inflates past it is refused with MESSAGE_TOO_LARGE (on which the Java producer splits the batch
+# and retries) after at most that much output. 8 leaves room for producers whose batch size is
+# counted compressed (the Java client's batch.size) or raised above the broker's limit
+# (librdkafka's batch.size) with data that compresses several times, and bounds the record walk
+# of an adversarial batch of minimal records (8 MiB of 7-byte records: about a second of loop
+# time here, at ~1 us a record).
+DECOMPRESSION_FACTOR = 8
+
+
+def max_decompressed_bytes(max_message_bytes: int) -> int:
+    return DECOMPRESSION_FACTOR * max(max_message_bytes, 1)
+
+
+def decompress_records(buf, pos: int, header: BatchHeader, limit: int):
+    """The records section of a batch, decompressed (bounded by `limit`) if need be.
+
+    Raises KafkaError: CORRUPT_MESSAGE when the payload is not valid for its codec,
+    MESSAGE_TOO_LARGE when it inflates past the limit."""
+    body = memoryview(buf)[pos + HEADER_SIZE : pos + header.size]
+    if not header.compression:
+        return body
+    try:
+        return compression.decompress(header.compression, body, limit)
+    except compression.DecompressionError as e:
+        if e.too_large:
+            raise KafkaError(
+                ErrorCode.MESSAGE_TOO_LARGE,
+                f"Record batch of {header.size} bytes decompresses to more than {limit} bytes "
+                f"({DECOMPRESSION_FACTOR} x max.message.bytes)",
+            ) from None
+        raise KafkaError(
+            ErrorCode.CORRUPT_MESSAGE, f"Failed to decompress record stream: {e}"
+        ) from None
+
+
+class _RecordEnd(Exception):
+    """The records ran out before the batch's record count (Kafka's premature EOF)."""
+
+
+def _varint_slow(body, p: int, max_shift: int = 35) -> tuple[int, int]:
+    """A zigzag varint of any length Kafka reads: 5 bytes for an int, 10 (max_shift 70) for a
+    long."""
+    result = shift = 0
+    while True:
+        b = body[p]
+        p += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return (result >> 1) ^ -(result & 1), p
+        shift += 7
+        if shift >= max_shift:
+            raise ValueError("Varint is too long")
+
+
+def scan_records(body, count: int, want_keys: bool) -> tuple[list[int], int, bool]:
+    """Walk `count` records of a batch body the way Kafka's record iterator reads them, checking
+    their structure (each record's fields fill exactly its stated size, no bytes left after the
+    last one). Returns (indexes of records without a key -- only if want_keys --, the smallest
+    timestamp delta or 0, whether the offset deltas are 0, 1, 2 ... as they must be for the
+    batch to be kept as sent). Raises KafkaError INVALID_RECORD with Kafka's messages.
+
+    Every varint has a one-byte fast path: almost all fields of real records fit one byte
+    (attributes, deltas below 64, key sizes, header counts), so the walk costs a few
+    microseconds per record and nothing per byte of key or value."""
+    n = len(body)
+    p = 0
+    keyless: list[int] = []
+    smallest = 0
+    in_order = True
+    i = -1
+    try:
+        for i in range(count):
+            if p >= n:
+                raise _RecordEnd
+            b = body[p]
+            if b < 0x80:
+                size, p = (b >> 1) ^ -(b & 1), p + 1
+            elif body[p + 1] < 0x80:
+                v = (b & 0x7F) | (body[p + 1] << 7)
+                size, p = (v >> 1) ^ -(v & 1), p + 2
+            else:
+                size, p = _varint_slow(body, p)
+            end = p + size
+            if end > n:
+                raise _RecordEnd
+            # attributes (unused in v2), then the timestamp delta
+            b = body[p + 1]
+            if b < 0x80:
+                p += 2
+                if b & 1:
+                    delta = (b >> 1) ^ -1
+                    if delta < smallest:
+                        smallest = delta
+            else:
+                delta, p = _varint_slow(body, p + 1, 70)
+                if delta < smallest:
+                    smallest = delta
+            b = body[p]  # offset delta: i, zigzag-coded as 2i, in one or two bytes
+            if b < 0x80:
+                p += 1
+                if b != i << 1:
+                    in_order = False
+            elif body[p + 1] < 0x80:
+                if (b & 0x7F) | (body[p + 1] << 7) != i << 1:
+                    in_order = False
+                p += 2
+            else:
+                off, p = _varint_slow(body, p)
+                if off != i:
+                    in_order = False
+            b = body[p]  # key size, -1 for none
+            if b < 0x80:
+                p += 1
+                klen = (b >> 1) ^ -(b & 1)
+            else:
+                klen, p = _varint_slow(body, p)
+            if klen >= 0:
+                p += klen
+            elif want_keys:
+                keyless.append(i)
+            b = body[p]  # value size
+            if b < 0x80:
+                p += 1 if b & 1 else 1 + (b >> 1)  # odd: negative, no value
+            elif body[p + 1] < 0x80:
+                v = (b & 0x7F) | (body[p + 1] << 7)
+                p += 2 if v & 1 else 2 + (v >> 1)
+            else:
+                vlen, p = _varint_slow(body, p)
+                if vlen > 0:
+                    p += vlen
+            b = body[p]  # header count
+            if b == 0:
+                p += 1
+            else:
+                p = _skip_headers(body, p)
+            if p != end:
+                raise KafkaError(
+                    ErrorCode.INVALID_RECORD,
+                    f"Invalid record size: expected to read {size} bytes in record payload, "
+                    f"but instead read {p - (end - size)}",
+                )
+    except _RecordEnd:
+        raise KafkaError(
+            ErrorCode.INVALID_RECORD, "Incorrect declared batch size, premature EOF reached"
+        ) from None
+    except (IndexError, ValueError):
+        raise KafkaError(ErrorCode.INVALID_RECORD, "Found invalid record structure") from None
+    if p != n:
+        raise KafkaError(
+            ErrorCode.INVALID_RECORD,
+            "Incorrect declared batch size, records still remaining in file",
+        )
+    return keyless, smallest, in_order
+
+
+def _skip_headers(body, p: int) -> int:
+    count, p = _varint_slow(body, p)
+    if count < 0:
+        raise KafkaError(
+            ErrorCode.INVALID_RECORD, f"Found invalid number of record headers {count}"
+        )
+    for _ in range(count):
+        klen, p = _varint_slow(body, p)
+        if klen < 0:
+            raise KafkaError(ErrorCode.INVALID_RECORD, f"Invalid negative header key size {klen}")
+        p += klen
+        vlen, p = _varint_slow(body, p)
+        if vlen > 0:
+            p += vlen
+    return p
+
+
 # --- timestamp limits (KIP-937) -----------------------------------------------------------
 
 INVALID_TIMESTAMP_MESSAGE = "One or more records have been rejected due to invalid timestamp"
@@ -188,8 +365,9 @@ def _java_long(value: int) -> int:
 
 
 def timestamp_errors(
-    buf, pos: int, header: BatchHeader, now: int, before_max_ms: int, after_max_ms: int
-) -> list[tuple[int, str]]:
+    buf, pos: int, header: BatchHeader, now: int, before_max_ms: int, after_max_ms: int,
+    scanned: tuple | None = None,
+) -> list[tuple[int, str]]:  # fmt: skip
     """(index in the batch, message) of each record whose CreateTime lies more than
     before_max_ms behind `now` or after_max_ms ahead of it (Kafka's LogValidator; Long.MAX
     means no limit that way, and a record without a timestamp, -1, is not checked).
@@ -200,7 +378,8 @@ def timestamp_errors(
     a lower limit and more than one record, a header in range proves nothing, and a quick pass
     finds the smallest timestamp delta (decompressing the batch if need be). Only a batch found
     out of range is read again, for each offending record's index and offset, as Kafka names
-    them. The header's max timestamp is trusted for the upper limit, as everywhere in the
+    them. `scanned`: (records section, smallest delta) when the validator has walked the
+    records already. The header's max timestamp is trusted for the upper limit, as everywhere in the
     broker (time index, retention, ListOffsets; Kafka recomputes it from the records).
     """
     lower = before_max_ms != LONG_MAX
@@ -219,9 +398,10 @@ def timestamp_errors(
         if header_inside:
             if not lower or header.record_count == 1:
                 return []
-            if first + _smallest_timestamp_delta(buf, pos, header) >= low:
+            smallest = scanned[1] if scanned else _smallest_timestamp_delta(buf, pos, header)
+            if first + smallest >= low:
                 return []
-        offsets, timestamps = record_timestamps(buf, pos, header)
+        offsets, timestamps = record_timestamps(buf, pos, header, scanned and scanned[0])
     errors = []
     for index, ts in enumerate(timestamps):
         if ts != NO_TIMESTAMP and ((lower and ts < low) or (upper and ts > high)):
@@ -232,9 +412,10 @@ def timestamp_errors(
     return errors
 
 
-def _records_body(buf, pos: int, header: BatchHeader):
-    body = memoryview(buf)[pos + HEADER_SIZE : pos + header.size]
-    return compression.decompress(header.compression, body) if header.compression else body
+def _records_body(buf, pos: int, header: BatchHeader, body=None):
+    if body is not None:
+        return body
+    return decompress_records(buf, pos, header, compression.DEFAULT_LIMIT)
 
 
 def _uvarint(buf, pos: int) -> tuple[int, int]:
@@ -276,18 +457,21 @@ def _smallest_timestamp_delta(buf, pos: int, header: BatchHeader) -> int:
                 if delta < smallest:
                     smallest = delta
             p = end
-    except Exception as e:  # a truncated record or a codec's complaint
+    except KafkaError:
+        raise
+    except Exception as e:  # a truncated record
         raise KafkaError(ErrorCode.CORRUPT_MESSAGE, f"invalid record batch: {e}") from None
     if p != len(body):
         raise KafkaError(ErrorCode.CORRUPT_MESSAGE, "record lengths disagree with the batch")
     return smallest
 
 
-def record_timestamps(buf, pos: int, header: BatchHeader) -> tuple[list[int], list[int]]:
+def record_timestamps(buf, pos: int, header: BatchHeader, body=None) -> tuple[list[int], list[int]]:
     """(offsets, timestamps) of the records of a CreateTime batch, reading only each record's
-    length, timestamp delta and offset delta (the rest is skipped, never copied)."""
+    length, timestamp delta and offset delta (the rest is skipped, never copied). `body`: the
+    records section, if already decompressed."""
     try:
-        body = _records_body(buf, pos, header)
+        body = _records_body(buf, pos, header, body)
         base_ts, base_offset = header.base_timestamp, header.base_offset
         offsets, timestamps = [], []
         p = 0
@@ -369,13 +553,21 @@ def _read_bytes(buf, pos: int) -> tuple[bytes | None, int]:
     return bytes(buf[pos : pos + n]), pos + n
 
 
-def decode_records(buf, pos: int = 0) -> list[Record]:
-    """Decode the records of the batch at buf[pos:], decompressing if needed."""
+def decode_records(buf, pos: int = 0, limit: int = compression.DEFAULT_LIMIT) -> list[Record]:
+    """Decode the records of the batch at buf[pos:], decompressing (at most `limit` bytes) if
+    needed. A batch that cannot be read raises KafkaError (CORRUPT_MESSAGE, or
+    MESSAGE_TOO_LARGE past the limit)."""
     header = read_header(buf, pos)
-    size = header.size
-    body = memoryview(buf)[pos + HEADER_SIZE : pos + size]
-    if header.compression:
-        body = memoryview(compression.decompress(header.compression, body))
+    body = memoryview(decompress_records(buf, pos, header, limit))
+    try:
+        return decode_body(header, body)
+    except KafkaError:
+        raise
+    except Exception as e:  # a truncated or garbled record
+        raise KafkaError(ErrorCode.CORRUPT_MESSAGE, f"invalid record batch: {e}") from None
+
+
+def decode_body(header: BatchHeader, body) -> list[Record]:
     records = []
     p = 0
     for _ in range(header.record_count):

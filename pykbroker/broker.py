@@ -7,6 +7,7 @@ import contextlib
 import os
 import time
 import traceback
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ import structlog
 from protocol import codec
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
-from protocol.framing import FrameError, RequestHeader, parse_request_header
+from protocol.framing import FrameError, MemoryPool, RequestHeader, parse_request_header
 from pykbroker.cluster.metadata import DEFAULT_ENTITY, LocalMetadata, TopicInfo
 from pykbroker.cluster.replica_manager import ReplicaManager
 from pykbroker.config import (
@@ -30,6 +31,7 @@ from pykbroker.handlers import REGISTRY
 from pykbroker.metrics import Metrics
 from pykbroker.server import CLOSE, Connection
 from pykbroker.storage.log_manager import LogManager, Scheduler
+from pykbroker.storage.producer_state import expire_producers
 
 log = structlog.get_logger(__name__)
 _SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -88,6 +90,10 @@ class Broker:
         self.registry = REGISTRY
         self.sendfile_min_bytes = config.get("pykbroker.sendfile.min.bytes")
         self.connections: set[Connection] = set()
+        # queued.max.request.bytes: memory of requests read and not yet answered (-1: no bound).
+        queued = config.get("queued.max.request.bytes")
+        self.request_pool = MemoryPool(queued) if queued > 0 else None
+        self._memory_waiters: deque[Connection] = deque()
         self.servers: list[asyncio.base_events.Server] = []
         self.bound: list[tuple[str, int]] = []  # (host, port) actually listening
         self.log_manager: LogManager | None = None
@@ -161,6 +167,9 @@ class Broker:
             self.console = ConsoleServer(self)
             await self.console.start(listeners[0][1] or None, self.config.get("console.port"))
         self.background += self.log_manager.start_background()  # retention, log cleaner
+        self.background.append(loop.create_task(self.metrics.loop_lag.run()))
+        self.background.append(loop.create_task(expire_producers(
+            lambda: list(self.log_manager.logs.values()), self.config)))  # fmt: skip
         log.info(
             "broker_started", node_id=self.node_id,
             listeners=[f"{h}:{p}" for h, p in self.bound],
@@ -209,6 +218,19 @@ class Broker:
 
     def connection_closed(self, conn: Connection) -> None:
         self.connections.discard(conn)
+
+    def wait_for_request_memory(self, conn: Connection) -> None:
+        if not self._memory_waiters:  # once per episode, not per connection
+            pool = self.request_pool
+            log.warning("request_memory_exhausted", queued_max_request_bytes=pool.size,
+                        available=pool.available)  # fmt: skip
+        self._memory_waiters.append(conn)
+
+    def request_memory_released(self) -> None:
+        """Muted connections read again, oldest first, as long as the pool takes them."""
+        waiters = self._memory_waiters
+        while waiters and waiters[0].unmute():
+            waiters.popleft()
 
     async def _idle_connection_reaper(self) -> None:
         max_idle_s = self.config.get("connections.max.idle.ms") / 1000
@@ -282,8 +304,9 @@ class Broker:
         warning line saying where, never a traceback per request (a client's bad input must not
         flood the log). Requests that are semantically invalid get their error codes from their
         handlers; anything reaching here is a bug to fix, located by `where`."""
-        frame = traceback.extract_tb(e.__traceback__)[-1]
-        where = f"{os.path.relpath(frame.filename, _SOURCE_ROOT)}:{frame.lineno}"
+        frames = traceback.extract_tb(e.__traceback__)
+        ours = [f for f in frames if f.filename.startswith(_SOURCE_ROOT + os.sep)] or frames
+        where = f"{os.path.relpath(ours[-1].filename, _SOURCE_ROOT)}:{ours[-1].lineno}"
         ctx.connection.abort(
             "request_failed", api_key=ctx.header.api_key, api_version=ctx.header.api_version,
             client_id=ctx.header.client_id, error=repr(e)[:500], where=where,

@@ -274,6 +274,14 @@ BROKER_CONFIGS = _keys(
         at_least(1),
     ),
     ConfigKey(
+        "queued.max.request.bytes",
+        "long",
+        104857600,
+        "The memory that requests read but not yet answered may hold, across all connections; "
+        "when it is used up the broker stops reading from sockets until some is freed (one request "
+        "is let through even if larger). -1 for no limit (Kafka's default; ours is bounded).",
+    ),
+    ConfigKey(
         "connections.max.idle.ms",
         "long",
         600000,
@@ -591,8 +599,17 @@ BROKER_CONFIGS = _keys(
         "producer.id.expiration.ms",
         "int",
         _DAY_MS,
-        "How long an idle producer's state is kept.",
+        "How long a partition keeps the state of a producer that has written nothing since "
+        "(its last batch's timestamp), unless it has a transaction open there.",
         at_least(1),
+    ),
+    ConfigKey(
+        "producer.id.expiration.check.interval.ms",
+        "int",
+        600000,
+        "How often producer state past producer.id.expiration.ms is removed.",
+        at_least(1),
+        read_only=True,
     ),
     ConfigKey(
         "transactional.id.expiration.ms",

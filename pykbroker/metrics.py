@@ -35,6 +35,45 @@ API_NAMES = {k.value: "".join(w.capitalize() for w in k.name.split("_")) for k i
 UNKNOWN_API = -1
 
 
+# Upper bounds (seconds) of the event-loop lag histogram.
+LOOP_LAG_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+
+
+class LoopLagProbe:
+    """How late a periodic timer fires on the broker's event loop: its longest stall.
+
+    Everything the broker does runs on one loop, so any synchronous work (a big allocation, a
+    cold disk read, a long decode) delays every connection by as much. Kafka has no equivalent
+    (its network and I/O threads block separately); this is what to watch instead. The probe
+    starts once the broker has started, so start-up recovery is not counted.
+    """
+
+    INTERVAL = 0.02  # seconds between timer firings; the lag is the lateness past that
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.seconds = 0.0
+        self.max = 0.0
+        self.buckets = [0] * (len(LOOP_LAG_BUCKETS) + 1)  # the last one is +Inf
+
+    def observe(self, lag: float) -> None:
+        self.count += 1
+        self.seconds += lag
+        if lag > self.max:
+            self.max = lag
+        self.buckets[bisect_left(LOOP_LAG_BUCKETS, lag)] += 1
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.INTERVAL
+        while True:
+            due = loop.time() + interval
+            await asyncio.sleep(interval)
+            self.observe(max(loop.time() - due, 0.0))
+
+
 class RequestStats:
     """Count, total time and histogram buckets of one API's requests."""
 
@@ -61,6 +100,7 @@ class Metrics:
         self.connections = 0  # accepted since start; the open ones are len(broker.connections)
         self.produce_purgatory = 0  # acks=all produce requests waiting for the high watermark
         self.fetch_purgatory = 0  # fetch requests waiting for min.bytes
+        self.loop_lag = LoopLagProbe()
 
     def record_produce(self, topic: str, nbytes: int, records: int) -> None:
         """One batch appended to `topic` (duplicates from retried idempotent sends excluded)."""
@@ -201,11 +241,25 @@ class BrokerCollector:
         )
         accepted.add_metric([], m.connections)
         yield accepted
+        pool = broker.request_pool
+        if pool is not None:  # Kafka's SocketServer MemoryPoolAvailable / MemoryPoolUsed
+            for name, value in (
+                ("available", pool.available),
+                ("used", pool.size - pool.available),
+            ):
+                g = GaugeMetricFamily(
+                    f"kafka_network_socketserver_memorypool{name}",
+                    f"queued.max.request.bytes memory {name} (negative available: the one "
+                    "request let past the pool).",
+                )
+                g.add_metric([], value)
+                yield g
         sendfile = CounterMetricFamily(
             "pykbroker_sendfile_bytes", "Record bytes written to sockets with os.sendfile."
         )
         sendfile.add_metric([], m.sendfile_bytes)
         yield sendfile
+        yield from _loop_lag(m.loop_lag)
 
     def _partitions(self):
         from prometheus_client.core import GaugeMetricFamily
@@ -282,6 +336,27 @@ class BrokerCollector:
         else:
             count.add_metric([], 0)
         yield from (count, offset, lag)
+
+
+def _loop_lag(probe: LoopLagProbe):
+    from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+
+    lag = HistogramMetricFamily(
+        "pykbroker_event_loop_lag_seconds",
+        f"How late a {LoopLagProbe.INTERVAL * 1000:g} ms timer fired on the broker's event loop.",
+    )
+    cumulative, running = [], 0
+    for bound, n in zip((*LOOP_LAG_BUCKETS, float("inf")), probe.buckets, strict=True):
+        running += n
+        cumulative.append((_bound(bound), running))
+    lag.add_metric([], cumulative, probe.seconds)
+    yield lag
+    longest = GaugeMetricFamily(
+        "pykbroker_event_loop_lag_max_seconds",
+        "The event loop's longest stall since the broker started (the probe timer's lateness).",
+    )
+    longest.add_metric([], probe.max)
+    yield longest
 
 
 def _per_topic(family, name: str, doc: str, values: dict[str, int]):

@@ -35,13 +35,16 @@ _WRITE_HIGH_WATER = 4 * 1024 * 1024
 class Connection(asyncio.BufferedProtocol):
     def __init__(self, broker: Broker):
         self.broker = broker
-        self.reader = FrameReader(broker.config.get("socket.request.max.bytes"))
+        self.reader = FrameReader(
+            broker.config.get("socket.request.max.bytes"), pool=broker.request_pool
+        )
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self._sock_fd = -1
         self._dup_fd = -1
         self._task: asyncio.Task | None = None
-        self._reading_paused = False
+        self._reading_paused = False  # too many frames queued
+        self._muted = False  # waiting for queued.max.request.bytes memory
         self._drain_waiter: asyncio.Future | None = None
         self._write_paused = False
         self.closed = False
@@ -91,6 +94,29 @@ class Connection(asyncio.BufferedProtocol):
         if len(frames) >= _MAX_QUEUED_FRAMES and not self._reading_paused:
             self._reading_paused = True
             self.transport.pause_reading()
+        if self.reader.blocked and not self._muted:
+            # Kafka's Selector mutes a channel whose next request the memory pool can't take.
+            self._muted = True
+            if not self._reading_paused:
+                self.transport.pause_reading()
+            self.broker.wait_for_request_memory(self)
+
+    def unmute(self) -> bool:
+        """The pool released memory: take the blocked frame if it fits now, and read again."""
+        if self.closed:
+            return True
+        if not self.reader.retry():
+            return False
+        self._muted = False
+        if not self._reading_paused:
+            self.transport.resume_reading()
+        if self.reader.frames and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._process())
+        return True
+
+    def _frame_done(self, frame) -> None:
+        self.reader.done(frame)
+        self.broker.request_memory_released()
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -101,6 +127,8 @@ class Connection(asyncio.BufferedProtocol):
         self.closed = True
         if self._task is not None and not self._task.done():
             self._task.cancel()
+        self.reader.close()  # its pooled memory goes back, and muted connections may read again
+        self.broker.request_memory_released()
         self._wake_drain()
         if self._dup_fd >= 0:
             try:
@@ -153,7 +181,8 @@ class Connection(asyncio.BufferedProtocol):
                 frame = frames.popleft()
                 if self._reading_paused and len(frames) < _MAX_QUEUED_FRAMES // 2:
                     self._reading_paused = False
-                    self.transport.resume_reading()
+                    if not self._muted:
+                        self.transport.resume_reading()
                 started = perf_counter()
                 try:
                     response = self.broker.handle_request(self, frame)
@@ -167,6 +196,7 @@ class Connection(asyncio.BufferedProtocol):
                         return
                     await self._send(response)
                 finally:
+                    self._frame_done(frame)
                     # Kafka's TotalTime: from taking the request up to writing its response.
                     elapsed = perf_counter() - started
                     api_key = (

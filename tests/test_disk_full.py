@@ -14,12 +14,15 @@ import subprocess
 import time
 
 import pytest
+from cluster_helpers import Cluster, wait_until
 from confluent_kafka import KafkaError as CKError
 from confluent_kafka import Producer as CKProducer
 from helpers import BrokerProcess, RawClient
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaStorageError
 from wire import fetch, produce_body, values_batch, wait_for
+from zookeeper_server import zookeeper_missing
 
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode
@@ -32,6 +35,7 @@ OVERRIDES = {
     "log.segment.bytes": str(128 * 1024),  # many rolls: snapshots and new index files too
     "num.partitions": "1",
     "offsets.topic.num.partitions": "1",
+    "transaction.state.log.num.partitions": "1",
     "log.retention.check.interval.ms": "3600000",
 }
 CHUNK = 256 * 1024  # the filler is made of chunks, so a test can free a little at a time
@@ -222,6 +226,14 @@ def resume(bootstrap: str, acked: dict[int, bytes]) -> None:
     acked[meta.offset] = b"after-free"
 
 
+def init_transactional(client: RawClient, txn_id: str) -> int:
+    r = client.request(ApiKey.INIT_PRODUCER_ID, 4, {
+        "transactional_id": txn_id, "transaction_timeout_ms": 60000, "producer_id": -1,
+        "producer_epoch": -1,
+    })  # fmt: skip
+    return r.error_code
+
+
 def offset_commit(client: RawClient, group: str, offset: int) -> int:
     r = client.request(ApiKey.OFFSET_COMMIT, 2, {
         "group_id": group, "generation_id_or_member_epoch": -1, "member_id": "",
@@ -242,6 +254,8 @@ def test_full_disk_answers_storage_error_then_resumes(small_fs):
     raw = RawClient(b.port)
     raw.request(ApiKey.FIND_COORDINATOR, 1, {"key": "g", "key_type": 0})
     wait_for(lambda: offset_commit(raw, "g", 1) == ErrorCode.NONE, what="a first offset commit")
+    raw.request(ApiKey.FIND_COORDINATOR, 1, {"key": "tx", "key_type": 1})
+    wait_for(lambda: init_transactional(raw, "tx") == ErrorCode.NONE, what="InitProducerId")
 
     errors = produce_until_full(b.bootstrap_servers, acked)
     assert errors == {CKError.KAFKA_STORAGE_ERROR}, errors
@@ -255,6 +269,7 @@ def test_full_disk_answers_storage_error_then_resumes(small_fs):
     r = raw.request(ApiKey.PRODUCE, 9, produce_body(TOPIC, bytes(values_batch([b"x"]))))
     assert r.responses[0].partition_responses[0].error_code == ErrorCode.KAFKA_STORAGE_ERROR
     assert offset_commit(raw, "g", 2) == ErrorCode.NOT_COORDINATOR
+    assert init_transactional(raw, "tx-2") == ErrorCode.NOT_COORDINATOR  # the transaction log's
     r = raw.request(ApiKey.METADATA, 9, {"topics": [{"name": TOPIC}]})
     assert r.topics[0].partitions[0].error_code == ErrorCode.NONE
 
@@ -262,6 +277,16 @@ def test_full_disk_answers_storage_error_then_resumes(small_fs):
     got = check_acked(b.bootstrap_servers, acked)
     assert len(got) == len(acked)
 
+    # Not a byte left: a topic can't be created (auto-creation answers KAFKA_STORAGE_ERROR),
+    # and isn't half there afterwards.
+    fill(mnt, "top")
+    new = {"name": "born-on-a-full-disk"}
+    r = raw.request(ApiKey.METADATA, 9, {"topics": [new], "allow_auto_topic_creation": True})
+    assert r.topics[0].error_code == ErrorCode.KAFKA_STORAGE_ERROR
+    r = raw.request(ApiKey.METADATA, 9, {"topics": [new], "allow_auto_topic_creation": False})
+    assert r.topics[0].error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+
+    free(mnt, 1 << 20, "top")
     os.unlink(mnt / "ballast")
     resume(b.bootstrap_servers, acked)
     more: dict[int, bytes] = {}
@@ -273,6 +298,7 @@ def test_full_disk_answers_storage_error_then_resumes(small_fs):
     assert all(err is None for err, _ in more.values())
     acked.update({o: v for o, (_, v) in more.items()})
     assert offset_commit(raw, "g", 3) == ErrorCode.NONE
+    wait_for(lambda: init_transactional(raw, "tx-2") == ErrorCode.NONE, what="InitProducerId")
     check_acked(b.bootstrap_servers, acked)
     raw.close()
     no_tracebacks(b)
@@ -357,3 +383,51 @@ def test_io_error_takes_the_log_dir_offline(ext4_fs):
     b = start()
     check_acked(b.bootstrap_servers, acked)
     no_tracebacks(b)
+
+
+@pytest.mark.skipif(zookeeper_missing() is not None, reason=zookeeper_missing() or "")
+def test_full_log_dir_moves_leadership_in_a_cluster(tmp_path):
+    """Broker 1's log dir fills up: its partitions' leadership goes to in-sync brokers 2/3,
+    producers carry on there, and broker 1 catches up again once space is freed."""
+    mnt = tmp_path / "broker1"  # the Cluster helper's data dir for node 1
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], check=True)
+    cluster = Cluster(str(tmp_path))
+    try:
+        cluster.start()
+        admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap())
+        admin.create_topics([NewTopic(TOPIC, replica_assignments={0: [1, 2, 3]})])
+        admin.close()
+        wait_until(lambda: (parts := cluster.agreed_partitions(TOPIC)) and parts[0][0] == 1
+                   and len(parts[0][3]) == 3, what="broker 1 leading with a full ISR")  # fmt: skip
+        acked: dict[int, bytes] = {}
+        p = CKProducer({"bootstrap.servers": cluster.bootstrap(), "acks": "all",
+                        "message.timeout.ms": 60000})  # fmt: skip
+
+        def send(n: int) -> None:
+            for _ in range(n):
+                p.produce(TOPIC, os.urandom(1000),
+                          on_delivery=lambda err, msg: err or acked.__setitem__(msg.offset(), msg.value()))  # fmt: skip
+            assert p.flush(60) == 0
+
+        send(300)
+        assert len(acked) == 300
+        fill(mnt, "filler")
+        send(300)  # refused by broker 1 with KAFKA_STORAGE_ERROR, then acknowledged elsewhere
+        assert len(acked) == 600
+        leader = cluster.partitions(TOPIC, 2)[0][0]
+        assert leader in (2, 3)
+        assert cluster.brokers[1].events("leadership_given_up")
+        check_acked(cluster.bootstrap(1), acked)
+
+        free(mnt, 1 << 20, "filler")
+        send(100)
+        wait_until(lambda: 1 in cluster.partitions(TOPIC, leader)[0][3],
+                   what="broker 1 back in the ISR once space is freed")  # fmt: skip
+        for b in cluster.brokers.values():
+            no_tracebacks(b)
+    finally:
+        cluster.stop()
+        subprocess.run(["umount", str(mnt)], check=False)
+        if os.path.ismount(mnt):
+            subprocess.run(["umount", "-l", str(mnt)], check=True)

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from image_helpers import (
     ROOT,
-    ImageBuilds,
     Podman,
     free_port,
+    image_builds,
     load_compose,
     podman_compose,
     podman_missing,
@@ -34,18 +34,20 @@ BROKER_UID = 1000  # the Dockerfile's USER
 
 
 @pytest.fixture(scope="module")
-def podman():
+def images():
     reason = podman_missing()
     if reason:
         pytest.skip(reason)
-    podman = Podman()
-    yield podman
-    podman.close()
+    images = image_builds()
+    yield images
+    images.podman.close()
+    if images.podman.timings:  # what was built rather than reused, and how long it took
+        print(f"\nimage builds (s): {images.podman.timings}")
 
 
 @pytest.fixture(scope="module")
-def images(podman):
-    return ImageBuilds(podman)
+def podman(images):
+    return images.podman
 
 
 def unique(prefix: str) -> str:
@@ -85,9 +87,9 @@ def run_broker(podman: Podman, image: str, name: str, port: int, *options: str) 
     )  # fmt: skip
 
 
-def remove(podman: Podman, *containers: str) -> None:
+def remove(podman: Podman, *containers: str, grace: int = 10) -> None:
     for c in containers:
-        podman.run("rm", "-f", "-t", "10", c, check=False)
+        podman.run("rm", "-f", "-t", str(grace), c, check=False)
 
 
 def produce(bootstrap: str, topic: str, values: list[bytes], **config) -> None:
@@ -165,8 +167,21 @@ def test_image_serves_clients_as_non_root_with_env_config_and_healthcheck(podman
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10) as r:
             text = r.read().decode()
         assert 'kafka_server_broker_topic_messages_in_total{topic="from-image"} 30.0' in text
+        del admin  # closed before its broker goes
     finally:
         remove(podman, name)
+
+
+def test_image_healthcheck_fails_without_a_broker(podman, images):
+    """The HEALTHCHECK is a real round trip: a container of the image running something else
+    (the entrypoint runs any command it is given) is unhealthy."""
+    name = unique("pykbroker-test")
+    podman.run("run", "-d", "--name", name, images.app, "sleep", "60")
+    try:
+        out = podman.run("healthcheck", "run", name, check=False)
+        assert out.returncode == 1 and "unhealthy" in out.stdout, out
+    finally:
+        remove(podman, name, grace=0)
 
 
 def test_image_keeps_data_in_its_volume_and_stops_cleanly_on_sigterm(podman, images):

@@ -221,3 +221,22 @@ def _v() -> str:
     from importlib.metadata import version
 
     return version("pykbroker")
+
+
+def test_event_loop_lag_probe_sees_a_stall(metered):
+    """pykbroker_event_loop_lag_*: a 300 ms block of the broker's loop shows as its longest stall."""
+    url = metered.metrics_url
+    before = scrape(url)
+    assert value(before, "pykbroker_event_loop_lag_max_seconds") < 0.3
+    wait_for(lambda: value(scrape(url), "pykbroker_event_loop_lag_seconds_count") > 0,
+             "the probe's first observation")  # fmt: skip
+    metered._loop.call_soon_threadsafe(time.sleep, 0.3)  # synchronous work on the broker's loop
+    after = wait_for(
+        lambda: (s := scrape(url))[("pykbroker_event_loop_lag_max_seconds", ())] >= 0.25 and s,
+        "the stall to be measured",
+    )
+    assert value(after, "pykbroker_event_loop_lag_max_seconds") < 5
+    # One observation landed above the 0.25 s bucket and at or below the 0.5 s one.
+    over = value(after, "pykbroker_event_loop_lag_seconds_bucket", le="0.25")
+    assert value(after, "pykbroker_event_loop_lag_seconds_bucket", le="0.5") - over >= 1
+    assert value(after, "pykbroker_event_loop_lag_seconds_sum") >= 0.25

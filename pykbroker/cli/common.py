@@ -375,3 +375,30 @@ def kafka_uuid(value: uuid.UUID | str | None) -> str:
 
 
 ZERO_UUID = uuid.UUID(int=0)
+
+
+def bound_record_decompression(limit: int | None = None) -> None:
+    """kafka-python decompresses fetched batches without a bound; the tools read through
+    protocol.compression instead, which stops at `limit` bytes a batch (the broker's bound by
+    default) and raises kafka-python's CorruptRecordError for a batch that inflates past it or
+    does not decompress, rather than expanding it."""
+    import kafka.record.default_records as default_records
+    from kafka.errors import CorruptRecordError
+
+    from protocol import compression
+
+    limit = compression.DEFAULT_LIMIT if limit is None else limit
+
+    def bounded(codec: int):
+        def decode(data):
+            try:
+                return bytes(compression.decompress(codec, data, limit))
+            except compression.DecompressionError as e:
+                raise CorruptRecordError(f"Unreadable record batch: {e}") from None
+
+        return decode
+
+    default_records.gzip_decode = bounded(compression.GZIP)
+    default_records.snappy_decode = bounded(compression.SNAPPY)
+    default_records.lz4_decode = bounded(compression.LZ4)
+    default_records.zstd_decode = bounded(compression.ZSTD)

@@ -291,11 +291,18 @@ def consume(consumer, formatter: MessageFormatter, args, out, counter: Counter) 
     limit = args.max_messages if args.max_messages is not None and args.max_messages >= 0 else None
     timeout = args.timeout_ms if args.timeout_ms is not None and args.timeout_ms >= 0 else None
     last = time.monotonic()
+    from kafka.errors import CorruptRecordError
+
     while limit is None or count < limit:
         wait_ms = 1000 if timeout is None else max(min(timeout, 1000), 1)
-        batch = consumer.poll(
-            timeout_ms=wait_ms, max_records=None if limit is None else limit - count
-        )
+        try:
+            batch = consumer.poll(
+                timeout_ms=wait_ms, max_records=None if limit is None else limit - count
+            )
+        except CorruptRecordError as e:  # Kafka's ConsoleConsumer stops there, as here
+            print(f"ERROR Error processing message, terminating consumer process: {e}",
+                  file=sys.stderr)  # fmt: skip
+            return
         records = [r for tp_records in batch.values() for r in tp_records]
         if not records:
             if timeout is not None and (time.monotonic() - last) * 1000 >= timeout:
@@ -323,6 +330,7 @@ def run(argv: list[str]) -> int:
     formatter = MessageFormatter(props)
     config = consumer_config(args)
     common.quiet_client_logging()
+    common.bound_record_decompression()
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 

@@ -6,7 +6,8 @@ partitions appear, deletions are requested, a state znode changes) it looks at t
 picture again and writes what differs from what should be:
 
 - a partition without a state znode gets one: leader = first live replica, ISR = live replicas;
-- a partition whose leader is not alive gets a new leader, the first live replica in assignment
+- a partition whose leader is not alive, or not in the ISR (a leader whose log dir filled up or
+  failed takes itself out), gets a new leader, the first live replica in assignment
   order that is in the ISR (leader epoch + 1); with none, the leader becomes -1 (offline) and the
   ISR keeps its last member, unless unclean.leader.election.enable allows an out-of-sync replica;
 - dead replicas leave the ISR (leader epoch + 1, as Kafka's ZooKeeper-mode controller does);
@@ -164,11 +165,12 @@ class Controller:
                 return None
             return online[0], 0, online
         isr = [r for r in st.isr if r in live]
-        if st.leader in live:
+        candidates = [r for r in st.replicas if r in isr]
+        if st.leader in live and (st.leader in st.isr or not candidates):
             if len(isr) == len(st.isr):
                 return None
             return st.leader, st.leader_epoch + 1, isr
-        candidates = [r for r in st.replicas if r in isr]
+        # Here the leader is gone, or it took itself out of the ISR (its log dir failed).
         if candidates:
             leader = candidates[0]
         elif self.unclean_allowed(topic):

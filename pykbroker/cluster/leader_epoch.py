@@ -15,6 +15,7 @@ from bisect import bisect_right
 import structlog
 
 from pykbroker.storage.files import atomic_write
+from pykbroker.storage.log_dir_failure import is_out_of_space
 
 log = structlog.get_logger(__name__)
 
@@ -64,7 +65,18 @@ class LeaderEpochCache:
         if self.path is None:
             return
         body = "".join(f"{e} {o}\n" for e, o in zip(self.epochs, self.offsets, strict=True))
-        atomic_write(self.path, f"0\n{len(self.epochs)}\n{body}")
+        try:
+            atomic_write(self.path, f"0\n{len(self.epochs)}\n{body}")
+        except OSError as e:
+            if not is_out_of_space(e):
+                raise
+            # No stale checkpoint may outlive this: without one, a restart rebuilds the cache
+            # from the batches' epochs; the next change writes it again.
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+            log.warning("leader_epoch_checkpoint_deferred", path=self.path, error=str(e))
 
     # --- changes ------------------------------------------------------------------------------
 

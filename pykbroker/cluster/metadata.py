@@ -310,9 +310,25 @@ class LocalMetadata(MetadataBase):
                         "partitions": [p.to_json() for p in t.partitions]})
             for t in self.topics.values()
         )  # fmt: skip
-        atomic_write(
-            self._topics_path, json.dumps(head)[:-1] + ', "topics": [\n' + topics + "\n]}\n"
-        )
+        try:
+            atomic_write(
+                self._topics_path, json.dumps(head)[:-1] + ', "topics": [\n' + topics + "\n]}\n"
+            )
+        except OSError as e:
+            self._dirty = True  # memory is ahead of the file: written with the next change
+            raise KafkaError(
+                ErrorCode.KAFKA_STORAGE_ERROR,
+                f"Error while writing {self._topics_path}: [Errno {e.errno}] {e.strerror}",
+            ) from None
+
+    def _save_or_undo(self, undo) -> None:
+        """Persist a change, or take it back (a full disk) so memory never promises what a
+        restart would forget."""
+        try:
+            self._save()
+        except KafkaError:
+            undo()
+            raise
 
     # --- queries ------------------------------------------------------------------------------
 
@@ -337,7 +353,7 @@ class LocalMetadata(MetadataBase):
             dict(configs),
         )  # fmt: skip
         self.topics[name] = info
-        self._save()
+        self._save_or_undo(lambda: self.topics.pop(name, None))
         log.info(
             "topic_created",
             topic=name,
@@ -358,8 +374,9 @@ class LocalMetadata(MetadataBase):
 
     def add_partitions(self, name: str, assignment: list[list[int]]) -> None:
         info = self.topics[name]
+        before = len(info.partitions)
         info.partitions.extend(PartitionState(r[0], 0, list(r), list(r)) for r in assignment)
-        self._save()
+        self._save_or_undo(lambda: info.partitions.__delitem__(slice(before, None)))
 
     def set_broker_configs(self, entity: str, configs: dict[str, str]) -> None:
         self.dynamic_configs[entity] = dict(configs)
@@ -367,11 +384,23 @@ class LocalMetadata(MetadataBase):
 
     def next_producer_id(self) -> int:
         if self._next_producer_id >= self._producer_id_block_end:
+            end = self._producer_id_block_end
             self._producer_id_block_end = self._next_producer_id + PRODUCER_ID_BLOCK
-            self._save()
+            self._save_or_undo(lambda: setattr(self, "_producer_id_block_end", end))
         pid = self._next_producer_id
         self._next_producer_id += 1
         return pid
+
+
+def stored_broker_configs(data_dir: str) -> tuple[dict[str, dict[str, str]], str | None]:
+    """The dynamic broker configs a single broker keeps in `<data_dir>/topics.json`, read
+    without starting it (`pykbroker --print-config`); and the file's path, None if absent."""
+    path = os.path.join(data_dir, "topics.json")
+    try:
+        with open(path) as f:
+            return json.load(f).get("broker_configs", {}), path
+    except FileNotFoundError:
+        return {}, None
 
 
 def load_meta_properties(data_dir: str, node_id: int, configured: str | None) -> str:

@@ -44,6 +44,17 @@ class PartitionFetchState:
         self.truncating = True  # a new leader: first find where our logs diverge
 
 
+def _can_append(lg) -> bool:
+    """Is the follower's log dir writable (a full one probed again, at most every 0.5 s)?"""
+    if lg.log_dir.writable:
+        return True
+    try:
+        lg.log_dir.check_writable(f"fetching {lg.topic}-{lg.partition} from its leader")
+    except KafkaError:
+        return False
+    return True
+
+
 class ReplicaFetcher:
     def __init__(self, manager: ReplicaFetcherManager, leader_id: int):
         self.manager = manager
@@ -69,6 +80,11 @@ class ReplicaFetcher:
         while not self.stopping:
             now = loop.time()
             ready = {k: s for k, s in self.partitions.items() if s.delayed_until <= now}
+            for k, s in list(ready.items()):
+                if not _can_append(s.partition.log):
+                    # No fetching, so no claim to be in sync, until its log dir takes writes.
+                    del ready[k]
+                    s.delayed_until = now + backoff
             if len(ready) > 1:
                 # Rotate who goes first: only the first partition may exceed its byte limit
                 # (one whole batch), so no partition is starved by busier ones before it.
@@ -119,10 +135,11 @@ class ReplicaFetcher:
     async def _request(self, api_key: int, version: int, body: dict):
         self.correlation_id += 1
         cid = self.correlation_id
+        reader = self.reader  # a stop() may close the connection while this waits
         self.writer.write(codec.encode_request(api_key, version, cid, self.client_id, body))
         timeout = self.config.get("replica.socket.timeout.ms") / 1000
-        size = _SIZE.unpack(await asyncio.wait_for(self.reader.readexactly(4), timeout))[0]
-        frame = await asyncio.wait_for(self.reader.readexactly(size), timeout)
+        size = _SIZE.unpack(await asyncio.wait_for(reader.readexactly(4), timeout))[0]
+        frame = await asyncio.wait_for(reader.readexactly(size), timeout)
         if _SIZE.unpack_from(frame)[0] != cid:
             raise EOFError("correlation id mismatch")
         offset = 4 + (1 if codec.response_is_flexible(api_key, version) else 0)

@@ -31,6 +31,7 @@ from pykbroker.config import LogConfig
 from pykbroker.storage.checkpoints import format_offsets, read_offsets
 from pykbroker.storage.files import atomic_write
 from pykbroker.storage.log import AppendInfo, Log
+from pykbroker.storage.log_dir_failure import is_out_of_space
 from pykbroker.storage.log_manager import LogManager
 
 log = structlog.get_logger(__name__)
@@ -291,6 +292,8 @@ class ReplicaManager:
         self._deferred: dict[tuple[str, int], PartitionState] = {}
         self.stopping = False  # shutting down: partition state changes are no longer acted on
         self._tasks: set[asyncio.Task] = set()
+        if metadata is not None and log_manager is not None:
+            log_manager.failure_channel.failure_listeners.append(self.log_dir_failed)
 
     # --- queries (also for the group coordinator) --------------------------------------------
 
@@ -485,6 +488,27 @@ class ReplicaManager:
                 fetchers.add_partition(p, p.state.leader)
         p.wake()  # pending produces and fetches answer NOT_LEADER_OR_FOLLOWER
 
+    def log_dir_failed(self, path: str) -> None:
+        """A log dir filled up or failed: the partitions of it this broker leads go to other
+        in-sync replicas. Kafka's controller learns of it from /log_dir_event_notification and
+        LeaderAndIsr; here, where brokers act on state znodes, the leader takes itself out of
+        the ISR (a conditional state write, like its other ISR changes) and the controller
+        elects another ISR member. Followers on an offline dir stop fetching (they can't
+        append) and leave the ISR when their leader sees them lag; on a full dir they keep
+        trying, and catch up once space is back."""
+        for p in self.partitions.values():
+            lg_dir = p.log.log_dir
+            if lg_dir.path != path:
+                continue
+            if p.is_leader:
+                others = [r for r in p.state.isr if r != self.node_id]
+                if others and p.isr_listener is not None and p.pending_isr is None:
+                    log.warning("leadership_given_up", topic=p.topic, partition=p.index,
+                                log_dir=path, isr=others)  # fmt: skip
+                    p._change_isr(others)
+            elif lg_dir.offline and self.fetchers is not None:
+                self.fetchers.remove_partition(p)
+
     def make_ready(self) -> None:
         """Registered in ZooKeeper: act on the partition states seen so far."""
         self.ready = True
@@ -539,8 +563,11 @@ class ReplicaManager:
             files = self.high_watermark_checkpoints()
             try:
                 await loop.run_in_executor(None, write_checkpoints, files)
-            except OSError as e:
-                log.error("high_watermark_checkpoint_failed", error=repr(e))
+            except OSError as e:  # an older checkpoint only means a lower HW after a restart
+                if is_out_of_space(e):
+                    log.warning("high_watermark_checkpoint_deferred", error=str(e))
+                else:
+                    log.error("high_watermark_checkpoint_failed", error=repr(e))
 
     # --- high watermark checkpoints -------------------------------------------------------
 

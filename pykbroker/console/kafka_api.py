@@ -8,7 +8,6 @@ error codes as kafka-topics or an AdminClient get, with no second implementation
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import Awaitable
 from typing import Any
@@ -38,10 +37,8 @@ class ConsoleConnection:
 class KafkaApiError(Exception):
     def __init__(self, code: int, message: str | None = None):
         self.code = ErrorCode(code) if code in ErrorCode._value2member_map_ else code
-        name = getattr(self.code, "name", str(code))
-        super().__init__(message or name)
-        self.name = name
-        self.message = message or name
+        self.message = message or getattr(self.code, "name", str(code))
+        super().__init__(self.message)
 
 
 class InProcessClient:
@@ -69,14 +66,3 @@ class InProcessClient:
 def check(code: int, message: str | None = None) -> None:
     if code:
         raise KafkaApiError(code, message)
-
-
-async def gather_limited(coros, limit: int = 8) -> list:
-    """Run awaitables with at most `limit` at a time (keeps a big page from flooding the loop)."""
-    sem = asyncio.Semaphore(limit)
-
-    async def run(c):
-        async with sem:
-            return await c
-
-    return await asyncio.gather(*(run(c) for c in coros))

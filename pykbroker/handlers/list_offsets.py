@@ -34,10 +34,21 @@ def list_offset(partition, timestamp: int, isolation_level: int) -> tuple[int, i
     return found[1], found[0]
 
 
+def _duplicate_partitions(topics) -> set[tuple[str, int]]:
+    seen: set[tuple[str, int]] = set()
+    duplicates = set()
+    for t in topics:
+        for p in t.partitions:
+            tp = (t.name, p.partition_index)
+            (duplicates if tp in seen else seen).add(tp)
+    return duplicates
+
+
 @REGISTRY.register(ApiKey.LIST_OFFSETS, 1, 7)
 def handle_list_offsets(ctx, request) -> dict:
     rm = ctx.broker.replica_manager
     isolation = request.isolation_level if ctx.api_version >= 2 else 0
+    duplicates = _duplicate_partitions(request.topics)
     topics = []
     for t in request.topics:
         partitions = []
@@ -45,6 +56,10 @@ def handle_list_offsets(ctx, request) -> dict:
             entry = {"partition_index": p.partition_index, "error_code": ErrorCode.NONE,
                      "timestamp": -1, "offset": -1, "leader_epoch": -1}  # fmt: skip
             try:
+                if (t.name, p.partition_index) in duplicates:
+                    # Kafka answers every row of a partition named twice with INVALID_REQUEST
+                    # (so a request repeating one partition can't repeat a log search either).
+                    raise KafkaError(ErrorCode.INVALID_REQUEST)
                 part = rm.get_leader(
                     t.name,
                     p.partition_index,

@@ -291,11 +291,38 @@ def parse_keys(body: bytes, header: rb.BatchHeader) -> list[tuple[bytes, int]]:
     return out
 
 
-def batch_body(buf: bytes, pos: int, header: rb.BatchHeader) -> bytes:
-    body = buf[pos + rb.HEADER_SIZE : pos + header.size]
+def batch_body(buf: bytes, pos: int, header: rb.BatchHeader,
+               limit: int = compression.DEFAULT_LIMIT) -> bytes:  # fmt: skip
+    """The records section, decompressed (at most `limit` bytes); KafkaError if unreadable."""
     if header.compression:
-        return compression.decompress(header.compression, body)
-    return bytes(body)
+        return bytes(rb.decompress_records(buf, pos, header, limit))
+    return bytes(buf[pos + rb.HEADER_SIZE : pos + header.size])
+
+
+def _unreadable(header: rb.BatchHeader, e: KafkaError) -> None:
+    """A batch the cleaner cannot read (written corrupt by an older broker, or inflating past
+    the bound) is left as it is: logged, its keys unknown, never rewritten."""
+    log.warning("cleaner_skipped_unreadable_batch", base_offset=header.base_offset,
+                last_offset=header.last_offset, error=ErrorCode(e.code).name, reason=e.message)  # fmt: skip
+
+
+def readable_keys(buf: bytes, pos: int, header: rb.BatchHeader, limit: int):
+    """parse_keys of the batch, or None (logged) when it cannot be read."""
+    try:
+        return parse_keys(batch_body(buf, pos, header, limit), header)
+    except KafkaError as e:
+        _unreadable(header, e)
+        return None
+
+
+def readable_records(buf: bytes, pos: int, header: rb.BatchHeader, limit: int):
+    """(body, parse_records of it), or None (logged) when the batch cannot be read."""
+    try:
+        body = batch_body(buf, pos, header, limit)
+        return body, parse_records(body, header)
+    except KafkaError as e:
+        _unreadable(header, e)
+        return None
 
 
 def _encode_batch(
@@ -408,7 +435,7 @@ class _Throttle:
 
 def build_offset_map(
     dirty: list[Source], first_dirty: int, upper: int, omap: OffsetMap,
-    check: Callable[[int], None], stats: CleanerStats,
+    check: Callable[[int], None], stats: CleanerStats, limit: int = compression.DEFAULT_LIMIT,
 ) -> set[int]:  # fmt: skip
     """Fill `omap` from [first_dirty, upper); set omap.end; return aborted batches' base offsets.
 
@@ -443,7 +470,9 @@ def build_offset_map(
                 end = header.base_offset  # the map is full: clean up to here this round
                 stopped = True
                 break
-            pairs = parse_keys(batch_body(buf, p, header), header)
+            pairs = readable_keys(buf, p, header, limit)
+            if pairs is None:
+                continue
             if header.is_transactional:
                 pending.setdefault(header.producer_id, []).append((header.base_offset, pairs))
             else:
@@ -515,6 +544,7 @@ def clean_group(
     directory: str, group: list[Source], omap: OffsetMap, aborted: set[int],
     active_producers: dict[int, int], now: int, delete_retention_ms: int,
     index_interval: int, check: Callable[[int], None], txns: TxnCleaning | None = None,
+    limit: int = compression.DEFAULT_LIMIT,
 ) -> GroupResult:  # fmt: skip
     """Write the retained batches of `group` into `<base>.*.cleaned` (flushed), or None if the
     group holds no batch at all."""
@@ -586,10 +616,15 @@ def clean_group(
                 horizon = None
                 txn_aborted = txns.data_aborted(header)
                 if header.base_offset not in aborted and not txn_aborted:
-                    body = batch_body(buf, p, header)
+                    readable = readable_records(buf, p, header, limit)
+                    if readable is None:  # left as it is
+                        txns.data_written(header, True)
+                        emit(buf[p : p + size], header)
+                        continue
+                    body, records = readable
                     if header.attributes & rb.DELETE_HORIZON_MASK:
                         horizon = header.base_timestamp
-                    for rec in parse_records(body, header):
+                    for rec in records:
                         key = rec[6]
                         if key is None or rec[4] < offsets.get(key, -1):
                             continue  # superseded (or keyless: not compactable)
@@ -664,14 +699,15 @@ _ROUNDS: dict[str, tuple[OffsetMap, set[int], TxnCleaning]] = {}
 
 def task_build_map(
     round_id: str, dirty: list[Source], first_dirty: int, upper: int, capacity: int,
-    aborted_txns: list[tuple[int, int, int]] = (), *, check,
+    aborted_txns: list[tuple[int, int, int]] = (), limit: int = compression.DEFAULT_LIMIT, *,
+    check,
 ) -> tuple[int, int, int]:  # fmt: skip
     """Build and keep the round's offset map; returns (end, keys, dirty bytes scanned)."""
     sources = [src.opened() for src in dirty]
     stats = CleanerStats()
     omap = OffsetMap(capacity)
     try:
-        aborted = build_offset_map(sources, first_dirty, upper, omap, check, stats)
+        aborted = build_offset_map(sources, first_dirty, upper, omap, check, stats, limit)
     finally:
         _close_sources(sources)
     _ROUNDS[round_id] = (omap, aborted, TxnCleaning(list(aborted_txns)))
@@ -680,13 +716,14 @@ def task_build_map(
 
 def task_clean_group(
     round_id: str, directory: str, group: list[Source], active_producers: dict[int, int],
-    now: int, delete_retention_ms: int, index_interval: int, *, check,
+    now: int, delete_retention_ms: int, index_interval: int,
+    limit: int = compression.DEFAULT_LIMIT, *, check,
 ) -> GroupResult:  # fmt: skip
     omap, aborted, txns = _ROUNDS[round_id]
     sources = [src.opened() for src in group]
     try:
         result = clean_group(directory, sources, omap, aborted, active_producers, now,
-                             delete_retention_ms, index_interval, check, txns)  # fmt: skip
+                             delete_retention_ms, index_interval, check, txns, limit)  # fmt: skip
     finally:
         _close_sources(sources)
     if result.cleaned is not None:
@@ -965,6 +1002,7 @@ class LogCleaner:
         now = now_ms() if now is None else now
         stats = self.stats
         round_id = uuid.uuid4().hex
+        limit = rb.max_decompressed_bytes(cfg.max_message_bytes)
         bytes_read = bytes_written = records_read = records_kept = 0
         min_horizon = _NO_HORIZON
         swapped = discarded = markers_removed = 0
@@ -979,7 +1017,7 @@ class LogCleaner:
             try:
                 end, keys, map_bytes = await self._call(
                     task_build_map, round_id, dirty, ltc.first_dirty, ltc.first_uncleanable,
-                    self.capacity, aborted_txns,
+                    self.capacity, aborted_txns, limit,
                 )  # fmt: skip
             finally:
                 _close_sources(dirty)
@@ -1004,7 +1042,7 @@ class LogCleaner:
                 try:
                     result = await self._call(
                         task_clean_group, round_id, lg.dir, sources, active_producers, now,
-                        cfg["delete.retention.ms"], cfg.index_interval_bytes,
+                        cfg["delete.retention.ms"], cfg.index_interval_bytes, limit,
                     )  # fmt: skip
                 finally:
                     _close_sources(sources)

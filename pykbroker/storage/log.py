@@ -26,6 +26,7 @@ from .log_dir_failure import LogDir, is_out_of_space
 from .producer_state import ProducerStateManager
 from .segment import FileRegion, LogSegment
 from .txn_index import AbortedTxn, parse_marker
+from .validator import validate_records
 
 log = structlog.get_logger(__name__)
 
@@ -324,9 +325,8 @@ class Log:
                 "Produce requests must carry exactly one record batch per partition",
             )
         _, header = batches[0]
-        limits = self.config.timestamp_limits
-        if limits is not None:  # None by default: nothing to check, nothing spent
-            self._check_timestamps(records, header, *limits)
+        records, header = validate_records(records, header, self.config, self.topic,
+                                           self.partition, now_ms(), self.log_start_offset)  # fmt: skip
         duplicate = self.producer_state.check(header)
         if duplicate is not None:
             return AppendInfo(
@@ -351,17 +351,6 @@ class Log:
             header.base_offset, header.last_offset, append_time, self.log_start_offset,
             record_count=header.record_count,
         )  # fmt: skip
-
-    def _check_timestamps(self, records, header: rb.BatchHeader, before: int, after: int) -> None:
-        """message.timestamp.before/after.max.ms: the batch is refused whole with
-        INVALID_TIMESTAMP, naming each record out of range (Kafka's LogValidator, which, as
-        here, judges before the duplicate check)."""
-        errors = rb.timestamp_errors(records, 0, header, now_ms(), before, after)
-        if errors:
-            raise rb.RecordValidationError(
-                ErrorCode.INVALID_TIMESTAMP, rb.INVALID_TIMESTAMP_MESSAGE, errors,
-                self.log_start_offset,
-            )  # fmt: skip
 
     def append_as_follower(self, records) -> int:
         """Append batches whose offsets the leader assigned (replication). Returns the new LEO."""
@@ -538,9 +527,10 @@ class Log:
 
     def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record at or after `timestamp` (ListOffsets)."""
+        limit = rb.max_decompressed_bytes(self.config.max_message_bytes)
         for seg in self.segments:
             if seg.max_timestamp >= timestamp:
-                found = seg.find_offset_by_timestamp(timestamp)
+                found = seg.find_offset_by_timestamp(timestamp, limit)
                 if found is not None and found[0] >= self.log_start_offset:
                     return found
         return None

@@ -11,8 +11,10 @@ Two kinds of failure, handled differently:
   Kafka takes the dir offline until a restart instead; a full disk is transient, so we don't.
 - Anything else (EIO, EROFS...): the disk itself is suspect. The dir goes OFFLINE until the
   broker restarts, as in Kafka: its partitions answer KAFKA_STORAGE_ERROR to produce and fetch
-  alike (what is on it may no longer read back as written), and listeners hear of it (the
-  ReplicaManager, to give up leadership in a cluster).
+  alike (what is on it may no longer read back as written).
+
+Either way listeners hear of it (the ReplicaManager, which gives up leadership of the dir's
+partitions in a cluster).
 """
 
 from __future__ import annotations
@@ -71,11 +73,13 @@ class LogDir:
                 self.state, self.writable, self.error = FULL, False, reason
                 self._next_probe = time.monotonic() + PROBE_INTERVAL_S
                 log.warning("log_dir_full", log_dir=self.path, error=reason, during=what)
+                if self._channel is not None:
+                    self._channel.notify_failed(self.path)
         elif self.state != OFFLINE:
             self.state, self.writable, self.error = OFFLINE, False, reason
             log.error("log_dir_offline", log_dir=self.path, error=reason, during=what)
             if self._channel is not None:
-                self._channel.notify_offline(self.path)
+                self._channel.notify_failed(self.path)
         return self.storage_error(what)
 
     def check_writable(self, what: str) -> None:
@@ -87,6 +91,8 @@ class LogDir:
                 self.state, self.writable, self.error = ONLINE, True, None
                 log.info("log_dir_writable", log_dir=self.path)
                 return
+            if self._channel is not None:  # still full: e.g. leadership came back meanwhile
+                self._channel.notify_failed(self.path)
         if not self.writable:
             raise self.storage_error(what)
 
@@ -113,11 +119,11 @@ class LogDir:
 
 
 class LogDirFailureChannel:
-    """The broker's log dirs and their state; tells listeners when one goes offline."""
+    """The broker's log dirs and their state; tells listeners when one fills up or fails."""
 
     def __init__(self, paths: list[str]):
         self.dirs = {p: LogDir(p, self) for p in paths}
-        self.offline_listeners: list[Callable[[str], None]] = []
+        self.failure_listeners: list[Callable[[str], None]] = []
         self.loop: asyncio.AbstractEventLoop | None = None  # set by the broker: listeners run there
 
     def dir_of(self, path: str) -> LogDir:
@@ -133,9 +139,9 @@ class LogDirFailureChannel:
     def offline_dirs(self) -> list[str]:
         return [p for p, d in self.dirs.items() if d.offline]
 
-    def notify_offline(self, path: str) -> None:
+    def notify_failed(self, path: str) -> None:
         """Listeners run on the event loop, even when a flush thread found the failure."""
-        for fn in self.offline_listeners:
+        for fn in self.failure_listeners:
             if self.loop is not None:
                 self.loop.call_soon_threadsafe(fn, path)
             else:

@@ -15,15 +15,22 @@ keeps it, so a consumer never passes a marker a new leader might not have.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+
+import structlog
 
 from protocol import records as rb
 from protocol.errors import ErrorCode, KafkaError
 
 from .files import atomic_write
+
+log = structlog.get_logger(__name__)
 
 MAX_BATCHES_PER_PRODUCER = 5
 _SEQ_MOD = 1 << 31
@@ -155,7 +162,7 @@ class ProducerStateManager:
                     header.max_timestamp,
                 )  # fmt: skip
             )
-        entry.last_timestamp = max(entry.last_timestamp, header.max_timestamp)
+        entry.last_timestamp = header.max_timestamp  # the latest batch's, as Kafka keeps it
         return completed
 
     def first_unstable_offset(self, high_watermark: int | None = None) -> int | None:
@@ -174,14 +181,18 @@ class ProducerStateManager:
         the transaction index): the oldest transaction still open, else the marker's next."""
         return min(self.ongoing_txns.values()) if self.ongoing_txns else marker_offset + 1
 
-    def remove_expired(self, now_ms: int, expiration_ms: int) -> None:
+    def remove_expired(self, now_ms: int, expiration_ms: int) -> int:
+        """Forget producers whose last batch's timestamp is expiration_ms old or more and that
+        have no transaction open here (Kafka's removeExpiredProducers); returns how many. A
+        forgotten producer's next batch is taken with any sequence number, as from a new one."""
         expired = [
             pid
             for pid, e in self.producers.items()
-            if e.current_txn_first_offset is None and now_ms - e.last_timestamp > expiration_ms
+            if e.current_txn_first_offset is None and now_ms - e.last_timestamp >= expiration_ms
         ]
         for pid in expired:
             del self.producers[pid]
+        return len(expired)
 
     # --- snapshots --------------------------------------------------------------------------
 
@@ -246,3 +257,19 @@ class ProducerStateManager:
         for snap in self.snapshot_offsets():
             if snap > offset:
                 os.unlink(self._snapshot_path(snap))
+
+
+async def expire_producers(logs: Callable[[], Iterable], config) -> None:
+    """producer.id.expiration.ms, checked every producer.id.expiration.check.interval.ms
+    (Kafka's PeriodicProducerExpirationCheck). The first check runs at start-up, so state
+    loaded from snapshots that has expired meanwhile goes at once, as Kafka drops it on load;
+    snapshots written later no longer hold it."""
+    while True:
+        now = int(time.time() * 1000)
+        expiration_ms = config.get("producer.id.expiration.ms")
+        for lg in logs():
+            removed = lg.producer_state.remove_expired(now, expiration_ms)
+            if removed:
+                log.debug("producers_expired", topic=lg.topic, partition=lg.partition,
+                          count=removed)  # fmt: skip
+        await asyncio.sleep(config.get("producer.id.expiration.check.interval.ms") / 1000)

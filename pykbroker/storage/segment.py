@@ -11,7 +11,9 @@ from dataclasses import dataclass
 import structlog
 from crc32c import crc32c
 
+from protocol import compression
 from protocol import records as rb
+from protocol.errors import KafkaError
 
 from .index import CorruptIndexError, OffsetIndex, TimeIndex
 from .txn_index import TransactionIndex
@@ -253,8 +255,11 @@ class LogSegment:
             stop = p + header.size
         return FileRegion(self, start, max(stop - start, first.size))
 
-    def find_offset_by_timestamp(self, timestamp: int) -> tuple[int, int] | None:
-        """(offset, timestamp) of the first record with timestamp >= `timestamp`, or None."""
+    def find_offset_by_timestamp(
+        self, timestamp: int, limit: int = compression.DEFAULT_LIMIT
+    ) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record with timestamp >= `timestamp`, or None. A
+        batch that cannot be read (or inflates past `limit` bytes) is logged and skipped."""
         if self.max_timestamp < timestamp:
             return None
         start = self.translate_offset(self.time_index.lookup(timestamp))
@@ -265,7 +270,13 @@ class LogSegment:
                 if header.is_log_append_time:
                     return header.base_offset, header.max_timestamp
                 data = os.pread(self.fd, header.size, pos)
-                for rec in rb.decode_records(data):
+                try:
+                    records = rb.decode_records(data, 0, limit)
+                except KafkaError as e:  # corrupt (an older broker took it) or past the bound
+                    log.warning("unreadable_batch_skipped", path=self.log_path, position=pos,
+                                base_offset=header.base_offset, reason=e.message)  # fmt: skip
+                    continue
+                for rec in records:
                     if rec.timestamp >= timestamp:
                         return rec.offset, rec.timestamp
         return None
@@ -315,7 +326,11 @@ class LogSegment:
         self.txn_index.close()
 
     def paths(self) -> list[str]:
-        paths = [self.log_path, self.offset_index.path, self.time_index.path]
+        paths = [self.log_path]
+        for index in (self.offset_index, self.time_index):  # never created on a full disk
+            if index.stale and not os.path.exists(index.path):
+                continue
+            paths.append(index.path)
         if self.txn_index.exists:
             paths.append(self.txn_index.path)
         return paths

@@ -80,7 +80,7 @@ def test_fuzz_pass(tmp_path):
         assert stats.ok, report
         assert not after_run_problems, report
         assert data["advertised_not_covered"] == [], report
-        assert stats.frames >= min(FRAMES, 5000), report
+        assert stats.frames >= 1000, report  # the rest of a pass stopped at SECONDS is lost
         if stats.frames == FRAMES:
             # Each (api, version)'s boundary cases take its numeric fields and length prefixes
             # in turn: a whole pass sets every one of them, but in APIs a known finding keeps out.

@@ -23,7 +23,8 @@ import argparse
 import datetime as dt
 import http.client
 import statistics
-import threading
+import subprocess
+import sys
 import time
 
 from .common import MB, Broker, free_port, machine
@@ -136,28 +137,37 @@ def page_load(topics: int, groups: int, rounds: int, say) -> dict:
 # --- 2. produce while tailing ---------------------------------------------------------------------
 
 
+_SSE_READER = """
+import http.client, signal, sys
+conn = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=60)
+conn.request("GET", sys.argv[2])
+events = records = 0
+def done(*_):
+    print(events, records, flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, done)
+for line in conn.getresponse():
+    if line.startswith(b"data:"):
+        events += 1
+        records += line.count(b'"offset"')
+"""
+
+
 class SseTail:
-    """Reads the console's tail stream in a thread, counting records (a browser stand-in)."""
+    """The console's tail stream read by a separate process (no GIL shared with the producer),
+    counting events and records: the browser's network side without its drawing."""
 
     def __init__(self, port: int, topic: str):
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        self.conn.request("GET", f"/api/topics/{topic}/tail?partition=0")
-        self.response = self.conn.getresponse()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _SSE_READER, str(port), f"/api/topics/{topic}/tail?partition=0"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
         self.events = self.records = 0
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        try:
-            for line in self.response:
-                if line.startswith(b"data:"):
-                    self.events += 1
-                    self.records += line.count(b'"offset"')
-        except (OSError, ValueError):
-            pass
 
     def close(self) -> None:
-        self.conn.close()
+        self.proc.terminate()
+        out, _ = self.proc.communicate(30)
+        self.events, self.records = (int(x) for x in out.split())
 
 
 class BrowserTail:

@@ -265,11 +265,15 @@ def scan_records(body, count: int, want_keys: bool) -> tuple[list[int], int, boo
                 delta, p = _varint_slow(body, p + 1, 70)
                 if delta < smallest:
                     smallest = delta
-            b = body[p]  # offset delta
+            b = body[p]  # offset delta: i, zigzag-coded as 2i, in one or two bytes
             if b < 0x80:
                 p += 1
-                if (b >> 1) ^ -(b & 1) != i:
+                if b != i << 1:
                     in_order = False
+            elif body[p + 1] < 0x80:
+                if (b & 0x7F) | (body[p + 1] << 7) != i << 1:
+                    in_order = False
+                p += 2
             else:
                 off, p = _varint_slow(body, p)
                 if off != i:

@@ -386,3 +386,14 @@ def test_console_consumer_stops_at_an_unreadable_batch(broker):
     assert r.stdout.splitlines() == ["before"], r
     assert "ERROR Error processing message, terminating consumer process: " in r.stderr, r
     assert "decompresses to more than" in r.stderr and "Traceback" not in r.stderr, r
+
+
+@pytest.mark.parametrize("moved", [None, 5, 100, 200, 9000])
+def test_record_walk_checks_offset_deltas_of_every_width(moved):
+    """Offset deltas take one byte up to 63, two up to 8191, three beyond: a delta out of
+    place is seen at any width."""
+    recs = [rb.Record(i, 1, b"k", b"v") for i in range(10_000)]
+    if moved is not None:
+        recs[moved].offset = moved + 1
+    body = bytes(rb.build_batch(recs, last_offset_delta=9_999)[rb.HEADER_SIZE :])
+    assert rb.scan_records(body, 10_000, False) == ([], 0, moved is None)

@@ -56,6 +56,7 @@ class ConsoleServer:
     async def stop(self) -> None:
         self.api.sampler.stop()
         await self.http.stop()
+        self.api.close()
 
     async def index(self, request: Request) -> Response:
         return self._serve("index.html")

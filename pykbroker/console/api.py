@@ -12,6 +12,7 @@ import asyncio
 import base64
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -150,6 +151,13 @@ class ConsoleApi:
         self.client = InProcessClient(broker)
         self.sampler = MetricsSampler(broker)
         self.tails = 0
+        # The console's own threads for file reads and record decoding: neither waiting behind
+        # the broker's background work in the default executor (a rolled segment's fsync takes
+        # seconds) nor taking its threads.
+        self.executor = ThreadPoolExecutor(2, thread_name_prefix="console")
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
     def routes(self, router: Router) -> None:
         add = router.add
@@ -444,14 +452,14 @@ class ConsoleApi:
                                 f"{region.length} bytes, more than the console reads at once.")  # fmt: skip
             read += region.length
             try:
-                data = await loop.run_in_executor(None, region.read)
+                data = await loop.run_in_executor(self.executor, region.read)
             except OSError as e:  # the log dir failed, or retention removed the segment
                 raise HttpError(
                     503, "KAFKA_STORAGE_ERROR", f"Cannot read {p.topic}-{p.index}: {e}"
                 ) from None
             try:
                 found, after = await loop.run_in_executor(
-                    None, decode_region, data, offset, limit - len(out)
+                    self.executor, decode_region, data, offset, limit - len(out)
                 )
             except KafkaError as e:
                 raise kafka_error(e.code, e.message) from None

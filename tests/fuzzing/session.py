@@ -230,6 +230,7 @@ def summary(stats: Stats, problems: list[str], factory: CaseFactory, seed: int) 
         "probe_max_s": round(stats.probe_max, 4),
         "probes": stats.probes,
         "event_loop_lag_max_s": stats.loop_lag_max,
+        "event_loop_stalls": stats.stalls,
         "after_run_problems": problems,
         "excluded_known_findings": factory.exclude is not None,
     }

@@ -18,7 +18,12 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY protocol ./protocol
 COPY pykbroker ./pykbroker
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+COPY config ./config
+COPY docker/server.properties ./docker/server.properties
+# The wheels, and the image's configuration: the shipped config/server.properties, then the
+# container's own settings (listeners, data in the volume, metrics), which come later and so win.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels . \
+    && cat config/server.properties docker/server.properties > /server.properties
 
 # --- runtime -------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE}
@@ -38,7 +43,7 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     && mkdir -p /var/lib/pykbroker/data \
     && chown -R pykbroker:pykbroker /var/lib/pykbroker
 
-COPY docker/server.properties /etc/pykbroker/server.properties
+COPY --from=build /server.properties /etc/pykbroker/server.properties
 COPY --chmod=0755 docker/entrypoint.sh /usr/local/bin/docker-entrypoint.sh
 
 # Numeric, so Kubernetes' runAsNonRoot can verify it.

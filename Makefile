@@ -17,11 +17,13 @@ $(VENV)/.test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@ $(VENV)/.runtime
 
-## Start a broker on localhost:9092 (data in ~/.local/share/pykbroker/data), with the web
-## console on http://localhost:$(CONSOLE_PORT)/ (CONSOLE_PORT= to turn it off).
+## Start a broker on localhost:9092 (data in ~/.local/share/pykbroker/data), configured by
+## config/server.properties (CONFIG=other.properties for another file), with the web console on
+## http://localhost:$(CONSOLE_PORT)/ (CONSOLE_PORT= to turn it off).
+CONFIG ?= config/server.properties
 CONSOLE_PORT ?= 9021
 broker: $(VENV)/.runtime
-	exec $(BIN)/pykbroker $(if $(CONSOLE_PORT),--override console.port=$(CONSOLE_PORT)) $(ARGS)
+	exec $(BIN)/pykbroker $(CONFIG) $(if $(CONSOLE_PORT),--override console.port=$(CONSOLE_PORT)) $(ARGS)
 
 ## Run the test suite (installs ZooKeeper for the cluster tests, Chromium for the console's browser
 ## tests and podman for the image tests when missing and root; includes a quick subset of the

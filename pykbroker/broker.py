@@ -308,8 +308,9 @@ class Broker:
         warning line saying where, never a traceback per request (a client's bad input must not
         flood the log). Requests that are semantically invalid get their error codes from their
         handlers; anything reaching here is a bug to fix, located by `where`."""
-        frame = traceback.extract_tb(e.__traceback__)[-1]
-        where = f"{os.path.relpath(frame.filename, _SOURCE_ROOT)}:{frame.lineno}"
+        frames = traceback.extract_tb(e.__traceback__)
+        ours = [f for f in frames if f.filename.startswith(_SOURCE_ROOT + os.sep)] or frames
+        where = f"{os.path.relpath(ours[-1].filename, _SOURCE_ROOT)}:{ours[-1].lineno}"
         ctx.connection.abort(
             "request_failed", api_key=ctx.header.api_key, api_version=ctx.header.api_version,
             client_id=ctx.header.client_id, error=repr(e)[:500], where=where,

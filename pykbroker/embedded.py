@@ -5,25 +5,38 @@
 
 Also an async context manager (`async with EmbeddedBroker() as broker:`); the broker always runs
 on its own thread and event loop, so blocking clients in the caller's thread don't stall it.
+
+It starts from the shipped config/server.properties (development values: consumer groups form
+at once, short session timeouts allowed), or from `properties` (a path; None for Kafka's
+built-in defaults alone), then `overrides`. Its data directory and listener are its own: the
+file's log.dirs/log.dir and listeners are not used.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import tempfile
 import threading
 from typing import Any
 
-from pykbroker.config import BrokerConfig
+from pykbroker.config import SHIPPED_PROPERTIES, BrokerConfig, load_properties
+
+# Keys of a properties file an embedded broker replaces with its own.
+_OWN_KEYS = ("log.dirs", "log.dir", "listeners", "advertised.listeners")
 
 
 class EmbeddedBroker:
     def __init__(self, data_dir: str | None = None, overrides: dict[str, Any] | None = None,
-                 host: str = "127.0.0.1", port: int = 0):  # fmt: skip
+                 host: str = "127.0.0.1", port: int = 0,
+                 properties: str | os.PathLike | None = SHIPPED_PROPERTIES):  # fmt: skip
         self._own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="pykbroker-")
-        props = {"log.dir": self.data_dir, "listeners": f"PLAINTEXT://{host}:{port}"}
+        props = load_properties(os.fspath(properties)) if properties is not None else {}
+        for key in _OWN_KEYS:
+            props.pop(key, None)
+        props.update({"log.dir": self.data_dir, "listeners": f"PLAINTEXT://{host}:{port}"})
         props.update({k: str(v) for k, v in (overrides or {}).items()})
         self.config = BrokerConfig(props)
         self.broker = None

@@ -241,6 +241,19 @@ class BrokerCollector:
         )
         accepted.add_metric([], m.connections)
         yield accepted
+        pool = broker.request_pool
+        if pool is not None:  # Kafka's SocketServer MemoryPoolAvailable / MemoryPoolUsed
+            for name, value in (
+                ("available", pool.available),
+                ("used", pool.size - pool.available),
+            ):
+                g = GaugeMetricFamily(
+                    f"kafka_network_socketserver_memorypool{name}",
+                    f"queued.max.request.bytes memory {name} (negative available: the one "
+                    "request let past the pool).",
+                )
+                g.add_metric([], value)
+                yield g
         sendfile = CounterMetricFamily(
             "pykbroker_sendfile_bytes", "Record bytes written to sockets with os.sendfile."
         )

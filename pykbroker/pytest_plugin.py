@@ -15,6 +15,9 @@ Each yields a `pykbroker.EmbeddedBroker`: `.bootstrap_servers` ("127.0.0.1:PORT"
 to kafka-python, aiokafka or confluent-kafka. The brokers run on their own thread and event loop,
 so sync and async tests (pytest-asyncio, anyio) both use them as they are.
 
+Every broker starts from pykbroker's shipped config/server.properties (Kafka's development
+values: a group's first rebalance without delay, session timeouts down to 1 s), or from the file
+named by the ini option `kafka_broker_properties` (`none` for Kafka's built-in defaults alone).
 Configure every broker of a run with the ini option `kafka_broker_overrides` (lines of
 key=value), and one test's `kafka_broker` with `@pytest.mark.kafka_config({"key": value})`.
 """
@@ -39,6 +42,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="linelist",
         default=[],
     )
+    parser.addini(
+        "kafka_broker_properties",
+        "pykbroker: the server.properties every broker the fixtures start is read from "
+        "(default: pykbroker's shipped one; `none`: Kafka's built-in defaults alone)",
+        default="",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -58,10 +67,23 @@ def _ini_overrides(config: pytest.Config) -> dict[str, str]:
     return out
 
 
+def _properties(config: pytest.Config) -> str | None:
+    from pykbroker.config import SHIPPED_PROPERTIES
+
+    value = (config.getini("kafka_broker_properties") or "").strip()
+    if not value:
+        return SHIPPED_PROPERTIES
+    if value.lower() == "none":
+        return None
+    return str(config.rootpath / value)
+
+
 def _start(config: pytest.Config, overrides: dict[str, Any] | None = None) -> EmbeddedBroker:
     from pykbroker.embedded import EmbeddedBroker
 
-    return EmbeddedBroker(overrides={**_ini_overrides(config), **(overrides or {})}).start()
+    return EmbeddedBroker(
+        overrides={**_ini_overrides(config), **(overrides or {})}, properties=_properties(config)
+    ).start()
 
 
 def _stop(broker: EmbeddedBroker) -> None:

@@ -19,6 +19,10 @@ CLUSTER_OVERRIDES = {
     "replica.lag.time.max.ms": "10000",
     "replica.fetch.backoff.ms": "200",
     "offsets.topic.replication.factor": "3",
+    # Kafka's defaults, stated: brokers start from config/server.properties, which keeps one
+    # replica of __transaction_state as a single development broker needs.
+    "transaction.state.log.replication.factor": "3",
+    "transaction.state.log.min.isr": "2",
     "leader.imbalance.check.interval.seconds": "1",
 }
 
@@ -53,8 +57,10 @@ def find_coordinator(port: int, key: str, key_type: int = GROUP) -> int | None:
 
 
 class Cluster:
-    def __init__(self, work_dir: str, size: int = 3, overrides: dict[str, str] | None = None):
+    def __init__(self, work_dir: str, size: int = 3, overrides: dict[str, str] | None = None,
+                 properties: str | None = None):  # fmt: skip
         self.work_dir = work_dir
+        self.properties = properties  # as BrokerProcess: None for config/server.properties
         self.zk = ZooKeeperServer(work_dir)
         self.size = size
         self.overrides = {**CLUSTER_OVERRIDES, **(overrides or {})}
@@ -76,8 +82,9 @@ class Cluster:
             **self.overrides,
         }
         b = BrokerProcess(
-            os.path.join(self.work_dir, f"broker{node_id}"), overrides, self.ports.get(node_id, 0)
-        )
+            os.path.join(self.work_dir, f"broker{node_id}"), overrides, self.ports.get(node_id, 0),
+            self.properties,
+        )  # fmt: skip
         self.history.append(b)
         b.start()
         self.ports[node_id] = b.port

@@ -2,28 +2,43 @@ from __future__ import annotations
 
 import pytest
 
+from pykbroker.config import SHIPPED_PROPERTIES
 from pykbroker.embedded import EmbeddedBroker
 from pykbroker.logs import configure
 
 configure(level="WARNING", fmt="console")
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "kafka_defaults: the broker and make_broker fixtures start from Kafka's built-in "
+        "defaults alone, not config/server.properties (for outputs that show every static key)",
+    )
+
+
+def _properties(request) -> str | None:
+    """config/server.properties, as users' brokers start from, unless the test is marked."""
+    return None if request.node.get_closest_marker("kafka_defaults") else SHIPPED_PROPERTIES
+
+
 @pytest.fixture
-def broker(tmp_path):
+def broker(tmp_path, request):
     """A broker in this process (own thread and loop), ephemeral port, fresh data dir."""
-    with EmbeddedBroker(data_dir=str(tmp_path / "data")) as b:
+    with EmbeddedBroker(data_dir=str(tmp_path / "data"), properties=_properties(request)) as b:
         yield b
 
 
 @pytest.fixture
-def make_broker(tmp_path):
+def make_broker(tmp_path, request):
     """Factory for brokers with config overrides; all are stopped at the end of the test."""
     started: list[EmbeddedBroker] = []
 
     def make(overrides: dict | None = None, data_dir: str | None = None) -> EmbeddedBroker:
         b = EmbeddedBroker(
-            data_dir=data_dir or str(tmp_path / f"data{len(started)}"), overrides=overrides
-        )
+            data_dir=data_dir or str(tmp_path / f"data{len(started)}"), overrides=overrides,
+            properties=_properties(request),
+        )  # fmt: skip
         b.start()
         started.append(b)
         return b

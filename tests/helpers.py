@@ -13,12 +13,18 @@ import threading
 from protocol import codec
 from protocol.framing import FrameReader
 
+KAFKA_DEFAULTS = "/dev/null"  # a properties file setting nothing: Kafka's built-in defaults
+
 
 class BrokerProcess:
     """`python -m pykbroker` in a subprocess on an ephemeral port; JSON logs collected."""
 
-    def __init__(self, data_dir: str, overrides: dict[str, str] | None = None, port: int = 0):
+    def __init__(self, data_dir: str, overrides: dict[str, str] | None = None, port: int = 0,
+                 properties: str | None = None):  # fmt: skip
+        """`properties`: the file it starts from; None for the shipped config/server.properties
+        (as a bare `pykbroker`), KAFKA_DEFAULTS for Kafka's built-in defaults alone."""
         self.data_dir = data_dir
+        self.properties = properties
         self.overrides = {
             "log.dir": data_dir,
             "listeners": f"PLAINTEXT://127.0.0.1:{port}",
@@ -35,6 +41,8 @@ class BrokerProcess:
 
     def start(self, timeout: float = 30) -> BrokerProcess:
         args = [sys.executable, "-m", "pykbroker"]
+        if self.properties is not None:
+            args.append(self.properties)
         for k, v in self.overrides.items():
             args += ["--override", f"{k}={v}"]
         env = {**os.environ, "PYKBROKER_LOG_FORMAT": "json"}

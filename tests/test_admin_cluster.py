@@ -11,7 +11,7 @@ import sys
 import pytest
 from cli_helpers import shell
 from cluster_helpers import Cluster, wait_until
-from helpers import RawClient
+from helpers import KAFKA_DEFAULTS, RawClient
 from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 from test_cli_guide import SECTION_5, SECTION_6, SECTION_11
 from zookeeper_server import zookeeper_missing
@@ -26,7 +26,9 @@ pytestmark = pytest.mark.skipif(missing is not None, reason=missing or "")
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = Cluster(str(tmp_path_factory.mktemp("admin-cluster"))).start()
+    # Kafka's built-in defaults: the sources described below are DEFAULT_CONFIG, which a
+    # server.properties setting log.retention.hours would make STATIC_BROKER_CONFIG.
+    c = Cluster(str(tmp_path_factory.mktemp("admin-cluster")), properties=KAFKA_DEFAULTS).start()
     yield c
     c.stop()
 

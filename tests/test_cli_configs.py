@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from cli_helpers import tool
+
+# Describes compared line for line with Kafka's for a broker on its built-in defaults: a
+# server.properties would add its static keys (STATIC_BROKER_CONFIG synonyms, "Configs:").
+pytestmark = pytest.mark.kafka_defaults
 
 BS = ("--bootstrap-server", "localhost:9092")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from cli_helpers import shell
 
 SECTION_2 = "kafka-topics --create --topic user_activity --bootstrap-server localhost:9092 --partitions 1 --replication-factor 1"
@@ -21,6 +22,10 @@ COLLISION_WARNING = (
     "WARNING: Due to limitations in metric names, topics with a period ('.') or underscore ('_') "
     "could collide. To avoid issues it is best to use either, but not both."
 )
+
+# Describes compared line for line with Kafka's for a broker on its built-in defaults: a
+# server.properties would add its static keys (STATIC_BROKER_CONFIG synonyms, "Configs:").
+pytestmark = pytest.mark.kafka_defaults
 KAFKA_TOPIC_ID = re.compile(r"[A-Za-z0-9_-]{22}")
 
 

@@ -43,6 +43,7 @@ def _non_default(admin: AdminClient, name: str) -> list[str]:
     return sorted(str(e) for e in configs.values() if not e.is_default)
 
 
+@pytest.mark.kafka_defaults  # its expectations: no static log.* keys among the non-defaults
 def test_subtract_leaving_cleanup_policy_empty_as_confluent_kafka_does(broker):
     """confluent-kafka's test_incremental_alter_configs, against our broker."""
     admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})

@@ -24,6 +24,10 @@ from kafka.errors import MessageSizeTooLargeError
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode
 
+# Describes compared line for line with Kafka's for a broker on its built-in defaults: a
+# server.properties would add its static keys (STATIC_BROKER_CONFIG synonyms, "Configs:").
+pytestmark = pytest.mark.kafka_defaults
+
 TOPIC, BROKER = 2, 4
 SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
 

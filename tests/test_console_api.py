@@ -22,7 +22,10 @@ from pykbroker.embedded import EmbeddedBroker
 @pytest.fixture(scope="module")
 def console(tmp_path_factory):
     overrides = {"console.port": 0, "group.initial.rebalance.delay.ms": 0}
-    with EmbeddedBroker(str(tmp_path_factory.mktemp("console") / "data"), overrides) as b:
+    # Kafka's built-in defaults (no server.properties): the config sources checked below are
+    # DEFAULT_CONFIG, which a file's log.segment.bytes/log.retention.hours would make static.
+    data = str(tmp_path_factory.mktemp("console") / "data")
+    with EmbeddedBroker(data, overrides, properties=None) as b:
         yield b
         _admins.clear()  # before the broker goes
 

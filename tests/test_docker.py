@@ -140,9 +140,17 @@ class EntrypointProcess:
             self.proc.wait(10)
 
 
+def image_properties_text() -> str:
+    """The image's /etc/pykbroker/server.properties, as the Dockerfile assembles it: the shipped
+    config/server.properties, then docker/server.properties (the container's settings)."""
+    return (ROOT / "config" / "server.properties").read_text() + (
+        ROOT / "docker" / "server.properties"
+    ).read_text()
+
+
 def _image_like_config(tmp_path: Path) -> Path:
     """The image's server.properties with paths and ports made local to this test."""
-    text = (ROOT / "docker" / "server.properties").read_text()
+    text = image_properties_text()
     text = text.replace("/var/lib/pykbroker/data", str(tmp_path / "data"))
     text = text.replace("PLAINTEXT://0.0.0.0:9092", "PLAINTEXT://127.0.0.1:0")
     text = text.replace("metrics.port=9404", "metrics.port=0")
@@ -318,12 +326,16 @@ def test_dockerfile_structure():
     assert by["STOPSIGNAL"] == ["SIGTERM"]
     copies = " ".join(by["COPY"])
     assert "docker/entrypoint.sh /usr/local/bin/docker-entrypoint.sh" in copies
-    assert "docker/server.properties /etc/pykbroker/server.properties" in copies
+    assert "--from=build /server.properties /etc/pykbroker/server.properties" in copies
+    runs = " ".join(by["RUN"])
+    assert "cat config/server.properties docker/server.properties > /server.properties" in runs
 
 
-def test_image_config_matches_image():
+def test_image_config_matches_image(tmp_path):
     """The image's server.properties is a valid config that fits the Dockerfile around it."""
-    props = load_properties(ROOT / "docker" / "server.properties")
+    path = tmp_path / "server.properties"
+    path.write_text(image_properties_text())
+    props = load_properties(path)
     config = BrokerConfig(props)
     assert not config.unknown
     assert config.listeners == [("PLAINTEXT", "0.0.0.0", 9092)]

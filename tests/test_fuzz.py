@@ -27,7 +27,7 @@ from protocol import codec
 
 SEED = int(os.environ.get("PYKBROKER_FUZZ_SEED", "20261202"))
 FRAMES = 20_000
-SECONDS = 90  # a cap for slow machines; the pass must still cover every API and version
+SECONDS = 80  # a cap for slow machines; the pass must still cover every API and version
 
 # The broker idles at ~50 MiB; passes here peak at 270-440 MiB, in transient jumps of ~80 MiB
 # (requests in flight: up to 32 half-written frames held open, some claiming 50 MiB; Python's
@@ -81,6 +81,12 @@ def test_fuzz_pass(tmp_path):
         assert not after_run_problems, report
         assert data["advertised_not_covered"] == [], report
         assert stats.frames >= min(FRAMES, 5000), report
+        if stats.frames == FRAMES:
+            # Each (api, version)'s boundary cases take its numeric fields and length prefixes
+            # in turn: a whole pass sets every one of them, but in APIs a known finding keeps out.
+            excluded = {"CREATE_TOPICS", "CREATE_PARTITIONS"}  # F7, see fuzzing/known.py
+            missed = [f for f in data["boundary_fields_missed"] if f.split()[0] not in excluded]
+            assert not missed, missed[:20]
         # No handler may fail on any input (a request_failed line names an unexpected exception;
         # malformed requests are rejected by the decode layer instead), and nothing at error level.
         failed = [e for e in broker.lines if e.get("event") == "request_failed"]

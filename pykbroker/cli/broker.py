@@ -1,10 +1,13 @@
 """`pykbroker [server.properties] [--override key=value ...] [--from-env]`: run a broker.
 
 `pykbroker healthcheck [...]` makes one ApiVersions round trip to a broker and exits 0 if it
-answered, 1 if not (the container image's HEALTHCHECK).
+answered, 1 if not (the container image's HEALTHCHECK). `pykbroker --print-config [...]` prints
+the configuration a broker would start with and exits.
 
-Configuration sources, later ones winning: the properties file, then (with `--from-env`, as the
-container entrypoint passes) KAFKA_* environment variables, then `--override` flags.
+Configuration sources, later ones winning: Kafka's defaults, the properties file (the shipped
+config/server.properties when none is given), then (with `--from-env`, as the container
+entrypoint passes) KAFKA_* environment variables, then `--override` flags; a running broker
+also applies the dynamic broker configs stored in its cluster metadata.
 """
 
 from __future__ import annotations
@@ -16,7 +19,13 @@ import sys
 import time
 from collections.abc import Mapping
 
-from pykbroker.config import BrokerConfig, ConfigError, default_data_dir, load_properties
+from pykbroker.config import (
+    SHIPPED_PROPERTIES,
+    BrokerConfig,
+    ConfigError,
+    default_data_dir,
+    load_properties,
+)
 
 # Variables the JVM Kafka images read for themselves, never broker configs (Confluent's list).
 NOT_CONFIGS = frozenset(
@@ -67,7 +76,10 @@ def env_to_config(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("properties", nargs="?", help="a server.properties file (Kafka's keys)")
+    p.add_argument(
+        "properties", nargs="?",
+        help=f"a server.properties file (Kafka's keys); default: the shipped {SHIPPED_PROPERTIES}",
+    )  # fmt: skip
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="set a config key, overriding the properties file (repeatable)")  # fmt: skip
     p.add_argument(
@@ -86,23 +98,62 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "`pykbroker healthcheck --help` for the health check.",
     )
     _add_config_args(p)
+    p.add_argument(
+        "--print-config", action="store_true",
+        help="print every config key with its effective value and where it comes from "
+        "(default, file, env, override, dynamic), in kafka-configs --describe --all's format, "
+        "and exit",
+    )  # fmt: skip
     return p.parse_args(argv)
+
+
+def properties_path(args: argparse.Namespace) -> str | None:
+    """The file a broker starts from: the one given, else the shipped one."""
+    if args.properties:
+        return args.properties
+    return SHIPPED_PROPERTIES if os.path.exists(SHIPPED_PROPERTIES) else None
+
+
+def config_layers(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> list[tuple[str, dict[str, str]]]:
+    """(source, keys it sets), lowest precedence first: file, env, override."""
+    layers = []
+    path = properties_path(args)
+    if path:
+        layers.append(("file", load_properties(path)))
+    if getattr(args, "from_env", False):
+        layers.append(("env", env_to_config(os.environ if environ is None else environ)))
+    overrides = {}
+    for item in args.override:
+        if "=" not in item:
+            raise ConfigError(f"--override expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = value.strip()
+    layers.append(("override", overrides))
+    return layers
 
 
 def build_config(
     args: argparse.Namespace, environ: Mapping[str, str] | None = None
 ) -> BrokerConfig:
     props: dict[str, str] = {}
-    if args.properties:
-        props.update(load_properties(args.properties))
-    if getattr(args, "from_env", False):
-        props.update(env_to_config(os.environ if environ is None else environ))
-    for item in args.override:
-        if "=" not in item:
-            raise ConfigError(f"--override expects key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        props[key.strip()] = value.strip()
+    for _source, layer in config_layers(args, environ):
+        props.update(layer)
     return BrokerConfig(props)
+
+
+# Broker keys Kafka 3.x accepts and ignores; setting one is logged, as Kafka does.
+DEPRECATED_BROKER_CONFIGS = ("log.message.format.version", "log.message.downconversion.enable")
+
+
+def config_warnings(config: BrokerConfig) -> list[tuple[str, dict]]:
+    """(event, fields) for the keys a broker will ignore: unknown, or deprecated."""
+    out = [("unknown_config_ignored", {"key": key}) for key in sorted(config.unknown)]
+    for key in DEPRECATED_BROKER_CONFIGS:
+        if config.is_set(key):
+            out.append(("deprecated_config_ignored", {"key": key, "value": config.originals[key]}))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "healthcheck":
         return healthcheck_main(argv[1:])
     args = parse_args(argv)
+    if args.print_config:
+        return print_config_main(args)
     from pykbroker.logs import configure
 
     configure()
@@ -120,12 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError) as e:
         print(f"pykbroker: {e}", file=sys.stderr)
         return 2
-    if config.unknown:
+    warnings = config_warnings(config)
+    if warnings:
         import structlog
 
         log = structlog.get_logger("pykbroker.config")
-        for key in sorted(config.unknown):
-            log.warning("unknown_config_ignored", key=key)
+        for event, fields in warnings:
+            log.warning(event, **fields)
     import uvloop
 
     from pykbroker.broker import serve
@@ -136,6 +190,83 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pykbroker: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+# --- print-config -------------------------------------------------------------------------
+
+
+def print_config_main(args: argparse.Namespace) -> int:
+    """`pykbroker --print-config`: every broker key, its effective value and its source."""
+    try:
+        layers = config_layers(args)
+        config = build_config(args)
+    except (ConfigError, OSError) as e:
+        print(f"pykbroker: {e}", file=sys.stderr)
+        return 2
+    path = properties_path(args)
+    print(f"# file: {os.path.realpath(path) if path else '(none)'}", file=sys.stderr)
+    print(f"# dynamic: {load_dynamic_configs(config)}", file=sys.stderr)
+    for event, fields in config_warnings(config):
+        print(f"# {event}: {' '.join(f'{k}={v}' for k, v in fields.items())}", file=sys.stderr)
+    for line in describe_lines(config, layers):
+        print(line)
+    return 0
+
+
+def load_dynamic_configs(config: BrokerConfig) -> str:
+    """Apply the dynamic broker configs a broker with this config would find, where they can be
+    read without it; says where they came from (or why not)."""
+    from pykbroker.cluster.metadata import DEFAULT_ENTITY, stored_broker_configs
+
+    if config.get("zookeeper.connect"):
+        return (
+            f"kept in ZooKeeper ({config.get('zookeeper.connect')}), not read here; "
+            f"`kafka-configs --describe --all --entity-type brokers --entity-name "
+            f"{config.node_id}` shows them from a running broker"
+        )
+    data_dir = config.log_dirs[0]
+    stored, where = stored_broker_configs(data_dir)
+    if where is None:
+        return f"none ({data_dir} holds no cluster metadata yet)"
+    config.set_dynamic(stored.get(str(config.node_id), {}), stored.get(DEFAULT_ENTITY, {}))
+    return f"read from {where}"
+
+
+_DYNAMIC_SOURCES = {"DYNAMIC_BROKER_CONFIG": "dynamic-broker",
+                    "DYNAMIC_DEFAULT_BROKER_CONFIG": "dynamic-default"}  # fmt: skip
+
+
+def key_source(config: BrokerConfig, layers: list[tuple[str, dict[str, str]]], name: str) -> str:
+    """default, file, env, override, dynamic-broker or dynamic-default."""
+    kafka_source = config.source(name)
+    if kafka_source in _DYNAMIC_SOURCES:
+        return _DYNAMIC_SOURCES[kafka_source]
+    for source, layer in reversed(layers):
+        if name in layer:
+            return source
+    return "default"
+
+
+def describe_lines(config: BrokerConfig, layers: list[tuple[str, dict[str, str]]]) -> list[str]:
+    """kafka-configs --describe --all's lines for this broker, each with `source=`."""
+    from types import SimpleNamespace
+
+    from pykbroker.cli.configs import SOURCES, _java
+    from pykbroker.handlers.configs import Describer
+
+    describer = Describer(SimpleNamespace(config=config), synonyms=True, documentation=False)
+    lines = [f"All configs for broker {config.node_id} are:"]
+    for entry in describer.broker(None):
+        name = entry["name"]
+        synonyms = ", ".join(
+            f"{SOURCES[s['source']]}:{s['name']}={_java(s['value'])}" for s in entry["synonyms"]
+        )
+        sensitive = "true" if entry["is_sensitive"] else "false"
+        lines.append(
+            f"  {name}={_java(entry['value'])} sensitive={sensitive} "
+            f"source={key_source(config, layers, name)} synonyms={{{synonyms}}}"
+        )
+    return lines
 
 
 # --- healthcheck ----------------------------------------------------------------------------

@@ -392,6 +392,17 @@ class LocalMetadata(MetadataBase):
         return pid
 
 
+def stored_broker_configs(data_dir: str) -> tuple[dict[str, dict[str, str]], str | None]:
+    """The dynamic broker configs a single broker keeps in `<data_dir>/topics.json`, read
+    without starting it (`pykbroker --print-config`); and the file's path, None if absent."""
+    path = os.path.join(data_dir, "topics.json")
+    try:
+        with open(path) as f:
+            return json.load(f).get("broker_configs", {}), path
+    except FileNotFoundError:
+        return {}, None
+
+
 def load_meta_properties(data_dir: str, node_id: int, configured: str | None) -> str:
     """Check (or write) `meta.properties`: this log dir belongs to this node and cluster."""
     path = os.path.join(data_dir, "meta.properties")

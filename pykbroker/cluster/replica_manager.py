@@ -291,7 +291,7 @@ class ReplicaManager:
         self._deferred: dict[tuple[str, int], PartitionState] = {}
         self.stopping = False  # shutting down: partition state changes are no longer acted on
         self._tasks: set[asyncio.Task] = set()
-        if metadata is not None:
+        if metadata is not None and log_manager is not None:
             log_manager.failure_channel.failure_listeners.append(self.log_dir_failed)
 
     # --- queries (also for the group coordinator) --------------------------------------------

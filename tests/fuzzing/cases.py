@@ -13,6 +13,7 @@ many connections.
 from __future__ import annotations
 
 import random
+import re
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -58,6 +59,8 @@ class Case:
     connections: int = 0  # burst: how many connections at once
     detail: str = ""
     tags: set[str] = field(default_factory=set)  # for exclusions: "api:19", "field:...", ...
+    fields: frozenset = frozenset()  # the numeric fields and length prefixes of the body
+    mutated: tuple = ()  # the ones a boundary case rewrote
 
     def describe(self) -> str:
         return f"#{self.index} {self.kind} api={self.api_key} v={self.version} {self.detail}"
@@ -83,11 +86,13 @@ def _bitflip(rng: random.Random, value: int, bits: int) -> int:
     return value ^ (1 << rng.randrange(bits))
 
 
-def boundary_int(rng: random.Random, kind: str, current: int) -> int:
+def boundary_int(rng: random.Random, kind: str, current: int, pick: int | None = None) -> int:
+    """A boundary value for a field (the pick-th in turn, else a random one) or a bit flip."""
     fmt, lo, hi = INTS[kind]
     bits = struct.calcsize(fmt) * 8
-    choices = [0, -1, 1, hi, lo, hi - 1, (1 << 31) - 1, -(1 << 31), 0x02000001]
-    value = rng.choice(choices) if rng.random() < 0.8 else _bitflip(rng, current, bits)
+    choices = [0, -1, hi, lo, (1 << 31) - 1, 1, hi - 1, -(1 << 31), 0x02000001, None]
+    choice = rng.choice(choices) if pick is None else choices[pick % len(choices)]
+    value = _bitflip(rng, current, bits) if choice is None else choice
     if not lo <= value <= hi:  # wrap into the field's width, as a bit pattern would
         value = (
             (value % (1 << bits)) + lo
@@ -97,11 +102,10 @@ def boundary_int(rng: random.Random, kind: str, current: int) -> int:
     return value
 
 
-def boundary_uvarint(rng: random.Random) -> bytes:
-    raw = rng.choice(
-        [0, 1, 2, 0x7F, 0x80, (1 << 31) - 1, 1 << 31, (1 << 32) - 1, (1 << 35), 100 << 20]
-    )
-    if rng.random() < 0.15:
+def boundary_uvarint(rng: random.Random, pick: int | None = None) -> bytes:
+    choices = [0, (1 << 31) - 1, 1, (1 << 32) - 1, None, 2, 0x80, 1 << 31, 1 << 35, 100 << 20]
+    raw = rng.choice(choices) if pick is None else choices[pick % len(choices)]
+    if raw is None:
         return b"\xff" * rng.randint(5, 11)  # a varint that never ends (or overflows)
     out = bytearray()
     while True:
@@ -114,11 +118,11 @@ def boundary_uvarint(rng: random.Random) -> bytes:
             return bytes(out)
 
 
-def mutate_slot(rng: random.Random, body: Body) -> tuple[bytearray, str]:
+def mutate_slot(rng: random.Random, body: Body, pick: int | None = None) -> tuple[bytearray, str]:
     data = body.data
     slot = rng.choice(body.slots)
     if slot.kind == "uvarint":
-        new = boundary_uvarint(rng)
+        new = boundary_uvarint(rng, pick)
         return data[: slot.start] + new + data[slot.end :], f"{slot.path}={new.hex()}"
     if slot.kind == "float64":
         value = rng.choice((float("nan"), float("inf"), -0.0, 1e308))
@@ -127,7 +131,7 @@ def mutate_slot(rng: random.Random, body: Body) -> tuple[bytearray, str]:
     kind = {"len16": "int16", "len32": "int32"}.get(slot.kind, slot.kind)
     fmt = INTS[kind][0]
     current = struct.unpack_from(fmt, data, slot.start)[0]
-    value = boundary_int(rng, kind, current)
+    value = boundary_int(rng, kind, current, pick)
     out = bytearray(data)
     struct.pack_into(fmt, out, slot.start, value)
     return out, f"{slot.path}={value}"
@@ -230,6 +234,11 @@ def legacy_crc(data: bytes) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
 
 
+def _field_name(path: str) -> str:
+    """A slot's path without array indexes: Topics[1].Index -> Topics[].Index"""
+    return re.sub(r"\[\d+\]", "[]", path)
+
+
 # --- the case factory -------------------------------------------------------------------------
 
 
@@ -241,8 +250,13 @@ class CaseFactory:
         self.apis = apis  # advertised: api key -> (min, max)
         self.versions = [(k, v) for k, (lo, hi) in sorted(apis.items()) for v in range(lo, hi + 1)]
         self.exclude = exclude  # callable(Case) -> reason or None
-        names, weights = zip(*STRATEGIES, strict=True)
-        self._names, self._weights = names, weights
+        # Strategies in a fixed cycle (each as often as its weight), so that the boundary cases of
+        # each (api, version) can be numbered from the index alone and sweep its fields in turn.
+        self._cycle = [name for name, weight in STRATEGIES for _ in range(weight)]
+        random.Random(seed).shuffle(self._cycle)
+        self._boundary_before = [0]  # boundary entries in cycle[:i]
+        for name in self._cycle:
+            self._boundary_before.append(self._boundary_before[-1] + (name == "boundary"))
         self._slot_index = 0
 
     def case(self, index: int) -> Case:
@@ -255,8 +269,26 @@ class CaseFactory:
                 return c
         return self._valid(random.Random(f"{self.seed}:{index}"), index)
 
+    def _round(self) -> tuple[int, int]:
+        """(round, position in the cycle) of the current (api, version) slot."""
+        nv = len(self.versions)
+        k, vi = divmod(self._slot_index, nv)
+        return k, (k + vi * 7) % len(self._cycle)
+
+    def _boundary_number(self) -> int:
+        """How many boundary cases this (api, version) had in earlier rounds."""
+        k, _pos = self._round()
+        vi = self._slot_index % len(self.versions)
+        n, per = len(self._cycle), self._boundary_before[-1]
+        start = (vi * 7) % n
+        full, rest = divmod(k, n)
+        end = start + rest
+        partial = (self._boundary_before[min(end, n)] - self._boundary_before[start]
+                   + (self._boundary_before[end - n] if end > n else 0))  # fmt: skip
+        return full * per + partial
+
     def _make(self, rng: random.Random, index: int) -> Case:
-        kind = rng.choices(self._names, self._weights)[0]
+        kind = self._cycle[self._round()[1]]
         return getattr(self, "_" + kind)(rng, index)
 
     def _corr(self, index: int) -> int:
@@ -268,7 +300,7 @@ class CaseFactory:
 
     def _request(self, rng, index, kind, mutate) -> Case:
         api, ver = self._pick(rng)
-        body = generate(rng, self.pools, api, ver)
+        body = generate(rng, self.pools, api, ver, full=kind == "boundary")
         data, detail = mutate(rng, body)
         if data is None:
             return self._valid(rng, index)
@@ -281,6 +313,9 @@ class CaseFactory:
             c.sentinel = True
         if detail:
             c.tags.add("field:" + detail.split("=", 1)[0].split("#", 1)[0])
+        c.fields = frozenset(_field_name(s.path) for s in body.slots)
+        if kind == "boundary":
+            c.mutated = tuple(_field_name(d.split("=", 1)[0]) for d in detail.split("; "))
         return c
 
     def _valid(self, rng, index) -> Case:
@@ -290,7 +325,13 @@ class CaseFactory:
         def mutate(rng, body):
             if not body.slots:
                 return None, ""
-            data, detail = mutate_slot(rng, body)
+            # The n-th boundary case of an (api, version) takes its fields in turn, and each
+            # field's boundary values in turn.
+            n = self._boundary_number()
+            names = sorted({_field_name(slot.path) for slot in body.slots})
+            name = names[n % len(names)]
+            slot = rng.choice([s for s in body.slots if _field_name(s.path) == name])
+            data, detail = mutate_slot(rng, Body(body.data, [slot]), pick=n // len(names))
             if rng.random() < 0.3:  # a second field, against the (unchanged) slot positions
                 body.data = data
                 slot = rng.choice(body.slots)

@@ -65,8 +65,11 @@ class Stats:
     faults: Counter = field(default_factory=Counter)
     errors: list[dict] = field(default_factory=list)  # the first few of each fault
     slowest: tuple[float, str] = (0.0, "")
+    fields_seen: dict = field(default_factory=dict)  # (api, version) -> numeric/length fields
+    fields_mutated: set = field(default_factory=set)  # ((api, version), field) set to a boundary
     rss_start: int = 0
     rss_max: int = 0
+    stalls: list[str] = field(default_factory=list)  # new longest loop stalls, and after what
     rss_jumps: list[str] = field(default_factory=list)  # growth of >64 MiB in 0.1 s, and after what
     probes: int = 0
     probe_max: float = 0.0
@@ -148,6 +151,7 @@ class Fuzzer:
         self._holds: asyncio.Semaphore | None = None
         self._hold_tasks: set[asyncio.Task] = set()
         self._recent: deque[str] = deque(maxlen=40)  # the last cases sent, for a post-mortem
+        self._lag_seen = 0.0
 
     # --- the run ------------------------------------------------------------------------
 
@@ -237,6 +241,10 @@ class Fuzzer:
 
     def _count(self, case: Case) -> None:
         s = self.stats
+        if case.fields:
+            key = (case.api_key, case.version)
+            s.fields_seen.setdefault(key, set()).update(case.fields)
+            s.fields_mutated.update((key, f) for f in case.mutated)
         s.frames += 1
         s.by_kind[case.kind] += 1
         if case.api_key >= 0 and case.kind not in ("header", "garbage", "oversize", "burst"):
@@ -356,6 +364,18 @@ class Fuzzer:
             if isinstance(r, BaseException):
                 self.stats.fault("burst_failed", case, repr(r))
 
+    def _note_stall(self) -> None:
+        """When the broker's longest loop stall grows past 0.25 s, note what was just sent."""
+        if not self.target.metrics_url:
+            return
+        lag = loop_lag_max(self.target.metrics_url)
+        if lag is None or lag <= max(self._lag_seen, 0.25):
+            return
+        self._lag_seen = lag
+        if len(self.stats.stalls) < 10:
+            recent = " | ".join(list(self._recent)[-8:])
+            self.stats.stalls.append(f"{lag:.3f} s after {recent}")
+
     # --- the watchers ----------------------------------------------------------------------
 
     def _probe(self) -> None:
@@ -392,6 +412,7 @@ class Fuzzer:
                 if sock is not None:
                     sock.close()
                 sock = None
+            self._note_stall()
             self._probe_stop.wait(self.opts.probe_interval)
         if sock is not None:
             sock.close()

@@ -188,7 +188,9 @@ def _uvarint(n: int) -> bytes:
 class Generator:
     """Encodes one request body of (api_key, version), recording slots and non-null sites."""
 
-    def __init__(self, rng: random.Random, pools: Pools, api_key: int, version: int):
+    def __init__(self, rng: random.Random, pools: Pools, api_key: int, version: int,
+                 full: bool = False):  # fmt: skip
+        self.full = full  # every field present: arrays of 1-2, no nulls, every tagged field
         self.rng = rng
         self.pools = pools
         self.api_key = api_key
@@ -224,14 +226,14 @@ class Generator:
 
     def _tagged(self, tagged: list[dict], path: str) -> None:
         out = self._out()
-        chosen = [f for f in tagged if self.rng.random() < 0.5]
+        chosen = [f for f in tagged if self.full or self.rng.random() < 0.5]
         start = len(out)
         out += _uvarint(len(chosen))
         self._slot("uvarint", start, f"{path}#tags")
         for f in sorted(chosen, key=lambda f: f["tag"]):
             out += _uvarint(f["tag"])
             # Encode the value on its own to learn its size; slots inside are not kept.
-            sub = Generator(self.rng, self.pools, self.api_key, self.version)
+            sub = Generator(self.rng, self.pools, self.api_key, self.version, self.full)
             sub._field(f, f"{path}.{f['name']}")
             out += _uvarint(len(sub.body.data))
             out += sub.body.data
@@ -271,11 +273,12 @@ class Generator:
                 out += self.rng.choice((bytes(16), uuid.UUID(int=self.rng.getrandbits(128)).bytes))
         elif t == "string":
             value = self.pools.string(self.rng, f["name"], f.get("entityType"))
-            if self._nullable(f) and self.rng.random() < 0.2:
+            if self._nullable(f) and not self.full and self.rng.random() < 0.2:
                 value = None
             self._string(value, path, f)
         elif t == "bytes":
-            value = None if self._nullable(f) and self.rng.random() < 0.2 else self.rng.randbytes(8)
+            null = self._nullable(f) and not self.full and self.rng.random() < 0.2
+            value = None if null else self.rng.randbytes(8)
             self._bytes(value, path, f)
         elif t == "records":
             value = None if self.rng.random() < 0.05 else bytes(small_batch(self.rng))
@@ -328,8 +331,8 @@ class Generator:
     def _array(self, f: dict, item: str, path: str) -> None:
         out = self._out()
         start = len(out)
-        n = self.rng.choice((0, 1, 1, 1, 2, 3))
-        if self._nullable(f) and self.rng.random() < 0.15:
+        n = self.rng.choice((1, 2) if self.full else (0, 1, 1, 1, 2, 3))
+        if self._nullable(f) and not self.full and self.rng.random() < 0.15:
             self._length(None, path, f, wide=True)
             return
         self._length(n, path, f, wide=True)
@@ -342,5 +345,6 @@ class Generator:
         self._site(start, path, f, wide=True)
 
 
-def generate(rng: random.Random, pools: Pools, api_key: int, version: int) -> Body:
-    return Generator(rng, pools, api_key, version).generate()
+def generate(rng: random.Random, pools: Pools, api_key: int, version: int,
+             full: bool = False) -> Body:  # fmt: skip
+    return Generator(rng, pools, api_key, version, full).generate()

@@ -196,6 +196,7 @@ def run_cases(target: Target, factory: CaseFactory, options: Options) -> Stats:
 
 def summary(stats: Stats, problems: list[str], factory: CaseFactory, seed: int) -> dict:
     advertised = [f"{ApiKey(k).name} v{v}" for k, v in factory.versions]
+    fields = sum(len(v) for v in stats.fields_seen.values())
     return {
         "seed": seed,
         "frames": stats.frames,
@@ -208,6 +209,13 @@ def summary(stats: Stats, problems: list[str], factory: CaseFactory, seed: int) 
         "worker_seconds_by_api": {k: round(v, 1) for k, v in stats.api_seconds.most_common()},
         "by_api_version": dict(sorted(stats.by_api.items())),
         "advertised_not_covered": [a for a in advertised if a not in stats.by_api],
+        "boundary_fields_covered": f"{len(stats.fields_mutated)} of {fields} (api, version, field)",
+        "boundary_fields_missed": sorted(
+            f"{ApiKey(k).name} v{v} {name}"
+            for (k, v), names in stats.fields_seen.items()
+            for name in names
+            if ((k, v), name) not in stats.fields_mutated
+        ),
         "responses_parsed": sum(stats.responses.values()),
         "connections": stats.connections,
         "closed_by_broker": dict(stats.closed.most_common()),
@@ -222,6 +230,7 @@ def summary(stats: Stats, problems: list[str], factory: CaseFactory, seed: int) 
         "probe_max_s": round(stats.probe_max, 4),
         "probes": stats.probes,
         "event_loop_lag_max_s": stats.loop_lag_max,
+        "event_loop_stalls": stats.stalls,
         "after_run_problems": problems,
         "excluded_known_findings": factory.exclude is not None,
     }

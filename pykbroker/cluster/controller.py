@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 
 import structlog
-from kazoo.exceptions import KazooException
+from kazoo.exceptions import KazooException, RolledBackError
 
 from . import zk as Z
 from .controlled_shutdown import CONTROLLED_SHUTDOWN, decode_request, shutting_down_brokers
@@ -233,7 +233,9 @@ class Controller:
             else:
                 txn.set_data(path, data, version)
             results = await self.zk.commit(txn)
-            if isinstance(results[0], Exception):
+            # A failed transaction fails every op: RolledBackError on the epoch check only means
+            # the state write lost a race, not that another controller took over.
+            if isinstance(results[0], Exception) and not isinstance(results[0], RolledBackError):
                 log.warning("controller_fenced", node_id=self.node_id, controller_epoch=self.epoch)
                 self.active = False
                 return

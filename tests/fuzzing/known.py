@@ -25,16 +25,9 @@ def _thousands_of_partitions(case: Case) -> bool:
     return case.api_key in (19, 37) and case.kind in ("boundary", "bitflip")
 
 
-def _keyless_on_compacted(case: Case) -> bool:
-    # Produce acknowledges keyless records on a compacted topic with error 0 (issue 11 item 3).
-    return "records:keyless_compacted" in case.tags
-
-
 KNOWN: list[Known] = [
     Known("F7 CreateTopics of a few thousand partitions holds the event loop for seconds",
           "wire", _thousands_of_partitions),
-    Known("F2 keyless records on a compacted topic accepted", "produce",
-          _keyless_on_compacted),
 ]  # fmt: skip
 
 

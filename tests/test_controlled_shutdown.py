@@ -131,8 +131,14 @@ def read_all(bootstrap: str) -> list[tuple[int, int, bytes]]:
                          "enable.auto.commit": False, "broker.address.family": "v4",
                          "auto.offset.reset": "earliest"})  # fmt: skip
     try:
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(TOPIC, p), 10)[1]
-                for p in range(PARTITIONS)}  # fmt: skip
+        # A leader moving back to its preferred replica answers NOT_LEADER once: ask again.
+        ends = {
+            p: wait_until(
+                lambda p=p: consumer.get_watermark_offsets(TopicPartition(TOPIC, p), 10),
+                what="end offsets",
+            )[1]
+            for p in range(PARTITIONS)
+        }
         consumer.assign([TopicPartition(TOPIC, p, 0) for p in range(PARTITIONS)])
         out: list[tuple[int, int, bytes]] = []
         done = {p for p, end in ends.items() if end == 0}

@@ -343,6 +343,13 @@ BROKER_CONFIGS = _keys(
         "Milliseconds a record may wait before the log is fsynced.",
     ),
     ConfigKey(
+        "log.flush.offset.checkpoint.interval.ms",
+        "int",
+        60000,
+        "How often each log's recovery point is saved to recovery-point-offset-checkpoint.",
+        at_least(1),
+    ),
+    ConfigKey(
         "log.flush.scheduler.interval.ms",
         "long",
         LONG_MAX,

@@ -315,7 +315,9 @@ def test_restart_on_full_disk_five_times(small_fs):
         torn = damage_tail(mnt / "data" / f"{TOPIC}-0")
         fill(mnt, f"top-{cycle}")  # not a byte left
         b = start()  # recovery must not need space
-        assert b.events("index_corrupt")
+        # The cut-back indexes are rebuilt: found on load, or with every segment above the
+        # recovery point (all of them: none checkpointed yet) recovered from the log itself.
+        assert b.events("index_corrupt") or b.events("log_segments_recovered")
         assert [e["truncated_bytes"] for e in b.events("log_recovered")] == ([torn] if torn else [])
         check_acked(b.bootstrap_servers, acked)
         # Appends are refused (after a batch or two if recovery freed a little)...

@@ -28,6 +28,7 @@ from pykbroker.cluster.follower import diverging_epoch
 from pykbroker.cluster.leader_epoch import LeaderEpochCache
 from pykbroker.cluster.metadata import PartitionState, TopicInfo
 from pykbroker.config import LogConfig
+from pykbroker.storage.checkpoints import format_offsets, read_offsets
 from pykbroker.storage.files import atomic_write
 from pykbroker.storage.log import AppendInfo, Log
 from pykbroker.storage.log_dir_failure import is_out_of_space
@@ -572,14 +573,12 @@ class ReplicaManager:
 
     def high_watermark_checkpoints(self) -> dict[str, str]:
         """Kafka's replication-offset-checkpoint, one per log dir: version, count, entries."""
-        by_dir: dict[str, list[str]] = {d: [] for d in self.log_manager.log_dirs}
-        for (topic, index), lg in self.log_manager.logs.items():
-            parent = os.path.dirname(lg.dir)
-            by_dir.setdefault(parent, []).append(f"{topic} {index} {lg.high_watermark}")
+        by_dir: dict[str, dict[tuple[str, int], int]] = {d: {} for d in self.log_manager.log_dirs}
+        for tp, lg in self.log_manager.logs.items():
+            by_dir.setdefault(os.path.dirname(lg.dir), {})[tp] = lg.high_watermark
         return {
-            os.path.join(d, HW_CHECKPOINT_FILE): f"0\n{len(lines)}\n"
-            + "".join(x + "\n" for x in lines)
-            for d, lines in by_dir.items()
+            os.path.join(d, HW_CHECKPOINT_FILE): format_offsets(offsets)
+            for d, offsets in by_dir.items()
         }
 
     def checkpoint_high_watermarks(self) -> None:
@@ -588,7 +587,7 @@ class ReplicaManager:
     def restore_high_watermarks(self) -> None:
         """After loading logs: each log's HW is what was checkpointed (never above its LEO)."""
         for d in self.log_manager.log_dirs:
-            found = read_checkpoint(os.path.join(d, HW_CHECKPOINT_FILE))
+            found = read_offsets(os.path.join(d, HW_CHECKPOINT_FILE))
             for (topic, index), lg in self.log_manager.logs.items():
                 if os.path.dirname(lg.dir) != d:
                     continue
@@ -610,21 +609,3 @@ def _epoch_scan(lg: Log):
 def write_checkpoints(files: dict[str, str]) -> None:
     for path, text in files.items():
         atomic_write(path, text)
-
-
-def read_checkpoint(path: str) -> dict[tuple[str, int], int]:
-    try:
-        with open(path) as f:
-            lines = f.read().splitlines()
-    except FileNotFoundError:
-        return {}
-    out = {}
-    try:
-        count = int(lines[1])
-        for line in lines[2 : 2 + count]:
-            topic, index, offset = line.rsplit(" ", 2)
-            out[(topic, int(index))] = int(offset)
-    except (IndexError, ValueError):
-        log.warning("bad_checkpoint_file", path=path)
-        return {}
-    return out

@@ -76,6 +76,7 @@ class Log:
         on_roll: Callable[[LogSegment], None] | None = None,
         on_delete_files: Callable[[list[LogSegment], int], None] | None = None,
         log_dir: LogDir | None = None,
+        recovery_point: int = 0,
     ):
         self.dir = directory
         # The health of the log dir holding this log (shared by its logs; LogDirFailureChannel).
@@ -95,6 +96,9 @@ class Log:
         self.last_flush_ms = now_ms()
         self.leader_epoch = 0
         self.closed = False
+        # Offsets below it are known to be on disk (Kafka's recovery point): after an unclean
+        # stop only segments holding offsets at or above it are recovered.
+        self.recovery_point = recovery_point
         self._load(recover)
 
     # --- loading ------------------------------------------------------------------------------
@@ -104,25 +108,59 @@ class Log:
         bases = sorted(int(name[:-4]) for name in os.listdir(self.dir) if _is_segment(name, ".log"))
         for base in bases:
             self._add_segment(LogSegment(self.dir, base))
-        newest = self.segments[-1] if self.segments else None
-        truncated = 0
-        for seg in self.segments:
-            truncated += seg.load(
-                recover=(recover and seg is newest) or seg.base_offset in rebuilt,
+        truncated = recovered = 0
+        for i, seg in enumerate(self.segments):
+            following = self._bases[i + 1] if i + 1 < len(self._bases) else None
+            # Recover every segment that may hold offsets at or above the recovery point.
+            above = recover and (following is None or following > self.recovery_point)
+            cut = seg.load(
+                recover=above or seg.base_offset in rebuilt,
                 index_interval=self.config.index_interval_bytes,
             )
+            recovered += above
+            truncated += cut
+            if not above:
+                seg.synced_size = seg.size
+            if cut and following is not None:
+                # Damage inside a segment with more after it: what follows a hole can't stay.
+                truncated += self._remove_segments_after(i)
+                break
+        if recovered:
+            log.info(
+                "log_segments_recovered", topic=self.topic, partition=self.partition,
+                segments=recovered, recovery_point=self.recovery_point,
+            )  # fmt: skip
         if truncated:
             log.warning(
-                "log_recovered",
-                topic=self.topic,
-                partition=self.partition,
+                "log_recovered", topic=self.topic, partition=self.partition,
                 truncated_bytes=truncated,
-            )
+            )  # fmt: skip
         if not self.segments:
             self._add_segment(self._new_segment(0))
         self.log_start_offset = max(self._read_log_start_offset(), self.segments[0].base_offset)
         self._rebuild_producer_state()
         self.high_watermark = self.log_end_offset
+        if recover:
+            self.recovery_point = min(self.recovery_point, self.log_end_offset)
+        else:  # a clean shutdown flushed everything
+            self.recovery_point = self.log_end_offset
+            for seg in self.segments:
+                seg.synced_size = seg.size
+
+    def _remove_segments_after(self, i: int) -> int:
+        """Drop segments i+1.. (while loading: after a damaged one). Returns their bytes."""
+        doomed = self.segments[i + 1 :]
+        del self.segments[i + 1 :]
+        del self._bases[i + 1 :]
+        removed = 0
+        for seg in doomed:
+            removed += seg.size
+            seg.close()
+            for path in seg.paths():
+                if os.path.exists(path):
+                    os.unlink(path)
+        fsync_dir(self.dir)
+        return removed
 
     def _complete_swaps(self) -> set[int]:
         """Finish or roll back segment replacements a crash interrupted (log compaction).
@@ -213,6 +251,7 @@ class Log:
 
     def _new_segment(self, base: int) -> LogSegment:
         seg = LogSegment(self.dir, base, create=True)
+        fsync_dir(self.dir)  # the new files' directory entries must survive a power loss too
         jitter = self.config["segment.jitter.ms"]
         if jitter > 0:
             seg.roll_jitter_ms = random.randrange(min(jitter, self._max_segment_ms()))
@@ -397,9 +436,32 @@ class Log:
         return seg
 
     def flush(self) -> None:
-        self.active_segment.flush()
+        """fsync what isn't yet (rolled segments whose background flush is pending too), so
+        the whole log is below the recovery point."""
+        active = self.active_segment
+        for seg in self.segments[self._segment_index(self.recovery_point) :]:
+            if seg is active or seg.synced_size != seg.size:
+                seg.flush()
         self.unflushed_records = 0
         self.last_flush_ms = now_ms()
+        self.update_recovery_point()
+
+    def update_recovery_point(self) -> int:
+        """Move the recovery point over every segment whose bytes are all fsynced."""
+        point = self.recovery_point
+        for seg in self.segments[self._segment_index(point) :]:
+            if seg.next_offset <= point:
+                continue
+            if seg.synced_size != seg.size:
+                break
+            point = seg.next_offset
+        self.recovery_point = point
+        return point
+
+    def _segment_index(self, offset: int) -> int:
+        """Index of the segment that holds `offset` (or would: the last one starting at or
+        before it); everything before it is below `offset`."""
+        return max(bisect_right(self._bases, offset) - 1, 0)
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -588,6 +650,9 @@ class Log:
             for path in seg.paths():
                 os.unlink(path)
         self.active_segment.truncate_to(offset)
+        seg = self.active_segment
+        seg.synced_size = min(seg.synced_size, seg.size)  # what's appended next isn't synced
+        self.recovery_point = min(self.recovery_point, self.log_end_offset)
         self.producer_state.truncate_snapshots_after(offset)
         self._rebuild_producer_state()
         self.high_watermark = min(self.high_watermark, self.log_end_offset)

@@ -15,7 +15,9 @@ import structlog
 
 from pykbroker.config import BrokerConfig, LogConfig
 
+from .checkpoints import RECOVERY_POINT_FILE, format_offsets, read_offsets
 from .cleaner import LogCleaner
+from .files import atomic_write
 from .log import Log, now_ms, remove_segment_files
 from .log_dir_failure import LogDirFailureChannel
 from .retention import LogRetention
@@ -76,6 +78,7 @@ class LogManager:
             marker = os.path.join(d, CLEAN_SHUTDOWN_FILE)
             clean = os.path.exists(marker)
             self.had_clean_shutdown &= clean
+            points = {} if clean else read_offsets(os.path.join(d, RECOVERY_POINT_FILE))
             for name in sorted(os.listdir(d)):
                 path = os.path.join(d, name)
                 if not os.path.isdir(path):
@@ -86,7 +89,13 @@ class LogManager:
                 tp = parse_partition_dir(name)
                 if tp is None:
                     continue
-                self.logs[tp] = self._open(path, tp, log_configs(tp[0]), recover=not clean)
+                self.logs[tp] = self._open(
+                    path,
+                    tp,
+                    log_configs(tp[0]),
+                    recover=not clean,
+                    recovery_point=points.get(tp, 0),
+                )
             if clean:
                 os.unlink(marker)  # from here on a crash must be noticed
                 _fsync_dir(d)
@@ -100,7 +109,8 @@ class LogManager:
         returns their tasks for the broker to cancel at shutdown."""
         import asyncio
 
-        tasks = [asyncio.get_running_loop().create_task(self.retention.run())]
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(self.retention.run()), loop.create_task(self._checkpoint_loop())]
         if self.config.get("log.cleaner.enable"):
             self.cleaner = LogCleaner(
                 lambda: list(self.logs.values()), self.log_dirs, self.config,
@@ -109,9 +119,40 @@ class LogManager:
             tasks.append(self.cleaner.start())
         return tasks
 
-    def _open(self, path: str, tp: tuple[str, int], config: LogConfig, *, recover: bool) -> Log:
+    # --- recovery points ---------------------------------------------------------------------
+
+    def recovery_point_checkpoints(self) -> dict[str, str]:
+        """The `recovery-point-offset-checkpoint` of each log dir: path -> contents."""
+        by_dir: dict[str, dict[tuple[str, int], int]] = {d: {} for d in self.log_dirs}
+        for tp, lg in self.logs.items():
+            by_dir.setdefault(os.path.dirname(lg.dir), {})[tp] = lg.update_recovery_point()
+        return {
+            os.path.join(d, RECOVERY_POINT_FILE): format_offsets(offsets)
+            for d, offsets in by_dir.items()
+            if not self.failure_channel.dir_of(d).offline  # its logs get recovered anyway
+        }
+
+    def checkpoint_recovery_points(self) -> None:
+        write_checkpoints(self.recovery_point_checkpoints())
+
+    async def _checkpoint_loop(self) -> None:
+        """Kafka's log.flush.offset.checkpoint.interval.ms: the recovery points, periodically."""
+        import asyncio
+
+        interval = self.config.get("log.flush.offset.checkpoint.interval.ms") / 1000
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            files = self.recovery_point_checkpoints()
+            try:
+                await loop.run_in_executor(None, write_checkpoints, files)
+            except OSError as e:
+                log.error("recovery_point_checkpoint_failed", error=repr(e))
+
+    def _open(self, path: str, tp: tuple[str, int], config: LogConfig, *, recover: bool,
+              recovery_point: int = 0) -> Log:  # fmt: skip
         return Log(
-            path, tp[0], tp[1], config, recover=recover,
+            path, tp[0], tp[1], config, recover=recover, recovery_point=recovery_point,
             on_roll=self._flush_rolled, on_delete_files=self._delete_files_later,
             log_dir=self.failure_channel.dir_of(os.path.dirname(path)),
         )  # fmt: skip
@@ -231,6 +272,7 @@ class LogManager:
         for remove in list(self._pending_removals.values()):  # no reader is left to wait for
             remove()
         self._pending_removals.clear()
+        self.checkpoint_recovery_points()
         for d in self.log_dirs:
             if self.failure_channel.dir_of(d).offline:
                 continue  # what it holds must be recovered at the next start
@@ -250,3 +292,11 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_checkpoints(files: dict[str, str]) -> None:
+    for path, text in files.items():
+        try:
+            atomic_write(path, text)
+        except OSError as e:  # e.g. a failed or full log dir: the next start recovers more
+            log.warning("recovery_point_checkpoint_not_written", path=path, error=str(e))

@@ -74,6 +74,7 @@ class LogSegment:
         self.roll_jitter_ms = 0  # set by the Log from segment.jitter.ms when it creates a segment
         self._bytes_since_index = 0
         self.deleted = False
+        self.synced_size = 0  # bytes known to be on disk (fsynced); the log's recovery point
 
     # --- loading and recovery ----------------------------------------------------------
 
@@ -309,7 +310,9 @@ class LogSegment:
         return removed
 
     def flush(self) -> None:
+        size = self.size  # appends racing this fsync (it may run in a thread) aren't covered
         os.fsync(self.fd)
+        self.synced_size = size
         self.offset_index.flush()
         self.time_index.flush()
         self.txn_index.flush()

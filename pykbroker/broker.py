@@ -182,6 +182,10 @@ class Broker:
 
     async def stop(self) -> None:
         """Graceful shutdown: stop listening, close connections, flush, write the clean marker."""
+        if self.config.get("zookeeper.connect") and self.config.get("controlled.shutdown.enable"):
+            from pykbroker.cluster.controlled_shutdown import controlled_shutdown
+
+            await controlled_shutdown(self)  # leadership moves while clients can still reach us
         for server in self.servers:
             server.close()
         if self.metrics_server is not None:

@@ -722,6 +722,26 @@ BROKER_CONFIGS = _keys(
     ),
     ConfigKey("replica.socket.timeout.ms", "int", 30000, "Socket timeout of follower fetches."),
     ConfigKey(
+        "controlled.shutdown.enable",
+        "boolean",
+        True,
+        "On SIGTERM, move leadership of this broker's partitions to in-sync followers first.",
+    ),
+    ConfigKey(
+        "controlled.shutdown.max.retries",
+        "int",
+        3,
+        "Controlled shutdown attempts before shutting down anyway.",
+        at_least(1),
+    ),
+    ConfigKey(
+        "controlled.shutdown.retry.backoff.ms",
+        "long",
+        5000,
+        "How long each controlled shutdown attempt waits for the moves before the next.",
+        at_least(0),
+    ),
+    ConfigKey(
         "auto.leader.rebalance.enable",
         "boolean",
         True,

@@ -601,6 +601,19 @@ def test_offset_delete(client):
     assert delete("nope", {"t": [0]}).error_code == ErrorCode.GROUP_ID_NOT_FOUND
 
 
+def test_offset_delete_names_a_partition_twice(client):
+    """Found by the fuzzer: a partition listed twice was deleted twice (KeyError, connection
+    closed). Kafka's request keys partitions by index, so the duplicate is one partition."""
+    c = client()
+    create_topic(c, "t", 1)
+    assert c.commit("idle", {("t", 0): (5, "")}) == {("t", 0): 0}
+    resp = c.request(ApiKey.OFFSET_DELETE, 0, {"group_id": "idle", "topics": [
+        {"name": "t", "partitions": [{"partition_index": 0}, {"partition_index": 0}]}]})  # fmt: skip
+    assert resp is not None and resp.error_code == 0
+    assert {p.error_code for t in resp.topics for p in t.partitions} == {0}
+    assert c.fetch_offsets("idle", None) == {}
+
+
 # --- DescribeGroups, ListGroups, DeleteGroups ---------------------------------------------
 
 

@@ -15,6 +15,10 @@ picture again and writes what differs from what should be:
   treated as failed then started, so it never keeps leadership across a crash unnoticed;
 - topics under /admin/delete_topics lose their znodes (every replica deletes its logs when
   the topic znode goes);
+- a broker in controlled shutdown (controlled_shutdown.py: its /controlled_shutdown/N znode
+  names its current registration) counts as gone for leadership and ISRs, except that a
+  partition it leads keeps it as leader when no other ISR member is live (Kafka's
+  ControlledShutdownLeaderSelector: new leader from the ISR minus the shutting-down broker);
 - every leader.imbalance.check.interval.seconds (auto.leader.rebalance.enable), a broker that
   leads too few of the partitions it is the preferred (first) replica of gets them back when it
   is in their ISR.
@@ -32,9 +36,10 @@ import time
 from collections.abc import Callable
 
 import structlog
-from kazoo.exceptions import KazooException
+from kazoo.exceptions import KazooException, RolledBackError
 
 from . import zk as Z
+from .controlled_shutdown import CONTROLLED_SHUTDOWN, decode_request, shutting_down_brokers
 from .zk_metadata import NOT_READ, ZkMetadata
 
 log = structlog.get_logger(__name__)
@@ -58,11 +63,14 @@ class Controller:
         self._stopped = False
         self.config = config
         self._rebalancer: asyncio.Task | None = None
+        self.shutdown_requests: dict[int, int | None] = {}  # /controlled_shutdown: id -> epoch
+        self.shutting_down: set[int] = set()
 
     def start(self) -> None:
         self.md.on_change = self.schedule
         self.md.on_controller_change = self._controller_changed
         self._controller_changed(self.md.controller_id)
+        self.md._spawn(self.md.retrying(self._read_shutdown_requests), "controlled_shutdown")
         if self.config is not None and self.config.get("auto.leader.rebalance.enable"):
             self._rebalancer = self.loop.create_task(self._rebalance_loop())
 
@@ -122,6 +130,19 @@ class Controller:
         finally:
             self._electing = False
 
+    async def _read_shutdown_requests(self) -> None:
+        w = self.md._watch(CONTROLLED_SHUTDOWN, self._read_shutdown_requests)
+        await self.zk.ensure_path(CONTROLLED_SHUTDOWN)
+        requests: dict[int, int | None] = {}
+        for child in await self.zk.get_children(CONTROLLED_SHUTDOWN, watch=w):
+            try:
+                data, _ = await self.zk.get(f"{CONTROLLED_SHUTDOWN}/{child}")
+                requests[int(child)] = decode_request(data)
+            except (Z.NoNodeError, ValueError):
+                continue
+        self.shutdown_requests = requests
+        self.schedule()
+
     # --- reconciliation -------------------------------------------------------------------
 
     def schedule(self) -> None:
@@ -142,6 +163,10 @@ class Controller:
         if bounced:
             log.info("brokers_restarted", brokers=sorted(bounced))
             live -= bounced  # first as failed; the next pass sees them started
+        shutting = shutting_down_brokers(self.shutdown_requests, epochs, live)
+        if shutting != self.shutting_down:
+            log.info("brokers_shutting_down", brokers=sorted(shutting))
+        self.shutting_down = shutting
         for name in md.marked_for_deletion - self._deleting:
             self._deleting.add(name)
             md._spawn(self._delete_topic(name), "delete_topic")
@@ -149,39 +174,13 @@ class Controller:
             for index, st in enumerate(info.partitions):
                 if st.zk_version == NOT_READ or (name, index) in self._inflight:
                     continue
-                change = self._decide(name, st, live)
+                change = decide_state(name, st, live, shutting, self.unclean_allowed)
                 if change is not None:
                     self._inflight.add((name, index))
                     md._spawn(self._write_state(name, index, st.zk_version, *change), "state")
         self._broker_epochs = {b: e for b, e in epochs.items() if b not in bounced}
         if bounced:
             self.schedule()
-
-    def _decide(self, topic: str, st, live: set[int]) -> tuple[int, int, list[int]] | None:
-        """(leader, leader epoch, ISR) to write for a partition, or None if it's right."""
-        if st.zk_version == -1:  # new partition: no state yet
-            online = [r for r in st.replicas if r in live]
-            if not online:
-                return None
-            return online[0], 0, online
-        isr = [r for r in st.isr if r in live]
-        candidates = [r for r in st.replicas if r in isr]
-        if st.leader in live and (st.leader in st.isr or not candidates):
-            if len(isr) == len(st.isr):
-                return None
-            return st.leader, st.leader_epoch + 1, isr
-        # Here the leader is gone, or it took itself out of the ISR (its log dir failed).
-        if candidates:
-            leader = candidates[0]
-        elif self.unclean_allowed(topic):
-            online = [r for r in st.replicas if r in live]
-            if not online:
-                return self._offline(st)
-            leader, isr = online[0], [online[0]]
-            log.warning("unclean_leader_election", topic=topic, leader=leader)
-        else:
-            return self._offline(st)
-        return leader, st.leader_epoch + 1, isr
 
     async def _rebalance_loop(self) -> None:
         interval = self.config.get("leader.imbalance.check.interval.seconds")
@@ -203,7 +202,7 @@ class Controller:
                 if st.replicas and st.zk_version >= 0:
                     preferred.setdefault(st.replicas[0], []).append((name, index))
         for broker_id, owned in preferred.items():
-            if broker_id not in live:
+            if broker_id not in live or broker_id in self.shutting_down:
                 continue
             states = [(n, i, self.md.topics[n].partitions[i]) for n, i in owned]
             elsewhere = [(n, i, st) for n, i, st in states if st.leader != broker_id]
@@ -220,13 +219,6 @@ class Controller:
                         "preferred_election",
                     )  # fmt: skip
 
-    @staticmethod
-    def _offline(st) -> tuple[int, int, list[int]] | None:
-        """No eligible leader: leader -1, the ISR keeps its last member (who alone may lead)."""
-        if st.leader == -1:
-            return None
-        return -1, st.leader_epoch + 1, st.isr[-1:] if st.isr else []
-
     async def _write_state(self, topic: str, index: int, version: int, leader: int,
                            leader_epoch: int, isr: list[int]) -> None:  # fmt: skip
         path = Z.state_path(topic, index)
@@ -241,7 +233,9 @@ class Controller:
             else:
                 txn.set_data(path, data, version)
             results = await self.zk.commit(txn)
-            if isinstance(results[0], Exception):
+            # A failed transaction fails every op: RolledBackError on the epoch check only means
+            # the state write lost a race, not that another controller took over.
+            if isinstance(results[0], Exception) and not isinstance(results[0], RolledBackError):
                 log.warning("controller_fenced", node_id=self.node_id, controller_epoch=self.epoch)
                 self.active = False
                 return
@@ -275,3 +269,50 @@ class Controller:
             log.info("topic_deletion_completed", topic=name)
         finally:
             self._deleting.discard(name)
+
+
+def decide_state(topic: str, st, live: set[int], shutting: set[int],
+                 unclean_allowed: Callable[[str], bool]) -> tuple[int, int, list[int]] | None:  # fmt: skip
+    """(leader, leader epoch, ISR) to write for a partition, or None if it's right. `live`:
+    registered brokers; `shutting`: those of them in controlled shutdown."""
+    serving = live - shutting
+    if st.zk_version == -1:  # new partition: no state yet
+        online = [r for r in st.replicas if r in serving]
+        if not online:
+            return None
+        return online[0], 0, online
+    isr = [r for r in st.isr if r in serving]
+    candidates = [r for r in st.replicas if r in isr]
+    if st.leader in shutting:
+        if candidates:  # Kafka's ControlledShutdownLeaderSelector
+            return candidates[0], st.leader_epoch + 1, isr
+        # No one in sync to take over: it keeps leading until it stops; dead replicas still go.
+        isr = [r for r in st.isr if r in live]
+        return None if len(isr) == len(st.isr) else (st.leader, st.leader_epoch + 1, isr)
+    if st.leader in live and (st.leader in st.isr or not candidates):
+        if not isr:  # a leader out of its own ISR (failed log dir): keep who is left
+            isr = [r for r in st.isr if r in live]
+        if len(isr) == len(st.isr):
+            return None
+        return st.leader, st.leader_epoch + 1, isr
+    # Here the leader is gone, or it took itself out of the ISR (its log dir failed).
+    if candidates:
+        leader = candidates[0]
+    elif in_sync_shutting := [r for r in st.replicas if r in shutting and r in st.isr]:
+        leader, isr = in_sync_shutting[0], in_sync_shutting[:1]  # better than offline
+    elif unclean_allowed(topic):
+        online = [r for r in st.replicas if r in serving]
+        if not online:
+            return _offline(st)
+        leader, isr = online[0], [online[0]]
+        log.warning("unclean_leader_election", topic=topic, leader=leader)
+    else:
+        return _offline(st)
+    return leader, st.leader_epoch + 1, isr
+
+
+def _offline(st) -> tuple[int, int, list[int]] | None:
+    """No eligible leader: leader -1, the ISR keeps its last member (who alone may lead)."""
+    if st.leader == -1:
+        return None
+    return -1, st.leader_epoch + 1, st.isr[-1:] if st.isr else []

@@ -923,6 +923,7 @@ class GroupCoordinator:
         if group is None or group.is_(DEAD):
             return ErrorCode.GROUP_ID_NOT_FOUND, {}
         results: dict[tuple[str, int], ErrorCode] = {}
+        partitions = list(dict.fromkeys(partitions))  # a partition named twice is one partition
         if group.is_(EMPTY):
             eligible = list(partitions)
         elif group.is_consumer_group and group.subscribed is not None:

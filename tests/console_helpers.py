@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import http.client
 import json
-import time
 from urllib.parse import urlsplit
+
+from wire import wait_for  # noqa: F401  (the tests import it from here)
 
 
 def request(url: str, method: str = "GET", path: str = "/", body=None, headers=None,
@@ -33,17 +34,6 @@ def api(url: str, method: str, path: str, body=None, expect: int = 200):
     status, _, data = request(url, method, path, body)
     assert status == expect, (status, data)
     return data
-
-
-def wait_for(predicate, what: str, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 class EventStream:

@@ -75,6 +75,14 @@ class BrokerProcess:
                 self.port = int(event["listeners"][0].rsplit(":", 1)[1])
                 self._started.set()
 
+    def rss(self) -> int:
+        """The broker process's resident memory, in bytes."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
+
     def events(self, name: str) -> list[dict]:
         return [e for e in self.lines if e.get("event") == name]
 

@@ -158,7 +158,7 @@ def test_add_partitions_and_delete_topic(console):
     assert (code, err["error"]) == (400, "INVALID_PARTITIONS")
     assert len(admin(console).list_topics("doomed", timeout=10).topics["doomed"].partitions) == 4
     api(url, "DELETE", "/api/topics/doomed")
-    wait_for(lambda: "doomed" not in admin(console).list_topics(timeout=10).topics, "deletion")
+    wait_for(lambda: "doomed" not in admin(console).list_topics(timeout=10).topics, what="deletion")
     code, _, err = request(url, "DELETE", "/api/topics/doomed")
     assert (code, err["error"]) == (404, "UNKNOWN_TOPIC_OR_PARTITION")
     code, _, err = request(url, "GET", "/api/topics/doomed")
@@ -300,7 +300,7 @@ def test_groups_lag_and_offset_reset(console):
     finally:
         consumer.close()
 
-    wait_for(lambda: api(url, "GET", "/api/groups/readers")["state"] == "Empty", "group empty")
+    wait_for(lambda: api(url, "GET", "/api/groups/readers")["state"] == "Empty", what="group empty")
     r = api(
         url,
         "POST",
@@ -346,7 +346,7 @@ def test_metrics_follow_traffic(console):
         m = api(url, "GET", f"/api/metrics?window=10&topic={topic}")
         return m if sum(m["messages_in"]) > 0 else None
 
-    m = wait_for(seen, "a sample with the produced messages")
+    m = wait_for(seen, what="a sample with the produced messages")
     assert len(m["time"]) == len(m["bytes_in"]) == len(m["messages_in"])
     assert sum(m["bytes_in"]) > 0
     assert "Produce" in m["latency"] and any(m["latency"]["Produce"]["count"])

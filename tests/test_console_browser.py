@@ -142,7 +142,7 @@ def test_topic_messages_tail_and_lag_in_the_browser(make_broker, browser_page, t
     expect(page.locator("#offsets tr[data-tp='clicks-0'] td.lag")).to_have_text("0")
     committed = wait_for(
         lambda: _committed(b, "dashboard", TopicPartition("clicks", 0)) == 23 or None,
-        "the reset committed as clients see it",
+        what="the reset committed as clients see it",
     )
     assert committed
 
@@ -161,7 +161,7 @@ def test_topic_messages_tail_and_lag_in_the_browser(make_broker, browser_page, t
     page.once("dialog", lambda d: d.accept())
     page.click("#delete-topic")
     expect(page).to_have_url(re.compile(r"#/topics$"))
-    wait_for(lambda: "clicks" not in admin.list_topics(timeout=10).topics, "deletion")
+    wait_for(lambda: "clicks" not in admin.list_topics(timeout=10).topics, what="deletion")
 
     assert errors == [] and foreign == []
 

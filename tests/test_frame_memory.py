@@ -24,14 +24,6 @@ from protocol.framing import FrameReader, MemoryPool
 MB = 1_000_000
 
 
-def rss(bp) -> int:
-    with open(f"/proc/{bp.proc.pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
 # --- the frame reader, sans-io -----------------------------------------------------------------
 
 
@@ -156,14 +148,14 @@ def test_half_written_frames_cost_no_memory(bp):
     first kilobyte: the broker's RSS barely moves, and real clients keep producing and consuming
     (with frames large enough to go through the pool)."""
     real_client_round_trip(bp, "warmup", 20, 50_000)
-    before = rss(bp)
+    before = bp.rss()
     socks = []
     for i in range(48):
         s = socket.create_connection(("127.0.0.1", bp.port))
         s.sendall(struct.pack(">i", 100 * MB) + (b"\x00" * 1000 if i % 2 else b""))
         socks.append(s)
     real_client_round_trip(bp, "alongside", 40, 100_000)
-    grown = rss(bp) - before
+    grown = bp.rss() - before
     assert grown < 48 * MB // 2, f"RSS grew by {grown} bytes"
     # None of them was closed by the broker: they are only waiting for their bytes.
     for s in socks:

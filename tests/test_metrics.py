@@ -11,6 +11,7 @@ import pytest
 from helpers import RawClient
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
+from wire import wait_for
 
 from pykbroker.metrics import LATENCY_BUCKETS, Metrics
 
@@ -30,17 +31,6 @@ def scrape(url: str) -> dict[tuple[str, tuple], float]:
 
 def value(samples, name: str, **labels) -> float:
     return samples[(name, tuple(sorted((k, str(v)) for k, v in labels.items())))]
-
-
-def wait_for(predicate, what: str, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -124,7 +114,7 @@ def test_fetch_purgatory_counts_waiting_fetches(metered):
     wait_for(
         lambda: value(scrape(url), "kafka_server_delayed_operation_purgatory_size",
                       delayed_operation="Fetch") == 1,
-        "the fetch to wait",
+        what="the fetch to wait",
     )  # fmt: skip
     # ...until a produce completes it.
     producer.send("waiting", value=b"second").get(10)
@@ -229,11 +219,11 @@ def test_event_loop_lag_probe_sees_a_stall(metered):
     before = scrape(url)
     assert value(before, "pykbroker_event_loop_lag_max_seconds") < 0.3
     wait_for(lambda: value(scrape(url), "pykbroker_event_loop_lag_seconds_count") > 0,
-             "the probe's first observation")  # fmt: skip
+             what="the probe's first observation")  # fmt: skip
     metered._loop.call_soon_threadsafe(time.sleep, 0.3)  # synchronous work on the broker's loop
     after = wait_for(
         lambda: (s := scrape(url))[("pykbroker_event_loop_lag_max_seconds", ())] >= 0.25 and s,
-        "the stall to be measured",
+        what="the stall to be measured",
     )
     assert value(after, "pykbroker_event_loop_lag_max_seconds") < 5
     # One observation landed above the 0.25 s bucket and at or below the 0.5 s one.

@@ -32,14 +32,6 @@ def bp(tmp_path_factory):
     proc.kill()
 
 
-def rss(bp) -> int:
-    with open(f"/proc/{bp.proc.pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
 def topic_entry(name: str, partitions: int = 1, rf: int = 1, assignments=None) -> dict:
     return {
         "name": name, "num_partitions": partitions, "replication_factor": rf,
@@ -94,7 +86,7 @@ def node_id(client) -> int:
 @pytest.mark.parametrize("version", [2, 3, 4, 5, 6, 7])
 @pytest.mark.parametrize("partitions", [INT32_MAX, 0x02000001])
 def test_create_topics_with_huge_partition_count(bp, version, partitions):
-    before = rss(bp)
+    before = bp.rss()
     c = RawClient(bp.port)
     name = f"huge-{version}-{partitions}"
     assert create_topics(c, [topic_entry(name, partitions)], version) == {
@@ -102,7 +94,7 @@ def test_create_topics_with_huge_partition_count(bp, version, partitions):
     }
     assert name not in topic_names(c)
     c.close()
-    assert rss(bp) - before < RSS_SLACK
+    assert bp.rss() - before < RSS_SLACK
     still_serving(bp)
 
 
@@ -126,7 +118,7 @@ def test_the_bound_is_on_the_whole_request(bp):
 
 
 def test_huge_replication_factor_and_assignments(bp):
-    before = rss(bp)
+    before = bp.rss()
     c = RawClient(bp.port)
     r = create_topics(c, [topic_entry("rf", 10_000, 32767)])
     assert r["rf"][0] == ErrorCode.INVALID_REPLICATION_FACTOR
@@ -140,12 +132,12 @@ def test_huge_replication_factor_and_assignments(bp):
     assert r["unknown-broker"][0] == ErrorCode.INVALID_REPLICA_ASSIGNMENT
     assert not {"rf", "rf-neg", "dups", "unknown-broker"} & topic_names(c)
     c.close()
-    assert rss(bp) - before < RSS_SLACK
+    assert bp.rss() - before < RSS_SLACK
     still_serving(bp)
 
 
 def test_create_partitions_with_huge_count(bp):
-    before = rss(bp)
+    before = bp.rss()
     c = RawClient(bp.port)
     assert create_topics(c, [topic_entry("grow", 1)]) == {"grow": (0, None)}
     wait_for(lambda: "grow" in topic_names(c), 10, "topic grow")
@@ -169,7 +161,7 @@ def test_create_partitions_with_huge_count(bp):
                                        "include_topic_authorized_operations": False})  # fmt: skip
     assert sorted(p.partition_index for p in r.topics[0].partitions) == [0, 1, 2]
     c.close()
-    assert rss(bp) - before < RSS_SLACK
+    assert bp.rss() - before < RSS_SLACK
     still_serving(bp)
 
 

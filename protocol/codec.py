@@ -68,12 +68,25 @@ class MalformedRequest(ValueError):
 
 
 def decode_request(api_key: int, api_version: int, buf, offset: int) -> Any:
-    """Decode a request body, rejecting what Kafka's generated code rejects: a null (negative
-    length) in a field that is not nullable in this version (kafka-python decodes it as None)."""
+    """Decode a request body, rejecting what Kafka's generated code rejects: a length running
+    past the end, and a null (negative length) in a field that is not nullable in this version
+    (kafka-python decodes both without complaint)."""
     view = memoryview(buf)[offset:]
-    request = request_class(api_key).decode(view, version=api_version)
+    request, end = _request_decoder(api_key, api_version)(view, 0)
+    if end > len(view):  # a length ran past the end (slicing doesn't fail; Kafka's reads do)
+        raise MalformedRequest(f"request body truncated: {end - len(view)} bytes missing")
     _check_nulls(request, _null_plan(api_key, api_version))
     return request
+
+
+@cache
+def _request_decoder(api_key: int, api_version: int):
+    """kafka-python's generated decoder, called directly so that its end position is seen."""
+    cls = request_class(api_key)
+    flexible = cls.flexible_version_q(api_version)
+    return cls._struct.compiled_decode_from(
+        api_version, compact=flexible, tagged=flexible, data_class=cls[None]
+    )
 
 
 # A null-check plan: (field name, nullable, kind, plan of the nested struct) for each untagged

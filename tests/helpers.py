@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -39,7 +40,9 @@ class BrokerProcess:
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30) -> BrokerProcess:
+    def start(self, timeout: float = 30, nofile: int | None = None) -> BrokerProcess:
+        """`nofile`: a hard open-file limit for the broker process (it raises its soft limit
+        to the hard one at start)."""
         args = [sys.executable, "-m", "pykbroker"]
         if self.properties is not None:
             args.append(self.properties)
@@ -47,9 +50,14 @@ class BrokerProcess:
             args += ["--override", f"{k}={v}"]
         env = {**os.environ, "PYKBROKER_LOG_FORMAT": "json"}
         self._started.clear()
+
+        def limit() -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
         self.proc = subprocess.Popen(
-            args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, text=True
-        )
+            args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, text=True,
+            preexec_fn=limit if nofile else None,
+        )  # fmt: skip
         threading.Thread(target=self._read_logs, args=(self.proc,), daemon=True).start()
         if not self._started.wait(timeout):
             self.kill()

@@ -29,11 +29,11 @@ SEED = int(os.environ.get("PYKBROKER_FUZZ_SEED", "20261202"))
 FRAMES = 20_000
 SECONDS = 70  # a cap for slow machines; the pass must still cover every API and version
 
-# The broker idles at ~50 MiB; passes here peak at 270-440 MiB, in transient jumps of ~80 MiB
-# (requests in flight: up to 32 half-written frames held open, some claiming 50 MiB; Python's
-# allocator keeping freed arenas). 768 MiB leaves room for that on any machine and is still far
-# below what an unbounded allocation reaches (the issue saw 2.4-24 GB; F1 reached 4.9 GiB here).
-RSS_LIMIT = 768 << 20
+# The broker idles at ~47 MiB; passes peak at 73-84 MiB (84 MiB over 240,000 frames of
+# `make fuzz`), with up to 32 half-written frames (claiming up to 50 MiB each) held open and
+# 64 MiB decompression bombs sent. 256 MiB is three times that, and far below what an unbounded
+# allocation reaches (the issue saw 2.4-24 GB; F1 reached 4.9 GiB here before it was fixed).
+RSS_LIMIT = 256 << 20
 
 
 def test_generated_requests_decode_with_the_broker_codec(broker):

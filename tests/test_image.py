@@ -89,7 +89,8 @@ def run_broker(podman: Podman, image: str, name: str, port: int, *options: str) 
 
 def remove(podman: Podman, *containers: str, grace: int = 10) -> None:
     for c in containers:
-        podman.run("rm", "-f", "-t", str(grace), c, check=False)
+        # -v: the anonymous volume the image's VOLUME gave a container run without -v goes too.
+        podman.run("rm", "-f", "-v", "-t", str(grace), c, check=False)
 
 
 def produce(bootstrap: str, topic: str, values: list[bytes], **config) -> None:

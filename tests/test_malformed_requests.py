@@ -67,11 +67,16 @@ def closed_by_broker(client: RawClient) -> bool:
         return False
 
 
-def send_malformed(bp, api_key: int, version: int, body: dict) -> dict:
-    """Send the frame; the broker must close the connection and log exactly one warning line
-    about it (malformed_request, without a traceback)."""
+def send_malformed(bp, api_key: int, version: int, body: dict | bytes) -> dict:
+    """Send the request (a body to encode, or raw body bytes); the broker must close the
+    connection and log exactly one warning line about it (malformed_request, no traceback)."""
     c = RawClient(bp.port)
-    c.send_raw(codec.encode_request(api_key, version, 7, "malformed-test", body))
+    if isinstance(body, bytes):
+        payload = struct.pack(">hhi", api_key, version, 7) + b"\x00\x04test"
+        payload += (b"\x00" if codec.request_is_flexible(api_key, version) else b"") + body
+        c.send_raw(struct.pack(">i", len(payload)) + payload)
+    else:
+        c.send_raw(codec.encode_request(api_key, version, 7, "malformed-test", body))
     assert closed_by_broker(c), "the broker answered instead of closing the connection"
     peer = peer_of(c)
     c.close()
@@ -176,6 +181,20 @@ def test_null_in_non_nullable_field_closes_the_connection(bp, producer, case):
     api_key, version, body = CASES[case]
     line = send_malformed(bp, api_key, version, body)
     assert "non-nullable field" in line["reason"]
+    real_client_works(producer)
+
+
+@pytest.mark.parametrize(
+    "api_key, version, body",
+    [
+        (ApiKey.FIND_COORDINATOR, 0, struct.pack(">h", 100) + b"abc"),  # key claims 100 bytes
+        (ApiKey.DESCRIBE_GROUPS, 0, struct.pack(">ih", 1, 50) + b"group"),
+    ],
+    ids=["find_coordinator_key", "describe_groups_name"],
+)
+def test_lengths_past_the_end_close_the_connection(bp, producer, api_key, version, body):
+    line = send_malformed(bp, api_key, version, body)
+    assert "truncated" in line["reason"]
     real_client_works(producer)
 
 

@@ -10,10 +10,13 @@ gigabytes.
 
 from __future__ import annotations
 
+import select
+
 import pytest
 from helpers import BrokerProcess, RawClient
 from wire import wait_for
 
+from protocol import codec
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode
 
@@ -186,3 +189,26 @@ def test_list_offsets_duplicates_are_invalid_request(bp):
     assert codes[-1] == ErrorCode.NONE
     c.close()
     still_serving(bp)
+
+
+def test_creating_many_partitions_lets_other_requests_through(bp):
+    """The logs of a big CreateTopics are created a few per event-loop turn: an ApiVersions sent
+    just after it on another connection is answered while the topic is still being created."""
+    big, other = RawClient(bp.port), RawClient(bp.port)
+    big.send_raw(codec.encode_request(ApiKey.CREATE_TOPICS, 7, 1, "big", {
+        "topics": [topic_entry("many", 200)], "timeout_ms": 30000, "validate_only": False}))  # fmt: skip
+    r = other.request(ApiKey.API_VERSIONS, 3, {"client_software_name": "x",
+                                               "client_software_version": "1"})  # fmt: skip
+    assert r is not None and r.error_code == 0
+    ready, _, _ = select.select([big.sock], [], [], 0)
+    assert not ready, "the CreateTopics was answered first: it held the event loop"
+    frame = big.recv_frame()
+    resp = codec.decode_response(ApiKey.CREATE_TOPICS, 7, frame, 5)
+    assert (resp.topics[0].error_code, resp.topics[0].num_partitions) == (0, 200)
+    # Every partition is served once the answer is out.
+    lo = other.request(ApiKey.LIST_OFFSETS, 7, {"replica_id": -1, "isolation_level": 0, "topics": [
+        {"name": "many", "partitions": [{"partition_index": i, "current_leader_epoch": -1,
+                                         "timestamp": -1} for i in range(200)]}]})  # fmt: skip
+    assert {p.error_code for p in lo.topics[0].partitions} == {0}
+    big.close()
+    other.close()

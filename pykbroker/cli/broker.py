@@ -156,6 +156,26 @@ def config_warnings(config: BrokerConfig) -> list[tuple[str, dict]]:
     return out
 
 
+def raise_open_file_limit() -> None:
+    """Lift the soft open-file limit to the hard one. Each partition holds a few descriptors and
+    every client one more: Debian's soft default of 1,024 runs out at a few hundred partitions,
+    and Kafka's docs ask operators for 100,000+. Only the soft limit moves, never past the hard."""
+    import resource
+
+    import structlog
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft >= hard:
+        return
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as e:
+        structlog.get_logger(__name__).warning("open_file_limit_unchanged", soft=soft, error=str(e))
+        return
+    structlog.get_logger(__name__).info("open_file_limit_raised", soft=soft, now=target)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "healthcheck":
@@ -180,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         log = structlog.get_logger("pykbroker.config")
         for event, fields in warnings:
             log.warning(event, **fields)
+    raise_open_file_limit()
     import uvloop
 
     from pykbroker.broker import serve

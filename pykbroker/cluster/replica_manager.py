@@ -346,10 +346,12 @@ class ReplicaManager:
 
     # --- topics -------------------------------------------------------------------------------
 
-    def ensure_partitions(self, topic: TopicInfo) -> None:
-        """Open (or create) the logs of every partition of `topic` this broker replicates."""
+    def ensure_partitions(self, topic: TopicInfo, start: int = 0, stop: int | None = None) -> None:
+        """Open (or create) the logs of the partitions of `topic` (those in [start, stop)) this
+        broker replicates."""
         config = self.log_config_for(topic.name)
-        for index, state in enumerate(topic.partitions):
+        for index in range(start, len(topic.partitions) if stop is None else stop):
+            state = topic.partitions[index]
             if self.node_id not in state.replicas:
                 continue
             key = (topic.name, index)

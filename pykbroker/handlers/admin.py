@@ -49,13 +49,14 @@ def handle_create_topics(ctx, request) -> dict:
     ):
         topics = _refuse_all(request.topics, _create_topic_result)
         return {"throttle_time_ms": 0, "topics": topics}
+    opening: list = []
     with broker.metadata.batch():  # one metadata write for the whole request
-        results, writes = _create_topics(broker, request)
+        results, writes = _create_topics(broker, request, opening)
     response = {"throttle_time_ms": 0, "topics": results}
-    return _after(broker, writes, response) if writes else response
+    return _after(broker, writes, response, opening) if writes or opening else response
 
 
-def _create_topics(broker, request) -> tuple[list[dict], list]:
+def _create_topics(broker, request, opening: list) -> tuple[list[dict], list]:
     results = []
     writes: list = []
     seen: set[str] = set()
@@ -73,9 +74,10 @@ def _create_topics(broker, request) -> tuple[list[dict], list]:
         try:
             info = broker.create_topic(
                 t.name, t.num_partitions, t.replication_factor, configs, assignments or None,
-                validate_only=request.validate_only,
+                validate_only=request.validate_only, open_logs=False,
             )  # fmt: skip
             if info is not None:
+                opening.append((info, 0, result))
                 result.update(topic_id=info.topic_id, num_partitions=len(info.partitions),
                               replication_factor=info.replication_factor)  # fmt: skip
                 pending_write(broker, t.name, result, writes)
@@ -95,8 +97,14 @@ def _create_topic_result(name: str, **fields) -> dict:
             "num_partitions": -1, "replication_factor": -1, "configs": None, **fields}  # fmt: skip
 
 
-async def _after(broker, writes: list, response: dict) -> dict:
-    """Answer once ZooKeeper holds the changes (a cluster writes them in the background)."""
+async def _after(broker, writes: list, response: dict, opening: list = ()) -> dict:
+    """Answer once the new partitions' logs are open (a few per event-loop turn: other requests
+    run meanwhile) and ZooKeeper holds the changes (a cluster writes them in the background)."""
+    for info, first, result in opening:
+        try:
+            await broker.open_partition_logs(info, first)
+        except KafkaError as e:  # e.g. KAFKA_STORAGE_ERROR creating a log
+            result.update(error_code=e.code, error_message=e.message)
     await wait_committed(broker, writes)
     return response
 
@@ -206,13 +214,14 @@ def handle_create_partitions(ctx, request) -> dict:
     if _partitions_added(broker, request.topics) > MAX_PARTITIONS_PER_REQUEST:
         results = _refuse_all(request.topics, _create_partitions_result)
         return {"throttle_time_ms": 0, "results": results}
+    opening: list = []
     with broker.metadata.batch():
-        results, writes = _create_partitions(broker, request)
+        results, writes = _create_partitions(broker, request, opening)
     response = {"throttle_time_ms": 0, "results": results}
-    return _after(broker, writes, response) if writes else response
+    return _after(broker, writes, response, opening) if writes or opening else response
 
 
-def _create_partitions(broker, request) -> tuple[list[dict], list]:
+def _create_partitions(broker, request, opening: list) -> tuple[list[dict], list]:
     names = Counter(t.name for t in request.topics)
     results = []
     writes: list = []
@@ -228,8 +237,9 @@ def _create_partitions(broker, request) -> tuple[list[dict], list]:
                 )
             assignment = _new_partition_assignment(broker, info, t.count, t.assignments)
             if not request.validate_only:
+                current = len(info.partitions)
                 broker.metadata.add_partitions(t.name, assignment)
-                broker.replica_manager.ensure_partitions(broker.metadata.topic(t.name))
+                opening.append((broker.metadata.topic(t.name), current, result))
                 pending_write(broker, t.name, result, writes)
         except KafkaError as e:
             result.update(error_code=e.code, error_message=e.message)

@@ -9,6 +9,10 @@ Two kinds of failure, handled differently:
   at most once per PROBE_INTERVAL_S, writes a probe file of PROBE_BYTES: when that succeeds,
   space is back (freed by retention, an operator, a bigger volume) and the dir is ONLINE again.
   Kafka takes the dir offline until a restart instead; a full disk is transient, so we don't.
+- Out of descriptors or memory (EMFILE, ENFILE, ENOMEM): the process, not the disk, is short.
+  That one operation fails with KAFKA_STORAGE_ERROR and the dir stays ONLINE: a CreateTopics of
+  thousands of partitions past the fd limit must not take every partition of the dir down
+  (Kafka would fail the dir on any IOException here).
 - Anything else (EIO, EROFS...): the disk itself is suspect. The dir goes OFFLINE until the
   broker restarts, as in Kafka: its partitions answer KAFKA_STORAGE_ERROR to produce and fetch
   alike (what is on it may no longer read back as written).
@@ -36,6 +40,7 @@ PROBE_FILE = ".kafka_write_probe"
 PROBE_BYTES = 1 << 20  # headroom a full dir must show before it takes appends again
 PROBE_INTERVAL_S = 0.5
 _OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOMEM)
 _ZEROS = bytes(PROBE_BYTES)
 
 
@@ -68,6 +73,11 @@ class LogDir:
     def failed(self, e: OSError, what: str) -> KafkaError:
         """Record a failed write (or read); returns the error to answer the request with."""
         reason = f"[Errno {e.errno}] {e.strerror}"
+        if e.errno in _OUT_OF_RESOURCES:
+            log.warning("storage_operation_failed", log_dir=self.path, error=reason, during=what)
+            return KafkaError(
+                ErrorCode.KAFKA_STORAGE_ERROR, f"Error while {what} in dir {self.path}: {reason}"
+            )
         if is_out_of_space(e):
             if self.state == ONLINE:
                 self.state, self.writable, self.error = FULL, False, reason

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -117,8 +118,9 @@ def test_topic_messages_tail_and_lag_in_the_browser(make_broker, browser_page, t
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
     try:
         consumer.subscribe(["clicks"])
-        read = 0
+        read, deadline = 0, time.monotonic() + 60
         while read < 8:
+            assert time.monotonic() < deadline, f"the consumer read {read} of 8 records"
             m = consumer.poll(1.0)
             if m is not None and m.error() is None and m.partition() == 0:
                 read += 1

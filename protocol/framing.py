@@ -30,8 +30,9 @@ class MemoryPool:
 
     Like Kafka's SimpleMemoryPool in non-strict mode, one request may go beyond the pool (so a
     request larger than the whole pool still gets through, and the total stays below the pool
-    plus one request), but memory is charged as a frame's bytes arrive, not for the size its
-    prefix claims: a size prefix alone costs nothing and blocks no one. The one reader allowed
+    plus one request), but memory is charged as a frame's buffer grows with the bytes that arrive
+    (a few times what has arrived at most, see FrameReader), not for the size its prefix claims
+    up front: a size prefix alone costs nothing and blocks no one. The one reader allowed
     past the pool (the overdraft holder) keeps that right until its frame is done, so frames in
     progress can't all wait on each other.
     """

@@ -105,7 +105,16 @@ class Connection(asyncio.BufferedProtocol):
         """The pool released memory: take the blocked frame if it fits now, and read again."""
         if self.closed:
             return True
-        if not self.reader.retry():
+        try:
+            fits = self.reader.retry()
+        except FrameError as e:  # the rest of the buffer was garbage: this client's problem only
+            self.abort("invalid_frame", reason=str(e))
+            return True
+        if not fits:
+            # retry() may have completed a frame before blocking on the next one: answer it,
+            # or its memory is never released and every muted connection waits behind us.
+            if self.reader.frames and self._task is None:
+                self._task = asyncio.get_running_loop().create_task(self._process())
             return False
         self._muted = False
         if not self._reading_paused:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from cluster_helpers import Cluster, wait_until
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from console_helpers import api, request
 from zookeeper_server import zookeeper_missing
 
@@ -62,6 +62,18 @@ def test_cluster_health_and_topics_in_the_console(cluster):
             what="records readable",
         )  # fmt: skip
         assert got
+
+    # A group is read from its coordinator's console; the other broker's answers 421 with
+    # Kafka's NOT_COORDINATOR (the error of a read handler, not a 500).
+    c = Consumer({"bootstrap.servers": cluster.bootstrap(), "group.id": "g-spread"})
+    try:
+        c.commit(offsets=[TopicPartition("spread", 0, 3)], asynchronous=False)
+    finally:
+        c.close()
+    answers = sorted((request(u, "GET", "/api/groups/g-spread")[::2] for u in (url1, url2)),
+                     key=lambda a: a[0])  # fmt: skip
+    assert answers[0][0] == 200 and answers[0][1]["group_id"] == "g-spread", answers
+    assert (answers[1][0], answers[1][1]["error"]) == (421, "NOT_COORDINATOR"), answers
 
     # Broker 2 goes: broker 1's console shows it offline and the partitions under-replicated.
     cluster.kill(2)

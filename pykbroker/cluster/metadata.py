@@ -258,6 +258,7 @@ class LocalMetadata(MetadataBase):
         self.dynamic_configs: dict[str, dict[str, str]] = {}
         self._topics_path = os.path.join(data_dir, "topics.json")
         self._batching = False
+        self._batch_undos: list = []
         self._dirty = False
         self._next_producer_id = 0
         self._producer_id_block_end = 0
@@ -284,15 +285,25 @@ class LocalMetadata(MetadataBase):
 
     @contextlib.contextmanager
     def batch(self):
+        """Changes made inside are written once, at the end; if that write fails, every change
+        made with an undo is taken back and the KafkaError raised from here."""
         outer = not self._batching
+        if outer:
+            self._batch_undos = []
         self._batching = True
         try:
             yield
         finally:
             if outer:
                 self._batching = False
+                undos, self._batch_undos = self._batch_undos, []
                 if self._dirty:
-                    self._save()
+                    try:
+                        self._save()
+                    except KafkaError:
+                        for undo in reversed(undos):
+                            undo()
+                        raise
 
     def _save(self) -> None:
         if self._batching:
@@ -324,6 +335,10 @@ class LocalMetadata(MetadataBase):
     def _save_or_undo(self, undo) -> None:
         """Persist a change, or take it back (a full disk) so memory never promises what a
         restart would forget."""
+        if self._batching:  # written (or undone) when the batch ends
+            self._batch_undos.append(undo)
+            self._dirty = True
+            return
         try:
             self._save()
         except KafkaError:

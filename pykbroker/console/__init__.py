@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import TYPE_CHECKING
 
-from .api import ConsoleApi
+from .api import ConsoleApi, translate_error
 from .http import HttpError, HttpServer, Request, Response, Router
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ class ConsoleServer:
         self.api.routes(router)
         router.add("GET", "/", self.index)
         router.add("GET", "/static/{name}", self.file)
-        self.http = HttpServer(router)
+        self.http = HttpServer(router, translate_error)
 
     @property
     def port(self) -> int:

@@ -51,7 +51,7 @@ NOT_FOUND = {ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, ErrorCode.GROUP_ID_NOT_FOUND,
              ErrorCode.UNKNOWN_TOPIC_ID}  # fmt: skip
 CONFLICT = {ErrorCode.TOPIC_ALREADY_EXISTS, ErrorCode.NON_EMPTY_GROUP}
 UNAVAILABLE = {
-    ErrorCode.NOT_COORDINATOR, ErrorCode.COORDINATOR_NOT_AVAILABLE,
+    ErrorCode.COORDINATOR_NOT_AVAILABLE,
     ErrorCode.COORDINATOR_LOAD_IN_PROGRESS, ErrorCode.NOT_CONTROLLER,
     ErrorCode.LEADER_NOT_AVAILABLE, ErrorCode.KAFKA_STORAGE_ERROR, ErrorCode.REQUEST_TIMED_OUT,
 }  # fmt: skip
@@ -64,7 +64,7 @@ def http_status(code: int) -> int:
         return 409
     if code in UNAVAILABLE:
         return 503
-    if code == ErrorCode.NOT_LEADER_OR_FOLLOWER:
+    if code in (ErrorCode.NOT_LEADER_OR_FOLLOWER, ErrorCode.NOT_COORDINATOR):
         return 421  # another broker has it: open that broker's console
     if code == ErrorCode.TOPIC_DELETION_DISABLED:
         return 403
@@ -76,6 +76,11 @@ def http_status(code: int) -> int:
 def kafka_error(code: int, message: str | None) -> HttpError:
     name = ErrorCode(code).name if code in ErrorCode._value2member_map_ else str(code)
     return HttpError(http_status(code), name, message or name)
+
+
+def translate_error(e: Exception) -> HttpError | None:
+    """A Kafka error raised by a handler (check()) answered as every other Kafka error is."""
+    return kafka_error(e.code, e.message) if isinstance(e, KafkaApiError) else None
 
 
 def _int(request: Request, name: str, default: int | None, lo: int, hi: int) -> int | None:

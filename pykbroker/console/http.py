@@ -138,8 +138,12 @@ def _match(pattern: list[str], parts: list[str]) -> dict[str, str] | None:
 
 
 class HttpServer:
-    def __init__(self, router: Router):
+    def __init__(
+        self, router: Router, translate: Callable[[Exception], HttpError | None] | None = None
+    ):
         self.router = router
+        # Maps a handler's own error types (the Kafka API's) to their HTTP answer.
+        self.translate = translate or (lambda e: None)
         self.server: asyncio.base_events.Server | None = None
         self.port = -1
         self.writers: set[asyncio.StreamWriter] = set()
@@ -211,8 +215,13 @@ class HttpServer:
         except HttpError as e:
             return error_response(e)
         except Exception as e:
+            if (mapped := self.translate(e)) is not None:
+                return error_response(mapped)
+            # The details go to the log only: a client learns nothing of the broker's internals.
             log.exception("console_request_failed", method=request.method, path=request.path)
-            return error_response(HttpError(500, "UNKNOWN_SERVER_ERROR", repr(e)))
+            return error_response(
+                HttpError(500, "UNKNOWN_SERVER_ERROR", "The request failed; see the broker's log.")
+            )
 
 
 async def _read_request(reader: asyncio.StreamReader, timeout: float) -> Request | None:

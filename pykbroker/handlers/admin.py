@@ -50,8 +50,12 @@ def handle_create_topics(ctx, request) -> dict:
         topics = _refuse_all(request.topics, _create_topic_result)
         return {"throttle_time_ms": 0, "topics": topics}
     opening: list = []
-    with broker.metadata.batch():  # one metadata write for the whole request
-        results, writes = _create_topics(broker, request, opening)
+    results: list = []
+    try:
+        with broker.metadata.batch():  # one metadata write for the whole request
+            results, writes = _create_topics(broker, request, opening)
+    except KafkaError as e:  # that write failed (a full disk): the batch took its changes back
+        return {"throttle_time_ms": 0, "topics": _failed_write(results, e)}
     response = {"throttle_time_ms": 0, "topics": results}
     return _after(broker, writes, response, opening) if writes or opening else response
 
@@ -116,11 +120,23 @@ def handle_delete_topics(ctx, request) -> dict:
         targets = [(t.name, t.topic_id) for t in request.topics]
     else:
         targets = [(name, None) for name in request.topic_names]
-    responses = []
-    with broker.metadata.batch():
-        for name, topic_id in targets:
-            responses.append(_delete_topic(broker, name, topic_id))
+    responses: list = []
+    try:
+        with broker.metadata.batch():
+            for name, topic_id in targets:
+                responses.append(_delete_topic(broker, name, topic_id))
+    except KafkaError as e:  # the deletions are done in memory but not on disk yet
+        return {"throttle_time_ms": 0, "responses": _failed_write(responses, e)}
     return {"throttle_time_ms": 0, "responses": responses}
+
+
+def _failed_write(results: list[dict], e: KafkaError) -> list[dict]:
+    """The metadata write at the end of a batch failed: every result that was a success is
+    answered with its error instead."""
+    for r in results:
+        if r["error_code"] == ErrorCode.NONE:
+            r.update(error_code=e.code, error_message=e.message)
+    return results
 
 
 def _delete_topic(broker, name, topic_id) -> dict:
@@ -215,8 +231,12 @@ def handle_create_partitions(ctx, request) -> dict:
         results = _refuse_all(request.topics, _create_partitions_result)
         return {"throttle_time_ms": 0, "results": results}
     opening: list = []
-    with broker.metadata.batch():
-        results, writes = _create_partitions(broker, request, opening)
+    results: list = []
+    try:
+        with broker.metadata.batch():
+            results, writes = _create_partitions(broker, request, opening)
+    except KafkaError as e:
+        return {"throttle_time_ms": 0, "results": _failed_write(results, e)}
     response = {"throttle_time_ms": 0, "results": results}
     return _after(broker, writes, response, opening) if writes or opening else response
 

@@ -32,3 +32,7 @@ async def wait_committed(broker, pending: list[tuple[dict, Awaitable]]) -> None:
                 error_code=ErrorCode.REQUEST_TIMED_OUT,
                 error_message="Timed out waiting for the change to be written to ZooKeeper.",
             )
+        except (
+            Exception
+        ) as e:  # e.g. the ZooKeeper session lost mid-write: an answer, not a hang-up
+            result.update(error_code=ErrorCode.UNKNOWN_SERVER_ERROR, error_message=repr(e))

@@ -799,6 +799,14 @@ BROKER_CONFIGS = _keys(
         "Web console: refuse every change (create, alter, delete topics, reset offsets).",
     ),
     ConfigKey(
+        "console.allowed.hosts",
+        "list",
+        [],
+        "Web console: host names a request's Host header may carry besides localhost, "
+        "127.0.0.1, [::1], the console's host and the advertised listeners' hosts (DNS "
+        "rebinding protection).",
+    ),
+    ConfigKey(
         "fetch.max.bytes",
         "int",
         57671680,

@@ -423,3 +423,26 @@ def test_read_only_console_refuses_changes(make_broker):
         code, _, err = request(url, method, path, body)
         assert (code, err["error"]) == (403, "CLUSTER_AUTHORIZATION_FAILED"), (method, path)
     assert api(url, "GET", "/api/topics")["topics"] == []
+
+
+def test_other_host_names_are_refused(make_broker):
+    """DNS rebinding: another site's name pointed at 127.0.0.1 reaches the console with its own
+    Origin and Host alike; only loopback, the listeners' names and console.allowed.hosts pass."""
+    b = make_broker({"console.port": 0, "console.allowed.hosts": "console.example"})
+    url = b.console_url
+    port = url.rstrip("/").rsplit(":", 1)[1]
+    evil = f"evil.example:{port}"
+    for method, path, body in [("GET", "/api/topics", None), ("GET", "/", None),
+                               ("POST", "/api/topics", {"name": "rebound"})]:  # fmt: skip
+        code, _, err = request(url, method, path, body,
+                               headers={"Host": evil, "Origin": f"http://{evil}"})  # fmt: skip
+        assert code == 421 and err["error"] == "MISDIRECTED_REQUEST", (method, path, code, err)
+    for host in [f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "LOCALHOST",
+                 f"console.example:{port}"]:  # fmt: skip
+        code, _, _ = request(url, "GET", "/api/topics", headers={"Host": host})
+        assert code == 200, host
+    code, _, _ = request(url, "POST", "/api/topics", {"name": "allowed"},
+                         headers={"Host": f"console.example:{port}",
+                                  "Origin": f"http://console.example:{port}"})  # fmt: skip
+    assert code == 201
+    assert [t["name"] for t in api(url, "GET", "/api/topics")["topics"]] == ["allowed"]

@@ -11,7 +11,7 @@ from importlib import resources
 from typing import TYPE_CHECKING
 
 from .api import ConsoleApi, translate_error
-from .http import HttpError, HttpServer, Request, Response, Router
+from .http import HttpError, HttpServer, Request, Response, Router, host_name
 
 if TYPE_CHECKING:
     from pykbroker.broker import Broker
@@ -45,11 +45,21 @@ class ConsoleServer:
         router.add("GET", "/static/{name}", self.file)
         self.http = HttpServer(router, translate_error)
 
+    def allowed_hosts(self, host: str | None) -> set[str]:
+        """Names the console answers for: loopback, its own host, the advertised listeners'
+        hosts and console.allowed.hosts."""
+        config = self.broker.config
+        names = ["localhost", "127.0.0.1", "::1", host or ""]
+        names += [h for h, _ in config.advertised_endpoints(self.broker.bound).values()]
+        names += config.get("console.allowed.hosts") or []
+        return {host_name(n) for n in names if n} - {"0.0.0.0", "::"}
+
     @property
     def port(self) -> int:
         return self.http.port
 
     async def start(self, host: str | None, port: int) -> None:
+        self.http.allowed_hosts = self.allowed_hosts(host)
         await self.http.start(host, port)
         self.api.sampler.start()
 

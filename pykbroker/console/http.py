@@ -144,6 +144,9 @@ class HttpServer:
         self.router = router
         # Maps a handler's own error types (the Kafka API's) to their HTTP answer.
         self.translate = translate or (lambda e: None)
+        # Host header names answered (lower case, IPv6 without brackets); None: any. A page of
+        # another site rebound by DNS to this address carries that site's name and is refused.
+        self.allowed_hosts: set[str] | None = None
         self.server: asyncio.base_events.Server | None = None
         self.port = -1
         self.writers: set[asyncio.StreamWriter] = set()
@@ -210,6 +213,7 @@ class HttpServer:
 
     async def _dispatch(self, request: Request) -> Response | EventStream:
         try:
+            self._check_host(request)
             handler, request.params = self.router.find(request.method, request.path)
             return await handler(request)
         except HttpError as e:
@@ -222,6 +226,22 @@ class HttpServer:
             return error_response(
                 HttpError(500, "UNKNOWN_SERVER_ERROR", "The request failed; see the broker's log.")
             )
+
+    def _check_host(self, request: Request) -> None:
+        host = request.headers.get("host")
+        if self.allowed_hosts is None or host is None:
+            return  # browsers always send Host; a request without one comes from no web page
+        if host_name(host) not in self.allowed_hosts:
+            raise HttpError(421, "MISDIRECTED_REQUEST",
+                            f"This console does not answer for host {host!r}; see console.allowed.hosts.")  # fmt: skip
+
+
+def host_name(host: str) -> str:
+    """The name of a Host header (or of a listener's host): no port, no IPv6 brackets."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
 async def _read_request(reader: asyncio.StreamReader, timeout: float) -> Request | None:

@@ -6,6 +6,7 @@ kill a broker start it again before they end.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -504,3 +505,34 @@ def test_confluent_consumer_follows_a_leader_change(cluster):
     cluster.start_broker(leader)
     wait_until(lambda: len(cluster.agreed_partitions("follow")[0][3]) == 3,
                what="all three replicas in sync")  # fmt: skip
+
+
+def test_topic_znode_without_topic_id_keeps_its_logs(cluster):
+    """A topic znode without topic_id (older Kafka tools) is the same topic, never a new one:
+    the brokers keep its logs and one of them writes an id back, as Kafka's controller does."""
+    create_topic(cluster, "legacy_id", 1, 3)
+    producer = KafkaProducer(bootstrap_servers=cluster.bootstrap(), acks="all")
+    for i in range(10):
+        producer.send("legacy_id", f"v{i}".encode(), partition=0)
+    producer.flush()
+    producer.close()
+    zk = KazooClient(hosts=f"{cluster.zk.connect}/pykbroker")
+    zk.start()
+    try:
+        path = "/brokers/topics/legacy_id"
+        data, _ = zk.get(path)
+        znode = json.loads(data)
+        original = znode.pop("topic_id")
+        znode["version"] = 1
+        zk.set(path, json.dumps(znode).encode())
+        restored = wait_until(
+            lambda: json.loads(zk.get(path)[0]).get("topic_id"), what="topic_id written back"
+        )
+    finally:
+        zk.stop()
+        zk.close()
+    assert restored == original  # the brokers' id, not a fresh one
+    seen = consume_all(cluster.bootstrap(), "legacy_id", 1, 10)
+    assert [v for _, _, v in seen] == [f"v{i}".encode() for i in range(10)]
+    for i in cluster.brokers:
+        assert os.path.isdir(os.path.join(cluster.brokers[i].data_dir, "legacy_id-0"))

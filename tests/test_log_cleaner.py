@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import os
 import random
 
@@ -404,3 +406,32 @@ def test_retention_deleting_a_segment_being_cleaned(tmp_path, monkeypatch):
     start = lg.log_start_offset
     kept = {off: kv for off, kv in written.items() if off >= start}
     check_compacted(lg, kept, end)
+
+
+def test_out_of_space_while_cleaning_backs_off_that_log_only(tmp_path):
+    """No room for the `.cleaned` copy must not mark the dir FULL (that refuses appends and
+    gives up leadership of every partition on it): the partial file goes, the log waits."""
+    lg = make_log(tmp_path, **COMPACT)
+    fill(lg)
+    cl = cleaner_for(lg, **{"log.cleaner.backoff.ms": 60_000})
+    assert cl.grab_filthiest(10**13) is not None
+    partial = os.path.join(lg.dir, "00000000000000000000.log.cleaned")
+
+    async def clean_without_space(ltc, now=None):
+        with open(partial, "wb") as f:
+            f.write(b"partial")
+        cl._stop.set()  # one round is enough
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    cl.clean = clean_without_space
+
+    async def run_once():
+        cl._wake = asyncio.Event()
+        await asyncio.wait_for(cl.run(), 10)
+
+    asyncio.run(run_once())
+    assert lg.log_dir.writable and lg.log_dir.state == "online"
+    assert not os.path.exists(partial)
+    assert (lg.topic, lg.partition) not in cl.uncleanable
+    assert cl.grab_filthiest(10**13) is None  # backed off for log.cleaner.backoff.ms
+    append(lg, [(b"k", b"still appendable")])

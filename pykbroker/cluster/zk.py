@@ -192,6 +192,14 @@ def encode_topic(assignment: list[list[int]], topic_id: uuid.UUID) -> bytes:
     )
 
 
+def add_topic_id(data: bytes, topic_id: uuid.UUID) -> bytes:
+    """A topic znode written without an id, with one (other fields kept)."""
+    d = _loads(data)
+    d["topic_id"] = uuid_to_kafka(topic_id)
+    d["version"] = max(int(d.get("version", 1)), 2)  # v2 added topic_id
+    return _dumps(d)
+
+
 def decode_topic(data: bytes) -> tuple[list[list[int]], uuid.UUID | None]:
     d = _loads(data)
     parts = {int(k): list(v) for k, v in d.get("partitions", {}).items()}

@@ -66,6 +66,7 @@ class ZkMetadata(MetadataBase):
         self.marked_for_deletion: set[str] = set()
         self._pending_creates: set[str] = set()  # written here, znode not written yet
         self._unconfirmed: set[str] = set()  # written here, znode not read back yet
+        self._assumed_ids: set[str] = set()  # topics whose znode had no topic_id when read
         self._pending_deletes: set[str] = set()  # deletion requested here, not written yet
         self._writes: dict[str, asyncio.Future] = {}  # topic -> its write in flight from here
         self.broker_epochs: dict[int, int] = {}  # czxid of /brokers/ids/N: changes on restart
@@ -509,18 +510,27 @@ class ZkMetadata(MetadataBase):
         assignment, topic_id = Z.decode_topic(data)
         self._topic_versions[name] = stat.version
         info = self.topics.get(name)
+        if topic_id is None:
+            known = info.topic_id if info is not None else None
+            topic_id = await self._assign_topic_id(name, data, stat.version, known)
+        elif name in self._assumed_ids:
+            # The id written for an id-less topic (by us or another broker): same topic.
+            self._assumed_ids.discard(name)
+            if info is not None:
+                info.topic_id = topic_id
         ours = name in self._unconfirmed
         self._unconfirmed.discard(name)
         if info is not None and info.topic_id != topic_id:
             # Created first by another broker, or deleted and created again: what we had
-            # (partitions opened with our assignment and configs) goes.
+            # (partitions opened with our assignment and configs) goes. A missing id (older
+            # tools) never counts as a different topic: that would delete its logs.
             if self.replica_manager is not None:
                 self.replica_manager.remove_topic(name, len(info.partitions))
             info = None
         if info is None:
             configs = await self._read_configs(name)
             info = TopicInfo(
-                name, topic_id or uuid.uuid4(),
+                name, topic_id,
                 [PartitionState(-1, 0, r, [], zk_version=NOT_READ) for r in assignment], configs,
             )  # fmt: skip
             self.topics[name] = info
@@ -545,6 +555,20 @@ class ZkMetadata(MetadataBase):
             self.replica_manager.ensure_partitions(info)
         await asyncio.gather(*(self._read_state(name, i) for i in new_indexes))
         self._changed()
+
+    async def _assign_topic_id(self, name: str, data: bytes, version: int,
+                               known: uuid.UUID | None) -> uuid.UUID:  # fmt: skip
+        """Give a topic znode without an id (older tools) one, as Kafka's controller does on
+        upgrade: a conditional set, so one broker's id wins and the others adopt it."""
+        topic_id = known or uuid.uuid4()
+        self._assumed_ids.add(name)
+        try:
+            await self.zk.set(Z.topic_path(name), Z.add_topic_id(data, topic_id), version)
+        except (Z.BadVersionError, Z.NoNodeError):
+            pass  # changed meanwhile: the watch re-reads it
+        except Exception as e:  # noqa: BLE001 - the id stays local until a later read
+            log.warning("topic_id_write_failed", topic=name, error=repr(e))
+        return topic_id
 
     async def _read_topic_configs(self, name: str) -> None:
         """Re-read a topic's config znode into the cache (and its partitions' LogConfig)."""

@@ -51,6 +51,7 @@ from protocol.errors import ErrorCode, KafkaError
 
 from .files import atomic_write
 from .log import CLEANED_SUFFIX, Log, now_ms, remove_segment_files
+from .log_dir_failure import is_out_of_space
 from .segment import LogSegment
 
 log = structlog.get_logger(__name__)
@@ -884,6 +885,7 @@ class LogCleaner:
         self.checkpoints: dict[tuple[str, int], int] = {}
         self.horizons: dict[tuple[str, int], int] = {}
         self.uncleanable: set[tuple[str, int]] = set()
+        self._backoff_until: dict[tuple[str, int], float] = {}  # out of space: monotonic time
         self.in_progress: Log | None = None
         self._stop = threading.Event()
         self._runner: ThreadRunner | ProcessRunner | None = None
@@ -937,6 +939,7 @@ class LogCleaner:
                 or not lg.config.compact
                 or lg.log_dir.offline
                 or (lg.topic, lg.partition) in self.uncleanable
+                or self._backoff_until.get((lg.topic, lg.partition), 0) > time.monotonic()
             ):
                 continue
             ltc = self.log_to_clean(lg, now)
@@ -978,8 +981,10 @@ class LogCleaner:
             except OSError as e:
                 if not self._is_live(ltc.log):
                     continue
-                # Its `.cleaned` files are gone; a full disk is retried after the backoff (the
-                # log stays cleanable), a failed one takes its log dir offline.
+                if is_out_of_space(e):
+                    self._out_of_space(ltc.log, e)
+                    continue
+                # A failed disk takes its log dir offline.
                 ltc.log.log_dir.failed(e, f"cleaning {ltc.log.topic}-{ltc.log.partition}")
                 if ltc.log.log_dir.offline:
                     self.uncleanable.add((ltc.log.topic, ltc.log.partition))
@@ -993,6 +998,19 @@ class LogCleaner:
                     "log_cleaning_failed", topic=tp[0], partition=tp[1], error=repr(e),
                     exc_info=True,
                 )  # fmt: skip
+
+    def _out_of_space(self, lg: Log, e: OSError) -> None:
+        """No room for a `.cleaned` copy: not a reason to refuse appends (FULL) and give up
+        leadership of the whole dir. Drop what was written and retry this log after the backoff."""
+        tp = (lg.topic, lg.partition)
+        log.warning("log_cleaning_out_of_space", topic=tp[0], partition=tp[1], error=str(e))
+        try:
+            for name in os.listdir(lg.dir):
+                if name.endswith(CLEANED_SUFFIX):
+                    os.unlink(os.path.join(lg.dir, name))
+        except OSError:
+            pass  # a load removes leftover `.cleaned` files anyway
+        self._backoff_until[tp] = time.monotonic() + self.backoff_ms / 1000
 
     async def clean(self, ltc: LogToClean, now: int | None = None) -> None:
         """One cleaning round of one log: heavy work in the runner, swaps on the event loop."""

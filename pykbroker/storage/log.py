@@ -383,10 +383,15 @@ class Log:
                 if first is not None:
                     self._index_marker(seg, data, pos, h, first)
                 self.unflushed_records += h.record_count
-            if self.unflushed_records >= self.config.flush_messages:
-                self.flush()
         except OSError as e:  # not for lack of space (indexes wait for it): the disk failed
             raise self._storage_error(e, "appending records to") from None
+        if self.unflushed_records >= self.config.flush_messages:
+            try:
+                self.flush()
+            except OSError as e:  # even ENOSPC: the dirty pages may be gone (flush_failed)
+                raise self.log_dir.flush_failed(
+                    e, f"flushing {self.topic}-{self.partition}"
+                ) from None
 
     def _maybe_roll(self, size: int, first_offset: int, last_offset: int, timestamp: int) -> None:
         seg = self.active_segment

@@ -4,7 +4,7 @@ Every write path of a Log turns an OSError into a KafkaError(KAFKA_STORAGE_ERROR
 request and reports it here, as Kafka's classes report IOExceptions to its LogDirFailureChannel.
 Two kinds of failure, handled differently:
 
-- Out of space (ENOSPC, EDQUOT): the dir becomes FULL. Appends to its logs are refused with
+- Out of space (ENOSPC, EDQUOT) on a write or create: the dir becomes FULL. Appends to its logs are refused with
   KAFKA_STORAGE_ERROR without touching the disk; reads go on as before. Whoever appends next,
   at most once per PROBE_INTERVAL_S, writes a probe file of PROBE_BYTES: when that succeeds,
   space is back (freed by retention, an operator, a bigger volume) and the dir is ONLINE again.
@@ -16,6 +16,8 @@ Two kinds of failure, handled differently:
 - Anything else (EIO, EROFS...): the disk itself is suspect. The dir goes OFFLINE until the
   broker restarts, as in Kafka: its partitions answer KAFKA_STORAGE_ERROR to produce and fetch
   alike (what is on it may no longer read back as written).
+
+A failed fsync is always the last kind, ENOSPC or not (see LogDir.flush_failed).
 
 Either way listeners hear of it (the ReplicaManager, which gives up leadership of the dir's
 partitions in a cluster).
@@ -86,6 +88,19 @@ class LogDir:
                 if self._channel is not None:
                     self._channel.notify_failed(self.path)
         elif self.state != OFFLINE:
+            self.state, self.writable, self.error = OFFLINE, False, reason
+            log.error("log_dir_offline", log_dir=self.path, error=reason, during=what)
+            if self._channel is not None:
+                self._channel.notify_failed(self.path)
+        return self.storage_error(what)
+
+    def flush_failed(self, e: OSError, what: str) -> KafkaError:
+        """A failed fsync takes the dir OFFLINE whatever the errno, ENOSPC included: Linux
+        reports a failed writeback once and may drop the dirty pages, so a later fsync that
+        succeeds proves nothing and must not move a recovery point (Kafka fails the dir on
+        any flush IOException)."""
+        reason = f"[Errno {e.errno}] {e.strerror}"
+        if self.state != OFFLINE:
             self.state, self.writable, self.error = OFFLINE, False, reason
             log.error("log_dir_offline", log_dir=self.path, error=reason, during=what)
             if self._channel is not None:

@@ -164,8 +164,8 @@ class LogManager:
                     segment.flush()
                 except OSError as e:
                     if segment.fd >= 0 and not segment.deleted:  # else closed under us by deletion
-                        self.failure_channel.maybe_add_offline_log_dir(
-                            os.path.dirname(segment.directory), e, f"flushing {segment.log_path}"
+                        self.failure_channel.dir_of(os.path.dirname(segment.directory)).flush_failed(
+                            e, f"flushing {segment.log_path}"
                         )  # fmt: skip
 
         self.scheduler.run_blocking(flush)
@@ -254,7 +254,7 @@ class LogManager:
                 try:
                     lg.flush()
                 except OSError as e:
-                    lg.log_dir.failed(e, f"flushing {lg.topic}-{lg.partition}")
+                    lg.log_dir.flush_failed(e, f"flushing {lg.topic}-{lg.partition}")
 
     def shutdown(self) -> None:
         """Flush, snapshot producer state, close, and leave the clean-shutdown marker."""
@@ -263,10 +263,14 @@ class LogManager:
         for lg in self.logs.values():
             try:
                 if not lg.log_dir.offline:
-                    lg.flush()
-                    lg.write_snapshot()
+                    try:
+                        lg.flush()
+                    except OSError as e:  # offline: no clean-shutdown marker for this dir
+                        lg.log_dir.flush_failed(e, f"flushing {lg.topic}-{lg.partition}")
+                    else:
+                        lg.write_snapshot()
             except OSError as e:
-                lg.log_dir.failed(e, f"flushing {lg.topic}-{lg.partition}")
+                lg.log_dir.failed(e, f"snapshotting {lg.topic}-{lg.partition}")
             finally:
                 lg.close()
         for remove in list(self._pending_removals.values()):  # no reader is left to wait for

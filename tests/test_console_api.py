@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
 import time
 
@@ -446,3 +447,35 @@ def test_other_host_names_are_refused(make_broker):
                                   "Origin": f"http://console.example:{port}"})  # fmt: skip
     assert code == 201
     assert [t["name"] for t in api(url, "GET", "/api/topics")["topics"]] == ["allowed"]
+
+
+def test_a_client_that_stops_reading_loses_its_connection(console, monkeypatch):
+    """A live tail whose client never reads: once the socket buffers are full, the console gives
+    the connection up after its write timeout instead of holding the slot forever."""
+    from pykbroker.console import http as console_http
+
+    monkeypatch.setattr(console_http, "WRITE_TIMEOUT_S", 1.0)
+    url, topic = console.console_url, "never-read"
+    api(url, "POST", "/api/topics", {"name": topic, "partitions": 1}, expect=201)
+    host, port = url.split("//")[1].rstrip("/").split(":")
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect((host, int(port)))
+    try:
+        s.sendall(f"GET /api/topics/{topic}/tail HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        me = s.getsockname()
+        writers = console.broker.console.http.writers
+
+        def served() -> bool:
+            return any(w.get_extra_info("peername") == me for w in writers)
+
+        wait_for(served, what="the tail connection")
+        p = Producer({"bootstrap.servers": console.bootstrap_servers, "linger.ms": 5})
+        deadline = time.monotonic() + 60
+        while served() and time.monotonic() < deadline:
+            for _ in range(20):
+                p.produce(topic, value=os.urandom(60_000))
+            assert p.flush(20) == 0
+        assert not served(), "the console still holds a connection nobody reads"
+    finally:
+        s.close()

@@ -24,6 +24,7 @@ MAX_BODY_BYTES = 1 << 20
 MAX_CONNECTIONS = 64
 IDLE_TIMEOUT_S = 30.0
 HEAD_TIMEOUT_S = 10.0
+WRITE_TIMEOUT_S = 30.0  # a client that stops reading loses its connection after this
 
 REASONS = {
     200: "OK", 201: "Created", 204: "No Content", 304: "Not Modified", 400: "Bad Request",
@@ -171,9 +172,10 @@ class HttpServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self.writers) >= MAX_CONNECTIONS:
-            await _write_response(writer, error_response(
-                HttpError(503, "TOO_MANY_CONNECTIONS", "The console has too many connections.")
-            ), keep_alive=False)  # fmt: skip
+            with contextlib.suppress(OSError, RuntimeError, TimeoutError):
+                await _write_response(writer, error_response(
+                    HttpError(503, "TOO_MANY_CONNECTIONS", "The console has too many connections.")
+                ), keep_alive=False)  # fmt: skip
             writer.close()
             return
         self.writers.add(writer)
@@ -290,7 +292,15 @@ async def _write_response(writer: asyncio.StreamWriter, r: Response, keep_alive:
     head = f"HTTP/1.1 {r.status} {REASONS.get(r.status, 'Unknown')}\r\n"
     head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
     writer.write(head.encode("latin-1") + r.body)
-    await writer.drain()
+    await _drain(writer)
+
+
+async def _drain(writer: asyncio.StreamWriter) -> None:
+    try:
+        await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
+    except TimeoutError:
+        writer.transport.abort()  # close() would wait for the unread bytes: free the slot now
+        raise
 
 
 async def _stream(writer: asyncio.StreamWriter, stream: EventStream) -> None:
@@ -302,7 +312,7 @@ async def _stream(writer: asyncio.StreamWriter, stream: EventStream) -> None:
     try:
         async for chunk in events:
             writer.write(chunk)
-            await writer.drain()  # a slow browser slows its own stream, nothing else
+            await _drain(writer)  # a slow browser slows its own stream, nothing else
     finally:
         with contextlib.suppress(Exception):
             await events.aclose()

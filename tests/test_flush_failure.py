@@ -15,6 +15,7 @@ from storage_helpers import append, broker_config, make_log
 
 from protocol.errors import ErrorCode, KafkaError
 from pykbroker.config import LogConfig
+from pykbroker.storage import log as log_module
 from pykbroker.storage import segment as segment_module
 from pykbroker.storage.log_dir_failure import OFFLINE, LogDir
 from pykbroker.storage.log_manager import CLEAN_SHUTDOWN_FILE, LogManager
@@ -57,3 +58,20 @@ def test_no_clean_shutdown_marker_after_a_failed_flush(tmp_path, monkeypatch, er
     manager.shutdown()
     assert manager.failure_channel.dir_of(str(data)).state == OFFLINE
     assert not os.path.exists(data / CLEAN_SHUTDOWN_FILE)
+
+
+def test_failed_directory_fsync_on_roll_leaks_no_descriptor(tmp_path, monkeypatch):
+    lg = make_log(tmp_path)
+    append(lg, [(None, b"v")])
+    before = len(os.listdir("/proc/self/fd"))
+
+    def fsync_dir(path):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(log_module, "fsync_dir", fsync_dir)
+    for _ in range(3):
+        with pytest.raises(OSError):
+            lg.roll()
+    assert len(os.listdir("/proc/self/fd")) == before
+    monkeypatch.undo()
+    lg.close()

@@ -103,3 +103,27 @@ def test_recovery_points_checkpointed_while_running_and_at_a_clean_stop(make_bro
 
 def _segment(directory: str, base: int) -> str:
     return os.path.join(directory, f"{base:020d}.log")
+
+
+def _checkpointed(data_dir) -> dict:
+    return read_offsets(os.path.join(str(data_dir), RECOVERY_POINT_FILE))
+
+
+def test_truncation_below_the_recovery_point_and_delete_checkpoint_it(tmp_path):
+    """Kafka checkpoints recovery points in truncateTo and on delete: a crash after either must
+    not trust the old, higher point for bytes written since."""
+    data = tmp_path / "data"
+    manager = LogManager(BrokerConfig({"log.dir": str(data)}))
+    config = LogConfig(manager.config.topic_defaults(), {})
+    manager.load_logs(lambda topic: config)
+    lg = manager.get_or_create("t", 0, config)
+    for i in range(10):
+        lg.append_as_leader(memoryview(rb.build_batch([rb.Record(0, 1_000, None, b"v%d" % i)])))
+    lg.flush()
+    manager.checkpoint_recovery_points()
+    assert _checkpointed(data)[("t", 0)] == 10
+    lg.truncate_to(4)
+    assert _checkpointed(data)[("t", 0)] == 4
+    manager.delete("t", 0)
+    assert ("t", 0) not in _checkpointed(data)
+    manager.shutdown()

@@ -86,6 +86,9 @@ class Log:
         self.config = config
         self.on_roll = on_roll
         self.on_delete_files = on_delete_files
+        # Set by the LogManager: a truncation below the recovery point checkpoints it at once
+        # (Kafka's truncateTo), else a crash would trust the old, higher point for new bytes.
+        self.on_recovery_point_lowered: Callable[[], None] | None = None
         os.makedirs(directory, exist_ok=True)
         self.segments: list[LogSegment] = []
         self._bases: list[int] = []
@@ -251,7 +254,11 @@ class Log:
 
     def _new_segment(self, base: int) -> LogSegment:
         seg = LogSegment(self.dir, base, create=True)
-        fsync_dir(self.dir)  # the new files' directory entries must survive a power loss too
+        try:
+            fsync_dir(self.dir)  # the new files' directory entries must survive a power loss too
+        except BaseException:
+            seg.close()  # its descriptors would leak: nothing else holds the segment
+            raise
         jitter = self.config["segment.jitter.ms"]
         if jitter > 0:
             seg.roll_jitter_ms = random.randrange(min(jitter, self._max_segment_ms()))
@@ -657,10 +664,13 @@ class Log:
         self.active_segment.truncate_to(offset)
         seg = self.active_segment
         seg.synced_size = min(seg.synced_size, seg.size)  # what's appended next isn't synced
+        lowered = self.log_end_offset < self.recovery_point
         self.recovery_point = min(self.recovery_point, self.log_end_offset)
         self.producer_state.truncate_snapshots_after(offset)
         self._rebuild_producer_state()
         self.high_watermark = min(self.high_watermark, self.log_end_offset)
+        if lowered and self.on_recovery_point_lowered is not None:
+            self.on_recovery_point_lowered()
 
     def write_snapshot(self) -> None:
         """Snapshot producer state at the LEO. Optional (recovery replays from an older one), so

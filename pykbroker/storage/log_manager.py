@@ -151,11 +151,13 @@ class LogManager:
 
     def _open(self, path: str, tp: tuple[str, int], config: LogConfig, *, recover: bool,
               recovery_point: int = 0) -> Log:  # fmt: skip
-        return Log(
+        lg = Log(
             path, tp[0], tp[1], config, recover=recover, recovery_point=recovery_point,
             on_roll=self._flush_rolled, on_delete_files=self._delete_files_later,
             log_dir=self.failure_channel.dir_of(os.path.dirname(path)),
         )  # fmt: skip
+        lg.on_recovery_point_lowered = self.checkpoint_recovery_points
+        return lg
 
     def _flush_rolled(self, segment: LogSegment) -> None:
         def flush() -> None:
@@ -225,6 +227,9 @@ class LogManager:
         os.rename(lg.dir, doomed)
         for seg in lg.segments:
             seg.deleted = True
+        # Its recovery point goes from the checkpoint now: a log created again under the same
+        # name must not inherit it (Kafka checkpoints on delete too).
+        self.checkpoint_recovery_points()
 
         def remove() -> None:
             lg.close()

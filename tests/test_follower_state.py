@@ -5,6 +5,8 @@ fetch path (KIP-320), an epoch change under the same leader, a corrupt batch fro
 
 from __future__ import annotations
 
+import errno
+import os
 import time
 import uuid
 
@@ -18,13 +20,15 @@ from protocol import records as rb
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
 from protocol.hotpath import FetchPartitionResult, encode_fetch_response
-from pykbroker.cluster.follower import apply_epoch_end, last_fetched_epoch
+from pykbroker.cluster.follower import apply_epoch_end, last_fetched_epoch, truncate
 from pykbroker.cluster.leader_epoch import LeaderEpochCache
 from pykbroker.cluster.metadata import PartitionState, TopicInfo
 from pykbroker.cluster.replica_fetcher import ReplicaFetcherManager
 from pykbroker.cluster.replica_manager import Partition, ReplicaManager
 from pykbroker.config import BrokerConfig, LogConfig
 from pykbroker.storage.log import Log
+from pykbroker.storage.log_dir_failure import LogDir
+from pykbroker.storage.segment import LogSegment
 
 LEADER, FOLLOWER, OTHER = 1, 2, 3
 CONFIG = LogConfig(BrokerConfig({}).topic_defaults(), {})
@@ -261,3 +265,21 @@ async def test_no_fetcher_starts_after_shutdown(tmp_path):
     finally:
         await rm.fetchers.shutdown()
         p.log.close()
+
+
+def test_failed_follower_truncation_takes_the_log_dir_offline(tmp_path, monkeypatch):
+    """An EIO while truncating is the disk's failure (KAFKA_STORAGE_ERROR, dir offline), not a
+    connection failure the fetcher retries forever."""
+    state = PartitionState(LEADER, 3, [1, 2, 3], [LEADER, FOLLOWER], zk_version=0)
+    follower = make_partition(tmp_path, FOLLOWER, [(0, 0)], 15, state)
+    follower.log.log_dir = LogDir(str(tmp_path / f"node{FOLLOWER}"))
+
+    def eio(self, offset):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(LogSegment, "truncate_to", eio)
+    with pytest.raises(KafkaError) as raised:
+        truncate(follower, 5, "test")
+    assert raised.value.code == ErrorCode.KAFKA_STORAGE_ERROR
+    assert follower.log.log_dir.offline
+    follower.log.close()

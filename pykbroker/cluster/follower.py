@@ -56,12 +56,15 @@ def truncation_for(
 def truncate(p, offset: int, reason: str) -> None:
     """Cut a follower partition's log back to `offset`, and its epoch cache with it."""
     lg = p.log
-    if offset < lg.log_end_offset:
-        log.info("follower_truncating", topic=p.topic, partition=p.index, reason=reason,
-                 log_end_offset=lg.log_end_offset, truncate_to=offset)  # fmt: skip
-        lg.truncate_to(max(offset, lg.log_start_offset))
-    if p.epoch_cache is not None:
-        p.epoch_cache.truncate_from_end(lg.log_end_offset)
+    try:
+        if offset < lg.log_end_offset:
+            log.info("follower_truncating", topic=p.topic, partition=p.index, reason=reason,
+                     log_end_offset=lg.log_end_offset, truncate_to=offset)  # fmt: skip
+            lg.truncate_to(max(offset, lg.log_start_offset))
+        if p.epoch_cache is not None:
+            p.epoch_cache.truncate_from_end(lg.log_end_offset)
+    except OSError as e:  # as an append's: the dir's state changes, not a connection failure
+        raise lg._storage_error(e, "truncating") from None
 
 
 def apply_epoch_end(p, leader_epoch: int, leader_end_offset: int, source: str = "") -> bool:

@@ -309,11 +309,14 @@ class ReplicaFetcher:
 
 def truncate_fully_and_start_at(lg, offset: int) -> None:
     """Empty a follower's log and restart it at `offset` (the leader's log start)."""
-    lg.truncate_to(lg.segments[0].base_offset)
-    if lg.log_end_offset < offset:
-        lg.roll(offset)
-        lg.delete_segments(lg.segments[:-1])
-        lg.maybe_increment_log_start_offset(offset)
+    try:
+        lg.truncate_to(lg.segments[0].base_offset)
+        if lg.log_end_offset < offset:
+            lg.roll(offset)
+            lg.delete_segments(lg.segments[:-1])
+            lg.maybe_increment_log_start_offset(offset)
+    except OSError as e:  # the dir's state changes, not a connection failure retried forever
+        raise lg._storage_error(e, "truncating") from None
 
 
 class ReplicaFetcherManager:

@@ -479,3 +479,30 @@ def test_a_client_that_stops_reading_loses_its_connection(console, monkeypatch):
         assert not served(), "the console still holds a connection nobody reads"
     finally:
         s.close()
+
+
+def _exchange(url: str, raw: bytes) -> bytes:
+    """Everything the console sends back for `raw` until it closes the connection."""
+    host, port = url.split("//")[1].rstrip("/").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(raw)
+        reply = b""
+        while chunk := s.recv(65536):  # a timeout here: the console kept the connection open
+            reply += chunk
+    return reply
+
+
+def test_head_of_a_tail_and_http_1_0_close(console):
+    url, topic = console.console_url, "head-tail"
+    api(url, "POST", "/api/topics", {"name": topic, "partitions": 1}, expect=201)
+    # HEAD of the live tail: the head only, not an endless stream.
+    reply = _exchange(
+        url, f"HEAD /api/topics/{topic}/tail HTTP/1.1\r\nHost: localhost\r\n\r\n".encode()
+    )
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head and body == b""
+    # HTTP/1.0 without Connection: keep-alive closes after the response (RFC 9112 9.3).
+    reply = _exchange(url, b"GET /api/cluster HTTP/1.0\r\nHost: localhost\r\n\r\n")
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"Connection: close" in head
+    assert json.loads(body)["node_id"] == 1

@@ -53,6 +53,7 @@ class Request:
     headers: dict[str, str]
     body: bytes = b""
     params: dict[str, str] = field(default_factory=dict)  # from the route pattern
+    version: str = "HTTP/1.1"
 
     def json(self) -> Any:
         if not self.body:
@@ -188,10 +189,10 @@ class HttpServer:
                 if request is None:
                     break
                 timeout = IDLE_TIMEOUT_S
-                keep_alive = request.headers.get("connection", "").lower() != "close"
+                keep_alive = _keep_alive(request)
                 response = await self._dispatch(request)
                 if isinstance(response, EventStream):
-                    await _stream(writer, response)
+                    await _stream(writer, response, body=request.method != "HEAD")
                     break
                 if request.method == "HEAD":
                     response = Response(response.status, b"", response.content_type,
@@ -277,7 +278,7 @@ async def _read_request(reader: asyncio.StreamReader, timeout: float) -> Request
     body = await asyncio.wait_for(reader.readexactly(length), HEAD_TIMEOUT_S) if length else b""
     url = urlsplit(target)
     query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
-    return Request(method, url.path or "/", query, headers, body)
+    return Request(method, url.path or "/", query, headers, body, version=parts[2])
 
 
 async def _write_response(writer: asyncio.StreamWriter, r: Response, keep_alive: bool) -> None:
@@ -303,13 +304,24 @@ async def _drain(writer: asyncio.StreamWriter) -> None:
         raise
 
 
-async def _stream(writer: asyncio.StreamWriter, stream: EventStream) -> None:
+def _keep_alive(request: Request) -> bool:
+    """HTTP/1.1 keeps the connection unless told to close; HTTP/1.0 only when asked to keep it."""
+    tokens = {t.strip() for t in request.headers.get("connection", "").lower().split(",")}
+    if request.version == "HTTP/1.0":
+        return "keep-alive" in tokens
+    return "close" not in tokens
+
+
+async def _stream(writer: asyncio.StreamWriter, stream: EventStream, body: bool = True) -> None:
     writer.write(
         b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
         b"Connection: close\r\nX-Accel-Buffering: no\r\n\r\n"
     )
     events = stream.events
     try:
+        if not body:  # HEAD: the head only, the stream is never started
+            await _drain(writer)
+            return
         async for chunk in events:
             writer.write(chunk)
             await _drain(writer)  # a slow browser slows its own stream, nothing else

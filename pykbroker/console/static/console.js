@@ -481,10 +481,19 @@ function resetForm(id, g) {
 
 // --- routing -------------------------------------------------------------------------------------
 
+// A hand-typed hash with a stray % is shown as typed rather than breaking the page.
+function decodePart(part) {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    return part;
+  }
+}
+
 async function route() {
   cleanup.forEach((f) => f());
   cleanup = [];
-  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodePart);
   const section = parts[0] || "overview";
   document.querySelectorAll("header nav a").forEach((a) => a.classList.toggle("active", a.dataset.nav === section));
   try {

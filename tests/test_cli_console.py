@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from cli_helpers import tool
 from kafka import KafkaConsumer, TopicPartition
 
@@ -107,11 +106,6 @@ def test_producer_errors(broker):
 
 
 def test_consumer_group(broker):
-    from protocol.apis import ApiKey
-    from pykbroker.handlers import REGISTRY
-
-    if REGISTRY.get(ApiKey.JOIN_GROUP) is None:
-        pytest.skip("consumer groups are not served by this broker yet")
     produce(broker, "g", "a\nb\nc\n")
     r = consume(broker, "g", "--group", "cg", "--from-beginning", "--max-messages", "2")
     assert r.stdout == "a\nb\n"

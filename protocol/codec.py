@@ -9,7 +9,9 @@ dicts, which are converted here.
 from __future__ import annotations
 
 import struct
+import types
 from functools import cache
+from importlib import resources
 from typing import Any
 
 import kafka.protocol.admin  # noqa: F401  (imported for their message classes)
@@ -18,10 +20,31 @@ import kafka.protocol.metadata  # noqa: F401
 import kafka.protocol.producer  # noqa: F401
 from kafka.protocol.api_message import ApiMessage
 
+from . import schemas
 from .apis import ApiKey
 from .framing import HEADER_FIXED, response_header
 
 _INT32 = struct.Struct(">i")
+
+
+def _load_extra_specs() -> None:
+    """Make a message class of each spec in `protocol/schemas` (the messages kafka-python lacks),
+    the way kafka-python makes its own: the class name is the spec's file name."""
+    bundled = {(c.__name__) for c in _all_subclasses(ApiMessage)}
+    for entry in sorted(resources.files(schemas).iterdir(), key=lambda e: e.name):
+        name, dot, ext = entry.name.partition(".")
+        if ext != "json" or name in bundled:
+            continue
+        types.new_class(name, (ApiMessage,), {"load_json": schemas.__name__})
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    out, stack = [], list(cls.__subclasses__())
+    while stack:
+        sub = stack.pop()
+        out.append(sub)
+        stack.extend(sub.__subclasses__())
+    return out
 
 
 def _message_classes() -> dict[tuple[int, str], type[ApiMessage]]:
@@ -35,6 +58,7 @@ def _message_classes() -> dict[tuple[int, str], type[ApiMessage]]:
     return found
 
 
+_load_extra_specs()
 _CLASSES = _message_classes()
 
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import time
 
-import pytest
+from helpers import RawClient
+from wire import fetch, produce_body, values_batch, wait_for
 
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode
-from helpers import RawClient
-from wire import fetch, produce_body, values_batch, wait_for
 
 EXACT, DEFAULT, ANY = 0, 1, 2
 

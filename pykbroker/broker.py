@@ -32,6 +32,7 @@ from pykbroker.handlers import REGISTRY
 from pykbroker.metrics import Metrics
 from pykbroker.quota import QuotaManagers
 from pykbroker.quota.store import LocalQuotaStore, ZkQuotaStore
+from pykbroker.security.principal import KafkaPrincipal, Session
 from pykbroker.server import CLOSE, Connection
 from pykbroker.storage.log_manager import LogManager, Scheduler
 from pykbroker.storage.producer_state import expire_producers
@@ -66,6 +67,15 @@ class RequestContext:
     def listener(self) -> str | None:
         """The name of the listener the request came in on (its addresses go in responses)."""
         return getattr(self.connection, "listener", None)
+
+    @property
+    def session(self) -> Session:
+        """Who sent the request: principal, client host, listener (security/principal.py)."""
+        return self.connection.session
+
+    @property
+    def principal(self) -> KafkaPrincipal:
+        return self.connection.session.principal
 
 
 class AsyncScheduler(Scheduler):

@@ -14,16 +14,10 @@ _SECONDS_TO_PERCENT = 100.0  # seconds of handler time -> percent of one thread
 
 
 def principal_name(conn) -> str:
-    """The user name quotas apply to: the connection's principal's name (User:alice -> alice),
-    ANONYMOUS until authenticated or on PLAINTEXT, as Kafka's session.sanitizedUser."""
-    principal = getattr(conn, "principal", None)
-    if principal is None:
-        return ANONYMOUS
-    name = getattr(principal, "name", None)
-    if isinstance(name, str):
-        return name
-    text = str(principal)
-    return text.partition(":")[2] if ":" in text else text
+    """The user name quotas apply to: the connection's principal's name (User:alice -> alice;
+    ANONYMOUS on PLAINTEXT and before authentication), as Kafka's session.sanitizedUser."""
+    session = getattr(conn, "session", None)
+    return ANONYMOUS if session is None else session.principal.name
 
 
 class QuotaManagers:

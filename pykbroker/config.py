@@ -675,6 +675,21 @@ BROKER_CONFIGS = _keys(
         "Accept a transactional batch only for a partition added to its producer's transaction.",
     ),
     ConfigKey(
+        "add.partitions.to.txn.retry.backoff.ms",
+        "int",
+        20,
+        "Transactions v2: how long a produce that adds its partition waits before asking the "
+        "coordinator again while the previous transaction completes (CONCURRENT_TRANSACTIONS).",
+        at_least(1),
+    ),
+    ConfigKey(
+        "add.partitions.to.txn.retry.backoff.max.ms",
+        "int",
+        100,
+        "Transactions v2: how long in all a produce retries adding its partition.",
+        at_least(0),
+    ),
+    ConfigKey(
         "request.timeout.ms",
         "int",
         30000,

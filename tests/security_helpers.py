@@ -50,7 +50,9 @@ def scram_client_exchange(client: RawClient, mechanism: str, user: str, password
         return r1
     server_first = bytes(r1.auth_bytes).decode()
     attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
-    salted = hashlib.pbkdf2_hmac(h, password.encode(), base64.b64decode(attrs["s"]), int(attrs["i"]))
+    salted = hashlib.pbkdf2_hmac(
+        h, password.encode(), base64.b64decode(attrs["s"]), int(attrs["i"])
+    )
     client_key = hmac.new(salted, b"Client Key", h).digest()
     stored_key = hashlib.new(h, client_key).digest()
     without_proof = f"c=biws,r={attrs['r']}"
@@ -82,7 +84,7 @@ class CertificateAuthority:
         os.makedirs(directory, exist_ok=True)
         self.key = ec.generate_private_key(ec.SECP256R1())
         self.name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         self.cert = (
             x509.CertificateBuilder()
             .subject_name(self.name).issuer_name(self.name)
@@ -122,7 +124,7 @@ class CertificateAuthority:
             subject = {"CN": subject}
         name = x509.Name([x509.NameAttribute(oids[k], v) for k, v in subject.items()])
         key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         start = now - datetime.timedelta(days=10 if expired else 1)
         end = now - datetime.timedelta(days=1) if expired else now + datetime.timedelta(days=days)
         builder = (

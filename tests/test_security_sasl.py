@@ -46,7 +46,9 @@ def test_plain_handshake_authenticate_then_requests_served(plain_broker):
         # After authentication Kafka's KafkaApis answers ILLEGAL_SASL_STATE.
         r = authenticate(client, b"\0alice\0alice-secret")
         assert r.error_code == ILLEGAL_SASL_STATE
-        assert r.error_message == "SaslAuthenticate request received after successful authentication"
+        assert (
+            r.error_message == "SaslAuthenticate request received after successful authentication"
+        )
     finally:
         client.close()
 

@@ -151,7 +151,9 @@ def _nullable_str(s: str | None, flexible: bool) -> bytes:
 
 
 def encode_produce_response(
-    version: int, correlation_id: int, topics: list[tuple[str, list[ProducePartitionResult]]],
+    version: int,
+    correlation_id: int,
+    topics: list[tuple[str, list[ProducePartitionResult]]],
     throttle_time_ms: int = 0,
 ) -> bytes:
     """A whole ProduceResponse (v3-v12) frame."""

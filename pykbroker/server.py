@@ -25,6 +25,8 @@ from pykbroker.storage.segment import FileRegion
 
 if TYPE_CHECKING:
     from pykbroker.broker import Broker
+    from pykbroker.security.listener import ListenerSecurity
+    from pykbroker.security.sasl import SaslAuthenticator
 
 log = structlog.get_logger(__name__)
 
@@ -58,13 +60,19 @@ class Connection(asyncio.BufferedProtocol):
         self._log_requests = False  # request lines are debug-level only
         self.listener: str | None = None  # the listener's name, set by the broker
         self.security_protocol = "PLAINTEXT"
+        self.security: ListenerSecurity | None = None
         # Who the client is (pykbroker.security.principal); replaced once authenticated.
         self.session: Session = anonymous_session("?")
+        # SASL listeners: what serves the connection until it is authenticated, then None.
+        self.authenticator: SaslAuthenticator | None = None
 
-    def on_listener(self, name: str, security_protocol: str = "PLAINTEXT") -> Connection:
-        """Remember the listener this connection came in on (for per-listener addresses)."""
+    def on_listener(self, name: str, security: ListenerSecurity | None = None) -> Connection:
+        """Remember the listener this connection came in on (for per-listener addresses) and
+        what it requires (TLS, SASL)."""
         self.listener = name
-        self.security_protocol = security_protocol
+        self.security = security
+        if security is not None:
+            self.security_protocol = security.protocol
         return self
 
     # --- asyncio callbacks --------------------------------------------------------------------
@@ -73,9 +81,20 @@ class Connection(asyncio.BufferedProtocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
-        self.session = anonymous_session(
-            peer[0] if peer else "?", self.listener, self.security_protocol
-        )
+        host = peer[0] if peer else "?"
+        security = self.security
+        if security is None or security.protocol == "PLAINTEXT":
+            self.session = anonymous_session(host, self.listener, self.security_protocol)
+        else:
+            try:
+                self.session = security.session(self, host)
+            except ValueError as e:  # no ssl.principal.mapping.rules rule matched
+                self.abort("failed_authentication", listener=self.listener, reason=str(e))
+                return
+            if security.mechanisms is not None:
+                from pykbroker.security.sasl import SaslAuthenticator
+
+                self.authenticator = SaslAuthenticator(self, security.mechanisms)
         sock = transport.get_extra_info("socket")
         self.tls = transport.get_extra_info("sslcontext") is not None
         if sock is not None:

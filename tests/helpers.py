@@ -122,7 +122,9 @@ class RawClient:
 
     def request(self, api_key: int, version: int, body: dict):
         self.correlation_id += 1
-        self.send_raw(codec.encode_request(api_key, version, self.correlation_id, self.client_id, body))
+        self.send_raw(
+            codec.encode_request(api_key, version, self.correlation_id, self.client_id, body)
+        )
         frame = self.recv_frame()
         if frame is None:
             return None

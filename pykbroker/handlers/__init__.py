@@ -21,5 +21,6 @@ from . import (  # noqa: E402,F401  (registration happens on import)
     produce,
     quotas,
     replication,
+    sasl,
     txn,
 )

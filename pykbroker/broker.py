@@ -18,6 +18,7 @@ from protocol import codec
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
 from protocol.framing import FrameError, MemoryPool, RequestHeader, parse_request_header
+from pykbroker.acl import make_authorizer, start_acl_store
 from pykbroker.cluster.metadata import DEFAULT_ENTITY, LocalMetadata, TopicInfo
 from pykbroker.cluster.replica_manager import ReplicaManager
 from pykbroker.config import (
@@ -37,7 +38,8 @@ log = structlog.get_logger(__name__)
 _LOGS_PER_TURN = 16  # partition logs opened per event-loop turn by open_partition_logs
 _SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-SHUTDOWN_TIMEOUT_S = 30  # longest a SIGTERM/SIGINT shutdown may take
+SHUTDOWN_TIMEOUT_S = 30
+ANONYMOUS = "User:ANONYMOUS"  # Kafka's principal for an unauthenticated connection  # longest a SIGTERM/SIGINT shutdown may take
 
 
 @dataclass(slots=True)
@@ -49,6 +51,18 @@ class RequestContext:
     @property
     def api_version(self) -> int:
         return self.header.api_version
+
+    @property
+    def principal(self) -> str:
+        """The connection's authenticated principal, Kafka's `Type:name` (User:ANONYMOUS
+        without authentication)."""
+        return getattr(self.connection, "principal", ANONYMOUS)
+
+    @property
+    def client_address(self) -> str:
+        """The client's IP address, as ACL hosts name it."""
+        peer = self.connection.peer
+        return peer.rsplit(":", 1)[0] if ":" in peer else peer
 
     @property
     def listener(self) -> str | None:
@@ -103,6 +117,8 @@ class Broker:
         self.group_coordinator: Any = None
         self.transaction_coordinator: Any = None
         self.controller: Any = None  # the cluster's Controller (ZooKeeper mode)
+        self.authorizer = make_authorizer(config)  # None: no authorization at all
+        self.acl_store: Any = None
         self.background: list[asyncio.Task] = []
         self._topic_defaults = config.topic_defaults()
         self.started_at = time.monotonic()
@@ -150,6 +166,7 @@ class Broker:
                 tp for tp in self.log_manager.logs if tp not in self.replica_manager.partitions
             ]:
                 self.log_manager.mark_stray(*tp)  # e.g. a deletion cut short by a crash
+        await start_acl_store(self)
         from pykbroker.coordinator import start_coordinators
 
         await start_coordinators(self)

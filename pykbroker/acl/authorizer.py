@@ -373,19 +373,16 @@ class AclAuthorizer:
         return False
 
     def authorized_operations(self, principal: str, host: str, resource_type: int,
-                              name: str) -> int:  # fmt: skip
-        """Kafka's authorized-operations bitfield (bit n set: operation code n allowed)."""
-        bits = 0
-        for op in SUPPORTED_OPERATIONS.get(RT(resource_type), ()):
-            if self.authorize(principal, host, op, resource_type, name):
-                bits |= 1 << op
-        return bits
+                              name: str) -> set[int]:  # fmt: skip
+        """Kafka's authorized operations of a resource: the codes of the operations allowed
+        (the wire's bitfield)."""
+        return {
+            int(op)
+            for op in SUPPORTED_OPERATIONS.get(RT(resource_type), ())
+            if self.authorize(principal, host, op, resource_type, name)
+        }
 
 
-def all_operations_bits(resource_type: int) -> int:
-    """The bitfield of every operation of a resource type (what Kafka reports without an
-    authorizer)."""
-    bits = 0
-    for op in SUPPORTED_OPERATIONS.get(RT(resource_type), ()):
-        bits |= 1 << op
-    return bits
+def all_operations(resource_type: int) -> set[int]:
+    """Every operation of a resource type (what Kafka reports without an authorizer)."""
+    return {int(op) for op in SUPPORTED_OPERATIONS.get(RT(resource_type), ())}

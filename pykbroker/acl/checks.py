@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 import structlog
 
-from .authorizer import CLUSTER_NAME, AclOperation, ResourceType, all_operations_bits
+from .authorizer import CLUSTER_NAME, AclOperation, ResourceType, all_operations
 
 log = structlog.get_logger("pykbroker.authorizer")  # Kafka's kafka.authorizer.logger
 
@@ -48,10 +48,10 @@ def allowed_on_any(ctx, op: int, resource_type: int) -> bool:
     )
 
 
-def authorized_operations(ctx, resource_type: int, name: str) -> int:
-    """The authorized-operations bitfield Metadata/DescribeGroups/DescribeCluster return when
+def authorized_operations(ctx, resource_type: int, name: str) -> set[int]:
+    """The authorized operations (a bitfield on the wire) Metadata/DescribeGroups/DescribeCluster return when
     asked; every operation of the type when no authorizer is configured, as Kafka."""
     authorizer = ctx.broker.authorizer
     if authorizer is None:
-        return all_operations_bits(resource_type)
+        return all_operations(resource_type)
     return authorizer.authorized_operations(ctx.principal, ctx.client_address, resource_type, name)

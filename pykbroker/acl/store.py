@@ -53,7 +53,7 @@ def camel(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_"))
 
 
-def _from_camel(enum, text: str):
+def from_camel(enum, text: str):
     key = text.replace("_", "").upper()
     for member in enum:
         if member.name.replace("_", "") == key:
@@ -88,8 +88,8 @@ def decode_acls(data: bytes | None) -> list[AccessControlEntry]:
     for a in json.loads(data).get("acls", []):
         out.append(
             AccessControlEntry(
-                a["principal"], a.get("host", "*"), _from_camel(AclOperation, a["operation"]),
-                _from_camel(AclPermissionType, a["permissionType"]),
+                a["principal"], a.get("host", "*"), from_camel(AclOperation, a["operation"]),
+                from_camel(AclPermissionType, a["permissionType"]),
             )
         )  # fmt: skip
     return out
@@ -108,11 +108,11 @@ def encode_change(pattern: ResourcePattern) -> tuple[str, bytes]:
 def decode_change(path: str, data: bytes) -> ResourcePattern:
     if path == LITERAL_CHANGES:
         rtype, _, name = data.decode().partition(":")
-        return ResourcePattern(_from_camel(ResourceType, rtype), name, PatternType.LITERAL)
+        return ResourcePattern(from_camel(ResourceType, rtype), name, PatternType.LITERAL)
     body = json.loads(data)
     return ResourcePattern(
-        _from_camel(ResourceType, body["resourceType"]), body["name"],
-        _from_camel(PatternType, body["patternType"]),
+        from_camel(ResourceType, body["resourceType"]), body["name"],
+        from_camel(PatternType, body["patternType"]),
     )  # fmt: skip
 
 
@@ -138,8 +138,8 @@ class FileAclStore:
             return
         for r in state.get("resources", []):
             pattern = ResourcePattern(
-                _from_camel(ResourceType, r["resourceType"]), r["name"],
-                _from_camel(PatternType, r["patternType"]),
+                from_camel(ResourceType, r["resourceType"]), r["name"],
+                from_camel(PatternType, r["patternType"]),
             )  # fmt: skip
             self.authorizer.set_resource(pattern, decode_acls(json.dumps(r).encode()))
 

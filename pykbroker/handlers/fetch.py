@@ -7,15 +7,29 @@ import asyncio
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
 from protocol.hotpath import FetchPartitionResult, encode_fetch_response
+from pykbroker.acl.checks import RT, Op, cluster_allowed, filter_allowed
 
 from . import REGISTRY
 
 READ_COMMITTED = 1
 
 
-def read_partitions(broker, request, version: int, response_max_bytes: int):
+def unauthorized_topics(ctx, request) -> dict[str, int]:
+    """Topics this fetch may not read, with their error (Kafka's handleFetchRequest: a follower
+    needs CLUSTER_ACTION on the cluster, else every partition fails; a consumer needs READ on
+    each topic). Answered before the partitions are looked at, so nothing about them leaks."""
+    names = {t.topic for t in request.topics}
+    if request.replica_id >= 0:
+        allowed_names = names if cluster_allowed(ctx, Op.CLUSTER_ACTION) else set()
+    else:
+        allowed_names = filter_allowed(ctx, Op.READ, RT.TOPIC, names)
+    return dict.fromkeys(names - allowed_names, ErrorCode.TOPIC_AUTHORIZATION_FAILED)
+
+
+def read_partitions(broker, request, version: int, response_max_bytes: int,
+                    denied: dict | None = None):  # fmt: skip
     """One pass over the requested partitions: (topics, bytes found, answer at once: an error
-    or a diverging epoch)."""
+    or a diverging epoch); `denied`: topics the authorizer refused, with their error."""
     rm = broker.replica_manager
     follower = request.replica_id >= 0
     read_committed = request.isolation_level == READ_COMMITTED
@@ -25,8 +39,14 @@ def read_partitions(broker, request, version: int, response_max_bytes: int):
     topics = []
     for t in request.topics:
         results = []
+        refused = denied.get(t.topic) if denied else None
         for p in t.partitions:
             r = FetchPartitionResult(p.partition)
+            if refused is not None:
+                r.error_code = refused
+                error = True
+                results.append(r)
+                continue
             try:
                 part = rm.get_leader(
                     t.topic, p.partition, p.current_leader_epoch if version >= 9 else -1
@@ -89,8 +109,9 @@ async def handle_fetch(ctx, request):
     loop = asyncio.get_running_loop()
     deadline = loop.time() + request.max_wait_ms / 1000
     keys = [(t.topic, p.partition) for t in request.topics for p in t.partitions]
+    denied = unauthorized_topics(ctx, request) if broker.authorizer is not None else None
     while True:
-        topics, total, error = read_partitions(broker, request, version, max_bytes)
+        topics, total, error = read_partitions(broker, request, version, max_bytes, denied)
         remaining = deadline - loop.time()
         if total >= request.min_bytes or error or remaining <= 0 or not keys:
             break

@@ -15,6 +15,7 @@ from protocol.hotpath import (
     decode_produce_request,
     encode_produce_response,
 )
+from pykbroker.acl.checks import RT, Op, allowed, filter_allowed
 from pykbroker.cluster.metadata import INTERNAL_TOPICS, validate_topic_name
 from pykbroker.server import CLOSE
 
@@ -145,17 +146,33 @@ def _check_txn_batch(broker, request, tp, partition, records, verified: dict | N
         raise KafkaError(code, message)
 
 
+def _unauthorized(ctx, request) -> dict[str, KafkaError]:
+    """Topics this produce may not write, with their error (Kafka's handleProduceRequest: WRITE
+    on the transactional id, else every partition fails; then WRITE on each topic)."""
+    if request.transactional_id is not None and not allowed(
+        ctx, Op.WRITE, RT.TRANSACTIONAL_ID, request.transactional_id
+    ):
+        error = KafkaError(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+        return {t.name: error for t in request.topics}
+    names = {t.name for t in request.topics}
+    error = KafkaError(ErrorCode.TOPIC_AUTHORIZATION_FAILED)
+    return {n: error for n in names - filter_allowed(ctx, Op.WRITE, RT.TOPIC, names)}
+
+
 @REGISTRY.register(ApiKey.PRODUCE, 3, 11, decoder=decode_produce_request)
 def handle_produce(ctx, request: ProduceRequestData):
+    denied = _unauthorized(ctx, request) if ctx.broker.authorizer is not None else None
+    if denied and len(denied) == len({t.name for t in request.topics}):
+        return _produce(ctx, request, None, denied)  # nothing to verify
     if _verification_needed(ctx.broker, request):
         remote = _remote_verifications(ctx.broker, request)
         if remote:
-            return _verify_then_produce(ctx, request, remote)
-        return _produce(ctx, request, {})
-    return _produce(ctx, request, None)
+            return _verify_then_produce(ctx, request, remote, denied)
+        return _produce(ctx, request, {}, denied)
+    return _produce(ctx, request, None, denied)
 
 
-async def _verify_then_produce(ctx, request, remote: dict):
+async def _verify_then_produce(ctx, request, remote: dict, denied: dict | None):
     txn = ctx.broker.transaction_coordinator
     verified = {}
     by_producer: dict[tuple[int, int], set] = {}
@@ -163,14 +180,15 @@ async def _verify_then_produce(ctx, request, remote: dict):
         by_producer.setdefault(producer, set()).add(tp)
     for (pid, epoch), tps in by_producer.items():
         verified.update(await txn.verify_remote(request.transactional_id, pid, epoch, tps))
-    result = _produce(ctx, request, verified)
+    result = _produce(ctx, request, verified, denied)
     if isinstance(result, Awaitable):
         result = await result
     return result
 
 
-def _produce(ctx, request: ProduceRequestData, verified: dict | None):
-    """verified: None without verification, else remote verification results by partition."""
+def _produce(ctx, request: ProduceRequestData, verified: dict | None, denied: dict | None = None):
+    """verified: None without verification, else remote verification results by partition;
+    denied: topics refused by the authorizer, with their error."""
     broker = ctx.broker
     rm = broker.replica_manager
     metrics = broker.metrics
@@ -190,7 +208,9 @@ def _produce(ctx, request: ProduceRequestData, verified: dict | None):
         tuple[object, int, dict]
     ] = []  # acks=all: (partition, offset the HW must pass, entry)
     for topic in request.topics:
-        topic_error = bad_acks or _topic_error(broker, topic.name)
+        topic_error = (
+            bad_acks or (denied and denied.get(topic.name)) or _topic_error(broker, topic.name)
+        )
         entries = []
         for p in topic.partitions:
             entry = ProducePartitionResult(p.index)

@@ -18,12 +18,22 @@ Op = AclOperation
 RT = ResourceType
 
 
+def who(ctx) -> tuple[str, str]:
+    """(principal as Kafka writes it, client IP address) of the request's session."""
+    session = ctx.connection.session
+    return str(session.principal), session.client_host
+
+
 def allowed(ctx, op: int, resource_type: int, name: str) -> bool:
     """May this request's principal, from its host, do `op` on the resource?"""
     authorizer = ctx.broker.authorizer
     if authorizer is None:
         return True
-    principal, host = ctx.principal, ctx.client_address
+    principal, host = who(ctx)
+    return _decide(ctx, authorizer, principal, host, op, resource_type, name)
+
+
+def _decide(ctx, authorizer, principal, host, op, resource_type, name) -> bool:
     if authorizer.authorize(principal, host, op, resource_type, name):
         return True
     log.debug("authorization_denied", principal=principal, host=host, operation=Op(op).name,
@@ -37,15 +47,19 @@ def cluster_allowed(ctx, op: int) -> bool:
 
 def filter_allowed(ctx, op: int, resource_type: int, names: Iterable[str]) -> set[str]:
     """The names among `names` the principal may do `op` on."""
-    return {n for n in set(names) if allowed(ctx, op, resource_type, n)}
+    authorizer = ctx.broker.authorizer
+    if authorizer is None:
+        return set(names)
+    principal, host = who(ctx)
+    return {
+        n for n in set(names) if _decide(ctx, authorizer, principal, host, op, resource_type, n)
+    }
 
 
 def allowed_on_any(ctx, op: int, resource_type: int) -> bool:
     """Kafka's authorizeByResourceType: `op` is allowed on at least one resource of the type."""
     authorizer = ctx.broker.authorizer
-    return authorizer is None or authorizer.authorize_any(
-        ctx.principal, ctx.client_address, op, resource_type
-    )
+    return authorizer is None or authorizer.authorize_any(*who(ctx), op, resource_type)
 
 
 def authorized_operations(ctx, resource_type: int, name: str) -> set[int]:
@@ -54,4 +68,4 @@ def authorized_operations(ctx, resource_type: int, name: str) -> set[int]:
     authorizer = ctx.broker.authorizer
     if authorizer is None:
         return all_operations(resource_type)
-    return authorizer.authorized_operations(ctx.principal, ctx.client_address, resource_type, name)
+    return authorizer.authorized_operations(*who(ctx), resource_type, name)

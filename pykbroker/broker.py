@@ -132,7 +132,7 @@ class Broker:
         for (_, host, port), security in zip(listeners, securities, strict=True):
             server = await loop.create_server(
                 lambda s=security: Connection(self).on_listener(s.name, s),
-                host or None, port, reuse_address=True, backlog=1024, ssl=security.ssl_context,
+                host or None, port, reuse_address=True, backlog=1024,
             )  # fmt: skip
             self.servers.append(server)
             sockname = server.sockets[0].getsockname()

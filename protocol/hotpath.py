@@ -151,7 +151,10 @@ def _nullable_str(s: str | None, flexible: bool) -> bytes:
 
 
 def encode_produce_response(
-    version: int, correlation_id: int, topics: list[tuple[str, list[ProducePartitionResult]]]
+    version: int,
+    correlation_id: int,
+    topics: list[tuple[str, list[ProducePartitionResult]]],
+    throttle_time_ms: int = 0,
 ) -> bytes:
     """A whole ProduceResponse (v3-v12) frame."""
     flexible = version >= 9
@@ -179,7 +182,7 @@ def encode_produce_response(
                 out += b"\x00"
         if flexible:
             out += b"\x00"
-    out += _I32.pack(0)  # throttle_time_ms
+    out += _I32.pack(throttle_time_ms)
     if flexible:
         out += b"\x00"
     return _I32.pack(len(out)) + bytes(out)

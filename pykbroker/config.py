@@ -289,6 +289,61 @@ BROKER_CONFIGS = _keys(
         "Connections with no traffic and no request in progress for this long are closed.",
         at_least(1),
     ),
+    # Client quotas and connection limits (Kafka's QuotaConfig and SocketServer keys).
+    ConfigKey(
+        "quota.window.num",
+        "int",
+        11,
+        "The number of samples to retain in memory for client quotas.",
+        at_least(1),
+        read_only=True,
+    ),
+    ConfigKey(
+        "quota.window.size.seconds",
+        "int",
+        1,
+        "The time span of each sample for client quotas.",
+        at_least(1),
+        read_only=True,
+    ),
+    ConfigKey(
+        "max.connections",
+        "int",
+        INT_MAX,
+        "The maximum number of connections the broker "
+        "accepts at once; past it the listeners stop accepting until one closes "
+        "(per listener: listener.name.<name>.max.connections; the inter-broker listener "
+        "is exempt from the broker-wide limit when there are several listeners).",
+        at_least(0),
+        read_only=True,
+    ),
+    ConfigKey(
+        "max.connections.per.ip",
+        "int",
+        INT_MAX,
+        "The maximum number of connections "
+        "from one IP address; a connection past it is closed at once.",
+        at_least(0),
+        read_only=True,
+    ),
+    ConfigKey(
+        "max.connections.per.ip.overrides",
+        "string",
+        "",
+        "Per-IP or hostname overrides "
+        "of max.connections.per.ip, host:count,... e.g. 127.0.0.1:200,hostA:50.",
+        read_only=True,
+    ),
+    ConfigKey(
+        "max.connection.creation.rate",
+        "int",
+        INT_MAX,
+        "The most connections the "
+        "broker accepts per second (per listener: "
+        "listener.name.<name>.max.connection.creation.rate); past it accepting waits.",
+        at_least(0),
+        read_only=True,
+    ),
     # --- security (pykbroker/security/): Kafka's keys and defaults; each may be set for one
     # listener as listener.name.<listener>.<key> (SASL keys also per mechanism,
     # listener.name.<listener>.<mechanism>.sasl.jaas.config). ---
@@ -726,6 +781,107 @@ BROKER_CONFIGS = _keys(
         "Largest session timeout a member may ask for.",
     ),
     ConfigKey("group.max.size", "int", INT_MAX, "Maximum members of one group.", at_least(1)),
+    # Share groups (KIP-932). Kafka 4.1 turns them on with the share.version feature; until
+    # finalized features exist here, group.share.enable is that switch (off, as in 4.1).
+    ConfigKey("group.share.enable", "boolean", False, "Serve share groups (KIP-932)."),
+    ConfigKey(
+        "group.share.session.timeout.ms",
+        "int",
+        45000,
+        "Session timeout of share group members.",
+        at_least(1),
+    ),
+    ConfigKey(
+        "group.share.heartbeat.interval.ms",
+        "int",
+        5000,
+        "Heartbeat interval given to share group members.",
+        at_least(1),
+    ),
+    ConfigKey(
+        "group.share.max.size", "int", 200, "Maximum members of one share group.", between(1, 1000)
+    ),
+    ConfigKey(
+        "group.share.record.lock.duration.ms",
+        "int",
+        30000,
+        "How long an acquired record stays locked to its consumer.",
+        between(1000, 3600000),
+    ),
+    ConfigKey(
+        "group.share.min.record.lock.duration.ms",
+        "int",
+        15000,
+        "Smallest lock duration a share group may configure.",
+        between(1000, 30000),
+    ),
+    ConfigKey(
+        "group.share.max.record.lock.duration.ms",
+        "int",
+        60000,
+        "Largest lock duration a share group may configure.",
+        between(30000, 3600000),
+    ),
+    ConfigKey(
+        "group.share.delivery.count.limit",
+        "int",
+        5,
+        "Deliveries of a record before it is archived.",
+        between(2, 10),
+    ),
+    ConfigKey(
+        "group.share.partition.max.record.locks",
+        "int",
+        2000,
+        "In-flight records of one share-partition.",
+        between(100, 10000),
+    ),
+    ConfigKey(
+        "group.share.max.share.sessions", "int", 2000, "Share sessions a broker keeps.", at_least(1)
+    ),
+    ConfigKey(
+        "share.coordinator.state.topic.num.partitions",
+        "int",
+        50,
+        "Partitions of __share_group_state.",
+        at_least(1),
+        read_only=True,
+    ),
+    ConfigKey(
+        "share.coordinator.state.topic.replication.factor",
+        "int",
+        3,
+        "Replication factor of __share_group_state.",
+        at_least(1),
+    ),
+    ConfigKey(
+        "share.coordinator.state.topic.min.isr",
+        "int",
+        2,
+        "min.insync.replicas of __share_group_state.",
+        at_least(1),
+    ),
+    ConfigKey(
+        "share.coordinator.state.topic.segment.bytes",
+        "int",
+        104857600,
+        "Segment size of __share_group_state.",
+        at_least(1),
+    ),
+    ConfigKey(
+        "share.coordinator.snapshot.update.records.per.snapshot",
+        "int",
+        500,
+        "Share state updates written between two snapshots of a share-partition.",
+        between(0, 500),
+    ),
+    ConfigKey(
+        "share.coordinator.write.timeout.ms",
+        "int",
+        5000,
+        "How long a share state write waits for __share_group_state replication.",
+        at_least(1),
+    ),
     ConfigKey(
         "offset.metadata.max.bytes",
         "int",
@@ -818,6 +974,21 @@ BROKER_CONFIGS = _keys(
         "boolean",
         True,
         "Accept a transactional batch only for a partition added to its producer's transaction.",
+    ),
+    ConfigKey(
+        "add.partitions.to.txn.retry.backoff.ms",
+        "int",
+        20,
+        "Transactions v2: how long a produce that adds its partition waits before asking the "
+        "coordinator again while the previous transaction completes (CONCURRENT_TRANSACTIONS).",
+        at_least(1),
+    ),
+    ConfigKey(
+        "add.partitions.to.txn.retry.backoff.max.ms",
+        "int",
+        100,
+        "Transactions v2: how long in all a produce retries adding its partition.",
+        at_least(0),
     ),
     ConfigKey(
         "request.timeout.ms",

@@ -19,7 +19,9 @@ from . import (  # noqa: E402,F401  (registration happens on import)
     metadata,
     offsets,
     produce,
+    quotas,
     replication,
     sasl,
+    share,
     txn,
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from time import perf_counter
 
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
@@ -86,10 +87,17 @@ async def handle_fetch(ctx, request):
             version, header.correlation_id, 0, ErrorCode.FETCH_SESSION_ID_NOT_FOUND, 0, []
         )
     max_bytes = min(request.max_bytes, broker.config.get("fetch.max.bytes"))
+    quotas = broker.quotas
+    quota = (quotas.fetch.enabled or ctx.started) and request.replica_id < 0  # not followers
+    if quota and quotas.fetch.enabled:
+        max_bytes = quotas.fetch_max_bytes(ctx, max_bytes)
+    elif request.replica_id >= 0:
+        ctx.started = 0.0  # a follower's fetch is exempt from request quotas too
     loop = asyncio.get_running_loop()
     deadline = loop.time() + request.max_wait_ms / 1000
     keys = [(t.topic, p.partition) for t in request.topics for p in t.partitions]
     while True:
+        pass_started = perf_counter()
         topics, total, error = read_partitions(broker, request, version, max_bytes)
         remaining = deadline - loop.time()
         if total >= request.min_bytes or error or remaining <= 0 or not keys:
@@ -103,6 +111,15 @@ async def handle_fetch(ctx, request):
             broker.metrics.fetch_purgatory -= 1
             for part in watched:
                 part.waiters.discard(fut)
+    response = encode_fetch_response(version, header.correlation_id, 0, ErrorCode.NONE, 0, topics)
+    if quota:
+        size = int.from_bytes(response[0][:4], "big") + 4
+        busy = ctx.busy + perf_counter() - pass_started  # not the long poll's wait
+        throttle = quotas.fetch_throttle_ms(ctx, size, busy)
+        if throttle:  # Kafka answers a throttled fetch with no data (KIP-219)
+            return encode_fetch_response(
+                version, header.correlation_id, throttle, ErrorCode.NONE, 0, []
+            )
     if total:
         broker.metrics.record_fetch(topics, total)
-    return encode_fetch_response(version, header.correlation_id, 0, ErrorCode.NONE, 0, topics)
+    return response

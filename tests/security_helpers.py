@@ -35,20 +35,15 @@ class TlsRawClient(RawClient):
     """RawClient over TLS (a client certificate if given)."""
 
     def __init__(self, port: int, ca: str, cert: tuple[str, str] | None = None, **ctx_opts):
-        import socket
         import ssl
-
-        from protocol.framing import FrameReader
 
         ctx = ssl.create_default_context(cafile=ca)
         for k, v in ctx_opts.items():
             setattr(ctx, k, v)
         if cert is not None:
             ctx.load_cert_chain(*cert)
-        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
-        self.reader = FrameReader(1 << 30)
-        self.correlation_id = 0
+        super().__init__(port)
+        self.sock = ctx.wrap_socket(self.sock, server_hostname="localhost")
 
 
 def tls_overrides(ca, server: tuple[str, str], listener: str = "SSL", **extra) -> dict:

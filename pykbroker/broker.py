@@ -18,6 +18,7 @@ from protocol import codec
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
 from protocol.framing import FrameError, MemoryPool, RequestHeader, parse_request_header
+from protocol.sasl.scram import ScramCredential
 from pykbroker.cluster.metadata import DEFAULT_ENTITY, LocalMetadata, TopicInfo
 from pykbroker.cluster.replica_manager import ReplicaManager
 from pykbroker.config import (
@@ -29,6 +30,8 @@ from pykbroker.config import (
 )
 from pykbroker.handlers import REGISTRY
 from pykbroker.metrics import Metrics
+from pykbroker.security.listener import listener_security
+from pykbroker.security.principal import KafkaPrincipal, Session
 from pykbroker.server import CLOSE, Connection
 from pykbroker.storage.log_manager import LogManager, Scheduler
 from pykbroker.storage.producer_state import expire_producers
@@ -54,6 +57,15 @@ class RequestContext:
     def listener(self) -> str | None:
         """The name of the listener the request came in on (its addresses go in responses)."""
         return getattr(self.connection, "listener", None)
+
+    @property
+    def session(self) -> Session:
+        """Who sent the request: principal, client host, listener (security/principal.py)."""
+        return self.connection.session
+
+    @property
+    def principal(self) -> KafkaPrincipal:
+        return self.connection.session.principal
 
 
 class AsyncScheduler(Scheduler):
@@ -116,11 +128,11 @@ class Broker:
         self.log_manager = LogManager(self.config, self.scheduler)
         self.log_manager.failure_channel.loop = loop
         listeners = self.config.listeners
-        for listener, host, port in listeners:
-            name = listener.upper()
+        securities = [listener_security(self, name.upper()) for name, _, _ in listeners]
+        for (_, host, port), security in zip(listeners, securities, strict=True):
             server = await loop.create_server(
-                lambda name=name: Connection(self).on_listener(name),
-                host or None, port, reuse_address=True, backlog=1024,
+                lambda s=security: Connection(self).on_listener(s.name, s),
+                host or None, port, reuse_address=True, backlog=1024, ssl=security.ssl_context,
             )  # fmt: skip
             self.servers.append(server)
             sockname = server.sockets[0].getsockname()
@@ -260,11 +272,16 @@ class Broker:
 
     def handle_request(self, conn: Connection, frame) -> Any:
         """Decode and dispatch one frame; returns a response, an awaitable of one, None or CLOSE."""
+        if conn.authenticator is not None:  # a SASL connection not yet authenticated
+            return conn.authenticator.handle(frame)
         try:
             header = parse_request_header(frame, codec.request_is_flexible)
         except FrameError as e:
             conn.abort("invalid_request_header", reason=str(e))
             return CLOSE
+        return self.dispatch_request(conn, frame, header)
+
+    def dispatch_request(self, conn: Connection, frame, header: RequestHeader) -> Any:
         spec = self.registry.get(header.api_key)
         if spec is None or not spec.min_version <= header.api_version <= spec.max_version:
             if header.api_key == ApiKey.API_VERSIONS:
@@ -324,6 +341,24 @@ class Broker:
         return codec.encode_response(
             header.api_key, header.api_version, header.correlation_id, result
         )
+
+    # --- credentials (security/sasl.py asks) -------------------------------------------------
+
+    def scram_credential(self, name: str, mechanism: str) -> ScramCredential | None:
+        """A user's SCRAM credential for a mechanism, as stored (ZooKeeper /config/users/<name>,
+        or the single broker's metadata), None if it has none."""
+        text = self.metadata.user_configs(name).get(mechanism) if self.metadata else None
+        if not text:
+            return None
+        try:
+            return ScramCredential.from_config(text)
+        except ValueError:
+            log.warning("invalid_scram_credential", user=name, mechanism=mechanism)
+            return None
+
+    def delegation_token_credential(self, token_id: str):
+        """(credential, owner, expiry ms) of a delegation token; None: unknown (none yet)."""
+        return None
 
     def _unsupported_api_versions(self, header: RequestHeader) -> bytes:
         body = {

@@ -20,10 +20,13 @@ import structlog
 
 from protocol.framing import FrameError, FrameReader
 from pykbroker.metrics import API_NAMES
+from pykbroker.security.principal import Session, anonymous_session
 from pykbroker.storage.segment import FileRegion
 
 if TYPE_CHECKING:
     from pykbroker.broker import Broker
+    from pykbroker.security.listener import ListenerSecurity
+    from pykbroker.security.sasl import SaslAuthenticator
 
 log = structlog.get_logger(__name__)
 
@@ -52,10 +55,20 @@ class Connection(asyncio.BufferedProtocol):
         self.last_active = monotonic()  # last read, or end of the last request
         self._log_requests = False  # request lines are debug-level only
         self.listener: str | None = None  # the listener's name, set by the broker
+        self.security_protocol = "PLAINTEXT"
+        self.security: ListenerSecurity | None = None
+        # Who the client is (pykbroker.security.principal); replaced once authenticated.
+        self.session: Session = anonymous_session("?")
+        # SASL listeners: what serves the connection until it is authenticated, then None.
+        self.authenticator: SaslAuthenticator | None = None
 
-    def on_listener(self, name: str) -> Connection:
-        """Remember the listener this connection came in on (for per-listener addresses)."""
+    def on_listener(self, name: str, security: ListenerSecurity | None = None) -> Connection:
+        """Remember the listener this connection came in on (for per-listener addresses) and
+        what it requires (TLS, SASL)."""
         self.listener = name
+        self.security = security
+        if security is not None:
+            self.security_protocol = security.protocol
         return self
 
     # --- asyncio callbacks --------------------------------------------------------------------
@@ -64,6 +77,20 @@ class Connection(asyncio.BufferedProtocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        host = peer[0] if peer else "?"
+        security = self.security
+        if security is None or security.protocol == "PLAINTEXT":
+            self.session = anonymous_session(host, self.listener, self.security_protocol)
+        else:
+            try:
+                self.session = security.session(self, host)
+            except ValueError as e:  # no ssl.principal.mapping.rules rule matched
+                self.abort("failed_authentication", listener=self.listener, reason=str(e))
+                return
+            if security.mechanisms is not None:
+                from pykbroker.security.sasl import SaslAuthenticator
+
+                self.authenticator = SaslAuthenticator(self, security.mechanisms)
         sock = transport.get_extra_info("socket")
         self.tls = transport.get_extra_info("sslcontext") is not None
         if sock is not None:

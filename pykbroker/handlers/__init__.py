@@ -20,5 +20,6 @@ from . import (  # noqa: E402,F401  (registration happens on import)
     offsets,
     produce,
     replication,
+    sasl,
     txn,
 )

@@ -121,9 +121,12 @@ _VERIFY_ERRORS = {
 }
 
 
-def _check_txn_batch(broker, request, tp, partition, records, verified: dict | None) -> None:
+def _check_txn_batch(
+    broker, request, tp, partition, records, verified: dict | None, tv2: bool = False
+) -> None:
     """A transactional batch is accepted only for a partition added to its producer's ongoing
-    transaction (KIP-890's verification; Kafka's transaction.partition.verification.enable)."""
+    transaction (KIP-890's verification; Kafka's transaction.partition.verification.enable).
+    With transactions v2 (`tv2`) the partition was added for the producer just before."""
     header = rb.read_header(records)
     if _in_ongoing_txn(partition, header):
         return
@@ -136,7 +139,10 @@ def _check_txn_batch(broker, request, tp, partition, records, verified: dict | N
                                header.producer_epoch, {tp})  # fmt: skip
         code = ErrorCode.NOT_COORDINATOR if found is None else found[tp]
     if code != ErrorCode.NONE:
-        code = _VERIFY_ERRORS.get(code, code)
+        if not (tv2 and code == ErrorCode.CONCURRENT_TRANSACTIONS):
+            # Kafka keeps CONCURRENT_TRANSACTIONS for v2 clients: common while the previous
+            # transaction completes, and clearer to them than NOT_ENOUGH_REPLICAS.
+            code = _VERIFY_ERRORS.get(code, code)
         message = (
             f"Partition {tp[0]}-{tp[1]} was not added to the transaction"
             if code == ErrorCode.INVALID_TXN_STATE
@@ -151,12 +157,56 @@ def handle_produce(ctx, request: ProduceRequestData):
         by_id = ctx.broker.metadata.topic_by_id
         for topic in request.topics:  # None: UNKNOWN_TOPIC_ID (no auto-creation by id)
             topic.name = (info := by_id(topic.topic_id)) and info.name
+    if ctx.api_version >= 12 and request.transactional_id is not None:
+        # v12 is transactions v2 (KIP-890 part 2): the producer sends no AddPartitionsToTxn,
+        # the leader adds each partition new to the transaction (verification setting or not).
+        pending = _partitions_to_add(ctx.broker, request)
+        if pending:
+            return _add_then_produce(ctx, request, pending)
+        return _produce(ctx, request, {}, tv2=True)
     if _verification_needed(ctx.broker, request):
         remote = _remote_verifications(ctx.broker, request)
         if remote:
             return _verify_then_produce(ctx, request, remote)
         return _produce(ctx, request, {})
     return _produce(ctx, request, None)
+
+
+def _partitions_to_add(broker, request) -> dict:
+    """Transactional batches of partitions this broker leads whose producer has no transaction
+    open there at this epoch: {(topic, partition): (producer id, epoch)}."""
+    if getattr(broker, "transaction_coordinator", None) is None:
+        return {}
+    rm = broker.replica_manager
+    out = {}
+    for topic in request.topics:
+        for p in topic.partitions:
+            if not _is_transactional(p.records):
+                continue
+            part = rm.partitions.get((topic.name, p.index))
+            if part is None or not part.is_leader:
+                continue
+            header = rb.read_header(p.records)
+            if not _in_ongoing_txn(part, header):
+                out[(topic.name, p.index)] = (header.producer_id, header.producer_epoch)
+    return out
+
+
+async def _add_then_produce(ctx, request, pending: dict):
+    from .txn import add_to_transaction
+
+    added = {}
+    by_producer: dict[tuple[int, int], set] = {}
+    for tp, producer in pending.items():
+        by_producer.setdefault(producer, set()).add(tp)
+    for (pid, epoch), tps in by_producer.items():
+        added.update(
+            await add_to_transaction(ctx.broker, request.transactional_id, pid, epoch, tps)
+        )
+    result = _produce(ctx, request, added, tv2=True)
+    if isinstance(result, Awaitable):
+        result = await result
+    return result
 
 
 async def _verify_then_produce(ctx, request, remote: dict):
@@ -173,8 +223,9 @@ async def _verify_then_produce(ctx, request, remote: dict):
     return result
 
 
-def _produce(ctx, request: ProduceRequestData, verified: dict | None):
-    """verified: None without verification, else remote verification results by partition."""
+def _produce(ctx, request: ProduceRequestData, verified: dict | None, tv2: bool = False):
+    """verified: None without verification, else remote verification (or, `tv2`, adding)
+    results by partition."""
     broker = ctx.broker
     rm = broker.replica_manager
     metrics = broker.metrics
@@ -218,7 +269,7 @@ def _produce(ctx, request: ProduceRequestData, verified: dict | None):
                 if verified is not None and _is_transactional(p.records):
                     partition.check_leader()
                     _check_txn_batch(broker, request, (topic.name, p.index), partition,
-                                     p.records, verified)  # fmt: skip
+                                     p.records, verified, tv2)  # fmt: skip
                 info = partition.append_as_leader(p.records, acks)
                 entry.base_offset = info.first_offset
                 entry.log_append_time_ms = info.log_append_time

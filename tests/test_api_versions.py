@@ -64,11 +64,6 @@ PENDING = {
     ApiKey.FIND_COORDINATOR: "proto",
     ApiKey.DESCRIBE_GROUPS: "proto",
     ApiKey.LIST_GROUPS: "proto",
-    ApiKey.INIT_PRODUCER_ID: "txn2",
-    ApiKey.ADD_PARTITIONS_TO_TXN: "txn2",
-    ApiKey.ADD_OFFSETS_TO_TXN: "txn2",
-    ApiKey.END_TXN: "txn2",
-    ApiKey.TXN_OFFSET_COMMIT: "txn2",
     57: "proto",  # UpdateFeatures
     ApiKey.DESCRIBE_CLUSTER: "proto",
     ApiKey.DESCRIBE_PRODUCERS: "proto",

@@ -163,6 +163,7 @@ def encode_produce_response(
     version: int,
     correlation_id: int,
     topics: list[tuple[str | uuid.UUID, list[ProducePartitionResult]]],
+    throttle_time_ms: int = 0,
 ) -> bytes:
     """A whole ProduceResponse (v3-v13) frame; topics keyed by name, by topic id from v13."""
     flexible = version >= 9
@@ -191,7 +192,7 @@ def encode_produce_response(
                 out += b"\x00"
         if flexible:
             out += b"\x00"
-    out += _I32.pack(0)  # throttle_time_ms
+    out += _I32.pack(throttle_time_ms)
     if flexible:
         out += b"\x00"
     return _I32.pack(len(out)) + bytes(out)

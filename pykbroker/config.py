@@ -289,6 +289,61 @@ BROKER_CONFIGS = _keys(
         "Connections with no traffic and no request in progress for this long are closed.",
         at_least(1),
     ),
+    # Client quotas and connection limits (Kafka's QuotaConfig and SocketServer keys).
+    ConfigKey(
+        "quota.window.num",
+        "int",
+        11,
+        "The number of samples to retain in memory for client quotas.",
+        at_least(1),
+        read_only=True,
+    ),
+    ConfigKey(
+        "quota.window.size.seconds",
+        "int",
+        1,
+        "The time span of each sample for client quotas.",
+        at_least(1),
+        read_only=True,
+    ),
+    ConfigKey(
+        "max.connections",
+        "int",
+        INT_MAX,
+        "The maximum number of connections the broker "
+        "accepts at once; past it the listeners stop accepting until one closes "
+        "(per listener: listener.name.<name>.max.connections; the inter-broker listener "
+        "is exempt from the broker-wide limit when there are several listeners).",
+        at_least(0),
+        read_only=True,
+    ),
+    ConfigKey(
+        "max.connections.per.ip",
+        "int",
+        INT_MAX,
+        "The maximum number of connections "
+        "from one IP address; a connection past it is closed at once.",
+        at_least(0),
+        read_only=True,
+    ),
+    ConfigKey(
+        "max.connections.per.ip.overrides",
+        "string",
+        "",
+        "Per-IP or hostname overrides "
+        "of max.connections.per.ip, host:count,... e.g. 127.0.0.1:200,hostA:50.",
+        read_only=True,
+    ),
+    ConfigKey(
+        "max.connection.creation.rate",
+        "int",
+        INT_MAX,
+        "The most connections the "
+        "broker accepts per second (per listener: "
+        "listener.name.<name>.max.connection.creation.rate); past it accepting waits.",
+        at_least(0),
+        read_only=True,
+    ),
     # --- security (pykbroker/security/): Kafka's keys and defaults; each may be set for one
     # listener as listener.name.<listener>.<key> (SASL keys also per mechanism,
     # listener.name.<listener>.<mechanism>.sasl.jaas.config). ---

@@ -48,6 +48,10 @@ class Connection(asyncio.BufferedProtocol):
         self._task: asyncio.Task | None = None
         self._reading_paused = False  # too many frames queued
         self._muted = False  # waiting for queued.max.request.bytes memory
+        self._throttled = False  # muted by a client quota (KIP-219) until _throttle_handle runs
+        self._throttle_until = 0.0
+        self._throttle_handle: asyncio.TimerHandle | None = None
+        self._throttle_waiter: asyncio.Future | None = None
         self._drain_waiter: asyncio.Future | None = None
         self._write_paused = False
         self.closed = False
@@ -124,7 +128,7 @@ class Connection(asyncio.BufferedProtocol):
         if self.reader.blocked and not self._muted:
             # Kafka's Selector mutes a channel whose next request the memory pool can't take.
             self._muted = True
-            if not self._reading_paused:
+            if not self._reading_paused and not self._throttled:
                 self.transport.pause_reading()
             self.broker.wait_for_request_memory(self)
 
@@ -144,7 +148,7 @@ class Connection(asyncio.BufferedProtocol):
                 self._task = asyncio.get_running_loop().create_task(self._process())
             return False
         self._muted = False
-        if not self._reading_paused:
+        if not self._reading_paused and not self._throttled:
             self.transport.resume_reading()
         if self.reader.frames and self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._process())
@@ -163,6 +167,9 @@ class Connection(asyncio.BufferedProtocol):
         self.closed = True
         if self._task is not None and not self._task.done():
             self._task.cancel()
+        if self._throttle_handle is not None:
+            self._throttle_handle.cancel()
+            self._throttle_handle = None
         self.reader.close()  # its pooled memory goes back, and muted connections may read again
         self.broker.request_memory_released()
         self._wake_drain()
@@ -186,6 +193,41 @@ class Connection(asyncio.BufferedProtocol):
         w, self._drain_waiter = self._drain_waiter, None
         if w is not None and not w.done():
             w.set_result(None)
+
+    # --- client quota throttling ------------------------------------------------------------
+
+    def throttle(self, ms: int) -> None:
+        """A client quota was violated (KIP-219): the response goes out now, and nothing more is
+        read from or processed for this connection for `ms` (Kafka mutes the channel)."""
+        if self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        until = loop.time() + ms / 1000
+        if self._throttle_handle is not None:
+            if until <= self._throttle_until:
+                return
+            self._throttle_handle.cancel()
+        elif not self._reading_paused and not self._muted:
+            self.transport.pause_reading()
+        self._throttled = True
+        self._throttle_until = until
+        self._throttle_handle = loop.call_at(until, self._end_throttle)
+
+    def _end_throttle(self) -> None:
+        self._throttle_handle = None
+        self._throttled = False
+        if not self.closed and not self._reading_paused and not self._muted:
+            self.transport.resume_reading()
+        w, self._throttle_waiter = self._throttle_waiter, None
+        if w is not None and not w.done():
+            w.set_result(None)
+        if self.reader.frames and self._task is None and not self.closed:
+            self._task = asyncio.get_running_loop().create_task(self._process())
+
+    async def _throttle_done(self) -> None:
+        if self._throttled:
+            self._throttle_waiter = asyncio.get_running_loop().create_future()
+            await self._throttle_waiter
 
     # --- request processing -----------------------------------------------------------------
 
@@ -215,9 +257,12 @@ class Connection(asyncio.BufferedProtocol):
         try:
             while frames and not self.closed:
                 frame = frames.popleft()
+                if self._throttled:
+                    await self._throttle_done()
+                    continue
                 if self._reading_paused and len(frames) < _MAX_QUEUED_FRAMES // 2:
                     self._reading_paused = False
-                    if not self._muted:
+                    if not self._muted and not self._throttled:
                         self.transport.resume_reading()
                 started = perf_counter()
                 try:

@@ -278,6 +278,7 @@ class LocalMetadata(MetadataBase):
         self.broker = BrokerInfo(node_id, advertised[0], advertised[1], rack)
         self.topics: dict[str, TopicInfo] = {}
         self.dynamic_configs: dict[str, dict[str, str]] = {}
+        self.client_quotas: dict[str, dict[str, str]] = {}  # entity path -> quota configs
         self.entity_configs: dict[str, dict[str, dict[str, str]]] = {}
         self._topics_path = os.path.join(data_dir, "topics.json")
         self._batching = False
@@ -297,6 +298,7 @@ class LocalMetadata(MetadataBase):
             state = json.load(f)
         self._producer_id_block_end = state.get("producer_id_block_end", 0)
         self.dynamic_configs = state.get("broker_configs", {})
+        self.client_quotas = state.get("client_quotas", {})
         self.entity_configs = state.get("entity_configs", {})
         # Never hand out an id from a block that may have been used before a crash.
         self._next_producer_id = self._producer_id_block_end
@@ -337,6 +339,7 @@ class LocalMetadata(MetadataBase):
         head = {
             "producer_id_block_end": self._producer_id_block_end,
             "broker_configs": self.dynamic_configs,
+            "client_quotas": self.client_quotas,
             "entity_configs": self.entity_configs,
         }
         # One topic per line, each through json's C encoder (indent= would select the pure-Python
@@ -421,6 +424,24 @@ class LocalMetadata(MetadataBase):
     def set_broker_configs(self, entity: str, configs: dict[str, str]) -> None:
         self.dynamic_configs[entity] = dict(configs)
         self._save()
+
+    def set_client_quotas(self, changes: dict[str, dict[str, str]]) -> None:
+        """Replace the quota configs of entities (by Kafka's entity path; {} removes them)."""
+        before = {path: self.client_quotas.get(path) for path in changes}
+        for path, values in changes.items():
+            if values:
+                self.client_quotas[path] = dict(values)
+            else:
+                self.client_quotas.pop(path, None)
+
+        def undo() -> None:
+            for path, values in before.items():
+                if values is None:
+                    self.client_quotas.pop(path, None)
+                else:
+                    self.client_quotas[path] = values
+
+        self._save_or_undo(undo)
 
     def set_entity_configs(self, entity_type: str, name: str, configs: dict[str, str]) -> None:
         entities = self.entity_configs.setdefault(entity_type, {})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from time import perf_counter
 
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
@@ -138,11 +139,19 @@ async def handle_fetch(ctx, request):
             version, header.correlation_id, 0, ErrorCode.FETCH_SESSION_ID_NOT_FOUND, 0, []
         )
     max_bytes = min(request.max_bytes, broker.config.get("fetch.max.bytes"))
+    quotas = broker.quotas
+    follower = replica_id(request, version) >= 0
+    quota = (quotas.fetch.enabled or ctx.started) and not follower  # not followers
+    if quota and quotas.fetch.enabled:
+        max_bytes = quotas.fetch_max_bytes(ctx, max_bytes)
+    elif follower:
+        ctx.started = 0.0  # a follower's fetch is exempt from request quotas too
     loop = asyncio.get_running_loop()
     deadline = loop.time() + request.max_wait_ms / 1000
     resolved = resolve_topics(broker, request, version)
     keys = [(name, p.partition) for name, t in resolved if name is not None for p in t.partitions]
     while True:
+        pass_started = perf_counter()
         topics, total, error = read_partitions(broker, request, version, max_bytes, resolved)
         remaining = deadline - loop.time()
         if total >= request.min_bytes or error or remaining <= 0 or not keys:
@@ -158,12 +167,21 @@ async def handle_fetch(ctx, request):
                 part.waiters.discard(fut)
         if version >= 13:  # a topic deleted (or re-created) meanwhile is not the same topic
             resolved = resolve_topics(broker, request, version)
-    if total:
-        broker.metrics.record_fetch(_named(topics, resolved, version), total)
     endpoints = leader_endpoints(ctx, topics, [n for n, _ in resolved]) if version >= 16 else None
-    return encode_fetch_response(
+    response = encode_fetch_response(
         version, header.correlation_id, 0, ErrorCode.NONE, 0, topics, endpoints
     )
+    if quota:
+        size = int.from_bytes(response[0][:4], "big") + 4
+        busy = ctx.busy + perf_counter() - pass_started  # not the long poll's wait
+        throttle = quotas.fetch_throttle_ms(ctx, size, busy)
+        if throttle:  # Kafka answers a throttled fetch with no data (KIP-219)
+            return encode_fetch_response(
+                version, header.correlation_id, throttle, ErrorCode.NONE, 0, []
+            )
+    if total:
+        broker.metrics.record_fetch(_named(topics, resolved, version), total)
+    return response
 
 
 def _named(topics, resolved, version: int):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from time import perf_counter
 
 from protocol import compression
 from protocol import records as rb
@@ -287,6 +288,15 @@ def _produce(ctx, request: ProduceRequestData, verified: dict | None, tv2: bool 
                     entry.log_start_offset = e.log_start_offset
             entries.append(entry)
         responses.append((topic.topic_id if by_id else topic.name, entries))
+    quotas = broker.quotas
+    throttle = 0
+    if quotas.produce.enabled or ctx.started:
+        if waiting:  # recorded when the replicas answer, as Kafka's response callback does
+            return _await_replication(
+                waiting, request.timeout_ms, ctx.header.api_version, ctx.header.correlation_id,
+                responses, metrics, ctx, acks,
+            )  # fmt: skip
+        throttle = quotas.produce_throttle_ms(ctx, acks)
     if acks == 0:
         # No response is sent; on error Kafka closes the connection so the client notices.
         if failed:
@@ -302,11 +312,18 @@ def _produce(ctx, request: ProduceRequestData, verified: dict | None, tv2: bool 
             waiting, request.timeout_ms, header.api_version, header.correlation_id, responses,
             metrics,
         )  # fmt: skip
-    return encode_produce_response(header.api_version, header.correlation_id, responses)
+    return encode_produce_response(header.api_version, header.correlation_id, responses, throttle)
 
 
 async def _await_replication(
-    waiting, timeout_ms: int, version: int, correlation_id: int, responses, metrics
+    waiting,
+    timeout_ms: int,
+    version: int,
+    correlation_id: int,
+    responses,
+    metrics,
+    ctx=None,
+    acks: int = -1,
 ) -> bytes:
     """acks=all: answer once every partition's HW has passed its batch, or time out."""
     loop = asyncio.get_running_loop()
@@ -317,4 +334,9 @@ async def _await_replication(
             entry.error_code = await partition.wait_for_replication(offset, deadline)
     finally:
         metrics.produce_purgatory -= 1
-    return encode_produce_response(version, correlation_id, responses)
+    throttle = 0
+    if ctx is not None:
+        if ctx.started:
+            ctx.started = perf_counter() - ctx.busy  # handler time, not the wait for replicas
+        throttle = ctx.broker.quotas.produce_throttle_ms(ctx, acks)
+    return encode_produce_response(version, correlation_id, responses, throttle)

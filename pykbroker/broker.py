@@ -128,6 +128,11 @@ class Broker:
         self.replica_manager: ReplicaManager | None = None
         self.group_coordinator: Any = None
         self.transaction_coordinator: Any = None
+        # Share groups (KIP-932): membership, the share coordinator, the share-partition leader.
+        self.share_groups: Any = None
+        self.share_coordinator: Any = None
+        self.share_partitions: Any = None
+        self.share_group_configs: dict[str, dict[str, str]] = {}
         self.controller: Any = None  # the cluster's Controller (ZooKeeper mode)
         self.background: list[asyncio.Task] = []
         self._topic_defaults = config.topic_defaults()
@@ -253,6 +258,8 @@ class Broker:
 
     def connection_closed(self, conn: Connection) -> None:
         self.connections.discard(conn)
+        if self.share_partitions is not None:
+            self.share_partitions.connection_closed(conn)  # its share sessions end
 
     def client_quotas_changed(self) -> None:
         self.quotas.set_configs(self.quota_store.configs)

@@ -22,5 +22,6 @@ from . import (  # noqa: E402,F401  (registration happens on import)
     quotas,
     replication,
     sasl,
+    share,
     txn,
 )

@@ -152,8 +152,12 @@ def _check_txn_batch(
         raise KafkaError(code, message)
 
 
-@REGISTRY.register(ApiKey.PRODUCE, 3, 12, decoder=decode_produce_request)
+@REGISTRY.register(ApiKey.PRODUCE, 3, 13, decoder=decode_produce_request)
 def handle_produce(ctx, request: ProduceRequestData):
+    if ctx.api_version >= 13:
+        by_id = ctx.broker.metadata.topic_by_id
+        for topic in request.topics:  # None: UNKNOWN_TOPIC_ID (no auto-creation by id)
+            topic.name = (info := by_id(topic.topic_id)) and info.name
     if ctx.api_version >= 12 and request.transactional_id is not None:
         # v12 is transactions v2 (KIP-890 part 2): the producer sends no AddPartitionsToTxn,
         # the leader adds each partition new to the transaction (verification setting or not).
@@ -241,8 +245,14 @@ def _produce(ctx, request: ProduceRequestData, verified: dict | None, tv2: bool 
     waiting: list[
         tuple[object, int, dict]
     ] = []  # acks=all: (partition, offset the HW must pass, entry)
+    by_id = ctx.api_version >= 13
     for topic in request.topics:
-        topic_error = bad_acks or _topic_error(broker, topic.name)
+        if bad_acks is not None:
+            topic_error = bad_acks
+        elif topic.name is None:
+            topic_error = KafkaError(ErrorCode.UNKNOWN_TOPIC_ID)
+        else:
+            topic_error = _topic_error(broker, topic.name)
         entries = []
         for p in topic.partitions:
             entry = ProducePartitionResult(p.index)
@@ -253,6 +263,8 @@ def _produce(ctx, request: ProduceRequestData, verified: dict | None, tv2: bool 
                     raise KafkaError(ErrorCode.INVALID_RECORD, "null records")
                 _check_client_batch(p.records, ctx.api_version)
                 partition = rm.get(topic.name, p.index)
+                if by_id and partition.log.topic_id not in (None, topic.topic_id):
+                    raise KafkaError(ErrorCode.INCONSISTENT_TOPIC_ID)
                 if request.transactional_id is None and _is_transactional(p.records):
                     raise KafkaError(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
                 if verified is not None and _is_transactional(p.records):
@@ -275,7 +287,7 @@ def _produce(ctx, request: ProduceRequestData, verified: dict | None, tv2: bool 
                     entry.record_errors = e.record_errors
                     entry.log_start_offset = e.log_start_offset
             entries.append(entry)
-        responses.append((topic.name, entries))
+        responses.append((topic.topic_id if by_id else topic.name, entries))
     quotas = broker.quotas
     throttle = 0
     if quotas.produce.enabled or ctx.started:

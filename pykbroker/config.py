@@ -803,6 +803,107 @@ BROKER_CONFIGS = _keys(
         "Largest session timeout a member may ask for.",
     ),
     ConfigKey("group.max.size", "int", INT_MAX, "Maximum members of one group.", at_least(1)),
+    # Share groups (KIP-932). Kafka 4.1 turns them on with the share.version feature; until
+    # finalized features exist here, group.share.enable is that switch (off, as in 4.1).
+    ConfigKey("group.share.enable", "boolean", False, "Serve share groups (KIP-932)."),
+    ConfigKey(
+        "group.share.session.timeout.ms",
+        "int",
+        45000,
+        "Session timeout of share group members.",
+        at_least(1),
+    ),
+    ConfigKey(
+        "group.share.heartbeat.interval.ms",
+        "int",
+        5000,
+        "Heartbeat interval given to share group members.",
+        at_least(1),
+    ),
+    ConfigKey(
+        "group.share.max.size", "int", 200, "Maximum members of one share group.", between(1, 1000)
+    ),
+    ConfigKey(
+        "group.share.record.lock.duration.ms",
+        "int",
+        30000,
+        "How long an acquired record stays locked to its consumer.",
+        between(1000, 3600000),
+    ),
+    ConfigKey(
+        "group.share.min.record.lock.duration.ms",
+        "int",
+        15000,
+        "Smallest lock duration a share group may configure.",
+        between(1000, 30000),
+    ),
+    ConfigKey(
+        "group.share.max.record.lock.duration.ms",
+        "int",
+        60000,
+        "Largest lock duration a share group may configure.",
+        between(30000, 3600000),
+    ),
+    ConfigKey(
+        "group.share.delivery.count.limit",
+        "int",
+        5,
+        "Deliveries of a record before it is archived.",
+        between(2, 10),
+    ),
+    ConfigKey(
+        "group.share.partition.max.record.locks",
+        "int",
+        2000,
+        "In-flight records of one share-partition.",
+        between(100, 10000),
+    ),
+    ConfigKey(
+        "group.share.max.share.sessions", "int", 2000, "Share sessions a broker keeps.", at_least(1)
+    ),
+    ConfigKey(
+        "share.coordinator.state.topic.num.partitions",
+        "int",
+        50,
+        "Partitions of __share_group_state.",
+        at_least(1),
+        read_only=True,
+    ),
+    ConfigKey(
+        "share.coordinator.state.topic.replication.factor",
+        "int",
+        3,
+        "Replication factor of __share_group_state.",
+        at_least(1),
+    ),
+    ConfigKey(
+        "share.coordinator.state.topic.min.isr",
+        "int",
+        2,
+        "min.insync.replicas of __share_group_state.",
+        at_least(1),
+    ),
+    ConfigKey(
+        "share.coordinator.state.topic.segment.bytes",
+        "int",
+        104857600,
+        "Segment size of __share_group_state.",
+        at_least(1),
+    ),
+    ConfigKey(
+        "share.coordinator.snapshot.update.records.per.snapshot",
+        "int",
+        500,
+        "Share state updates written between two snapshots of a share-partition.",
+        between(0, 500),
+    ),
+    ConfigKey(
+        "share.coordinator.write.timeout.ms",
+        "int",
+        5000,
+        "How long a share state write waits for __share_group_state replication.",
+        at_least(1),
+    ),
     ConfigKey(
         "offset.metadata.max.bytes",
         "int",

@@ -23,5 +23,6 @@ from . import (  # noqa: E402,F401  (registration happens on import)
     quotas,
     replication,
     sasl,
+    share,
     txn,
 )

@@ -161,13 +161,17 @@ def _unauthorized(ctx, request) -> dict[str, KafkaError]:
     ):
         error = KafkaError(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
         return {t.name: error for t in request.topics}
-    names = {t.name for t in request.topics}
+    names = {t.name for t in request.topics if t.name is not None}  # None: an unknown id
     error = KafkaError(ErrorCode.TOPIC_AUTHORIZATION_FAILED)
     return {n: error for n in names - filter_allowed(ctx, Op.WRITE, RT.TOPIC, names)}
 
 
-@REGISTRY.register(ApiKey.PRODUCE, 3, 12, decoder=decode_produce_request)
+@REGISTRY.register(ApiKey.PRODUCE, 3, 13, decoder=decode_produce_request)
 def handle_produce(ctx, request: ProduceRequestData):
+    if ctx.api_version >= 13:
+        by_id = ctx.broker.metadata.topic_by_id
+        for topic in request.topics:  # None: UNKNOWN_TOPIC_ID (no auto-creation by id)
+            topic.name = (info := by_id(topic.topic_id)) and info.name
     denied = _unauthorized(ctx, request) if ctx.broker.authorizer is not None else None
     if denied and len(denied) == len({t.name for t in request.topics}):
         return _produce(ctx, request, None, denied)  # nothing to verify
@@ -262,10 +266,16 @@ def _produce(ctx, request: ProduceRequestData, verified: dict | None, denied: di
     waiting: list[
         tuple[object, int, dict]
     ] = []  # acks=all: (partition, offset the HW must pass, entry)
+    by_id = ctx.api_version >= 13
     for topic in request.topics:
-        topic_error = (
-            bad_acks or (denied and denied.get(topic.name)) or _topic_error(broker, topic.name)
-        )
+        if bad_acks is not None:
+            topic_error = bad_acks
+        elif topic.name is None:
+            topic_error = KafkaError(ErrorCode.UNKNOWN_TOPIC_ID)
+        elif denied and topic.name in denied:
+            topic_error = denied[topic.name]
+        else:
+            topic_error = _topic_error(broker, topic.name)
         entries = []
         for p in topic.partitions:
             entry = ProducePartitionResult(p.index)
@@ -276,6 +286,8 @@ def _produce(ctx, request: ProduceRequestData, verified: dict | None, denied: di
                     raise KafkaError(ErrorCode.INVALID_RECORD, "null records")
                 _check_client_batch(p.records, ctx.api_version)
                 partition = rm.get(topic.name, p.index)
+                if by_id and partition.log.topic_id not in (None, topic.topic_id):
+                    raise KafkaError(ErrorCode.INCONSISTENT_TOPIC_ID)
                 if request.transactional_id is None and _is_transactional(p.records):
                     raise KafkaError(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
                 if verified is not None and _is_transactional(p.records):
@@ -298,7 +310,7 @@ def _produce(ctx, request: ProduceRequestData, verified: dict | None, denied: di
                     entry.record_errors = e.record_errors
                     entry.log_start_offset = e.log_start_offset
             entries.append(entry)
-        responses.append((topic.name, entries))
+        responses.append((topic.topic_id if by_id else topic.name, entries))
     quotas = broker.quotas
     throttle = 0
     if quotas.produce.enabled or ctx.started:

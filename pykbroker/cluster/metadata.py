@@ -158,11 +158,16 @@ class MetadataBase:
     def topic(self, name: str) -> TopicInfo | None:
         return self.topics.get(name)
 
+    _by_id: dict[uuid.UUID, TopicInfo] = {}  # an index of `topics`, rebuilt when it misses
+
     def topic_by_id(self, topic_id: uuid.UUID) -> TopicInfo | None:
-        for t in self.topics.values():
-            if t.topic_id == topic_id:
-                return t
-        return None
+        """The topic with this id (Fetch and Produce v13+ name topics by id): a dict lookup,
+        checked against `topics` (which both stores change in place)."""
+        t = self._by_id.get(topic_id)
+        if t is not None and t.topic_id == topic_id and self.topics.get(t.name) is t:
+            return t
+        self._by_id = {t.topic_id: t for t in self.topics.values()}
+        return self._by_id.get(topic_id)
 
     def leader_for(self, topic: str, partition: int) -> BrokerInfo | None:
         """The live broker leading a partition, or None (unknown partition, or no leader)."""

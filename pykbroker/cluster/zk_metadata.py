@@ -543,8 +543,10 @@ class ZkMetadata(MetadataBase):
         elif name in self._assumed_ids:
             # The id written for an id-less topic (by us or another broker): same topic.
             self._assumed_ids.discard(name)
-            if info is not None:
+            if info is not None and info.topic_id != topic_id:
                 info.topic_id = topic_id
+                if self.replica_manager is not None:
+                    self.replica_manager.adopt_topic_id(info)
         ours = name in self._unconfirmed
         self._unconfirmed.discard(name)
         if info is not None and info.topic_id != topic_id:

@@ -19,6 +19,7 @@ from . import (  # noqa: E402,F401  (registration happens on import)
     metadata,
     offsets,
     produce,
+    reassignment,
     replication,
     txn,
 )

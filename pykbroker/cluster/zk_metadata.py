@@ -584,7 +584,9 @@ class ZkMetadata(MetadataBase):
             info.configs = configs
             if self.replica_manager is not None:
                 self.replica_manager.update_config(name)
-            self._changed()  # e.g. unclean.leader.election.enable: the controller looks again
+        # Even unchanged (this broker cached its own write): the controller looks again, e.g.
+        # at unclean.leader.election.enable.
+        self._changed()
 
     async def _read_configs(self, name: str) -> dict[str, str]:
         path = Z.topic_config_path(name)

@@ -19,7 +19,10 @@ from . import (  # noqa: E402,F401  (registration happens on import)
     metadata,
     offsets,
     produce,
+    quotas,
     reassignment,
     replication,
+    sasl,
+    share,
     txn,
 )

@@ -12,7 +12,7 @@ from pykbroker.coordinator.group_coordinator import JoinRequest
 
 from . import REGISTRY
 
-GROUP_KEY, TRANSACTION_KEY = 0, 1
+GROUP_KEY, TRANSACTION_KEY, SHARE_KEY = 0, 1, 2
 # AclOperation codes a group's authorized_operations reports without an authorizer:
 # READ (3), DELETE (6), DESCRIBE (8).
 GROUP_AUTHORIZED_OPERATIONS = {3, 6, 8}
@@ -50,6 +50,8 @@ def _find(ctx, key: str, key_type: int) -> tuple[int, object | None]:
         if txn is None or not txn.active:
             return ErrorCode.COORDINATOR_NOT_AVAILABLE, None
         return txn.coordinator_node(key)
+    if key_type == SHARE_KEY and broker.share_coordinator is not None:
+        return broker.share_coordinator.coordinator_node(key)  # "group:topicId:partition"
     return ErrorCode.INVALID_REQUEST, None
 
 

@@ -4,6 +4,7 @@ pykbroker/coordinator/transaction_coordinator.py."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 
 from protocol.apis import ApiKey
@@ -32,7 +33,7 @@ def _fenced(code: int, version: int, first_version: int) -> int:
 # --- InitProducerId -------------------------------------------------------------------------
 
 
-@REGISTRY.register(ApiKey.INIT_PRODUCER_ID, 0, 4)
+@REGISTRY.register(ApiKey.INIT_PRODUCER_ID, 0, 5)
 def handle_init_producer_id(ctx, request):
     broker = ctx.broker
     if request.transactional_id is None:
@@ -71,7 +72,7 @@ def _topic_results(partitions: dict[tuple[str, int], int]) -> list[dict]:
     return [{"name": t, "results_by_partition": ps} for t, ps in by_topic.items()]
 
 
-async def _add_partitions(ctx, txn, txn_id, pid, epoch, topics, verify_only) -> dict:
+async def _add_partitions(ctx, txn, txn_id, pid, epoch, topics, verify_only, client_tv=0) -> dict:
     """Errors per partition for one transaction (AddPartitionsToTxn, any version)."""
     broker = ctx.broker
     wanted = [(t.name, p) for t in topics for p in t.partitions]
@@ -83,11 +84,11 @@ async def _add_partitions(ctx, txn, txn_id, pid, epoch, topics, verify_only) -> 
         return dict.fromkeys(wanted, ErrorCode.COORDINATOR_NOT_AVAILABLE)
     if verify_only:
         return txn.verify_partitions(txn_id, pid, epoch, set(wanted))
-    error = await txn.add_partitions(txn_id, pid, epoch, set(wanted))
+    error = await txn.add_partitions(txn_id, pid, epoch, set(wanted), client_tv)
     return dict.fromkeys(wanted, _fenced(error, ctx.api_version, 2))
 
 
-@REGISTRY.register(ApiKey.ADD_PARTITIONS_TO_TXN, 0, 4)
+@REGISTRY.register(ApiKey.ADD_PARTITIONS_TO_TXN, 0, 5)
 async def handle_add_partitions_to_txn(ctx, request) -> dict:
     txn = _coordinator(ctx)
     if ctx.api_version <= 3:
@@ -98,9 +99,13 @@ async def handle_add_partitions_to_txn(ctx, request) -> dict:
         return {"throttle_time_ms": 0, "results_by_topic_v3_and_below": _topic_results(results)}
     out = []
     for t in request.transactions:
+        # v5 without verify_only comes from the leader of a partition a transactions-v2
+        # producer wrote to (Produce v12, TxnOffsetCommit v5): it adds the partition.
+        client_tv = 2 if ctx.api_version >= 5 and not t.verify_only else 0
         results = await _add_partitions(
-            ctx, txn, t.transactional_id, t.producer_id, t.producer_epoch, t.topics, t.verify_only
-        )
+            ctx, txn, t.transactional_id, t.producer_id, t.producer_epoch, t.topics,
+            t.verify_only, client_tv,
+        )  # fmt: skip
         out.append({"transactional_id": t.transactional_id,
                     "topic_results": _topic_results(results)})  # fmt: skip
     return {"throttle_time_ms": 0, "error_code": ErrorCode.NONE, "results_by_transaction": out}
@@ -109,7 +114,7 @@ async def handle_add_partitions_to_txn(ctx, request) -> dict:
 # --- AddOffsetsToTxn --------------------------------------------------------------------------
 
 
-@REGISTRY.register(ApiKey.ADD_OFFSETS_TO_TXN, 0, 3)
+@REGISTRY.register(ApiKey.ADD_OFFSETS_TO_TXN, 0, 4)
 async def handle_add_offsets_to_txn(ctx, request) -> dict:
     txn = _coordinator(ctx)
     if txn is None or ctx.broker.group_coordinator is None:
@@ -131,23 +136,27 @@ async def handle_add_offsets_to_txn(ctx, request) -> dict:
 # --- EndTxn -----------------------------------------------------------------------------------
 
 
-@REGISTRY.register(ApiKey.END_TXN, 0, 3)
+@REGISTRY.register(ApiKey.END_TXN, 0, 5)
 async def handle_end_txn(ctx, request) -> dict:
+    """v5 is transactions v2 (KIP-890 part 2): the epoch is bumped on every commit and abort and
+    the answer carries the producer id and epoch the client goes on with."""
     txn = _coordinator(ctx)
+    version = ctx.api_version
     if txn is None:
-        error = ErrorCode.COORDINATOR_NOT_AVAILABLE
+        error, pid, epoch = ErrorCode.COORDINATOR_NOT_AVAILABLE, -1, -1
     else:
-        error = await txn.end_txn(
+        error, pid, epoch = await txn.end_txn(
             request.transactional_id, request.producer_id, request.producer_epoch,
-            bool(request.committed),
+            bool(request.committed), tv2=version >= 5,
         )  # fmt: skip
-    return {"throttle_time_ms": 0, "error_code": _fenced(error, ctx.api_version, 2)}
+    return {"throttle_time_ms": 0, "error_code": _fenced(error, version, 2),
+            "producer_id": pid, "producer_epoch": epoch}  # fmt: skip
 
 
 # --- TxnOffsetCommit --------------------------------------------------------------------------
 
 
-@REGISTRY.register(ApiKey.TXN_OFFSET_COMMIT, 0, 3)
+@REGISTRY.register(ApiKey.TXN_OFFSET_COMMIT, 0, 5)
 async def handle_txn_offset_commit(ctx, request) -> dict:
     broker = ctx.broker
     v = ctx.api_version
@@ -185,9 +194,11 @@ async def handle_txn_offset_commit(ctx, request) -> dict:
 
 async def _verify_offsets_partition(ctx, request) -> int:
     """The group's __consumer_offsets partition must be in the producer's transaction
-    (AddOffsetsToTxn), checked with its coordinator like a produce (KIP-890)."""
+    (AddOffsetsToTxn), checked with its coordinator like a produce (KIP-890). From v5
+    (transactions v2) the client sends no AddOffsetsToTxn: the partition is added here."""
     broker = ctx.broker
-    if not broker.config.get("transaction.partition.verification.enable"):
+    tv2 = ctx.api_version >= 5
+    if not tv2 and not broker.config.get("transaction.partition.verification.enable"):
         return ErrorCode.NONE
     txn = getattr(broker, "transaction_coordinator", None)
     if txn is None or not request.group_id:
@@ -205,6 +216,11 @@ async def _verify_offsets_partition(ctx, request) -> int:
         and request.producer_id in ps.ongoing_txns
     ):
         return ErrorCode.NONE  # already writing in this transaction here
+    if tv2:
+        results = await add_to_transaction(
+            broker, request.transactional_id, request.producer_id, request.producer_epoch, {tp}
+        )
+        return results[tp]
     results = await verify_transaction(
         broker, request.transactional_id, request.producer_id, request.producer_epoch, {tp}
     )
@@ -222,6 +238,32 @@ def verify_locally(broker, txn_id, producer_id, producer_epoch, partitions) -> d
     if txn.coordinator_error(txn_id) == ErrorCode.NOT_COORDINATOR:
         return None
     return txn.verify_partitions(txn_id, producer_id, producer_epoch, partitions)
+
+
+async def add_to_transaction(broker, txn_id, producer_id, producer_epoch, partitions) -> dict:
+    """Transactions v2 (Produce v12, TxnOffsetCommit v5): add the partitions to the producer's
+    transaction on its behalf. CONCURRENT_TRANSACTIONS (the previous transaction's markers are
+    still being written) is retried every add.partitions.to.txn.retry.backoff.ms for up to
+    add.partitions.to.txn.retry.backoff.max.ms, as Kafka's ReplicaManager does, then answered."""
+    config = broker.config
+    loop = asyncio.get_running_loop()
+    backoff = config.get("add.partitions.to.txn.retry.backoff.ms") / 1000
+    limit = min(config.get("add.partitions.to.txn.retry.backoff.max.ms"),
+                config.get("request.timeout.ms"))  # fmt: skip
+    deadline = loop.time() + limit / 1000
+    txn = getattr(broker, "transaction_coordinator", None)
+    while True:
+        if txn is None:
+            return dict.fromkeys(partitions, ErrorCode.COORDINATOR_NOT_AVAILABLE)
+        if txn.coordinator_error(txn_id) == ErrorCode.NOT_COORDINATOR:
+            results = await txn.add_remote(txn_id, producer_id, producer_epoch, partitions)
+        else:
+            error = await txn.add_partitions(txn_id, producer_id, producer_epoch, partitions, 2)
+            results = dict.fromkeys(partitions, error)
+        retry = ErrorCode.CONCURRENT_TRANSACTIONS in results.values()
+        if not retry or loop.time() + backoff > deadline:
+            return results
+        await asyncio.sleep(backoff)
 
 
 async def verify_transaction(broker, txn_id, producer_id, producer_epoch, partitions) -> dict:

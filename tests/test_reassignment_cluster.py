@@ -32,7 +32,12 @@ pytestmark = pytest.mark.skipif(missing is not None, reason=missing or "")
 
 BIN = os.path.dirname(sys.executable)
 # Kafka's error codes
-NONE, UNKNOWN_TOPIC_OR_PARTITION, INVALID_REPLICA_ASSIGNMENT = 0, 3, 39
+NONE, UNKNOWN_TOPIC_OR_PARTITION, INVALID_REPLICATION_FACTOR, INVALID_REPLICA_ASSIGNMENT = (
+    0,
+    3,
+    38,
+    39,
+)
 NOT_CONTROLLER, NO_REASSIGNMENT_IN_PROGRESS, ELECTION_NOT_NEEDED = 41, 85, 84
 PREFERRED_LEADER_NOT_AVAILABLE = 80
 
@@ -246,6 +251,11 @@ def test_reassignment_in_progress_is_listed_and_cancelled(cluster, tmp_path, zk)
         {"partition_index": 0, "replicas": [a, a]}]}]}  # fmt: skip
     r = controller_request(cluster, ApiKey.ALTER_PARTITION_REASSIGNMENTS, 0, body)
     assert r.responses[0].partitions[0].error_code == INVALID_REPLICA_ASSIGNMENT
+    # v1 (KIP-860): a move changing the replica count is refused when not allowed.
+    body = {"timeout_ms": 10000, "allow_replication_factor_change": False, "topics": [
+        {"name": topic, "partitions": [{"partition_index": 0, "replicas": [a]}]}]}  # fmt: skip
+    r = controller_request(cluster, ApiKey.ALTER_PARTITION_REASSIGNMENTS, 1, body)
+    assert r.responses[0].partitions[0].error_code == INVALID_REPLICATION_FACTOR
     r = tool("kafka-reassign-partitions", "--bootstrap-server", cluster.bootstrap(), "--list")
     assert r.stdout == "No partition reassignments found.\n"
     plan = tmp_path / "plan.json"

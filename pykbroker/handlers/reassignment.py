@@ -71,13 +71,30 @@ def _single_broker_election(broker, election_type: int, wanted) -> dict:
     return out
 
 
-@REGISTRY.register(ApiKey.ALTER_PARTITION_REASSIGNMENTS, 0, 0)
+@REGISTRY.register(ApiKey.ALTER_PARTITION_REASSIGNMENTS, 0, 1)
 def handle_alter_partition_reassignments(ctx, request) -> dict:
     changes = {
         (t.name, p.partition_index): (None if p.replicas is None else list(p.replicas))
         for t in request.topics
         for p in t.partitions
     }
+    allow_rf_change = ctx.api_version < 1 or request.allow_replication_factor_change
+    refused: dict = {}
+    if not allow_rf_change:  # KIP-860: a move that changes the replica count is refused
+        md = ctx.broker.metadata
+        for (topic, index), target in list(changes.items()):
+            info = md.topic(topic)
+            if target is None or info is None or not 0 <= index < len(info.partitions):
+                continue
+            st = info.partitions[index]
+            current = len([r for r in st.replicas if r not in getattr(st, "adding", ())])
+            if len(target) != current:
+                del changes[(topic, index)]
+                refused[(topic, index)] = (
+                    ErrorCode.INVALID_REPLICATION_FACTOR,
+                    f"The replication factor is changed from {current} to {len(target)} but "
+                    "allowReplicationFactorChange is false",
+                )
 
     def response(results: dict, code: int = ErrorCode.NONE, message: str | None = None) -> dict:
         by_topic: dict[str, list[dict]] = {}
@@ -85,8 +102,13 @@ def handle_alter_partition_reassignments(ctx, request) -> dict:
             by_topic.setdefault(topic, []).append(
                 {"partition_index": index, "error_code": error, "error_message": text}
             )
+        for (topic, index), (error, text) in refused.items():
+            by_topic.setdefault(topic, []).append(
+                {"partition_index": index, "error_code": error, "error_message": text}
+            )
         return {
             "throttle_time_ms": 0, "error_code": code, "error_message": message,
+            "allow_replication_factor_change": allow_rf_change,
             "responses": [{"name": t, "partitions": parts} for t, parts in by_topic.items()],
         }  # fmt: skip
 

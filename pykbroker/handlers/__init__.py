@@ -21,6 +21,7 @@ from . import (  # noqa: E402,F401  (registration happens on import)
     offsets,
     produce,
     quotas,
+    reassignment,
     replication,
     sasl,
     share,

@@ -26,6 +26,8 @@ import structlog
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
 
+from .consumer_coordinator import ConsumerGroupsMixin, group_config
+from .consumer_group import ConsumerGroup
 from .group import (
     Group,
     GroupState,
@@ -123,7 +125,7 @@ class JoinRequest:
     reason: str | None = None
 
 
-class GroupCoordinator:
+class GroupCoordinator(ConsumerGroupsMixin):
     def __init__(self, broker: Broker):
         self.broker = broker
         config = broker.config
@@ -144,6 +146,8 @@ class GroupCoordinator:
         ] = {}
         self.active = False
         self._expiry_task: asyncio.Task | None = None
+        self.consumer_config = group_config(config)
+        self._cg_timers: dict[str, asyncio.TimerHandle] = {}  # consumer group -> next deadline
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -161,11 +165,17 @@ class GroupCoordinator:
 
     def _load(self, partitions: list[int] | None) -> None:
         loaded = self.store.load(partitions)
+        consumer = self.store.consumer_groups
         for group_id, (record, offsets) in loaded.items():
-            if group_id not in self.groups:
-                self._load_group(group_id, record, offsets)
+            if group_id in self.groups or (
+                record is None and "epoch" in consumer.get(group_id, {})
+            ):
+                continue  # a consumer-protocol group: loaded below
+            self._load_group(group_id, record, offsets)
         self._load_pending_txn_offsets(self.store.pending_txn)
-        if loaded:
+        consumer = {g: d for g, d in consumer.items() if g not in self.groups}
+        self._load_consumer_groups(consumer, {g: o for g, (_, o) in loaded.items()})
+        if loaded or consumer:
             log.info(
                 "groups_loaded", partitions=partitions if partitions is not None else "all",
                 groups=len(loaded), offsets=sum(len(o) for _, o in loaded.values()),
@@ -186,8 +196,14 @@ class GroupCoordinator:
         if doomed:
             log.info("groups_unloaded", partition=index, groups=len(doomed))
 
-    def _unload_group(self, group: Group) -> None:
+    def _unload_group(self, group: Group | ConsumerGroup) -> None:
         """Stop coordinating a group (shutdown, or another broker leads its partition now)."""
+        if isinstance(group, ConsumerGroup):
+            self._cancel_consumer_timer(group.group_id)
+            self._unload_classic_members(group)
+            if self.groups.get(group.group_id) is group:
+                del self.groups[group.group_id]
+            return
         self._cancel_timers(group)
         for member in group.members.values():
             complete(member.join_future, JoinResult(ErrorCode.NOT_COORDINATOR, member.member_id))

@@ -27,6 +27,9 @@ from .framing import HEADER_FIXED, response_header
 _INT32 = struct.Struct(">i")
 
 
+_EXTRA_CLASSES: list[type] = []  # strong references: __subclasses__() holds only weak ones
+
+
 def _load_extra_specs() -> None:
     """Make a message class of each spec in `protocol/schemas` (the messages kafka-python lacks),
     the way kafka-python makes its own: the class name is the spec's file name."""
@@ -35,7 +38,7 @@ def _load_extra_specs() -> None:
         name, dot, ext = entry.name.partition(".")
         if ext != "json" or name in bundled:
             continue
-        types.new_class(name, (ApiMessage,), {"load_json": schemas.__name__})
+        _EXTRA_CLASSES.append(types.new_class(name, (ApiMessage,), {"load_json": schemas.__name__}))
 
 
 def _all_subclasses(cls: type) -> list[type]:

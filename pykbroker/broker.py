@@ -29,6 +29,7 @@ from pykbroker.config import (
 )
 from pykbroker.handlers import REGISTRY
 from pykbroker.metrics import Metrics
+from pykbroker.security.principal import KafkaPrincipal, Session
 from pykbroker.server import CLOSE, Connection
 from pykbroker.storage.log_manager import LogManager, Scheduler
 from pykbroker.storage.producer_state import expire_producers
@@ -54,6 +55,15 @@ class RequestContext:
     def listener(self) -> str | None:
         """The name of the listener the request came in on (its addresses go in responses)."""
         return getattr(self.connection, "listener", None)
+
+    @property
+    def session(self) -> Session:
+        """Who sent the request: principal, client host, listener (security/principal.py)."""
+        return self.connection.session
+
+    @property
+    def principal(self) -> KafkaPrincipal:
+        return self.connection.session.principal
 
 
 class AsyncScheduler(Scheduler):

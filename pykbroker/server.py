@@ -20,6 +20,7 @@ import structlog
 
 from protocol.framing import FrameError, FrameReader
 from pykbroker.metrics import API_NAMES
+from pykbroker.security.principal import Session, anonymous_session
 from pykbroker.storage.segment import FileRegion
 
 if TYPE_CHECKING:
@@ -52,10 +53,14 @@ class Connection(asyncio.BufferedProtocol):
         self.last_active = monotonic()  # last read, or end of the last request
         self._log_requests = False  # request lines are debug-level only
         self.listener: str | None = None  # the listener's name, set by the broker
+        self.security_protocol = "PLAINTEXT"
+        # Who the client is (pykbroker.security.principal); replaced once authenticated.
+        self.session: Session = anonymous_session("?")
 
-    def on_listener(self, name: str) -> Connection:
+    def on_listener(self, name: str, security_protocol: str = "PLAINTEXT") -> Connection:
         """Remember the listener this connection came in on (for per-listener addresses)."""
         self.listener = name
+        self.security_protocol = security_protocol
         return self
 
     # --- asyncio callbacks --------------------------------------------------------------------
@@ -64,6 +69,9 @@ class Connection(asyncio.BufferedProtocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.session = anonymous_session(
+            peer[0] if peer else "?", self.listener, self.security_protocol
+        )
         sock = transport.get_extra_info("socket")
         self.tls = transport.get_extra_info("sslcontext") is not None
         if sock is not None:

@@ -17,6 +17,7 @@ import structlog
 from protocol import codec
 from protocol.errors import ErrorCode
 from protocol.framing import skip_tagged_fields
+from pykbroker.security.principal import anonymous_session
 
 log = structlog.get_logger(__name__)
 
@@ -29,6 +30,8 @@ class ConsoleConnection:
     peer = "127.0.0.1:0"
     listener: str | None = None  # metadata answers with each broker's default address
     closed = False
+    # The console's requests carry no credentials: User:ANONYMOUS from 127.0.0.1.
+    session = anonymous_session("127.0.0.1")
 
     def abort(self, event: str, **fields) -> None:
         log.warning("console_" + event, **fields)

@@ -15,6 +15,12 @@ import structlog
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
 
+from .classic_in_consumer import (
+    classic_heartbeat,
+    classic_join,
+    classic_sync,
+    convert_consumer_group,
+)
 from .consumer_group import (
     ConsumerGroup,
     ConsumerMember,
@@ -25,7 +31,7 @@ from .consumer_group import (
     Records,
     TopicMeta,
 )
-from .group import Group, GroupState, now_ms
+from .group import Group, GroupState, JoinResult, SyncResult, now_ms
 
 if TYPE_CHECKING:
     from .group_coordinator import GroupCoordinator
@@ -306,10 +312,99 @@ class ConsumerGroupsMixin:
         self.groups[new.group_id] = new
 
     def _adopt_classic_member(self, group: ConsumerGroup, member: ConsumerMember) -> None:
-        """Hook: classic members' sessions (see classic_in_consumer.py)."""
+        """A classic member carried into a consumer group: its session goes on."""
+        member.session_deadline = now_ms() + member.session_timeout(self.consumer_config)
 
-    def _downgrade_consumer_group(self, group: ConsumerGroup, records: Records) -> None:
-        """Hook: see classic_in_consumer.py."""
+    def _downgrade_consumer_group(
+        self: GroupCoordinator, group: ConsumerGroup, records: Records
+    ) -> None:
+        """Only classic members are left: back to a classic group, which rebalances."""
+        classic = convert_consumer_group(group, self._topics_view())
+        self._cancel_consumer_timer(group.group_id)
+        records += group.tombstones()
+        self.groups[group.group_id] = classic
+        log.info("group_downgraded", group=group.group_id, members=len(classic.members))
+        for member in classic.members.values():
+            self._schedule_heartbeat(classic, member, member.session_timeout_ms)
+        assignment = {m.member_id: m.assignment for m in classic.members.values()}
+        self._store_group(classic, assignment, lambda error: None)
+        self._prepare_rebalance(classic, "the last consumer-protocol member left")
+
+    def _empty_consumer_to_classic(self: GroupCoordinator, group: ConsumerGroup) -> Group:
+        """A classic member joins an empty consumer group: it becomes a classic group."""
+        self._cancel_consumer_timer(group.group_id)
+        self._append_background(group.group_id, group.tombstones())
+        classic = Group(group.group_id)
+        classic.offsets = group.offsets
+        self.groups[group.group_id] = classic
+        return classic
+
+    # --- classic members of consumer groups -------------------------------------------------------
+
+    def classic_join_consumer_group(self: GroupCoordinator, group: ConsumerGroup, req, fut):
+        result, records = classic_join(group, req, self._topics_view(), now_ms())
+        if result.error == ErrorCode.NONE:
+            self._after_consumer_change(group, records)
+        self._schedule_consumer_timer(group)
+        pending = self._write_then(group, records, result)
+        if not isinstance(pending, Awaitable):
+            fut.set_result(pending)
+            return fut
+
+        async def finish():
+            r = await pending
+            if not fut.done():
+                fut.set_result(
+                    r if isinstance(r, JoinResult) else JoinResult(r.error, req.member_id)
+                )
+
+        self.loop.create_task(finish())
+        return fut
+
+    def classic_sync_consumer_group(
+        self: GroupCoordinator, group: ConsumerGroup, member_id, instance_id, generation,
+        protocol_type, protocol_name,
+    ) -> SyncResult:  # fmt: skip
+        result = classic_sync(
+            group, member_id, instance_id, generation, protocol_type, protocol_name,
+            self._topics_view(), now_ms(),
+        )  # fmt: skip
+        self._schedule_consumer_timer(group)
+        return result
+
+    def classic_heartbeat_consumer_group(
+        self: GroupCoordinator, group: ConsumerGroup, member_id, instance_id, generation
+    ) -> ErrorCode:
+        error, records = classic_heartbeat(
+            group, member_id, instance_id, generation, self._topics_view(), now_ms()
+        )
+        self._append_background(group.group_id, records)
+        self._schedule_consumer_timer(group)
+        return error
+
+    def classic_leave_consumer_group(
+        self: GroupCoordinator, group: ConsumerGroup, members: list
+    ) -> list[ErrorCode]:
+        results = []
+        records: Records = []
+        for member_id, instance_id, reason in members:
+            if not member_id and instance_id is not None:
+                member_id = group.static_members.get(instance_id, "")
+            member = group.members.get(member_id)
+            if member is None or (instance_id is not None and member.instance_id != instance_id):
+                results.append(
+                    ErrorCode.FENCED_INSTANCE_ID
+                    if member is not None
+                    else ErrorCode.UNKNOWN_MEMBER_ID
+                )
+                continue
+            log.info("member_left", group=group.group_id, member_id=member_id, reason=reason)
+            records += group.fence_member(member_id, now_ms())
+            results.append(ErrorCode.NONE)
+        self._after_consumer_change(group, records)
+        self._append_background(group.group_id, records)
+        self._schedule_consumer_timer(group)
+        return results
 
 
 def _epoch_error(received: int, expected: int) -> ErrorCode | None:

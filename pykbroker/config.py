@@ -38,6 +38,14 @@ SHIPPED_PROPERTIES = str(Path(__file__).with_name("etc") / "server.properties")
 # --- validators ---------------------------------------------------------------------------
 
 
+# authorizer.class.name values that mean "Kafka's ACL authorizer" (pykbroker/acl/).
+AUTHORIZER_CLASSES = frozenset((
+    "kafka.security.authorizer.AclAuthorizer",
+    "kafka.security.auth.SimpleAclAuthorizer",
+    "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+))  # fmt: skip
+
+
 def at_least(lo):
     def check(v):
         if v < lo:
@@ -221,7 +229,8 @@ BROKER_CONFIGS = _keys(
         "listener.security.protocol.map",
         "list",
         ["PLAINTEXT:PLAINTEXT", "SSL:SSL", "SASL_PLAINTEXT:SASL_PLAINTEXT", "SASL_SSL:SASL_SSL"],
-        "Listener name -> security protocol, NAME:PROTOCOL,... (pykbroker serves PLAINTEXT).",
+        "Listener name -> security protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL), "
+        "NAME:PROTOCOL,...",
         read_only=True,
     ),
     ConfigKey(
@@ -263,6 +272,20 @@ BROKER_CONFIGS = _keys(
         "Create unknown topics on Metadata and Produce requests.",
     ),
     ConfigKey("delete.topic.enable", "boolean", True, "Allow topics to be deleted."),
+    # Authorization (pykbroker/acl/): Kafka's ACL authorizer class names turn it on.
+    ConfigKey(
+        "authorizer.class.name", "string", "",
+        "The authorizer: kafka.security.authorizer.AclAuthorizer or "
+        "org.apache.kafka.metadata.authorizer.StandardAuthorizer (ACLs); empty for none.",
+        lambda v: None if v in AUTHORIZER_CLASSES or v == "" else
+        f"Unknown authorizer (known: {', '.join(sorted(AUTHORIZER_CLASSES))})",
+        read_only=True,
+    ),  # fmt: skip
+    ConfigKey("super.users", "string", "",
+              "Principals allowed everything, separated by semicolons (User:admin;User:bob).",
+              read_only=True),  # fmt: skip
+    ConfigKey("allow.everyone.if.no.acl.found", "boolean", False,
+              "Allow an operation on a resource no ACL names at all.", read_only=True),  # fmt: skip
     ConfigKey(
         "message.max.bytes", "int", 1048588, "The largest record batch size allowed.", at_least(0)
     ),
@@ -287,6 +310,205 @@ BROKER_CONFIGS = _keys(
         600000,
         "Connections with no traffic and no request in progress for this long are closed.",
         at_least(1),
+    ),
+    # Client quotas and connection limits (Kafka's QuotaConfig and SocketServer keys).
+    ConfigKey(
+        "quota.window.num",
+        "int",
+        11,
+        "The number of samples to retain in memory for client quotas.",
+        at_least(1),
+        read_only=True,
+    ),
+    ConfigKey(
+        "quota.window.size.seconds",
+        "int",
+        1,
+        "The time span of each sample for client quotas.",
+        at_least(1),
+        read_only=True,
+    ),
+    ConfigKey(
+        "max.connections",
+        "int",
+        INT_MAX,
+        "The maximum number of connections the broker "
+        "accepts at once; past it the listeners stop accepting until one closes "
+        "(per listener: listener.name.<name>.max.connections; the inter-broker listener "
+        "is exempt from the broker-wide limit when there are several listeners).",
+        at_least(0),
+        read_only=True,
+    ),
+    ConfigKey(
+        "max.connections.per.ip",
+        "int",
+        INT_MAX,
+        "The maximum number of connections "
+        "from one IP address; a connection past it is closed at once.",
+        at_least(0),
+        read_only=True,
+    ),
+    ConfigKey(
+        "max.connections.per.ip.overrides",
+        "string",
+        "",
+        "Per-IP or hostname overrides "
+        "of max.connections.per.ip, host:count,... e.g. 127.0.0.1:200,hostA:50.",
+        read_only=True,
+    ),
+    ConfigKey(
+        "max.connection.creation.rate",
+        "int",
+        INT_MAX,
+        "The most connections the "
+        "broker accepts per second (per listener: "
+        "listener.name.<name>.max.connection.creation.rate); past it accepting waits.",
+        at_least(0),
+        read_only=True,
+    ),
+    # --- security (pykbroker/security/): Kafka's keys and defaults; each may be set for one
+    # listener as listener.name.<listener>.<key> (SASL keys also per mechanism,
+    # listener.name.<listener>.<mechanism>.sasl.jaas.config). ---
+    ConfigKey(
+        "sasl.enabled.mechanisms",
+        "list",
+        ["GSSAPI"],
+        "SASL mechanisms served on SASL listeners: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 "
+        "(Kafka's default GSSAPI, Kerberos, is not served: set this on SASL listeners).",
+        read_only=True,
+    ),
+    ConfigKey(
+        "sasl.jaas.config",
+        "password",
+        None,
+        "JAAS login context for SASL, as Kafka's: for PLAIN, PlainLoginModule with "
+        'user_<name>="<password>" options naming the users.',
+        read_only=True,
+    ),
+    ConfigKey(
+        "sasl.server.max.receive.size",
+        "int",
+        524288,
+        "The largest request accepted before authentication completes.",
+        at_least(1),
+        read_only=True,
+    ),
+    ConfigKey(
+        "connection.failed.authentication.delay.ms",
+        "int",
+        100,
+        "Delay before answering and closing a connection whose authentication failed.",
+        at_least(0),
+        read_only=True,
+    ),
+    ConfigKey(
+        "ssl.keystore.type",
+        "string",
+        "JKS",
+        "Key store format; pykbroker reads PEM.",
+        read_only=True,
+    ),
+    ConfigKey(
+        "ssl.keystore.location",
+        "string",
+        None,
+        "PEM file holding the private key and the certificate chain.",
+        read_only=True,
+    ),
+    ConfigKey(
+        "ssl.keystore.password",
+        "password",
+        None,
+        "Key store password (not used with PEM, as in Kafka).",
+        read_only=True,
+    ),
+    ConfigKey(
+        "ssl.keystore.certificate.chain",
+        "password",
+        None,
+        "The certificate chain in PEM, inline (with ssl.keystore.key).",
+        read_only=True,
+    ),
+    ConfigKey(
+        "ssl.keystore.key",
+        "password",
+        None,
+        "The private key in PEM (PKCS#8), inline.",
+        read_only=True,
+    ),
+    ConfigKey(
+        "ssl.key.password",
+        "password",
+        None,
+        "Password of an encrypted private key.",
+        read_only=True,
+    ),
+    ConfigKey(
+        "ssl.truststore.type",
+        "string",
+        "JKS",
+        "Trust store format; pykbroker reads PEM.",
+        read_only=True,
+    ),
+    ConfigKey(
+        "ssl.truststore.location",
+        "string",
+        None,
+        "PEM file of the CA certificates client certificates are checked against.",
+        read_only=True,
+    ),
+    ConfigKey(
+        "ssl.truststore.password",
+        "password",
+        None,
+        "Trust store password (not used with PEM).",
+        read_only=True,
+    ),
+    ConfigKey(
+        "ssl.truststore.certificates",
+        "password",
+        None,
+        "Trusted CA certificates in PEM, inline.",
+        read_only=True,
+    ),
+    ConfigKey(
+        "ssl.protocol",
+        "string",
+        "TLSv1.3",
+        "The TLS protocol of the SSL context (the enabled protocols decide).",
+        read_only=True,
+    ),
+    ConfigKey(
+        "ssl.enabled.protocols",
+        "list",
+        ["TLSv1.2", "TLSv1.3"],
+        "TLS versions accepted.",
+        one_of("TLSv1.2", "TLSv1.3", "TLSv1.1", "TLSv1"),
+        read_only=True,
+    ),
+    ConfigKey(
+        "ssl.cipher.suites",
+        "list",
+        [],
+        "Cipher suites (IANA names, as Kafka takes them, or OpenSSL names); empty: "
+        "OpenSSL's defaults. TLS 1.3 suites are always OpenSSL's.",
+        read_only=True,
+    ),
+    ConfigKey(
+        "ssl.client.auth",
+        "string",
+        "none",
+        "Client certificates: required, requested (checked if sent) or none.",
+        one_of("required", "requested", "none"),
+        read_only=True,
+    ),
+    ConfigKey(
+        "ssl.principal.mapping.rules",
+        "string",
+        "DEFAULT",
+        "Rules mapping a client certificate's subject DN to a user name: "
+        "RULE:<regex>/<replacement>/[LU], ... or DEFAULT (the whole DN).",
+        read_only=True,
     ),
     ConfigKey(
         "log.segment.bytes",
@@ -581,6 +803,107 @@ BROKER_CONFIGS = _keys(
         "Largest session timeout a member may ask for.",
     ),
     ConfigKey("group.max.size", "int", INT_MAX, "Maximum members of one group.", at_least(1)),
+    # Share groups (KIP-932). Kafka 4.1 turns them on with the share.version feature; until
+    # finalized features exist here, group.share.enable is that switch (off, as in 4.1).
+    ConfigKey("group.share.enable", "boolean", False, "Serve share groups (KIP-932)."),
+    ConfigKey(
+        "group.share.session.timeout.ms",
+        "int",
+        45000,
+        "Session timeout of share group members.",
+        at_least(1),
+    ),
+    ConfigKey(
+        "group.share.heartbeat.interval.ms",
+        "int",
+        5000,
+        "Heartbeat interval given to share group members.",
+        at_least(1),
+    ),
+    ConfigKey(
+        "group.share.max.size", "int", 200, "Maximum members of one share group.", between(1, 1000)
+    ),
+    ConfigKey(
+        "group.share.record.lock.duration.ms",
+        "int",
+        30000,
+        "How long an acquired record stays locked to its consumer.",
+        between(1000, 3600000),
+    ),
+    ConfigKey(
+        "group.share.min.record.lock.duration.ms",
+        "int",
+        15000,
+        "Smallest lock duration a share group may configure.",
+        between(1000, 30000),
+    ),
+    ConfigKey(
+        "group.share.max.record.lock.duration.ms",
+        "int",
+        60000,
+        "Largest lock duration a share group may configure.",
+        between(30000, 3600000),
+    ),
+    ConfigKey(
+        "group.share.delivery.count.limit",
+        "int",
+        5,
+        "Deliveries of a record before it is archived.",
+        between(2, 10),
+    ),
+    ConfigKey(
+        "group.share.partition.max.record.locks",
+        "int",
+        2000,
+        "In-flight records of one share-partition.",
+        between(100, 10000),
+    ),
+    ConfigKey(
+        "group.share.max.share.sessions", "int", 2000, "Share sessions a broker keeps.", at_least(1)
+    ),
+    ConfigKey(
+        "share.coordinator.state.topic.num.partitions",
+        "int",
+        50,
+        "Partitions of __share_group_state.",
+        at_least(1),
+        read_only=True,
+    ),
+    ConfigKey(
+        "share.coordinator.state.topic.replication.factor",
+        "int",
+        3,
+        "Replication factor of __share_group_state.",
+        at_least(1),
+    ),
+    ConfigKey(
+        "share.coordinator.state.topic.min.isr",
+        "int",
+        2,
+        "min.insync.replicas of __share_group_state.",
+        at_least(1),
+    ),
+    ConfigKey(
+        "share.coordinator.state.topic.segment.bytes",
+        "int",
+        104857600,
+        "Segment size of __share_group_state.",
+        at_least(1),
+    ),
+    ConfigKey(
+        "share.coordinator.snapshot.update.records.per.snapshot",
+        "int",
+        500,
+        "Share state updates written between two snapshots of a share-partition.",
+        between(0, 500),
+    ),
+    ConfigKey(
+        "share.coordinator.write.timeout.ms",
+        "int",
+        5000,
+        "How long a share state write waits for __share_group_state replication.",
+        at_least(1),
+    ),
     ConfigKey(
         "group.consumer.session.timeout.ms",
         "int",
@@ -709,6 +1032,21 @@ BROKER_CONFIGS = _keys(
         "boolean",
         True,
         "Accept a transactional batch only for a partition added to its producer's transaction.",
+    ),
+    ConfigKey(
+        "add.partitions.to.txn.retry.backoff.ms",
+        "int",
+        20,
+        "Transactions v2: how long a produce that adds its partition waits before asking the "
+        "coordinator again while the previous transaction completes (CONCURRENT_TRANSACTIONS).",
+        at_least(1),
+    ),
+    ConfigKey(
+        "add.partitions.to.txn.retry.backoff.max.ms",
+        "int",
+        100,
+        "Transactions v2: how long in all a produce retries adding its partition.",
+        at_least(0),
     ),
     ConfigKey(
         "request.timeout.ms",
@@ -1204,6 +1542,10 @@ def parse_dynamic_broker_configs(raw: dict[str, str]) -> dict[str, Any]:
     return {name: BROKER_CONFIGS[name].parse(value) for name, value in raw.items()}
 
 
+LISTENER_PREFIX = "listener.name."
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+
+
 class BrokerConfig:
     """The broker's effective configuration: parsed values keyed by Kafka's names, from
     server.properties (static) under the dynamic configs stored in the cluster metadata."""
@@ -1215,12 +1557,44 @@ class BrokerConfig:
         self.unknown: dict[str, str] = {}
         self.dynamic_broker: dict[str, Any] = {}  # this broker's dynamic configs
         self.dynamic_default: dict[str, Any] = {}  # the cluster-wide dynamic defaults
+        # listener.name.<listener>[.<mechanism>].<key>: (LISTENER, MECHANISM or None, key) -> value
+        self.listener_overrides: dict[tuple[str, str | None, str], Any] = {}
         for name, raw in props.items():
             key = BROKER_CONFIGS.get(name)
             if key is None:
-                self.unknown[name] = raw  # Kafka logs and ignores unknown keys
+                if not self._listener_override(name, raw):
+                    self.unknown[name] = raw  # Kafka logs and ignores unknown keys
                 continue
             self.values[name] = key.parse(raw)
+
+    def _listener_override(self, name: str, raw: str) -> bool:
+        if not name.startswith(LISTENER_PREFIX):
+            return False
+        listener, _, key = name[len(LISTENER_PREFIX) :].partition(".")
+        mechanism = None
+        if key not in BROKER_CONFIGS:  # listener.name.<l>.<mechanism>.sasl.jaas.config
+            mechanism, _, key = key.partition(".")
+            if not key.startswith("sasl.") or key not in BROKER_CONFIGS:
+                return False
+        config = BROKER_CONFIGS[key]
+        try:
+            value = config.parse(raw)
+        except ConfigError as e:
+            raise ConfigError(str(e).replace(f"configuration {key}", f"configuration {name}"))
+        self.listener_overrides[(listener.upper(), mechanism and mechanism.upper(), key)] = value
+        return True
+
+    def for_listener(self, listener: str, name: str, mechanism: str | None = None) -> Any:
+        """A key's value for one listener: listener.name.<listener>.<mechanism>.<key>, then
+        listener.name.<listener>.<key>, then the key itself (Kafka's listener prefixes)."""
+        overrides = self.listener_overrides
+        if overrides:
+            listener = listener.upper()
+            if mechanism is not None and (listener, mechanism, name) in overrides:
+                return overrides[(listener, mechanism, name)]
+            if (listener, None, name) in overrides:
+                return overrides[(listener, None, name)]
+        return self.get(name)
 
     def _layers(self) -> tuple[tuple[dict[str, Any], str], ...]:
         return (
@@ -1307,7 +1681,7 @@ class BrokerConfig:
     def advertised_endpoints(self, bound: list[tuple[str, int]]) -> dict[str, tuple[str, int]]:
         """Listener name -> (host, port) given to clients, from the listeners as bound (same
         order as `listeners`). Checked as Kafka does at start-up: names unique, each with a
-        security protocol (only PLAINTEXT is served), advertised names among the listeners, the
+        known security protocol, advertised names among the listeners, the
         inter-broker listener among them. A listener with port 0 is advertised with the port it
         got; a wildcard host with this machine's name."""
         import socket
@@ -1320,9 +1694,10 @@ class BrokerConfig:
             protocol = protocols.get(name)
             if protocol is None:
                 raise ConfigError(f"No security protocol defined for listener {name}")
-            if protocol != "PLAINTEXT":
+            if protocol not in SECURITY_PROTOCOLS:
                 raise ConfigError(
-                    f"Listener {name} uses {protocol}: pykbroker serves PLAINTEXT listeners only"
+                    f"Listener {name}: unknown security protocol {protocol} (one of "
+                    f"{', '.join(SECURITY_PROTOCOLS)})"
                 )
         by_name = dict(zip(names, bound, strict=True))
         if self.is_set("advertised.listeners"):

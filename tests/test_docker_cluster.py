@@ -151,7 +151,8 @@ def test_each_listener_advertises_its_own_address(make_broker):
     [
         ({"listeners": "PLAINTEXT://:9092,INTERNAL://:9093"},
          "No security protocol defined for listener INTERNAL"),
-        ({"listeners": "PLAINTEXT://:9092,SSL://:9093"}, "PLAINTEXT listeners only"),
+        ({"listeners": "PLAINTEXT://:9092,TLS://:9093", "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,TLS:SSH"},
+         "Listener TLS: unknown security protocol SSH"),
         ({"listeners": "PLAINTEXT://:9092,PLAINTEXT://:9093"}, "different name"),
         ({"listeners": "PLAINTEXT://:9092", "advertised.listeners": "EXTERNAL://h:9092"},
          "equal to or a subset of the ones defined in listeners"),

@@ -231,7 +231,14 @@ class Partition:
                        ) -> tuple[int, int] | None:  # fmt: skip
         """A follower's Fetch: validated first (diverging epoch, offset range), and only then is
         its fetch offset taken as its LEO for the HW and the ISR. Returns the diverging epoch to
-        answer, if any; raises OFFSET_OUT_OF_RANGE."""
+        answer, if any; raises OFFSET_OUT_OF_RANGE, or NOT_LEADER_OR_FOLLOWER for a broker not
+        among its replicas (Kafka's followerReplicaOrThrow)."""
+        if replica_id == self.node_id or replica_id not in self.state.replicas:
+            raise KafkaError(
+                ErrorCode.NOT_LEADER_OR_FOLLOWER,
+                f"Received fetch request from follower {replica_id} for partition "
+                f"{self.topic}-{self.index} which is not among its replicas {self.state.replicas}",
+            )
         diverging = self.diverging_epoch(fetch_offset, last_fetched_epoch)
         if diverging is None:
             self.log.check_fetch_offset(fetch_offset)
@@ -360,7 +367,7 @@ class ReplicaManager:
                 if self.metadata is None:
                     existing.state = state
                 continue
-            log = self.log_manager.get_or_create(topic.name, index, config)
+            log = self._open_log(topic, index, config)
             p = self.partitions[key] = Partition(topic.name, index, log, state, self.node_id)
             if self.metadata is not None:
                 p.epoch_cache = LeaderEpochCache.load(log.dir, log.log_end_offset, _epoch_scan(log))
@@ -368,6 +375,34 @@ class ReplicaManager:
                 p.state = PartitionState(-1, -1, state.replicas, [], -2)
                 if state.zk_version >= 0:
                     self.partition_state_changed(topic, index, state)
+
+    def _open_log(self, topic: TopicInfo, index: int, config: LogConfig) -> Log:
+        """The partition's log, holding this topic's id in partition.metadata. A log of an
+        older topic of the same name (deleted and re-created while this broker was away) is set
+        aside as a stray, as Kafka does, and a new one is created: never served as this one."""
+        log_ = self.log_manager.get_or_create(topic.name, index, config)
+        if log_.topic_id is not None and log_.topic_id != topic.topic_id:
+            log.warning(
+                "inconsistent_topic_id", topic=topic.name, partition=index,
+                log_topic_id=str(log_.topic_id), topic_id=str(topic.topic_id),
+            )  # fmt: skip
+            self.log_manager.mark_stray(topic.name, index)
+            log_ = self.log_manager.get_or_create(topic.name, index, config)
+        self._assign_topic_id(log_, topic.topic_id)
+        return log_
+
+    def _assign_topic_id(self, log_: Log, topic_id) -> None:
+        try:
+            log_.assign_topic_id(topic_id)
+        except OSError as e:  # a full disk: the next start assigns it again
+            log.warning("partition_metadata_not_written", dir=log_.dir, error=repr(e))
+
+    def adopt_topic_id(self, topic: TopicInfo) -> None:
+        """The topic's id was settled elsewhere (an id-less znode another broker gave its id
+        first): the same topic, so its logs take that id."""
+        for (name, _), p in self.partitions.items():
+            if name == topic.name:
+                self._assign_topic_id(p.log, topic.topic_id)
 
     def remove_topic(self, name: str, partition_count: int) -> None:
         for index in range(partition_count):

@@ -78,6 +78,8 @@ PERSISTENT_PATHS = (
     CONFIG_TOPICS,
     CONFIG_CHANGES,
     "/config/brokers",
+    "/config/users",
+    "/config/clients",
     DELETE_TOPICS,
     "/isr_change_notification",
     "/cluster",
@@ -107,6 +109,27 @@ def topic_config_path(topic: str) -> str:
 def broker_config_path(entity: str) -> str:
     """/config/brokers/<id>, or /config/brokers/<default> for the cluster-wide default."""
     return f"/config/brokers/{entity}"
+
+
+ENTITY_TYPES = ("users", "clients")
+
+
+def sanitize(name: str) -> str:
+    """Kafka's Sanitizer: an entity name as a znode name (URL-encoded, * as %2A)."""
+    from urllib.parse import quote
+
+    return quote(name, safe="").replace("~", "%7E")
+
+
+def desanitize(name: str) -> str:
+    from urllib.parse import unquote
+
+    return unquote(name)
+
+
+def entity_config_path(entity_type: str, name: str | None = None) -> str:
+    """/config/users/<sanitized name>, /config/clients/<id> (Kafka's client entity configs)."""
+    return f"/config/{entity_type}" if name is None else f"/config/{entity_type}/{sanitize(name)}"
 
 
 def delete_topic_path(topic: str) -> str:

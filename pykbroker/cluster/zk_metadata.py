@@ -85,6 +85,8 @@ class ZkMetadata(MetadataBase):
         self.on_controller_change: Callable[[int], None] | None = None
         self.on_broker_configs: Callable[[], None] | None = None  # the broker re-applies them
         self.dynamic_configs: dict[str, dict[str, str]] = {}
+        self.entity_configs: dict[str, dict[str, dict[str, str]]] = {t: {} for t in Z.ENTITY_TYPES}
+        self.on_entity_configs: Callable[[str, str], None] | None = None  # (type, name) changed
 
     # --- start-up -----------------------------------------------------------------------------
 
@@ -95,6 +97,8 @@ class ZkMetadata(MetadataBase):
         load_meta_properties(self.data_dir, self.node_id, self.cluster_id)
         for entity in (str(self.node_id), DEFAULT_ENTITY):
             await self._read_broker_configs(entity)
+        for entity_type in Z.ENTITY_TYPES:
+            await self._read_entities(entity_type)
         await self._read_brokers()
         await self._read_delete_requests()
         await self._read_topics()
@@ -289,6 +293,29 @@ class ZkMetadata(MetadataBase):
             self._set_or_create(Z.broker_config_path(entity), Z.encode_config(dict(configs))),
             "set_broker_configs",
         )
+
+    def set_entity_configs(self, entity_type: str, name: str, configs: dict[str, str]):
+        """Cache at once; the returned future is the ZooKeeper write (answer after it)."""
+        entities = self.entity_configs[entity_type]
+        if configs:
+            entities[name] = dict(configs)
+        else:
+            entities.pop(name, None)
+        path = Z.entity_config_path(entity_type, name)
+
+        async def write() -> None:
+            try:
+                if configs:
+                    await self._set_or_create(path, Z.encode_config(dict(configs)))
+                else:
+                    try:
+                        await self.zk.delete(path)
+                    except Z.NoNodeError:
+                        pass
+            finally:
+                await self._read_entity(entity_type, name)  # what ZooKeeper holds
+
+        return self._spawn(write(), "set_entity_configs")
 
     def add_partitions(self, name: str, assignment: list[list[int]]) -> None:
         info = self.topics[name]
@@ -516,8 +543,10 @@ class ZkMetadata(MetadataBase):
         elif name in self._assumed_ids:
             # The id written for an id-less topic (by us or another broker): same topic.
             self._assumed_ids.discard(name)
-            if info is not None:
+            if info is not None and info.topic_id != topic_id:
                 info.topic_id = topic_id
+                if self.replica_manager is not None:
+                    self.replica_manager.adopt_topic_id(info)
         ours = name in self._unconfirmed
         self._unconfirmed.discard(name)
         if info is not None and info.topic_id != topic_id:
@@ -602,6 +631,39 @@ class ZkMetadata(MetadataBase):
             self.dynamic_configs[entity] = configs
             if self.on_broker_configs is not None:
                 self.on_broker_configs()
+
+    async def _read_entities(self, entity_type: str) -> None:
+        """/config/users (or /config/clients): children watched, each one's configs too."""
+        path = Z.entity_config_path(entity_type)
+        w = self._watch(path, lambda: self._read_entities(entity_type))
+        names = {Z.desanitize(c) for c in await self.zk.get_children(path, watch=w)}
+        cached = self.entity_configs[entity_type]
+        for name in set(cached) - names:
+            cached.pop(name, None)
+            self._entity_changed(entity_type, name)
+        for name in names:
+            if name not in cached:
+                await self._read_entity(entity_type, name)
+
+    async def _read_entity(self, entity_type: str, name: str) -> None:
+        path = Z.entity_config_path(entity_type, name)
+        w = self._watch(path, lambda: self._read_entity(entity_type, name))
+        try:
+            data, _ = await self.zk.get(path, watch=w)
+            configs = Z.decode_config(data)
+        except Z.NoNodeError:
+            configs = {}
+        cached = self.entity_configs[entity_type]
+        if configs != cached.get(name, {}):
+            if configs:
+                cached[name] = configs
+            else:
+                cached.pop(name, None)
+            self._entity_changed(entity_type, name)
+
+    def _entity_changed(self, entity_type: str, name: str) -> None:
+        if self.on_entity_configs is not None:
+            self.on_entity_configs(entity_type, name)
 
     async def _read_state(self, topic: str, index: int) -> None:
         path = Z.state_path(topic, index)

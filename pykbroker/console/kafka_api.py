@@ -32,6 +32,7 @@ class ConsoleConnection:
     closed = False
     # The console's requests carry no credentials: User:ANONYMOUS from 127.0.0.1.
     session = anonymous_session("127.0.0.1")
+    authenticator = None
 
     def abort(self, event: str, **fields) -> None:
         log.warning("console_" + event, **fields)

@@ -54,6 +54,7 @@ NO_PRODUCER_EPOCH = -1
 MAX_EPOCH = (1 << 15) - 1
 WRITE_TXN_MARKERS_VERSION = 1
 ADD_PARTITIONS_VERIFY_VERSION = 4
+ADD_PARTITIONS_ADD_VERSION = 5  # transactions v2: a partition leader adds for the producer
 
 EMPTY = TxnState.EMPTY
 ONGOING = TxnState.ONGOING
@@ -109,13 +110,15 @@ class TransactionMetadata:
     pending: TxnRecord | None = None  # a transition being written to the log
     has_failed_epoch_fence: bool = False
     completing: asyncio.Task | None = None  # markers being written
+    next_producer_id: int = NO_PRODUCER_ID  # transactions v2: taken at Complete* (epoch overflow)
+    client_tv: int = 0  # the transaction version of the client's last transaction (KIP-890)
 
     def record(self, **changes) -> TxnRecord:
         """This state as a log record, with `changes` (Kafka's prepareTransitionTo)."""
         rec = TxnRecord(
             self.producer_id, self.producer_epoch, self.txn_timeout_ms, self.state,
             frozenset(self.partitions), self.txn_last_update_timestamp, self.txn_start_timestamp,
-            self.last_producer_id, self.last_producer_epoch,
+            self.last_producer_id, self.last_producer_epoch, self.next_producer_id, self.client_tv,
         )  # fmt: skip
         return replace(rec, **changes)
 
@@ -129,6 +132,8 @@ class TransactionMetadata:
         self.partitions = set(rec.partitions)
         self.txn_start_timestamp = rec.txn_start_timestamp
         self.txn_last_update_timestamp = rec.txn_last_update_timestamp
+        self.next_producer_id = rec.next_producer_id
+        self.client_tv = rec.client_tv
 
     @classmethod
     def from_record(cls, transactional_id: str, rec: TxnRecord) -> TransactionMetadata:
@@ -400,8 +405,11 @@ class TransactionCoordinator:
         return None, md
 
     async def add_partitions(
-        self, txn_id: str, producer_id: int, producer_epoch: int, partitions: set[TopicPartition]
-    ) -> int:
+        self, txn_id: str, producer_id: int, producer_epoch: int,
+        partitions: set[TopicPartition], client_tv: int = 0,
+    ) -> int:  # fmt: skip
+        """AddPartitionsToTxn/AddOffsetsToTxn from a client, or (transactions v2, client_tv 2)
+        from the leader of a partition a Produce v12 or TxnOffsetCommit v5 writes to."""
         if not txn_id:
             return ErrorCode.INVALID_REQUEST
         error, md = self._check_producer(txn_id, producer_id, producer_epoch)
@@ -414,7 +422,8 @@ class TransactionCoordinator:
         now = now_ms()
         start = md.txn_start_timestamp if md.state == ONGOING else now
         rec = md.record(state=ONGOING, partitions=frozenset(md.partitions | partitions),
-                        txn_start_timestamp=start, txn_last_update_timestamp=now)  # fmt: skip
+                        txn_start_timestamp=start, txn_last_update_timestamp=now,
+                        client_tv=client_tv)  # fmt: skip
         return await self._write(md, rec)
 
     def verify_partitions(
@@ -435,30 +444,112 @@ class TransactionCoordinator:
     # --- EndTxn -------------------------------------------------------------------------------
 
     async def end_txn(
-        self, txn_id: str, producer_id: int, producer_epoch: int, commit: bool
-    ) -> int:
+        self, txn_id: str, producer_id: int, producer_epoch: int, commit: bool, tv2: bool = False
+    ) -> tuple[int, int, int]:
+        """(error, producer id, epoch). With transactions v2 (EndTxn v5) every commit and abort
+        bumps the epoch and the answer carries it (a new producer id at epoch 0 once the epoch
+        is exhausted); older versions answer NO_PRODUCER_ID/-1 and keep the epoch."""
+        fail = (NO_PRODUCER_ID, NO_PRODUCER_EPOCH)
         if not txn_id:
-            return ErrorCode.INVALID_REQUEST
+            return (ErrorCode.INVALID_REQUEST, *fail)
+        if tv2:
+            return await self._end_txn_v2(txn_id, producer_id, producer_epoch, commit)
         error, md = self._check_producer(txn_id, producer_id, producer_epoch)
         if error is not None:
-            return error
+            return (error, *fail)
         if md.pending is not None:
-            return ErrorCode.CONCURRENT_TRANSACTIONS
+            return (ErrorCode.CONCURRENT_TRANSACTIONS, *fail)
         state = md.state
         if state == ONGOING:
-            return await self._prepare(md, commit)
-        if state in (COMPLETE_COMMIT, COMPLETE_ABORT):
-            return ErrorCode.NONE if (state == COMPLETE_COMMIT) == commit else ErrorCode.INVALID_TXN_STATE  # fmt: skip
-        if state in (PREPARE_COMMIT, PREPARE_ABORT):
-            return ErrorCode.CONCURRENT_TRANSACTIONS if (state == PREPARE_COMMIT) == commit else ErrorCode.INVALID_TXN_STATE  # fmt: skip
-        return ErrorCode.INVALID_TXN_STATE  # Empty: no transaction to end
+            error = await self._prepare(md, commit, client_tv=0)
+        elif state in (COMPLETE_COMMIT, COMPLETE_ABORT):
+            error = ErrorCode.NONE if (state == COMPLETE_COMMIT) == commit else ErrorCode.INVALID_TXN_STATE  # fmt: skip
+        elif state in (PREPARE_COMMIT, PREPARE_ABORT):
+            error = ErrorCode.CONCURRENT_TRANSACTIONS if (state == PREPARE_COMMIT) == commit else ErrorCode.INVALID_TXN_STATE  # fmt: skip
+        else:
+            error = ErrorCode.INVALID_TXN_STATE  # Empty: no transaction to end
+        return (error, *fail)
 
-    async def _prepare(self, md: TransactionMetadata, commit: bool) -> int:
+    async def _end_txn_v2(
+        self, txn_id: str, producer_id: int, producer_epoch: int, commit: bool
+    ) -> tuple[int, int, int]:
+        """Kafka's endTransaction for clients of transaction version 2. The epoch alone tells a
+        retry (the client's epoch + 1 is the coordinator's: its EndTxn went through) from the
+        next EndTxn; an abort needs no partitions (Empty/Complete* -> PrepareAbort)."""
+        fail = (NO_PRODUCER_ID, NO_PRODUCER_EPOCH)
+        error = self.coordinator_error(txn_id)
+        if error is not None:
+            return (error, *fail)
+        md = self.txns.get(txn_id)
+        if md is None:
+            return (ErrorCode.INVALID_PRODUCER_ID_MAPPING, *fail)
+        state = md.state
+        retry_on_overflow = (
+            md.last_producer_id == producer_id
+            and producer_epoch == MAX_EPOCH - 1
+            and md.producer_epoch == 0
+        )
+        retry_on_bump = md.producer_epoch == producer_epoch + 1
+        if state in (PREPARE_COMMIT, PREPARE_ABORT):
+            valid = retry_on_bump
+        elif state in (COMPLETE_COMMIT, COMPLETE_ABORT):
+            valid = retry_on_bump or retry_on_overflow or producer_epoch == md.producer_epoch
+        else:
+            valid = producer_epoch == md.producer_epoch
+        if md.producer_id != producer_id and not retry_on_overflow:
+            return (ErrorCode.INVALID_PRODUCER_ID_MAPPING, *fail)
+        if not valid:
+            return (ErrorCode.PRODUCER_FENCED, *fail)
+        if md.pending is not None:
+            return (ErrorCode.CONCURRENT_TRANSACTIONS, *fail)
+        retry = retry_on_bump or retry_on_overflow
+        if state == ONGOING:
+            error = await self._prepare(md, commit, client_tv=2)
+        elif state in (PREPARE_COMMIT, PREPARE_ABORT):
+            same = (state == PREPARE_COMMIT) == commit
+            return (
+                ErrorCode.CONCURRENT_TRANSACTIONS if same else ErrorCode.INVALID_TXN_STATE,
+                *fail,
+            )
+        elif state in (COMPLETE_COMMIT, COMPLETE_ABORT) and retry:
+            if (state == COMPLETE_COMMIT) != commit:
+                return (ErrorCode.INVALID_TXN_STATE, *fail)
+            return ErrorCode.NONE, md.producer_id, md.producer_epoch
+        elif commit:
+            return (ErrorCode.INVALID_TXN_STATE, *fail)  # nothing to commit
+        else:
+            error = await self._prepare(md, False, client_tv=2, empty=True)
+        if error:
+            return (error, *fail)
+        if md.next_producer_id != NO_PRODUCER_ID:
+            return ErrorCode.NONE, md.next_producer_id, 0  # the epoch overflowed: a new id
+        return ErrorCode.NONE, md.producer_id, md.producer_epoch
+
+    async def _prepare(
+        self, md: TransactionMetadata, commit: bool, client_tv: int, empty: bool = False,
+        fence: bool = False,
+    ) -> int:  # fmt: skip
+        """Log PrepareCommit/PrepareAbort and start writing the markers. A transactions-v2
+        client's epoch goes up by one here (the markers carry it, fencing anything the producer
+        still sends with the old one); past the last usable epoch a new producer id is taken,
+        which the Complete* state moves to."""
         index = self.partition_for(md.transactional_id)
         coordinator_epoch = self.owned.get(index)
-        rec = md.record(state=PREPARE_COMMIT if commit else PREPARE_ABORT,
-                        txn_last_update_timestamp=now_ms())  # fmt: skip
-        error = await self._write(md, rec)
+        now = now_ms()
+        changes: dict = {"state": PREPARE_COMMIT if commit else PREPARE_ABORT,
+                         "txn_last_update_timestamp": now, "client_tv": client_tv}  # fmt: skip
+        if empty:  # v2 abort without partitions: no start time yet, as Kafka, use now
+            changes["txn_start_timestamp"] = now
+        if client_tv >= 2 and md.producer_epoch < MAX_EPOCH:
+            next_pid = NO_PRODUCER_ID
+            if epoch_exhausted(md.producer_epoch) and not fence:
+                try:
+                    next_pid = self.broker.metadata.next_producer_id()
+                except KafkaError as e:
+                    return e.code
+            changes.update(producer_epoch=md.producer_epoch + 1,
+                           last_producer_epoch=md.producer_epoch, next_producer_id=next_pid)  # fmt: skip
+        error = await self._write(md, md.record(**changes))
         if error:
             return error
         md.has_failed_epoch_fence = False
@@ -473,7 +564,8 @@ class TransactionCoordinator:
         if not md.has_failed_epoch_fence:
             md.producer_epoch += 1  # never returned to a client
         md.last_producer_epoch = NO_PRODUCER_EPOCH
-        error = await self._prepare(md, commit=False)
+        # A transactions-v2 transaction's abort bumps the epoch once more, as Kafka's does.
+        error = await self._prepare(md, commit=False, client_tv=md.client_tv, fence=True)
         if error:
             md.has_failed_epoch_fence = True
         return error
@@ -532,6 +624,10 @@ class TransactionCoordinator:
                 state=COMPLETE_COMMIT if commit else COMPLETE_ABORT, partitions=frozenset(),
                 txn_last_update_timestamp=now_ms(),
             )  # fmt: skip
+            if md.next_producer_id != NO_PRODUCER_ID:
+                # The epoch overflowed (transactions v2): the producer goes on with the new id.
+                rec = replace(rec, producer_id=md.next_producer_id, producer_epoch=0,
+                              last_producer_id=md.producer_id, next_producer_id=NO_PRODUCER_ID)  # fmt: skip
             error = await self._write(md, rec)
             if error == ErrorCode.NONE:
                 log.debug("transaction_completed", transactional_id=md.transactional_id,
@@ -697,6 +793,19 @@ class TransactionCoordinator:
         self, txn_id: str, producer_id: int, producer_epoch: int, partitions: set[TopicPartition]
     ) -> dict[TopicPartition, int]:
         """Ask the coordinator of `txn_id` on another broker (AddPartitionsToTxn v4 verify_only)."""
+        return await self.ask_remote(txn_id, producer_id, producer_epoch, partitions, True)
+
+    async def add_remote(
+        self, txn_id: str, producer_id: int, producer_epoch: int, partitions: set[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        """Transactions v2: have the coordinator on another broker add the partitions
+        (AddPartitionsToTxn v5, not verify_only), as a partition leader does for Produce v12."""
+        return await self.ask_remote(txn_id, producer_id, producer_epoch, partitions, False)
+
+    async def ask_remote(
+        self, txn_id: str, producer_id: int, producer_epoch: int,
+        partitions: set[TopicPartition], verify_only: bool,
+    ) -> dict[TopicPartition, int]:  # fmt: skip
         info = self.store.topic(create=False)
         if info is None:
             return dict.fromkeys(partitions, ErrorCode.COORDINATOR_NOT_AVAILABLE)
@@ -710,14 +819,14 @@ class TransactionCoordinator:
             by_topic.setdefault(topic, []).append(p)
         body = {"transactions": [{
             "transactional_id": txn_id, "producer_id": producer_id,
-            "producer_epoch": producer_epoch, "verify_only": True,
+            "producer_epoch": producer_epoch, "verify_only": verify_only,
             "topics": [{"name": t, "partitions": ps} for t, ps in by_topic.items()],
         }]}  # fmt: skip
+        version = ADD_PARTITIONS_VERIFY_VERSION if verify_only else ADD_PARTITIONS_ADD_VERSION
         try:
             response = await self.channels.get(leader).request(
-                ApiKey.ADD_PARTITIONS_TO_TXN, ADD_PARTITIONS_VERIFY_VERSION, body,
-                self.request_timeout_s,
-            )  # fmt: skip
+                ApiKey.ADD_PARTITIONS_TO_TXN, version, body, self.request_timeout_s
+            )
         except (ConnectionError, OSError):
             return dict.fromkeys(partitions, ErrorCode.NETWORK_EXCEPTION)
         if response.error_code:

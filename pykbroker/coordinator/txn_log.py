@@ -8,10 +8,13 @@ TransactionLogKey / TransactionLogValue):
 - value, versions 0 and 1 (1 is flexible, with tagged fields): producer id int64, producer epoch
   int16, transaction timeout ms int32, status int8, partitions (nullable array of topic string
   and partition ids [int32]; null in state Empty), last update timestamp int64, start timestamp
-  int64
+  int64; version 1 adds the tagged fields PreviousProducerId (0), NextProducerId (1) and
+  ClientTransactionVersion (2, int16)
 
-A null value is a tombstone (an expired transactional id). We write value version 0, which every
-Kafka since 0.11 reads, and read both versions, so a log written by Kafka's coordinator replays.
+A null value is a tombstone (an expired transactional id). As Kafka does, a transaction of a
+transactions-v2 client (KIP-890 part 2) is written as value version 1, so its client version and
+the producer id it moves to on epoch overflow survive a coordinator change; others as version 0,
+which every Kafka since 0.11 reads. Both are read, so a log written by Kafka's coordinator replays.
 Writes use acks=-1 and count once the partition's high watermark passes them; the topic is
 created on first use (FindCoordinator, InitProducerId), as Kafka does.
 """
@@ -19,6 +22,7 @@ created on first use (FindCoordinator, InitProducerId), as Kafka does.
 from __future__ import annotations
 
 import asyncio
+import struct
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING
@@ -85,6 +89,8 @@ class TxnRecord:
     txn_start_timestamp: int
     last_producer_id: int = -1
     last_producer_epoch: int = -1
+    next_producer_id: int = -1  # transactions v2: the id a Complete* moves to (epoch overflow)
+    client_tv: int = 0  # the client's transaction version (2: KIP-890 part 2)
 
 
 def key_bytes(transactional_id: str) -> bytes:
@@ -92,21 +98,60 @@ def key_bytes(transactional_id: str) -> bytes:
 
 
 def value_bytes(rec: TxnRecord) -> bytes:
-    w = _Writer().int16(_VALUE_VERSION).int64(rec.producer_id).int16(rec.producer_epoch)
-    w.int32(rec.txn_timeout_ms).buf.append(rec.state & 0xFF)
+    flexible = rec.client_tv >= 2
+    w = _Writer().int16(1 if flexible else _VALUE_VERSION).int64(rec.producer_id)
+    w.int16(rec.producer_epoch).int32(rec.txn_timeout_ms).buf.append(rec.state & 0xFF)
+    string = _compact_string if flexible else _Writer.string
     if rec.state == TxnState.EMPTY:
-        w.int32(-1)
+        w.buf += b"\x00" if flexible else _NULL_ARRAY
     else:
         by_topic: dict[str, list[int]] = {}
         for topic, partition in sorted(rec.partitions):
             by_topic.setdefault(topic, []).append(partition)
-        w.int32(len(by_topic))
+        _array_len(w, len(by_topic), flexible)
         for topic, partitions in by_topic.items():
-            w.string(topic).int32(len(partitions))
+            string(w, topic)
+            _array_len(w, len(partitions), flexible)
             for p in partitions:
                 w.int32(p)
+            if flexible:
+                w.buf.append(0)  # no tagged fields
     w.int64(rec.txn_last_update_timestamp).int64(rec.txn_start_timestamp)
+    if flexible:
+        tags = [(tag, _I64.pack(v)) for tag, v in ((0, rec.last_producer_id),
+                (1, rec.next_producer_id)) if v != -1]  # fmt: skip
+        tags.append((2, _I16.pack(rec.client_tv)))
+        _uvarint(w, len(tags))
+        for tag, data in tags:
+            _uvarint(w, tag)
+            _uvarint(w, len(data))
+            w.buf += data
     return bytes(w.buf)
+
+
+_I16 = struct.Struct(">h")
+_I64 = struct.Struct(">q")
+_NULL_ARRAY = b"\xff\xff\xff\xff"
+
+
+def _uvarint(w: _Writer, v: int) -> None:
+    while v >= 0x80:
+        w.buf.append((v & 0x7F) | 0x80)
+        v >>= 7
+    w.buf.append(v)
+
+
+def _array_len(w: _Writer, n: int, flexible: bool) -> None:
+    if flexible:
+        _uvarint(w, n + 1)
+    else:
+        w.int32(n)
+
+
+def _compact_string(w: _Writer, s: str) -> None:
+    b = s.encode()
+    _uvarint(w, len(b) + 1)
+    w.buf += b
 
 
 def parse_key(key: bytes) -> str:
@@ -138,10 +183,19 @@ def parse_value(value: bytes) -> TxnRecord:
         r.tagged_fields()
     last_update = r.int64()
     start = r.int64()
-    r.tagged_fields()
+    tagged = {0: -1, 1: -1, 2: 0}
+    if r.flexible:
+        for _ in range(r.uvarint()):
+            tag, size = r.uvarint(), r.uvarint()
+            data = r._take(size)
+            if tag in (0, 1) and size == 8:
+                tagged[tag] = _I64.unpack(data)[0]
+            elif tag == 2 and size == 2:
+                tagged[tag] = _I16.unpack(data)[0]
     if state == TxnState.EMPTY:
         partitions.clear()
-    return TxnRecord(producer_id, epoch, timeout, state, frozenset(partitions), last_update, start)
+    return TxnRecord(producer_id, epoch, timeout, state, frozenset(partitions), last_update, start,
+                     last_producer_id=tagged[0], next_producer_id=tagged[1], client_tv=tagged[2])  # fmt: skip
 
 
 class TransactionStateLog:

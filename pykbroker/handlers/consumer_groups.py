@@ -7,6 +7,7 @@ from collections.abc import Awaitable
 
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode
+from pykbroker.acl.checks import RT, Op, allowed, authorized_operations
 from pykbroker.coordinator.consumer_group import HeartbeatRequest, HeartbeatResult
 
 from . import REGISTRY
@@ -51,6 +52,8 @@ async def _await_heartbeat(pending) -> dict:
 
 @REGISTRY.register(ApiKey.CONSUMER_GROUP_HEARTBEAT, 0, 1)
 def handle_consumer_group_heartbeat(ctx, request):
+    if not allowed(ctx, Op.READ, RT.GROUP, request.group_id):
+        return _heartbeat_response(HeartbeatResult(ErrorCode.GROUP_AUTHORIZATION_FAILED))
     coordinator = _coordinator(ctx)
     if coordinator is None:
         return _heartbeat_response(HeartbeatResult(ErrorCode.COORDINATOR_NOT_AVAILABLE))
@@ -105,8 +108,12 @@ def describe_consumer_group(ctx, group_id: str, include_ops: bool) -> dict:
         "assignment_epoch": -1,
         "assignor_name": "",
         "members": [],
-        "authorized_operations": _ops_bits() if include_ops else -(2**31),
+        "authorized_operations": _ops_bits(ctx, group_id) if include_ops else -(2**31),
     }
+    if not allowed(ctx, Op.DESCRIBE, RT.GROUP, group_id):
+        entry["error_code"] = ErrorCode.GROUP_AUTHORIZATION_FAILED
+        entry["authorized_operations"] = -(2**31)
+        return entry
     if coordinator is None:
         error, message, group = ErrorCode.COORDINATOR_NOT_AVAILABLE, None, None
     else:
@@ -142,9 +149,12 @@ def describe_consumer_group(ctx, group_id: str, include_ops: bool) -> dict:
     return entry
 
 
-def _ops_bits() -> int:
+def _ops_bits(ctx, group_id: str) -> int:
+    ops = GROUP_AUTHORIZED_OPERATIONS
+    if ctx.broker.authorizer is not None:
+        ops = authorized_operations(ctx, RT.GROUP, group_id)
     bits = 0
-    for op in GROUP_AUTHORIZED_OPERATIONS:
+    for op in ops:
         bits |= 1 << op
     return bits
 

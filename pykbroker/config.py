@@ -281,18 +281,32 @@ BROKER_CONFIGS = _keys(
     ConfigKey("delete.topic.enable", "boolean", True, "Allow topics to be deleted."),
     # Authorization (pykbroker/acl/): Kafka's ACL authorizer class names turn it on.
     ConfigKey(
-        "authorizer.class.name", "string", "",
+        "authorizer.class.name",
+        "string",
+        "",
         "The authorizer: kafka.security.authorizer.AclAuthorizer or "
         "org.apache.kafka.metadata.authorizer.StandardAuthorizer (ACLs); empty for none.",
-        lambda v: None if v in AUTHORIZER_CLASSES or v == "" else
-        f"Unknown authorizer (known: {', '.join(sorted(AUTHORIZER_CLASSES))})",
+        lambda v: (
+            None
+            if v in AUTHORIZER_CLASSES or v == ""
+            else f"Unknown authorizer (known: {', '.join(sorted(AUTHORIZER_CLASSES))})"
+        ),
         read_only=True,
     ),  # fmt: skip
-    ConfigKey("super.users", "string", "",
-              "Principals allowed everything, separated by semicolons (User:admin;User:bob).",
-              read_only=True),  # fmt: skip
-    ConfigKey("allow.everyone.if.no.acl.found", "boolean", False,
-              "Allow an operation on a resource no ACL names at all.", read_only=True),  # fmt: skip
+    ConfigKey(
+        "super.users",
+        "string",
+        "",
+        "Principals allowed everything, separated by semicolons (User:admin;User:bob).",
+        read_only=True,
+    ),  # fmt: skip
+    ConfigKey(
+        "allow.everyone.if.no.acl.found",
+        "boolean",
+        False,
+        "Allow an operation on a resource no ACL names at all.",
+        read_only=True,
+    ),  # fmt: skip
     ConfigKey(
         "message.max.bytes", "int", 1048588, "The largest record batch size allowed.", at_least(0)
     ),
@@ -1150,6 +1164,15 @@ BROKER_CONFIGS = _keys(
         at_least(1),
     ),
     ConfigKey("broker.rack", "string", None, "Rack of this broker.", read_only=True),
+    ConfigKey(
+        "replica.selector.class",
+        "string",
+        None,
+        "The replica a leader sends consumers to (KIP-392): "
+        "org.apache.kafka.common.replica.RackAwareReplicaSelector picks one in the consumer's "
+        "client.rack; unset, consumers read from the leader.",
+        read_only=True,
+    ),
     *(
         ConfigKey(
             name, "long", 2**63 - 1, f"{what} (bytes/sec; accepted, not enforced).", at_least(0)

@@ -342,3 +342,27 @@ def test_broker_sigkill_loses_no_acknowledgement(tmp_path):
     assert set(ack_log.acked) == set(range(n))
     assert not confirmed_before & set(after_restart), "an accepted record was delivered again"
     assert len(ack_log.acked) == len(set(ack_log.acked))
+
+
+def test_console_share_consumer(make_broker):
+    b = make_broker(SHARE)
+    setup_topic(
+        b.bootstrap_servers, "lines", [b"v%d" % i for i in range(5)], "console-share-consumer"
+    )
+
+    def console(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "pykbroker.cli.console_share_consumer", "--bootstrap-server",
+             b.bootstrap_servers, "--topic", "lines", *args],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    first = console("--max-messages", "3", "--property", "print.offset=true")
+    assert first.stdout == "Offset:0\tv0\nOffset:1\tv1\nOffset:2\tv2\n"
+    assert first.stderr.strip().endswith("Processed a total of 3 messages")
+    # --reject: shown once, never again; the rest were accepted by the first run.
+    second = console("--timeout-ms", "1500", "--reject")
+    assert second.stdout == "v3\nv4\n"
+    third = console("--timeout-ms", "1000")
+    assert third.stdout == "" and "Processed a total of 0 messages" in third.stderr
+    assert _start_offset(b.bootstrap_servers, "console-share-consumer") == 5

@@ -366,3 +366,30 @@ def test_console_share_consumer(make_broker):
     third = console("--timeout-ms", "1000")
     assert third.stdout == "" and "Processed a total of 0 messages" in third.stderr
     assert _start_offset(b.bootstrap_servers, "console-share-consumer") == 5
+
+
+def test_group_configs_with_kafka_configs(make_broker):
+    b = make_broker(SHARE)
+
+    def configs(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "pykbroker.cli.configs", "--bootstrap-server",
+             b.bootstrap_servers, "--entity-type", "groups", "--entity-name", "cg1", *args],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    r = configs("--alter", "--add-config", "share.auto.offset.reset=earliest")
+    assert r.stdout.strip() == "Completed updating config for group cg1."
+    r = configs("--describe")
+    assert r.stdout.splitlines() == [
+        "Dynamic configs for group cg1 are:",
+        "  share.auto.offset.reset=earliest sensitive=false synonyms={}",
+    ]
+    # The broker's group.share.record.lock.duration.ms (Kafka's 30000) is the group's default.
+    assert (
+        "  share.record.lock.duration.ms=30000 sensitive=false synonyms={}"
+        in configs("--describe", "--all").stdout.splitlines()
+    )
+    bad = configs("--alter", "--add-config", "share.auto.offset.reset=sideways")
+    assert bad.returncode == 1
+    assert "InvalidConfigurationException" in bad.stderr

@@ -20,6 +20,7 @@ from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
 from protocol.framing import FrameError, MemoryPool, RequestHeader, parse_request_header
 from protocol.sasl.scram import ScramCredential
+from pykbroker.acl import make_authorizer, start_acl_store
 from pykbroker.cluster.metadata import DEFAULT_ENTITY, LocalMetadata, TopicInfo
 from pykbroker.cluster.replica_manager import ReplicaManager
 from pykbroker.config import (
@@ -136,7 +137,14 @@ class Broker:
         self.replica_manager: ReplicaManager | None = None
         self.group_coordinator: Any = None
         self.transaction_coordinator: Any = None
+        # Share groups (KIP-932): membership, the share coordinator, the share-partition leader.
+        self.share_groups: Any = None
+        self.share_coordinator: Any = None
+        self.share_partitions: Any = None
+        self.share_group_configs: dict[str, dict[str, str]] = {}
         self.controller: Any = None  # the cluster's Controller (ZooKeeper mode)
+        self.authorizer = make_authorizer(config)  # None: no authorization at all
+        self.acl_store: Any = None
         self.background: list[asyncio.Task] = []
         self._topic_defaults = config.topic_defaults()
         self.started_at = time.monotonic()
@@ -159,15 +167,14 @@ class Broker:
             factory = lambda s=security: Connection(self).on_listener(s.name, s)  # noqa: E731
             if self.connection_quotas is not None:  # our own accept loop, Kafka's Acceptor
                 sock = listening_socket(host, port)
-                acceptor = Acceptor(self, security.name, sock, factory, security.ssl_context)
+                acceptor = Acceptor(self, security.name, sock, factory)
                 acceptor.start()
                 self.acceptors.append(acceptor)
                 sockname = sock.getsockname()
             else:
                 server = await loop.create_server(
-                    factory, host or None, port, reuse_address=True, backlog=1024,
-                    ssl=security.ssl_context,
-                )  # fmt: skip
+                    factory, host or None, port, reuse_address=True, backlog=1024
+                )
                 self.servers.append(server)
                 sockname = server.sockets[0].getsockname()
             self.bound.append((host or sockname[0], sockname[1]))
@@ -200,6 +207,7 @@ class Broker:
                 tp for tp in self.log_manager.logs if tp not in self.replica_manager.partitions
             ]:
                 self.log_manager.mark_stray(*tp)  # e.g. a deletion cut short by a crash
+        await start_acl_store(self)
         from pykbroker.coordinator import start_coordinators
 
         await start_coordinators(self)
@@ -275,6 +283,8 @@ class Broker:
 
     def connection_closed(self, conn: Connection) -> None:
         self.connections.discard(conn)
+        if self.share_partitions is not None:
+            self.share_partitions.connection_closed(conn)  # its share sessions end
         if conn.counted is not None:
             self.connection_quotas.dec(*conn.counted)
             conn.counted = None

@@ -30,6 +30,22 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+
+def _ssl_protocol_class(loop: asyncio.AbstractEventLoop):
+    """The event loop's own TLS protocol (uvloop's is compiled, asyncio's pure Python)."""
+    try:
+        import uvloop
+        from uvloop.loop import SSLProtocol
+
+        if isinstance(loop, uvloop.Loop):
+            return SSLProtocol
+    except ImportError:
+        pass
+    from asyncio.sslproto import SSLProtocol
+
+    return SSLProtocol
+
+
 CLOSE = object()  # a handler's way of saying: close this connection (after logging why)
 _MAX_QUEUED_FRAMES = 16
 _WRITE_HIGH_WATER = 4 * 1024 * 1024
@@ -85,6 +101,39 @@ class Connection(asyncio.BufferedProtocol):
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         host = peer[0] if peer else "?"
         security = self.security
+        if security is not None and security.ssl_context is not None and not self.tls:
+            self._start_tls(transport)
+            return
+        self._established(transport, host)
+
+    def _start_tls(self, raw: asyncio.Transport) -> None:
+        """Put TLS between the socket and us, now (before the loop reads a byte); this method
+        connection_made runs again with the TLS transport once the handshake is done. Done here rather than by
+        create_server(ssl=...) so that a failed handshake (an untrusted or expired certificate)
+        is ours to log, as Kafka logs it."""
+        self.tls = True
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        tls = _ssl_protocol_class(loop)(
+            loop, self, self.security.ssl_context, waiter, True, None, True
+        )
+        raw.set_protocol(tls)
+        tls.connection_made(raw)
+
+        def handshake_done(fut: asyncio.Future) -> None:
+            e = None if fut.cancelled() else fut.exception()
+            if e is not None:
+                reason = getattr(e, "reason", None) or repr(e)
+                log.info("failed_authentication", peer=self.peer, listener=self.listener,
+                         reason=f"SSL handshake failed: {reason}")  # fmt: skip
+                self.closed = True
+                raw.abort()
+
+        waiter.add_done_callback(handshake_done)
+
+    def _established(self, transport: asyncio.Transport, host: str) -> None:
+        self.transport = transport
+        security = self.security
         if security is None or security.protocol == "PLAINTEXT":
             self.session = anonymous_session(host, self.listener, self.security_protocol)
         else:
@@ -98,7 +147,6 @@ class Connection(asyncio.BufferedProtocol):
 
                 self.authenticator = SaslAuthenticator(self, security.mechanisms)
         sock = transport.get_extra_info("socket")
-        self.tls = transport.get_extra_info("sslcontext") is not None
         if sock is not None:
             self._sock_fd = sock.fileno()
             try:

@@ -10,9 +10,11 @@ from protocol.apis import ApiRegistry
 REGISTRY = ApiRegistry()
 
 from . import (  # noqa: E402,F401  (registration happens on import)
+    acls,
     admin,
     api_versions,
     configs,
+    consumer_groups,
     fetch,
     groups,
     list_offsets,
@@ -20,7 +22,9 @@ from . import (  # noqa: E402,F401  (registration happens on import)
     offsets,
     produce,
     quotas,
+    reassignment,
     replication,
     sasl,
+    share,
     txn,
 )

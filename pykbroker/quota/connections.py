@@ -195,12 +195,11 @@ class Acceptor:
     """One listener's accept loop (Kafka's Acceptor): accept, wait for a slot and for the
     creation rate, check the IP's limit, then hand the socket to a Connection."""
 
-    def __init__(self, broker, listener: str, sock: socket.socket, factory, ssl_context):
+    def __init__(self, broker, listener: str, sock: socket.socket, factory):
         self.broker = broker
         self.listener = listener
         self.sock = sock
         self.factory = factory
-        self.ssl_context = ssl_context
         self.task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -253,9 +252,9 @@ class Acceptor:
             return conn
 
         try:
-            await loop.connect_accepted_socket(factory, client, ssl=self.ssl_context)
+            await loop.connect_accepted_socket(factory, client)  # TLS: the Connection layers it
         except BaseException as e:
-            # Never connected (a failed TLS handshake): no connection_lost will come to dec it.
+            # Never connected: no connection_lost will come to dec it.
             if not made or made[0].transport is None:
                 if made:
                     made[0].counted = None

@@ -13,6 +13,7 @@ from . import (  # noqa: E402,F401  (registration happens on import)
     admin,
     api_versions,
     configs,
+    features,
     fetch,
     groups,
     list_offsets,

@@ -376,6 +376,39 @@ class ReplicaManager:
                 if state.zk_version >= 0:
                     self.partition_state_changed(topic, index, state)
 
+    def replicas_changed(self, topic: TopicInfo) -> None:
+        """A topic's assignment changed (a reassignment started, completed or was cancelled):
+        replicas this broker no longer holds stop and their logs go (Kafka's StopReplica with
+        delete); a leader learns its new set of followers."""
+        for index, st in enumerate(topic.partitions):
+            p = self.partitions.get((topic.name, index))
+            if p is None:
+                continue
+            if self.node_id not in st.replicas:
+                log.info("replica_removed", topic=topic.name, partition=index, replicas=st.replicas)
+                self._remove_partition(topic.name, index)
+                continue
+            if p.state is not st:
+                p.state.replicas = st.replicas
+            for r in [r for r in p.followers if r not in st.replicas]:
+                del p.followers[r]
+
+    def _remove_partition(self, name: str, index: int) -> None:
+        p = self.partitions.pop((name, index), None)
+        if p is not None:
+            was_leader = p.is_leader
+            if self.fetchers is not None:
+                self.fetchers.remove_partition(p)
+            p.state = PartitionState(-1, -1, p.state.replicas, [], -2)
+            p.wake()
+            if was_leader:
+                for fn in self.leadership_listeners:
+                    try:
+                        fn(p.topic, p.index, False, -1)
+                    except Exception:
+                        log.exception("leadership_listener_failed", topic=p.topic, partition=index)
+        self.log_manager.delete(name, index)
+
     def _open_log(self, topic: TopicInfo, index: int, config: LogConfig) -> Log:
         """The partition's log, holding this topic's id in partition.metadata. A log of an
         older topic of the same name (deleted and re-created while this broker was away) is set

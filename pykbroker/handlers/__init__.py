@@ -10,6 +10,7 @@ from protocol.apis import ApiRegistry
 REGISTRY = ApiRegistry()
 
 from . import (  # noqa: E402,F401  (registration happens on import)
+    acls,
     admin,
     api_versions,
     configs,
@@ -21,6 +22,7 @@ from . import (  # noqa: E402,F401  (registration happens on import)
     offsets,
     produce,
     quotas,
+    reassignment,
     replication,
     sasl,
     share,

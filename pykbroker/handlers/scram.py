@@ -44,8 +44,15 @@ def handle_describe_user_scram_credentials(ctx, request) -> dict:
         for user in sorted(users_configs):
             infos = _credential_infos(users_configs[user])
             if infos:
-                results.append({"user": user, "error_code": 0, "credential_infos": infos})
-        return {"error_code": 0, "results": results}
+                results.append(
+                    {
+                        "user": user,
+                        "error_code": 0,
+                        "error_message": None,
+                        "credential_infos": infos,
+                    }
+                )
+        return {"error_code": 0, "error_message": None, "results": results}
     names = [u.name for u in request.users]
     seen = set()
     for user in names:
@@ -64,13 +71,20 @@ def handle_describe_user_scram_credentials(ctx, request) -> dict:
         else:
             infos = _credential_infos(users_configs.get(user, {}))
             if infos:
-                results.append({"user": user, "error_code": 0, "credential_infos": infos})
+                results.append(
+                    {
+                        "user": user,
+                        "error_code": 0,
+                        "error_message": None,
+                        "credential_infos": infos,
+                    }
+                )
             else:
                 results.append({
                     "user": user, "error_code": ErrorCode.RESOURCE_NOT_FOUND, "credential_infos": [],
                     "error_message": f"Attempt to describe a user credential that does not exist: {user}",
                 })  # fmt: skip
-    return {"error_code": 0, "results": results}
+    return {"error_code": 0, "error_message": None, "results": results}
 
 
 @REGISTRY.register(ApiKey.ALTER_USER_SCRAM_CREDENTIALS, 0, 0)

@@ -20,6 +20,7 @@ from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
 from protocol.framing import FrameError, MemoryPool, RequestHeader, parse_request_header
 from protocol.sasl.scram import ScramCredential
+from pykbroker.acl import make_authorizer, start_acl_store
 from pykbroker.cluster.metadata import DEFAULT_ENTITY, LocalMetadata, TopicInfo
 from pykbroker.cluster.replica_manager import ReplicaManager
 from pykbroker.config import (
@@ -134,6 +135,8 @@ class Broker:
         self.share_partitions: Any = None
         self.share_group_configs: dict[str, dict[str, str]] = {}
         self.controller: Any = None  # the cluster's Controller (ZooKeeper mode)
+        self.authorizer = make_authorizer(config)  # None: no authorization at all
+        self.acl_store: Any = None
         self.background: list[asyncio.Task] = []
         self._topic_defaults = config.topic_defaults()
         self.started_at = time.monotonic()
@@ -185,6 +188,7 @@ class Broker:
                 tp for tp in self.log_manager.logs if tp not in self.replica_manager.partitions
             ]:
                 self.log_manager.mark_stray(*tp)  # e.g. a deletion cut short by a crash
+        await start_acl_store(self)
         from pykbroker.coordinator import start_coordinators
 
         await start_coordinators(self)

@@ -38,6 +38,14 @@ SHIPPED_PROPERTIES = str(Path(__file__).with_name("etc") / "server.properties")
 # --- validators ---------------------------------------------------------------------------
 
 
+# authorizer.class.name values that mean "Kafka's ACL authorizer" (pykbroker/acl/).
+AUTHORIZER_CLASSES = frozenset((
+    "kafka.security.authorizer.AclAuthorizer",
+    "kafka.security.auth.SimpleAclAuthorizer",
+    "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+))  # fmt: skip
+
+
 def at_least(lo):
     def check(v):
         if v < lo:
@@ -264,6 +272,20 @@ BROKER_CONFIGS = _keys(
         "Create unknown topics on Metadata and Produce requests.",
     ),
     ConfigKey("delete.topic.enable", "boolean", True, "Allow topics to be deleted."),
+    # Authorization (pykbroker/acl/): Kafka's ACL authorizer class names turn it on.
+    ConfigKey(
+        "authorizer.class.name", "string", "",
+        "The authorizer: kafka.security.authorizer.AclAuthorizer or "
+        "org.apache.kafka.metadata.authorizer.StandardAuthorizer (ACLs); empty for none.",
+        lambda v: None if v in AUTHORIZER_CLASSES or v == "" else
+        f"Unknown authorizer (known: {', '.join(sorted(AUTHORIZER_CLASSES))})",
+        read_only=True,
+    ),  # fmt: skip
+    ConfigKey("super.users", "string", "",
+              "Principals allowed everything, separated by semicolons (User:admin;User:bob).",
+              read_only=True),  # fmt: skip
+    ConfigKey("allow.everyone.if.no.acl.found", "boolean", False,
+              "Allow an operation on a resource no ACL names at all.", read_only=True),  # fmt: skip
     ConfigKey(
         "message.max.bytes", "int", 1048588, "The largest record batch size allowed.", at_least(0)
     ),

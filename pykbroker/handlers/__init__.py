@@ -10,6 +10,7 @@ from protocol.apis import ApiRegistry
 REGISTRY = ApiRegistry()
 
 from . import (  # noqa: E402,F401  (registration happens on import)
+    acls,
     admin,
     api_versions,
     configs,

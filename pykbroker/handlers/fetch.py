@@ -8,6 +8,7 @@ from time import perf_counter
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
 from protocol.hotpath import FetchPartitionResult, encode_fetch_response
+from pykbroker.acl.checks import RT, Op, cluster_allowed, filter_allowed
 
 from . import REGISTRY
 
@@ -31,9 +32,23 @@ def replica_id(request, version: int) -> int:
     return request.replica_id
 
 
-def read_partitions(broker, request, version: int, response_max_bytes: int, topics_in=None):
+def unauthorized_topics(ctx, request, resolved) -> dict[str, int]:
+    """Topics this fetch may not read, with their error (Kafka's handleFetchRequest: a follower
+    needs CLUSTER_ACTION on the cluster, else every partition fails; a consumer needs READ on
+    each topic). Answered before the partitions are looked at, so nothing about them leaks."""
+    names = {name for name, _ in resolved if name is not None}
+    if replica_id(request, ctx.api_version) >= 0:
+        allowed_names = names if cluster_allowed(ctx, Op.CLUSTER_ACTION) else set()
+    else:
+        allowed_names = filter_allowed(ctx, Op.READ, RT.TOPIC, names)
+    return dict.fromkeys(names - allowed_names, ErrorCode.TOPIC_AUTHORIZATION_FAILED)
+
+
+def read_partitions(broker, request, version: int, response_max_bytes: int, topics_in=None,
+                    denied: dict | None = None):  # fmt: skip
     """One pass over the requested partitions: (topics, bytes found, answer at once: an error
-    or a diverging epoch). Each topic's key is its name, or its id from v13."""
+    or a diverging epoch). Each topic's key is its name, or its id from v13. `denied`: topics
+    the authorizer refused, with their error."""
     rm = broker.replica_manager
     replica = replica_id(request, version)
     follower = replica >= 0
@@ -45,8 +60,14 @@ def read_partitions(broker, request, version: int, response_max_bytes: int, topi
     by_id = version >= 13
     for name, t in topics_in if topics_in is not None else resolve_topics(broker, request, version):
         results = []
+        refused = denied.get(name) if denied and name is not None else None
         for p in t.partitions:
             r = FetchPartitionResult(p.partition)
+            if refused is not None:
+                r.error_code = refused
+                error = True
+                results.append(r)
+                continue
             try:
                 if name is None:
                     raise KafkaError(ErrorCode.UNKNOWN_TOPIC_ID)
@@ -150,9 +171,11 @@ async def handle_fetch(ctx, request):
     deadline = loop.time() + request.max_wait_ms / 1000
     resolved = resolve_topics(broker, request, version)
     keys = [(name, p.partition) for name, t in resolved if name is not None for p in t.partitions]
+    denied = unauthorized_topics(ctx, request, resolved) if broker.authorizer is not None else None
     while True:
         pass_started = perf_counter()
-        topics, total, error = read_partitions(broker, request, version, max_bytes, resolved)
+        topics, total, error = read_partitions(broker, request, version, max_bytes, resolved,
+                                               denied)  # fmt: skip
         remaining = deadline - loop.time()
         if total >= request.min_bytes or error or remaining <= 0 or not keys:
             break

@@ -16,6 +16,7 @@ from protocol.hotpath import (
     decode_produce_request,
     encode_produce_response,
 )
+from pykbroker.acl.checks import RT, Op, allowed, filter_allowed
 from pykbroker.cluster.metadata import INTERNAL_TOPICS, validate_topic_name
 from pykbroker.server import CLOSE
 
@@ -152,35 +153,54 @@ def _check_txn_batch(
         raise KafkaError(code, message)
 
 
+def _unauthorized(ctx, request) -> dict[str, KafkaError]:
+    """Topics this produce may not write, with their error (Kafka's handleProduceRequest: WRITE
+    on the transactional id, else every partition fails; then WRITE on each topic)."""
+    if request.transactional_id is not None and not allowed(
+        ctx, Op.WRITE, RT.TRANSACTIONAL_ID, request.transactional_id
+    ):
+        error = KafkaError(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+        return {t.name: error for t in request.topics}
+    names = {t.name for t in request.topics if t.name is not None}  # None: an unknown id
+    error = KafkaError(ErrorCode.TOPIC_AUTHORIZATION_FAILED)
+    return {n: error for n in names - filter_allowed(ctx, Op.WRITE, RT.TOPIC, names)}
+
+
 @REGISTRY.register(ApiKey.PRODUCE, 3, 13, decoder=decode_produce_request)
 def handle_produce(ctx, request: ProduceRequestData):
     if ctx.api_version >= 13:
         by_id = ctx.broker.metadata.topic_by_id
         for topic in request.topics:  # None: UNKNOWN_TOPIC_ID (no auto-creation by id)
             topic.name = (info := by_id(topic.topic_id)) and info.name
+    denied = _unauthorized(ctx, request) if ctx.broker.authorizer is not None else None
+    if denied and len(denied) == len({t.name for t in request.topics}):
+        return _produce(ctx, request, None, denied)  # nothing to verify
     if ctx.api_version >= 12 and request.transactional_id is not None:
         # v12 is transactions v2 (KIP-890 part 2): the producer sends no AddPartitionsToTxn,
         # the leader adds each partition new to the transaction (verification setting or not).
-        pending = _partitions_to_add(ctx.broker, request)
+        pending = _partitions_to_add(ctx.broker, request, denied)
         if pending:
-            return _add_then_produce(ctx, request, pending)
-        return _produce(ctx, request, {}, tv2=True)
+            return _add_then_produce(ctx, request, pending, denied)
+        return _produce(ctx, request, {}, denied, tv2=True)
     if _verification_needed(ctx.broker, request):
         remote = _remote_verifications(ctx.broker, request)
         if remote:
-            return _verify_then_produce(ctx, request, remote)
-        return _produce(ctx, request, {})
-    return _produce(ctx, request, None)
+            return _verify_then_produce(ctx, request, remote, denied)
+        return _produce(ctx, request, {}, denied)
+    return _produce(ctx, request, None, denied)
 
 
-def _partitions_to_add(broker, request) -> dict:
+def _partitions_to_add(broker, request, denied: dict | None) -> dict:
     """Transactional batches of partitions this broker leads whose producer has no transaction
-    open there at this epoch: {(topic, partition): (producer id, epoch)}."""
+    open there at this epoch (and the authorizer let through): {(topic, partition): (producer
+    id, epoch)}."""
     if getattr(broker, "transaction_coordinator", None) is None:
         return {}
     rm = broker.replica_manager
     out = {}
     for topic in request.topics:
+        if denied and topic.name in denied:
+            continue
         for p in topic.partitions:
             if not _is_transactional(p.records):
                 continue
@@ -193,7 +213,7 @@ def _partitions_to_add(broker, request) -> dict:
     return out
 
 
-async def _add_then_produce(ctx, request, pending: dict):
+async def _add_then_produce(ctx, request, pending: dict, denied: dict | None):
     from .txn import add_to_transaction
 
     added = {}
@@ -204,13 +224,13 @@ async def _add_then_produce(ctx, request, pending: dict):
         added.update(
             await add_to_transaction(ctx.broker, request.transactional_id, pid, epoch, tps)
         )
-    result = _produce(ctx, request, added, tv2=True)
+    result = _produce(ctx, request, added, denied, tv2=True)
     if isinstance(result, Awaitable):
         result = await result
     return result
 
 
-async def _verify_then_produce(ctx, request, remote: dict):
+async def _verify_then_produce(ctx, request, remote: dict, denied: dict | None):
     txn = ctx.broker.transaction_coordinator
     verified = {}
     by_producer: dict[tuple[int, int], set] = {}
@@ -218,15 +238,16 @@ async def _verify_then_produce(ctx, request, remote: dict):
         by_producer.setdefault(producer, set()).add(tp)
     for (pid, epoch), tps in by_producer.items():
         verified.update(await txn.verify_remote(request.transactional_id, pid, epoch, tps))
-    result = _produce(ctx, request, verified)
+    result = _produce(ctx, request, verified, denied)
     if isinstance(result, Awaitable):
         result = await result
     return result
 
 
-def _produce(ctx, request: ProduceRequestData, verified: dict | None, tv2: bool = False):
+def _produce(ctx, request: ProduceRequestData, verified: dict | None, denied: dict | None = None,
+             tv2: bool = False):  # fmt: skip
     """verified: None without verification, else remote verification (or, `tv2`, adding)
-    results by partition."""
+    results by partition; denied: topics refused by the authorizer, with their error."""
     broker = ctx.broker
     rm = broker.replica_manager
     metrics = broker.metrics
@@ -251,6 +272,8 @@ def _produce(ctx, request: ProduceRequestData, verified: dict | None, tv2: bool 
             topic_error = bad_acks
         elif topic.name is None:
             topic_error = KafkaError(ErrorCode.UNKNOWN_TOPIC_ID)
+        elif denied and topic.name in denied:
+            topic_error = denied[topic.name]
         else:
             topic_error = _topic_error(broker, topic.name)
         entries = []

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 from helpers import RawClient
@@ -446,3 +448,51 @@ def test_acl_apis_without_an_authorizer(broker):
         assert (r.error_code, r.error_message) == (54, "No Authorizer is configured.")
     finally:
         c.close()
+
+
+def kafka_acls(bs: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pykbroker.cli.acls", "--bootstrap-server", bs, *args],
+        input=stdin, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_kafka_acls_tool(make_broker, broker):
+    # Kafka's texts; the ACLs of a resource come in operation-code order (Kafka's own order is
+    # a HashSet's).
+    r = kafka_acls(broker.bootstrap_servers, "--list")  # no authorizer there
+    assert (r.returncode, r.stdout) == (1, "Error while executing ACL command: "
+            "org.apache.kafka.common.errors.SecurityDisabledException: No Authorizer is configured.\n")  # fmt: skip
+    b = make_broker({**AUTHORIZER, "super.users": ANON})
+    bs = b.bootstrap_servers
+    r = kafka_acls(bs, "--add", "--topic", "t")
+    assert r.returncode == 1
+    assert (
+        "You must specify one of: --allow-principal, --deny-principal when trying to add ACLs."
+        in r.stderr
+    )
+    r = kafka_acls(bs, "--list", "--add")
+    assert "Command must include exactly one action: --list, --add, --remove. " in r.stderr
+    r = kafka_acls(bs, "--add", "--deny-principal", "User:eve", "--deny-host", "10.0.0.7",
+                   "--operation", "Describe", "--operation", "AlterConfigs", "--group", "g")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == (
+        "Adding ACLs for resource `ResourcePattern(resourceType=GROUP, name=g, patternType=LITERAL)`: \n"
+        " \t(principal=User:eve, host=10.0.0.7, operation=DESCRIBE, permissionType=DENY)\n"
+        "\t(principal=User:eve, host=10.0.0.7, operation=ALTER_CONFIGS, permissionType=DENY)\n\n"
+    )  # fmt: skip
+    r = kafka_acls(bs, "--list", "--group", "g")
+    assert r.stdout == (
+        "Current ACLs for resource `ResourcePattern(resourceType=GROUP, name=g, patternType=LITERAL)`:\n"
+        "\t(principal=User:eve, host=10.0.0.7, operation=DESCRIBE, permissionType=DENY)\n"
+        "\t(principal=User:eve, host=10.0.0.7, operation=ALTER_CONFIGS, permissionType=DENY)\n\n"
+    )  # fmt: skip
+    # --remove asks first; "n" keeps them, "y" removes them.
+    question = ("Are you sure you want to delete all ACLs for resource filter "
+                "`ResourcePattern(resourceType=GROUP, name=g, patternType=LITERAL)`? (y/n)\n")  # fmt: skip
+    r = kafka_acls(bs, "--remove", "--group", "g", stdin="n\n")
+    assert (r.returncode, r.stdout) == (0, question)
+    assert kafka_acls(bs, "--list").stdout != ""
+    r = kafka_acls(bs, "--remove", "--group", "g", stdin="y\n")
+    assert (r.returncode, r.stdout) == (0, question)
+    assert kafka_acls(bs, "--list").stdout == ""

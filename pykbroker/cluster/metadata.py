@@ -79,6 +79,14 @@ class PartitionState:
     # znode doesn't exist yet, -2: not read yet), and the controller epoch that wrote it.
     zk_version: int = -1
     controller_epoch: int = 0
+    # A reassignment in progress (KIP-455): `replicas` is then the union of the original and
+    # the target replicas; the target is `replicas` without `removing`.
+    adding: list[int] = field(default_factory=list)
+    removing: list[int] = field(default_factory=list)
+
+    @property
+    def reassigning(self) -> bool:
+        return bool(self.adding or self.removing)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -263,6 +271,12 @@ class MetadataBase:
                 f"factor of {replication_factor} cannot be reached because only {len(brokers)} broker(s) "
                 "are registered.",
             )
+        racks = {b.node_id: b.rack for b in self.brokers() if b.node_id in brokers}
+        if len(racks) == len(brokers) and all(racks.values()):
+            # Every broker has broker.rack: Kafka's rack-aware placement (placement.py).
+            from .placement import assign
+
+            return assign(num_partitions - start, replication_factor, racks, first_partition=start)
         n = len(brokers)
         return [
             [brokers[(p + r) % n] for r in range(replication_factor)]

@@ -156,9 +156,9 @@ class MetadataBase:
     def entities(self, entity_type: str) -> dict[str, dict[str, str]]:
         return self.entity_configs.get(entity_type, {})
 
-    def set_entity_configs(self, entity_type: str, name: str, configs: dict[str, str]):
-        """Replace an entity's configs (an empty dict removes it). Returns an awaitable of the
-        write when it is made in the background (ZooKeeper), else None."""
+    def alter_entity_configs(self, entity_type: str, name: str, changes: dict[str, str | None]):
+        """Set (None: remove) some of an entity's keys, keeping the others. Returns an
+        awaitable of the write when it is made in the background (ZooKeeper), else None."""
         raise NotImplementedError
 
     @contextlib.contextmanager
@@ -488,11 +488,19 @@ class LocalMetadata(MetadataBase):
 
         self._save_or_undo(undo)
 
-    def set_entity_configs(self, entity_type: str, name: str, configs: dict[str, str]) -> None:
+    def alter_entity_configs(
+        self, entity_type: str, name: str, changes: dict[str, str | None]
+    ) -> None:
         entities = self.entity_configs.setdefault(entity_type, {})
         old = entities.get(name)
-        if configs:
-            entities[name] = dict(configs)
+        merged = dict(old or {})
+        for key, value in changes.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        if merged:
+            entities[name] = merged
         else:
             entities.pop(name, None)
 

@@ -298,28 +298,43 @@ class ZkMetadata(MetadataBase):
             "set_broker_configs",
         )
 
-    def set_entity_configs(self, entity_type: str, name: str, configs: dict[str, str]):
-        """Cache at once; the returned future is the ZooKeeper write (answer after it)."""
-        entities = self.entity_configs[entity_type]
-        if configs:
-            entities[name] = dict(configs)
+    def alter_entity_configs(self, entity_type: str, name: str, changes: dict[str, str | None]):
+        """Set (or with None remove) some keys of /config/<type>/<name>, keeping the others
+        (a user's znode holds quotas and SCRAM credentials, each written by its own code):
+        read-modify-write on the znode's version, then Kafka's change notification. Cached at
+        once; the returned future is the write (answer after it)."""
+        cached = self.entity_configs[entity_type]
+        merged = _merged(cached.get(name, {}), changes)
+        if merged:
+            cached[name] = merged
         else:
-            entities.pop(name, None)
+            cached.pop(name, None)
         path = Z.entity_config_path(entity_type, name)
 
         async def write() -> None:
             try:
-                if configs:
-                    await self._set_or_create(path, Z.encode_config(dict(configs)))
-                else:
+                while True:
                     try:
-                        await self.zk.delete(path)
+                        data, stat = await self.zk.get(path)
+                        current, version = Z.decode_config(data), stat.version
                     except Z.NoNodeError:
-                        pass
+                        current, version = {}, None
+                    data = Z.encode_config(_merged(current, changes))
+                    try:
+                        if version is None:
+                            await self.zk.create(path, data, makepath=True)
+                        else:
+                            await self.zk.set(path, data, version)
+                        break
+                    except (Z.BadVersionError, Z.NodeExistsError, Z.NoNodeError):
+                        continue  # changed under us: read again
+                notice = {"version": 2, "entity_path": f"{entity_type}/{Z.sanitize(name)}"}
+                await self.zk.create(f"{Z.CONFIG_CHANGES}/config_change_",
+                                     json.dumps(notice).encode(), sequence=True)  # fmt: skip
             finally:
                 await self._read_entity(entity_type, name)  # what ZooKeeper holds
 
-        return self._spawn(write(), "set_entity_configs")
+        return self._spawn(write(), "alter_entity_configs")
 
     def add_partitions(self, name: str, assignment: list[list[int]]) -> None:
         info = self.topics[name]
@@ -757,6 +772,16 @@ class ZkMetadata(MetadataBase):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _merged(configs: dict[str, str], changes: dict[str, str | None]) -> dict[str, str]:
+    out = dict(configs)
+    for key, value in changes.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
 
 
 def _resolver(fut: asyncio.Future) -> Callable[[Any], None]:

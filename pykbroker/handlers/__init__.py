@@ -26,6 +26,7 @@ from . import (  # noqa: E402,F401  (registration happens on import)
     reassignment,
     replication,
     sasl,
+    scram,
     share,
     txn,
 )

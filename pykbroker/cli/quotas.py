@@ -113,12 +113,10 @@ def describe_client_entities(admin, types: list[str], names: list[str]) -> None:
 
 def describe_user_scram(admin, names: list[str]) -> None:
     """SCRAM credentials of the users (Kafka's describeClientQuotaAndUserScramCredentialConfigs
-    prints them after the quotas): served by the SCRAM code where the broker has it."""
-    try:
-        from .scram import describe_user_scram_credentials
-    except ImportError:
-        return
-    describe_user_scram_credentials(admin, names)
+    prints them after the quotas)."""
+    from . import user_scram
+
+    user_scram.describe(admin, [n for n in names if n])
 
 
 def alter_client_entity(admin, types: list[str], names: list[str], to_add: dict[str, str],
@@ -182,11 +180,9 @@ def alter_client_entity(admin, types: list[str], names: list[str], to_add: dict[
 
 
 def alter_user_scram(admin, user: str, to_add: dict[str, str], to_delete: list[str]) -> None:
-    try:
-        from .scram import alter_user_scram_credentials
-    except ImportError:
-        raise CommandError("SCRAM credentials are not supported by this kafka-configs") from None
-    alter_user_scram_credentials(admin, user, to_add, to_delete)
+    from . import user_scram
+
+    user_scram.alter(admin, user, to_add, to_delete)
 
 
 def alter_quotas(admin, types: list[str], names: list[str], to_add: dict[str, str],

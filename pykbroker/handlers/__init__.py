@@ -14,6 +14,7 @@ from . import (  # noqa: E402,F401  (registration happens on import)
     admin,
     api_versions,
     configs,
+    consumer_groups,
     fetch,
     groups,
     list_offsets,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import sys
 
-from . import common
+from . import common, user_scram
 from .common import CommandError, ExecutionError, ToolParser, UsageError
 
 DESCRIPTION = (
@@ -24,7 +24,10 @@ DESCRIPTION = (
 )
 ENTITY_TYPES = ("broker-loggers", "topics", "clients", "users", "brokers", "ips",
                 "client-metrics", "groups")  # fmt: skip
-SUPPORTED_TYPES = ("topics", "brokers", "broker-loggers")
+SUPPORTED_TYPES = ("topics", "brokers", "broker-loggers", "users")
+# Kafka's QuotaConfig.isClientOrUserQuotaConfig keys
+QUOTA_KEYS = ("producer_byte_rate", "consumer_byte_rate", "request_percentage",
+              "controller_mutation_rate")  # fmt: skip
 RESOURCE_TYPES = {"topics": 2, "brokers": 4, "broker-loggers": 8}
 # ConfigEntry.ConfigSource names, by wire id
 SOURCES = {0: "UNKNOWN", 1: "DYNAMIC_TOPIC_CONFIG", 2: "DYNAMIC_BROKER_CONFIG",
@@ -317,6 +320,31 @@ def alter(admin, args, entity_type: str, name: str) -> None:
         print(f"Completed updating default config for {entity_type} in the cluster.")
 
 
+def users(admin, args, names: list[str]) -> None:
+    """--entity-type users: SCRAM credentials (cli/user_scram.py) and quotas, as ConfigCommand."""
+    if args.describe:
+        user_scram.describe(admin, [n for n in names if n])
+        return
+    to_add, to_delete = parse_configs_to_add(args), parse_configs_to_delete(args)
+    unknown = [k for k in to_add if not user_scram.is_scram(k) and k not in QUOTA_KEYS]
+    if unknown:
+        raise CommandError("Only quota and SCRAM credential configs can be added for 'users' "
+                           f"using --bootstrap-server. Unexpected config names: Set({', '.join(unknown)})")  # fmt: skip
+    unknown = [k for k in to_delete if not user_scram.is_scram(k) and k not in QUOTA_KEYS]
+    if unknown:
+        raise CommandError("Only quota and SCRAM credential configs can be deleted for 'users' "
+                           f"using --bootstrap-server. Unexpected config names: Set({', '.join(unknown)})")  # fmt: skip
+    scram = [k for k in [*to_add, *to_delete] if user_scram.is_scram(k)]
+    quotas = [k for k in [*to_add, *to_delete] if k in QUOTA_KEYS]
+    if scram and quotas:
+        raise CommandError("Cannot alter both quota and SCRAM credential configs simultaneously "
+                           "for 'users' using --bootstrap-server.")  # fmt: skip
+    if quotas:
+        raise CommandError("User quotas are not handled by this kafka-configs yet")
+    user_scram.alter(admin, names[0], to_add, to_delete)
+    print(f"Completed updating config for user {names[0]}.")
+
+
 # --- entry point --------------------------------------------------------------------------------
 
 
@@ -335,7 +363,9 @@ def run(argv: list[str]) -> int:
         common.client_properties(args.command_config),
     )
     try:
-        if args.alter:
+        if types == ["users"]:
+            users(admin, args, names)
+        elif args.alter:
             alter(admin, args, types[0], names[0])
         else:
             describe(admin, args, types[0], names)

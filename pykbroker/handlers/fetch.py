@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import asyncio
 
+import structlog
+
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
 from protocol.hotpath import FetchPartitionResult, encode_fetch_response
+from pykbroker.coordinator.group import now_ms
+from pykbroker.fetch_session import INVALID_SESSION_ID
 
 from . import REGISTRY
+
+log = structlog.get_logger(__name__)
 
 READ_COMMITTED = 1
 
 
-def read_partitions(broker, request, version: int, response_max_bytes: int):
-    """One pass over the requested partitions: (topics, bytes found, answer at once: an error
-    or a diverging epoch)."""
+def read_partitions(broker, request, version: int, response_max_bytes: int, wanted: list):
+    """One pass over the partitions to read (`wanted`: [(topic, topic id, [partition
+    params])], from the request or its fetch session): (topics as [(topic, topic id,
+    [FetchPartitionResult])], bytes found, answer at once: an error or a diverging epoch)."""
     rm = broker.replica_manager
     follower = request.replica_id >= 0
     read_committed = request.isolation_level == READ_COMMITTED
@@ -23,13 +30,13 @@ def read_partitions(broker, request, version: int, response_max_bytes: int):
     total = 0
     error = False
     topics = []
-    for t in request.topics:
+    for topic, topic_id, partitions in wanted:
         results = []
-        for p in t.partitions:
+        for p in partitions:
             r = FetchPartitionResult(p.partition)
             try:
                 part = rm.get_leader(
-                    t.topic, p.partition, p.current_leader_epoch if version >= 9 else -1
+                    topic, p.partition, p.current_leader_epoch if version >= 9 else -1
                 )
                 log = part.log
                 r.high_watermark = log.high_watermark
@@ -67,11 +74,11 @@ def read_partitions(broker, request, version: int, response_max_bytes: int):
                 r.error_code = e.code
                 error = True
             except OSError as e:  # a read the disk failed: its log dir goes offline
-                r.error_code = log.log_dir.failed(e, f"reading {t.topic}-{p.partition}").code
+                r.error_code = log.log_dir.failed(e, f"reading {topic}-{p.partition}").code
                 r.records = None
                 error = True
             results.append(r)
-        topics.append((t.topic, results))
+        topics.append((topic, topic_id, results))
     return topics, total, error
 
 
@@ -80,17 +87,26 @@ async def handle_fetch(ctx, request):
     broker = ctx.broker
     version = ctx.api_version
     header = ctx.header
-    if version >= 7 and request.session_id != 0:
-        # We never create fetch sessions (a broker may decline to), so none can be found.
-        return encode_fetch_response(
-            version, header.correlation_id, 0, ErrorCode.FETCH_SESSION_ID_NOT_FOUND, 0, []
-        )
+    follower = request.replica_id >= 0
+    sessions = broker.fetch_sessions
+    if version >= 7:
+        # KIP-227: a full fetch may open a session; an incremental one reads the session's
+        # partitions and answers only those with news.
+        context = sessions.new_context(version, request, follower, now_ms())
+        if context.kind == "error":
+            return encode_fetch_response(
+                version, header.correlation_id, 0, context.error, INVALID_SESSION_ID, []
+            )
+        wanted = context.topics
+    else:
+        context = None
+        wanted = [(t.topic, None, t.partitions) for t in request.topics]
     max_bytes = min(request.max_bytes, broker.config.get("fetch.max.bytes"))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + request.max_wait_ms / 1000
-    keys = [(t.topic, p.partition) for t in request.topics for p in t.partitions]
+    keys = [(topic, p.partition) for topic, _, ps in wanted for p in ps]
     while True:
-        topics, total, error = read_partitions(broker, request, version, max_bytes)
+        topics, total, error = read_partitions(broker, request, version, max_bytes, wanted)
         remaining = deadline - loop.time()
         if total >= request.min_bytes or error or remaining <= 0 or not keys:
             break
@@ -103,6 +119,20 @@ async def handle_fetch(ctx, request):
             broker.metrics.fetch_purgatory -= 1
             for part in watched:
                 part.waiters.discard(fut)
+    session_id = INVALID_SESSION_ID
+    if context is not None:
+        session_id, topics = sessions.response_topics(context, topics, follower, version,
+                                                      now_ms())  # fmt: skip
+        if context.kind == "full" and session_id != INVALID_SESSION_ID:
+            # A follower's session is made once per leader it fetches from; say so. Consumers'
+            # sessions come and go with them (debug).
+            (log.info if follower else log.debug)(
+                "fetch_session_created", session_id=session_id, replica_id=request.replica_id,
+                partitions=len(keys), client_id=header.client_id,
+            )  # fmt: skip
+    answer = [(name, results) for name, _, results in topics]
     if total:
-        broker.metrics.record_fetch(topics, total)
-    return encode_fetch_response(version, header.correlation_id, 0, ErrorCode.NONE, 0, topics)
+        broker.metrics.record_fetch(answer, total)
+    return encode_fetch_response(
+        version, header.correlation_id, 0, ErrorCode.NONE, session_id, answer
+    )

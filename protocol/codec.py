@@ -89,6 +89,13 @@ def response_is_flexible(api_key: int, api_version: int) -> bool:
     return cls is not None and cls.flexible_version_q(api_version)
 
 
+@cache
+def response_has_throttle_time(api_key: int) -> bool:
+    """Whether a response has a throttle_time_ms field (in the versions that carry it)."""
+    cls = _CLASSES.get((api_key, "response"))
+    return cls is not None and "throttle_time_ms" in cls._struct.fields
+
+
 class MalformedRequest(ValueError):
     """A request body that cannot be read per its schema; the connection must close (Kafka's
     generated readers throw on the same input, and its SocketServer closes the connection)."""

@@ -10,6 +10,7 @@ import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any
 
 import structlog
@@ -19,6 +20,7 @@ from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
 from protocol.framing import FrameError, MemoryPool, RequestHeader, parse_request_header
 from protocol.sasl.scram import ScramCredential
+from pykbroker.acl import make_authorizer, start_acl_store
 from pykbroker.cluster.metadata import DEFAULT_ENTITY, LocalMetadata, TopicInfo
 from pykbroker.cluster.replica_manager import ReplicaManager
 from pykbroker.config import (
@@ -31,6 +33,8 @@ from pykbroker.config import (
 from pykbroker.fetch_session import FetchSessionCache
 from pykbroker.handlers import REGISTRY
 from pykbroker.metrics import Metrics
+from pykbroker.quota import QuotaManagers
+from pykbroker.quota.store import LocalQuotaStore, ZkQuotaStore
 from pykbroker.security.listener import listener_security
 from pykbroker.security.principal import KafkaPrincipal, Session
 from pykbroker.server import CLOSE, Connection
@@ -42,6 +46,9 @@ _LOGS_PER_TURN = 16  # partition logs opened per event-loop turn by open_partiti
 _SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SHUTDOWN_TIMEOUT_S = 30  # longest a SIGTERM/SIGINT shutdown may take
+# Requests no request quota applies to (Kafka's ClientRequestQuotaManager exempts ApiVersions
+# and the APIs brokers send each other; those, here, are the follower fetches).
+_QUOTA_EXEMPT = frozenset({ApiKey.API_VERSIONS})
 
 
 @dataclass(slots=True)
@@ -49,6 +56,12 @@ class RequestContext:
     broker: Broker
     connection: Connection
     header: RequestHeader
+    # Client quotas: when the request was taken (set only while request quotas are on), and
+    # the throttle time a handler already decided and put in its response (-1: none yet).
+    started: float = 0.0
+    busy: float = 0.0  # handler time of an async handler (its waits are not handler time)
+    throttle_ms: int = -1
+    size: int = 0  # the request's size in bytes (producer_byte_rate counts it)
 
     @property
     def api_version(self) -> int:
@@ -111,6 +124,8 @@ class Broker:
         queued = config.get("queued.max.request.bytes")
         self.request_pool = MemoryPool(queued) if queued > 0 else None
         self._memory_waiters: deque[Connection] = deque()
+        self.quotas = QuotaManagers(config)
+        self.quota_store: LocalQuotaStore | ZkQuotaStore | None = None
         self.servers: list[asyncio.base_events.Server] = []
         self.bound: list[tuple[str, int]] = []  # (host, port) actually listening
         self.log_manager: LogManager | None = None
@@ -118,7 +133,14 @@ class Broker:
         self.replica_manager: ReplicaManager | None = None
         self.group_coordinator: Any = None
         self.transaction_coordinator: Any = None
+        # Share groups (KIP-932): membership, the share coordinator, the share-partition leader.
+        self.share_groups: Any = None
+        self.share_coordinator: Any = None
+        self.share_partitions: Any = None
+        self.share_group_configs: dict[str, dict[str, str]] = {}
         self.controller: Any = None  # the cluster's Controller (ZooKeeper mode)
+        self.authorizer = make_authorizer(config)  # None: no authorization at all
+        self.acl_store: Any = None
         self.background: list[asyncio.Task] = []
         self._topic_defaults = config.topic_defaults()
         self.started_at = time.monotonic()
@@ -136,7 +158,7 @@ class Broker:
         for (_, host, port), security in zip(listeners, securities, strict=True):
             server = await loop.create_server(
                 lambda s=security: Connection(self).on_listener(s.name, s),
-                host or None, port, reuse_address=True, backlog=1024, ssl=security.ssl_context,
+                host or None, port, reuse_address=True, backlog=1024,
             )  # fmt: skip
             self.servers.append(server)
             sockname = server.sockets[0].getsockname()
@@ -149,6 +171,8 @@ class Broker:
             from pykbroker.cluster.node import start_cluster
 
             await start_cluster(self, (adv_host, adv_port), adv_name, endpoints)
+            self.quota_store = ZkQuotaStore(self.metadata, self.client_quotas_changed)
+            await self.quota_store.start()
         else:
             self.metadata = LocalMetadata(
                 self.log_manager.data_dir, self.node_id, (adv_host, adv_port),
@@ -156,6 +180,8 @@ class Broker:
             )  # fmt: skip
             self.metadata.broker.endpoints = endpoints
             self.apply_dynamic_configs()
+            self.quota_store = LocalQuotaStore(self.metadata, self.client_quotas_changed)
+            self.client_quotas_changed()
             self.log_manager.load_logs(self.log_config_for)
             self.replica_manager = ReplicaManager(
                 self.node_id, self.log_manager, self.log_config_for
@@ -166,6 +192,7 @@ class Broker:
                 tp for tp in self.log_manager.logs if tp not in self.replica_manager.partitions
             ]:
                 self.log_manager.mark_stray(*tp)  # e.g. a deletion cut short by a crash
+        await start_acl_store(self)
         from pykbroker.coordinator import start_coordinators
 
         await start_coordinators(self)
@@ -239,6 +266,11 @@ class Broker:
 
     def connection_closed(self, conn: Connection) -> None:
         self.connections.discard(conn)
+        if self.share_partitions is not None:
+            self.share_partitions.connection_closed(conn)  # its share sessions end
+
+    def client_quotas_changed(self) -> None:
+        self.quotas.set_configs(self.quota_store.configs)
 
     def wait_for_request_memory(self, conn: Connection) -> None:
         if not self._memory_waiters:  # once per episode, not per connection
@@ -308,18 +340,46 @@ class Broker:
                 client_id=header.client_id, reason=repr(e),
             )  # fmt: skip
             return CLOSE
-        ctx = RequestContext(self, conn, header)
+        ctx = RequestContext(self, conn, header, size=len(frame))
         try:
+            if self.quotas.request.enabled:
+                ctx.started = perf_counter()
             result = spec.handler(ctx, request)
             if isinstance(result, Awaitable):
+                if ctx.started:
+                    ctx.busy = perf_counter() - ctx.started
                 return self._finish_async(ctx, result)
+            if ctx.started or ctx.throttle_ms > 0:
+                result = self._throttle(ctx, result)
             return self._encode(header, result)
         except Exception as e:
             return self._request_failed(ctx, e)
 
+    def _throttle(self, ctx: RequestContext, result: Any) -> Any:
+        """Client quotas on a finished request (Kafka's sendResponseMaybeThrottle): record its
+        handler time against request_percentage unless its handler did (produce, fetch), put
+        the throttle time in the response, and mute the connection for it once it is sent."""
+        throttle = ctx.throttle_ms
+        if throttle < 0 and ctx.started and ctx.header.api_key not in _QUOTA_EXEMPT:
+            throttle = self.quotas.request_throttle_ms(
+                ctx.connection, ctx.header.client_id, ctx.busy or perf_counter() - ctx.started
+            )
+            if (
+                throttle
+                and isinstance(result, dict)
+                and codec.response_has_throttle_time(ctx.header.api_key)
+            ):
+                result["throttle_time_ms"] = throttle
+        if throttle > 0:
+            ctx.connection.throttle(throttle)
+        return result
+
     async def _finish_async(self, ctx: RequestContext, pending: Awaitable) -> Any:
         try:
-            return self._encode(ctx.header, await pending)
+            result = await pending
+            if ctx.started or ctx.throttle_ms > 0:
+                result = self._throttle(ctx, result)
+            return self._encode(ctx.header, result)
         except (asyncio.CancelledError, ConnectionError):
             raise
         except Exception as e:

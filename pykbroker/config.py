@@ -38,6 +38,14 @@ SHIPPED_PROPERTIES = str(Path(__file__).with_name("etc") / "server.properties")
 # --- validators ---------------------------------------------------------------------------
 
 
+# authorizer.class.name values that mean "Kafka's ACL authorizer" (pykbroker/acl/).
+AUTHORIZER_CLASSES = frozenset((
+    "kafka.security.authorizer.AclAuthorizer",
+    "kafka.security.auth.SimpleAclAuthorizer",
+    "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+))  # fmt: skip
+
+
 def at_least(lo):
     def check(v):
         if v < lo:
@@ -199,6 +207,13 @@ def _keys(*keys: ConfigKey) -> dict[str, ConfigKey]:
 _DAY_MS = 86_400_000
 _WEEK_MS = 7 * _DAY_MS
 
+# Kafka's replication throttles (kafka-reassign-partitions --throttle sets and clears them).
+REPLICATION_THROTTLES = {
+    "leader.replication.throttled.rate": "Leader-side replication throttle",
+    "follower.replication.throttled.rate": "Follower-side replication throttle",
+    "replica.alter.log.dirs.io.max.bytes.per.second": "Throttle of replica moves between log dirs",
+}
+
 BROKER_CONFIGS = _keys(
     ConfigKey("node.id", "int", 1, "The id of this broker.", at_least(0), read_only=True),
     ConfigKey("broker.id", "int", None, "Alias of node.id.", at_least(0), read_only=True),
@@ -264,6 +279,20 @@ BROKER_CONFIGS = _keys(
         "Create unknown topics on Metadata and Produce requests.",
     ),
     ConfigKey("delete.topic.enable", "boolean", True, "Allow topics to be deleted."),
+    # Authorization (pykbroker/acl/): Kafka's ACL authorizer class names turn it on.
+    ConfigKey(
+        "authorizer.class.name", "string", "",
+        "The authorizer: kafka.security.authorizer.AclAuthorizer or "
+        "org.apache.kafka.metadata.authorizer.StandardAuthorizer (ACLs); empty for none.",
+        lambda v: None if v in AUTHORIZER_CLASSES or v == "" else
+        f"Unknown authorizer (known: {', '.join(sorted(AUTHORIZER_CLASSES))})",
+        read_only=True,
+    ),  # fmt: skip
+    ConfigKey("super.users", "string", "",
+              "Principals allowed everything, separated by semicolons (User:admin;User:bob).",
+              read_only=True),  # fmt: skip
+    ConfigKey("allow.everyone.if.no.acl.found", "boolean", False,
+              "Allow an operation on a resource no ACL names at all.", read_only=True),  # fmt: skip
     ConfigKey(
         "message.max.bytes", "int", 1048588, "The largest record batch size allowed.", at_least(0)
     ),
@@ -288,6 +317,61 @@ BROKER_CONFIGS = _keys(
         600000,
         "Connections with no traffic and no request in progress for this long are closed.",
         at_least(1),
+    ),
+    # Client quotas and connection limits (Kafka's QuotaConfig and SocketServer keys).
+    ConfigKey(
+        "quota.window.num",
+        "int",
+        11,
+        "The number of samples to retain in memory for client quotas.",
+        at_least(1),
+        read_only=True,
+    ),
+    ConfigKey(
+        "quota.window.size.seconds",
+        "int",
+        1,
+        "The time span of each sample for client quotas.",
+        at_least(1),
+        read_only=True,
+    ),
+    ConfigKey(
+        "max.connections",
+        "int",
+        INT_MAX,
+        "The maximum number of connections the broker "
+        "accepts at once; past it the listeners stop accepting until one closes "
+        "(per listener: listener.name.<name>.max.connections; the inter-broker listener "
+        "is exempt from the broker-wide limit when there are several listeners).",
+        at_least(0),
+        read_only=True,
+    ),
+    ConfigKey(
+        "max.connections.per.ip",
+        "int",
+        INT_MAX,
+        "The maximum number of connections "
+        "from one IP address; a connection past it is closed at once.",
+        at_least(0),
+        read_only=True,
+    ),
+    ConfigKey(
+        "max.connections.per.ip.overrides",
+        "string",
+        "",
+        "Per-IP or hostname overrides "
+        "of max.connections.per.ip, host:count,... e.g. 127.0.0.1:200,hostA:50.",
+        read_only=True,
+    ),
+    ConfigKey(
+        "max.connection.creation.rate",
+        "int",
+        INT_MAX,
+        "The most connections the "
+        "broker accepts per second (per listener: "
+        "listener.name.<name>.max.connection.creation.rate); past it accepting waits.",
+        at_least(0),
+        read_only=True,
     ),
     # --- security (pykbroker/security/): Kafka's keys and defaults; each may be set for one
     # listener as listener.name.<listener>.<key> (SASL keys also per mechanism,
@@ -726,6 +810,107 @@ BROKER_CONFIGS = _keys(
         "Largest session timeout a member may ask for.",
     ),
     ConfigKey("group.max.size", "int", INT_MAX, "Maximum members of one group.", at_least(1)),
+    # Share groups (KIP-932). Kafka 4.1 turns them on with the share.version feature; until
+    # finalized features exist here, group.share.enable is that switch (off, as in 4.1).
+    ConfigKey("group.share.enable", "boolean", False, "Serve share groups (KIP-932)."),
+    ConfigKey(
+        "group.share.session.timeout.ms",
+        "int",
+        45000,
+        "Session timeout of share group members.",
+        at_least(1),
+    ),
+    ConfigKey(
+        "group.share.heartbeat.interval.ms",
+        "int",
+        5000,
+        "Heartbeat interval given to share group members.",
+        at_least(1),
+    ),
+    ConfigKey(
+        "group.share.max.size", "int", 200, "Maximum members of one share group.", between(1, 1000)
+    ),
+    ConfigKey(
+        "group.share.record.lock.duration.ms",
+        "int",
+        30000,
+        "How long an acquired record stays locked to its consumer.",
+        between(1000, 3600000),
+    ),
+    ConfigKey(
+        "group.share.min.record.lock.duration.ms",
+        "int",
+        15000,
+        "Smallest lock duration a share group may configure.",
+        between(1000, 30000),
+    ),
+    ConfigKey(
+        "group.share.max.record.lock.duration.ms",
+        "int",
+        60000,
+        "Largest lock duration a share group may configure.",
+        between(30000, 3600000),
+    ),
+    ConfigKey(
+        "group.share.delivery.count.limit",
+        "int",
+        5,
+        "Deliveries of a record before it is archived.",
+        between(2, 10),
+    ),
+    ConfigKey(
+        "group.share.partition.max.record.locks",
+        "int",
+        2000,
+        "In-flight records of one share-partition.",
+        between(100, 10000),
+    ),
+    ConfigKey(
+        "group.share.max.share.sessions", "int", 2000, "Share sessions a broker keeps.", at_least(1)
+    ),
+    ConfigKey(
+        "share.coordinator.state.topic.num.partitions",
+        "int",
+        50,
+        "Partitions of __share_group_state.",
+        at_least(1),
+        read_only=True,
+    ),
+    ConfigKey(
+        "share.coordinator.state.topic.replication.factor",
+        "int",
+        3,
+        "Replication factor of __share_group_state.",
+        at_least(1),
+    ),
+    ConfigKey(
+        "share.coordinator.state.topic.min.isr",
+        "int",
+        2,
+        "min.insync.replicas of __share_group_state.",
+        at_least(1),
+    ),
+    ConfigKey(
+        "share.coordinator.state.topic.segment.bytes",
+        "int",
+        104857600,
+        "Segment size of __share_group_state.",
+        at_least(1),
+    ),
+    ConfigKey(
+        "share.coordinator.snapshot.update.records.per.snapshot",
+        "int",
+        500,
+        "Share state updates written between two snapshots of a share-partition.",
+        between(0, 500),
+    ),
+    ConfigKey(
+        "share.coordinator.write.timeout.ms",
+        "int",
+        5000,
+        "How long a share state write waits for __share_group_state replication.",
+        at_least(1),
+    ),
     ConfigKey(
         "offset.metadata.max.bytes",
         "int",
@@ -929,6 +1114,12 @@ BROKER_CONFIGS = _keys(
         at_least(1),
     ),
     ConfigKey("broker.rack", "string", None, "Rack of this broker.", read_only=True),
+    *(
+        ConfigKey(
+            name, "long", 2**63 - 1, f"{what} (bytes/sec; accepted, not enforced).", at_least(0)
+        )  # fmt: skip
+        for name, what in REPLICATION_THROTTLES.items()
+    ),
     ConfigKey(
         "cluster.id",
         "string",
@@ -1319,7 +1510,7 @@ def warn_deprecated_topic_configs(
 # log.message.format.version, which Kafka never reconfigures).
 DYNAMIC_BROKER_CONFIGS = frozenset(
     k.synonyms[0][0] for k in TOPIC_CONFIGS.values() if k.synonyms
-) - {"log.message.format.version"}
+) - {"log.message.format.version"} | frozenset(REPLICATION_THROTTLES)
 # Where a broker value comes from, highest precedence first (DescribeConfigs' ConfigSource).
 DYNAMIC_BROKER, DYNAMIC_DEFAULT, STATIC, DEFAULT = (
     "DYNAMIC_BROKER_CONFIG", "DYNAMIC_DEFAULT_BROKER_CONFIG", "STATIC_BROKER_CONFIG",

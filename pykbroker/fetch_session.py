@@ -29,6 +29,7 @@ FINAL_EPOCH = -1
 # larger one for this long after creation, and unused for longer it is stale.
 EVICTION_MS = 120_000
 _INT_MAX = (1 << 31) - 1
+_LONG_MAX = (1 << 63) - 1
 
 
 def next_epoch(epoch: int) -> int:
@@ -51,10 +52,11 @@ class CachedPartition:
     current_leader_epoch: int = -1
     last_fetched_epoch: int = -1
     log_start_offset: int = -1  # the fetcher's (followers send theirs)
+    high_watermark: int = _LONG_MAX  # a v18 follower's
     # Last answered: -1 so a new partition is always in the next answer.
-    high_watermark: int = -1
-    last_stable_offset: int = -1
-    local_log_start_offset: int = -1
+    sent_high_watermark: int = -1
+    sent_last_stable_offset: int = -1
+    sent_log_start_offset: int = -1
 
     def update_request(self, p) -> None:
         self.fetch_offset = p.fetch_offset
@@ -62,26 +64,27 @@ class CachedPartition:
         self.current_leader_epoch = getattr(p, "current_leader_epoch", -1)
         self.last_fetched_epoch = getattr(p, "last_fetched_epoch", -1)
         self.log_start_offset = getattr(p, "log_start_offset", -1)
+        self.high_watermark = getattr(p, "high_watermark", _LONG_MAX)
 
-    def must_respond(self, r) -> bool:
+    def must_respond(self, r, update: bool = True) -> bool:
         """Kafka's maybeUpdateResponseData: does the answer `r` (a FetchPartitionResult) hold
-        anything the fetcher hasn't seen? Remembers what it now will have seen."""
-        respond = r.records is not None and r.records.length > 0
-        if self.high_watermark != r.high_watermark:
-            respond = True
-            self.high_watermark = r.high_watermark
-        if self.last_stable_offset != r.last_stable_offset:
-            respond = True
-            self.last_stable_offset = r.last_stable_offset
-        if self.local_log_start_offset != r.log_start_offset:
-            respond = True
-            self.local_log_start_offset = r.log_start_offset
-        if r.error_code != ErrorCode.NONE:
-            # Re-sent once the error is gone, since the cached HW no longer matches.
-            self.high_watermark = -1
-            respond = True
-        if r.diverging_epoch is not None or r.preferred_read_replica >= 0:
-            respond = True
+        anything the fetcher hasn't seen? With `update`, remember what it now will have."""
+        respond = (
+            (r.records is not None and r.records.length > 0)
+            or self.sent_high_watermark != r.high_watermark
+            or self.sent_last_stable_offset != r.last_stable_offset
+            or self.sent_log_start_offset != r.log_start_offset
+            or r.error_code != ErrorCode.NONE
+            or r.diverging_epoch is not None
+            or r.preferred_read_replica >= 0
+        )
+        if update:
+            self.sent_high_watermark = r.high_watermark
+            self.sent_last_stable_offset = r.last_stable_offset
+            self.sent_log_start_offset = r.log_start_offset
+            if r.error_code != ErrorCode.NONE:
+                # Re-sent once the error is gone, since the cached HW no longer matches.
+                self.sent_high_watermark = -1
         return respond
 
 
@@ -115,8 +118,18 @@ class FetchContext:
     kind: str
     error: int = ErrorCode.NONE
     session: FetchSession | None = None
-    # What to read, in order: [(topic, topic_id, [partition params])]
+    # What to read, in order: topics with `.partitions` (and `.topic`/`.topic_id` as the
+    # request's): the request's own, or the session's as SessionTopic
     topics: list = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class SessionTopic:
+    """A run of a session's partitions of one topic, shaped like a request's topic."""
+
+    topic: str | None
+    topic_id: Any
+    partitions: list
 
 
 class FetchSessionCache:
@@ -131,6 +144,7 @@ class FetchSessionCache:
         self.sessions: dict[int, FetchSession] = {}
         self._rng = rng or random.Random()
         self.evictions = 0
+        self.incremental_fetches = 0
 
     @property
     def num_partitions(self) -> int:
@@ -145,7 +159,7 @@ class FetchSessionCache:
             if session_id != INVALID_SESSION_ID:
                 self.sessions.pop(session_id, None)  # a full fetch closes the session it names
             kind = "sessionless" if epoch == FINAL_EPOCH or self.max_entries <= 0 else "full"
-            return FetchContext(kind, topics=_request_topics(request, version))
+            return FetchContext(kind, topics=list(request.topics))
         session = self.sessions.get(session_id)
         if session is None:
             return FetchContext("error", ErrorCode.FETCH_SESSION_ID_NOT_FOUND)
@@ -160,37 +174,40 @@ class FetchSessionCache:
             return FetchContext("sessionless", topics=[])
         session.last_used_ms = now_ms
         session.epoch = next_epoch(session.epoch)
+        self.incremental_fetches += 1
         return FetchContext("incremental", session=session, topics=_session_topics(session))
 
     # --- the response side --------------------------------------------------------------------
 
     def response_topics(self, context: FetchContext, results: list, follower: bool,
-                        version: int, now_ms: int) -> tuple[int, list]:  # fmt: skip
-        """(session id, topics to answer) from what was read: `results` is
-        [(topic, topic_id, [FetchPartitionResult])] in the order of `context.topics`."""
+                        version: int, now_ms: int, update: bool = True) -> tuple[int, list]:  # fmt: skip
+        """(session id, topics to answer) from what was read: `results` is [(topic key,
+        [FetchPartitionResult])] in the order of `context.topics`. Without `update` (to size
+        a response that may be throttled instead) neither the session nor the cache change."""
         if context.kind == "incremental":
-            return context.session.id, _changed(context, results)
-        if context.kind == "full":
+            return context.session.id, _changed(context, results, update)
+        if context.kind == "full" and update:
             session = self._create(context, results, follower, version, now_ms)
             return (session.id if session is not None else INVALID_SESSION_ID), results
         return INVALID_SESSION_ID, results
 
     def _create(self, context, results, privileged: bool, version: int, now_ms: int):
-        size = sum(len(ps) for _, _, ps in context.topics)
+        size = sum(len(t.partitions) for t in context.topics)
         if len(self.sessions) >= self.max_entries and not self._try_evict(privileged, size, now_ms):
             return None
         session_id = self._new_id()
         session = FetchSession(session_id, privileged, version >= 13, now_ms, now_ms,
                                next_epoch(INITIAL_EPOCH))  # fmt: skip
-        for (topic, topic_id, params), (_, _, rs) in zip(context.topics, results, strict=True):
+        for t, (_, rs) in zip(context.topics, results, strict=True):
+            name, topic_id = _names(t, version)
             answered = {r.partition_index: r for r in rs}
-            for p in params:
-                cp = CachedPartition(topic, p.partition, topic_id)
+            for p in t.partitions:
+                cp = CachedPartition(name, p.partition, topic_id)
                 cp.update_request(p)
                 r = answered.get(p.partition)
                 if r is not None:
                     cp.must_respond(r)  # remember what this full answer told the fetcher
-                session.partitions[session_key(topic, topic_id, p.partition)] = cp
+                session.partitions[session_key(name, topic_id, p.partition)] = cp
         self.sessions[session_id] = session
         return session
 
@@ -228,56 +245,60 @@ class FetchSessionCache:
         self.evictions += 1
 
 
-def _request_topics(request, version: int) -> list:
-    return [(getattr(t, "topic", None), getattr(t, "topic_id", None) if version >= 13 else None,
-             t.partitions) for t in request.topics]  # fmt: skip
+def _names(t, version: int) -> tuple[str | None, Any]:
+    """A request topic's (name, topic id): by name below v13, by id from v13."""
+    if version >= 13:
+        return None, t.topic_id
+    return t.topic, None
 
 
 def _update_session(session: FetchSession, request, version: int) -> None:
     """Kafka's FetchSession.update: add or update the request's partitions, drop the
     forgotten ones."""
     parts = session.partitions
-    for topic, topic_id, params in _request_topics(request, version):
-        for p in params:
-            key = session_key(topic, topic_id, p.partition)
+    for t in request.topics:
+        name, topic_id = _names(t, version)
+        for p in t.partitions:
+            key = session_key(name, topic_id, p.partition)
             cp = parts.get(key)
             if cp is None:
-                cp = parts[key] = CachedPartition(topic, p.partition, topic_id)
+                cp = parts[key] = CachedPartition(name, p.partition, topic_id)
             cp.update_request(p)
     for t in request.forgotten_topics_data or ():
-        topic_id = getattr(t, "topic_id", None) if version >= 13 else None
+        name, topic_id = _names(t, version)
         for index in t.partitions:
-            parts.pop(session_key(getattr(t, "topic", ""), topic_id, index), None)
+            parts.pop(session_key(name, topic_id, index), None)
 
 
 def _session_topics(session: FetchSession) -> list:
     """The session's partitions in its order, consecutive ones of a topic grouped."""
-    out: list = []
+    out: list[SessionTopic] = []
     for cp in session.partitions.values():
-        if out and out[-1][0] == cp.topic and out[-1][1] == cp.topic_id:
-            out[-1][2].append(cp)
+        if out and out[-1].topic == cp.topic and out[-1].topic_id == cp.topic_id:
+            out[-1].partitions.append(cp)
         else:
-            out.append((cp.topic, cp.topic_id, [cp]))
+            out.append(SessionTopic(cp.topic, cp.topic_id, [cp]))
     return out
 
 
-def _changed(context: FetchContext, results: list) -> list:
+def _changed(context: FetchContext, results: list, update: bool) -> list:
     """The incremental answer: only partitions with news. Those that return records move to
     the end of the session, so the next fetch reads the others first (Kafka's fairness)."""
     parts = context.session.partitions
     out = []
     to_end = []
-    for (topic, topic_id, params), (_, _, rs) in zip(context.topics, results, strict=True):
+    for t, (key, rs) in zip(context.topics, results, strict=True):
         kept = []
-        for cp, r in zip(params, rs, strict=True):
-            if cp.must_respond(r):
+        for cp, r in zip(t.partitions, rs, strict=True):
+            if cp.must_respond(r, update):
                 kept.append(r)
                 if r.records is not None and r.records.length > 0:
-                    to_end.append(session_key(topic, topic_id, cp.partition))
+                    to_end.append(session_key(cp.topic, cp.topic_id, cp.partition))
         if kept:
-            out.append((topic, topic_id, kept))
-    for key in to_end:
-        parts.move_to_end(key)
+            out.append((key, kept))
+    if update:
+        for k in to_end:
+            parts.move_to_end(k)
     return out
 
 

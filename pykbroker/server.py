@@ -30,6 +30,22 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+
+def _ssl_protocol_class(loop: asyncio.AbstractEventLoop):
+    """The event loop's own TLS protocol (uvloop's is compiled, asyncio's pure Python)."""
+    try:
+        import uvloop
+        from uvloop.loop import SSLProtocol
+
+        if isinstance(loop, uvloop.Loop):
+            return SSLProtocol
+    except ImportError:
+        pass
+    from asyncio.sslproto import SSLProtocol
+
+    return SSLProtocol
+
+
 CLOSE = object()  # a handler's way of saying: close this connection (after logging why)
 _MAX_QUEUED_FRAMES = 16
 _WRITE_HIGH_WATER = 4 * 1024 * 1024
@@ -48,6 +64,10 @@ class Connection(asyncio.BufferedProtocol):
         self._task: asyncio.Task | None = None
         self._reading_paused = False  # too many frames queued
         self._muted = False  # waiting for queued.max.request.bytes memory
+        self._throttled = False  # muted by a client quota (KIP-219) until _throttle_handle runs
+        self._throttle_until = 0.0
+        self._throttle_handle: asyncio.TimerHandle | None = None
+        self._throttle_waiter: asyncio.Future | None = None
         self._drain_waiter: asyncio.Future | None = None
         self._write_paused = False
         self.closed = False
@@ -79,6 +99,39 @@ class Connection(asyncio.BufferedProtocol):
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         host = peer[0] if peer else "?"
         security = self.security
+        if security is not None and security.ssl_context is not None and not self.tls:
+            self._start_tls(transport)
+            return
+        self._established(transport, host)
+
+    def _start_tls(self, raw: asyncio.Transport) -> None:
+        """Put TLS between the socket and us, now (before the loop reads a byte); this method
+        connection_made runs again with the TLS transport once the handshake is done. Done here rather than by
+        create_server(ssl=...) so that a failed handshake (an untrusted or expired certificate)
+        is ours to log, as Kafka logs it."""
+        self.tls = True
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        tls = _ssl_protocol_class(loop)(
+            loop, self, self.security.ssl_context, waiter, True, None, True
+        )
+        raw.set_protocol(tls)
+        tls.connection_made(raw)
+
+        def handshake_done(fut: asyncio.Future) -> None:
+            e = None if fut.cancelled() else fut.exception()
+            if e is not None:
+                reason = getattr(e, "reason", None) or repr(e)
+                log.info("failed_authentication", peer=self.peer, listener=self.listener,
+                         reason=f"SSL handshake failed: {reason}")  # fmt: skip
+                self.closed = True
+                raw.abort()
+
+        waiter.add_done_callback(handshake_done)
+
+    def _established(self, transport: asyncio.Transport, host: str) -> None:
+        self.transport = transport
+        security = self.security
         if security is None or security.protocol == "PLAINTEXT":
             self.session = anonymous_session(host, self.listener, self.security_protocol)
         else:
@@ -92,7 +145,6 @@ class Connection(asyncio.BufferedProtocol):
 
                 self.authenticator = SaslAuthenticator(self, security.mechanisms)
         sock = transport.get_extra_info("socket")
-        self.tls = transport.get_extra_info("sslcontext") is not None
         if sock is not None:
             self._sock_fd = sock.fileno()
             try:
@@ -124,7 +176,7 @@ class Connection(asyncio.BufferedProtocol):
         if self.reader.blocked and not self._muted:
             # Kafka's Selector mutes a channel whose next request the memory pool can't take.
             self._muted = True
-            if not self._reading_paused:
+            if not self._reading_paused and not self._throttled:
                 self.transport.pause_reading()
             self.broker.wait_for_request_memory(self)
 
@@ -144,7 +196,7 @@ class Connection(asyncio.BufferedProtocol):
                 self._task = asyncio.get_running_loop().create_task(self._process())
             return False
         self._muted = False
-        if not self._reading_paused:
+        if not self._reading_paused and not self._throttled:
             self.transport.resume_reading()
         if self.reader.frames and self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._process())
@@ -163,6 +215,9 @@ class Connection(asyncio.BufferedProtocol):
         self.closed = True
         if self._task is not None and not self._task.done():
             self._task.cancel()
+        if self._throttle_handle is not None:
+            self._throttle_handle.cancel()
+            self._throttle_handle = None
         self.reader.close()  # its pooled memory goes back, and muted connections may read again
         self.broker.request_memory_released()
         self._wake_drain()
@@ -186,6 +241,41 @@ class Connection(asyncio.BufferedProtocol):
         w, self._drain_waiter = self._drain_waiter, None
         if w is not None and not w.done():
             w.set_result(None)
+
+    # --- client quota throttling ------------------------------------------------------------
+
+    def throttle(self, ms: int) -> None:
+        """A client quota was violated (KIP-219): the response goes out now, and nothing more is
+        read from or processed for this connection for `ms` (Kafka mutes the channel)."""
+        if self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        until = loop.time() + ms / 1000
+        if self._throttle_handle is not None:
+            if until <= self._throttle_until:
+                return
+            self._throttle_handle.cancel()
+        elif not self._reading_paused and not self._muted:
+            self.transport.pause_reading()
+        self._throttled = True
+        self._throttle_until = until
+        self._throttle_handle = loop.call_at(until, self._end_throttle)
+
+    def _end_throttle(self) -> None:
+        self._throttle_handle = None
+        self._throttled = False
+        if not self.closed and not self._reading_paused and not self._muted:
+            self.transport.resume_reading()
+        w, self._throttle_waiter = self._throttle_waiter, None
+        if w is not None and not w.done():
+            w.set_result(None)
+        if self.reader.frames and self._task is None and not self.closed:
+            self._task = asyncio.get_running_loop().create_task(self._process())
+
+    async def _throttle_done(self) -> None:
+        if self._throttled:
+            self._throttle_waiter = asyncio.get_running_loop().create_future()
+            await self._throttle_waiter
 
     # --- request processing -----------------------------------------------------------------
 
@@ -215,9 +305,12 @@ class Connection(asyncio.BufferedProtocol):
         try:
             while frames and not self.closed:
                 frame = frames.popleft()
+                if self._throttled:
+                    await self._throttle_done()
+                    continue
                 if self._reading_paused and len(frames) < _MAX_QUEUED_FRAMES // 2:
                     self._reading_paused = False
-                    if not self._muted:
+                    if not self._muted and not self._throttled:
                         self.transport.resume_reading()
                 started = perf_counter()
                 try:

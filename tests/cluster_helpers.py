@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -150,3 +151,87 @@ class Cluster:
         if not views[0] or any(v != views[0] for v in views[1:]):
             return None
         return views[0]
+
+
+class AcksAllProducer:
+    """An idempotent acks=all confluent-kafka producer sending steadily from its own thread."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int):
+        self.topic, self.partitions = topic, partitions
+        from confluent_kafka import Producer
+
+        self.producer = Producer({
+            "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+            "linger.ms": 2, "reconnect.backoff.ms": 50, "reconnect.backoff.max.ms": 200,
+            "broker.address.family": "v4", "log_level": 2,
+        })  # fmt: skip
+        self.acked: dict[bytes, tuple[int, int]] = {}  # value -> (partition, offset)
+        self.errors: list = []
+        self.sent = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _on_delivery(self, err, msg) -> None:
+        if err is None:
+            self.acked[msg.value()] = (msg.partition(), msg.offset())
+        else:
+            self.errors.append(err)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            v = b"v%06d" % self.sent
+            self.producer.produce(self.topic, value=v, partition=self.sent % self.partitions,
+                                  on_delivery=self._on_delivery)  # fmt: skip
+            self.sent += 1
+            self.producer.poll(0.003)  # ~300 records a second
+        self.remaining = self.producer.flush(30)
+
+    def __enter__(self) -> AcksAllProducer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(40)
+
+
+def read_all(bootstrap: str, topic: str, partitions: int) -> list[tuple[int, int, bytes]]:
+    """Every record of the topic, (partition, offset, value), read up to each end offset."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "rolling-check",
+                         "enable.auto.commit": False, "broker.address.family": "v4",
+                         "auto.offset.reset": "earliest"})  # fmt: skip
+    try:
+        # A leader moving back to its preferred replica answers NOT_LEADER once: ask again.
+        ends = {
+            p: wait_until(
+                lambda p=p: consumer.get_watermark_offsets(TopicPartition(topic, p), 10),
+                what="end offsets",
+            )[1]
+            for p in range(partitions)
+        }
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        out: list[tuple[int, int, bytes]] = []
+        done = {p for p, end in ends.items() if end == 0}
+        deadline = time.monotonic() + 30
+        while len(done) < partitions:
+            assert time.monotonic() < deadline, f"read only {len(out)} records"
+            msg = consumer.poll(0.2)
+            if msg is None or msg.error():
+                continue
+            out.append((msg.partition(), msg.offset(), msg.value()))
+            if msg.offset() + 1 >= ends[msg.partition()]:
+                done.add(msg.partition())
+        return out
+    finally:
+        consumer.close()
+
+
+def assert_acked_once(producer: AcksAllProducer, records: list[tuple[int, int, bytes]]) -> None:
+    """Every acknowledged record is in the log once, at its acknowledged offset."""
+    by_value: dict[bytes, list[tuple[int, int]]] = {}
+    for p, offset, v in records:
+        by_value.setdefault(v, []).append((p, offset))
+    for v, where in producer.acked.items():
+        assert by_value.get(v) == [where], v

@@ -99,8 +99,9 @@ class BrokerProcess:
 class RawClient:
     """A bare socket speaking the wire protocol through `protocol.codec` (for bad-input tests)."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1"):
+    def __init__(self, port: int, host: str = "127.0.0.1", client_id: str = "raw-test"):
         self.sock = socket.create_connection((host, port), timeout=10)
+        self.client_id = client_id
         self.reader = FrameReader(1 << 30)
         self.correlation_id = 0
 
@@ -121,7 +122,9 @@ class RawClient:
 
     def request(self, api_key: int, version: int, body: dict):
         self.correlation_id += 1
-        self.send_raw(codec.encode_request(api_key, version, self.correlation_id, "raw-test", body))
+        self.send_raw(
+            codec.encode_request(api_key, version, self.correlation_id, self.client_id, body)
+        )
         frame = self.recv_frame()
         if frame is None:
             return None

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from pathlib import Path
 
 from helpers import RawClient
 
@@ -26,6 +27,34 @@ def sasl_plaintext_overrides(mechanisms: str = "PLAIN", **extra) -> dict:
         "listeners": "SASL_PLAINTEXT://127.0.0.1:0",
         "sasl.enabled.mechanisms": mechanisms,
         "listener.name.sasl_plaintext.plain.sasl.jaas.config": PLAIN_JAAS,
+        **extra,
+    }
+
+
+class TlsRawClient(RawClient):
+    """RawClient over TLS (a client certificate if given)."""
+
+    def __init__(self, port: int, ca: str, cert: tuple[str, str] | None = None, **ctx_opts):
+        import ssl
+
+        ctx = ssl.create_default_context(cafile=ca)
+        for k, v in ctx_opts.items():
+            setattr(ctx, k, v)
+        if cert is not None:
+            ctx.load_cert_chain(*cert)
+        super().__init__(port)
+        self.sock = ctx.wrap_socket(self.sock, server_hostname="localhost")
+
+
+def tls_overrides(ca, server: tuple[str, str], listener: str = "SSL", **extra) -> dict:
+    chain, key = server
+    return {
+        "listeners": f"{listener}://127.0.0.1:0",
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.certificate.chain": Path(chain).read_text(),
+        "ssl.keystore.key": Path(key).read_text(),
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": ca.ca_path,
         **extra,
     }
 
@@ -122,7 +151,8 @@ class CertificateAuthority:
                 "L": NameOID.LOCALITY_NAME, "ST": NameOID.STATE_OR_PROVINCE_NAME}  # fmt: skip
         if isinstance(subject, str):
             subject = {"CN": subject}
-        name = x509.Name([x509.NameAttribute(oids[k], v) for k, v in subject.items()])
+        # Given in RFC 2253 order (CN first); a certificate lists them the other way round.
+        name = x509.Name([x509.NameAttribute(oids[k], v) for k, v in reversed(subject.items())])
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         start = now - datetime.timedelta(days=10 if expired else 1)

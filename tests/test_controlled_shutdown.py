@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
-import time
 
 import pytest
-from cluster_helpers import Cluster, wait_until
+from cluster_helpers import AcksAllProducer, Cluster, assert_acked_once, read_all, wait_until
 from helpers import RawClient
 from kazoo.client import KazooClient
 from zookeeper_server import zookeeper_missing
@@ -82,83 +80,9 @@ def states_after_exit(zk: KazooClient, node_id: int) -> tuple[int, dict]:
     return gone_zxid, states
 
 
-class AcksAllProducer:
-    """An idempotent acks=all confluent-kafka producer sending steadily from its own thread."""
-
-    def __init__(self, bootstrap: str):
-        from confluent_kafka import Producer
-
-        self.producer = Producer({
-            "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-            "linger.ms": 2, "reconnect.backoff.ms": 50, "reconnect.backoff.max.ms": 200,
-            "broker.address.family": "v4", "log_level": 2,
-        })  # fmt: skip
-        self.acked: dict[bytes, tuple[int, int]] = {}  # value -> (partition, offset)
-        self.errors: list = []
-        self.sent = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _on_delivery(self, err, msg) -> None:
-        if err is None:
-            self.acked[msg.value()] = (msg.partition(), msg.offset())
-        else:
-            self.errors.append(err)
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            v = b"v%06d" % self.sent
-            self.producer.produce(TOPIC, value=v, partition=self.sent % PARTITIONS,
-                                  on_delivery=self._on_delivery)  # fmt: skip
-            self.sent += 1
-            self.producer.poll(0.003)  # ~300 records a second
-        self.remaining = self.producer.flush(30)
-
-    def __enter__(self) -> AcksAllProducer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.thread.join(40)
-
-
-def read_all(bootstrap: str) -> list[tuple[int, int, bytes]]:
-    """Every record of the topic, (partition, offset, value), read up to each end offset."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "rolling-check",
-                         "enable.auto.commit": False, "broker.address.family": "v4",
-                         "auto.offset.reset": "earliest"})  # fmt: skip
-    try:
-        # A leader moving back to its preferred replica answers NOT_LEADER once: ask again.
-        ends = {
-            p: wait_until(
-                lambda p=p: consumer.get_watermark_offsets(TopicPartition(TOPIC, p), 10),
-                what="end offsets",
-            )[1]
-            for p in range(PARTITIONS)
-        }
-        consumer.assign([TopicPartition(TOPIC, p, 0) for p in range(PARTITIONS)])
-        out: list[tuple[int, int, bytes]] = []
-        done = {p for p, end in ends.items() if end == 0}
-        deadline = time.monotonic() + 30
-        while len(done) < PARTITIONS:
-            assert time.monotonic() < deadline, f"read only {len(out)} records"
-            msg = consumer.poll(0.2)
-            if msg is None or msg.error():
-                continue
-            out.append((msg.partition(), msg.offset(), msg.value()))
-            if msg.offset() + 1 >= ends[msg.partition()]:
-                done.add(msg.partition())
-        return out
-    finally:
-        consumer.close()
-
-
 def test_rolling_restart_under_an_acks_all_producer(cluster, zk):
     wait_fully_in_sync(cluster)
-    with AcksAllProducer(cluster.bootstrap()) as producer:
+    with AcksAllProducer(cluster.bootstrap(), TOPIC, PARTITIONS) as producer:
         wait_until(lambda: len(producer.acked) >= 100, what="first acks")
         for node_id in (1, 2, 3):
             before = wait_fully_in_sync(cluster)
@@ -178,12 +102,8 @@ def test_rolling_restart_under_an_acks_all_producer(cluster, zk):
         wait_fully_in_sync(cluster)
     assert producer.remaining == 0
     assert producer.errors == []
-    records = read_all(cluster.bootstrap())
-    by_value: dict[bytes, list[tuple[int, int]]] = {}
-    for p, offset, v in records:
-        by_value.setdefault(v, []).append((p, offset))
-    for v, where in producer.acked.items():
-        assert by_value.get(v) == [where], v  # once, at its acknowledged offset
+    records = read_all(cluster.bootstrap(), TOPIC, PARTITIONS)
+    assert_acked_once(producer, records)
     print(f"rolling restart: {len(producer.acked)} acks, {len(records)} records", file=sys.stderr)
 
 

@@ -222,8 +222,8 @@ def open_session(cache, size: int, now: int, follower: bool = False) -> int:
     from protocol.hotpath import FetchPartitionResult
 
     ctx = cache.new_context(12, Req(parts=[("t", list(range(size)))]), follower, now)
-    results = [(t, tid, [FetchPartitionResult(q.partition) for q in qs])
-               for t, tid, qs in ctx.topics]  # fmt: skip
+    results = [(t.topic, [FetchPartitionResult(q.partition) for q in t.partitions])
+               for t in ctx.topics]  # fmt: skip
     return cache.response_topics(ctx, results, follower, 12, now)[0]
 
 
@@ -267,7 +267,8 @@ def test_topic_id_sessions_are_not_mixed():
 
 def test_thousand_partitions_kafka_python_and_confluent(make_broker):
     """Consumers of 1,000 partitions read every record; kafka-python's fetches are
-    incremental after the first (its FetchSessionHandler), and a session is kept for it."""
+    incremental after the first (its FetchSessionHandler); librdkafka 2.16 fetches without
+    sessions."""
     b = make_broker({"num.partitions": "1"})
     c = RawClient(b.port)
     topic = "wide"
@@ -295,12 +296,21 @@ def test_thousand_partitions_kafka_python_and_confluent(make_broker):
         while len(got) < n and time.monotonic() < deadline:
             for records in consumer.poll(timeout_ms=500).values():
                 got.update(r.value for r in records)
-        sessions = b.call(lambda: [len(s.partitions) for s in
-                                   b.broker.fetch_sessions.sessions.values()])  # fmt: skip
+        assert got == expected
+        # More records to a few partitions, read by the same consumer in its session.
+        for i in range(0, n, 100):
+            p.produce(topic, b"late%d" % i, partition=i)
+        assert p.flush(60) == 0
+        late = {b"late%d" % i for i in range(0, n, 100)}
+        got = set()
+        while got != late and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                got.update(r.value for r in records)
+        incremental = b.call(lambda: b.broker.fetch_sessions.incremental_fetches)
     finally:
         consumer.close()
-    assert got == expected
-    assert n in sessions  # kafka-python's session holds all 1,000 partitions
+    assert got == late
+    assert incremental > 0  # kafka-python fetched in a session
 
     from confluent_kafka import Consumer
     from confluent_kafka import TopicPartition as CTP
@@ -310,11 +320,56 @@ def test_thousand_partitions_kafka_python_and_confluent(make_broker):
     cc.assign([CTP(topic, i, 0) for i in range(n)])
     got = set()
     deadline = time.monotonic() + 60
+    expected |= late
     try:
-        while len(got) < n and time.monotonic() < deadline:
+        while len(got) < len(expected) and time.monotonic() < deadline:
             m = cc.poll(0.2)
             if m is not None and m.error() is None:
                 got.add(m.value())
     finally:
         cc.close()
     assert got == expected
+
+
+def test_session_by_topic_id(client):
+    """From Fetch v13 sessions hold topics by id: incremental answers by id, forgetting by
+    id; a v13 session used with v12 (names) is FETCH_SESSION_TOPIC_ID_ERROR."""
+    from test_topic_ids import fetch_by_id_body, topic_id
+
+    c = client
+    create(c, "fid", 2)
+    tid = topic_id(c, "fid")
+    produce(c, "fid", 0, [b"a"])
+    body = fetch_by_id_body(tid, 0, 16)
+    body["topics"][0]["partitions"].append({**body["topics"][0]["partitions"][0], "partition": 1})
+    body["session_epoch"] = 0
+    r = c.request(ApiKey.FETCH, 16, body)
+    sid = r.session_id
+    assert r.error_code == 0 and sid != 0
+    assert [(t.topic_id, p.partition_index) for t in r.responses for p in t.partitions] == [
+        (tid, 0), (tid, 1)
+    ]  # fmt: skip
+
+    def incremental(epoch: int, partitions=(), forget=(), version: int = 16):
+        b = fetch_by_id_body(tid, 0, version)
+        b["topics"] = [{"topic_id": tid, "partitions": [
+            {**b["topics"][0]["partitions"][0], "partition": p, "fetch_offset": o}
+            for p, o in partitions]}] if partitions else []  # fmt: skip
+        b["forgotten_topics_data"] = (
+            [{"topic_id": tid, "partitions": list(forget)}] if forget else []
+        )
+        b["session_id"], b["session_epoch"] = sid, epoch
+        return c.request(ApiKey.FETCH, version, b)
+
+    r = incremental(1, [(0, 1)])
+    assert (r.error_code, r.session_id, r.responses) == (0, sid, [])
+    produce(c, "fid", 1, [b"b"])
+    r = incremental(2)
+    assert [(t.topic_id, p.partition_index, [x.value for x in fetched_records(p)])
+            for t in r.responses for p in t.partitions] == [(tid, 1, [b"b"])]  # fmt: skip
+    r = incremental(3, forget=[1])
+    assert r.responses == []
+    produce(c, "fid", 1, [b"c"])
+    assert incremental(4).responses == []
+    r = session_fetch(c, sid, 5)  # v12: by name
+    assert (r.error_code, r.session_id) == (FETCH_SESSION_TOPIC_ID_ERROR, 0)

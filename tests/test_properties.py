@@ -8,6 +8,7 @@ version the broker serves.
 from __future__ import annotations
 
 import struct
+import uuid
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -264,8 +265,10 @@ PRODUCE_TOPICS = st.lists(
 @pytest.mark.parametrize("version", served(ApiKey.PRODUCE))
 @given(txn=st.none() | NAMES, acks=INT16, timeout=INT32, topics=PRODUCE_TOPICS)
 def test_produce_request_decoder_matches_kafka_python(version, txn, acks, timeout, topics):
+    key = "topic_id" if version >= 13 else "name"  # v13 names topics by id (KIP-516)
+    topics = [(_topic_key(name, version), parts) for name, parts in topics]
     body = {"transactional_id": txn, "acks": acks, "timeout_ms": timeout, "topic_data": [
-        {"name": name, "partition_data": [{"index": i, "records": r} for i, r in parts]}
+        {key: name, "partition_data": [{"index": i, "records": r} for i, r in parts]}
         for name, parts in topics]}  # fmt: skip
     frame = bytearray(codec.encode_request(ApiKey.PRODUCE, version, 1, "c", body)[4:])
     h = parse_request_header(frame, codec.request_is_flexible)
@@ -273,8 +276,9 @@ def test_produce_request_decoder_matches_kafka_python(version, txn, acks, timeou
     theirs = codec.decode_request(ApiKey.PRODUCE, version, frame, h.body_offset)
     assert (ours.transactional_id, ours.acks, ours.timeout_ms) == (
         theirs.transactional_id, theirs.acks, theirs.timeout_ms) == (txn, acks, timeout)  # fmt: skip
-    assert [(t.name, [(p.index, None if p.records is None else bytes(p.records))
-                      for p in t.partitions]) for t in ours.topics] == [
+    assert [(t.topic_id if version >= 13 else t.name,
+             [(p.index, None if p.records is None else bytes(p.records))
+              for p in t.partitions]) for t in ours.topics] == [
         (name, [(i, r) for i, r in parts]) for name, parts in topics]  # fmt: skip
 
 
@@ -283,13 +287,15 @@ def test_produce_request_decoder_matches_kafka_python(version, txn, acks, timeou
     INT32, INT16, INT64, INT64, INT64, st.none() | st.text(max_size=20)), max_size=3)),
     max_size=3), corr=INT32)  # fmt: skip
 def test_produce_response_encoder_matches_kafka_python(version, topics, corr):
+    topics = [(_topic_key(name, version), parts) for name, parts in topics]
     results = [(name, [ProducePartitionResult(*p) for p in parts]) for name, parts in topics]
     frame = encode_produce_response(version, corr, results)
     assert struct.unpack_from(">i", frame, 0)[0] == len(frame) - 4
     flexible = codec.response_is_flexible(ApiKey.PRODUCE, version)
     assert struct.unpack_from(">i", frame, 4)[0] == corr
     resp = codec.decode_response(ApiKey.PRODUCE, version, frame[4:], 5 if flexible else 4)
-    got = [(t.name, [(p.index, p.error_code, p.base_offset, p.log_append_time_ms,
+    got = [(t.topic_id if version >= 13 else t.name,
+            [(p.index, p.error_code, p.base_offset, p.log_append_time_ms,
                       p.log_start_offset if version >= 5 else None,
                       p.error_message if version >= 8 else None)
                      for p in t.partition_responses]) for t in resp.responses]  # fmt: skip
@@ -297,6 +303,11 @@ def test_produce_response_encoder_matches_kafka_python(version, topics, corr):
                     for i, e, b, t, s, m in parts]) for name, parts in topics]  # fmt: skip
     assert got == want
     assert resp.throttle_time_ms == 0
+
+
+def _topic_key(name: str, version: int):
+    """From v13 (Produce and Fetch) topics go by id: a uuid standing for the name."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, name) if version >= 13 else name
 
 
 class _Region(bytes):
@@ -322,9 +333,12 @@ FETCH_PARTITIONS = st.lists(
 
 @pytest.mark.parametrize("version", served(ApiKey.FETCH))
 @given(topics=st.lists(st.tuples(NAMES, FETCH_PARTITIONS), max_size=3), corr=INT32,
-       error=INT16, session=INT32)  # fmt: skip
-def test_fetch_response_encoder_matches_kafka_python(version, topics, corr, error, session):
-    parts = encode_fetch_response(version, corr, 0, error, session, topics)
+       error=INT16, session=INT32, endpoints=st.lists(st.tuples(
+           INT32, NAMES, INT32, st.none() | NAMES), max_size=2))  # fmt: skip
+def test_fetch_response_encoder_matches_kafka_python(version, topics, corr, error, session,
+                                                     endpoints):  # fmt: skip
+    topics = [(_topic_key(name, version), partitions) for name, partitions in topics]
+    parts = encode_fetch_response(version, corr, 0, error, session, topics, endpoints)
     frame = b"".join(bytes(p) for p in parts)  # regions in place, as sendfile would put them
     assert struct.unpack_from(">i", frame, 0)[0] == len(frame) - 4
     assert struct.unpack_from(">i", frame, 4)[0] == corr
@@ -338,9 +352,10 @@ def test_fetch_response_encoder_matches_kafka_python(version, topics, corr, erro
             aborted = None if p.aborted_transactions is None else [
                 (a.producer_id, a.first_offset) for a in p.aborted_transactions]  # fmt: skip
             leader = None
-            if version >= 12 and p.current_leader is not None and p.current_leader.leader_id != -1:
+            if version >= 12 and p.current_leader is not None:
                 leader = (p.current_leader.leader_id, p.current_leader.leader_epoch)
-            got.append((t.topic, p.partition_index, p.error_code, p.high_watermark,
+                leader = None if leader == (-1, -1) else leader  # the field's default
+            got.append((t.topic_id if version >= 13 else t.topic, p.partition_index, p.error_code, p.high_watermark,
                         p.last_stable_offset, p.log_start_offset if version >= 5 else None,
                         aborted, p.preferred_read_replica if version >= 11 else None,
                         bytes(p.records or b""), leader))  # fmt: skip
@@ -353,3 +368,6 @@ def test_fetch_response_encoder_matches_kafka_python(version, topics, corr, erro
                          p.aborted_transactions, p.preferred_read_replica if version >= 11 else None,
                          bytes(p.records or b""), leader))  # fmt: skip
     assert got == want
+    if version >= 16:  # KIP-951's leader endpoints, a tagged field
+        got_endpoints = [(e.node_id, e.host, e.port, e.rack) for e in resp.node_endpoints or ()]
+        assert got_endpoints == endpoints

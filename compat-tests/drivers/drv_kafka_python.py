@@ -146,10 +146,22 @@ def group_consumer(ctx: Context, **kw) -> KafkaConsumer:
                     session_timeout_ms=6000, heartbeat_interval_ms=500, **kw)  # fmt: skip
 
 
+# How long one poll() of a group member may wait. kafka-python 3.0.12 loses a rejoin that is
+# triggered by a metadata change and outlives one poll() call: its leader assigns before its
+# metadata snapshot covers the subscription (always, on the first join), rejoins at once, and
+# if that poll's timer expires before SyncGroup is answered, the next poll sees no need to
+# rejoin, never collects the finished join, and the member stays unassigned with heartbeats off
+# until its session expires (or a commit fails with REBALANCE_IN_PROGRESS). With 200 ms polls
+# that happened in ~1 run of 7 on a loaded machine. poll() returns as soon as records arrive,
+# so a longer budget costs nothing but gives the rejoin its time, as a real application's
+# poll loop (typically 1 s or more) does.
+GROUP_POLL_MS = 2000
+
+
 def poll_until(c: KafkaConsumer, count: int, seconds: float = 30) -> list:
     got: list = []
     for _ in deadline_loop(seconds, f"{count} records (got {len(got)})"):
-        for records in c.poll(timeout_ms=200).values():
+        for records in c.poll(timeout_ms=GROUP_POLL_MS).values():
             got.extend(records)
         if len(got) >= count:
             return got
@@ -188,7 +200,7 @@ def member_role(ctx: Context) -> None:
     c.subscribe([ctx.topic()])
     last = None
     while True:
-        c.poll(timeout_ms=200)
+        c.poll(timeout_ms=GROUP_POLL_MS)
         now = sorted(tp.partition for tp in c.assignment())
         if now != last:
             print("ASSIGNED " + ",".join(map(str, now)), flush=True)
@@ -207,7 +219,7 @@ def f_groups_rebalance(ctx: Context) -> str:
         c = group_consumer(ctx)
         c.subscribe([topic])
         for _ in deadline_loop(60, "a shared assignment"):
-            c.poll(timeout_ms=200)
+            c.poll(timeout_ms=GROUP_POLL_MS)
             if 0 < len(c.assignment()) < 4:
                 break
         shared = sorted(tp.partition for tp in c.assignment())
@@ -215,7 +227,7 @@ def f_groups_rebalance(ctx: Context) -> str:
         child.send_signal(signal.SIGKILL)
         child.wait()
         for _ in deadline_loop(60, "all partitions after the member was killed"):
-            c.poll(timeout_ms=200)
+            c.poll(timeout_ms=GROUP_POLL_MS)
             if len(c.assignment()) == 4:
                 break
         c.close()

@@ -21,7 +21,11 @@ picture again and writes what differs from what should be:
   ControlledShutdownLeaderSelector: new leader from the ISR minus the shutting-down broker);
 - every leader.imbalance.check.interval.seconds (auto.leader.rebalance.enable), a broker that
   leads too few of the partitions it is the preferred (first) replica of gets them back when it
-  is in their ISR.
+  is in their ISR;
+- a partition being reassigned whose whole target is in the ISR completes its move
+  (reassignment.py); reassignments come from AlterPartitionReassignments or, as in Kafka's
+  ZooKeeper mode, /admin/reassign_partitions (deleted once all its moves are done);
+- ElectLeaders (preferred or unclean) and /admin/preferred_replica_election elect on request.
 
 Every write is a ZooKeeper transaction that also checks the /controller_epoch version, so a
 deposed controller can't overwrite its successor's decisions; state writes are conditional on
@@ -38,6 +42,9 @@ from collections.abc import Callable
 import structlog
 from kazoo.exceptions import KazooException, RolledBackError
 
+from protocol.errors import ErrorCode
+
+from . import reassignment as R
 from . import zk as Z
 from .controlled_shutdown import CONTROLLED_SHUTDOWN, decode_request, shutting_down_brokers
 from .zk_metadata import NOT_READ, ZkMetadata
@@ -65,12 +72,17 @@ class Controller:
         self._rebalancer: asyncio.Task | None = None
         self.shutdown_requests: dict[int, int | None] = {}  # /controlled_shutdown: id -> epoch
         self.shutting_down: set[int] = set()
+        self._completing: set[str] = set()  # topics whose reassignment completion is written
+        self._zk_reassignments: dict[tuple[str, int], list[int]] = {}  # /admin/reassign_partitions
+        self._deleting_reassign_znode = False
 
     def start(self) -> None:
         self.md.on_change = self.schedule
         self.md.on_controller_change = self._controller_changed
         self._controller_changed(self.md.controller_id)
         self.md._spawn(self.md.retrying(self._read_shutdown_requests), "controlled_shutdown")
+        self.md._spawn(self.md.retrying(self._read_reassign_znode), "reassign_partitions")
+        self.md._spawn(self.md.retrying(self._read_preferred_election_znode), "preferred_election")
         if self.config is not None and self.config.get("auto.leader.rebalance.enable"):
             self._rebalancer = self.loop.create_task(self._rebalance_loop())
 
@@ -126,6 +138,10 @@ class Controller:
                 self._broker_epochs = dict(self.md.broker_epochs)
                 log.info("controller_elected", node_id=self.node_id, controller_epoch=self.epoch)
                 self.schedule()
+                # Requests left in ZooKeeper for the previous controller are ours now.
+                self.md._spawn(self.md.retrying(self._read_reassign_znode), "reassign_partitions")
+                self.md._spawn(self.md.retrying(self._read_preferred_election_znode),
+                               "preferred_election")  # fmt: skip
                 return
         finally:
             self._electing = False
@@ -178,6 +194,16 @@ class Controller:
                 if change is not None:
                     self._inflight.add((name, index))
                     md._spawn(self._write_state(name, index, st.zk_version, *change), "state")
+                elif st.reassigning and name not in self._completing:
+                    done = R.completion(st, live - shutting)
+                    if done is not None:
+                        self._completing.add(name)
+                        self._inflight.add((name, index))
+                        md._spawn(self._complete_reassignment(name, index, st, *done), "reassign")
+        zk_moves = self._zk_reassignments
+        if zk_moves and not self._deleting_reassign_znode and all(map(self._moved, zk_moves)):
+            self._deleting_reassign_znode = True
+            md._spawn(self._delete_reassign_znode(), "reassign_partitions")
         self._broker_epochs = {b: e for b, e in epochs.items() if b not in bounced}
         if bounced:
             self.schedule()
@@ -220,7 +246,8 @@ class Controller:
                     )  # fmt: skip
 
     async def _write_state(self, topic: str, index: int, version: int, leader: int,
-                           leader_epoch: int, isr: list[int]) -> None:  # fmt: skip
+                           leader_epoch: int, isr: list[int]) -> bool:  # fmt: skip
+        """Write a partition's state znode at `version`; True once written."""
         path = Z.state_path(topic, index)
         data = Z.encode_state(leader, leader_epoch, isr, self.epoch)
         try:
@@ -238,22 +265,266 @@ class Controller:
             if isinstance(results[0], Exception) and not isinstance(results[0], RolledBackError):
                 log.warning("controller_fenced", node_id=self.node_id, controller_epoch=self.epoch)
                 self.active = False
-                return
+                return False
             if isinstance(results[1], Exception):
                 await self.md._read_state(topic, index)  # lost a race: look again
-                return
+                return False
             new_version = 0 if version == -1 else results[1].version
             log.info(
                 "partition_state_changed", topic=topic, partition=index, leader=leader,
                 leader_epoch=leader_epoch, isr=isr,
             )  # fmt: skip
             self.md.apply_state(topic, index, leader, leader_epoch, isr, self.epoch, new_version)
+            return True
         except KazooException as e:
             log.warning("partition_state_write_failed", topic=topic, partition=index, error=repr(e))
             await asyncio.sleep(0.5)
+            return False
         finally:
             self._inflight.discard((topic, index))
             self.schedule()
+
+    # --- elections on request (ElectLeaders, /admin/preferred_replica_election) ------------
+
+    async def elect_leaders(self, election_type: int, partitions: list[tuple[str, int]] | None,
+                            timeout_s: float) -> dict[tuple[str, int], tuple[int, str | None]]:  # fmt: skip
+        """Elect leaders as asked; (error code, message) by partition, answered once the new
+        state is in ZooKeeper (Kafka's DelayedElectLeader waits for the metadata likewise).
+        With partitions=None, every partition, and those needing no election are left out
+        (as Kafka's controller answers an election of all partitions)."""
+        every = partitions is None
+        if every:
+            partitions = [(n, i) for n, info in self.md.topics.items()
+                          for i in range(len(info.partitions))]  # fmt: skip
+        deadline = self.loop.time() + max(timeout_s, 0.1)
+        out = await asyncio.gather(*(self._elect_one(election_type, t, i, deadline)
+                                     for t, i in partitions))  # fmt: skip
+        return {
+            tp: r for tp, r in zip(partitions, out, strict=True)
+            if not (every and r[0] == ErrorCode.ELECTION_NOT_NEEDED)
+        }  # fmt: skip
+
+    async def _elect_one(self, election_type: int, topic: str, index: int,
+                         deadline: float) -> tuple[int, str | None]:  # fmt: skip
+        name = f"{topic}-{index}"
+        while True:
+            if not self.active:
+                return ErrorCode.NOT_CONTROLLER, None
+            info = self.md.topics.get(topic)
+            if info is None or not 0 <= index < len(info.partitions):
+                return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, "The partition does not exist."
+            st = info.partitions[index]
+            if st.zk_version >= 0 and (topic, index) not in self._inflight:
+                serving = set(self.md.live_brokers) - self.shutting_down
+                e = R.elect(election_type, st, serving, name)
+                if e.error:
+                    return e.error, e.message
+                if election_type == R.UNCLEAN and e.leader not in st.isr:
+                    log.warning("unclean_leader_election", topic=topic, partition=index,
+                                leader=e.leader, requested=True)  # fmt: skip
+                self._inflight.add((topic, index))
+                if await self._write_state(topic, index, st.zk_version, e.leader,
+                                           st.leader_epoch + 1, list(e.isr)):  # fmt: skip
+                    return ErrorCode.NONE, None
+            if self.loop.time() >= deadline:
+                return ErrorCode.REQUEST_TIMED_OUT, f"Timed out electing a leader for {name}"
+            await asyncio.sleep(0.05)
+
+    async def _read_preferred_election_znode(self) -> None:
+        """Kafka's ZooKeeper-mode tools ask for preferred elections by creating this znode; the
+        controller elects and deletes it."""
+        path = Z.PREFERRED_REPLICA_ELECTION
+        w = self.md._watch(path, self._read_preferred_election_znode)
+        try:
+            data, _ = await self.zk.get(path, watch=w)
+        except Z.NoNodeError:
+            if await self.zk.exists(path, watch=w) is not None:
+                await self._read_preferred_election_znode()
+            return
+        if not self.active:
+            return
+        try:
+            wanted = [(p["topic"], int(p["partition"])) for p in json.loads(data)["partitions"]]
+        except (TypeError, ValueError, KeyError):
+            log.warning("preferred_replica_election_unreadable", data=repr(data[:200]))
+            wanted = []
+        results = await self.elect_leaders(R.PREFERRED, wanted, 30.0)
+        log.info("preferred_replica_election_done",
+                 results={f"{t}-{i}": ErrorCode(c).name for (t, i), (c, _) in results.items()})  # fmt: skip
+        try:
+            await self.zk.delete(path)
+        except Z.NoNodeError:
+            pass
+
+    # --- reassignments ------------------------------------------------------------------------
+
+    async def alter_reassignments(self, changes: dict[tuple[str, int], list[int] | None]
+                                  ) -> dict[tuple[str, int], tuple[int, str | None]]:  # fmt: skip
+        """Start (target replicas) or cancel (None) reassignments: written to the topic znodes,
+        answered once written; the moves themselves go on in the background."""
+        by_topic: dict[str, dict[int, list[int] | None]] = {}
+        for (t, i), target in changes.items():
+            by_topic.setdefault(t, {})[i] = target
+        results: dict[tuple[str, int], tuple[int, str | None]] = {}
+        for topic, parts in by_topic.items():
+            results.update(await self._alter_topic(topic, parts))
+        return results
+
+    async def _alter_topic(self, topic: str, parts: dict[int, list[int] | None]
+                           ) -> dict[tuple[str, int], tuple[int, str | None]]:  # fmt: skip
+        for _attempt in range(10):
+            results: dict[tuple[str, int], tuple[int, str | None]] = {}
+            if not self.active:
+                return {(topic, i): (ErrorCode.NOT_CONTROLLER, None) for i in parts}
+            info = self.md.topics.get(topic)
+            if info is None or topic in self.md.marked_for_deletion:
+                return {(topic, i): (ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                                     "The partition does not exist.") for i in parts}  # fmt: skip
+            live = set(self.md.live_brokers)
+            assignment = [list(st.replicas) for st in info.partitions]
+            adding = {i: list(st.adding) for i, st in enumerate(info.partitions)}
+            removing = {i: list(st.removing) for i, st in enumerate(info.partitions)}
+            changed = False
+            for i, target in parts.items():
+                if not 0 <= i < len(info.partitions):
+                    results[(topic, i)] = (ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                                           "The partition does not exist.")  # fmt: skip
+                    continue
+                st = info.partitions[i]
+                if target is None:
+                    if not st.reassigning:
+                        results[(topic, i)] = (ErrorCode.NO_REASSIGNMENT_IN_PROGRESS,
+                                               f"Unable to cancel reassignment of {topic}-{i}: "
+                                               "no reassignment is in progress.")  # fmt: skip
+                        continue
+                    new = R.cancel(st)
+                else:
+                    bad = R.validate_replicas(list(target), live)
+                    if bad is not None:
+                        results[(topic, i)] = bad
+                        continue
+                    new = R.reassign_to(st, list(target))
+                assignment[i], adding[i], removing[i] = new
+                results[(topic, i)] = (ErrorCode.NONE, None)
+                changed = True
+                log.info("partition_reassignment", topic=topic, partition=i,
+                         target=target, replicas=new[0], adding=new[1], removing=new[2])  # fmt: skip
+            if not changed:
+                return results
+            data = Z.encode_topic(assignment, info.topic_id, adding, removing)
+            txn = self.zk.transaction()
+            txn.check(Z.CONTROLLER_EPOCH, self.epoch_zk_version)
+            txn.set_data(Z.topic_path(topic), data, self.md._topic_versions.get(topic, -1))
+            outcome = await self.zk.commit(txn)
+            if isinstance(outcome[0], Exception) and not isinstance(outcome[0], RolledBackError):
+                self.active = False
+                continue
+            await self.md._read_topic(topic)
+            if not isinstance(outcome[1], Exception):
+                self.schedule()
+                return results
+        return {(topic, i): (ErrorCode.REQUEST_TIMED_OUT, "The topic kept changing; try again.")
+                for i in parts}  # fmt: skip
+
+    async def _complete_reassignment(self, topic: str, index: int, st, leader: int,
+                                     isr: list[int]) -> None:  # fmt: skip
+        """One transaction: the new leader and ISR (leader epoch + 1) and replicas = target."""
+        try:
+            info = self.md.topics.get(topic)
+            if info is None:
+                return
+            target = R.target_replicas(st)
+            assignment = [list(p.replicas) for p in info.partitions]
+            adding = {i: list(p.adding) for i, p in enumerate(info.partitions)}
+            removing = {i: list(p.removing) for i, p in enumerate(info.partitions)}
+            assignment[index], adding[index], removing[index] = target, [], []
+            state = Z.encode_state(leader, st.leader_epoch + 1, isr, self.epoch)
+            txn = self.zk.transaction()
+            txn.check(Z.CONTROLLER_EPOCH, self.epoch_zk_version)
+            txn.set_data(Z.state_path(topic, index), state, st.zk_version)
+            txn.set_data(Z.topic_path(topic),
+                         Z.encode_topic(assignment, info.topic_id, adding, removing),
+                         self.md._topic_versions.get(topic, -1))  # fmt: skip
+            results = await self.zk.commit(txn)
+            if isinstance(results[0], Exception) and not isinstance(results[0], RolledBackError):
+                self.active = False
+                return
+            if any(isinstance(r, Exception) for r in results):
+                await self.md._read_state(topic, index)
+                await self.md._read_topic(topic)
+                return
+            log.info("partition_reassignment_completed", topic=topic, partition=index,
+                     replicas=target, leader=leader, isr=isr)  # fmt: skip
+            self.md.apply_state(topic, index, leader, st.leader_epoch + 1, isr, self.epoch,
+                                results[1].version)  # fmt: skip
+            await self.md._read_topic(topic)
+        except KazooException as e:
+            log.warning("reassignment_completion_failed", topic=topic, partition=index,
+                        error=repr(e))  # fmt: skip
+            await asyncio.sleep(0.5)
+        finally:
+            self._completing.discard(topic)
+            self._inflight.discard((topic, index))
+            self.schedule()
+
+    def _moved(self, tp: tuple[str, int]) -> bool:
+        info = self.md.topics.get(tp[0])
+        if info is None or not 0 <= tp[1] < len(info.partitions):
+            return True
+        st = info.partitions[tp[1]]
+        return not st.reassigning
+
+    async def _read_reassign_znode(self) -> None:
+        """Kafka's ZooKeeper-mode way to ask for reassignments: /admin/reassign_partitions. The
+        controller starts each listed move and deletes the znode once all are done."""
+        path = Z.REASSIGN_PARTITIONS
+        w = self.md._watch(path, self._read_reassign_znode)
+        try:
+            data, _ = await self.zk.get(path, watch=w)
+        except Z.NoNodeError:
+            if await self.zk.exists(path, watch=w) is not None:
+                await self._read_reassign_znode()
+                return
+            self._zk_reassignments = {}
+            self._deleting_reassign_znode = False
+            return
+        try:
+            wanted = {
+                (p["topic"], int(p["partition"])): [int(r) for r in p["replicas"]]
+                for p in json.loads(data)["partitions"]
+            }
+        except (TypeError, ValueError, KeyError):
+            log.warning("reassign_partitions_unreadable", data=repr(data[:200]))
+            wanted = {}
+        if not self.active:
+            return
+        start = {}
+        for (t, i), target in wanted.items():
+            info = self.md.topics.get(t)
+            if info is not None and 0 <= i < len(info.partitions):
+                st = info.partitions[i]
+                if R.target_replicas(st) != target or (
+                    not st.reassigning and st.replicas != target
+                ):
+                    start[(t, i)] = target
+        results = await self.alter_reassignments(start) if start else {}
+        for tp, (code, message) in results.items():
+            if code:
+                log.warning("reassignment_refused", partition=f"{tp[0]}-{tp[1]}",
+                            error=ErrorCode(code).name, message=message)  # fmt: skip
+                wanted.pop(tp, None)
+        self._zk_reassignments = wanted
+        self.schedule()
+
+    async def _delete_reassign_znode(self) -> None:
+        try:
+            await self.zk.delete(Z.REASSIGN_PARTITIONS)
+            log.info("reassign_partitions_completed")
+        except Z.NoNodeError:
+            pass
+        finally:
+            self._zk_reassignments = {}
+            self._deleting_reassign_znode = False
 
     async def _delete_topic(self, name: str) -> None:
         try:

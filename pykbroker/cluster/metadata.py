@@ -79,6 +79,14 @@ class PartitionState:
     # znode doesn't exist yet, -2: not read yet), and the controller epoch that wrote it.
     zk_version: int = -1
     controller_epoch: int = 0
+    # A reassignment in progress (KIP-455): `replicas` is then the union of the original and
+    # the target replicas; the target is `replicas` without `removing`.
+    adding: list[int] = field(default_factory=list)
+    removing: list[int] = field(default_factory=list)
+
+    @property
+    def reassigning(self) -> bool:
+        return bool(self.adding or self.removing)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -158,11 +166,16 @@ class MetadataBase:
     def topic(self, name: str) -> TopicInfo | None:
         return self.topics.get(name)
 
+    _by_id: dict[uuid.UUID, TopicInfo] = {}  # an index of `topics`, rebuilt when it misses
+
     def topic_by_id(self, topic_id: uuid.UUID) -> TopicInfo | None:
-        for t in self.topics.values():
-            if t.topic_id == topic_id:
-                return t
-        return None
+        """The topic with this id (Fetch and Produce v13+ name topics by id): a dict lookup,
+        checked against `topics` (which both stores change in place)."""
+        t = self._by_id.get(topic_id)
+        if t is not None and t.topic_id == topic_id and self.topics.get(t.name) is t:
+            return t
+        self._by_id = {t.topic_id: t for t in self.topics.values()}
+        return self._by_id.get(topic_id)
 
     def leader_for(self, topic: str, partition: int) -> BrokerInfo | None:
         """The live broker leading a partition, or None (unknown partition, or no leader)."""
@@ -258,6 +271,12 @@ class MetadataBase:
                 f"factor of {replication_factor} cannot be reached because only {len(brokers)} broker(s) "
                 "are registered.",
             )
+        racks = {b.node_id: b.rack for b in self.brokers() if b.node_id in brokers}
+        if len(racks) == len(brokers) and all(racks.values()):
+            # Every broker has broker.rack: Kafka's rack-aware placement (placement.py).
+            from .placement import assign
+
+            return assign(num_partitions - start, replication_factor, racks, first_partition=start)
         n = len(brokers)
         return [
             [brokers[(p + r) % n] for r in range(replication_factor)]
@@ -273,6 +292,7 @@ class LocalMetadata(MetadataBase):
         self.broker = BrokerInfo(node_id, advertised[0], advertised[1], rack)
         self.topics: dict[str, TopicInfo] = {}
         self.dynamic_configs: dict[str, dict[str, str]] = {}
+        self.client_quotas: dict[str, dict[str, str]] = {}  # entity path -> quota configs
         self.entity_configs: dict[str, dict[str, dict[str, str]]] = {}
         self._topics_path = os.path.join(data_dir, "topics.json")
         self._batching = False
@@ -292,6 +312,7 @@ class LocalMetadata(MetadataBase):
             state = json.load(f)
         self._producer_id_block_end = state.get("producer_id_block_end", 0)
         self.dynamic_configs = state.get("broker_configs", {})
+        self.client_quotas = state.get("client_quotas", {})
         self.entity_configs = state.get("entity_configs", {})
         # Never hand out an id from a block that may have been used before a crash.
         self._next_producer_id = self._producer_id_block_end
@@ -332,6 +353,7 @@ class LocalMetadata(MetadataBase):
         head = {
             "producer_id_block_end": self._producer_id_block_end,
             "broker_configs": self.dynamic_configs,
+            "client_quotas": self.client_quotas,
             "entity_configs": self.entity_configs,
         }
         # One topic per line, each through json's C encoder (indent= would select the pure-Python
@@ -416,6 +438,24 @@ class LocalMetadata(MetadataBase):
     def set_broker_configs(self, entity: str, configs: dict[str, str]) -> None:
         self.dynamic_configs[entity] = dict(configs)
         self._save()
+
+    def set_client_quotas(self, changes: dict[str, dict[str, str]]) -> None:
+        """Replace the quota configs of entities (by Kafka's entity path; {} removes them)."""
+        before = {path: self.client_quotas.get(path) for path in changes}
+        for path, values in changes.items():
+            if values:
+                self.client_quotas[path] = dict(values)
+            else:
+                self.client_quotas.pop(path, None)
+
+        def undo() -> None:
+            for path, values in before.items():
+                if values is None:
+                    self.client_quotas.pop(path, None)
+                else:
+                    self.client_quotas[path] = values
+
+        self._save_or_undo(undo)
 
     def set_entity_configs(self, entity_type: str, name: str, configs: dict[str, str]) -> None:
         entities = self.entity_configs.setdefault(entity_type, {})

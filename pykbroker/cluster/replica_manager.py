@@ -231,7 +231,14 @@ class Partition:
                        ) -> tuple[int, int] | None:  # fmt: skip
         """A follower's Fetch: validated first (diverging epoch, offset range), and only then is
         its fetch offset taken as its LEO for the HW and the ISR. Returns the diverging epoch to
-        answer, if any; raises OFFSET_OUT_OF_RANGE."""
+        answer, if any; raises OFFSET_OUT_OF_RANGE, or NOT_LEADER_OR_FOLLOWER for a broker not
+        among its replicas (Kafka's followerReplicaOrThrow)."""
+        if replica_id == self.node_id or replica_id not in self.state.replicas:
+            raise KafkaError(
+                ErrorCode.NOT_LEADER_OR_FOLLOWER,
+                f"Received fetch request from follower {replica_id} for partition "
+                f"{self.topic}-{self.index} which is not among its replicas {self.state.replicas}",
+            )
         diverging = self.diverging_epoch(fetch_offset, last_fetched_epoch)
         if diverging is None:
             self.log.check_fetch_offset(fetch_offset)
@@ -360,7 +367,7 @@ class ReplicaManager:
                 if self.metadata is None:
                     existing.state = state
                 continue
-            log = self.log_manager.get_or_create(topic.name, index, config)
+            log = self._open_log(topic, index, config)
             p = self.partitions[key] = Partition(topic.name, index, log, state, self.node_id)
             if self.metadata is not None:
                 p.epoch_cache = LeaderEpochCache.load(log.dir, log.log_end_offset, _epoch_scan(log))
@@ -368,6 +375,67 @@ class ReplicaManager:
                 p.state = PartitionState(-1, -1, state.replicas, [], -2)
                 if state.zk_version >= 0:
                     self.partition_state_changed(topic, index, state)
+
+    def replicas_changed(self, topic: TopicInfo) -> None:
+        """A topic's assignment changed (a reassignment started, completed or was cancelled):
+        replicas this broker no longer holds stop and their logs go (Kafka's StopReplica with
+        delete); a leader learns its new set of followers."""
+        for index, st in enumerate(topic.partitions):
+            p = self.partitions.get((topic.name, index))
+            if p is None:
+                continue
+            if self.node_id not in st.replicas:
+                log.info("replica_removed", topic=topic.name, partition=index, replicas=st.replicas)
+                self._remove_partition(topic.name, index)
+                continue
+            if p.state is not st:
+                p.state.replicas = st.replicas
+            for r in [r for r in p.followers if r not in st.replicas]:
+                del p.followers[r]
+
+    def _remove_partition(self, name: str, index: int) -> None:
+        p = self.partitions.pop((name, index), None)
+        if p is not None:
+            was_leader = p.is_leader
+            if self.fetchers is not None:
+                self.fetchers.remove_partition(p)
+            p.state = PartitionState(-1, -1, p.state.replicas, [], -2)
+            p.wake()
+            if was_leader:
+                for fn in self.leadership_listeners:
+                    try:
+                        fn(p.topic, p.index, False, -1)
+                    except Exception:
+                        log.exception("leadership_listener_failed", topic=p.topic, partition=index)
+        self.log_manager.delete(name, index)
+
+    def _open_log(self, topic: TopicInfo, index: int, config: LogConfig) -> Log:
+        """The partition's log, holding this topic's id in partition.metadata. A log of an
+        older topic of the same name (deleted and re-created while this broker was away) is set
+        aside as a stray, as Kafka does, and a new one is created: never served as this one."""
+        log_ = self.log_manager.get_or_create(topic.name, index, config)
+        if log_.topic_id is not None and log_.topic_id != topic.topic_id:
+            log.warning(
+                "inconsistent_topic_id", topic=topic.name, partition=index,
+                log_topic_id=str(log_.topic_id), topic_id=str(topic.topic_id),
+            )  # fmt: skip
+            self.log_manager.mark_stray(topic.name, index)
+            log_ = self.log_manager.get_or_create(topic.name, index, config)
+        self._assign_topic_id(log_, topic.topic_id)
+        return log_
+
+    def _assign_topic_id(self, log_: Log, topic_id) -> None:
+        try:
+            log_.assign_topic_id(topic_id)
+        except OSError as e:  # a full disk: the next start assigns it again
+            log.warning("partition_metadata_not_written", dir=log_.dir, error=repr(e))
+
+    def adopt_topic_id(self, topic: TopicInfo) -> None:
+        """The topic's id was settled elsewhere (an id-less znode another broker gave its id
+        first): the same topic, so its logs take that id."""
+        for (name, _), p in self.partitions.items():
+            if name == topic.name:
+                self._assign_topic_id(p.log, topic.topic_id)
 
     def remove_topic(self, name: str, partition_count: int) -> None:
         for index in range(partition_count):

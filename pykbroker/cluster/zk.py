@@ -16,6 +16,8 @@ find what they expect:
     /brokers/topics/T/partitions/P/state      {"controller_epoch":E,"leader":L,"leader_epoch":N,"isr":[..]}
     /config/topics/T                          {"version":1,"config":{..}}
     /admin/delete_topics/T                    (a deletion request)
+    /admin/reassign_partitions                {"version":1,"partitions":[{"topic":..,"partition":..,"replicas":[..]}]}
+    /admin/preferred_replica_election         {"version":1,"partitions":[{"topic":..,"partition":..}]}
     /latest_producer_id_block                 {"version":1,"broker":N,"block_start":"..","block_end":".."}
 """
 
@@ -70,6 +72,8 @@ BROKER_TOPICS = "/brokers/topics"
 CONFIG_TOPICS = "/config/topics"
 CONFIG_CHANGES = "/config/changes"
 DELETE_TOPICS = "/admin/delete_topics"
+REASSIGN_PARTITIONS = "/admin/reassign_partitions"
+PREFERRED_REPLICA_ELECTION = "/admin/preferred_replica_election"
 PRODUCER_ID_BLOCK = "/latest_producer_id_block"
 PERSISTENT_PATHS = (
     BROKER_IDS,
@@ -203,13 +207,17 @@ def decode_broker(data: bytes, listener: str | None = None) -> tuple[str, int, s
     return host, port, d.get("rack")
 
 
-def encode_topic(assignment: list[list[int]], topic_id: uuid.UUID) -> bytes:
+def encode_topic(assignment: list[list[int]], topic_id: uuid.UUID,
+                 adding: dict[int, list[int]] | None = None,
+                 removing: dict[int, list[int]] | None = None) -> bytes:  # fmt: skip
+    """Kafka's topic znode (version 3): each partition's replicas and, for a partition being
+    reassigned (KIP-455), its adding and removing replicas."""
     return _dumps(
         {
             "partitions": {str(i): replicas for i, replicas in enumerate(assignment)},
             "topic_id": uuid_to_kafka(topic_id),
-            "adding_replicas": {},
-            "removing_replicas": {},
+            "adding_replicas": {str(i): r for i, r in sorted((adding or {}).items()) if r},
+            "removing_replicas": {str(i): r for i, r in sorted((removing or {}).items()) if r},
             "version": 3,
         }
     )
@@ -229,6 +237,16 @@ def decode_topic(data: bytes) -> tuple[list[list[int]], uuid.UUID | None]:
     assignment = [parts[i] for i in sorted(parts)]
     topic_id = d.get("topic_id")
     return assignment, uuid_from_kafka(topic_id) if topic_id else None
+
+
+def decode_reassignments(data: bytes) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
+    """(adding replicas, removing replicas) by partition, from a topic znode."""
+    d = _loads(data)
+
+    def part(key: str) -> dict[int, list[int]]:
+        return {int(k): list(v) for k, v in (d.get(key) or {}).items() if v}
+
+    return part("adding_replicas"), part("removing_replicas")
 
 
 def encode_state(leader: int, leader_epoch: int, isr: list[int], controller_epoch: int) -> bytes:

@@ -324,11 +324,14 @@ class ZkMetadata(MetadataBase):
             PartitionState(-1, 0, list(r), [], zk_version=-1) for r in assignment
         )
         full = [p.replicas for p in info.partitions]
+        adding = {i: p.adding for i, p in enumerate(info.partitions) if p.adding}
+        removing = {i: p.removing for i, p in enumerate(info.partitions) if p.removing}
+        data = Z.encode_topic(full, info.topic_id, adding, removing)
         version = self._topic_versions.get(name, -1)
 
         async def write() -> None:  # _spawn takes a coroutine; zk.set returns a future
             try:
-                await self.zk.set(Z.topic_path(name), Z.encode_topic(full, info.topic_id), version)
+                await self.zk.set(Z.topic_path(name), data, version)
             except Z.BadVersionError:
                 # Changed meanwhile (another broker added partitions): take ZooKeeper's version.
                 del info.partitions[old_count:]
@@ -535,6 +538,7 @@ class ZkMetadata(MetadataBase):
         except Z.NoNodeError:
             return  # deleted meanwhile: the children watch handles it
         assignment, topic_id = Z.decode_topic(data)
+        adding, removing = Z.decode_reassignments(data)
         self._topic_versions[name] = stat.version
         info = self.topics.get(name)
         if topic_id is None:
@@ -543,8 +547,10 @@ class ZkMetadata(MetadataBase):
         elif name in self._assumed_ids:
             # The id written for an id-less topic (by us or another broker): same topic.
             self._assumed_ids.discard(name)
-            if info is not None:
+            if info is not None and info.topic_id != topic_id:
                 info.topic_id = topic_id
+                if self.replica_manager is not None:
+                    self.replica_manager.adopt_topic_id(info)
         ours = name in self._unconfirmed
         self._unconfirmed.discard(name)
         if info is not None and info.topic_id != topic_id:
@@ -573,12 +579,14 @@ class ZkMetadata(MetadataBase):
         else:
             old = len(info.partitions)
             for i, replicas in enumerate(assignment):
-                if i < old:
-                    info.partitions[i].replicas = replicas
-                else:
+                if i >= old:
                     info.partitions.append(PartitionState(-1, 0, replicas, [], zk_version=NOT_READ))
             new_indexes = range(old, len(assignment))
+        for i, st in enumerate(info.partitions[: len(assignment)]):
+            # In place: the partition's state object is shared with the replica manager.
+            st.replicas, st.adding, st.removing = assignment[i], adding.get(i, []), removing.get(i, [])
         if self.replica_manager is not None:
+            self.replica_manager.replicas_changed(info)
             self.replica_manager.ensure_partitions(info)
         await asyncio.gather(*(self._read_state(name, i) for i in new_indexes))
         self._changed()
@@ -605,6 +613,9 @@ class ZkMetadata(MetadataBase):
             info.configs = configs
             if self.replica_manager is not None:
                 self.replica_manager.update_config(name)
+        # Even unchanged (this broker cached its own write): the controller looks again, e.g.
+        # at unclean.leader.election.enable.
+        self._changed()
 
     async def _read_configs(self, name: str) -> dict[str, str]:
         path = Z.topic_config_path(name)
@@ -693,8 +704,9 @@ class ZkMetadata(MetadataBase):
         if zk_version <= old.zk_version:
             return
         new = PartitionState(
-            leader, leader_epoch, old.replicas, list(isr), zk_version, controller_epoch
-        )
+            leader, leader_epoch, old.replicas, list(isr), zk_version, controller_epoch,
+            old.adding, old.removing,
+        )  # fmt: skip
         info.partitions[index] = new
         if self.replica_manager is not None:
             self.replica_manager.partition_state_changed(info, index, new)

@@ -19,10 +19,22 @@ async def start_coordinators(broker: Broker) -> None:
     transaction_coordinator = TransactionCoordinator(broker)
     transaction_coordinator.startup()
     broker.transaction_coordinator = transaction_coordinator
+    from .share_fetch import SharePartitionManager
+    from .share_group import ShareGroupCoordinator
+    from .share_state import ShareCoordinator
+
+    broker.share_coordinator = ShareCoordinator(broker)
+    broker.share_coordinator.startup()
+    broker.share_groups = ShareGroupCoordinator(broker)
+    broker.share_groups.startup({key[0] for key in broker.share_coordinator.states})
+    broker.share_partitions = SharePartitionManager(broker)
+    broker.share_groups.member_expired_listeners.append(broker.share_partitions.on_member_expired)
 
 
 async def stop_coordinators(broker: Broker) -> None:
     """Stop coordinator timers before storage closes."""
+    if broker.share_groups is not None:
+        broker.share_groups.shutdown()
     if getattr(broker, "transaction_coordinator", None) is not None:
         broker.transaction_coordinator.shutdown()
     if broker.group_coordinator is not None:

@@ -10,6 +10,7 @@ from protocol.apis import ApiRegistry
 REGISTRY = ApiRegistry()
 
 from . import (  # noqa: E402,F401  (registration happens on import)
+    acls,
     admin,
     api_versions,
     configs,
@@ -19,7 +20,10 @@ from . import (  # noqa: E402,F401  (registration happens on import)
     metadata,
     offsets,
     produce,
+    quotas,
+    reassignment,
     replication,
     sasl,
+    share,
     txn,
 )

@@ -7,6 +7,7 @@ from collections import Counter
 
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
+from pykbroker.acl.checks import RT, Op, allowed, cluster_allowed, filter_allowed
 
 from . import REGISTRY
 from .committed import pending_write, wait_committed
@@ -51,16 +52,21 @@ def handle_create_topics(ctx, request) -> dict:
         return {"throttle_time_ms": 0, "topics": topics}
     opening: list = []
     results: list = []
+    denied: set[str] = set()
+    if broker.authorizer is not None and not cluster_allowed(ctx, Op.CREATE):
+        # Kafka: CREATE on the cluster, or else on each topic.
+        names = {t.name for t in request.topics}
+        denied = names - filter_allowed(ctx, Op.CREATE, RT.TOPIC, names)
     try:
         with broker.metadata.batch():  # one metadata write for the whole request
-            results, writes = _create_topics(broker, request, opening)
+            results, writes = _create_topics(broker, request, opening, denied)
     except KafkaError as e:  # that write failed (a full disk): the batch took its changes back
         return {"throttle_time_ms": 0, "topics": _failed_write(results, e)}
     response = {"throttle_time_ms": 0, "topics": results}
     return _after(broker, writes, response, opening) if writes or opening else response
 
 
-def _create_topics(broker, request, opening: list) -> tuple[list[dict], list]:
+def _create_topics(broker, request, opening: list, denied: set[str]) -> tuple[list[dict], list]:
     results = []
     writes: list = []
     seen: set[str] = set()
@@ -73,6 +79,11 @@ def _create_topics(broker, request, opening: list) -> tuple[list[dict], list]:
             results.append(result)
             continue
         seen.add(t.name)
+        if t.name in denied:
+            result.update(error_code=ErrorCode.TOPIC_AUTHORIZATION_FAILED,
+                          error_message="Authorization failed.")  # fmt: skip
+            results.append(result)
+            continue
         configs = {c.name: c.value for c in t.configs}
         assignments = {a.partition_index: list(a.broker_ids) for a in t.assignments}
         try:
@@ -124,7 +135,8 @@ def handle_delete_topics(ctx, request) -> dict:
     try:
         with broker.metadata.batch():
             for name, topic_id in targets:
-                responses.append(_delete_topic(broker, name, topic_id))
+                refused = _delete_refused(ctx, name, topic_id)
+                responses.append(refused or _delete_topic(broker, name, topic_id))
     except KafkaError as e:  # the deletions are done in memory but not on disk yet
         return {"throttle_time_ms": 0, "responses": _failed_write(responses, e)}
     return {"throttle_time_ms": 0, "responses": responses}
@@ -137,6 +149,28 @@ def _failed_write(results: list[dict], e: KafkaError) -> list[dict]:
         if r["error_code"] == ErrorCode.NONE:
             r.update(error_code=e.code, error_message=e.message)
     return results
+
+
+def _delete_refused(ctx, name, topic_id) -> dict | None:
+    """Kafka: DELETE on the topic; a topic named by id without DESCRIBE on it is answered
+    without its name."""
+    broker = ctx.broker
+    if broker.authorizer is None:
+        return None
+    entry = {"name": name, "error_code": ErrorCode.TOPIC_AUTHORIZATION_FAILED,
+             "error_message": "Authorization failed."}  # fmt: skip
+    if name is None and topic_id is not None:
+        info = broker.metadata.topic_by_id(topic_id)
+        if info is None:
+            return None  # UNKNOWN_TOPIC_ID, as without an authorizer
+        entry["topic_id"] = topic_id
+        if not allowed(ctx, Op.DESCRIBE, RT.TOPIC, info.name):
+            return entry
+        name = info.name
+    if allowed(ctx, Op.DELETE, RT.TOPIC, name):
+        return None
+    entry["name"] = name
+    return entry
 
 
 def _delete_topic(broker, name, topic_id) -> dict:
@@ -232,16 +266,21 @@ def handle_create_partitions(ctx, request) -> dict:
         return {"throttle_time_ms": 0, "results": results}
     opening: list = []
     results: list = []
+    denied: set[str] = set()
+    if broker.authorizer is not None:  # Kafka: ALTER on each topic
+        names = {t.name for t in request.topics}
+        denied = names - filter_allowed(ctx, Op.ALTER, RT.TOPIC, names)
     try:
         with broker.metadata.batch():
-            results, writes = _create_partitions(broker, request, opening)
+            results, writes = _create_partitions(broker, request, opening, denied)
     except KafkaError as e:
         return {"throttle_time_ms": 0, "results": _failed_write(results, e)}
     response = {"throttle_time_ms": 0, "results": results}
     return _after(broker, writes, response, opening) if writes or opening else response
 
 
-def _create_partitions(broker, request, opening: list) -> tuple[list[dict], list]:
+def _create_partitions(broker, request, opening: list,
+                       denied: set[str]) -> tuple[list[dict], list]:  # fmt: skip
     names = Counter(t.name for t in request.topics)
     results = []
     writes: list = []
@@ -250,6 +289,8 @@ def _create_partitions(broker, request, opening: list) -> tuple[list[dict], list
         try:
             if names[t.name] > 1:
                 raise KafkaError(ErrorCode.INVALID_REQUEST, "Duplicate topic in request.")
+            if t.name in denied:
+                raise KafkaError(ErrorCode.TOPIC_AUTHORIZATION_FAILED, "Authorization failed.")
             info = broker.metadata.topic(t.name)
             if info is None:
                 raise KafkaError(
@@ -293,11 +334,18 @@ def delete_records(partition, offset: int) -> int:
 def handle_delete_records(ctx, request) -> dict:
     rm = ctx.broker.replica_manager
     topics = []
+    deletable = None
+    if ctx.broker.authorizer is not None:  # Kafka: DELETE on each topic
+        deletable = filter_allowed(ctx, Op.DELETE, RT.TOPIC, {t.name for t in request.topics})
     for t in request.topics:
         partitions = []
         for p in t.partitions:
             entry = {"partition_index": p.partition_index, "low_watermark": -1,
                      "error_code": ErrorCode.NONE}  # fmt: skip
+            if deletable is not None and t.name not in deletable:
+                entry["error_code"] = ErrorCode.TOPIC_AUTHORIZATION_FAILED
+                partitions.append(entry)
+                continue
             try:
                 entry["low_watermark"] = delete_records(rm.get(t.name, p.partition_index), p.offset)
             except KafkaError as e:
@@ -314,6 +362,9 @@ def handle_delete_records(ctx, request) -> dict:
 def handle_describe_log_dirs(ctx, request) -> dict:
     """Each log dir with the size of the partitions it holds (all, or those requested)."""
     broker = ctx.broker
+    if not cluster_allowed(ctx, Op.DESCRIBE):  # Kafka: DESCRIBE on the cluster
+        return {"throttle_time_ms": 0, "error_code": ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
+                "results": []}  # fmt: skip
     wanted = None
     if request.topics is not None:
         wanted = {(t.topic, p) for t in request.topics for p in t.partitions}

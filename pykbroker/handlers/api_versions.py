@@ -13,7 +13,7 @@ from protocol.apis import ApiKey
 from protocol.errors import ErrorCode
 from protocol.framing import response_header
 
-from . import REGISTRY
+from . import REGISTRY, share
 
 
 @lru_cache(maxsize=16)
@@ -27,7 +27,10 @@ def _body(version: int, versions: tuple) -> bytes:
 
 @REGISTRY.register(ApiKey.API_VERSIONS, 0, 4)
 def handle_api_versions(ctx, request) -> bytes:
-    body = _body(ctx.api_version, tuple(REGISTRY.versions()))
+    versions = REGISTRY.versions()
+    if not share.enabled(ctx.broker):  # Kafka hides them until share.version is finalized
+        versions = [v for v in versions if v[0] not in share.SHARE_APIS]
+    body = _body(ctx.api_version, tuple(versions))
     # ApiVersions responses always have header v0 (KIP-511).
     payload = response_header(ctx.header.correlation_id, False) + body
     return len(payload).to_bytes(4, "big") + payload

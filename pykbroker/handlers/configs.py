@@ -19,6 +19,7 @@ import copy
 
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
+from pykbroker.acl.checks import RT, Op, allowed, cluster_allowed
 from pykbroker.cluster.metadata import DEFAULT_ENTITY, validate_topic_name
 from pykbroker.config import (
     BROKER_CONFIGS,
@@ -217,6 +218,8 @@ def handle_describe_configs(ctx, request) -> dict:
                   "configs": []}  # fmt: skip
         keys = r.configuration_keys
         try:
+            if broker.authorizer is not None:
+                check_config_access(ctx, r.resource_type, r.resource_name, Op.DESCRIBE_CONFIGS)
             if r.resource_type == TOPIC:
                 info = existing_topic(broker, r.resource_name)
                 implicit = broker.log_config_for(info.name).overrides
@@ -235,6 +238,15 @@ def handle_describe_configs(ctx, request) -> dict:
             result.update(error_code=e.code, error_message=e.message or e.code.name)
         results.append(result)
     return {"throttle_time_ms": 0, "results": results}
+
+
+def check_config_access(ctx, resource_type: int, name: str, op: int) -> None:
+    """Kafka: DESCRIBE_CONFIGS / ALTER_CONFIGS on the topic, or on the cluster for broker and
+    broker-logger resources (before looking the resource up, so nothing leaks)."""
+    if resource_type == TOPIC and not allowed(ctx, op, RT.TOPIC, name):
+        raise KafkaError(ErrorCode.TOPIC_AUTHORIZATION_FAILED, "Topic authorization failed.")
+    if resource_type in (BROKER, BROKER_LOGGER) and not cluster_allowed(ctx, op):
+        raise KafkaError(ErrorCode.CLUSTER_AUTHORIZATION_FAILED, "Cluster authorization failed.")
 
 
 # --- altering ------------------------------------------------------------------------------------
@@ -317,6 +329,8 @@ def _alter(ctx, request, change, logger_changes) -> dict:
                     f"Error due to duplicate resource {r.resource_name} in the request",
                 )
             _check_duplicates([c.name for c in r.configs])
+            if broker.authorizer is not None:
+                check_config_access(ctx, r.resource_type, r.resource_name, Op.ALTER_CONFIGS)
             if r.resource_type == TOPIC:
                 info = existing_topic(broker, r.resource_name)
                 overrides = change(

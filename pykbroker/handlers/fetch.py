@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from time import perf_counter
 
 import structlog
 
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
 from protocol.hotpath import FetchPartitionResult, encode_fetch_response
+from pykbroker.acl.checks import RT, Op, cluster_allowed, filter_allowed
 from pykbroker.coordinator.group import now_ms
 from pykbroker.fetch_session import INVALID_SESSION_ID
 
@@ -19,36 +21,82 @@ log = structlog.get_logger(__name__)
 READ_COMMITTED = 1
 
 
-def read_partitions(broker, request, version: int, response_max_bytes: int, wanted: list):
-    """One pass over the partitions to read (`wanted`: [(topic, topic id, [partition
-    params])], from the request or its fetch session): (topics as [(topic, topic id,
-    [FetchPartitionResult])], bytes found, answer at once: an error or a diverging epoch)."""
+def resolve_topics(broker, request, version: int, topics=None) -> list[tuple[str | None, object]]:
+    """(topic name, the request's topic) for each topic (of the request, or `topics`: its fetch
+    session's); from v13 topics come by id, and an id no topic has now (never had, or a deleted
+    topic's) resolves to None: UNKNOWN_TOPIC_ID."""
+    topics = request.topics if topics is None else topics
+    if version < 13:
+        return [(t.topic, t) for t in topics]
+    by_id = broker.metadata.topic_by_id
+    return [((info := by_id(t.topic_id)) and info.name, t) for t in topics]
+
+
+def replica_id(request, version: int) -> int:
+    """The fetching follower's broker id, -1 for a consumer (in ReplicaState from v15)."""
+    if version >= 15:
+        state = request.replica_state
+        return state.replica_id if state is not None else -1
+    return request.replica_id
+
+
+def unauthorized_topics(ctx, request, resolved) -> dict[str, int]:
+    """Topics this fetch may not read, with their error (Kafka's handleFetchRequest: a follower
+    needs CLUSTER_ACTION on the cluster, else every partition fails; a consumer needs READ on
+    each topic). Answered before the partitions are looked at, so nothing about them leaks."""
+    names = {name for name, _ in resolved if name is not None}
+    if replica_id(request, ctx.api_version) >= 0:
+        allowed_names = names if cluster_allowed(ctx, Op.CLUSTER_ACTION) else set()
+    else:
+        allowed_names = filter_allowed(ctx, Op.READ, RT.TOPIC, names)
+    return dict.fromkeys(names - allowed_names, ErrorCode.TOPIC_AUTHORIZATION_FAILED)
+
+
+def read_partitions(broker, request, version: int, response_max_bytes: int, topics_in=None,
+                    denied: dict | None = None):  # fmt: skip
+    """One pass over the requested partitions: (topics, bytes found, answer at once: an error
+    or a diverging epoch). Each topic's key is its name, or its id from v13. `denied`: topics
+    the authorizer refused, with their error."""
     rm = broker.replica_manager
-    follower = request.replica_id >= 0
+    replica = replica_id(request, version)
+    follower = replica >= 0
     read_committed = request.isolation_level == READ_COMMITTED
     remaining = response_max_bytes
     total = 0
     error = False
     topics = []
-    for topic, topic_id, partitions in wanted:
+    by_id = version >= 13
+    for name, t in topics_in if topics_in is not None else resolve_topics(broker, request, version):
         results = []
-        for p in partitions:
+        refused = denied.get(name) if denied and name is not None else None
+        for p in t.partitions:
             r = FetchPartitionResult(p.partition)
+            if refused is not None:
+                r.error_code = refused
+                error = True
+                results.append(r)
+                continue
             try:
+                if name is None:
+                    raise KafkaError(ErrorCode.UNKNOWN_TOPIC_ID)
                 part = rm.get_leader(
-                    topic, p.partition, p.current_leader_epoch if version >= 9 else -1
+                    name, p.partition, p.current_leader_epoch if version >= 9 else -1
                 )
                 log = part.log
+                if by_id and log.topic_id is not None and log.topic_id != t.topic_id:
+                    # The name is the topic's, the log another's (Kafka's hasConsistentTopicId).
+                    raise KafkaError(ErrorCode.INCONSISTENT_TOPIC_ID)
                 r.high_watermark = log.high_watermark
                 r.last_stable_offset = part.last_stable_offset()
                 r.log_start_offset = log.log_start_offset
                 last_epoch = p.last_fetched_epoch if version >= 12 else -1
                 if follower:
                     # Validated before its offset counts for the HW and the ISR (KIP-320).
-                    r.diverging_epoch = part.follower_fetch(
-                        request.replica_id, p.fetch_offset, last_epoch
-                    )
+                    r.diverging_epoch = part.follower_fetch(replica, p.fetch_offset, last_epoch)
                     r.high_watermark = log.high_watermark
+                    # KIP-1166 (v18): a follower that knows an older HW is answered at once.
+                    if version >= 18 and p.high_watermark < r.high_watermark:
+                        error = True
                 else:
                     r.diverging_epoch = part.diverging_epoch(p.fetch_offset, last_epoch)
                 if r.diverging_epoch is not None:
@@ -74,39 +122,75 @@ def read_partitions(broker, request, version: int, response_max_bytes: int, want
                 r.error_code = e.code
                 error = True
             except OSError as e:  # a read the disk failed: its log dir goes offline
-                r.error_code = log.log_dir.failed(e, f"reading {topic}-{p.partition}").code
+                r.error_code = log.log_dir.failed(e, f"reading {name}-{p.partition}").code
                 r.records = None
                 error = True
             results.append(r)
-        topics.append((topic, topic_id, results))
+        topics.append((t.topic_id if by_id else name, results))
     return topics, total, error
 
 
-@REGISTRY.register(ApiKey.FETCH, 4, 12)
+_LEADER_MOVED = (ErrorCode.NOT_LEADER_OR_FOLLOWER, ErrorCode.FENCED_LEADER_EPOCH)
+
+
+def leader_endpoints(ctx, topics, names) -> list[tuple[int, str, int, str | None]]:
+    """v16+ (KIP-951): a partition answered NOT_LEADER_OR_FOLLOWER or FENCED_LEADER_EPOCH gets
+    its current leader and epoch, and the response those leaders' endpoints, so the client
+    goes there without a Metadata round trip."""
+    metadata = ctx.broker.metadata
+    leaders: set[int] = set()
+    for (_, results), name in zip(topics, names, strict=True):
+        info = metadata.topic(name) if name is not None else None
+        for r in results:
+            if r.error_code not in _LEADER_MOVED or info is None:
+                continue
+            if 0 <= r.partition_index < len(info.partitions):
+                state = info.partitions[r.partition_index]
+                r.current_leader = (state.leader, state.leader_epoch)
+                if state.leader >= 0:
+                    leaders.add(state.leader)
+    out = []
+    for b in metadata.brokers():
+        if b.node_id in leaders:
+            host, port = b.address(ctx.listener)
+            out.append((b.node_id, host, port, b.rack))
+    return out
+
+
+@REGISTRY.register(ApiKey.FETCH, 4, 18)
 async def handle_fetch(ctx, request):
     broker = ctx.broker
     version = ctx.api_version
     header = ctx.header
-    follower = request.replica_id >= 0
+    follower = replica_id(request, version) >= 0
     sessions = broker.fetch_sessions
+    context = None
+    topics_in = None  # the request's
     if version >= 7:
         # KIP-227: a full fetch may open a session; an incremental one reads the session's
-        # partitions and answers only those with news.
+        # partitions and is answered only those with news.
         context = sessions.new_context(version, request, follower, now_ms())
         if context.kind == "error":
             return encode_fetch_response(
                 version, header.correlation_id, 0, context.error, INVALID_SESSION_ID, []
             )
-        wanted = context.topics
-    else:
-        context = None
-        wanted = [(t.topic, None, t.partitions) for t in request.topics]
+        topics_in = context.topics
     max_bytes = min(request.max_bytes, broker.config.get("fetch.max.bytes"))
+    quotas = broker.quotas
+    quota = (quotas.fetch.enabled or ctx.started) and not follower  # not followers
+    if quota and quotas.fetch.enabled:
+        max_bytes = quotas.fetch_max_bytes(ctx, max_bytes)
+    elif follower:
+        ctx.started = 0.0  # a follower's fetch is exempt from request quotas too
     loop = asyncio.get_running_loop()
     deadline = loop.time() + request.max_wait_ms / 1000
-    keys = [(topic, p.partition) for topic, _, ps in wanted for p in ps]
+    resolved = resolve_topics(broker, request, version, topics_in)
+    keys = [(name, p.partition) for name, t in resolved if name is not None for p in t.partitions]
+    denied = unauthorized_topics(ctx, request, resolved) if broker.authorizer is not None else None
     while True:
-        topics, total, error = read_partitions(broker, request, version, max_bytes, wanted)
+        pass_started = perf_counter()
+        topics, total, error = read_partitions(broker, request, version, max_bytes, resolved,
+                                               denied)  # fmt: skip
         remaining = deadline - loop.time()
         if total >= request.min_bytes or error or remaining <= 0 or not keys:
             break
@@ -119,20 +203,50 @@ async def handle_fetch(ctx, request):
             broker.metrics.fetch_purgatory -= 1
             for part in watched:
                 part.waiters.discard(fut)
-    session_id = INVALID_SESSION_ID
-    if context is not None:
-        session_id, topics = sessions.response_topics(context, topics, follower, version,
-                                                      now_ms())  # fmt: skip
-        if context.kind == "full" and session_id != INVALID_SESSION_ID:
-            # A follower's session is made once per leader it fetches from; say so. Consumers'
-            # sessions come and go with them (debug).
-            (log.info if follower else log.debug)(
-                "fetch_session_created", session_id=session_id, replica_id=request.replica_id,
-                partitions=len(keys), client_id=header.client_id,
-            )  # fmt: skip
-    answer = [(name, results) for name, _, results in topics]
+        if version >= 13:  # a topic deleted (or re-created) meanwhile is not the same topic
+            resolved = resolve_topics(broker, request, version, topics_in)
+    endpoints = leader_endpoints(ctx, topics, [n for n, _ in resolved]) if version >= 16 else None
     if total:
-        broker.metrics.record_fetch(answer, total)
-    return encode_fetch_response(
-        version, header.correlation_id, 0, ErrorCode.NONE, session_id, answer
+        broker.metrics.record_fetch(_named(topics, resolved, version), total)
+    session_id, answer = INVALID_SESSION_ID, topics
+    if context is not None:
+        # Sized without touching the session first: a throttled answer carries nothing, and
+        # the session must not count it as seen (Kafka's getResponseSize).
+        session_id, answer = sessions.response_topics(
+            context, topics, follower, version, now_ms(), update=not quota
+        )
+    response = encode_fetch_response(
+        version, header.correlation_id, 0, ErrorCode.NONE, session_id, answer, endpoints
     )
+    if quota:
+        size = int.from_bytes(response[0][:4], "big") + 4
+        busy = ctx.busy + perf_counter() - pass_started  # not the long poll's wait
+        throttle = quotas.fetch_throttle_ms(ctx, size, busy)
+        keep = session_id if context is not None and context.kind == "incremental" else 0
+        if throttle:  # Kafka answers a throttled fetch with no data (KIP-219)
+            return encode_fetch_response(
+                version, header.correlation_id, throttle, ErrorCode.NONE, keep, []
+            )
+        if context is not None:
+            session_id, answer = sessions.response_topics(
+                context, topics, follower, version, now_ms()
+            )
+            response = encode_fetch_response(
+                version, header.correlation_id, 0, ErrorCode.NONE, session_id, answer, endpoints
+            )
+    if context is not None and context.kind == "full" and session_id != INVALID_SESSION_ID:
+        # A follower's session is made once per leader it fetches from: say so. Consumers'
+        # sessions come and go with them (debug).
+        (log.info if follower else log.debug)(
+            "fetch_session_created", session_id=session_id,
+            replica_id=replica_id(request, version), partitions=len(keys),
+            client_id=header.client_id,
+        )  # fmt: skip
+    return response
+
+
+def _named(topics, resolved, version: int):
+    """The response's topics keyed by name (for metrics), whatever the version keys them by."""
+    if version < 13:
+        return topics
+    return [(name, results) for (name, _), (_, results) in zip(resolved, topics, strict=True)]

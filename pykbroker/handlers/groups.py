@@ -7,12 +7,20 @@ import asyncio
 
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode
+from pykbroker.acl.checks import (
+    RT,
+    Op,
+    allowed,
+    authorized_operations,
+    cluster_allowed,
+    filter_allowed,
+)
 from pykbroker.coordinator.group import GroupState, JoinResult, SyncResult
 from pykbroker.coordinator.group_coordinator import JoinRequest
 
 from . import REGISTRY
 
-GROUP_KEY, TRANSACTION_KEY = 0, 1
+GROUP_KEY, TRANSACTION_KEY, SHARE_KEY = 0, 1, 2
 # AclOperation codes a group's authorized_operations reports without an authorizer:
 # READ (3), DELETE (6), DESCRIBE (8).
 GROUP_AUTHORIZED_OPERATIONS = {3, 6, 8}
@@ -40,6 +48,11 @@ def _coordinator(ctx):
 
 def _find(ctx, key: str, key_type: int) -> tuple[int, object | None]:
     broker = ctx.broker
+    if broker.authorizer is not None:  # Kafka: DESCRIBE on the group / transactional id
+        if key_type == GROUP_KEY and not allowed(ctx, Op.DESCRIBE, RT.GROUP, key):
+            return ErrorCode.GROUP_AUTHORIZATION_FAILED, None
+        if key_type == TRANSACTION_KEY and not allowed(ctx, Op.DESCRIBE, RT.TRANSACTIONAL_ID, key):
+            return ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, None
     if key_type == GROUP_KEY:
         coordinator = _coordinator(ctx)
         if coordinator is None:
@@ -50,6 +63,8 @@ def _find(ctx, key: str, key_type: int) -> tuple[int, object | None]:
         if txn is None or not txn.active:
             return ErrorCode.COORDINATOR_NOT_AVAILABLE, None
         return txn.coordinator_node(key)
+    if key_type == SHARE_KEY and broker.share_coordinator is not None:
+        return broker.share_coordinator.coordinator_node(key)  # "group:topicId:partition"
     return ErrorCode.INVALID_REQUEST, None
 
 
@@ -109,6 +124,10 @@ async def _await_join(version: int, fut: asyncio.Future) -> dict:
 @REGISTRY.register(ApiKey.JOIN_GROUP, 0, 9)
 def handle_join_group(ctx, request):
     v = ctx.api_version
+    if not allowed(ctx, Op.READ, RT.GROUP, request.group_id):
+        return _join_response(
+            v, JoinResult(ErrorCode.GROUP_AUTHORIZATION_FAILED, request.member_id)
+        )
     coordinator = _coordinator(ctx)
     if coordinator is None:
         return _join_response(v, JoinResult(ErrorCode.COORDINATOR_NOT_AVAILABLE, request.member_id))
@@ -154,6 +173,8 @@ async def _await_sync(fut: asyncio.Future) -> dict:
 @REGISTRY.register(ApiKey.SYNC_GROUP, 0, 5)
 def handle_sync_group(ctx, request):
     v = ctx.api_version
+    if not allowed(ctx, Op.READ, RT.GROUP, request.group_id):
+        return _sync_response(SyncResult(ErrorCode.GROUP_AUTHORIZATION_FAILED))
     coordinator = _coordinator(ctx)
     if coordinator is None:
         return _sync_response(SyncResult(ErrorCode.COORDINATOR_NOT_AVAILABLE))
@@ -176,6 +197,8 @@ def handle_sync_group(ctx, request):
 
 @REGISTRY.register(ApiKey.HEARTBEAT, 0, 4)
 def handle_heartbeat(ctx, request) -> dict:
+    if not allowed(ctx, Op.READ, RT.GROUP, request.group_id):
+        return {"throttle_time_ms": 0, "error_code": ErrorCode.GROUP_AUTHORIZATION_FAILED}
     coordinator = _coordinator(ctx)
     if coordinator is None:
         return {"throttle_time_ms": 0, "error_code": ErrorCode.COORDINATOR_NOT_AVAILABLE}
@@ -199,7 +222,9 @@ def handle_leave_group(ctx, request) -> dict:
             for m in request.members
         ]
     coordinator = _coordinator(ctx)
-    if coordinator is None:
+    if not allowed(ctx, Op.READ, RT.GROUP, request.group_id):
+        error, errors = ErrorCode.GROUP_AUTHORIZATION_FAILED, []
+    elif coordinator is None:
         error, errors = ErrorCode.COORDINATOR_NOT_AVAILABLE, []
     else:
         error, errors = coordinator.leave_group(request.group_id, members)
@@ -264,7 +289,14 @@ def handle_describe_groups(ctx, request) -> dict:
     include_ops = ctx.api_version >= 3 and request.include_authorized_operations
     authorized = GROUP_AUTHORIZED_OPERATIONS if include_ops else None
     groups = []
+    authorizing = ctx.broker.authorizer is not None
     for group_id in request.groups:
+        if authorizing and not allowed(ctx, Op.DESCRIBE, RT.GROUP, group_id):
+            groups.append(_described_group(group_id, ErrorCode.GROUP_AUTHORIZATION_FAILED, None,
+                                           None))  # fmt: skip
+            continue
+        if authorizing and include_ops:
+            authorized = authorized_operations(ctx, RT.GROUP, group_id)
         if coordinator is None:
             error, group = ErrorCode.COORDINATOR_NOT_AVAILABLE, None
         else:
@@ -284,6 +316,10 @@ def handle_list_groups(ctx, request) -> dict:
         }
     states = set(request.states_filter or []) if ctx.api_version >= 4 else None
     error, groups = coordinator.list_groups(states)
+    if ctx.broker.authorizer is not None and not cluster_allowed(ctx, Op.DESCRIBE):
+        # Kafka: DESCRIBE on the cluster lists every group, else those the principal may
+        # describe, with no sign of the others.
+        groups = [g for g in groups if allowed(ctx, Op.DESCRIBE, RT.GROUP, g.group_id)]
     return {
         "throttle_time_ms": 0,
         "error_code": error,
@@ -302,10 +338,18 @@ def handle_list_groups(ctx, request) -> dict:
 def handle_delete_groups(ctx, request) -> dict:
     coordinator = _coordinator(ctx)
     names = list(request.groups_names)
+    denied = {}
+    if ctx.broker.authorizer is not None:  # Kafka: DELETE on each group
+        denied = dict.fromkeys(
+            set(names) - filter_allowed(ctx, Op.DELETE, RT.GROUP, names),
+            ErrorCode.GROUP_AUTHORIZATION_FAILED,
+        )
+    todo = [g for g in names if g not in denied]
     if coordinator is None:
-        results = dict.fromkeys(names, ErrorCode.COORDINATOR_NOT_AVAILABLE)
+        results = dict.fromkeys(todo, ErrorCode.COORDINATOR_NOT_AVAILABLE)
     else:
-        results = coordinator.delete_groups(names)
+        results = coordinator.delete_groups(todo) if todo else {}
+    results.update(denied)
     return {
         "throttle_time_ms": 0,
         "results": [{"group_id": g, "error_code": results[g]} for g in names],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
+from pykbroker.acl.checks import RT, Op, filter_allowed
 
 from . import REGISTRY
 
@@ -49,6 +50,9 @@ def handle_list_offsets(ctx, request) -> dict:
     rm = ctx.broker.replica_manager
     isolation = request.isolation_level if ctx.api_version >= 2 else 0
     duplicates = _duplicate_partitions(request.topics)
+    describable = None
+    if ctx.broker.authorizer is not None:  # Kafka: DESCRIBE on each topic
+        describable = filter_allowed(ctx, Op.DESCRIBE, RT.TOPIC, {t.name for t in request.topics})
     topics = []
     for t in request.topics:
         partitions = []
@@ -56,6 +60,8 @@ def handle_list_offsets(ctx, request) -> dict:
             entry = {"partition_index": p.partition_index, "error_code": ErrorCode.NONE,
                      "timestamp": -1, "offset": -1, "leader_epoch": -1}  # fmt: skip
             try:
+                if describable is not None and t.name not in describable:
+                    raise KafkaError(ErrorCode.TOPIC_AUTHORIZATION_FAILED)
                 if (t.name, p.partition_index) in duplicates:
                     # Kafka answers every row of a partition named twice with INVALID_REQUEST
                     # (so a request repeating one partition can't repeat a log search either).

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
+from pykbroker.acl.authorizer import CLUSTER_NAME
+from pykbroker.acl.checks import RT, Op, allowed, authorized_operations
 from pykbroker.cluster.metadata import TopicInfo, validate_topic_name
 
 from . import REGISTRY
@@ -106,25 +108,61 @@ def _requested_topic(broker, name: str, allow_auto: bool, writes: list | None = 
     return entry
 
 
+def _may_auto_create(ctx, name: str) -> bool:
+    """Kafka: auto-creating a topic through Metadata needs CREATE on the cluster or the topic."""
+    return allowed(ctx, Op.CREATE, RT.CLUSTER, CLUSTER_NAME) or allowed(
+        ctx, Op.CREATE, RT.TOPIC, name
+    )
+
+
+def _authorized_requested(ctx, t, allow_auto: bool, writes: list) -> dict:
+    """A topic asked for by name or id, with the authorizer's say (Kafka's handleTopicMetadata):
+    TOPIC_AUTHORIZATION_FAILED without DESCRIBE (nothing else about it: not whether it exists),
+    and for an unknown topic that would be auto-created, without CREATE."""
+    broker = ctx.broker
+    if t.name is None:
+        info = broker.metadata.topic_by_id(t.topic_id)
+        if info is not None and not allowed(ctx, Op.DESCRIBE, RT.TOPIC, info.name):
+            return error_entry(None, ErrorCode.TOPIC_AUTHORIZATION_FAILED, t.topic_id)
+        return _by_id(broker, t.topic_id, info)
+    if not allowed(ctx, Op.DESCRIBE, RT.TOPIC, t.name):
+        return error_entry(t.name, ErrorCode.TOPIC_AUTHORIZATION_FAILED)
+    if (
+        allow_auto
+        and broker.metadata.topic(t.name) is None
+        and broker.config.get("auto.create.topics.enable")
+        and not _may_auto_create(ctx, t.name)
+    ):
+        return error_entry(t.name, ErrorCode.TOPIC_AUTHORIZATION_FAILED)
+    return _requested_topic(broker, t.name, allow_auto, writes)
+
+
+def _by_id(broker, topic_id, info) -> dict:
+    if info is None:
+        return error_entry(None, ErrorCode.UNKNOWN_TOPIC_ID, topic_id)
+    return _entry(broker, info, _live(broker))
+
+
 @REGISTRY.register(ApiKey.METADATA, 0, 12)
 def handle_metadata(ctx, request) -> dict:
     broker = ctx.broker
     version = ctx.api_version
+    authorizing = broker.authorizer is not None
     allow_auto = request.allow_auto_topic_creation if version >= 4 else True
     writes: list = []
     if request.topics is None or (version == 0 and not request.topics):
         live = _live(broker)
-        topics = [_entry(broker, t, live) for t in broker.metadata.topics.values()]
+        infos = broker.metadata.topics.values()
+        if authorizing:  # all topics: the ones the principal may describe, silently
+            infos = [i for i in infos if allowed(ctx, Op.DESCRIBE, RT.TOPIC, i.name)]
+        topics = [_entry(broker, t, live) for t in infos]
+    elif authorizing:
+        topics = [_authorized_requested(ctx, t, allow_auto, writes) for t in request.topics]
     else:
         topics = []
         for t in request.topics:
             if t.name is None:  # v12: by topic id
-                info = broker.metadata.topic_by_id(t.topic_id)
-                topics.append(
-                    _entry(broker, info, _live(broker))
-                    if info
-                    else error_entry(None, ErrorCode.UNKNOWN_TOPIC_ID, t.topic_id)
-                )
+                topics.append(_by_id(broker, t.topic_id, broker.metadata.topic_by_id(t.topic_id)))
             else:
                 topics.append(_requested_topic(broker, t.name, allow_auto, writes))
     response = {
@@ -135,7 +173,20 @@ def handle_metadata(ctx, request) -> dict:
         "topics": topics,
         "authorized_operations": AUTHORIZED_OPERATIONS_UNSET,
     }
+    if version >= 8:
+        _add_authorized_operations(ctx, request, response)
     return _after_auto_create(broker, writes, response) if writes else response
+
+
+def _add_authorized_operations(ctx, request, response: dict) -> None:
+    """Metadata v8+: the operations the principal may do on each topic (and, v8-10, the
+    cluster), when the request asks for them."""
+    if request.include_topic_authorized_operations:
+        for entry in response["topics"]:
+            if entry["error_code"] == ErrorCode.NONE and entry["name"]:
+                entry["authorized_operations"] = authorized_operations(ctx, RT.TOPIC, entry["name"])
+    if ctx.api_version <= 10 and request.include_cluster_authorized_operations:
+        response["authorized_operations"] = authorized_operations(ctx, RT.CLUSTER, CLUSTER_NAME)
 
 
 async def _after_auto_create(broker, writes: list, response: dict) -> dict:
@@ -173,5 +224,14 @@ def handle_describe_cluster(ctx, request) -> dict:
             {"broker_id": e["node_id"], "host": e["host"], "port": e["port"], "rack": e["rack"]}
             for e in broker_entries(broker, ctx.listener)
         ],
-        "authorized_operations": AUTHORIZED_OPERATIONS_UNSET,
+        "authorized_operations": _cluster_operations(ctx, request),
     }
+
+
+def _cluster_operations(ctx, request) -> set[int] | None:
+    """DescribeCluster: the cluster's authorized operations when asked (0 without DESCRIBE)."""
+    if not request.include_cluster_authorized_operations:
+        return AUTHORIZED_OPERATIONS_UNSET
+    if not allowed(ctx, Op.DESCRIBE, RT.CLUSTER, CLUSTER_NAME):
+        return set()
+    return authorized_operations(ctx, RT.CLUSTER, CLUSTER_NAME)

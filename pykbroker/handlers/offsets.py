@@ -6,6 +6,7 @@ from collections.abc import Awaitable
 
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode
+from pykbroker.acl.checks import RT, Op, allowed, filter_allowed
 from pykbroker.coordinator.group import now_ms
 from pykbroker.coordinator.schema import OffsetAndMetadata
 
@@ -26,10 +27,21 @@ def partition_exists(broker, topic: str, partition: int) -> bool:
     return info is not None and 0 <= partition < len(info.partitions)
 
 
-def requested_offsets(broker, topics, with_leader_epoch: bool, now: int, expire: int = -1):
+def unauthorized_commit(ctx, group_id: str, topics) -> dict[tuple[str, int], int]:
+    """Partitions an OffsetCommit/TxnOffsetCommit may not commit, with their error (Kafka: READ
+    on the group, else every partition fails; then READ on each topic)."""
+    tps = [(t.name, p.partition_index) for t in topics for p in t.partitions]
+    if not allowed(ctx, Op.READ, RT.GROUP, group_id):
+        return dict.fromkeys(tps, ErrorCode.GROUP_AUTHORIZATION_FAILED)
+    readable = filter_allowed(ctx, Op.READ, RT.TOPIC, {t.name for t in topics})
+    return {tp: ErrorCode.TOPIC_AUTHORIZATION_FAILED for tp in tps if tp[0] not in readable}
+
+
+def requested_offsets(broker, topics, with_leader_epoch: bool, now: int, expire: int = -1,
+                      refused: dict | None = None):  # fmt: skip
     """What an OffsetCommit or TxnOffsetCommit asks to commit: (the (topic, partition)s in
     request order, UNKNOWN_TOPIC_OR_PARTITION for those that don't exist, the offsets of the
-    others)."""
+    others); `refused`: partitions the authorizer refused, with their error."""
     order: list[tuple[str, int]] = []
     errors: dict[tuple[str, int], int] = {}
     offsets: dict[tuple[str, int], OffsetAndMetadata] = {}
@@ -37,6 +49,9 @@ def requested_offsets(broker, topics, with_leader_epoch: bool, now: int, expire:
         for p in topic.partitions:
             tp = (topic.name, p.partition_index)
             order.append(tp)
+            if refused and tp in refused:
+                errors[tp] = refused[tp]
+                continue
             if not partition_exists(broker, *tp):
                 errors[tp] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
                 continue
@@ -63,7 +78,13 @@ def handle_offset_commit(ctx, request):
     retention = request.retention_time_ms if v <= 4 else -1
     # Saturate: the sum must fit the int64 of the stored OffsetCommitValue (Java's would wrap).
     expire = min(now + retention, INT64_MAX) if retention >= 0 else -1
-    order, errors, offsets = requested_offsets(ctx.broker, request.topics, v >= 6, now, expire)
+    refused = (
+        unauthorized_commit(ctx, request.group_id, request.topics)
+        if ctx.broker.authorizer is not None
+        else None
+    )
+    order, errors, offsets = requested_offsets(ctx.broker, request.topics, v >= 6, now, expire,
+                                               refused)  # fmt: skip
     coordinator = _coordinator(ctx)
     if not offsets:
         result: dict | Awaitable = {}
@@ -110,12 +131,26 @@ def _fetch_group(
     partitions = (
         None if topics is None else [(t.name, p) for t in topics for p in t.partition_indexes]
     )
+    refused: list = []
+    describable = None
+    if ctx.broker.authorizer is not None:
+        # Kafka: DESCRIBE on the group; per topic DESCRIBE, unauthorized requested partitions
+        # answer TOPIC_AUTHORIZATION_FAILED, and "all offsets" leaves those topics out.
+        if not allowed(ctx, Op.DESCRIBE, RT.GROUP, group_id):
+            return ErrorCode.GROUP_AUTHORIZATION_FAILED, []
+        if partitions is not None:
+            describable = filter_allowed(ctx, Op.DESCRIBE, RT.TOPIC, {t for t, _ in partitions})
+            refused = [tp for tp in partitions if tp[0] not in describable]
+            partitions = [tp for tp in partitions if tp[0] in describable]
     coordinator = _coordinator(ctx)
     if coordinator is None:
         return ErrorCode.COORDINATOR_NOT_AVAILABLE, []
     error, offsets = coordinator.fetch_offsets(group_id, partitions)
     if error:
         return error, []
+    if ctx.broker.authorizer is not None and describable is None:
+        describable = filter_allowed(ctx, Op.DESCRIBE, RT.TOPIC, {t for t, _ in offsets})
+        offsets = {tp: om for tp, om in offsets.items() if tp[0] in describable}
     unstable = coordinator.unstable_partitions(group_id) if require_stable else ()
     by_topic: dict[str, list[dict]] = {}
     for (topic, partition), om in offsets.items():
@@ -132,6 +167,12 @@ def _fetch_group(
                 else ErrorCode.NONE,
             }
         )
+    for topic, partition in refused:
+        by_topic.setdefault(topic, []).append(
+            {"partition_index": partition, "committed_offset": UNKNOWN_OFFSET,
+             "committed_leader_epoch": NO_LEADER_EPOCH, "metadata": NO_METADATA,
+             "error_code": ErrorCode.TOPIC_AUTHORIZATION_FAILED}
+        )  # fmt: skip
     return ErrorCode.NONE, [{"name": t, "partitions": ps} for t, ps in by_topic.items()]
 
 
@@ -171,11 +212,19 @@ def handle_offset_delete(ctx, request) -> dict:
     broker = ctx.broker
     order: list[tuple[str, int]] = []
     errors: dict[tuple[str, int], int] = {}
+    readable = None
+    if broker.authorizer is not None:  # Kafka: DELETE on the group, READ on each topic
+        if not allowed(ctx, Op.DELETE, RT.GROUP, request.group_id):
+            return {"error_code": ErrorCode.GROUP_AUTHORIZATION_FAILED, "throttle_time_ms": 0,
+                    "topics": []}  # fmt: skip
+        readable = filter_allowed(ctx, Op.READ, RT.TOPIC, {t.name for t in request.topics})
     for topic in request.topics:
         for p in topic.partitions:
             tp = (topic.name, p.partition_index)
             order.append(tp)
-            if not partition_exists(broker, *tp):
+            if readable is not None and topic.name not in readable:
+                errors[tp] = ErrorCode.TOPIC_AUTHORIZATION_FAILED
+            elif not partition_exists(broker, *tp):
                 errors[tp] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
     coordinator = _coordinator(ctx)
     if coordinator is None:

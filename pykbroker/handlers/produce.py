@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from time import perf_counter
 
 from protocol import compression
 from protocol import records as rb
@@ -15,6 +16,7 @@ from protocol.hotpath import (
     decode_produce_request,
     encode_produce_response,
 )
+from pykbroker.acl.checks import RT, Op, allowed, filter_allowed
 from pykbroker.cluster.metadata import INTERNAL_TOPICS, validate_topic_name
 from pykbroker.server import CLOSE
 
@@ -151,31 +153,54 @@ def _check_txn_batch(
         raise KafkaError(code, message)
 
 
-@REGISTRY.register(ApiKey.PRODUCE, 3, 12, decoder=decode_produce_request)
+def _unauthorized(ctx, request) -> dict[str, KafkaError]:
+    """Topics this produce may not write, with their error (Kafka's handleProduceRequest: WRITE
+    on the transactional id, else every partition fails; then WRITE on each topic)."""
+    if request.transactional_id is not None and not allowed(
+        ctx, Op.WRITE, RT.TRANSACTIONAL_ID, request.transactional_id
+    ):
+        error = KafkaError(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+        return {t.name: error for t in request.topics}
+    names = {t.name for t in request.topics if t.name is not None}  # None: an unknown id
+    error = KafkaError(ErrorCode.TOPIC_AUTHORIZATION_FAILED)
+    return {n: error for n in names - filter_allowed(ctx, Op.WRITE, RT.TOPIC, names)}
+
+
+@REGISTRY.register(ApiKey.PRODUCE, 3, 13, decoder=decode_produce_request)
 def handle_produce(ctx, request: ProduceRequestData):
+    if ctx.api_version >= 13:
+        by_id = ctx.broker.metadata.topic_by_id
+        for topic in request.topics:  # None: UNKNOWN_TOPIC_ID (no auto-creation by id)
+            topic.name = (info := by_id(topic.topic_id)) and info.name
+    denied = _unauthorized(ctx, request) if ctx.broker.authorizer is not None else None
+    if denied and len(denied) == len({t.name for t in request.topics}):
+        return _produce(ctx, request, None, denied)  # nothing to verify
     if ctx.api_version >= 12 and request.transactional_id is not None:
         # v12 is transactions v2 (KIP-890 part 2): the producer sends no AddPartitionsToTxn,
         # the leader adds each partition new to the transaction (verification setting or not).
-        pending = _partitions_to_add(ctx.broker, request)
+        pending = _partitions_to_add(ctx.broker, request, denied)
         if pending:
-            return _add_then_produce(ctx, request, pending)
-        return _produce(ctx, request, {}, tv2=True)
+            return _add_then_produce(ctx, request, pending, denied)
+        return _produce(ctx, request, {}, denied, tv2=True)
     if _verification_needed(ctx.broker, request):
         remote = _remote_verifications(ctx.broker, request)
         if remote:
-            return _verify_then_produce(ctx, request, remote)
-        return _produce(ctx, request, {})
-    return _produce(ctx, request, None)
+            return _verify_then_produce(ctx, request, remote, denied)
+        return _produce(ctx, request, {}, denied)
+    return _produce(ctx, request, None, denied)
 
 
-def _partitions_to_add(broker, request) -> dict:
+def _partitions_to_add(broker, request, denied: dict | None) -> dict:
     """Transactional batches of partitions this broker leads whose producer has no transaction
-    open there at this epoch: {(topic, partition): (producer id, epoch)}."""
+    open there at this epoch (and the authorizer let through): {(topic, partition): (producer
+    id, epoch)}."""
     if getattr(broker, "transaction_coordinator", None) is None:
         return {}
     rm = broker.replica_manager
     out = {}
     for topic in request.topics:
+        if denied and topic.name in denied:
+            continue
         for p in topic.partitions:
             if not _is_transactional(p.records):
                 continue
@@ -188,7 +213,7 @@ def _partitions_to_add(broker, request) -> dict:
     return out
 
 
-async def _add_then_produce(ctx, request, pending: dict):
+async def _add_then_produce(ctx, request, pending: dict, denied: dict | None):
     from .txn import add_to_transaction
 
     added = {}
@@ -199,13 +224,13 @@ async def _add_then_produce(ctx, request, pending: dict):
         added.update(
             await add_to_transaction(ctx.broker, request.transactional_id, pid, epoch, tps)
         )
-    result = _produce(ctx, request, added, tv2=True)
+    result = _produce(ctx, request, added, denied, tv2=True)
     if isinstance(result, Awaitable):
         result = await result
     return result
 
 
-async def _verify_then_produce(ctx, request, remote: dict):
+async def _verify_then_produce(ctx, request, remote: dict, denied: dict | None):
     txn = ctx.broker.transaction_coordinator
     verified = {}
     by_producer: dict[tuple[int, int], set] = {}
@@ -213,15 +238,16 @@ async def _verify_then_produce(ctx, request, remote: dict):
         by_producer.setdefault(producer, set()).add(tp)
     for (pid, epoch), tps in by_producer.items():
         verified.update(await txn.verify_remote(request.transactional_id, pid, epoch, tps))
-    result = _produce(ctx, request, verified)
+    result = _produce(ctx, request, verified, denied)
     if isinstance(result, Awaitable):
         result = await result
     return result
 
 
-def _produce(ctx, request: ProduceRequestData, verified: dict | None, tv2: bool = False):
+def _produce(ctx, request: ProduceRequestData, verified: dict | None, denied: dict | None = None,
+             tv2: bool = False):  # fmt: skip
     """verified: None without verification, else remote verification (or, `tv2`, adding)
-    results by partition."""
+    results by partition; denied: topics refused by the authorizer, with their error."""
     broker = ctx.broker
     rm = broker.replica_manager
     metrics = broker.metrics
@@ -240,8 +266,16 @@ def _produce(ctx, request: ProduceRequestData, verified: dict | None, tv2: bool 
     waiting: list[
         tuple[object, int, dict]
     ] = []  # acks=all: (partition, offset the HW must pass, entry)
+    by_id = ctx.api_version >= 13
     for topic in request.topics:
-        topic_error = bad_acks or _topic_error(broker, topic.name)
+        if bad_acks is not None:
+            topic_error = bad_acks
+        elif topic.name is None:
+            topic_error = KafkaError(ErrorCode.UNKNOWN_TOPIC_ID)
+        elif denied and topic.name in denied:
+            topic_error = denied[topic.name]
+        else:
+            topic_error = _topic_error(broker, topic.name)
         entries = []
         for p in topic.partitions:
             entry = ProducePartitionResult(p.index)
@@ -252,6 +286,8 @@ def _produce(ctx, request: ProduceRequestData, verified: dict | None, tv2: bool 
                     raise KafkaError(ErrorCode.INVALID_RECORD, "null records")
                 _check_client_batch(p.records, ctx.api_version)
                 partition = rm.get(topic.name, p.index)
+                if by_id and partition.log.topic_id not in (None, topic.topic_id):
+                    raise KafkaError(ErrorCode.INCONSISTENT_TOPIC_ID)
                 if request.transactional_id is None and _is_transactional(p.records):
                     raise KafkaError(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
                 if verified is not None and _is_transactional(p.records):
@@ -274,7 +310,16 @@ def _produce(ctx, request: ProduceRequestData, verified: dict | None, tv2: bool 
                     entry.record_errors = e.record_errors
                     entry.log_start_offset = e.log_start_offset
             entries.append(entry)
-        responses.append((topic.name, entries))
+        responses.append((topic.topic_id if by_id else topic.name, entries))
+    quotas = broker.quotas
+    throttle = 0
+    if quotas.produce.enabled or ctx.started:
+        if waiting:  # recorded when the replicas answer, as Kafka's response callback does
+            return _await_replication(
+                waiting, request.timeout_ms, ctx.header.api_version, ctx.header.correlation_id,
+                responses, metrics, ctx, acks,
+            )  # fmt: skip
+        throttle = quotas.produce_throttle_ms(ctx, acks)
     if acks == 0:
         # No response is sent; on error Kafka closes the connection so the client notices.
         if failed:
@@ -290,11 +335,18 @@ def _produce(ctx, request: ProduceRequestData, verified: dict | None, tv2: bool 
             waiting, request.timeout_ms, header.api_version, header.correlation_id, responses,
             metrics,
         )  # fmt: skip
-    return encode_produce_response(header.api_version, header.correlation_id, responses)
+    return encode_produce_response(header.api_version, header.correlation_id, responses, throttle)
 
 
 async def _await_replication(
-    waiting, timeout_ms: int, version: int, correlation_id: int, responses, metrics
+    waiting,
+    timeout_ms: int,
+    version: int,
+    correlation_id: int,
+    responses,
+    metrics,
+    ctx=None,
+    acks: int = -1,
 ) -> bytes:
     """acks=all: answer once every partition's HW has passed its batch, or time out."""
     loop = asyncio.get_running_loop()
@@ -305,4 +357,9 @@ async def _await_replication(
             entry.error_code = await partition.wait_for_replication(offset, deadline)
     finally:
         metrics.produce_purgatory -= 1
-    return encode_produce_response(version, correlation_id, responses)
+    throttle = 0
+    if ctx is not None:
+        if ctx.started:
+            ctx.started = perf_counter() - ctx.busy  # handler time, not the wait for replicas
+        throttle = ctx.broker.quotas.produce_throttle_ms(ctx, acks)
+    return encode_produce_response(version, correlation_id, responses, throttle)

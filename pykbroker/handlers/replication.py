@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
+from pykbroker.acl.checks import RT, Op, cluster_allowed, filter_allowed
 
 from . import REGISTRY
 
@@ -16,6 +17,22 @@ from . import REGISTRY
 @REGISTRY.register(ApiKey.OFFSET_FOR_LEADER_EPOCH, 2, 4)
 def handle_offset_for_leader_epoch(ctx, request) -> dict:
     rm = ctx.broker.replica_manager
+    describable = None
+    if ctx.broker.authorizer is not None:
+        # Kafka: a follower (replica_id >= 0) needs CLUSTER_ACTION, a consumer DESCRIBE on
+        # each topic.
+        if request.replica_id >= 0:
+            describable = (
+                {t.topic for t in request.topics}
+                if cluster_allowed(ctx, Op.CLUSTER_ACTION)
+                else set()
+            )
+            refusal = ErrorCode.CLUSTER_AUTHORIZATION_FAILED
+        else:
+            describable = filter_allowed(
+                ctx, Op.DESCRIBE, RT.TOPIC, {t.topic for t in request.topics}
+            )
+            refusal = ErrorCode.TOPIC_AUTHORIZATION_FAILED
     topics = []
     for t in request.topics:
         partitions = []
@@ -23,6 +40,8 @@ def handle_offset_for_leader_epoch(ctx, request) -> dict:
             entry = {"error_code": ErrorCode.NONE, "partition": p.partition,
                      "leader_epoch": -1, "end_offset": -1}  # fmt: skip
             try:
+                if describable is not None and t.topic not in describable:
+                    raise KafkaError(refusal)
                 part = rm.get_leader(t.topic, p.partition, p.current_leader_epoch)
                 entry["leader_epoch"], entry["end_offset"] = part.end_offset_for_epoch(
                     p.leader_epoch

@@ -9,12 +9,13 @@ from collections.abc import Awaitable
 
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
+from pykbroker.acl.checks import RT, Op, allowed, allowed_on_any, cluster_allowed, filter_allowed
 from pykbroker.coordinator.group import now_ms
 from pykbroker.coordinator.transaction_coordinator import offsets_partition
 from pykbroker.coordinator.txn_markers import write_markers
 
 from . import REGISTRY
-from .offsets import partition_exists, requested_offsets
+from .offsets import partition_exists, requested_offsets, unauthorized_commit
 
 
 def _coordinator(ctx):
@@ -36,6 +37,11 @@ def _fenced(code: int, version: int, first_version: int) -> int:
 @REGISTRY.register(ApiKey.INIT_PRODUCER_ID, 0, 5)
 def handle_init_producer_id(ctx, request):
     broker = ctx.broker
+    if broker.authorizer is not None:
+        error = _init_unauthorized(ctx, request.transactional_id)
+        if error:
+            return {"throttle_time_ms": 0, "error_code": error, "producer_id": -1,
+                    "producer_epoch": -1}  # fmt: skip
     if request.transactional_id is None:
         # An idempotent producer always gets a fresh id, epoch 0 (as Kafka's coordinator does).
         try:
@@ -52,6 +58,22 @@ def handle_init_producer_id(ctx, request):
     version = ctx.api_version
     expected = (request.producer_id, request.producer_epoch) if version >= 3 else (-1, -1)
     return _init(txn, request, expected, version)
+
+
+def _init_unauthorized(ctx, txn_id: str | None) -> int:
+    """Kafka: WRITE on the transactional id; an idempotent producer needs IDEMPOTENT_WRITE on
+    the cluster or, since KIP-679, WRITE on any topic."""
+    if txn_id is not None:
+        if allowed(ctx, Op.WRITE, RT.TRANSACTIONAL_ID, txn_id):
+            return ErrorCode.NONE
+        return ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    if cluster_allowed(ctx, Op.IDEMPOTENT_WRITE) or allowed_on_any(ctx, Op.WRITE, RT.TOPIC):
+        return ErrorCode.NONE
+    return ErrorCode.CLUSTER_AUTHORIZATION_FAILED
+
+
+def _txn_denied(ctx, txn_id: str) -> bool:
+    return not allowed(ctx, Op.WRITE, RT.TRANSACTIONAL_ID, txn_id)
 
 
 async def _init(txn, request, expected, version) -> dict:
@@ -76,6 +98,15 @@ async def _add_partitions(ctx, txn, txn_id, pid, epoch, topics, verify_only, cli
     """Errors per partition for one transaction (AddPartitionsToTxn, any version)."""
     broker = ctx.broker
     wanted = [(t.name, p) for t in topics for p in t.partitions]
+    if broker.authorizer is not None and ctx.api_version <= 3:
+        # Kafka: WRITE on the transactional id, then on each topic (the other partitions are
+        # not attempted). v4+ comes from brokers, authorized as a whole (CLUSTER_ACTION).
+        if _txn_denied(ctx, txn_id):
+            return dict.fromkeys(wanted, ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+        writable = filter_allowed(ctx, Op.WRITE, RT.TOPIC, {t for t, _ in wanted})
+        if len(writable) < len({t for t, _ in wanted}):
+            return {tp: ErrorCode.OPERATION_NOT_ATTEMPTED if tp[0] in writable
+                    else ErrorCode.TOPIC_AUTHORIZATION_FAILED for tp in wanted}  # fmt: skip
     unknown = {tp for tp in wanted if not partition_exists(broker, *tp)}
     if unknown:
         return {tp: ErrorCode.UNKNOWN_TOPIC_OR_PARTITION if tp in unknown
@@ -97,6 +128,9 @@ async def handle_add_partitions_to_txn(ctx, request) -> dict:
             request.v3_and_below_producer_epoch, request.v3_and_below_topics, False,
         )  # fmt: skip
         return {"throttle_time_ms": 0, "results_by_topic_v3_and_below": _topic_results(results)}
+    if not cluster_allowed(ctx, Op.CLUSTER_ACTION):
+        return {"throttle_time_ms": 0, "error_code": ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
+                "results_by_transaction": []}  # fmt: skip
     out = []
     for t in request.transactions:
         # v5 without verify_only comes from the leader of a partition a transactions-v2
@@ -117,7 +151,11 @@ async def handle_add_partitions_to_txn(ctx, request) -> dict:
 @REGISTRY.register(ApiKey.ADD_OFFSETS_TO_TXN, 0, 4)
 async def handle_add_offsets_to_txn(ctx, request) -> dict:
     txn = _coordinator(ctx)
-    if txn is None or ctx.broker.group_coordinator is None:
+    if _txn_denied(ctx, request.transactional_id):
+        error = ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    elif not allowed(ctx, Op.READ, RT.GROUP, request.group_id):
+        error = ErrorCode.GROUP_AUTHORIZATION_FAILED
+    elif txn is None or ctx.broker.group_coordinator is None:
         error = ErrorCode.COORDINATOR_NOT_AVAILABLE
     elif not request.group_id:
         error = ErrorCode.INVALID_GROUP_ID
@@ -142,7 +180,9 @@ async def handle_end_txn(ctx, request) -> dict:
     the answer carries the producer id and epoch the client goes on with."""
     txn = _coordinator(ctx)
     version = ctx.api_version
-    if txn is None:
+    if _txn_denied(ctx, request.transactional_id):
+        error, pid, epoch = ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, -1, -1
+    elif txn is None:
         error, pid, epoch = ErrorCode.COORDINATOR_NOT_AVAILABLE, -1, -1
     else:
         error, pid, epoch = await txn.end_txn(
@@ -161,7 +201,14 @@ async def handle_txn_offset_commit(ctx, request) -> dict:
     broker = ctx.broker
     v = ctx.api_version
     now = now_ms()
-    order, errors, offsets = requested_offsets(broker, request.topics, v >= 2, now)
+    refused = None
+    if broker.authorizer is not None:  # Kafka: WRITE on the transactional id, then as OffsetCommit
+        if _txn_denied(ctx, request.transactional_id):
+            refused = {(t.name, p.partition_index): ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+                       for t in request.topics for p in t.partitions}  # fmt: skip
+        else:
+            refused = unauthorized_commit(ctx, request.group_id, request.topics)
+    order, errors, offsets = requested_offsets(broker, request.topics, v >= 2, now, -1, refused)
     gc = broker.group_coordinator
     if offsets:
         if gc is None or not gc.active:
@@ -281,12 +328,16 @@ async def verify_transaction(broker, txn_id, producer_id, producer_epoch, partit
 @REGISTRY.register(ApiKey.WRITE_TXN_MARKERS, 1, 1)
 async def handle_write_txn_markers(ctx, request) -> dict:
     out = []
+    permitted = cluster_allowed(ctx, Op.CLUSTER_ACTION)  # Kafka: brokers only
     for marker in request.markers:
         tps = [(t.name, p) for t in marker.topics for p in t.partition_indexes]
-        results = write_markers(
+        if not permitted:
+            results = dict.fromkeys(tps, ErrorCode.CLUSTER_AUTHORIZATION_FAILED)
+        else:
+            results = write_markers(
             ctx.broker, marker.producer_id, marker.producer_epoch, bool(marker.transaction_result),
-            marker.coordinator_epoch, tps,
-        )  # fmt: skip
+                marker.coordinator_epoch, tps,
+            )  # fmt: skip
         if isinstance(results, Awaitable):
             results = await results
         by_topic: dict[str, list[dict]] = {}
@@ -307,8 +358,13 @@ def handle_describe_transactions(ctx, request) -> dict:
     txn = _coordinator(ctx)
     states = []
     for txn_id in request.transactional_ids:
-        if txn is None:
-            states.append({"error_code": ErrorCode.COORDINATOR_NOT_AVAILABLE,
+        denied = ctx.broker.authorizer is not None and not allowed(
+            ctx, Op.DESCRIBE, RT.TRANSACTIONAL_ID, txn_id
+        )
+        if txn is None or denied:
+            code = ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED if denied else (
+                ErrorCode.COORDINATOR_NOT_AVAILABLE)  # fmt: skip
+            states.append({"error_code": code,
                            "transactional_id": txn_id, "transaction_state": "",
                            "transaction_timeout_ms": 0, "transaction_start_time_ms": -1,
                            "producer_id": -1, "producer_epoch": -1, "topics": []})  # fmt: skip
@@ -332,5 +388,8 @@ def handle_list_transactions(ctx, request) -> dict:
                                    duration)  # fmt: skip
     if unknown and wanted == set(unknown):
         states = []
+    if ctx.broker.authorizer is not None:  # Kafka lists the ones the principal may describe
+        states = [s for s in states
+                  if allowed(ctx, Op.DESCRIBE, RT.TRANSACTIONAL_ID, s["transactional_id"])]  # fmt: skip
     return {"throttle_time_ms": 0, "error_code": ErrorCode.NONE,
             "unknown_state_filters": unknown, "transaction_states": states}  # fmt: skip

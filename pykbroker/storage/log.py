@@ -23,6 +23,7 @@ from pykbroker.config import LogConfig
 
 from .files import atomic_write, fsync_dir
 from .log_dir_failure import LogDir, is_out_of_space
+from .partition_metadata import read_partition_metadata, write_partition_metadata
 from .producer_state import ProducerStateManager
 from .segment import FileRegion, LogSegment
 from .txn_index import AbortedTxn, parse_marker
@@ -102,7 +103,15 @@ class Log:
         # Offsets below it are known to be on disk (Kafka's recovery point): after an unclean
         # stop only segments holding offsets at or above it are recovered.
         self.recovery_point = recovery_point
+        # The topic id in partition.metadata (None until one is assigned: a new or older dir).
+        self.topic_id = read_partition_metadata(directory)
         self._load(recover)
+
+    def assign_topic_id(self, topic_id) -> None:
+        """Record the topic id this log belongs to (Kafka's UnifiedLog.assignTopicId)."""
+        if self.topic_id != topic_id:
+            write_partition_metadata(self.dir, topic_id)
+            self.topic_id = topic_id
 
     # --- loading ------------------------------------------------------------------------------
 

@@ -1,0 +1,298 @@
+"""Share groups (KIP-932): ShareGroupHeartbeat, ShareGroupDescribe, ShareFetch, ShareAcknowledge,
+the share coordinator's state APIs and the share-group offsets APIs. The logic is in
+pykbroker/coordinator/share_*.py and protocol/share_partition.py.
+
+All of them answer UNSUPPORTED_VERSION unless `group.share.enable` is set (Kafka 4.1 gates
+them with the share.version feature, and does not advertise them meanwhile).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from protocol.apis import ApiKey
+from protocol.errors import ErrorCode, KafkaError
+from pykbroker.coordinator.share_fetch import FINAL_EPOCH, INITIAL_EPOCH
+
+from . import REGISTRY
+from .groups import client_host
+
+SHARE_APIS = frozenset({
+    ApiKey.SHARE_GROUP_HEARTBEAT, ApiKey.SHARE_GROUP_DESCRIBE, ApiKey.SHARE_FETCH,
+    ApiKey.SHARE_ACKNOWLEDGE, ApiKey.INITIALIZE_SHARE_GROUP_STATE, ApiKey.READ_SHARE_GROUP_STATE,
+    ApiKey.WRITE_SHARE_GROUP_STATE, ApiKey.DELETE_SHARE_GROUP_STATE,
+    ApiKey.READ_SHARE_GROUP_STATE_SUMMARY, ApiKey.DESCRIBE_SHARE_GROUP_OFFSETS,
+    ApiKey.ALTER_SHARE_GROUP_OFFSETS, ApiKey.DELETE_SHARE_GROUP_OFFSETS,
+})  # fmt: skip
+_DISABLED = "Share groups are not enabled (group.share.enable)."
+# AclOperation codes of a group without an authorizer: READ (3), DELETE (6), DESCRIBE (8).
+_GROUP_OPERATIONS = (1 << 3) | (1 << 6) | (1 << 8)
+
+
+def enabled(broker) -> bool:
+    return bool(broker.config.get("group.share.enable")) and broker.share_groups is not None
+
+
+def _require(ctx) -> None:
+    if not enabled(ctx.broker):
+        raise KafkaError(ErrorCode.UNSUPPORTED_VERSION, _DISABLED)
+
+
+def _group_error(ctx, group_id: str) -> KafkaError | None:
+    """NOT_COORDINATOR unless this broker coordinates the group (it leads its
+    __consumer_offsets partition, as for every other group type)."""
+    coordinator = ctx.broker.group_coordinator
+    if coordinator is None or not coordinator.active:
+        return KafkaError(ErrorCode.COORDINATOR_NOT_AVAILABLE, "The coordinator is not available.")
+    error = coordinator.store.coordinator_error(group_id)
+    if error is not None:
+        return KafkaError(error, "This is not the correct coordinator.")
+    return None
+
+
+# --- ShareGroupHeartbeat, ShareGroupDescribe ------------------------------------------------
+
+
+@REGISTRY.register(ApiKey.SHARE_GROUP_HEARTBEAT, 1, 1)
+def handle_share_group_heartbeat(ctx, request) -> dict:
+    try:
+        _require(ctx)
+        error = _group_error(ctx, request.group_id)
+        if error is not None:
+            raise error
+        return ctx.broker.share_groups.heartbeat(
+            request.group_id, request.member_id, request.member_epoch, request.rack_id,
+            request.subscribed_topic_names, ctx.header.client_id or "", client_host(ctx),
+        )  # fmt: skip
+    except KafkaError as e:
+        return {"throttle_time_ms": 0, "error_code": e.code, "error_message": e.message,
+                "member_id": None, "member_epoch": 0, "heartbeat_interval_ms": 0,
+                "assignment": None}  # fmt: skip
+
+
+@REGISTRY.register(ApiKey.SHARE_GROUP_DESCRIBE, 1, 1)
+def handle_share_group_describe(ctx, request) -> dict:
+    groups = []
+    for group_id in request.group_ids:
+        error = (
+            None if enabled(ctx.broker) else KafkaError(ErrorCode.UNSUPPORTED_VERSION, _DISABLED)
+        )
+        error = error or _group_error(ctx, group_id)
+        if error is not None:
+            groups.append({"error_code": error.code, "error_message": error.message,
+                           "group_id": group_id, "group_state": "", "group_epoch": -1,
+                           "assignment_epoch": -1, "assignor_name": "", "members": []})  # fmt: skip
+            continue
+        entry = ctx.broker.share_groups.describe(group_id)
+        if request.include_authorized_operations:
+            entry["authorized_operations"] = _GROUP_OPERATIONS
+        groups.append(entry)
+    return {"throttle_time_ms": 0, "groups": groups}
+
+
+# --- ShareFetch, ShareAcknowledge -----------------------------------------------------------
+
+
+def _topic_names(broker) -> dict[uuid.UUID, str]:
+    return {t.topic_id: t.name for t in broker.metadata.topics.values()}
+
+
+def _acks(names, topics) -> tuple[dict, list]:
+    """(topic id, partition) -> (topic name, [(first, last, types)]) of a request's
+    acknowledgement batches, and the partitions naming unknown topic ids."""
+    acks, unknown = {}, []
+    for t in topics:
+        for p in t.partitions:
+            if not p.acknowledgement_batches:
+                continue
+            name = names.get(t.topic_id)
+            if name is None:
+                unknown.append((t.topic_id, p.partition_index))
+                continue
+            acks[(t.topic_id, p.partition_index)] = (name, [
+                (b.first_offset, b.last_offset, list(b.acknowledge_types))
+                for b in p.acknowledgement_batches
+            ])  # fmt: skip
+    return acks, unknown
+
+
+def _partition_entry(index: int, error=ErrorCode.NONE, message=None) -> dict:
+    return {"partition_index": index, "error_code": error, "error_message": message,
+            "acknowledge_error_code": 0, "acknowledge_error_message": None,
+            "current_leader": {"leader_id": -1, "leader_epoch": -1}, "records": None,
+            "acquired_records": []}  # fmt: skip
+
+
+def _leader(broker, topic: str | None, partition: int) -> dict:
+    if topic is not None:
+        part = broker.replica_manager.partitions.get((topic, partition))
+        if part is not None and part.is_leader:
+            return {"leader_id": broker.node_id, "leader_epoch": part.leader_epoch}
+    return {"leader_id": -1, "leader_epoch": -1}
+
+
+def _fetch_error(code: int, message: str | None, lock_ms: int = 0) -> dict:
+    return {"throttle_time_ms": 0, "error_code": code, "error_message": message,
+            "acquisition_lock_timeout_ms": lock_ms, "responses": [], "node_endpoints": []}  # fmt: skip
+
+
+@REGISTRY.register(ApiKey.SHARE_FETCH, 1, 1)
+async def handle_share_fetch(ctx, request) -> dict:
+    broker = ctx.broker
+    if not enabled(broker):
+        return _fetch_error(ErrorCode.UNSUPPORTED_VERSION, _DISABLED)
+    manager = broker.share_partitions
+    group_id, member_id, epoch = request.group_id, request.member_id, request.share_session_epoch
+    if not group_id or not member_id:
+        return _fetch_error(ErrorCode.INVALID_REQUEST, "GroupId and MemberId must be set.")
+    names = _topic_names(broker)
+    acks, unknown = _acks(names, request.topics)
+    if epoch == INITIAL_EPOCH and (acks or unknown):
+        return _fetch_error(ErrorCode.INVALID_REQUEST,
+                            "Acknowledge data present on initial fetch request.")  # fmt: skip
+    try:
+        session = manager.session_for(group_id, member_id, epoch, ctx.connection)
+    except KafkaError as e:
+        return _fetch_error(e.code, e.message)
+    lock_ms = manager.lock_duration(group_id)
+    entries: dict[tuple[uuid.UUID, int], dict] = {}
+    # The session's partitions: the request's topics add to it, forgotten ones leave it.
+    if epoch != FINAL_EPOCH:
+        for t in request.forgotten_topics_data:
+            for p in t.partitions:
+                session.partitions.pop((t.topic_id, p), None)
+        for t in request.topics:
+            for p in t.partitions:
+                name = names.get(t.topic_id)
+                if name is None:
+                    entries[(t.topic_id, p.partition_index)] = _partition_entry(
+                        p.partition_index, ErrorCode.UNKNOWN_TOPIC_ID, "unknown topic id"
+                    )
+                else:
+                    session.partitions[(t.topic_id, p.partition_index)] = name
+    for tid, index in unknown:
+        entry = entries.setdefault((tid, index), _partition_entry(index))
+        entry["acknowledge_error_code"] = ErrorCode.UNKNOWN_TOPIC_ID
+    if acks:
+        results = await manager.acknowledge(group_id, member_id, acks)
+        for (tid, index), (code, message) in results.items():
+            entry = entries.setdefault((tid, index), _partition_entry(index))
+            entry["acknowledge_error_code"] = code
+            entry["acknowledge_error_message"] = message
+    if epoch == FINAL_EPOCH:
+        manager.close_session(session)
+        return _fetch_response(broker, entries, names, lock_ms)
+    await _fetch(ctx, manager, session, request, entries)
+    return _fetch_response(broker, entries, names, lock_ms)
+
+
+async def _fetch(ctx, manager, session, request, entries: dict) -> None:
+    broker = ctx.broker
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max(request.max_wait_ms, 0) / 1000
+    max_bytes = max(min(request.max_bytes, broker.config.get("fetch.max.bytes")), 1)
+    max_records = request.max_records if request.max_records > 0 else 500
+    while True:
+        got_any, loaded = False, []
+        remaining_bytes, remaining_records = max_bytes, max_records
+        for (tid, index), topic in list(session.partitions.items()):
+            entry = entries.setdefault((tid, index), _partition_entry(index))
+            if entry["error_code"] or remaining_records <= 0:
+                continue
+            try:
+                shared = await manager.get(session.group_id, tid, topic, index)
+                loaded.append(shared)
+                data, acquired = manager.acquire(shared, session.member_id, remaining_bytes,
+                                                 remaining_records)  # fmt: skip
+            except KafkaError as e:
+                entry["error_code"], entry["error_message"] = e.code, e.message
+                entry["current_leader"] = _leader(broker, topic, index)
+                got_any = True  # answer now: the client has to look for the leader
+                continue
+            except OSError as e:
+                part = broker.replica_manager.partitions.get((topic, index))
+                code = part.log.log_dir.failed(e, f"reading {topic}-{index}").code if part else ErrorCode.KAFKA_STORAGE_ERROR  # fmt: skip
+                entry["error_code"] = code
+                got_any = True
+                continue
+            if acquired:
+                entry["records"] = data
+                entry["acquired_records"] = [
+                    {"first_offset": a, "last_offset": b, "delivery_count": c}
+                    for a, b, c in acquired
+                ]
+                remaining_bytes = max(remaining_bytes - len(data), 0)
+                remaining_records -= sum(b - a + 1 for a, b, _ in acquired)
+                got_any = True
+        remaining = deadline - loop.time()
+        if got_any or remaining <= 0 or not session.partitions or ctx.connection.closed:
+            return
+        fut = loop.create_future()
+        keys = [(topic, index) for (_, index), topic in session.partitions.items()]
+        watched = broker.replica_manager.add_waiter(keys, fut)
+        manager.add_waiter(loaded, fut)
+        try:
+            await asyncio.wait((fut,), timeout=remaining)
+        finally:
+            for part in watched:
+                part.waiters.discard(fut)
+            for shared in loaded:
+                shared.waiters.discard(fut)
+        # Partitions not acquired from are answered empty; start over to fill them.
+        for entry in entries.values():
+            if not entry["acquired_records"] and not entry["error_code"]:
+                entry["records"] = None
+
+
+def _fetch_response(broker, entries: dict, names: dict, lock_ms: int) -> dict:
+    topics: dict[uuid.UUID, list] = {}
+    for (tid, _), entry in entries.items():
+        if entry["error_code"] and entry["current_leader"]["leader_id"] < 0:
+            entry["current_leader"] = _leader(broker, names.get(tid), entry["partition_index"])
+        topics.setdefault(tid, []).append(entry)
+    return {
+        "throttle_time_ms": 0, "error_code": 0, "error_message": None,
+        "acquisition_lock_timeout_ms": lock_ms,
+        "responses": [{"topic_id": tid, "partitions": parts} for tid, parts in topics.items()],
+        "node_endpoints": [],
+    }  # fmt: skip
+
+
+@REGISTRY.register(ApiKey.SHARE_ACKNOWLEDGE, 1, 1)
+async def handle_share_acknowledge(ctx, request) -> dict:
+    broker = ctx.broker
+
+    def error(code, message):
+        return {"throttle_time_ms": 0, "error_code": code, "error_message": message,
+                "responses": [], "node_endpoints": []}  # fmt: skip
+
+    if not enabled(broker):
+        return error(ErrorCode.UNSUPPORTED_VERSION, _DISABLED)
+    manager = broker.share_partitions
+    group_id, member_id, epoch = request.group_id, request.member_id, request.share_session_epoch
+    if not group_id or not member_id:
+        return error(ErrorCode.INVALID_REQUEST, "GroupId and MemberId must be set.")
+    if epoch == INITIAL_EPOCH:
+        return error(ErrorCode.INVALID_SHARE_SESSION_EPOCH,
+                     "The share session epoch can't be 0 for ShareAcknowledge.")  # fmt: skip
+    try:
+        session = manager.session_for(group_id, member_id, epoch, ctx.connection)
+    except KafkaError as e:
+        return error(e.code, e.message)
+    names = _topic_names(broker)
+    acks, unknown = _acks(names, request.topics)
+    results = await manager.acknowledge(group_id, member_id, acks)
+    for tid, index in unknown:
+        results[(tid, index)] = (ErrorCode.UNKNOWN_TOPIC_ID, "unknown topic id")
+    if epoch == FINAL_EPOCH:
+        manager.close_session(session)
+    topics: dict[uuid.UUID, list] = {}
+    for (tid, index), (code, message) in results.items():
+        topics.setdefault(tid, []).append({
+            "partition_index": index, "error_code": code, "error_message": message,
+            "current_leader": _leader(broker, names.get(tid), index),
+        })  # fmt: skip
+    return {"throttle_time_ms": 0, "error_code": 0, "error_message": None,
+            "responses": [{"topic_id": t, "partitions": ps} for t, ps in topics.items()],
+            "node_endpoints": []}  # fmt: skip

@@ -1,0 +1,324 @@
+"""Leader elections and partition reassignments on a real cluster (a private ZooKeeper and three
+brokers), driven with Kafka's tools (kafka-leader-election, kafka-reassign-partitions), raw
+ElectLeaders / AlterPartitionReassignments / ListPartitionReassignments frames, and the
+ZooKeeper-mode znodes (/admin/reassign_partitions, /admin/preferred_replica_election).
+
+Kafka's semantics checked: a reassignment's replicas are the union of old and new while the
+new ones catch up (adding/removing reported), the old ones leave only once the new ones are in
+the ISR, a cancel goes back to the original replicas; no acknowledged acks=all record is lost
+while a producer runs throughout. unclean.leader.election.enable (default false) keeps a
+partition offline rather than elect an out-of-sync replica, unless the topic allows it or an
+UNCLEAN election is asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from cluster_helpers import AcksAllProducer, Cluster, assert_acked_once, read_all, wait_until
+from helpers import RawClient
+from kazoo.client import KazooClient
+from zookeeper_server import zookeeper_missing
+
+from protocol.apis import ApiKey
+
+missing = zookeeper_missing()
+pytestmark = pytest.mark.skipif(missing is not None, reason=missing or "")
+
+BIN = os.path.dirname(sys.executable)
+# Kafka's error codes
+NONE, UNKNOWN_TOPIC_OR_PARTITION, INVALID_REPLICATION_FACTOR, INVALID_REPLICA_ASSIGNMENT = (
+    0,
+    3,
+    38,
+    39,
+)
+NOT_CONTROLLER, NO_REASSIGNMENT_IN_PROGRESS, ELECTION_NOT_NEEDED = 41, 85, 84
+PREFERRED_LEADER_NOT_AVAILABLE = 80
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    # No automatic preferred-leader rebalance: the tests decide when leaders move.
+    c = Cluster(str(tmp_path_factory.mktemp("reassign-cluster")),
+                overrides={"auto.leader.rebalance.enable": "false"}).start()  # fmt: skip
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def zk(cluster):
+    client = KazooClient(hosts=f"{cluster.zk.connect}/pykbroker")
+    client.start(10)
+    yield client
+    client.stop()
+    client.close()
+
+
+def tool(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([os.path.join(BIN, name), *args], capture_output=True, text=True,
+                          timeout=90)  # fmt: skip
+
+
+def create(cluster: Cluster, name: str, assignment: list[list[int]], **configs: str) -> None:
+    client = RawClient(cluster.brokers[next(iter(cluster.brokers))].port)
+    try:
+        body = {
+            "topics": [{"name": name, "num_partitions": -1, "replication_factor": -1,
+                        "assignments": [{"partition_index": i, "broker_ids": r}
+                                        for i, r in enumerate(assignment)],
+                        "configs": [{"name": k.replace("_", "."), "value": v}
+                                    for k, v in configs.items()]}],
+            "timeout_ms": 10000, "validate_only": False,
+        }  # fmt: skip
+        assert client.request(ApiKey.CREATE_TOPICS, 5, body).topics[0].error_code == 0
+    finally:
+        client.close()
+    wait_until(lambda: (parts := cluster.agreed_partitions(name)) and
+               all(len(p[3]) == len(p[2]) for p in parts.values()), what=f"{name} in sync")  # fmt: skip
+
+
+def controller_request(cluster: Cluster, api: int, version: int, body: dict):
+    controller = cluster.metadata(next(iter(cluster.brokers))).controller_id
+    client = RawClient(cluster.brokers[controller].port)
+    try:
+        return client.request(api, version, body)
+    finally:
+        client.close()
+
+
+def leader(cluster: Cluster, topic: str, p: int = 0) -> int:
+    return cluster.agreed_partitions(topic)[p][0]
+
+
+def test_preferred_leader_election(cluster, tmp_path):
+    create(cluster, "elect", [[1, 2, 3], [2, 3, 1]])
+    # Reordering the replicas (same set) makes 3 the preferred replica; leadership stays.
+    path = tmp_path / "order.json"
+    path.write_text(json.dumps({"version": 1, "partitions": [
+        {"topic": "elect", "partition": 0, "replicas": [3, 1, 2]}]}))  # fmt: skip
+    r = tool("kafka-reassign-partitions", "--bootstrap-server", cluster.bootstrap(),
+             "--execute", "--reassignment-json-file", str(path))  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines()[-1] == "Successfully started partition reassignment for elect-0"
+    wait_until(lambda: cluster.agreed_partitions("elect")[0][2] == [3, 1, 2], what="reordered")
+    assert leader(cluster, "elect") == 1
+
+    r = tool("kafka-leader-election", "--bootstrap-server", cluster.bootstrap(),
+             "--election-type", "preferred", "--topic", "elect", "--partition", "0")  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout == "Successfully completed leader election (PREFERRED) for partitions elect-0\n"
+    # Answered once ZooKeeper holds it: every broker reports the new leader soon after.
+    wait_until(lambda: leader(cluster, "elect") == 3, what="3 leads elect-0")
+
+    spec = tmp_path / "elect.json"
+    spec.write_text(json.dumps({"partitions": [{"topic": "elect", "partition": 0},
+                                               {"topic": "elect", "partition": 1}]}))  # fmt: skip
+    r = tool("kafka-leader-election", "--bootstrap-server", cluster.bootstrap(),
+             "--election-type", "PREFERRED", "--path-to-json-file", str(spec))  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines() == [
+        "Valid replica already elected for partitions elect-0, elect-1"
+    ]
+
+    r = tool("kafka-leader-election", "--bootstrap-server", cluster.bootstrap(),
+             "--election-type", "PREFERRED", "--topic", "nope", "--partition", "0")  # fmt: skip
+    assert r.returncode == 1
+    assert r.stdout.startswith("Error completing leader election (PREFERRED) for partition: "
+                               "nope-0: org.apache.kafka.common.errors."
+                               "UnknownTopicOrPartitionException")  # fmt: skip
+
+    # Raw ElectLeaders: a broker that isn't the controller says so, per partition.
+    controller = cluster.metadata(1).controller_id
+    other = next(b for b in cluster.brokers if b != controller)
+    client = RawClient(cluster.brokers[other].port)
+    try:
+        body = {"election_type": 0, "timeout_ms": 5000,
+                "topic_partitions": [{"topic": "elect", "partitions": [0]}]}  # fmt: skip
+        r = client.request(ApiKey.ELECT_LEADERS, 2, body)
+        assert r.replica_election_results[0].partition_result[0].error_code == NOT_CONTROLLER
+    finally:
+        client.close()
+
+
+def test_reassignment_under_an_acks_all_producer(cluster, tmp_path):
+    topic = "moving"
+    create(cluster, topic, [[1, 2], [2, 3], [3, 1]], min_insync_replicas="2")
+    with AcksAllProducer(cluster.bootstrap(), topic, 3) as producer:
+        wait_until(lambda: len(producer.acked) >= 300, what="first acks")
+        gen = tmp_path / "topics.json"
+        gen.write_text(json.dumps({"version": 1, "topics": [{"topic": topic}]}))
+        r = tool("kafka-reassign-partitions", "--bootstrap-server", cluster.bootstrap(),
+                 "--generate", "--topics-to-move-json-file", str(gen), "--broker-list", "1,2,3")  # fmt: skip
+        assert r.returncode == 0, r.stdout + r.stderr
+        lines = r.stdout.splitlines()
+        assert lines[0] == "Current partition replica assignment"
+        assert json.loads(lines[1]) == {"version": 1, "partitions": [
+            {"topic": topic, "partition": p, "replicas": r, "log_dirs": ["any", "any"]}
+            for p, r in enumerate([[1, 2], [2, 3], [3, 1]])]}  # fmt: skip
+        assert lines[2:4] == ["", "Proposed partition reassignment configuration"]
+        proposed = json.loads(lines[4])["partitions"]
+        assert sorted(len(set(p["replicas"])) for p in proposed) == [2, 2, 2]
+
+        # Every partition moves to RF 3 with a new first replica: each gains a replica and
+        # partition 0 loses broker 1's leadership-preference.
+        target = {0: [2, 3, 1], 1: [1, 2, 3], 2: [3, 2]}
+        plan = tmp_path / "plan.json"
+        plan.write_text(json.dumps({"version": 1, "partitions": [
+            {"topic": topic, "partition": p, "replicas": r} for p, r in target.items()]}))  # fmt: skip
+        r = tool("kafka-reassign-partitions", "--bootstrap-server", cluster.bootstrap(),
+                 "--execute", "--reassignment-json-file", str(plan), "--throttle", "50000000")  # fmt: skip
+        assert r.returncode == 0, r.stdout + r.stderr
+        out = r.stdout.splitlines()
+        assert out[:2] == ["Current partition replica assignment", ""]
+        assert json.loads(out[2])["partitions"][0]["replicas"] == [1, 2]
+        assert out[3:5] == [
+            "",
+            "Save this to use as the --reassignment-json-file option during rollback",
+        ]
+        assert "The inter-broker throttle limit was set to 50000000 B/s" in out
+        assert (
+            out[-1]
+            == f"Successfully started partition reassignments for {topic}-0,{topic}-1,{topic}-2"
+        )
+
+        def verified():
+            r = tool("kafka-reassign-partitions", "--bootstrap-server", cluster.bootstrap(),
+                     "--verify", "--reassignment-json-file", str(plan))  # fmt: skip
+            assert r.returncode == 0, r.stdout + r.stderr
+            return "still in progress" not in r.stdout and r.stdout
+
+        out = wait_until(verified, timeout=60, what="reassignment completed").splitlines()
+        assert out[:4] == ["Status of partition reassignment:"] + [
+            f"Reassignment of partition {topic}-{p} is completed." for p in range(3)]  # fmt: skip
+        assert out[5:] == ["Clearing broker-level throttles on brokers 1,2,3",
+                           f"Clearing topic-level throttles on topic {topic}"]  # fmt: skip
+        parts = wait_until(lambda: (v := cluster.agreed_partitions(topic))
+                           and all(sorted(v[p][3]) == sorted(target[p]) for p in target) and v,
+                           what="ISRs are the targets")  # fmt: skip
+        assert {p: v[2] for p, v in parts.items()} == target
+        acks = len(producer.acked)
+        wait_until(lambda: len(producer.acked) > acks + 100, what="acks after the move")
+    assert producer.errors == [] and producer.remaining == 0
+    assert_acked_once(producer, read_all(cluster.bootstrap(), topic, 3))
+    # Broker 1 no longer holds partition 2: its replica's log went.
+    assert not os.path.exists(os.path.join(cluster.brokers[1].data_dir, f"{topic}-2"))
+    print(f"reassignment under load: {len(producer.acked)} acks", file=sys.stderr)
+
+
+def test_reassignment_in_progress_is_listed_and_cancelled(cluster, tmp_path, zk):
+    topic = "cancel"
+    controller = cluster.metadata(1).controller_id
+    s = max(b for b in cluster.brokers if b != controller)  # to be paused: not the controller
+    a, b = sorted(set(cluster.brokers) - {s})
+    create(cluster, topic, [[a, b]])
+    stopped = cluster.brokers[s]
+    # Paused, it stays registered (for the session timeout, 3 s) but can't catch up. Raw
+    # frames to the controller here: a tool may pick the paused broker for its metadata.
+    os.kill(stopped.proc.pid, signal.SIGSTOP)
+    try:
+        body = {"timeout_ms": 10000, "topics": [{"name": topic, "partitions": [
+            {"partition_index": 0, "replicas": [a, b, s]}]}]}  # fmt: skip
+        r = controller_request(cluster, ApiKey.ALTER_PARTITION_REASSIGNMENTS, 0, body)
+        assert r.error_code == 0 and r.responses[0].partitions[0].error_code == NONE
+        r = controller_request(cluster, ApiKey.LIST_PARTITION_REASSIGNMENTS, 0,
+                               {"timeout_ms": 10000, "topics": None})  # fmt: skip
+        listed = [(t.name, p.partition_index, list(p.replicas), list(p.adding_replicas),
+                   list(p.removing_replicas)) for t in r.topics for p in t.partitions]  # fmt: skip
+        assert listed == [(topic, 0, [a, b, s], [s], [])]
+        # The topic znode carries it, in Kafka's format.
+        znode = json.loads(zk.get(f"/brokers/topics/{topic}")[0])
+        assert znode["partitions"]["0"] == [a, b, s] and znode["adding_replicas"] == {"0": [s]}
+        body["topics"][0]["partitions"][0]["replicas"] = None  # cancel
+        r = controller_request(cluster, ApiKey.ALTER_PARTITION_REASSIGNMENTS, 0, body)
+        assert r.responses[0].partitions[0].error_code == NONE
+    finally:
+        os.kill(stopped.proc.pid, signal.SIGCONT)
+    wait_until(
+        lambda: cluster.agreed_partitions(topic)[0][2] == [a, b], what="back to the original"
+    )
+    body = {"timeout_ms": 10000, "topics": [{"name": topic, "partitions": [
+        {"partition_index": 0, "replicas": None}, {"partition_index": 7, "replicas": [1]}]}]}  # fmt: skip
+    r = controller_request(cluster, ApiKey.ALTER_PARTITION_REASSIGNMENTS, 0, body)
+    codes = {p.partition_index: p.error_code for p in r.responses[0].partitions}
+    assert codes == {0: NO_REASSIGNMENT_IN_PROGRESS, 7: UNKNOWN_TOPIC_OR_PARTITION}
+    body = {"timeout_ms": 10000, "topics": [{"name": topic, "partitions": [
+        {"partition_index": 0, "replicas": [a, a]}]}]}  # fmt: skip
+    r = controller_request(cluster, ApiKey.ALTER_PARTITION_REASSIGNMENTS, 0, body)
+    assert r.responses[0].partitions[0].error_code == INVALID_REPLICA_ASSIGNMENT
+    # v1 (KIP-860): a move changing the replica count is refused when not allowed.
+    body = {"timeout_ms": 10000, "allow_replication_factor_change": False, "topics": [
+        {"name": topic, "partitions": [{"partition_index": 0, "replicas": [a]}]}]}  # fmt: skip
+    r = controller_request(cluster, ApiKey.ALTER_PARTITION_REASSIGNMENTS, 1, body)
+    assert r.responses[0].partitions[0].error_code == INVALID_REPLICATION_FACTOR
+    r = tool("kafka-reassign-partitions", "--bootstrap-server", cluster.bootstrap(), "--list")
+    assert r.stdout == "No partition reassignments found.\n"
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"version": 1, "partitions": [
+        {"topic": topic, "partition": 0, "replicas": [a, b, s]}]}))  # fmt: skip
+    r = tool("kafka-reassign-partitions", "--bootstrap-server", cluster.bootstrap(), "--cancel",
+             "--reassignment-json-file", str(plan), "--preserve-throttles")  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout == ("None of the specified partition reassignments are active.\n"
+                        "None of the specified partition moves are active.")  # fmt: skip
+    wait_until(lambda: len(cluster.live_ids()) == 3, what="the paused broker back")
+
+
+def test_zookeeper_mode_admin_znodes(cluster, zk):
+    """Kafka's ZooKeeper-mode requests: /admin/reassign_partitions is carried out and deleted
+    when done; /admin/preferred_replica_election elects and is deleted."""
+    topic = "znodes"
+    create(cluster, topic, [[1, 2]])
+    zk.create("/admin/reassign_partitions", json.dumps({"version": 1, "partitions": [
+        {"topic": topic, "partition": 0, "replicas": [2, 3]}]}).encode())  # fmt: skip
+    wait_until(lambda: zk.exists("/admin/reassign_partitions") is None, what="znode deleted")
+    parts = wait_until(lambda: (v := cluster.agreed_partitions(topic)) and v[0][2] == [2, 3] and v,
+                       what="moved to [2, 3]")  # fmt: skip
+    assert sorted(parts[0][3]) == [2, 3] and parts[0][0] in (2, 3)
+    if parts[0][0] != 2:
+        zk.create("/admin/preferred_replica_election", json.dumps({"version": 1, "partitions": [
+            {"topic": topic, "partition": 0}]}).encode())  # fmt: skip
+        wait_until(lambda: zk.exists("/admin/preferred_replica_election") is None, what="deleted")
+        wait_until(lambda: leader(cluster, topic) == 2, what="preferred leader 2")
+
+
+def test_unclean_leader_election(cluster):
+    """Replicas [3, 2]: broker 2 falls out of the ISR, then 3 dies. With
+    unclean.leader.election.enable=false (Kafka's default) the partition stays offline while 2
+    is up; an UNCLEAN election (the tool) or the topic config brings 2 in as leader."""
+    create(cluster, "unclean-tool", [[3, 2]])
+    create(cluster, "unclean-config", [[3, 2]])
+    cluster.kill(2)
+    for t in ("unclean-tool", "unclean-config"):
+        wait_until(lambda t=t: cluster.agreed_partitions(t)[0][3] == [3], what="ISR [3]")
+    cluster.kill(3)
+    for t in ("unclean-tool", "unclean-config"):
+        wait_until(lambda t=t: cluster.agreed_partitions(t)[0][0] == -1, what="offline")
+    cluster.start_broker(2)
+    wait_until(lambda: 2 in cluster.live_ids(), what="broker 2 registered")
+    # The controller has seen broker 2 (registered, not in sync): still offline, ISR [3].
+    view = cluster.partitions("unclean-tool", 2)[0]
+    assert view[0] == -1 and view[3] == [3], view
+    r = tool("kafka-leader-election", "--bootstrap-server", cluster.bootstrap(),
+             "--election-type", "UNCLEAN", "--topic", "unclean-tool", "--partition", "0")  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (
+        r.stdout
+        == "Successfully completed leader election (UNCLEAN) for partitions unclean-tool-0\n"
+    )
+    wait_until(lambda: cluster.partitions("unclean-tool", 2)[0][0] == 2, what="2 leads")
+    assert cluster.partitions("unclean-config", 2)[0][0] == -1
+    r = tool("kafka-configs", "--bootstrap-server", cluster.bootstrap(), "--alter", "--entity-type",
+             "topics", "--entity-name", "unclean-config", "--add-config",
+             "unclean.leader.election.enable=true")  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    wait_until(lambda: cluster.partitions("unclean-config", 2)[0][0] == 2, what="config elects 2")
+    cluster.start_broker(3)
+    for t in ("unclean-tool", "unclean-config"):
+        wait_until(lambda t=t: sorted(cluster.agreed_partitions(t)[0][3]) == [2, 3],
+                   what="3 back in sync")  # fmt: skip

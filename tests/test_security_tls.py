@@ -1,0 +1,155 @@
+"""SSL listeners: TLS from PEM (Kafka 2.7+ keys), client certificates (ssl.client.auth), the
+principal from the certificate (ssl.principal.mapping.rules), and the client libraries."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import pytest
+from helpers import RawClient
+from security_helpers import CertificateAuthority, TlsRawClient, tls_overrides
+
+from protocol.apis import ApiKey
+from pykbroker.config import BrokerConfig, ConfigError
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("pki"))
+    ca = CertificateAuthority(d)
+    return {
+        "dir": d,
+        "ca": ca,
+        "server": ca.issue("localhost", server=True),
+        "alice": ca.issue({"CN": "alice", "OU": "eng", "O": "Acme", "C": "US"}),
+        "expired": ca.issue({"CN": "old"}, expired=True),
+        "rogue": CertificateAuthority(d + "/rogue", "Rogue CA").issue({"CN": "alice"}),
+    }
+
+
+def _sessions(b):
+    return b.call(lambda: [c.session for c in b.broker.connections])
+
+
+def _refused(pki, port, cert) -> bool:
+    """True if the broker refuses this client certificate (TLS 1.3 reports it at first read)."""
+    try:
+        client = TlsRawClient(port, pki["ca"].ca_path, cert)
+    except (ssl.SSLError, ConnectionError):
+        return True
+    try:
+        return client.request(ApiKey.API_VERSIONS, 3, {}) is None
+    except (ssl.SSLError, ConnectionError):
+        return True
+    finally:
+        client.close()
+
+
+def test_ssl_listener_serves_anonymous_over_tls(make_broker, pki):
+    b = make_broker(tls_overrides(pki["ca"], pki["server"]))
+    client = TlsRawClient(b.port, pki["ca"].ca_path)
+    try:
+        assert client.request(ApiKey.API_VERSIONS, 3, {}).error_code == 0
+        (session,) = _sessions(b)
+        assert (str(session.principal), session.security_protocol) == ("User:ANONYMOUS", "SSL")
+        assert client.sock.version() in ("TLSv1.2", "TLSv1.3")
+    finally:
+        client.close()
+    # A plaintext client on the TLS port gets nothing served.
+    raw = RawClient(b.port)
+    try:
+        assert raw.request(ApiKey.API_VERSIONS, 3, {}) is None
+    finally:
+        raw.close()
+
+
+def test_mtls_required_principal_from_certificate(make_broker, pki):
+    b = make_broker(tls_overrides(pki["ca"], pki["server"], **{"ssl.client.auth": "required"}))
+    client = TlsRawClient(b.port, pki["ca"].ca_path, pki["alice"])
+    try:
+        assert client.request(ApiKey.API_VERSIONS, 3, {}).error_code == 0
+        (session,) = _sessions(b)
+        # DEFAULT rule: the DN as Java's X500Principal.getName() writes it
+        assert str(session.principal) == "User:CN=alice,OU=eng,O=Acme,C=US"
+    finally:
+        client.close()
+    assert _refused(pki, b.port, None)  # no certificate
+    assert _refused(pki, b.port, pki["rogue"])  # signed by a CA the broker doesn't trust
+    assert _refused(pki, b.port, pki["expired"])
+
+
+def test_client_auth_requested_and_mapping_rules(make_broker, pki):
+    b = make_broker(tls_overrides(pki["ca"], pki["server"], **{
+        "ssl.client.auth": "requested",
+        # Kafka's documented example rule syntax: first match wins, /L lower-cases
+        "ssl.principal.mapping.rules": "RULE:^CN=(.*?),OU=(.*?),O=(.*?),C=(.*?)$/$1@$3/L,DEFAULT",
+    }))  # fmt: skip
+    client = TlsRawClient(b.port, pki["ca"].ca_path, pki["alice"])
+    try:
+        assert client.request(ApiKey.API_VERSIONS, 3, {}).error_code == 0
+        assert [str(s.principal) for s in _sessions(b)] == ["User:alice@acme"]
+    finally:
+        client.close()
+    client = TlsRawClient(b.port, pki["ca"].ca_path)  # requested: none sent is fine
+    try:
+        assert client.request(ApiKey.API_VERSIONS, 3, {}).error_code == 0
+        assert "User:ANONYMOUS" in [str(s.principal) for s in _sessions(b)]
+    finally:
+        client.close()
+    assert _refused(pki, b.port, pki["rogue"])  # sent but untrusted: refused
+
+
+def test_enabled_protocols_and_cipher_suites(make_broker, pki):
+    b = make_broker(tls_overrides(pki["ca"], pki["server"], **{
+        "ssl.enabled.protocols": "TLSv1.2",
+        "ssl.cipher.suites": "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    }))  # fmt: skip
+    client = TlsRawClient(b.port, pki["ca"].ca_path)
+    try:
+        assert client.request(ApiKey.API_VERSIONS, 3, {}).error_code == 0
+        assert client.sock.version() == "TLSv1.2"
+        assert client.sock.cipher()[0] == "ECDHE-ECDSA-AES128-GCM-SHA256"
+    finally:
+        client.close()
+    with pytest.raises(ssl.SSLError):
+        TlsRawClient(b.port, pki["ca"].ca_path, minimum_version=ssl.TLSVersion.TLSv1_3)
+
+
+def test_key_store_file_with_encrypted_key(make_broker, pki, tmp_path):
+    chain, key = pki["ca"].issue({"CN": "localhost"}, server=True, key_password="s3cret")
+    both = str(tmp_path / "keystore.pem")
+    with open(both, "w") as f:  # ssl.keystore.location in PEM: the key and its chain, one file
+        f.write(Path(key).read_text() + Path(chain).read_text())
+    b = make_broker({"listeners": "SSL://127.0.0.1:0", "ssl.keystore.type": "PEM",
+                     "ssl.keystore.location": both, "ssl.key.password": "s3cret"})  # fmt: skip
+    client = TlsRawClient(b.port, pki["ca"].ca_path)
+    try:
+        assert client.request(ApiKey.API_VERSIONS, 3, {}).error_code == 0
+    finally:
+        client.close()
+    with pytest.raises(ConfigError, match="failed to load SSL key store"):
+        make_broker({"listeners": "SSL://127.0.0.1:0", "ssl.keystore.type": "PEM",
+                     "ssl.keystore.location": both, "ssl.key.password": "wrong"})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error"),
+    [
+        ({"ssl.keystore.type": "JKS"}, "pykbroker reads PEM key stores"),
+        ({"ssl.keystore.password": "x"}, "SSL key store password cannot be specified with PEM"),
+        ({"ssl.client.auth": "sometimes"}, "String must be one of: required, requested, none"),
+    ],
+)
+def test_ssl_config_errors(pki, overrides, error, tmp_path):
+    from pykbroker.embedded import EmbeddedBroker
+
+    chain, key = pki["server"]
+    both = str(tmp_path / "ks.pem")
+    with open(both, "w") as f:
+        f.write(Path(key).read_text() + Path(chain).read_text())
+    props = {"listeners": "SSL://127.0.0.1:0", "ssl.keystore.type": "PEM",
+             "ssl.keystore.location": both, **overrides}  # fmt: skip
+    with pytest.raises(ConfigError, match=error):
+        BrokerConfig(props)  # value errors surface here, store errors when the listener is built
+        EmbeddedBroker(data_dir=str(tmp_path / "d"), overrides=props).start()

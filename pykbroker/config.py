@@ -281,18 +281,32 @@ BROKER_CONFIGS = _keys(
     ConfigKey("delete.topic.enable", "boolean", True, "Allow topics to be deleted."),
     # Authorization (pykbroker/acl/): Kafka's ACL authorizer class names turn it on.
     ConfigKey(
-        "authorizer.class.name", "string", "",
+        "authorizer.class.name",
+        "string",
+        "",
         "The authorizer: kafka.security.authorizer.AclAuthorizer or "
         "org.apache.kafka.metadata.authorizer.StandardAuthorizer (ACLs); empty for none.",
-        lambda v: None if v in AUTHORIZER_CLASSES or v == "" else
-        f"Unknown authorizer (known: {', '.join(sorted(AUTHORIZER_CLASSES))})",
+        lambda v: (
+            None
+            if v in AUTHORIZER_CLASSES or v == ""
+            else f"Unknown authorizer (known: {', '.join(sorted(AUTHORIZER_CLASSES))})"
+        ),
         read_only=True,
     ),  # fmt: skip
-    ConfigKey("super.users", "string", "",
-              "Principals allowed everything, separated by semicolons (User:admin;User:bob).",
-              read_only=True),  # fmt: skip
-    ConfigKey("allow.everyone.if.no.acl.found", "boolean", False,
-              "Allow an operation on a resource no ACL names at all.", read_only=True),  # fmt: skip
+    ConfigKey(
+        "super.users",
+        "string",
+        "",
+        "Principals allowed everything, separated by semicolons (User:admin;User:bob).",
+        read_only=True,
+    ),  # fmt: skip
+    ConfigKey(
+        "allow.everyone.if.no.acl.found",
+        "boolean",
+        False,
+        "Allow an operation on a resource no ACL names at all.",
+        read_only=True,
+    ),  # fmt: skip
     ConfigKey(
         "message.max.bytes", "int", 1048588, "The largest record batch size allowed.", at_least(0)
     ),
@@ -912,6 +926,42 @@ BROKER_CONFIGS = _keys(
         at_least(1),
     ),
     ConfigKey(
+        "group.consumer.session.timeout.ms",
+        "int",
+        45000,
+        "Session timeout of consumer-protocol (KIP-848) group members.",
+        at_least(1),
+    ),
+    ConfigKey(
+        "group.consumer.heartbeat.interval.ms",
+        "int",
+        5000,
+        "Heartbeat interval given to consumer-protocol (KIP-848) group members.",
+        at_least(1),
+    ),
+    ConfigKey(
+        "group.consumer.assignors",
+        "list",
+        ["uniform", "range"],
+        "Server-side assignors of consumer-protocol groups; the first is the default.",
+        lambda v: None if v and set(v) <= {"uniform", "range"} else "unknown assignor",
+    ),
+    ConfigKey(
+        "group.consumer.max.size",
+        "int",
+        INT_MAX,
+        "Maximum members of one consumer-protocol group.",
+        at_least(1),
+    ),
+    ConfigKey(
+        "group.consumer.migration.policy",
+        "string",
+        "bidirectional",
+        "Online conversion between classic and consumer groups: bidirectional, upgrade, "
+        "downgrade or disabled.",
+        one_of("bidirectional", "upgrade", "downgrade", "disabled"),
+    ),
+    ConfigKey(
         "offset.metadata.max.bytes",
         "int",
         4096,
@@ -1114,6 +1164,15 @@ BROKER_CONFIGS = _keys(
         at_least(1),
     ),
     ConfigKey("broker.rack", "string", None, "Rack of this broker.", read_only=True),
+    ConfigKey(
+        "replica.selector.class",
+        "string",
+        None,
+        "The replica a leader sends consumers to (KIP-392): "
+        "org.apache.kafka.common.replica.RackAwareReplicaSelector picks one in the consumer's "
+        "client.rack; unset, consumers read from the leader.",
+        read_only=True,
+    ),
     *(
         ConfigKey(
             name, "long", 2**63 - 1, f"{what} (bytes/sec; accepted, not enforced).", at_least(0)

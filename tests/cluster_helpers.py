@@ -59,12 +59,14 @@ def find_coordinator(port: int, key: str, key_type: int = GROUP) -> int | None:
 
 class Cluster:
     def __init__(self, work_dir: str, size: int = 3, overrides: dict[str, str] | None = None,
-                 properties: str | None = None):  # fmt: skip
+                 properties: str | None = None,
+                 broker_overrides: dict[int, dict[str, str]] | None = None):  # fmt: skip
         self.work_dir = work_dir
         self.properties = properties  # as BrokerProcess: None for config/server.properties
         self.zk = ZooKeeperServer(work_dir)
         self.size = size
         self.overrides = {**CLUSTER_OVERRIDES, **(overrides or {})}
+        self.broker_overrides = broker_overrides or {}  # node id -> its own keys (broker.rack)
         self.brokers: dict[int, BrokerProcess] = {}
         self.ports: dict[int, int] = {}
         self.history: list[BrokerProcess] = []  # every process started, for their logs
@@ -81,6 +83,7 @@ class Cluster:
             "node.id": str(node_id),
             "zookeeper.connect": f"{self.zk.connect}/pykbroker",
             **self.overrides,
+            **self.broker_overrides.get(node_id, {}),
         }
         b = BrokerProcess(
             os.path.join(self.work_dir, f"broker{node_id}"), overrides, self.ports.get(node_id, 0),

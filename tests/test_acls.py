@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 from helpers import RawClient
@@ -258,6 +260,55 @@ def test_without_acls_every_api_refuses_with_kafkas_code(make_broker, tmp_path):
             "resource_type_filter": 1, "pattern_type_filter": 1, "operation": 1,
             "permission_type": 1}]})  # fmt: skip
         assert r.filter_results[0].error_code == CLUSTER_DENIED
+        r = c.request(
+            ApiKey.ELECT_LEADERS,
+            2,
+            {
+                "election_type": 0,
+                "topic_partitions": [{"topic": "secret", "partitions": [0]}],
+                "timeout_ms": 5000,
+            },
+        )
+        assert r.error_code == CLUSTER_DENIED
+        assert r.replica_election_results[0].partition_result[0].error_code == CLUSTER_DENIED
+        r = c.request(
+            ApiKey.ALTER_PARTITION_REASSIGNMENTS,
+            0,
+            {
+                "timeout_ms": 5000,
+                "topics": [
+                    {"name": "secret", "partitions": [{"partition_index": 0, "replicas": [1]}]}
+                ],
+            },
+        )
+        assert r.error_code == CLUSTER_DENIED
+        r = c.request(ApiKey.LIST_PARTITION_REASSIGNMENTS, 0, {"timeout_ms": 5000, "topics": None})
+        assert r.error_code == CLUSTER_DENIED
+        r = c.request(ApiKey.DESCRIBE_CLIENT_QUOTAS, 1, {"components": [], "strict": False})
+        assert r.error_code == CLUSTER_DENIED
+        r = c.request(ApiKey.ALTER_CLIENT_QUOTAS, 1, {"entries": [{
+            "entity": [{"entity_type": "user", "entity_name": "bob"}],
+            "ops": [{"key": "producer_byte_rate", "value": 1024.0, "remove": False}]}]})  # fmt: skip
+        assert r.entries[0].error_code == CLUSTER_DENIED
+        r = c.request(ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS, 0, {"users": None})
+        assert r.error_code == CLUSTER_DENIED
+        r = c.request(
+            ApiKey.ALTER_USER_SCRAM_CREDENTIALS,
+            0,
+            {"deletions": [{"name": "bob", "mechanism": 1}], "upsertions": []},
+        )
+        assert [(x.user, x.error_code) for x in r.results] == [("bob", CLUSTER_DENIED)]
+        r = c.request(
+            ApiKey.UPDATE_FEATURES,
+            1,
+            {
+                "timeout_ms": 5000,
+                "feature_updates": [
+                    {"feature": "transaction.version", "max_version_level": 2, "upgrade_type": 1}
+                ],
+            },
+        )
+        assert r.error_code == CLUSTER_DENIED
         # The cluster as a whole stays describable, without operations.
         r = c.request(ApiKey.DESCRIBE_CLUSTER, 1, {"include_cluster_authorized_operations": True})
         assert r.error_code == 0 and r.authorized_operations == set()
@@ -446,3 +497,51 @@ def test_acl_apis_without_an_authorizer(broker):
         assert (r.error_code, r.error_message) == (54, "No Authorizer is configured.")
     finally:
         c.close()
+
+
+def kafka_acls(bs: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pykbroker.cli.acls", "--bootstrap-server", bs, *args],
+        input=stdin, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_kafka_acls_tool(make_broker, broker):
+    # Kafka's texts; the ACLs of a resource come in operation-code order (Kafka's own order is
+    # a HashSet's).
+    r = kafka_acls(broker.bootstrap_servers, "--list")  # no authorizer there
+    assert (r.returncode, r.stdout) == (1, "Error while executing ACL command: "
+            "org.apache.kafka.common.errors.SecurityDisabledException: No Authorizer is configured.\n")  # fmt: skip
+    b = make_broker({**AUTHORIZER, "super.users": ANON})
+    bs = b.bootstrap_servers
+    r = kafka_acls(bs, "--add", "--topic", "t")
+    assert r.returncode == 1
+    assert (
+        "You must specify one of: --allow-principal, --deny-principal when trying to add ACLs."
+        in r.stderr
+    )
+    r = kafka_acls(bs, "--list", "--add")
+    assert "Command must include exactly one action: --list, --add, --remove. " in r.stderr
+    r = kafka_acls(bs, "--add", "--deny-principal", "User:eve", "--deny-host", "10.0.0.7",
+                   "--operation", "Describe", "--operation", "AlterConfigs", "--group", "g")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == (
+        "Adding ACLs for resource `ResourcePattern(resourceType=GROUP, name=g, patternType=LITERAL)`: \n"
+        " \t(principal=User:eve, host=10.0.0.7, operation=DESCRIBE, permissionType=DENY)\n"
+        "\t(principal=User:eve, host=10.0.0.7, operation=ALTER_CONFIGS, permissionType=DENY)\n\n"
+    )  # fmt: skip
+    r = kafka_acls(bs, "--list", "--group", "g")
+    assert r.stdout == (
+        "Current ACLs for resource `ResourcePattern(resourceType=GROUP, name=g, patternType=LITERAL)`:\n"
+        "\t(principal=User:eve, host=10.0.0.7, operation=DESCRIBE, permissionType=DENY)\n"
+        "\t(principal=User:eve, host=10.0.0.7, operation=ALTER_CONFIGS, permissionType=DENY)\n\n"
+    )  # fmt: skip
+    # --remove asks first; "n" keeps them, "y" removes them.
+    question = ("Are you sure you want to delete all ACLs for resource filter "
+                "`ResourcePattern(resourceType=GROUP, name=g, patternType=LITERAL)`? (y/n)\n")  # fmt: skip
+    r = kafka_acls(bs, "--remove", "--group", "g", stdin="n\n")
+    assert (r.returncode, r.stdout) == (0, question)
+    assert kafka_acls(bs, "--list").stdout != ""
+    r = kafka_acls(bs, "--remove", "--group", "g", stdin="y\n")
+    assert (r.returncode, r.stdout) == (0, question)
+    assert kafka_acls(bs, "--list").stdout == ""

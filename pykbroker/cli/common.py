@@ -149,6 +149,10 @@ def client_kwargs(props: dict[str, str], accepted: Iterable[str]) -> dict[str, A
     """
     accepted = set(accepted)
     kwargs: dict[str, Any] = {}
+    props = dict(props)
+    jaas = props.pop("sasl.jaas.config", None)
+    if jaas is not None:
+        kwargs.update(_jaas_credentials(jaas))
     for key, raw in props.items():
         name = key.replace(".", "_").replace("-", "_")
         if name not in accepted or name == "bootstrap_servers":
@@ -157,6 +161,25 @@ def client_kwargs(props: dict[str, str], accepted: Iterable[str]) -> dict[str, A
             continue
         kwargs[name] = _coerce(raw)
     return kwargs
+
+
+def _jaas_credentials(text: str) -> dict[str, str]:
+    """A Java client's `sasl.jaas.config` (PlainLoginModule / ScramLoginModule with username
+    and password) as kafka-python's sasl_plain_username / sasl_plain_password."""
+    from pykbroker.config import ConfigError
+    from pykbroker.security.jaas import parse_jaas_config
+
+    try:
+        entries = parse_jaas_config(text)
+    except ConfigError as e:
+        raise CommandError(f"Invalid sasl.jaas.config: {e}") from None
+    options = entries[0].options if entries else {}
+    out = {}
+    if "username" in options:
+        out["sasl_plain_username"] = options["username"]
+    if "password" in options:
+        out["sasl_plain_password"] = options["password"]
+    return out
 
 
 def _coerce(raw: Any) -> Any:

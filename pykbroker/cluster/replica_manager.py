@@ -342,6 +342,39 @@ class ReplicaManager:
         p.check_leader(current_leader_epoch)
         return p
 
+    def get_for_consumer(self, topic: str, index: int, current_leader_epoch: int = -1) -> Partition:
+        """A consumer's Fetch v11+ (KIP-392): the leader, or a follower that knows its leader
+        (it serves up to its own HW), fenced by the leader epoch as Kafka's followers do."""
+        p = self.get(topic, index)
+        if p.is_leader or self.metadata is None or p.state.leader < 0:
+            p.check_leader(current_leader_epoch)
+            return p
+        if current_leader_epoch >= 0:
+            if current_leader_epoch < p.state.leader_epoch:
+                raise KafkaError(ErrorCode.FENCED_LEADER_EPOCH)
+            if current_leader_epoch > p.state.leader_epoch:
+                raise KafkaError(ErrorCode.UNKNOWN_LEADER_EPOCH)
+        return p
+
+    def preferred_read_replica(self, p: Partition, client_rack: str | None,
+                               fetch_offset: int) -> int:  # fmt: skip
+        """The leader's answer to a consumer in `client_rack` (Kafka's RackAwareReplicaSelector,
+        with replica.selector.class set): a replica in the client's rack that holds
+        `fetch_offset` and is in the ISR, else -1 (read here). The leader wins if it is in that
+        rack, else the most caught-up one."""
+        if not client_rack or self.metadata is None or not p.is_leader:
+            return -1
+        racks = {b.node_id: b.rack for b in self.metadata.brokers()}
+        candidates = [(p.log.log_end_offset, p.node_id)] + [
+            (f.leo, r) for r, f in p.followers.items()
+            if r in p.state.isr and r in racks and f.leo >= fetch_offset
+            and p.log.log_start_offset <= fetch_offset
+        ]  # fmt: skip
+        same_rack = [(leo, r) for leo, r in candidates if racks.get(r) == client_rack]
+        if not same_rack or any(r == p.node_id for _, r in same_rack):
+            return -1
+        return max(same_rack)[1]
+
     def add_waiter(self, keys: Iterable[tuple[str, int]], fut: asyncio.Future) -> list[Partition]:
         parts = []
         for key in keys:

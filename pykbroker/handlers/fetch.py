@@ -66,6 +66,9 @@ def read_partitions(broker, request, version: int, response_max_bytes: int, topi
     error = False
     topics = []
     by_id = version >= 13
+    # KIP-392: with a replica selector, the leader may send a consumer to a closer replica.
+    selector = version >= 11 and broker.config.get("replica.selector.class") == RACK_AWARE
+    client_rack = request.rack_id if version >= 11 else None
     for name, t in topics_in if topics_in is not None else resolve_topics(broker, request, version):
         results = []
         refused = denied.get(name) if denied and name is not None else None
@@ -79,9 +82,11 @@ def read_partitions(broker, request, version: int, response_max_bytes: int, topi
             try:
                 if name is None:
                     raise KafkaError(ErrorCode.UNKNOWN_TOPIC_ID)
-                part = rm.get_leader(
-                    name, p.partition, p.current_leader_epoch if version >= 9 else -1
-                )
+                epoch = p.current_leader_epoch if version >= 9 else -1
+                if follower or version < 11:
+                    part = rm.get_leader(name, p.partition, epoch)
+                else:  # KIP-392: a follower serves consumers too, up to its HW
+                    part = rm.get_for_consumer(name, p.partition, epoch)
                 log = part.log
                 if by_id and log.topic_id is not None and log.topic_id != t.topic_id:
                     # The name is the topic's, the log another's (Kafka's hasConsistentTopicId).
@@ -103,6 +108,14 @@ def read_partitions(broker, request, version: int, response_max_bytes: int, topi
                     error = True  # answer now: the fetcher has to truncate first
                     results.append(r)
                     continue
+                if selector and not follower:
+                    r.preferred_read_replica = rm.preferred_read_replica(
+                        part, client_rack, p.fetch_offset
+                    )
+                    if r.preferred_read_replica >= 0:
+                        error = True  # answer now, without records: read there instead
+                        results.append(r)
+                        continue
                 if follower:
                     max_offset = log.log_end_offset
                 elif read_committed:
@@ -130,6 +143,7 @@ def read_partitions(broker, request, version: int, response_max_bytes: int, topi
     return topics, total, error
 
 
+RACK_AWARE = "org.apache.kafka.common.replica.RackAwareReplicaSelector"
 _LEADER_MOVED = (ErrorCode.NOT_LEADER_OR_FOLLOWER, ErrorCode.FENCED_LEADER_EPOCH)
 
 

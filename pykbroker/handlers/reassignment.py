@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode
+from pykbroker.acl.checks import Op, cluster_allowed
 
 from . import REGISTRY
 
@@ -44,6 +45,9 @@ def handle_elect_leaders(ctx, request) -> dict:
             ],
         }  # fmt: skip
 
+    if not cluster_allowed(ctx, Op.ALTER):  # Kafka: ALTER on the cluster
+        denied = ErrorCode.CLUSTER_AUTHORIZATION_FAILED
+        return response({tp: (denied, None) for tp in wanted or []})
     controller = _controller(broker)
     if controller is None:
         if getattr(broker, "controller", None) is not None:  # a cluster, not its controller
@@ -112,6 +116,8 @@ def handle_alter_partition_reassignments(ctx, request) -> dict:
             "responses": [{"name": t, "partitions": parts} for t, parts in by_topic.items()],
         }  # fmt: skip
 
+    if not cluster_allowed(ctx, Op.ALTER):
+        return response({}, ErrorCode.CLUSTER_AUTHORIZATION_FAILED, None)
     controller = _controller(ctx.broker)
     if controller is None:
         if getattr(ctx.broker, "controller", None) is not None:
@@ -150,6 +156,9 @@ def handle_list_partition_reassignments(ctx, request) -> dict:
     """Partitions with adding or removing replicas, from this broker's cache of the topic
     znodes (every broker watches them)."""
     md = ctx.broker.metadata
+    if not cluster_allowed(ctx, Op.DESCRIBE):  # Kafka: DESCRIBE on the cluster
+        return {"throttle_time_ms": 0, "error_code": ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
+                "error_message": None, "topics": []}  # fmt: skip
     if request.topics is None:
         wanted = [
             (name, i) for name in sorted(md.topics) for i in range(len(md.topics[name].partitions))

@@ -926,6 +926,42 @@ BROKER_CONFIGS = _keys(
         at_least(1),
     ),
     ConfigKey(
+        "group.consumer.session.timeout.ms",
+        "int",
+        45000,
+        "Session timeout of consumer-protocol (KIP-848) group members.",
+        at_least(1),
+    ),
+    ConfigKey(
+        "group.consumer.heartbeat.interval.ms",
+        "int",
+        5000,
+        "Heartbeat interval given to consumer-protocol (KIP-848) group members.",
+        at_least(1),
+    ),
+    ConfigKey(
+        "group.consumer.assignors",
+        "list",
+        ["uniform", "range"],
+        "Server-side assignors of consumer-protocol groups; the first is the default.",
+        lambda v: None if v and set(v) <= {"uniform", "range"} else "unknown assignor",
+    ),
+    ConfigKey(
+        "group.consumer.max.size",
+        "int",
+        INT_MAX,
+        "Maximum members of one consumer-protocol group.",
+        at_least(1),
+    ),
+    ConfigKey(
+        "group.consumer.migration.policy",
+        "string",
+        "bidirectional",
+        "Online conversion between classic and consumer groups: bidirectional, upgrade, "
+        "downgrade or disabled.",
+        one_of("bidirectional", "upgrade", "downgrade", "disabled"),
+    ),
+    ConfigKey(
         "offset.metadata.max.bytes",
         "int",
         4096,

@@ -125,6 +125,8 @@ def complete(fut: asyncio.Future | None, result) -> bool:
 
 
 class Group:
+    group_type = "classic"  # KIP-848's group types (ListGroups v5); ConsumerGroup's is "consumer"
+
     def __init__(self, group_id: str, state: GroupState = GroupState.EMPTY):
         self.group_id = group_id
         self.state = state

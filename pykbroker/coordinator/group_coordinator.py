@@ -26,6 +26,8 @@ import structlog
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
 
+from .consumer_coordinator import ConsumerGroupsMixin, group_config
+from .consumer_group import ConsumerGroup
 from .group import (
     Group,
     GroupState,
@@ -123,7 +125,7 @@ class JoinRequest:
     reason: str | None = None
 
 
-class GroupCoordinator:
+class GroupCoordinator(ConsumerGroupsMixin):
     def __init__(self, broker: Broker):
         self.broker = broker
         config = broker.config
@@ -144,6 +146,8 @@ class GroupCoordinator:
         ] = {}
         self.active = False
         self._expiry_task: asyncio.Task | None = None
+        self.consumer_config = group_config(config)
+        self._cg_timers: dict[str, asyncio.TimerHandle] = {}  # consumer group -> next deadline
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -161,11 +165,17 @@ class GroupCoordinator:
 
     def _load(self, partitions: list[int] | None) -> None:
         loaded = self.store.load(partitions)
+        consumer = self.store.consumer_groups
         for group_id, (record, offsets) in loaded.items():
-            if group_id not in self.groups:
-                self._load_group(group_id, record, offsets)
+            if group_id in self.groups or (
+                record is None and "epoch" in consumer.get(group_id, {})
+            ):
+                continue  # a consumer-protocol group: loaded below
+            self._load_group(group_id, record, offsets)
         self._load_pending_txn_offsets(self.store.pending_txn)
-        if loaded:
+        consumer = {g: d for g, d in consumer.items() if g not in self.groups}
+        self._load_consumer_groups(consumer, {g: o for g, (_, o) in loaded.items()})
+        if loaded or consumer:
             log.info(
                 "groups_loaded", partitions=partitions if partitions is not None else "all",
                 groups=len(loaded), offsets=sum(len(o) for _, o in loaded.values()),
@@ -186,8 +196,14 @@ class GroupCoordinator:
         if doomed:
             log.info("groups_unloaded", partition=index, groups=len(doomed))
 
-    def _unload_group(self, group: Group) -> None:
+    def _unload_group(self, group: Group | ConsumerGroup) -> None:
         """Stop coordinating a group (shutdown, or another broker leads its partition now)."""
+        if isinstance(group, ConsumerGroup):
+            self._cancel_consumer_timer(group.group_id)
+            self._unload_classic_members(group)
+            if self.groups.get(group.group_id) is group:
+                del self.groups[group.group_id]
+            return
         self._cancel_timers(group)
         for member in group.members.values():
             complete(member.join_future, JoinResult(ErrorCode.NOT_COORDINATOR, member.member_id))
@@ -291,6 +307,10 @@ class GroupCoordinator:
             return fut
         is_unknown = req.member_id == UNKNOWN_MEMBER_ID
         group = self.groups.get(req.group_id)
+        if isinstance(group, ConsumerGroup):
+            if group.members or group.pending_members:
+                return self.classic_join_consumer_group(group, req, fut)
+            group = self._empty_consumer_to_classic(group)
         if group is None:
             if not is_unknown:
                 fut.set_result(JoinResult(ErrorCode.UNKNOWN_MEMBER_ID, req.member_id))
@@ -616,6 +636,11 @@ class GroupCoordinator:
             fut.set_result(SyncResult(error))
             return fut
         group = self.groups.get(group_id)
+        if isinstance(group, ConsumerGroup):
+            fut.set_result(self.classic_sync_consumer_group(
+                group, member_id, instance_id, generation_id, protocol_type, protocol_name
+            ))  # fmt: skip
+            return fut
         if group is None:
             fut.set_result(SyncResult(ErrorCode.UNKNOWN_MEMBER_ID))
             return fut
@@ -712,6 +737,10 @@ class GroupCoordinator:
         if error is not None:
             return error
         group = self.groups.get(group_id)
+        if isinstance(group, ConsumerGroup):
+            return self.classic_heartbeat_consumer_group(
+                group, member_id, instance_id, generation_id
+            )
         if group is None:
             return ErrorCode.UNKNOWN_MEMBER_ID
         if group.is_(DEAD):
@@ -778,6 +807,8 @@ class GroupCoordinator:
         if error is not None:
             return error, []
         group = self.groups.get(group_id)
+        if isinstance(group, ConsumerGroup):
+            return ErrorCode.NONE, self.classic_leave_consumer_group(group, members)
         if group is None:
             return ErrorCode.NONE, [ErrorCode.UNKNOWN_MEMBER_ID] * len(members)
         if group.is_(DEAD):
@@ -817,9 +848,10 @@ class GroupCoordinator:
 
     def commit_offsets(
         self, group_id: str, member_id: str, instance_id: str | None, generation_id: int,
-        offsets: dict[tuple[str, int], OffsetAndMetadata],
+        offsets: dict[tuple[str, int], OffsetAndMetadata], api_version: int = 8,
     ) -> dict[tuple[str, int], int] | Awaitable[dict[tuple[str, int], int]]:  # fmt: skip
-        """Errors per partition; an awaitable of them when the write waits for replication."""
+        """Errors per partition; an awaitable of them when the write waits for replication.
+        For a consumer-protocol group, generation_id is the member epoch (OffsetCommit v9)."""
 
         def all_(error: int) -> dict[tuple[str, int], int]:
             return dict.fromkeys(offsets, error)
@@ -828,6 +860,13 @@ class GroupCoordinator:
         if error is not None:
             return all_(error)
         group = self.groups.get(group_id)
+        if isinstance(group, ConsumerGroup):
+            error = self.validate_consumer_offset_commit(
+                group, member_id, instance_id, generation_id, api_version
+            )
+            if error is not None:
+                return all_(error)
+            return self._store_offsets(group, offsets)
         if group is None:
             if generation_id >= 0:
                 # A member of a generation this coordinator doesn't know: reject.
@@ -900,13 +939,19 @@ class GroupCoordinator:
         return _after_write(pending, finish)
 
     def fetch_offsets(
-        self, group_id: str, partitions: list[tuple[str, int]] | None
-    ) -> tuple[ErrorCode, dict[tuple[str, int], OffsetAndMetadata | None]]:
-        """Committed offsets (None for partitions without one); all of them if partitions is None."""
+        self, group_id: str, partitions: list[tuple[str, int]] | None,
+        member_id: str | None = None, member_epoch: int = -1,
+    ) -> tuple[ErrorCode, dict[tuple[str, int], OffsetAndMetadata | None]]:  # fmt: skip
+        """Committed offsets (None for partitions without one); all of them if partitions is None.
+        OffsetFetch v9 members of consumer-protocol groups name themselves and their epoch."""
         error = self._validate(group_id, ApiKey.OFFSET_FETCH)
         if error is not None:
             return error, {}
         group = self.groups.get(group_id)
+        if isinstance(group, ConsumerGroup):
+            error = self.validate_consumer_offset_fetch(group, member_id, member_epoch)
+            if error is not None:
+                return error, {}
         offsets = group.offsets if group is not None and not group.is_(DEAD) else {}
         if partitions is None:
             return ErrorCode.NONE, dict(offsets)
@@ -966,7 +1011,14 @@ class GroupCoordinator:
             group = self.groups[group_id] = Group(group_id)  # as Kafka: a group to hold them
         if group.is_(DEAD):
             return all_(ErrorCode.COORDINATOR_NOT_AVAILABLE)
-        if generation_id >= 0 or member_id != UNKNOWN_MEMBER_ID or instance_id is not None:
+        if isinstance(group, ConsumerGroup):
+            if generation_id >= 0 or member_id != UNKNOWN_MEMBER_ID:
+                error = self.validate_consumer_offset_commit(
+                    group, member_id, instance_id, generation_id, 9, transactional=True
+                )
+                if error is not None:
+                    return all_(error)
+        elif generation_id >= 0 or member_id != UNKNOWN_MEMBER_ID or instance_id is not None:
             error = self._validate_member(group, member_id, instance_id)
             if error is None and generation_id != group.generation_id:
                 error = ErrorCode.ILLEGAL_GENERATION
@@ -1075,7 +1127,15 @@ class GroupCoordinator:
                 results[group_id] = ErrorCode.NONE
         return results
 
-    def _remove_group(self, group: Group) -> None:
+    def _remove_group(self, group: Group | ConsumerGroup) -> None:
+        if isinstance(group, ConsumerGroup):
+            self._append_background(group.group_id, group.tombstones())
+            group.dead = True
+            group.update_state(now_ms())
+            self._cancel_consumer_timer(group.group_id)
+            if self.groups.get(group.group_id) is group:
+                del self.groups[group.group_id]
+            return
         group.transition(DEAD)
         self._cancel_timers(group)
         if self.groups.get(group.group_id) is group:

@@ -28,6 +28,8 @@ from .schema import (
     group_metadata_value,
     offset_commit_key,
     offset_commit_value,
+    parse_cg_key,
+    parse_cg_value,
     parse_group_value,
     parse_key,
     parse_offset_value,
@@ -56,6 +58,10 @@ class OffsetsLog:
         # Transactional offset commits a replay found without their marker: producer id ->
         # (key, value) records, for the coordinator to keep pending (see load()).
         self.pending_txn: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
+        # KIP-848 consumer groups a replay found: group -> {"epoch": (epoch, hash),
+        # "members": {id: ConsumerMemberRecord}, "target_epoch": int, "targets": {id: assignment},
+        # "current": {id: (epoch, previous epoch, state, assigned, pending revocation)}}
+        self.consumer_groups: dict[str, dict] = {}
 
     # --- the topic ----------------------------------------------------------------------------
 
@@ -138,6 +144,12 @@ class OffsetsLog:
             group_id, [(group_metadata_key(group_id), group_metadata_value(record))]
         )
 
+    def append_records(
+        self, group_id: str, records: list[tuple[bytes, bytes | None]]
+    ) -> Awaitable[int] | None:
+        """Consumer-group records (types 3-8), as one batch."""
+        return self._append(group_id, records) if records else None
+
     def append_tombstones(
         self, group_id: str, partitions: list[tuple[str, int]], group_tombstone: bool
     ) -> Awaitable[int] | None:
@@ -189,6 +201,7 @@ class OffsetsLog:
             if part is not None and part.is_leader:
                 replay.read_log(part.log)
         self.pending_txn = replay.pending_txn
+        self.consumer_groups = replay.consumer
         return replay.result()
 
 
@@ -199,6 +212,7 @@ class _Replay:
         self.records = 0
         self.skipped = 0
         self.pending_txn: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
+        self.consumer: dict[str, dict] = {}
 
     def read_log(self, log_: Log) -> None:
         pending_txn: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
@@ -241,6 +255,8 @@ class _Replay:
             elif parsed[0] == "group":
                 group = parsed[1]
                 self.groups[group] = None if value is None else parse_group_value(value)
+            elif (cg := parse_cg_key(key)) is not None:
+                self.apply_consumer(*cg, value)
             else:
                 self.skipped += 1  # a newer coordinator's record type (consumer/share groups)
                 return
@@ -249,6 +265,29 @@ class _Replay:
             log.warning("offsets_record_unreadable", error=str(e))
             return
         self.records += 1
+
+    def apply_consumer(self, record_type: int, group: str, member: str | None, value) -> None:
+        """A consumer-group record (types 3-8); a tombstone deletes what its key names."""
+        data = self.consumer.setdefault(group, {})
+        parsed = None if value is None else parse_cg_value(record_type, value)
+        slot = {5: "members", 7: "targets", 8: "current"}.get(record_type)
+        if slot is not None:
+            entries = data.setdefault(slot, {})
+            if parsed is None:
+                entries.pop(member, None)
+            else:
+                entries[member] = parsed
+        elif record_type == 3:
+            if parsed is None:
+                self.consumer.pop(group, None)  # the group is gone
+            else:
+                data["epoch"] = parsed
+        elif record_type == 6:
+            if parsed is None:
+                data.pop("target_epoch", None)
+            else:
+                data["target_epoch"] = parsed
+        # type 4 (partition metadata) carries nothing Kafka 4.1 still uses
 
     def result(self) -> Loaded:
         if self.skipped:

@@ -274,3 +274,200 @@ def subscribed_topics(subscription: bytes) -> set[str] | None:
         return {r.string() or "" for _ in range(n)}
     except SchemaError:
         return None
+
+
+# --- KIP-848 consumer group records -------------------------------------------------------
+#
+# Record types 3-8 of Kafka's group coordinator (keys: int16 type, then non-flexible fields;
+# values: int16 version 0, then flexible fields with tagged fields):
+#   3 ConsumerGroupMetadata (group) -> Epoch, tag 0 MetadataHash
+#   4 ConsumerGroupPartitionMetadata (group) -> read and ignored (Kafka 4.1 stopped writing it)
+#   5 ConsumerGroupMemberMetadata (group, member) -> InstanceId, RackId, ClientId, ClientHost,
+#     SubscribedTopicNames, SubscribedTopicRegex, RebalanceTimeoutMs, ServerAssignor,
+#     tag 0 ClassicMemberMetadata {SessionTimeoutMs, SupportedProtocols [Name, Metadata]}
+#   6 ConsumerGroupTargetAssignmentMetadata (group) -> AssignmentEpoch
+#   7 ConsumerGroupTargetAssignmentMember (group, member) -> TopicPartitions [TopicId, Partitions]
+#   8 ConsumerGroupCurrentMemberAssignment (group, member) -> MemberEpoch, PreviousMemberEpoch,
+#     State, AssignedPartitions, PartitionsPendingRevocation
+
+CG_METADATA, CG_PARTITION_METADATA, CG_MEMBER_METADATA = 3, 4, 5
+CG_TARGET_METADATA, CG_TARGET_MEMBER, CG_CURRENT_ASSIGNMENT = 6, 7, 8
+
+
+class _FlexWriter(_Writer):
+    __slots__ = ()
+
+    def uvarint(self, v: int) -> _FlexWriter:
+        while v >= 0x80:
+            self.buf.append((v & 0x7F) | 0x80)
+            v >>= 7
+        self.buf.append(v)
+        return self
+
+    def string(self, s: str | None) -> _FlexWriter:
+        if s is None:
+            return self.uvarint(0)
+        b = s.encode()
+        self.uvarint(len(b) + 1)
+        self.buf += b
+        return self
+
+    def bytes_(self, b: bytes | None) -> _FlexWriter:
+        if b is None:
+            return self.uvarint(0)
+        self.uvarint(len(b) + 1)
+        self.buf += b
+        return self
+
+    def uuid(self, u) -> _FlexWriter:
+        self.buf += u.bytes
+        return self
+
+    def topic_partitions(self, assignment: dict) -> _FlexWriter:
+        self.uvarint(len(assignment) + 1)
+        for topic_id in sorted(assignment, key=str):
+            parts = sorted(assignment[topic_id])
+            self.uuid(topic_id).uvarint(len(parts) + 1)
+            for p in parts:
+                self.int32(p)
+            self.uvarint(0)  # tagged fields
+        return self
+
+
+def cg_key(record_type: int, group: str, member: str | None = None) -> bytes:
+    w = _Writer().int16(record_type).string(group)
+    if member is not None:
+        w.string(member)
+    return bytes(w.buf)
+
+
+def cg_metadata_value(epoch: int, metadata_hash: int) -> bytes:
+    w = _FlexWriter().int16(0).int32(epoch)
+    tag = _I64.pack(metadata_hash)
+    w.uvarint(1).uvarint(0).uvarint(len(tag))
+    w.buf += tag
+    return bytes(w.buf)
+
+
+def cg_member_value(m) -> bytes:
+    """m: a ConsumerMember (consumer_group.py)."""
+    w = _FlexWriter().int16(0).string(m.instance_id).string(m.rack_id)
+    w.string(m.client_id).string(m.client_host)
+    w.uvarint(len(m.subscribed_topic_names) + 1)
+    for name in m.subscribed_topic_names:
+        w.string(name)
+    w.string(m.subscribed_topic_regex).int32(m.rebalance_timeout_ms).string(m.server_assignor)
+    if m.classic is None:
+        w.uvarint(0)
+    else:
+        c = _FlexWriter().int32(m.classic.session_timeout_ms)
+        c.uvarint(len(m.classic.protocols) + 1)
+        for name, meta in m.classic.protocols:
+            c.string(name).bytes_(meta).uvarint(0)
+        c.uvarint(0)
+        w.uvarint(1).uvarint(0).uvarint(len(c.buf))
+        w.buf += c.buf
+    return bytes(w.buf)
+
+
+def cg_target_metadata_value(assignment_epoch: int) -> bytes:
+    return bytes(_FlexWriter().int16(0).int32(assignment_epoch).uvarint(0).buf)
+
+
+def cg_target_member_value(assignment: dict) -> bytes:
+    return bytes(_FlexWriter().int16(0).topic_partitions(assignment).uvarint(0).buf)
+
+
+def cg_current_assignment_value(m) -> bytes:
+    w = _FlexWriter().int16(0).int32(m.member_epoch).int32(m.previous_member_epoch)
+    w.buf += bytes([m.state & 0xFF])
+    return bytes(
+        w.topic_partitions(m.assigned).topic_partitions(m.pending_revocation).uvarint(0).buf
+    )
+
+
+@dataclass(slots=True)
+class ClassicMetadata:
+    session_timeout_ms: int
+    protocols: list[tuple[str, bytes]]
+
+
+@dataclass(slots=True)
+class ConsumerMemberRecord:
+    instance_id: str | None
+    rack_id: str | None
+    client_id: str
+    client_host: str
+    subscribed_topic_names: list[str]
+    subscribed_topic_regex: str | None
+    rebalance_timeout_ms: int
+    server_assignor: str | None
+    classic: ClassicMetadata | None
+
+
+def _read_tags(r: _Reader) -> dict[int, bytes]:
+    tags = {}
+    for _ in range(r.uvarint()):
+        tag = r.uvarint()
+        tags[tag] = r._take(r.uvarint())
+    return tags
+
+
+def _read_topic_partitions(r: _Reader) -> dict:
+    import uuid
+
+    out = {}
+    for _ in range(max(r.array_len(), 0)):
+        topic_id = uuid.UUID(bytes=r._take(16))
+        parts = frozenset(r.int32() for _ in range(max(r.array_len(), 0)))
+        _read_tags(r)
+        out[topic_id] = parts
+    return out
+
+
+def parse_cg_key(key: bytes) -> tuple[int, str, str | None] | None:
+    """(record type, group, member or None) for keys 3-8, else None."""
+    r = _Reader(key)
+    record_type = r.int16()
+    if not CG_METADATA <= record_type <= CG_CURRENT_ASSIGNMENT:
+        return None
+    group = r.string() or ""
+    member = r.string() if record_type in (CG_MEMBER_METADATA, CG_TARGET_MEMBER, CG_CURRENT_ASSIGNMENT) else None  # fmt: skip
+    return record_type, group, member
+
+
+def parse_cg_value(record_type: int, value: bytes):
+    r = _Reader(value, flexible=True)
+    r.int16()  # version 0
+    if record_type == CG_METADATA:
+        epoch = r.int32()
+        tags = _read_tags(r)
+        return epoch, _I64.unpack(tags[0])[0] if len(tags.get(0, b"")) == 8 else 0
+    if record_type == CG_MEMBER_METADATA:
+        instance_id, rack_id = r.string(), r.string()
+        client_id, client_host = r.string() or "", r.string() or ""
+        names = [r.string() or "" for _ in range(max(r.array_len(), 0))]
+        regex, rebalance_timeout, assignor = r.string(), r.int32(), r.string()
+        classic = None
+        tags = _read_tags(r)
+        if 0 in tags:
+            c = _Reader(tags[0], flexible=True)
+            session_timeout = c.int32()
+            protocols = []
+            for _ in range(max(c.array_len(), 0)):
+                protocols.append((c.string() or "", c.bytes_() or b""))
+                _read_tags(c)
+            classic = ClassicMetadata(session_timeout, protocols)
+        return ConsumerMemberRecord(instance_id, rack_id, client_id, client_host, names, regex,
+                                    rebalance_timeout, assignor, classic)  # fmt: skip
+    if record_type == CG_TARGET_METADATA:
+        return r.int32()
+    if record_type == CG_TARGET_MEMBER:
+        return _read_topic_partitions(r)
+    if record_type == CG_CURRENT_ASSIGNMENT:
+        epoch, previous = r.int32(), r.int32()
+        state = r._take(1)[0]
+        assigned = _read_topic_partitions(r)
+        pending = _read_topic_partitions(r)
+        return epoch, previous, state, assigned, pending
+    return None

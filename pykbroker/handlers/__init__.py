@@ -14,6 +14,8 @@ from . import (  # noqa: E402,F401  (registration happens on import)
     admin,
     api_versions,
     configs,
+    consumer_groups,
+    features,
     fetch,
     groups,
     list_offsets,
@@ -24,6 +26,7 @@ from . import (  # noqa: E402,F401  (registration happens on import)
     reassignment,
     replication,
     sasl,
+    scram,
     share,
     txn,
 )

@@ -15,6 +15,8 @@ from pykbroker.acl.checks import (
     cluster_allowed,
     filter_allowed,
 )
+from pykbroker.coordinator.classic_in_consumer import encode_assignment, encode_subscription
+from pykbroker.coordinator.consumer_group import ConsumerGroup
 from pykbroker.coordinator.group import GroupState, JoinResult, SyncResult
 from pykbroker.coordinator.group_coordinator import JoinRequest
 
@@ -246,7 +248,7 @@ def handle_leave_group(ctx, request) -> dict:
 # --- DescribeGroups, ListGroups, DeleteGroups ---------------------------------------------
 
 
-def _described_group(group_id: str, error: int, group, authorized) -> dict:
+def _described_group(ctx, group_id: str, error: int, group, authorized) -> dict:
     entry = {
         "error_code": error,
         "group_id": group_id,
@@ -260,6 +262,9 @@ def _described_group(group_id: str, error: int, group, authorized) -> dict:
         return entry
     if group is None:
         entry["group_state"] = GroupState.DEAD.value
+        return entry
+    if isinstance(group, ConsumerGroup):
+        entry.update(_described_consumer_group(ctx, group))
         return entry
     stable = group.is_(GroupState.STABLE)
     protocol = group.protocol_name or ""
@@ -283,6 +288,32 @@ def _described_group(group_id: str, error: int, group, authorized) -> dict:
     return entry
 
 
+def _described_consumer_group(ctx, group: ConsumerGroup) -> dict:
+    """A consumer-protocol group as DescribeGroups shows it (Kafka's asDescribedGroup): the
+    server assignor as the protocol, consumer-protocol subscription and assignment bytes."""
+    topics = {t.topic_id: t for t in ctx.broker.metadata.topics.values()}
+    members = []
+    for m in group.members.values():
+        if m.classic is not None:
+            metadata = m.classic.protocols[0][1] if m.classic.protocols else b""
+        else:
+            metadata = encode_subscription(m.subscribed_topic_names)
+        members.append({
+            "member_id": m.member_id,
+            "group_instance_id": m.instance_id,
+            "client_id": m.client_id,
+            "client_host": m.client_host,
+            "member_metadata": metadata,
+            "member_assignment": encode_assignment(m.assigned, topics),
+        })  # fmt: skip
+    return {
+        "group_state": group.state.value,
+        "protocol_type": "consumer",
+        "protocol_data": group.preferred_assignor(),
+        "members": members,
+    }
+
+
 @REGISTRY.register(ApiKey.DESCRIBE_GROUPS, 0, 5)
 def handle_describe_groups(ctx, request) -> dict:
     coordinator = _coordinator(ctx)
@@ -292,7 +323,7 @@ def handle_describe_groups(ctx, request) -> dict:
     authorizing = ctx.broker.authorizer is not None
     for group_id in request.groups:
         if authorizing and not allowed(ctx, Op.DESCRIBE, RT.GROUP, group_id):
-            groups.append(_described_group(group_id, ErrorCode.GROUP_AUTHORIZATION_FAILED, None,
+            groups.append(_described_group(ctx, group_id, ErrorCode.GROUP_AUTHORIZATION_FAILED, None,
                                            None))  # fmt: skip
             continue
         if authorizing and include_ops:
@@ -301,7 +332,7 @@ def handle_describe_groups(ctx, request) -> dict:
             error, group = ErrorCode.COORDINATOR_NOT_AVAILABLE, None
         else:
             error, group = coordinator.describe_group(group_id)
-        groups.append(_described_group(group_id, error, group, authorized))
+        groups.append(_described_group(ctx, group_id, error, group, authorized))
     return {"throttle_time_ms": 0, "groups": groups}
 
 
@@ -330,8 +361,22 @@ def handle_list_groups(ctx, request) -> dict:
                 "group_state": g.state.value,
             }
             for g in groups
-        ],
+        ]
+        + _share_groups(ctx, states),
     }
+
+
+def _share_groups(ctx, states: set[str] | None) -> list[dict]:
+    """Share groups are listed with protocol type "share" (and group type "share" from v5)."""
+    share_groups = ctx.broker.share_groups
+    if share_groups is None or not ctx.broker.config.get("group.share.enable"):
+        return []
+    return [
+        {"group_id": g.group_id, "protocol_type": "share", "group_state": g.state,
+         "group_type": "share"}
+        for g in share_groups.list()
+        if not states or g.state in states
+    ]  # fmt: skip
 
 
 @REGISTRY.register(ApiKey.DELETE_GROUPS, 0, 2)
@@ -345,12 +390,27 @@ def handle_delete_groups(ctx, request) -> dict:
             ErrorCode.GROUP_AUTHORIZATION_FAILED,
         )
     todo = [g for g in names if g not in denied]
+    share_groups = ctx.broker.share_groups
+    shared = [n for n in todo if share_groups is not None and n in share_groups.groups]
+    classic = [n for n in todo if n not in shared]
     if coordinator is None:
-        results = dict.fromkeys(todo, ErrorCode.COORDINATOR_NOT_AVAILABLE)
+        results = dict.fromkeys(classic, ErrorCode.COORDINATOR_NOT_AVAILABLE)
     else:
-        results = coordinator.delete_groups(todo) if todo else {}
+        results = coordinator.delete_groups(classic) if classic else {}
     results.update(denied)
-    return {
-        "throttle_time_ms": 0,
-        "results": [{"group_id": g, "error_code": results[g]} for g in names],
-    }
+
+    def respond(share_results: dict) -> dict:
+        results.update(share_results)
+        return {
+            "throttle_time_ms": 0,
+            "results": [{"group_id": g, "error_code": results[g]} for g in names],
+        }
+
+    if not shared:
+        return respond({})
+    from .share import delete_share_groups
+
+    async def delete_shared() -> dict:
+        return respond(await delete_share_groups(ctx.broker, shared))
+
+    return delete_shared()

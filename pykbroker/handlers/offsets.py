@@ -71,7 +71,7 @@ def requested_offsets(broker, topics, with_leader_epoch: bool, now: int, expire:
 INT64_MAX = 2**63 - 1
 
 
-@REGISTRY.register(ApiKey.OFFSET_COMMIT, 2, 8)
+@REGISTRY.register(ApiKey.OFFSET_COMMIT, 2, 9)
 def handle_offset_commit(ctx, request):
     v = ctx.api_version
     now = now_ms()
@@ -97,6 +97,7 @@ def handle_offset_commit(ctx, request):
             request.group_instance_id if v >= 7 else None,
             request.generation_id_or_member_epoch,
             offsets,
+            v,
         )
     if isinstance(result, Awaitable):
         return _await_commit(result, order, errors)
@@ -123,8 +124,9 @@ def _commit_response(order: list[tuple[str, int]], errors: dict[tuple[str, int],
 
 
 def _fetch_group(
-    ctx, group_id: str, topics, require_stable: bool = False
-) -> tuple[int, list[dict]]:
+    ctx, group_id: str, topics, require_stable: bool = False,
+    member_id: str | None = None, member_epoch: int = -1,
+) -> tuple[int, list[dict]]:  # fmt: skip
     """(group error, topic entries) for one group; topics None means every committed offset.
     require_stable (v7+): partitions with transactional offsets awaiting their marker answer
     UNSTABLE_OFFSET_COMMIT, so the consumer retries instead of reading a stale offset."""
@@ -145,7 +147,7 @@ def _fetch_group(
     coordinator = _coordinator(ctx)
     if coordinator is None:
         return ErrorCode.COORDINATOR_NOT_AVAILABLE, []
-    error, offsets = coordinator.fetch_offsets(group_id, partitions)
+    error, offsets = coordinator.fetch_offsets(group_id, partitions, member_id, member_epoch)
     if error:
         return error, []
     if ctx.broker.authorizer is not None and describable is None:
@@ -176,13 +178,14 @@ def _fetch_group(
     return ErrorCode.NONE, [{"name": t, "partitions": ps} for t, ps in by_topic.items()]
 
 
-@REGISTRY.register(ApiKey.OFFSET_FETCH, 1, 8)
+@REGISTRY.register(ApiKey.OFFSET_FETCH, 1, 9)
 def handle_offset_fetch(ctx, request) -> dict:
     v = ctx.api_version
     if v >= 8:
         groups = []
         for g in request.groups:
-            error, topics = _fetch_group(ctx, g.group_id, g.topics, request.require_stable)
+            member = (g.member_id, g.member_epoch) if v >= 9 else (None, -1)
+            error, topics = _fetch_group(ctx, g.group_id, g.topics, request.require_stable, *member)
             groups.append({"group_id": g.group_id, "topics": topics, "error_code": error})
         return {"throttle_time_ms": 0, "groups": groups}
     topics = request.topics if (request.topics is not None or v >= 2) else []

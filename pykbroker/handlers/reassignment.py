@@ -46,8 +46,12 @@ def handle_elect_leaders(ctx, request) -> dict:
         }  # fmt: skip
 
     if not cluster_allowed(ctx, Op.ALTER):  # Kafka: ALTER on the cluster
-        denied = ErrorCode.CLUSTER_AUTHORIZATION_FAILED
-        return response({tp: (denied, None) for tp in wanted or []})
+        denied = response(
+            {tp: (ErrorCode.CLUSTER_AUTHORIZATION_FAILED, None) for tp in wanted or []}
+        )
+        if ctx.api_version >= 1:
+            denied["error_code"] = ErrorCode.CLUSTER_AUTHORIZATION_FAILED
+        return denied
     controller = _controller(broker)
     if controller is None:
         if getattr(broker, "controller", None) is not None:  # a cluster, not its controller
@@ -116,8 +120,9 @@ def handle_alter_partition_reassignments(ctx, request) -> dict:
             "responses": [{"name": t, "partitions": parts} for t, parts in by_topic.items()],
         }  # fmt: skip
 
-    if not cluster_allowed(ctx, Op.ALTER):
-        return response({}, ErrorCode.CLUSTER_AUTHORIZATION_FAILED, None)
+    if not cluster_allowed(ctx, Op.ALTER):  # Kafka: ALTER on the cluster
+        return response(dict.fromkeys(changes, (ErrorCode.CLUSTER_AUTHORIZATION_FAILED, None)),
+                        ErrorCode.CLUSTER_AUTHORIZATION_FAILED)  # fmt: skip
     controller = _controller(ctx.broker)
     if controller is None:
         if getattr(ctx.broker, "controller", None) is not None:
@@ -155,10 +160,10 @@ def _single_broker_reassignment(broker, changes) -> dict:
 def handle_list_partition_reassignments(ctx, request) -> dict:
     """Partitions with adding or removing replicas, from this broker's cache of the topic
     znodes (every broker watches them)."""
-    md = ctx.broker.metadata
     if not cluster_allowed(ctx, Op.DESCRIBE):  # Kafka: DESCRIBE on the cluster
         return {"throttle_time_ms": 0, "error_code": ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
                 "error_message": None, "topics": []}  # fmt: skip
+    md = ctx.broker.metadata
     if request.topics is None:
         wanted = [
             (name, i) for name in sorted(md.topics) for i in range(len(md.topics[name].partitions))

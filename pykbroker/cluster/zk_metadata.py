@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 
 from protocol.errors import ErrorCode, KafkaError
+from pykbroker.features import default_levels
 
 from . import zk as Z
 from .metadata import (
@@ -85,6 +86,8 @@ class ZkMetadata(MetadataBase):
         self.on_controller_change: Callable[[int], None] | None = None
         self.on_broker_configs: Callable[[], None] | None = None  # the broker re-applies them
         self.dynamic_configs: dict[str, dict[str, str]] = {}
+        self.features: dict[str, int] = {}
+        self.features_epoch = -1  # until /feature is read
         self.entity_configs: dict[str, dict[str, dict[str, str]]] = {t: {} for t in Z.ENTITY_TYPES}
         self.on_entity_configs: Callable[[str, str], None] | None = None  # (type, name) changed
 
@@ -103,6 +106,7 @@ class ZkMetadata(MetadataBase):
         await self._read_delete_requests()
         await self._read_topics()
         await self._read_controller()
+        await self._read_features()
         await self._allocate_producer_id_block(prefetch=False)
 
     async def _cluster_id(self) -> str:
@@ -357,6 +361,38 @@ class ZkMetadata(MetadataBase):
                 ) from None
 
         self._track(name, self._spawn(write(), "add_partitions"))
+
+    async def _read_features(self) -> None:
+        """/feature, watched; the first broker of a new cluster writes 4.1's defaults."""
+        w = self._watch(Z.FEATURE, self._read_features)
+        try:
+            data, stat = await self.zk.get(Z.FEATURE, watch=w)
+        except Z.NoNodeError:
+            try:
+                await self.zk.create(Z.FEATURE, Z.encode_features(default_levels()))
+            except Z.NodeExistsError:
+                pass
+            return await self._read_features()
+        if stat.version >= self.features_epoch:
+            self.features, self.features_epoch = Z.decode_features(data), stat.version
+
+    def update_features(self, change) -> Awaitable[None]:
+        """A conditional write of /feature at the version last read; on a conflict the levels
+        are read again and `change` applied to them anew."""
+
+        async def write() -> None:
+            while True:
+                new = change(dict(self.features))
+                try:
+                    stat = await self.zk.set(Z.FEATURE, Z.encode_features(new), self.features_epoch)
+                except Z.BadVersionError:
+                    await self._read_features()
+                    continue
+                if stat.version > self.features_epoch:
+                    self.features, self.features_epoch = new, stat.version
+                return
+
+        return self._spawn(write(), "update_features")
 
     def update_isr(
         self, topic: str, index: int, state: PartitionState, isr: list[int]

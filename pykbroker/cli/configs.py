@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import sys
 
-from . import common, user_scram
+from . import common
 from .common import CommandError, ExecutionError, ToolParser, UsageError
 
 DESCRIPTION = (
@@ -24,11 +24,8 @@ DESCRIPTION = (
 )
 ENTITY_TYPES = ("broker-loggers", "topics", "clients", "users", "brokers", "ips",
                 "client-metrics", "groups")  # fmt: skip
-SUPPORTED_TYPES = ("topics", "brokers", "broker-loggers", "users")
-# Kafka's QuotaConfig.isClientOrUserQuotaConfig keys
-QUOTA_KEYS = ("producer_byte_rate", "consumer_byte_rate", "request_percentage",
-              "controller_mutation_rate")  # fmt: skip
-RESOURCE_TYPES = {"topics": 2, "brokers": 4, "broker-loggers": 8}
+SUPPORTED_TYPES = ("topics", "brokers", "broker-loggers", "users", "clients", "ips", "groups")
+RESOURCE_TYPES = {"topics": 2, "brokers": 4, "broker-loggers": 8, "groups": 32}
 # ConfigEntry.ConfigSource names, by wire id
 SOURCES = {0: "UNKNOWN", 1: "DYNAMIC_TOPIC_CONFIG", 2: "DYNAMIC_BROKER_CONFIG",
            3: "DYNAMIC_DEFAULT_BROKER_CONFIG", 4: "STATIC_BROKER_CONFIG", 5: "DEFAULT_CONFIG",
@@ -100,6 +97,15 @@ def build_parser() -> ToolParser:
     )
     p.add_argument("--broker-logger", metavar="<String>",
                    help="The broker's ID for its logger config.")  # fmt: skip
+    p.add_argument("--user", metavar="<String>", help="The user's principal name.")
+    p.add_argument("--user-defaults", action="store_true",
+                   help="The config defaults for all users.")  # fmt: skip
+    p.add_argument("--client", metavar="<String>", help="The client's ID.")
+    p.add_argument("--client-defaults", action="store_true",
+                   help="The config defaults for all clients.")  # fmt: skip
+    p.add_argument("--ip", metavar="<String>", help="The IP address.")
+    p.add_argument("--ip-defaults", action="store_true",
+                   help="The config defaults for all IPs.")  # fmt: skip
     return p
 
 
@@ -110,14 +116,17 @@ def entities(args) -> tuple[list[str], list[str]]:
     if args.entity_default:
         names.append("")
     shortcuts = [(args.topic, "topics"), (args.broker, "brokers"),
-                 (args.broker_logger, "broker-loggers")]  # fmt: skip
+                 (args.broker_logger, "broker-loggers"), (args.user, "users"),
+                 (args.client, "clients"), (args.ip, "ips")]  # fmt: skip
     for value, kind in shortcuts:
         if value is not None:
             types.append(kind)
             names.append(value)
-    if args.broker_defaults:
-        types.append("brokers")
-        names.append("")
+    for flag, kind in ((args.broker_defaults, "brokers"), (args.user_defaults, "users"),
+                       (args.client_defaults, "clients"), (args.ip_defaults, "ips")):  # fmt: skip
+        if flag:
+            types.append(kind)
+            names.append("")
     return types, names
 
 
@@ -154,7 +163,9 @@ def check_args(args) -> None:
     if len(types) > 1 and set(types) != {"users", "clients"}:
         raise CommandError("Only 'users' and 'clients' entity types may be specified together")
     explicit = args.entity_name or args.entity_type or args.entity_default
-    if explicit and (args.topic or args.broker or args.broker_logger or args.broker_defaults):
+    specific = (args.topic, args.broker, args.broker_logger, args.broker_defaults, args.user,
+                args.user_defaults, args.client, args.client_defaults, args.ip, args.ip_defaults)  # fmt: skip
+    if explicit and any(x for x in specific if x not in (None, False)):
         raise CommandError(
             "--entity-{type,name,default} should not be used in conjunction with specific entity "
             "flags"
@@ -257,6 +268,8 @@ def target_node(entity_type: str, name: str) -> int | None:
 def dynamic_source(entity_type: str, name: str) -> int | None:
     if entity_type == "topics":
         return 1  # DYNAMIC_TOPIC_CONFIG
+    if entity_type == "groups":
+        return 8  # GROUP_CONFIG
     if entity_type == "brokers":
         return 3 if name == "" else 2  # DYNAMIC_DEFAULT_BROKER_CONFIG / DYNAMIC_BROKER_CONFIG
     return None  # broker-loggers: every entry
@@ -275,6 +288,8 @@ def describe(admin, args, entity_type: str, names: list[str]) -> None:
         targets = names[:1]
     elif entity_type == "topics":
         targets = sorted(t["name"] for t in admin.describe_topics() if not t["error_code"])
+    elif entity_type == "groups":
+        targets = sorted(g["group_id"] for g in admin.list_groups())
     else:
         targets = sorted(str(b.node_id) for b in admin._manager.cluster.brokers()) + [""]
     for name in targets:
@@ -299,11 +314,17 @@ def _java(value) -> str:
     return "null" if value is None else str(value)
 
 
-def alter(admin, args, entity_type: str, name: str) -> None:
+def alter(admin, args, entity_type: str, name: str, types=None, names=None) -> None:
     from kafka.protocol.admin import IncrementalAlterConfigsRequest
 
     to_add = parse_configs_to_add(args)
     to_delete = parse_configs_to_delete(args)
+    if entity_type in ("users", "clients", "ips"):
+        from .quotas import alter_client_entity
+
+        alter_client_entity(admin, types, names, to_add, to_delete)
+        _completed(entity_type, name)
+        return
     current = {c.name for c in resource_configs(admin, entity_type, name, False, False)}
     invalid = [k for k in to_delete if k not in current]
     if invalid:
@@ -314,35 +335,14 @@ def alter(admin, args, entity_type: str, name: str) -> None:
     )
     for response in common.send(admin, request, node_id=target_node(entity_type, name)).responses:
         common.check(response.error_code, response.error_message)
+    _completed(entity_type, name)
+
+
+def _completed(entity_type: str, name: str) -> None:
     if name:
         print(f"Completed updating config for {entity_type[:-1]} {name}.")
     else:
         print(f"Completed updating default config for {entity_type} in the cluster.")
-
-
-def users(admin, args, names: list[str]) -> None:
-    """--entity-type users: SCRAM credentials (cli/user_scram.py) and quotas, as ConfigCommand."""
-    if args.describe:
-        user_scram.describe(admin, [n for n in names if n])
-        return
-    to_add, to_delete = parse_configs_to_add(args), parse_configs_to_delete(args)
-    unknown = [k for k in to_add if not user_scram.is_scram(k) and k not in QUOTA_KEYS]
-    if unknown:
-        raise CommandError("Only quota and SCRAM credential configs can be added for 'users' "
-                           f"using --bootstrap-server. Unexpected config names: Set({', '.join(unknown)})")  # fmt: skip
-    unknown = [k for k in to_delete if not user_scram.is_scram(k) and k not in QUOTA_KEYS]
-    if unknown:
-        raise CommandError("Only quota and SCRAM credential configs can be deleted for 'users' "
-                           f"using --bootstrap-server. Unexpected config names: Set({', '.join(unknown)})")  # fmt: skip
-    scram = [k for k in [*to_add, *to_delete] if user_scram.is_scram(k)]
-    quotas = [k for k in [*to_add, *to_delete] if k in QUOTA_KEYS]
-    if scram and quotas:
-        raise CommandError("Cannot alter both quota and SCRAM credential configs simultaneously "
-                           "for 'users' using --bootstrap-server.")  # fmt: skip
-    if quotas:
-        raise CommandError("User quotas are not handled by this kafka-configs yet")
-    user_scram.alter(admin, names[0], to_add, to_delete)
-    print(f"Completed updating config for user {names[0]}.")
 
 
 # --- entry point --------------------------------------------------------------------------------
@@ -363,10 +363,12 @@ def run(argv: list[str]) -> int:
         common.client_properties(args.command_config),
     )
     try:
-        if types == ["users"]:
-            users(admin, args, names)
-        elif args.alter:
-            alter(admin, args, types[0], names[0])
+        if args.alter:
+            alter(admin, args, types[0], names[0], types, names)
+        elif types[0] in ("users", "clients", "ips"):
+            from .quotas import describe_client_entities
+
+            describe_client_entities(admin, types, names)
         else:
             describe(admin, args, types[0], names)
     finally:

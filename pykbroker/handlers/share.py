@@ -13,6 +13,7 @@ import uuid
 
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
+from pykbroker.acl.checks import RT, Op, allowed
 from pykbroker.coordinator.share_fetch import FINAL_EPOCH, INITIAL_EPOCH
 
 from . import REGISTRY
@@ -58,6 +59,8 @@ def _group_error(ctx, group_id: str) -> KafkaError | None:
 def handle_share_group_heartbeat(ctx, request) -> dict:
     try:
         _require(ctx)
+        if not allowed(ctx, Op.READ, RT.GROUP, request.group_id):  # Kafka: READ on the group
+            raise KafkaError(ErrorCode.GROUP_AUTHORIZATION_FAILED)
         error = _group_error(ctx, request.group_id)
         if error is not None:
             raise error
@@ -78,6 +81,8 @@ def handle_share_group_describe(ctx, request) -> dict:
         error = (
             None if enabled(ctx.broker) else KafkaError(ErrorCode.UNSUPPORTED_VERSION, _DISABLED)
         )
+        if error is None and not allowed(ctx, Op.DESCRIBE, RT.GROUP, group_id):
+            error = KafkaError(ErrorCode.GROUP_AUTHORIZATION_FAILED)
         error = error or _group_error(ctx, group_id)
         if error is not None:
             groups.append({"error_code": error.code, "error_message": error.message,
@@ -146,6 +151,8 @@ async def handle_share_fetch(ctx, request) -> dict:
     group_id, member_id, epoch = request.group_id, request.member_id, request.share_session_epoch
     if not group_id or not member_id:
         return _fetch_error(ErrorCode.INVALID_REQUEST, "GroupId and MemberId must be set.")
+    if not allowed(ctx, Op.READ, RT.GROUP, group_id):  # Kafka: READ on the share group
+        return _fetch_error(ErrorCode.GROUP_AUTHORIZATION_FAILED, None)
     names = _topic_names(broker)
     acks, unknown = _acks(names, request.topics)
     if epoch == INITIAL_EPOCH and (acks or unknown):
@@ -273,6 +280,8 @@ async def handle_share_acknowledge(ctx, request) -> dict:
     group_id, member_id, epoch = request.group_id, request.member_id, request.share_session_epoch
     if not group_id or not member_id:
         return error(ErrorCode.INVALID_REQUEST, "GroupId and MemberId must be set.")
+    if not allowed(ctx, Op.READ, RT.GROUP, group_id):  # Kafka: READ on the share group
+        return error(ErrorCode.GROUP_AUTHORIZATION_FAILED, None)
     if epoch == INITIAL_EPOCH:
         return error(ErrorCode.INVALID_SHARE_SESSION_EPOCH,
                      "The share session epoch can't be 0 for ShareAcknowledge.")  # fmt: skip

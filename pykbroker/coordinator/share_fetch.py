@@ -332,18 +332,19 @@ class SharePartitionManager:
         if region is None:
             return None, []
         data = region.read()
-        aborted = {}
-        if committed:
-            aborted = dict(part.aborted_transactions(offset, region))
+        # Aborted transactions (read_committed): from its first offset until its producer's
+        # marker, a producer's transactional batches are skipped, as a consumer would.
+        aborted = sorted((first, pid) for pid, first in part.aborted_transactions(offset, region)) if committed else []  # fmt: skip
         batches, ends = [], []
-        open_aborted: set[int] = set()
+        active: set[int] = set()
         for pos, header in rb.scan_batches(data):
+            while aborted and aborted[0][0] <= header.base_offset:
+                active.add(aborted.pop(0)[1])
             pid = header.producer_id
             skip = header.is_control
             if header.is_control:
-                open_aborted.discard(pid)
-            elif header.is_transactional and pid in aborted and header.base_offset >= aborted[pid]:
-                open_aborted.add(pid)
+                active.discard(pid)
+            elif header.is_transactional and pid in active:
                 skip = True
             batches.append((header.base_offset, header.last_offset, skip))
             ends.append(pos + header.size)

@@ -30,6 +30,7 @@ from pykbroker.config import (
     parse_topic_configs,
     warn_deprecated_topic_configs,
 )
+from pykbroker.fetch_session import FetchSessionCache
 from pykbroker.handlers import REGISTRY
 from pykbroker.metrics import Metrics
 from pykbroker.quota import QuotaManagers
@@ -117,6 +118,9 @@ class Broker:
         self.config = config
         self.node_id = config.node_id
         self.metrics = Metrics()
+        self.fetch_sessions = FetchSessionCache(
+            config.get("max.incremental.fetch.session.cache.slots")
+        )
         self.metrics_server = None  # pykbroker.metrics.MetricsServer when metrics.port is set
         self.console = None  # pykbroker.console.ConsoleServer when console.port is set
         self.registry = REGISTRY

@@ -230,6 +230,7 @@ class BrokerCollector:
 
         yield from self._partitions()
         yield from self._groups()
+        yield from _fetch_sessions(broker.fetch_sessions)
 
         connections = GaugeMetricFamily(
             "kafka_server_socket_connection_count", "Open client connections."
@@ -440,3 +441,22 @@ class MetricsServer:
             log.exception("metrics_request_failed")
         finally:
             writer.close()
+
+
+def _fetch_sessions(cache):
+    """Kafka's kafka.server:type=FetchSessionCache MBeans (KIP-227)."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    for family, name, doc, value in (
+        (GaugeMetricFamily, "kafka_server_fetch_session_cache_num_incremental_fetch_sessions",
+         "Incremental fetch sessions kept.", len(cache.sessions)),
+        (GaugeMetricFamily,
+         "kafka_server_fetch_session_cache_num_incremental_fetch_partitions_cached",
+         "Partitions held by all incremental fetch sessions.", cache.num_partitions),
+        (CounterMetricFamily,
+         "kafka_server_fetch_session_cache_incremental_fetch_session_evictions",
+         "Sessions evicted to make room for new ones.", cache.evictions),
+    ):  # fmt: skip
+        metric = family(name, doc)
+        metric.add_metric([], value)
+        yield metric

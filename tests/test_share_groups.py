@@ -37,17 +37,21 @@ ACCEPT, RELEASE, REJECT = 1, 2, 3  # AcknowledgeType on the wire
 def setup_topic(bootstrap: str, topic: str, values: list[bytes], group: str, **group_configs):
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=30)
-    configs = {"share.auto.offset.reset": "earliest", **group_configs}
-    resource = ConfigResource(ConfigResource.Type.GROUP, group, incremental_configs=[
-        ConfigEntry(k, str(v), incremental_operation=AlterConfigOpType.SET)
-        for k, v in configs.items()
-    ])  # fmt: skip
-    admin.incremental_alter_configs([resource])[resource].result(timeout=30)
+    set_group_configs(bootstrap, group, **{"share.auto.offset.reset": "earliest", **group_configs})
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     for v in values:
         producer.produce(topic, v)
         producer.poll(0)
     assert producer.flush(30) == 0
+
+
+def set_group_configs(bootstrap: str, group: str, **configs) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    resource = ConfigResource(ConfigResource.Type.GROUP, group, incremental_configs=[
+        ConfigEntry(k, str(v), incremental_operation=AlterConfigOpType.SET)
+        for k, v in configs.items()
+    ])  # fmt: skip
+    admin.incremental_alter_configs([resource])[resource].result(timeout=30)
 
 
 def share_consumer(bootstrap: str, group: str, topic: str, **extra) -> ShareConsumer:

@@ -12,7 +12,6 @@ from helpers import RawClient
 from storage_helpers import wait_for
 from test_transactions import read_all
 from test_transactions_protocol import FAST, Txn, create, describe, fetch, values_of
-from wire import partition_response, produce_body, values_batch
 
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode
@@ -38,16 +37,7 @@ class TxnV2(Txn):
 
     def produce(self, topic: str, partition: int, values: list[bytes], epoch: int | None = None,
                 txn_id: str | None = "same", version: int = 12):  # fmt: skip
-        seq = self.seq.get((topic, partition), 0)
-        batch = values_batch(values, producer_id=self.pid,
-                             producer_epoch=self.epoch if epoch is None else epoch,
-                             base_sequence=seq, transactional=True)  # fmt: skip
-        body = produce_body(topic, batch, partition,
-                            transactional_id=self.txn_id if txn_id == "same" else txn_id)  # fmt: skip
-        r = partition_response(self.c.request(ApiKey.PRODUCE, version, body))
-        if r.error_code == 0:
-            self.seq[(topic, partition)] = seq + len(values)
-        return r
+        return super().produce(topic, partition, values, epoch, txn_id, version)
 
     def end_v5(self, commit: bool, epoch: int | None = None):
         """EndTxn v5; on success the producer goes on with the answered id and epoch, its

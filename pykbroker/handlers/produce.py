@@ -85,14 +85,14 @@ def _verification_needed(broker, request) -> bool:
     )
 
 
-def _remote_verifications(broker, request) -> dict:
-    """Partitions whose transactional batch must be checked with a coordinator on another
-    broker: {(topic, partition): (producer id, epoch)}."""
-    from .txn import verify_locally
-
+def _new_in_txn(broker, request, denied: dict | None = None):
+    """(topic-partition, batch header) of each transactional batch for a partition this broker
+    leads (and the authorizer let through) whose producer has no transaction open there at
+    this epoch: the ones to verify with, or (transactions v2) add to, the coordinator."""
     rm = broker.replica_manager
-    out = {}
     for topic in request.topics:
+        if denied and topic.name in denied:
+            continue
         for p in topic.partitions:
             if not _is_transactional(p.records):
                 continue
@@ -100,13 +100,21 @@ def _remote_verifications(broker, request) -> dict:
             if part is None or not part.is_leader:
                 continue
             header = rb.read_header(p.records)
-            if _in_ongoing_txn(part, header):
-                continue
-            tp = (topic.name, p.index)
-            found = verify_locally(broker, request.transactional_id, header.producer_id,
-                                   header.producer_epoch, {tp})  # fmt: skip
-            if found is None:
-                out[tp] = (header.producer_id, header.producer_epoch)
+            if not _in_ongoing_txn(part, header):
+                yield (topic.name, p.index), header
+
+
+def _remote_verifications(broker, request) -> dict:
+    """Partitions whose transactional batch must be checked with a coordinator on another
+    broker: {(topic, partition): (producer id, epoch)}."""
+    from .txn import verify_locally
+
+    out = {}
+    for tp, header in _new_in_txn(broker, request):
+        found = verify_locally(broker, request.transactional_id, header.producer_id,
+                               header.producer_epoch, {tp})  # fmt: skip
+        if found is None:
+            out[tp] = (header.producer_id, header.producer_epoch)
     return out
 
 
@@ -191,26 +199,10 @@ def handle_produce(ctx, request: ProduceRequestData):
 
 
 def _partitions_to_add(broker, request, denied: dict | None) -> dict:
-    """Transactional batches of partitions this broker leads whose producer has no transaction
-    open there at this epoch (and the authorizer let through): {(topic, partition): (producer
-    id, epoch)}."""
+    """Transactions v2: {(topic, partition): (producer id, epoch)} to add for the producer."""
     if getattr(broker, "transaction_coordinator", None) is None:
         return {}
-    rm = broker.replica_manager
-    out = {}
-    for topic in request.topics:
-        if denied and topic.name in denied:
-            continue
-        for p in topic.partitions:
-            if not _is_transactional(p.records):
-                continue
-            part = rm.partitions.get((topic.name, p.index))
-            if part is None or not part.is_leader:
-                continue
-            header = rb.read_header(p.records)
-            if not _in_ongoing_txn(part, header):
-                out[(topic.name, p.index)] = (header.producer_id, header.producer_epoch)
-    return out
+    return {tp: (h.producer_id, h.producer_epoch) for tp, h in _new_in_txn(broker, request, denied)}
 
 
 async def _add_then_produce(ctx, request, pending: dict, denied: dict | None):

@@ -271,6 +271,7 @@ def test_thousand_partitions_kafka_python_and_confluent(make_broker):
     sessions."""
     b = make_broker({"num.partitions": "1"})
     c = RawClient(b.port)
+    c.sock.settimeout(120)  # 1,000 partition directories take a while on a loaded machine
     topic = "wide"
     n = 1000
     try:

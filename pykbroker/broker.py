@@ -52,9 +52,10 @@ _LOGS_PER_TURN = 16  # partition logs opened per event-loop turn by open_partiti
 _SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SHUTDOWN_TIMEOUT_S = 30  # longest a SIGTERM/SIGINT shutdown may take
-# Requests no request quota applies to (Kafka's ClientRequestQuotaManager exempts ApiVersions
-# and the APIs brokers send each other; those, here, are the follower fetches).
-_QUOTA_EXEMPT = frozenset({ApiKey.API_VERSIONS})
+# Requests no request quota applies to: Kafka serves ApiVersions and the SASL exchange before
+# (or outside) its quota checks, and exempts the APIs brokers send each other (here the
+# follower fetch, which the Fetch handler exempts itself).
+_QUOTA_EXEMPT = frozenset({ApiKey.API_VERSIONS, ApiKey.SASL_HANDSHAKE, ApiKey.SASL_AUTHENTICATE})
 
 
 @dataclass(slots=True)
@@ -217,6 +218,7 @@ class Broker:
         await start_coordinators(self)
         self.background.append(loop.create_task(self._flush_loop()))
         self.background.append(loop.create_task(self._idle_connection_reaper()))
+        self.background.append(loop.create_task(self.quotas.expire_sensors_loop()))
         if self.config.get("metrics.port") is not None:
             from pykbroker.metrics import MetricsServer
 

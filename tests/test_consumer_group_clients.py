@@ -223,10 +223,8 @@ def test_classic_and_consumer_members_in_one_group(make_broker):
                             "CURRENT-EPOCH", "CURRENT-ASSIGNMENT", "TARGET-EPOCH",
                             "TARGET-ASSIGNMENT"]  # fmt: skip
         assert sorted(row[1] for row in lines[1:]) == sorted(m.member_id for m in d.members)
-        assert (
-            sorted(row[3] for row in lines[1:]) == sorted(["kafka-python-3.0.12", "rdkafka"])
-            or len(lines) == 3
-        )
+        clients = sorted(row[3] for row in lines[1:])
+        assert clients[0].startswith("kafka-python") and clients[1] == "rdkafka"
         out = tool("kafka-consumer-groups", "--bootstrap-server", "localhost:9092",
                    "--describe", "--group", "mix", "--state", "--verbose", port=broker.port)  # fmt: skip
         header, row = (ln.split() for ln in out.stdout.strip().splitlines())

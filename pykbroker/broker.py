@@ -33,6 +33,12 @@ from pykbroker.config import (
 from pykbroker.handlers import REGISTRY
 from pykbroker.metrics import Metrics
 from pykbroker.quota import QuotaManagers
+from pykbroker.quota.connections import (
+    Acceptor,
+    ConnectionQuotas,
+    limits_configured,
+    listening_socket,
+)
 from pykbroker.quota.store import LocalQuotaStore, ZkQuotaStore
 from pykbroker.security.listener import listener_security
 from pykbroker.security.principal import KafkaPrincipal, Session
@@ -121,6 +127,8 @@ class Broker:
         self.request_pool = MemoryPool(queued) if queued > 0 else None
         self._memory_waiters: deque[Connection] = deque()
         self.quotas = QuotaManagers(config)
+        self.connection_quotas: ConnectionQuotas | None = None  # when limits are configured
+        self.acceptors: list[Acceptor] = []
         self.quota_store: LocalQuotaStore | ZkQuotaStore | None = None
         self.servers: list[asyncio.base_events.Server] = []
         self.bound: list[tuple[str, int]] = []  # (host, port) actually listening
@@ -151,13 +159,24 @@ class Broker:
         self.log_manager.failure_channel.loop = loop
         listeners = self.config.listeners
         securities = [listener_security(self, name.upper()) for name, _, _ in listeners]
+        if limits_configured(self.config):
+            self.connection_quotas = ConnectionQuotas(
+                self.config, [s.name for s in securities], self.config.inter_broker_listener_name()
+            )
         for (_, host, port), security in zip(listeners, securities, strict=True):
-            server = await loop.create_server(
-                lambda s=security: Connection(self).on_listener(s.name, s),
-                host or None, port, reuse_address=True, backlog=1024,
-            )  # fmt: skip
-            self.servers.append(server)
-            sockname = server.sockets[0].getsockname()
+            factory = lambda s=security: Connection(self).on_listener(s.name, s)  # noqa: E731
+            if self.connection_quotas is not None:  # our own accept loop, Kafka's Acceptor
+                sock = listening_socket(host, port)
+                acceptor = Acceptor(self, security.name, sock, factory)
+                acceptor.start()
+                self.acceptors.append(acceptor)
+                sockname = sock.getsockname()
+            else:
+                server = await loop.create_server(
+                    factory, host or None, port, reuse_address=True, backlog=1024
+                )
+                self.servers.append(server)
+                sockname = server.sockets[0].getsockname()
             self.bound.append((host or sockname[0], sockname[1]))
         # Each listener's advertised address; other brokers use the inter-broker listener's.
         endpoints = self.config.advertised_endpoints(self.bound)
@@ -227,6 +246,8 @@ class Broker:
             await controlled_shutdown(self)  # leadership moves while clients can still reach us
         for server in self.servers:
             server.close()
+        for acceptor in self.acceptors:
+            acceptor.close()
         if self.metrics_server is not None:
             await self.metrics_server.stop()
         if self.console is not None:
@@ -264,9 +285,25 @@ class Broker:
         self.connections.discard(conn)
         if self.share_partitions is not None:
             self.share_partitions.connection_closed(conn)  # its share sessions end
+        if conn.counted is not None:
+            self.connection_quotas.dec(*conn.counted)
+            conn.counted = None
+
+    def close_least_recently_used(self, protected: str) -> None:
+        """The inter-broker listener took a connection past max.connections: close the least
+        recently active connection of another listener (Kafka's closeExcessConnections)."""
+        others = [c for c in self.connections if c.listener != protected and not c.closed]
+        if others:
+            victim = min(others, key=lambda c: c.last_active)
+            log.info("connection_closed_over_limit", peer=victim.peer, listener=victim.listener,
+                     max_connections=self.connection_quotas.max_connections)  # fmt: skip
+            victim.closed = True
+            victim.transport.close()
 
     def client_quotas_changed(self) -> None:
         self.quotas.set_configs(self.quota_store.configs)
+        if self.connection_quotas is not None:
+            self.connection_quotas.set_ip_quotas(self.quota_store.configs)
 
     def wait_for_request_memory(self, conn: Connection) -> None:
         if not self._memory_waiters:  # once per episode, not per connection

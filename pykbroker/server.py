@@ -52,6 +52,8 @@ _WRITE_HIGH_WATER = 4 * 1024 * 1024
 
 
 class Connection(asyncio.BufferedProtocol):
+    counted: tuple[str, str] | None = None  # (listener, ip) while counted by connection limits
+
     def __init__(self, broker: Broker):
         self.broker = broker
         self.reader = FrameReader(

@@ -260,6 +260,36 @@ def test_without_acls_every_api_refuses_with_kafkas_code(make_broker, tmp_path):
             "resource_type_filter": 1, "pattern_type_filter": 1, "operation": 1,
             "permission_type": 1}]})  # fmt: skip
         assert r.filter_results[0].error_code == CLUSTER_DENIED
+        r = c.request(
+            ApiKey.ELECT_LEADERS,
+            2,
+            {
+                "election_type": 0,
+                "topic_partitions": [{"topic": "secret", "partitions": [0]}],
+                "timeout_ms": 5000,
+            },
+        )
+        assert r.error_code == CLUSTER_DENIED
+        assert r.replica_election_results[0].partition_result[0].error_code == CLUSTER_DENIED
+        r = c.request(
+            ApiKey.ALTER_PARTITION_REASSIGNMENTS,
+            0,
+            {
+                "timeout_ms": 5000,
+                "topics": [
+                    {"name": "secret", "partitions": [{"partition_index": 0, "replicas": [1]}]}
+                ],
+            },
+        )
+        assert r.error_code == CLUSTER_DENIED
+        r = c.request(ApiKey.LIST_PARTITION_REASSIGNMENTS, 0, {"timeout_ms": 5000, "topics": None})
+        assert r.error_code == CLUSTER_DENIED
+        r = c.request(ApiKey.DESCRIBE_CLIENT_QUOTAS, 1, {"components": [], "strict": False})
+        assert r.error_code == CLUSTER_DENIED
+        r = c.request(ApiKey.ALTER_CLIENT_QUOTAS, 1, {"entries": [{
+            "entity": [{"entity_type": "user", "entity_name": "bob"}],
+            "ops": [{"key": "producer_byte_rate", "value": 1024.0, "remove": False}]}]})  # fmt: skip
+        assert r.entries[0].error_code == CLUSTER_DENIED
         # The cluster as a whole stays describable, without operations.
         r = c.request(ApiKey.DESCRIBE_CLUSTER, 1, {"include_cluster_authorized_operations": True})
         assert r.error_code == 0 and r.authorized_operations == set()

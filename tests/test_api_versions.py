@@ -49,7 +49,8 @@ KAFKA_41 = {
     46: (0, 0), 47: (0, 0), 48: (0, 1), 49: (0, 1), 50: (0, 0), 51: (0, 0), 57: (0, 2),
     60: (0, 2), 61: (0, 0), 65: (0, 0), 66: (0, 2), 68: (0, 1), 69: (0, 1), 71: (0, 0),
     72: (0, 0), 74: (0, 1), 75: (0, 0), 76: (1, 1), 77: (1, 1), 78: (1, 1), 79: (1, 1),
-    90: (0, 0), 91: (0, 0), 92: (0, 0),
+    83: (0, 0), 84: (0, 0), 85: (0, 0), 86: (0, 0), 87: (0, 0), 90: (0, 0), 91: (0, 0),
+    92: (0, 0),
 }  # fmt: skip
 
 # Issue 14's APIs: each must be served at exactly Kafka 4.1's versions.
@@ -65,7 +66,6 @@ PENDING = {
     ApiKey.FIND_COORDINATOR: "proto",
     ApiKey.DESCRIBE_GROUPS: "proto",
     ApiKey.LIST_GROUPS: "proto",
-    57: "proto",  # UpdateFeatures
     ApiKey.DESCRIBE_CLUSTER: "proto",
     ApiKey.DESCRIBE_PRODUCERS: "proto",
     ApiKey.LIST_TRANSACTIONS: "proto",

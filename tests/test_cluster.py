@@ -14,12 +14,15 @@ import threading
 
 import pytest
 from cluster_helpers import Cluster, wait_until
+from helpers import RawClient
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import NotEnoughReplicasError, TopicAlreadyExistsError
 from kazoo.client import KazooClient
 from kazoo.exceptions import NodeExistsError
 from zookeeper_server import zookeeper_missing
+
+from protocol.apis import ApiKey
 
 missing = zookeeper_missing()
 if missing:
@@ -536,3 +539,52 @@ def test_topic_znode_without_topic_id_keeps_its_logs(cluster):
     assert [v for _, _, v in seen] == [f"v{i}".encode() for i in range(10)]
     for i in cluster.brokers:
         assert os.path.isdir(os.path.join(cluster.brokers[i].data_dir, "legacy_id-0"))
+
+
+def test_finalized_features_live_in_zookeeper(cluster):
+    """Feature levels are kept in /feature as Kafka's ZooKeeper mode keeps them (FeatureZNode
+    version 2: max levels, status 1 = enabled), its znode version the epoch; a change made
+    through one broker is advertised by all."""
+
+    def levels(node_id: int) -> tuple[int, dict[str, int]]:
+        c = RawClient(cluster.brokers[node_id].port)
+        try:
+            r = c.request(ApiKey.API_VERSIONS, 4, {"client_software_name": "t",
+                                                   "client_software_version": "1"})  # fmt: skip
+        finally:
+            c.close()
+        return r.finalized_features_epoch, {
+            f.name: f.max_version_level for f in r.finalized_features
+        }
+
+    zk = KazooClient(hosts=f"{cluster.zk.connect}/pykbroker")
+    zk.start()
+    try:
+        data, stat = zk.get("/feature")
+        assert json.loads(data) == {"version": 2, "status": 1, "features": {
+            "group.version": {"max_version_level": 1},
+            "transaction.version": {"max_version_level": 2}}}  # fmt: skip
+        first = next(iter(cluster.brokers))
+        r = subprocess.run(
+            [os.path.join(os.path.dirname(sys.executable), "kafka-features"), "--bootstrap-server",
+             cluster.brokers[first].bootstrap_servers, "upgrade", "--feature", "share.version=1"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert (r.returncode, r.stdout) == (0, "share.version was upgraded to 1.\n")
+        want = (
+            stat.version + 1,
+            {"group.version": 1, "share.version": 1, "transaction.version": 2},
+        )
+        for node_id in cluster.brokers:
+            wait_until(lambda n=node_id: levels(n) == want, what=f"broker {node_id}'s features")
+        assert json.loads(zk.get("/feature")[0])["features"]["share.version"] == {
+            "max_version_level": 1}  # fmt: skip
+        r = subprocess.run(
+            [os.path.join(os.path.dirname(sys.executable), "kafka-features"), "--bootstrap-server",
+             cluster.bootstrap(), "disable", "--feature", "share.version"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert (r.returncode, r.stdout) == (0, "share.version was disabled.\n")
+    finally:
+        zk.stop()
+        zk.close()

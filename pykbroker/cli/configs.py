@@ -24,7 +24,7 @@ DESCRIPTION = (
 )
 ENTITY_TYPES = ("broker-loggers", "topics", "clients", "users", "brokers", "ips",
                 "client-metrics", "groups")  # fmt: skip
-SUPPORTED_TYPES = ("topics", "brokers", "broker-loggers")
+SUPPORTED_TYPES = ("topics", "brokers", "broker-loggers", "users", "clients", "ips")
 RESOURCE_TYPES = {"topics": 2, "brokers": 4, "broker-loggers": 8}
 # ConfigEntry.ConfigSource names, by wire id
 SOURCES = {0: "UNKNOWN", 1: "DYNAMIC_TOPIC_CONFIG", 2: "DYNAMIC_BROKER_CONFIG",
@@ -97,6 +97,15 @@ def build_parser() -> ToolParser:
     )
     p.add_argument("--broker-logger", metavar="<String>",
                    help="The broker's ID for its logger config.")  # fmt: skip
+    p.add_argument("--user", metavar="<String>", help="The user's principal name.")
+    p.add_argument("--user-defaults", action="store_true",
+                   help="The config defaults for all users.")  # fmt: skip
+    p.add_argument("--client", metavar="<String>", help="The client's ID.")
+    p.add_argument("--client-defaults", action="store_true",
+                   help="The config defaults for all clients.")  # fmt: skip
+    p.add_argument("--ip", metavar="<String>", help="The IP address.")
+    p.add_argument("--ip-defaults", action="store_true",
+                   help="The config defaults for all IPs.")  # fmt: skip
     return p
 
 
@@ -107,14 +116,17 @@ def entities(args) -> tuple[list[str], list[str]]:
     if args.entity_default:
         names.append("")
     shortcuts = [(args.topic, "topics"), (args.broker, "brokers"),
-                 (args.broker_logger, "broker-loggers")]  # fmt: skip
+                 (args.broker_logger, "broker-loggers"), (args.user, "users"),
+                 (args.client, "clients"), (args.ip, "ips")]  # fmt: skip
     for value, kind in shortcuts:
         if value is not None:
             types.append(kind)
             names.append(value)
-    if args.broker_defaults:
-        types.append("brokers")
-        names.append("")
+    for flag, kind in ((args.broker_defaults, "brokers"), (args.user_defaults, "users"),
+                       (args.client_defaults, "clients"), (args.ip_defaults, "ips")):  # fmt: skip
+        if flag:
+            types.append(kind)
+            names.append("")
     return types, names
 
 
@@ -151,7 +163,9 @@ def check_args(args) -> None:
     if len(types) > 1 and set(types) != {"users", "clients"}:
         raise CommandError("Only 'users' and 'clients' entity types may be specified together")
     explicit = args.entity_name or args.entity_type or args.entity_default
-    if explicit and (args.topic or args.broker or args.broker_logger or args.broker_defaults):
+    specific = (args.topic, args.broker, args.broker_logger, args.broker_defaults, args.user,
+                args.user_defaults, args.client, args.client_defaults, args.ip, args.ip_defaults)  # fmt: skip
+    if explicit and any(x for x in specific if x not in (None, False)):
         raise CommandError(
             "--entity-{type,name,default} should not be used in conjunction with specific entity "
             "flags"
@@ -296,11 +310,17 @@ def _java(value) -> str:
     return "null" if value is None else str(value)
 
 
-def alter(admin, args, entity_type: str, name: str) -> None:
+def alter(admin, args, entity_type: str, name: str, types=None, names=None) -> None:
     from kafka.protocol.admin import IncrementalAlterConfigsRequest
 
     to_add = parse_configs_to_add(args)
     to_delete = parse_configs_to_delete(args)
+    if entity_type in ("users", "clients", "ips"):
+        from .quotas import alter_client_entity
+
+        alter_client_entity(admin, types, names, to_add, to_delete)
+        _completed(entity_type, name)
+        return
     current = {c.name for c in resource_configs(admin, entity_type, name, False, False)}
     invalid = [k for k in to_delete if k not in current]
     if invalid:
@@ -311,6 +331,10 @@ def alter(admin, args, entity_type: str, name: str) -> None:
     )
     for response in common.send(admin, request, node_id=target_node(entity_type, name)).responses:
         common.check(response.error_code, response.error_message)
+    _completed(entity_type, name)
+
+
+def _completed(entity_type: str, name: str) -> None:
     if name:
         print(f"Completed updating config for {entity_type[:-1]} {name}.")
     else:
@@ -336,7 +360,11 @@ def run(argv: list[str]) -> int:
     )
     try:
         if args.alter:
-            alter(admin, args, types[0], names[0])
+            alter(admin, args, types[0], names[0], types, names)
+        elif types[0] in ("users", "clients", "ips"):
+            from .quotas import describe_client_entities
+
+            describe_client_entities(admin, types, names)
         else:
             describe(admin, args, types[0], names)
     finally:

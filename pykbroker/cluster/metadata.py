@@ -14,6 +14,7 @@ import json
 import os
 import re
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ import structlog
 
 from protocol.errors import ErrorCode, KafkaError
 from pykbroker.config import ConfigError, parse_topic_configs
+from pykbroker.features import default_levels
 from pykbroker.storage.files import atomic_write
 
 log = structlog.get_logger(__name__)
@@ -134,6 +136,16 @@ class MetadataBase:
     # (the name unsanitized; Kafka's "<default>" for the default entity).
     entity_configs: dict[str, dict[str, dict[str, str]]]
 
+    # Finalized feature levels (pykbroker/features.py), and their epoch: it grows with every
+    # change, so clients can tell newer from older (ApiVersions' FinalizedFeaturesEpoch).
+    features: dict[str, int]
+    features_epoch: int = -1
+
+    def update_features(self, change) -> Awaitable[None] | None:
+        """Finalized levels := change(current levels) (which may raise KafkaError), stored;
+        an awaitable of the write where it is not done at once."""
+        raise NotImplementedError
+
     def broker_configs(self, entity: str) -> dict[str, str]:
         return dict(self.dynamic_configs.get(entity, {}))
 
@@ -144,9 +156,9 @@ class MetadataBase:
     def entities(self, entity_type: str) -> dict[str, dict[str, str]]:
         return self.entity_configs.get(entity_type, {})
 
-    def set_entity_configs(self, entity_type: str, name: str, configs: dict[str, str]):
-        """Replace an entity's configs (an empty dict removes it). Returns an awaitable of the
-        write when it is made in the background (ZooKeeper), else None."""
+    def alter_entity_configs(self, entity_type: str, name: str, changes: dict[str, str | None]):
+        """Set (None: remove) some of an entity's keys, keeping the others. Returns an
+        awaitable of the write when it is made in the background (ZooKeeper), else None."""
         raise NotImplementedError
 
     @contextlib.contextmanager
@@ -301,7 +313,13 @@ class LocalMetadata(MetadataBase):
         self._next_producer_id = 0
         self._producer_id_block_end = 0
         self.cluster_id = load_meta_properties(data_dir, node_id, cluster_id)
+        self.features: dict[str, int] | None = None
+        self.features_epoch = 0
         self._load_topics()
+        if self.features is None:  # a new cluster (or one from before features): 4.1's defaults
+            self.features = default_levels()
+            with contextlib.suppress(KafkaError):  # a full disk: written with the next change
+                self._save()
 
     # --- persistence ------------------------------------------------------------------------
 
@@ -314,6 +332,8 @@ class LocalMetadata(MetadataBase):
         self.dynamic_configs = state.get("broker_configs", {})
         self.client_quotas = state.get("client_quotas", {})
         self.entity_configs = state.get("entity_configs", {})
+        self.features = state.get("features")
+        self.features_epoch = state.get("features_epoch", 0)
         # Never hand out an id from a block that may have been used before a crash.
         self._next_producer_id = self._producer_id_block_end
         for t in state["topics"]:
@@ -355,6 +375,8 @@ class LocalMetadata(MetadataBase):
             "broker_configs": self.dynamic_configs,
             "client_quotas": self.client_quotas,
             "entity_configs": self.entity_configs,
+            "features": self.features,
+            "features_epoch": self.features_epoch,
         }
         # One topic per line, each through json's C encoder (indent= would select the pure-Python
         # one, seconds for thousands of partitions, on every topic change).
@@ -439,6 +461,15 @@ class LocalMetadata(MetadataBase):
         self.dynamic_configs[entity] = dict(configs)
         self._save()
 
+    def update_features(self, change) -> None:
+        old, old_epoch = self.features, self.features_epoch
+        self.features, self.features_epoch = change(dict(old)), old_epoch + 1
+
+        def undo() -> None:
+            self.features, self.features_epoch = old, old_epoch
+
+        self._save_or_undo(undo)
+
     def set_client_quotas(self, changes: dict[str, dict[str, str]]) -> None:
         """Replace the quota configs of entities (by Kafka's entity path; {} removes them)."""
         before = {path: self.client_quotas.get(path) for path in changes}
@@ -457,11 +488,19 @@ class LocalMetadata(MetadataBase):
 
         self._save_or_undo(undo)
 
-    def set_entity_configs(self, entity_type: str, name: str, configs: dict[str, str]) -> None:
+    def alter_entity_configs(
+        self, entity_type: str, name: str, changes: dict[str, str | None]
+    ) -> None:
         entities = self.entity_configs.setdefault(entity_type, {})
         old = entities.get(name)
-        if configs:
-            entities[name] = dict(configs)
+        merged = dict(old or {})
+        for key, value in changes.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        if merged:
+            entities[name] = merged
         else:
             entities.pop(name, None)
 

@@ -75,6 +75,7 @@ DELETE_TOPICS = "/admin/delete_topics"
 REASSIGN_PARTITIONS = "/admin/reassign_partitions"
 PREFERRED_REPLICA_ELECTION = "/admin/preferred_replica_election"
 PRODUCER_ID_BLOCK = "/latest_producer_id_block"
+FEATURE = "/feature"  # the finalized feature levels (Kafka's FeatureZNode); its version: the epoch
 PERSISTENT_PATHS = (
     BROKER_IDS,
     BROKER_TOPICS,
@@ -265,6 +266,18 @@ def decode_state(data: bytes) -> tuple[int, int, list[int], int]:
     """(leader, leader_epoch, isr, controller_epoch)."""
     d = _loads(data)
     return d["leader"], d["leader_epoch"], list(d["isr"]), d.get("controller_epoch", 0)
+
+
+def encode_features(levels: dict[str, int]) -> bytes:
+    """Kafka's FeatureZNode (version 2, status 1 = enabled)."""
+    features = {name: {"max_version_level": lvl} for name, lvl in sorted(levels.items())}
+    return json.dumps({"version": 2, "status": 1, "features": features}).encode()
+
+
+def decode_features(data: bytes | None) -> dict[str, int]:
+    d = json.loads(data) if data else {}
+    return {name: int(f["max_version_level"]) for name, f in d.get("features", {}).items()
+            if int(f["max_version_level"]) > 0}  # fmt: skip
 
 
 def encode_config(configs: dict[str, str]) -> bytes:

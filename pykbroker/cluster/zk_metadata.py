@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 
 from protocol.errors import ErrorCode, KafkaError
+from pykbroker.features import default_levels
 
 from . import zk as Z
 from .metadata import (
@@ -85,6 +86,8 @@ class ZkMetadata(MetadataBase):
         self.on_controller_change: Callable[[int], None] | None = None
         self.on_broker_configs: Callable[[], None] | None = None  # the broker re-applies them
         self.dynamic_configs: dict[str, dict[str, str]] = {}
+        self.features: dict[str, int] = {}
+        self.features_epoch = -1  # until /feature is read
         self.entity_configs: dict[str, dict[str, dict[str, str]]] = {t: {} for t in Z.ENTITY_TYPES}
         self.on_entity_configs: Callable[[str, str], None] | None = None  # (type, name) changed
 
@@ -103,6 +106,7 @@ class ZkMetadata(MetadataBase):
         await self._read_delete_requests()
         await self._read_topics()
         await self._read_controller()
+        await self._read_features()
         await self._allocate_producer_id_block(prefetch=False)
 
     async def _cluster_id(self) -> str:
@@ -294,28 +298,43 @@ class ZkMetadata(MetadataBase):
             "set_broker_configs",
         )
 
-    def set_entity_configs(self, entity_type: str, name: str, configs: dict[str, str]):
-        """Cache at once; the returned future is the ZooKeeper write (answer after it)."""
-        entities = self.entity_configs[entity_type]
-        if configs:
-            entities[name] = dict(configs)
+    def alter_entity_configs(self, entity_type: str, name: str, changes: dict[str, str | None]):
+        """Set (or with None remove) some keys of /config/<type>/<name>, keeping the others
+        (a user's znode holds quotas and SCRAM credentials, each written by its own code):
+        read-modify-write on the znode's version, then Kafka's change notification. Cached at
+        once; the returned future is the write (answer after it)."""
+        cached = self.entity_configs[entity_type]
+        merged = _merged(cached.get(name, {}), changes)
+        if merged:
+            cached[name] = merged
         else:
-            entities.pop(name, None)
+            cached.pop(name, None)
         path = Z.entity_config_path(entity_type, name)
 
         async def write() -> None:
             try:
-                if configs:
-                    await self._set_or_create(path, Z.encode_config(dict(configs)))
-                else:
+                while True:
                     try:
-                        await self.zk.delete(path)
+                        data, stat = await self.zk.get(path)
+                        current, version = Z.decode_config(data), stat.version
                     except Z.NoNodeError:
-                        pass
+                        current, version = {}, None
+                    data = Z.encode_config(_merged(current, changes))
+                    try:
+                        if version is None:
+                            await self.zk.create(path, data, makepath=True)
+                        else:
+                            await self.zk.set(path, data, version)
+                        break
+                    except (Z.BadVersionError, Z.NodeExistsError, Z.NoNodeError):
+                        continue  # changed under us: read again
+                notice = {"version": 2, "entity_path": f"{entity_type}/{Z.sanitize(name)}"}
+                await self.zk.create(f"{Z.CONFIG_CHANGES}/config_change_",
+                                     json.dumps(notice).encode(), sequence=True)  # fmt: skip
             finally:
                 await self._read_entity(entity_type, name)  # what ZooKeeper holds
 
-        return self._spawn(write(), "set_entity_configs")
+        return self._spawn(write(), "alter_entity_configs")
 
     def add_partitions(self, name: str, assignment: list[list[int]]) -> None:
         info = self.topics[name]
@@ -342,6 +361,38 @@ class ZkMetadata(MetadataBase):
                 ) from None
 
         self._track(name, self._spawn(write(), "add_partitions"))
+
+    async def _read_features(self) -> None:
+        """/feature, watched; the first broker of a new cluster writes 4.1's defaults."""
+        w = self._watch(Z.FEATURE, self._read_features)
+        try:
+            data, stat = await self.zk.get(Z.FEATURE, watch=w)
+        except Z.NoNodeError:
+            try:
+                await self.zk.create(Z.FEATURE, Z.encode_features(default_levels()))
+            except Z.NodeExistsError:
+                pass
+            return await self._read_features()
+        if stat.version >= self.features_epoch:
+            self.features, self.features_epoch = Z.decode_features(data), stat.version
+
+    def update_features(self, change) -> Awaitable[None]:
+        """A conditional write of /feature at the version last read; on a conflict the levels
+        are read again and `change` applied to them anew."""
+
+        async def write() -> None:
+            while True:
+                new = change(dict(self.features))
+                try:
+                    stat = await self.zk.set(Z.FEATURE, Z.encode_features(new), self.features_epoch)
+                except Z.BadVersionError:
+                    await self._read_features()
+                    continue
+                if stat.version > self.features_epoch:
+                    self.features, self.features_epoch = new, stat.version
+                return
+
+        return self._spawn(write(), "update_features")
 
     def update_isr(
         self, topic: str, index: int, state: PartitionState, isr: list[int]
@@ -721,6 +772,16 @@ class ZkMetadata(MetadataBase):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _merged(configs: dict[str, str], changes: dict[str, str | None]) -> dict[str, str]:
+    out = dict(configs)
+    for key, value in changes.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
 
 
 def _resolver(fut: asyncio.Future) -> Callable[[Any], None]:

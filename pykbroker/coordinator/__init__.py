@@ -19,10 +19,12 @@ async def start_coordinators(broker: Broker) -> None:
     transaction_coordinator = TransactionCoordinator(broker)
     transaction_coordinator.startup()
     broker.transaction_coordinator = transaction_coordinator
+    from . import group_configs
     from .share_fetch import SharePartitionManager
     from .share_group import ShareGroupCoordinator
     from .share_state import ShareCoordinator
 
+    broker.share_group_configs.update(group_configs.load(broker.log_manager.data_dir))
     broker.share_coordinator = ShareCoordinator(broker)
     broker.share_coordinator.startup()
     broker.share_groups = ShareGroupCoordinator(broker)

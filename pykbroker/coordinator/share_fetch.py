@@ -46,14 +46,6 @@ log = structlog.get_logger(__name__)
 INITIAL_EPOCH, FINAL_EPOCH = 0, -1
 READ_COMMITTED = "read_committed"
 
-# Group configs (IncrementalAlterConfigs on resource type GROUP) a share group reads.
-GROUP_CONFIG_DEFAULTS = {
-    "share.auto.offset.reset": "latest",
-    "share.isolation.level": "read_uncommitted",
-    "share.record.lock.duration.ms": None,  # None: group.share.record.lock.duration.ms
-    "share.session.timeout.ms": None,
-    "share.heartbeat.interval.ms": None,
-}
 
 TP = tuple[str, uuid.UUID, str, int]  # (group, topic id, topic name, partition)
 
@@ -100,12 +92,20 @@ class SharePartitionManager:
     # --- configuration ------------------------------------------------------------------------
 
     def group_config(self, group_id: str, name: str):
-        value = self.group_configs.get(group_id, {}).get(name)
-        return value if value is not None else GROUP_CONFIG_DEFAULTS[name]
+        """A group config's value (IncrementalAlterConfigs on resource type GROUP), else the
+        broker's group.share.* key, else Kafka's default."""
+        from .group_configs import BROKER_DEFAULTS, GROUP_CONFIGS
+
+        key = GROUP_CONFIGS[name]
+        raw = self.group_configs.get(group_id, {}).get(name)
+        if raw is not None:
+            return key.parse(raw)
+        if name in BROKER_DEFAULTS:
+            return self.broker.config.get(BROKER_DEFAULTS[name])
+        return key.default
 
     def lock_duration(self, group_id: str) -> int:
-        value = self.group_config(group_id, "share.record.lock.duration.ms")
-        return int(value) if value is not None else self.lock_ms
+        return int(self.group_config(group_id, "share.record.lock.duration.ms"))
 
     # --- share-partitions ---------------------------------------------------------------------
 

@@ -104,7 +104,7 @@ class ShareGroupCoordinator:
         if member_epoch == LEAVE_EPOCH:
             if group is not None and member_id in group.members:
                 self._remove_member(group, member_id, LEFT)
-            return self._response(member_id, LEAVE_EPOCH, None)
+            return self._response(group_id, member_id, LEAVE_EPOCH, None)
         if group is None:
             if member_epoch != 0:
                 raise KafkaError(ErrorCode.UNKNOWN_MEMBER_ID, f"Member {member_id} is not in group {group_id}.")  # fmt: skip
@@ -134,13 +134,13 @@ class ShareGroupCoordinator:
         if member.sent_assignment != member.assignment:
             member.sent_assignment = dict(member.assignment)
             assignment = member.assignment
-        return self._response(member_id, member.member_epoch, assignment)
+        return self._response(group_id, member_id, member.member_epoch, assignment)
 
-    def _response(self, member_id: str, epoch: int, assignment) -> dict:
+    def _response(self, group_id: str, member_id: str, epoch: int, assignment) -> dict:
         return {
             "throttle_time_ms": 0, "error_code": 0, "error_message": None,
             "member_id": member_id, "member_epoch": epoch,
-            "heartbeat_interval_ms": self.heartbeat_interval_ms,
+            "heartbeat_interval_ms": self._group_config(group_id, "share.heartbeat.interval.ms"),
             "assignment": None if assignment is None else {
                 "topic_partitions": [
                     {"topic_id": tid, "partitions": parts} for tid, parts in assignment.items()
@@ -172,9 +172,16 @@ class ShareGroupCoordinator:
     def _touch(self, group: ShareGroup, member: ShareMember) -> None:
         if member.timer is not None:
             member.timer.cancel()
+        timeout_ms = self._group_config(group.group_id, "share.session.timeout.ms")
         member.timer = self.loop.call_later(
-            self.session_timeout_ms / 1000, self._expire, group.group_id, member.member_id
+            timeout_ms / 1000, self._expire, group.group_id, member.member_id
         )
+
+    def _group_config(self, group_id: str, name: str) -> int:
+        manager = self.broker.share_partitions
+        if manager is None:
+            return self.session_timeout_ms if "session" in name else self.heartbeat_interval_ms
+        return int(manager.group_config(group_id, name))
 
     def _expire(self, group_id: str, member_id: str) -> None:
         group = self.groups.get(group_id)
@@ -228,6 +235,13 @@ class ShareGroupCoordinator:
                 ]},
             } for m in group.members.values()],
         }  # fmt: skip
+
+    def create_empty(self, group_id: str) -> ShareGroup:
+        self._check_not_other_type(group_id)
+        return self.groups.setdefault(group_id, ShareGroup(group_id))
+
+    def list(self) -> list[ShareGroup]:
+        return list(self.groups.values())
 
     def delete(self, group_id: str) -> ErrorCode:
         group = self.groups.get(group_id)

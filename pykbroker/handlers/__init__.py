@@ -15,6 +15,7 @@ from . import (  # noqa: E402,F401  (registration happens on import)
     api_versions,
     configs,
     consumer_groups,
+    features,
     fetch,
     groups,
     list_offsets,
@@ -25,6 +26,7 @@ from . import (  # noqa: E402,F401  (registration happens on import)
     reassignment,
     replication,
     sasl,
+    scram,
     share,
     txn,
 )

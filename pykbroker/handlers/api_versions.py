@@ -12,17 +12,32 @@ from protocol import codec
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode
 from protocol.framing import response_header
+from pykbroker.features import FEATURES
 
 from . import REGISTRY, share
 
 
 @lru_cache(maxsize=16)
-def _body(version: int, versions: tuple) -> bytes:
-    return codec.encode_body(ApiKey.API_VERSIONS, version, {
+def _body(version: int, versions: tuple, epoch: int, finalized: tuple) -> bytes:
+    body = {
         "error_code": ErrorCode.NONE,
         "api_keys": [{"api_key": k, "min_version": lo, "max_version": hi} for k, lo, hi in versions],
         "throttle_time_ms": 0,
-    })  # fmt: skip
+    }  # fmt: skip
+    if version >= 3:
+        # Features supported from level 0 are left out before v4 (KAFKA-17011: older clients
+        # refuse a minimum of 0); every one of ours starts at 0.
+        body["supported_features"] = [
+            {"name": f.name, "min_version": f.min_version, "max_version": f.max_version}
+            for f in sorted(FEATURES.values(), key=lambda f: f.name)
+            if version >= 4 or f.min_version > 0
+        ]
+        body["finalized_features_epoch"] = epoch
+        body["finalized_features"] = [
+            {"name": name, "max_version_level": lvl, "min_version_level": lvl}
+            for name, lvl in finalized
+        ]
+    return codec.encode_body(ApiKey.API_VERSIONS, version, body)
 
 
 @REGISTRY.register(ApiKey.API_VERSIONS, 0, 4)
@@ -30,7 +45,11 @@ def handle_api_versions(ctx, request) -> bytes:
     versions = REGISTRY.versions()
     if not share.enabled(ctx.broker):  # Kafka hides them until share.version is finalized
         versions = [v for v in versions if v[0] not in share.SHARE_APIS]
-    body = _body(ctx.api_version, tuple(versions))
+    metadata = ctx.broker.metadata
+    body = _body(
+        ctx.api_version, tuple(versions), metadata.features_epoch,
+        tuple(sorted(metadata.features.items())),
+    )  # fmt: skip
     # ApiVersions responses always have header v0 (KIP-511).
     payload = response_header(ctx.header.correlation_id, False) + body
     return len(payload).to_bytes(4, "big") + payload

@@ -32,6 +32,8 @@ from pykbroker.config import (
     validate_topic_values,
     warn_deprecated_topic_configs,
 )
+from pykbroker.coordinator import group_configs
+from pykbroker.coordinator.group_configs import GROUP, GROUP_CONFIGS
 
 from . import REGISTRY
 from .committed import pending_write, wait_committed
@@ -39,6 +41,7 @@ from .committed import pending_write, wait_committed
 # ConfigResource.Type
 TOPIC, BROKER, BROKER_LOGGER = 2, 4, 8
 # ConfigEntry.ConfigSource
+DYNAMIC_GROUP_CONFIG = 8
 DYNAMIC_TOPIC_CONFIG = 1
 DYNAMIC_BROKER_CONFIG = 2
 DYNAMIC_DEFAULT_BROKER_CONFIG = 3
@@ -134,6 +137,24 @@ class Describer:
             synonyms = self._broker_synonyms(key, _synonym_group(key.name))
             read_only = key.name not in DYNAMIC_BROKER_CONFIGS
             entries.append(self._entry(key, value, source, read_only, synonyms))
+        return entries
+
+    def group(self, broker, group_id: str, names: list[str] | None) -> list[dict]:
+        """A group's configs: what it sets, else the broker's group.share.* value or the
+        default (Kafka's GroupConfig)."""
+        if not group_id:
+            raise KafkaError(ErrorCode.INVALID_REQUEST, "Group name must not be empty.")
+        overrides = broker.share_group_configs.get(group_id, {})
+        entries = []
+        for key in _selected(GROUP_CONFIGS, names):
+            if key.name in overrides:
+                entries.append(
+                    self._entry(key, overrides[key.name], DYNAMIC_GROUP_CONFIG, False, [])
+                )
+                continue
+            broker_key = group_configs.BROKER_DEFAULTS.get(key.name)
+            raw = key.render(self.config.get(broker_key) if broker_key else key.default)
+            entries.append(self._entry(key, raw, DEFAULT_CONFIG, False, []))
         return entries
 
     def broker_default(self, names: list[str] | None) -> list[dict]:
@@ -232,6 +253,8 @@ def handle_describe_configs(ctx, request) -> dict:
                     result["configs"] = describer.broker(keys)
             elif r.resource_type == BROKER_LOGGER:
                 check_broker_resource(broker, r.resource_name)
+            elif r.resource_type == GROUP:
+                result["configs"] = describer.group(broker, r.resource_name, keys)
             else:
                 raise unsupported_resource(r.resource_type)
         except KafkaError as e:
@@ -357,6 +380,8 @@ def _alter(ctx, request, change, logger_changes) -> dict:
                     broker.set_dynamic_configs(entity, configs)
             elif r.resource_type == BROKER_LOGGER:
                 _refuse_logger_changes(broker, r, logger_changes(r.configs))
+            elif r.resource_type == GROUP:
+                _alter_group(broker, r, change, request.validate_only)
             else:
                 raise unsupported_resource(r.resource_type)
         except KafkaError as e:
@@ -364,6 +389,36 @@ def _alter(ctx, request, change, logger_changes) -> dict:
         responses.append(response)
     result = {"throttle_time_ms": 0, "responses": responses}
     return _after(broker, writes, result) if writes else result
+
+
+def _alter_group(broker, resource, change, validate_only: bool) -> None:
+    if not resource.resource_name:
+        raise KafkaError(ErrorCode.INVALID_REQUEST, "Group name must not be empty.")
+    current = broker.share_group_configs.get(resource.resource_name, {})
+    configs = change(dict(current), resource.configs, _group_key, lambda key: [])
+    configs = {k: v for k, v in configs.items() if v is not None}
+    for name, value in configs.items():
+        try:
+            GROUP_CONFIGS[name].parse(value)
+        except ConfigError as e:
+            raise KafkaError(ErrorCode.INVALID_CONFIG, str(e)) from None
+    if validate_only or configs == current:
+        return
+    if configs:
+        broker.share_group_configs[resource.resource_name] = configs
+    else:
+        broker.share_group_configs.pop(resource.resource_name, None)
+    try:
+        group_configs.save(broker.log_manager.data_dir, broker.share_group_configs)
+    except OSError as e:
+        raise KafkaError(ErrorCode.KAFKA_STORAGE_ERROR, f"saving group configs: {e}") from None
+
+
+def _group_key(name: str) -> ConfigKey:
+    key = GROUP_CONFIGS.get(name)
+    if key is None:
+        raise KafkaError(ErrorCode.INVALID_CONFIG, f"Unknown group config name: {name}")
+    return key
 
 
 async def _after(broker, writes: list, result: dict) -> dict:

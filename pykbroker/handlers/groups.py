@@ -361,8 +361,22 @@ def handle_list_groups(ctx, request) -> dict:
                 "group_state": g.state.value,
             }
             for g in groups
-        ],
+        ]
+        + _share_groups(ctx, states),
     }
+
+
+def _share_groups(ctx, states: set[str] | None) -> list[dict]:
+    """Share groups are listed with protocol type "share" (and group type "share" from v5)."""
+    share_groups = ctx.broker.share_groups
+    if share_groups is None or not ctx.broker.config.get("group.share.enable"):
+        return []
+    return [
+        {"group_id": g.group_id, "protocol_type": "share", "group_state": g.state,
+         "group_type": "share"}
+        for g in share_groups.list()
+        if not states or g.state in states
+    ]  # fmt: skip
 
 
 @REGISTRY.register(ApiKey.DELETE_GROUPS, 0, 2)
@@ -376,12 +390,27 @@ def handle_delete_groups(ctx, request) -> dict:
             ErrorCode.GROUP_AUTHORIZATION_FAILED,
         )
     todo = [g for g in names if g not in denied]
+    share_groups = ctx.broker.share_groups
+    shared = [n for n in todo if share_groups is not None and n in share_groups.groups]
+    classic = [n for n in todo if n not in shared]
     if coordinator is None:
-        results = dict.fromkeys(todo, ErrorCode.COORDINATOR_NOT_AVAILABLE)
+        results = dict.fromkeys(classic, ErrorCode.COORDINATOR_NOT_AVAILABLE)
     else:
-        results = coordinator.delete_groups(todo) if todo else {}
+        results = coordinator.delete_groups(classic) if classic else {}
     results.update(denied)
-    return {
-        "throttle_time_ms": 0,
-        "results": [{"group_id": g, "error_code": results[g]} for g in names],
-    }
+
+    def respond(share_results: dict) -> dict:
+        results.update(share_results)
+        return {
+            "throttle_time_ms": 0,
+            "results": [{"group_id": g, "error_code": results[g]} for g in names],
+        }
+
+    if not shared:
+        return respond({})
+    from .share import delete_share_groups
+
+    async def delete_shared() -> dict:
+        return respond(await delete_share_groups(ctx.broker, shared))
+
+    return delete_shared()

@@ -6,6 +6,7 @@ import ipaddress
 
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
+from pykbroker.acl.checks import Op, cluster_allowed
 from pykbroker.quota.entities import (
     CLIENT_ID,
     IP,
@@ -67,6 +68,9 @@ def _matches(by_type: dict, strict: bool, entity: dict) -> bool:
 
 @REGISTRY.register(ApiKey.DESCRIBE_CLIENT_QUOTAS, 0, 1)
 def handle_describe_client_quotas(ctx, request):
+    if not cluster_allowed(ctx, Op.DESCRIBE_CONFIGS):  # Kafka: DESCRIBE_CONFIGS on the cluster
+        return {"throttle_time_ms": 0, "error_code": ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
+                "error_message": None, "entries": None}  # fmt: skip
     try:
         by_type = _filter(request.components, request.strict)
     except KafkaError as e:
@@ -107,9 +111,14 @@ async def handle_alter_client_quotas(ctx, request):
     store = ctx.broker.quota_store
     results = []
     changes: dict[str, dict[str, str]] = {}
+    permitted = cluster_allowed(ctx, Op.ALTER_CONFIGS)  # Kafka: ALTER_CONFIGS on the cluster
     for entry in request.entries:
         echoed = [{"entity_type": e.entity_type, "entity_name": e.entity_name}
                   for e in entry.entity]  # fmt: skip
+        if not permitted:
+            results.append({"error_code": ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
+                            "error_message": None, "entity": echoed})  # fmt: skip
+            continue
         try:
             entity = make_entity((e.entity_type, e.entity_name) for e in entry.entity)
             path = entity_path(entity)

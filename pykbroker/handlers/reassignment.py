@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode
+from pykbroker.acl.checks import Op, cluster_allowed
 
 from . import REGISTRY
 
@@ -44,6 +45,13 @@ def handle_elect_leaders(ctx, request) -> dict:
             ],
         }  # fmt: skip
 
+    if not cluster_allowed(ctx, Op.ALTER):  # Kafka: ALTER on the cluster
+        denied = response(
+            {tp: (ErrorCode.CLUSTER_AUTHORIZATION_FAILED, None) for tp in wanted or []}
+        )
+        if ctx.api_version >= 1:
+            denied["error_code"] = ErrorCode.CLUSTER_AUTHORIZATION_FAILED
+        return denied
     controller = _controller(broker)
     if controller is None:
         if getattr(broker, "controller", None) is not None:  # a cluster, not its controller
@@ -112,6 +120,9 @@ def handle_alter_partition_reassignments(ctx, request) -> dict:
             "responses": [{"name": t, "partitions": parts} for t, parts in by_topic.items()],
         }  # fmt: skip
 
+    if not cluster_allowed(ctx, Op.ALTER):  # Kafka: ALTER on the cluster
+        return response(dict.fromkeys(changes, (ErrorCode.CLUSTER_AUTHORIZATION_FAILED, None)),
+                        ErrorCode.CLUSTER_AUTHORIZATION_FAILED)  # fmt: skip
     controller = _controller(ctx.broker)
     if controller is None:
         if getattr(ctx.broker, "controller", None) is not None:
@@ -149,6 +160,9 @@ def _single_broker_reassignment(broker, changes) -> dict:
 def handle_list_partition_reassignments(ctx, request) -> dict:
     """Partitions with adding or removing replicas, from this broker's cache of the topic
     znodes (every broker watches them)."""
+    if not cluster_allowed(ctx, Op.DESCRIBE):  # Kafka: DESCRIBE on the cluster
+        return {"throttle_time_ms": 0, "error_code": ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
+                "error_message": None, "topics": []}  # fmt: skip
     md = ctx.broker.metadata
     if request.topics is None:
         wanted = [

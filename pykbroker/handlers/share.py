@@ -13,6 +13,7 @@ import uuid
 
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
+from pykbroker.acl.checks import RT, Op, allowed
 from pykbroker.coordinator.share_fetch import FINAL_EPOCH, INITIAL_EPOCH
 
 from . import REGISTRY
@@ -58,6 +59,8 @@ def _group_error(ctx, group_id: str) -> KafkaError | None:
 def handle_share_group_heartbeat(ctx, request) -> dict:
     try:
         _require(ctx)
+        if not allowed(ctx, Op.READ, RT.GROUP, request.group_id):  # Kafka: READ on the group
+            raise KafkaError(ErrorCode.GROUP_AUTHORIZATION_FAILED)
         error = _group_error(ctx, request.group_id)
         if error is not None:
             raise error
@@ -78,6 +81,8 @@ def handle_share_group_describe(ctx, request) -> dict:
         error = (
             None if enabled(ctx.broker) else KafkaError(ErrorCode.UNSUPPORTED_VERSION, _DISABLED)
         )
+        if error is None and not allowed(ctx, Op.DESCRIBE, RT.GROUP, group_id):
+            error = KafkaError(ErrorCode.GROUP_AUTHORIZATION_FAILED)
         error = error or _group_error(ctx, group_id)
         if error is not None:
             groups.append({"error_code": error.code, "error_message": error.message,
@@ -146,6 +151,8 @@ async def handle_share_fetch(ctx, request) -> dict:
     group_id, member_id, epoch = request.group_id, request.member_id, request.share_session_epoch
     if not group_id or not member_id:
         return _fetch_error(ErrorCode.INVALID_REQUEST, "GroupId and MemberId must be set.")
+    if not allowed(ctx, Op.READ, RT.GROUP, group_id):  # Kafka: READ on the share group
+        return _fetch_error(ErrorCode.GROUP_AUTHORIZATION_FAILED, None)
     names = _topic_names(broker)
     acks, unknown = _acks(names, request.topics)
     if epoch == INITIAL_EPOCH and (acks or unknown):
@@ -273,6 +280,8 @@ async def handle_share_acknowledge(ctx, request) -> dict:
     group_id, member_id, epoch = request.group_id, request.member_id, request.share_session_epoch
     if not group_id or not member_id:
         return error(ErrorCode.INVALID_REQUEST, "GroupId and MemberId must be set.")
+    if not allowed(ctx, Op.READ, RT.GROUP, group_id):  # Kafka: READ on the share group
+        return error(ErrorCode.GROUP_AUTHORIZATION_FAILED, None)
     if epoch == INITIAL_EPOCH:
         return error(ErrorCode.INVALID_SHARE_SESSION_EPOCH,
                      "The share session epoch can't be 0 for ShareAcknowledge.")  # fmt: skip
@@ -296,3 +305,238 @@ async def handle_share_acknowledge(ctx, request) -> dict:
     return {"throttle_time_ms": 0, "error_code": 0, "error_message": None,
             "responses": [{"topic_id": t, "partitions": ps} for t, ps in topics.items()],
             "node_endpoints": []}  # fmt: skip
+
+
+# --- the share coordinator's state APIs (inter-broker: a share-partition leader's persister) --
+
+
+async def _state_call(request, call) -> dict:
+    results = []
+    for t in request.topics:
+        parts = []
+        for p in t.partitions:
+            entry = {"partition": p.partition, "error_code": 0, "error_message": None}
+            try:
+                entry.update(await call((request.group_id, t.topic_id, p.partition), p) or {})
+            except KafkaError as e:
+                entry.update(error_code=e.code, error_message=e.message)
+            parts.append(entry)
+        results.append({"topic_id": t.topic_id, "partitions": parts})
+    return {"results": results}
+
+
+def _state_disabled(request) -> dict:
+    return {"results": [{"topic_id": t.topic_id, "partitions": [
+        {"partition": p.partition, "error_code": ErrorCode.UNSUPPORTED_VERSION,
+         "error_message": _DISABLED} for p in t.partitions]} for t in request.topics]}  # fmt: skip
+
+
+@REGISTRY.register(ApiKey.INITIALIZE_SHARE_GROUP_STATE, 0, 0)
+async def handle_initialize_share_group_state(ctx, request) -> dict:
+    if not enabled(ctx.broker):
+        return _state_disabled(request)
+    coordinator = ctx.broker.share_coordinator
+    return await _state_call(
+        request, lambda key, p: coordinator.initialize(key, p.state_epoch, p.start_offset)
+    )
+
+
+@REGISTRY.register(ApiKey.READ_SHARE_GROUP_STATE, 0, 0)
+async def handle_read_share_group_state(ctx, request) -> dict:
+    if not enabled(ctx.broker):
+        return _state_disabled(request)
+    coordinator = ctx.broker.share_coordinator
+
+    async def read(key, p):
+        state = coordinator.read(key, p.leader_epoch)
+        if state is None:
+            return {"state_epoch": -1, "start_offset": -1, "state_batches": []}
+        return {"state_epoch": state.state_epoch, "start_offset": state.start_offset,
+                "state_batches": [{"first_offset": f, "last_offset": la, "delivery_state": s,
+                                   "delivery_count": c} for f, la, s, c in state.batches]}  # fmt: skip
+
+    return await _state_call(request, read)
+
+
+@REGISTRY.register(ApiKey.WRITE_SHARE_GROUP_STATE, 0, 0)
+async def handle_write_share_group_state(ctx, request) -> dict:
+    if not enabled(ctx.broker):
+        return _state_disabled(request)
+    coordinator = ctx.broker.share_coordinator
+    return await _state_call(request, lambda key, p: coordinator.write(
+        key, p.state_epoch, p.leader_epoch, p.start_offset,
+        [(b.first_offset, b.last_offset, b.delivery_state, b.delivery_count)
+         for b in p.state_batches],
+    ))  # fmt: skip
+
+
+@REGISTRY.register(ApiKey.DELETE_SHARE_GROUP_STATE, 0, 0)
+async def handle_delete_share_group_state(ctx, request) -> dict:
+    if not enabled(ctx.broker):
+        return _state_disabled(request)
+    coordinator = ctx.broker.share_coordinator
+    return await _state_call(request, lambda key, p: coordinator.delete(key))
+
+
+@REGISTRY.register(ApiKey.READ_SHARE_GROUP_STATE_SUMMARY, 0, 0)
+async def handle_read_share_group_state_summary(ctx, request) -> dict:
+    if not enabled(ctx.broker):
+        return _state_disabled(request)
+    coordinator = ctx.broker.share_coordinator
+
+    async def summary(key, p):
+        state = coordinator.read(key)
+        if state is None:
+            return {"state_epoch": -1, "leader_epoch": -1, "start_offset": -1}
+        return {"state_epoch": state.state_epoch, "leader_epoch": state.leader_epoch,
+                "start_offset": state.start_offset}  # fmt: skip
+
+    return await _state_call(request, summary)
+
+
+# --- share-group offsets (kafka-share-groups --describe --offsets, --reset-offsets, ...) ------
+
+
+def _group_state_keys(broker, group_id: str) -> dict[str, dict[int, tuple]]:
+    """topic name -> partition -> state key, for every share-partition with state."""
+    names = _topic_names(broker)
+    out: dict[str, dict[int, tuple]] = {}
+    for key in broker.share_coordinator.states:
+        if key[0] == group_id and key[1] in names:
+            out.setdefault(names[key[1]], {})[key[2]] = key
+    return out
+
+
+@REGISTRY.register(ApiKey.DESCRIBE_SHARE_GROUP_OFFSETS, 0, 0)
+def handle_describe_share_group_offsets(ctx, request) -> dict:
+    broker = ctx.broker
+    groups = []
+    for g in request.groups:
+        entry = {"group_id": g.group_id, "topics": [], "error_code": 0, "error_message": None}
+        error = None if enabled(broker) else KafkaError(ErrorCode.UNSUPPORTED_VERSION, _DISABLED)
+        error = error or _group_error(ctx, g.group_id)
+        if error is None and g.group_id not in broker.share_groups.groups:
+            error = KafkaError(ErrorCode.GROUP_ID_NOT_FOUND, f"Group {g.group_id} not found.")
+        if error is not None:
+            entry.update(error_code=error.code, error_message=error.message)
+            groups.append(entry)
+            continue
+        known = _group_state_keys(broker, g.group_id)
+        wanted = ({t: sorted(ps) for t, ps in known.items()} if g.topics is None
+                  else {t.topic_name: list(t.partitions) for t in g.topics})  # fmt: skip
+        for topic, partitions in sorted(wanted.items()):
+            info = broker.metadata.topic(topic)
+            parts = []
+            for index in partitions:
+                p = {"partition_index": index, "start_offset": -1, "leader_epoch": -1,
+                     "error_code": 0, "error_message": None}  # fmt: skip
+                key = known.get(topic, {}).get(index)
+                if info is None:
+                    p.update(error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                             error_message="This server does not host this topic-partition.")  # fmt: skip
+                elif key is not None:
+                    state = broker.share_coordinator.states[key]
+                    p.update(start_offset=state.start_offset, leader_epoch=state.leader_epoch)
+                parts.append(p)
+            entry["topics"].append({"topic_name": topic, "partitions": parts,
+                                    "topic_id": info.topic_id if info else uuid.UUID(int=0)})  # fmt: skip
+        groups.append(entry)
+    return {"throttle_time_ms": 0, "groups": groups}
+
+
+def _offsets_precheck(ctx, group_id: str, create: bool) -> KafkaError | None:
+    broker = ctx.broker
+    if not enabled(broker):
+        return KafkaError(ErrorCode.UNSUPPORTED_VERSION, _DISABLED)
+    error = _group_error(ctx, group_id)
+    if error is not None:
+        return error
+    groups = broker.share_groups.groups
+    if group_id not in groups:
+        if not create:
+            return KafkaError(ErrorCode.GROUP_ID_NOT_FOUND, f"Group {group_id} not found.")
+        try:
+            broker.share_groups.create_empty(group_id)
+        except KafkaError as e:
+            return e
+    if groups[group_id].members:
+        return KafkaError(ErrorCode.NON_EMPTY_GROUP,
+                          "The group is not empty.")  # fmt: skip
+    return None
+
+
+@REGISTRY.register(ApiKey.ALTER_SHARE_GROUP_OFFSETS, 0, 0)
+async def handle_alter_share_group_offsets(ctx, request) -> dict:
+    broker = ctx.broker
+    error = _offsets_precheck(ctx, request.group_id, create=True)
+    if error is not None:
+        return {"throttle_time_ms": 0, "error_code": error.code, "error_message": error.message,
+                "responses": []}  # fmt: skip
+    responses = []
+    for t in request.topics:
+        info = broker.metadata.topic(t.topic_name)
+        parts = []
+        for p in t.partitions:
+            entry = {"partition_index": p.partition_index, "error_code": 0, "error_message": None}
+            if info is None or not 0 <= p.partition_index < len(info.partitions):
+                entry.update(error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                             error_message="This server does not host this topic-partition.")  # fmt: skip
+            else:
+                key = (request.group_id, info.topic_id, p.partition_index)
+                old = broker.share_coordinator.states.get(key)
+                try:
+                    await broker.share_coordinator.initialize(
+                        key, (old.state_epoch + 1) if old else 0, p.start_offset
+                    )
+                    broker.share_partitions.invalidate(key)
+                except KafkaError as e:
+                    entry.update(error_code=e.code, error_message=e.message)
+            parts.append(entry)
+        responses.append({"topic_name": t.topic_name, "partitions": parts,
+                          "topic_id": info.topic_id if info else uuid.UUID(int=0)})  # fmt: skip
+    return {"throttle_time_ms": 0, "error_code": 0, "error_message": None,
+            "responses": responses}  # fmt: skip
+
+
+@REGISTRY.register(ApiKey.DELETE_SHARE_GROUP_OFFSETS, 0, 0)
+async def handle_delete_share_group_offsets(ctx, request) -> dict:
+    broker = ctx.broker
+    error = _offsets_precheck(ctx, request.group_id, create=False)
+    if error is not None:
+        return {"throttle_time_ms": 0, "error_code": error.code, "error_message": error.message,
+                "responses": []}  # fmt: skip
+    known = _group_state_keys(broker, request.group_id)
+    responses = []
+    for t in request.topics:
+        info = broker.metadata.topic(t.topic_name)
+        entry = {"topic_name": t.topic_name, "error_code": 0, "error_message": None,
+                 "topic_id": info.topic_id if info else uuid.UUID(int=0)}  # fmt: skip
+        if info is None:
+            entry.update(error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                         error_message="This server does not host this topic-partition.")  # fmt: skip
+        try:
+            for key in known.get(t.topic_name, {}).values():
+                await broker.share_coordinator.delete(key)
+                broker.share_partitions.invalidate(key)
+        except KafkaError as e:
+            entry.update(error_code=e.code, error_message=e.message)
+        responses.append(entry)
+    return {"throttle_time_ms": 0, "error_code": 0, "error_message": None,
+            "responses": responses}  # fmt: skip
+
+
+async def delete_share_groups(broker, names: list[str]) -> dict[str, int]:
+    """DeleteGroups for share groups: an empty group goes, with all its share-partition state."""
+    results = {}
+    for group_id in names:
+        code = broker.share_groups.delete(group_id)
+        if code == ErrorCode.NONE:
+            try:
+                for topic in _group_state_keys(broker, group_id).values():
+                    for key in topic.values():
+                        await broker.share_coordinator.delete(key)
+            except KafkaError as e:
+                code = e.code
+            broker.share_partitions.invalidate_group(group_id)
+        results[group_id] = code
+    return results

@@ -1,0 +1,344 @@
+"""Share groups (KIP-932) end to end: confluent-kafka ShareConsumers, raw ShareFetch frames and
+kafka-share-groups against a live broker.
+
+Kafka's rules the tests check: each record is accepted by exactly one member; an acquired
+record whose lock runs out (share.record.lock.duration.ms) goes to another member with
+delivery count 2; RELEASE makes a record available again, REJECT never delivers it again; a
+record delivered group.share.delivery.count.limit times is archived; acknowledgements a client
+was told succeeded survive a SIGKILL of the broker, and are not redelivered.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import pytest
+from helpers import BrokerProcess, RawClient
+from wire import wait_for
+
+from protocol.apis import ApiKey
+
+confluent_kafka = pytest.importorskip("confluent_kafka")
+from confluent_kafka import AcknowledgeType, Producer, ShareConsumer  # noqa: E402
+from confluent_kafka.admin import (  # noqa: E402
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+)
+
+SHARE = {"group.share.enable": "true", "group.share.min.record.lock.duration.ms": "1000"}
+ACCEPT, RELEASE, REJECT = 1, 2, 3  # AcknowledgeType on the wire
+
+
+def setup_topic(bootstrap: str, topic: str, values: list[bytes], group: str, **group_configs):
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=30)
+    configs = {"share.auto.offset.reset": "earliest", **group_configs}
+    resource = ConfigResource(ConfigResource.Type.GROUP, group, incremental_configs=[
+        ConfigEntry(k, str(v), incremental_operation=AlterConfigOpType.SET)
+        for k, v in configs.items()
+    ])  # fmt: skip
+    admin.incremental_alter_configs([resource])[resource].result(timeout=30)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    for v in values:
+        producer.produce(topic, v)
+        producer.poll(0)
+    assert producer.flush(30) == 0
+
+
+def share_consumer(bootstrap: str, group: str, topic: str, **extra) -> ShareConsumer:
+    c = ShareConsumer({"bootstrap.servers": bootstrap, "group.id": group,
+                       "share.acknowledgement.mode": "explicit", **extra})  # fmt: skip
+    c.subscribe([topic])
+    return c
+
+
+class AckLog:
+    """Offsets the broker confirmed as acknowledged, from the acknowledgement commit callback."""
+
+    def __init__(self) -> None:
+        self.acked: list[int] = []
+        self.failed: list[int] = []
+        self.lock = threading.Lock()
+
+    def callback(self, offsets, exception) -> None:
+        with self.lock:
+            for tp, acked in offsets.items():
+                (self.failed if exception is not None or tp.error else self.acked).extend(acked)
+
+
+def test_three_share_consumers_accept_each_record_exactly_once(make_broker):
+    """3 ShareConsumers on a 1-partition topic: every record accepted once overall. CI runs
+    20,000 records; bench/share_groups.py runs 100,000 (the issue's count)."""
+    n = 20_000
+    b = make_broker(SHARE)
+    setup_topic(b.bootstrap_servers, "work", [b"%d" % i for i in range(n)], "workers")
+    ack_log = AckLog()
+    received = [[] for _ in range(3)]
+    done = threading.Event()
+
+    def member(i: int) -> None:
+        c = share_consumer(b.bootstrap_servers, "workers", "work", **{"client.id": f"w{i}"})
+        c.set_acknowledgement_commit_callback(ack_log.callback)
+        try:
+            while not done.is_set():
+                msgs = c.poll(0.5)
+                for m in msgs:
+                    assert m.error() is None, m.error()
+                    received[i].append(m.offset())
+                    c.acknowledge(m)
+                if msgs:
+                    c.commit_sync()
+                if len(set(ack_log.acked)) >= n:
+                    done.set()
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=member, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    done.wait(120)
+    done.set()
+    for t in threads:
+        t.join(60)
+    assert sorted(ack_log.acked) == list(range(n)), "each record accepted exactly once"
+    assert not ack_log.failed
+    # No record was given to two members (no lock expired, nobody released).
+    assert sum(len(r) for r in received) == n
+
+
+def _join(client: RawClient, group: str, member: str, topic: str):
+    r = client.request(ApiKey.SHARE_GROUP_HEARTBEAT, 1, {"group_id": group, "member_id": member,
+                       "member_epoch": 0, "rack_id": None, "subscribed_topic_names": [topic]})  # fmt: skip
+    assert r.error_code == 0, r
+    return r.assignment.topic_partitions[0].topic_id
+
+
+def _share_fetch(client, group, member, epoch, topic_id, acks=(), max_wait_ms=0, max_records=500):
+    body = {"group_id": group, "member_id": member, "share_session_epoch": epoch,
+            "max_wait_ms": max_wait_ms, "min_bytes": 1, "max_bytes": 1 << 20,
+            "max_records": max_records, "batch_size": max_records,
+            "topics": [{"topic_id": topic_id, "partitions": [{"partition_index": 0,
+                        "acknowledgement_batches": [{"first_offset": f, "last_offset": la,
+                                                     "acknowledge_types": [t]}
+                                                    for f, la, t in acks]}]}],
+            "forgotten_topics_data": []}  # fmt: skip
+    return client.request(ApiKey.SHARE_FETCH, 1, body)
+
+
+def _acquired(response) -> list[tuple[int, int, int]]:
+    return [(a.first_offset, a.last_offset, a.delivery_count)
+            for t in response.responses for p in t.partitions for a in p.acquired_records]  # fmt: skip
+
+
+def test_lock_expiry_redelivers_to_another_member_with_delivery_count_2(make_broker):
+    """A member that goes silent holding records (its connection stays open, so nothing
+    releases them) loses them when the 2 s lock runs out; the next member gets them with
+    delivery count 2."""
+    b = make_broker(SHARE)
+    setup_topic(b.bootstrap_servers, "locks", [b"%d" % i for i in range(10)], "lg",
+                **{"share.record.lock.duration.ms": 2000})  # fmt: skip
+    silent, other = RawClient(b.port), RawClient(b.port)
+    try:
+        topic_id = _join(silent, "lg", "silent-member", "locks")
+        _join(other, "lg", "other-member", "locks")
+        first = _share_fetch(silent, "lg", "silent-member", 0, topic_id, max_wait_ms=5000)
+        assert first.acquisition_lock_timeout_ms == 2000
+        assert _acquired(first) == [(0, 9, 1)]
+        # Locked: the other member gets nothing yet.
+        assert _acquired(_share_fetch(other, "lg", "other-member", 0, topic_id)) == []
+        epoch = [1]
+
+        def redelivered():
+            r = _share_fetch(other, "lg", "other-member", epoch[0], topic_id, max_wait_ms=500)
+            epoch[0] += 1
+            assert r.error_code == 0
+            return _acquired(r) or None
+
+        assert wait_for(redelivered, timeout=15) == [(0, 9, 2)]
+        # The silent member's late acknowledgement is refused: it holds nothing now.
+        late = _share_fetch(silent, "lg", "silent-member", 1, topic_id, acks=[(0, 9, ACCEPT)])
+        assert late.responses[0].partitions[0].acknowledge_error_code == 121  # INVALID_RECORD_STATE
+        ok = _share_fetch(other, "lg", "other-member", epoch[0], topic_id, acks=[(0, 9, ACCEPT)])
+        assert ok.responses[0].partitions[0].acknowledge_error_code == 0
+    finally:
+        silent.close()
+        other.close()
+
+
+def test_share_sessions_check_epochs(make_broker):
+    b = make_broker(SHARE)
+    setup_topic(b.bootstrap_servers, "sess", [b"x"], "sg")
+    c = RawClient(b.port)
+    try:
+        topic_id = _join(c, "sg", "m1", "sess")
+        r = _share_fetch(c, "sg", "m1", 3, topic_id)
+        assert r.error_code == 122  # SHARE_SESSION_NOT_FOUND
+        assert _acquired(_share_fetch(c, "sg", "m1", 0, topic_id, max_wait_ms=5000)) == [(0, 0, 1)]
+        assert (
+            _share_fetch(c, "sg", "m1", 5, topic_id).error_code == 123
+        )  # INVALID_SHARE_SESSION_EPOCH
+        # Acknowledgements on a session's first request are refused (INVALID_REQUEST).
+        assert _share_fetch(c, "sg", "m1", 0, topic_id, acks=[(0, 0, ACCEPT)]).error_code == 42
+        # Epoch 0 again replaces the session and releases what it held: delivered again.
+        assert _acquired(_share_fetch(c, "sg", "m1", 0, topic_id, max_wait_ms=5000)) == [(0, 0, 2)]
+        close = _share_fetch(c, "sg", "m1", -1, topic_id, acks=[(0, 0, ACCEPT)])
+        assert close.error_code == 0
+        assert close.responses[0].partitions[0].acknowledge_error_code == 0
+    finally:
+        c.close()
+
+
+def test_release_and_reject(make_broker):
+    b = make_broker(SHARE)
+    setup_topic(b.bootstrap_servers, "rr", [b"a", b"b", b"c"], "rrg")
+    c = share_consumer(b.bootstrap_servers, "rrg", "rr")
+    seen: list[tuple[int, int]] = []  # (offset, delivery count)
+    try:
+
+        def poll_some():
+            msgs = [m for m in c.poll(1.0) if m.error() is None]
+            for m in msgs:
+                seen.append((m.offset(), m.delivery_count()))
+                kind = {0: AcknowledgeType.RELEASE, 1: AcknowledgeType.REJECT}.get(m.offset())
+                if kind is not None and m.delivery_count() == 1:
+                    c.acknowledge(m, kind)
+                else:
+                    c.acknowledge(m)
+            if msgs:
+                c.commit_sync()
+            return (0, 2) in seen or None
+
+        wait_for(poll_some, timeout=30)
+    finally:
+        c.close()
+    # Released offset 0 came back with delivery count 2; rejected offset 1 never did.
+    assert sorted(seen) == [(0, 1), (0, 2), (1, 1), (2, 1)]
+    out = _tool(b.bootstrap_servers, "--describe", "--group", "rrg", "--offsets")
+    assert out.split("\n")[2].split() == ["rrg", "rr", "0", "3"]  # everything finished
+
+
+def test_delivery_count_limit_archives_a_poison_record(make_broker):
+    """group.share.delivery.count.limit=2: a record released twice is archived."""
+    b = make_broker({**SHARE, "group.share.delivery.count.limit": "2"})
+    setup_topic(b.bootstrap_servers, "poison", [b"bad", b"good"], "pg")
+    c = share_consumer(b.bootstrap_servers, "pg", "poison")
+    deliveries: list[tuple[int, int]] = []
+    try:
+
+        def poll_some():
+            msgs = [m for m in c.poll(1.0) if m.error() is None]
+            for m in msgs:
+                deliveries.append((m.offset(), m.delivery_count()))
+                c.acknowledge(
+                    m, AcknowledgeType.RELEASE if m.value() == b"bad" else AcknowledgeType.ACCEPT
+                )
+            if msgs:
+                c.commit_sync()
+            start = _start_offset(b.bootstrap_servers, "pg")
+            return start == 2 or None
+
+        wait_for(poll_some, timeout=30)
+    finally:
+        c.close()
+    assert sorted(deliveries) == [(0, 1), (0, 2), (1, 1)]
+
+
+def _tool(bootstrap: str, *args: str) -> str:
+    r = subprocess.run([sys.executable, "-m", "pykbroker.cli.share_groups", "--bootstrap-server",
+                        bootstrap, *args], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def _start_offset(bootstrap: str, group: str) -> int | None:
+    lines = _tool(bootstrap, "--describe", "--group", group, "--offsets").split("\n")
+    rows = [line.split() for line in lines if line.startswith(group + " ")]
+    return int(rows[0][3]) if rows and rows[0][3] != "-" else None
+
+
+def test_reset_offsets_with_the_tool(make_broker):
+    b = make_broker(SHARE)
+    setup_topic(b.bootstrap_servers, "again", [b"%d" % i for i in range(5)], "rg")
+
+    def consume_all() -> list[int]:
+        got: list[int] = []
+        c = share_consumer(b.bootstrap_servers, "rg", "again")
+        try:
+
+            def poll_some():
+                msgs = [m for m in c.poll(1.0) if m.error() is None]
+                for m in msgs:
+                    got.append(m.offset())
+                    c.acknowledge(m)
+                if msgs:
+                    c.commit_sync()
+                return len(got) >= 5 or None
+
+            wait_for(poll_some, timeout=30)
+        finally:
+            c.close()
+        return sorted(got)
+
+    assert consume_all() == [0, 1, 2, 3, 4]
+    assert _start_offset(b.bootstrap_servers, "rg") == 5
+    assert "rg" in _tool(b.bootstrap_servers, "--list").split()
+    dry = _tool(b.bootstrap_servers, "--reset-offsets", "--group", "rg", "--topic", "again",
+                "--to-earliest", "--dry-run")  # fmt: skip
+    assert dry.split("\n")[1:3] == ["GROUP TOPIC PARTITION NEW-OFFSET", "rg    again 0         0"]
+    assert _start_offset(b.bootstrap_servers, "rg") == 5  # a dry run changes nothing
+    wait_for(lambda: "Empty" in _tool(b.bootstrap_servers, "--list", "--state") or None, 60)
+    _tool(b.bootstrap_servers, "--reset-offsets", "--group", "rg", "--topic", "again",
+          "--to-earliest", "--execute")  # fmt: skip
+    assert _start_offset(b.bootstrap_servers, "rg") == 0
+    assert consume_all() == [0, 1, 2, 3, 4]
+    out = _tool(b.bootstrap_servers, "--delete", "--group", "rg")
+    assert out.strip() == "Deletion of requested share groups ('rg') was successful."
+
+
+def test_broker_sigkill_loses_no_acknowledgement(tmp_path):
+    """A broker SIGKILLed while a consumer acknowledges: after the restart every record the
+    broker confirmed as accepted stays accepted (never delivered again), and all are accepted
+    in the end."""
+    n = 3000
+    data = str(tmp_path / "data")
+    proc = BrokerProcess(data, overrides=SHARE).start()
+    setup_topic(proc.bootstrap_servers, "crash", [b"%d" % i for i in range(n)], "cg")
+    ack_log = AckLog()
+    after_restart: list[int] = []
+    killed = threading.Event()
+    c = share_consumer(proc.bootstrap_servers, "cg", "crash",
+                       **{"share.acknowledgement.mode": "explicit", "max.poll.records": 100})  # fmt: skip
+    c.set_acknowledgement_commit_callback(ack_log.callback)
+    try:
+
+        def consume():
+            msgs = [m for m in c.poll(0.5) if m.error() is None]
+            for m in msgs:
+                if killed.is_set():
+                    after_restart.append(m.offset())
+                c.acknowledge(m)
+            if msgs:
+                try:
+                    c.commit_sync(10)
+                except confluent_kafka.KafkaException:
+                    pass  # the broker died under this commit: its records come back
+            return msgs
+
+        wait_for(lambda: len(ack_log.acked) >= n // 3 or consume() and None, timeout=60)
+        port = proc.port
+        proc.kill()  # SIGKILL: no shutdown, no flush
+        killed.set()
+        confirmed_before = set(ack_log.acked)
+        proc = BrokerProcess(data, overrides=SHARE, port=port).start()
+        wait_for(lambda: len(set(ack_log.acked)) >= n or consume() and None, timeout=90)
+    finally:
+        c.close()
+        proc.kill()
+    assert set(ack_log.acked) == set(range(n))
+    assert not confirmed_before & set(after_restart), "an accepted record was delivered again"
+    assert len(ack_log.acked) == len(set(ack_log.acked))

@@ -178,6 +178,9 @@ def classic_join(
 ) -> tuple[JoinResult, Records]:
     """JoinGroup (a coordinator JoinRequest) of a classic member of a consumer group."""
     records: Records = []
+    for pending, expiry in list(group.pending_members.items()):
+        if expiry <= now_ms:  # handed an id (MEMBER_ID_REQUIRED) and never came back
+            del group.pending_members[pending]
     parsed = parse_subscription(req.protocols[0][1]) if req.protocols else None
     if req.protocol_type != "consumer" or parsed is None:
         return JoinResult(ErrorCode.INCONSISTENT_GROUP_PROTOCOL, req.member_id), records

@@ -30,6 +30,7 @@ from pykbroker.config import (
     parse_topic_configs,
     warn_deprecated_topic_configs,
 )
+from pykbroker.fetch_session import FetchSessionCache
 from pykbroker.handlers import REGISTRY
 from pykbroker.metrics import Metrics
 from pykbroker.quota import QuotaManagers
@@ -51,9 +52,10 @@ _LOGS_PER_TURN = 16  # partition logs opened per event-loop turn by open_partiti
 _SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SHUTDOWN_TIMEOUT_S = 30  # longest a SIGTERM/SIGINT shutdown may take
-# Requests no request quota applies to (Kafka's ClientRequestQuotaManager exempts ApiVersions
-# and the APIs brokers send each other; those, here, are the follower fetches).
-_QUOTA_EXEMPT = frozenset({ApiKey.API_VERSIONS})
+# Requests no request quota applies to: Kafka serves ApiVersions and the SASL exchange before
+# (or outside) its quota checks, and exempts the APIs brokers send each other (here the
+# follower fetch, which the Fetch handler exempts itself).
+_QUOTA_EXEMPT = frozenset({ApiKey.API_VERSIONS, ApiKey.SASL_HANDSHAKE, ApiKey.SASL_AUTHENTICATE})
 
 
 @dataclass(slots=True)
@@ -117,6 +119,9 @@ class Broker:
         self.config = config
         self.node_id = config.node_id
         self.metrics = Metrics()
+        self.fetch_sessions = FetchSessionCache(
+            config.get("max.incremental.fetch.session.cache.slots")
+        )
         self.metrics_server = None  # pykbroker.metrics.MetricsServer when metrics.port is set
         self.console = None  # pykbroker.console.ConsoleServer when console.port is set
         self.registry = REGISTRY
@@ -213,6 +218,7 @@ class Broker:
         await start_coordinators(self)
         self.background.append(loop.create_task(self._flush_loop()))
         self.background.append(loop.create_task(self._idle_connection_reaper()))
+        self.background.append(loop.create_task(self.quotas.expire_sensors_loop()))
         if self.config.get("metrics.port") is not None:
             from pykbroker.metrics import MetricsServer
 

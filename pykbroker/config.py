@@ -1224,6 +1224,14 @@ BROKER_CONFIGS = _keys(
         at_least(1024),
     ),
     ConfigKey(
+        "max.incremental.fetch.session.cache.slots",
+        "int",
+        1000,
+        "How many incremental fetch sessions (KIP-227) the broker keeps at most.",
+        at_least(0),
+        read_only=True,
+    ),
+    ConfigKey(
         "pykbroker.sendfile.min.bytes",
         "int",
         65536,

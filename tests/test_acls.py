@@ -290,6 +290,25 @@ def test_without_acls_every_api_refuses_with_kafkas_code(make_broker, tmp_path):
             "entity": [{"entity_type": "user", "entity_name": "bob"}],
             "ops": [{"key": "producer_byte_rate", "value": 1024.0, "remove": False}]}]})  # fmt: skip
         assert r.entries[0].error_code == CLUSTER_DENIED
+        r = c.request(ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS, 0, {"users": None})
+        assert r.error_code == CLUSTER_DENIED
+        r = c.request(
+            ApiKey.ALTER_USER_SCRAM_CREDENTIALS,
+            0,
+            {"deletions": [{"name": "bob", "mechanism": 1}], "upsertions": []},
+        )
+        assert [(x.user, x.error_code) for x in r.results] == [("bob", CLUSTER_DENIED)]
+        r = c.request(
+            ApiKey.UPDATE_FEATURES,
+            1,
+            {
+                "timeout_ms": 5000,
+                "feature_updates": [
+                    {"feature": "transaction.version", "max_version_level": 2, "upgrade_type": 1}
+                ],
+            },
+        )
+        assert r.error_code == CLUSTER_DENIED
         # The cluster as a whole stays describable, without operations.
         r = c.request(ApiKey.DESCRIBE_CLUSTER, 1, {"include_cluster_authorized_operations": True})
         assert r.error_code == 0 and r.authorized_operations == set()

@@ -117,6 +117,23 @@ def test_high_traffic_topic_across_three_brokers(cluster):
         assert out.stdout.count("Isr:") == 4
 
 
+def test_followers_fetch_in_sessions(cluster):
+    """Followers fetch in incremental fetch sessions (KIP-227), as Kafka's do: every leader
+    keeps a session for each broker following it, and replication (acks=all) goes on
+    through the incremental fetches that follow."""
+    create_topic(cluster, "sessions", 3, 3)
+    producer = KafkaProducer(bootstrap_servers=cluster.bootstrap(), acks="all")
+    for i in range(30):
+        producer.send("sessions", f"s-{i}".encode(), partition=i % 3)
+    producer.flush()
+    producer.close()
+    for node, b in cluster.brokers.items():
+        followers = {e["replica_id"] for e in b.events("fetch_session_created")}
+        assert followers >= set(cluster.brokers) - {node}, (node, followers)
+    seen = consume_all(cluster.bootstrap(), "sessions", 3, 30)
+    assert sorted(v for _, _, v in seen) == sorted(f"s-{i}".encode() for i in range(30))
+
+
 def test_acknowledged_records_survive_leader_kill(cluster):
     """acks=all from kafka-python and confluent-kafka; SIGKILL a leader; nothing acknowledged is
     lost; the ISR shrinks, and grows back once the broker returns and catches up."""

@@ -18,6 +18,7 @@ import socket
 import time
 
 from helpers import BrokerProcess, RawClient
+from test_metrics import scrape, value
 from wire import wait_for
 
 from protocol import codec
@@ -123,7 +124,9 @@ def test_max_connections_holds_with_2000_clients(tmp_path):
 
 
 def test_max_connections_per_ip_and_overrides(tmp_path):
-    broker = BrokerProcess(str(tmp_path / "data"), {"max.connections.per.ip": "3"}).start()
+    broker = BrokerProcess(
+        str(tmp_path / "data"), {"max.connections.per.ip": "3", "metrics.port": "0"}
+    ).start()
     socks = []
     try:
         socks = _open(broker.port, 5)
@@ -135,6 +138,11 @@ def test_max_connections_per_ip_and_overrides(tmp_path):
             "Rejected connection from /127.0.0.1, address already has the configured maximum "
             "of 3 connections."
         )
+        metrics_port = broker.events("broker_started")[0]["metrics_port"]
+        samples = scrape(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert value(samples, "pykbroker_connections_rejected_total", reason="per_ip") == 2
+        assert value(samples, "kafka_server_socket_server_metrics_connection_count",
+                     listener="PLAINTEXT") == 3  # fmt: skip
         # A closed connection frees the address's slot.
         socks[0].close()
         watch.sel.unregister(socks[0])

@@ -268,8 +268,9 @@ def test_list_offsets_empty_and_unknown(client):
     assert list_offsets(client, "missing", [-1]) == [ErrorCode.UNKNOWN_TOPIC_OR_PARTITION]
 
 
-def test_fetch_session_is_declined(client):
-    """We never create fetch sessions; a request naming one gets FETCH_SESSION_ID_NOT_FOUND."""
+def test_unknown_fetch_session(client):
+    """An incremental fetch naming a session the broker doesn't have gets
+    FETCH_SESSION_ID_NOT_FOUND (tests/test_fetch_sessions.py has the rest of KIP-227)."""
     body = fetch_body([("x", 0, 0)])
     body["session_id"], body["session_epoch"] = 1234, 1
     resp = client.request(ApiKey.FETCH, 12, body)

@@ -342,3 +342,54 @@ def test_broker_sigkill_loses_no_acknowledgement(tmp_path):
     assert set(ack_log.acked) == set(range(n))
     assert not confirmed_before & set(after_restart), "an accepted record was delivered again"
     assert len(ack_log.acked) == len(set(ack_log.acked))
+
+
+def test_console_share_consumer(make_broker):
+    b = make_broker(SHARE)
+    setup_topic(
+        b.bootstrap_servers, "lines", [b"v%d" % i for i in range(5)], "console-share-consumer"
+    )
+
+    def console(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "pykbroker.cli.console_share_consumer", "--bootstrap-server",
+             b.bootstrap_servers, "--topic", "lines", *args],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    first = console("--max-messages", "3", "--property", "print.offset=true")
+    assert first.stdout == "Offset:0\tv0\nOffset:1\tv1\nOffset:2\tv2\n"
+    assert first.stderr.strip().endswith("Processed a total of 3 messages")
+    # --reject: shown once, never again; the rest were accepted by the first run.
+    second = console("--timeout-ms", "1500", "--reject")
+    assert second.stdout == "v3\nv4\n"
+    third = console("--timeout-ms", "1000")
+    assert third.stdout == "" and "Processed a total of 0 messages" in third.stderr
+    assert _start_offset(b.bootstrap_servers, "console-share-consumer") == 5
+
+
+def test_group_configs_with_kafka_configs(make_broker):
+    b = make_broker(SHARE)
+
+    def configs(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "pykbroker.cli.configs", "--bootstrap-server",
+             b.bootstrap_servers, "--entity-type", "groups", "--entity-name", "cg1", *args],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    r = configs("--alter", "--add-config", "share.auto.offset.reset=earliest")
+    assert r.stdout.strip() == "Completed updating config for group cg1."
+    r = configs("--describe")
+    assert r.stdout.splitlines() == [
+        "Dynamic configs for group cg1 are:",
+        "  share.auto.offset.reset=earliest sensitive=false synonyms={}",
+    ]
+    # The broker's group.share.record.lock.duration.ms (Kafka's 30000) is the group's default.
+    assert (
+        "  share.record.lock.duration.ms=30000 sensitive=false synonyms={}"
+        in configs("--describe", "--all").stdout.splitlines()
+    )
+    bad = configs("--alter", "--add-config", "share.auto.offset.reset=sideways")
+    assert bad.returncode == 1
+    assert "InvalidConfigurationException" in bad.stderr

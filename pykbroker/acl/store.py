@@ -183,7 +183,12 @@ class ZkAclStore:
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
-        for path in (LITERAL_ROOT, PREFIXED_ROOT, LITERAL_CHANGES, EXTENDED_CHANGES):
+        # Kafka's createAclPaths: every resource type's parent under both roots.
+        paths = [LITERAL_CHANGES, EXTENDED_CHANGES] + [
+            f"{root}/{camel(rtype.name)}" for root in (LITERAL_ROOT, PREFIXED_ROOT)
+            for rtype in RESOURCE_TYPES
+        ]  # fmt: skip
+        for path in paths:
             await self.metadata.retrying(lambda path=path: self.zk.ensure_path(path))
         for path in (LITERAL_CHANGES, EXTENDED_CHANGES):
             await self.metadata.retrying(lambda path=path: self._read_changes(path, initial=True))

@@ -24,8 +24,8 @@ DESCRIPTION = (
 )
 ENTITY_TYPES = ("broker-loggers", "topics", "clients", "users", "brokers", "ips",
                 "client-metrics", "groups")  # fmt: skip
-SUPPORTED_TYPES = ("topics", "brokers", "broker-loggers", "users", "clients", "ips")
-RESOURCE_TYPES = {"topics": 2, "brokers": 4, "broker-loggers": 8}
+SUPPORTED_TYPES = ("topics", "brokers", "broker-loggers", "users", "clients", "ips", "groups")
+RESOURCE_TYPES = {"topics": 2, "brokers": 4, "broker-loggers": 8, "groups": 32}
 # ConfigEntry.ConfigSource names, by wire id
 SOURCES = {0: "UNKNOWN", 1: "DYNAMIC_TOPIC_CONFIG", 2: "DYNAMIC_BROKER_CONFIG",
            3: "DYNAMIC_DEFAULT_BROKER_CONFIG", 4: "STATIC_BROKER_CONFIG", 5: "DEFAULT_CONFIG",
@@ -268,6 +268,8 @@ def target_node(entity_type: str, name: str) -> int | None:
 def dynamic_source(entity_type: str, name: str) -> int | None:
     if entity_type == "topics":
         return 1  # DYNAMIC_TOPIC_CONFIG
+    if entity_type == "groups":
+        return 8  # GROUP_CONFIG
     if entity_type == "brokers":
         return 3 if name == "" else 2  # DYNAMIC_DEFAULT_BROKER_CONFIG / DYNAMIC_BROKER_CONFIG
     return None  # broker-loggers: every entry
@@ -286,6 +288,8 @@ def describe(admin, args, entity_type: str, names: list[str]) -> None:
         targets = names[:1]
     elif entity_type == "topics":
         targets = sorted(t["name"] for t in admin.describe_topics() if not t["error_code"])
+    elif entity_type == "groups":
+        targets = sorted(g["group_id"] for g in admin.list_groups())
     else:
         targets = sorted(str(b.node_id) for b in admin._manager.cluster.brokers()) + [""]
     for name in targets:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 from collections import Counter
 
+import structlog
+
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
 from pykbroker.acl.checks import RT, Op, allowed, cluster_allowed, filter_allowed
 
 from . import REGISTRY
 from .committed import pending_write, wait_committed
+
+logger = structlog.get_logger(__name__)
 
 # Kafka's ReplicationControlManager.MAX_PARTITIONS_PER_BATCH: a CreateTopics (or CreatePartitions)
 # request may create at most this many partitions in all; checked before anything is allocated.
@@ -381,6 +385,12 @@ def handle_describe_log_dirs(ctx, request) -> dict:
                 "is_future_key": False,
             }  # fmt: skip
         )
+        move = broker.log_manager.moves.get((topic, index))
+        if move is not None:  # the future replica in its destination dir (AlterReplicaLogDirs)
+            by_dir.setdefault(move.dest, {}).setdefault(topic, []).append({
+                "partition_index": index, "partition_size": move.future.size,
+                "offset_lag": move.lag, "is_future_key": True,
+            })  # fmt: skip
     results = []
     channel = broker.log_manager.failure_channel
     for log_dir, topics in by_dir.items():
@@ -395,6 +405,46 @@ def handle_describe_log_dirs(ctx, request) -> dict:
             "total_bytes": total, "usable_bytes": usable,
         })  # fmt: skip
     return {"throttle_time_ms": 0, "error_code": ErrorCode.NONE, "results": results}
+
+
+@REGISTRY.register(ApiKey.ALTER_REPLICA_LOG_DIRS, 1, 2)
+def handle_alter_replica_log_dirs(ctx, request) -> dict:
+    """Move replicas between this broker's log dirs while they serve (storage/replica_move.py).
+    Kafka's errors: LOG_DIR_NOT_FOUND for a path that isn't a log dir, KAFKA_STORAGE_ERROR for
+    an offline one, the partition's own error when this broker holds no replica of it."""
+    broker = ctx.broker
+    lm = broker.log_manager
+    dirs = {os.path.abspath(d): d for d in lm.log_dirs}
+    results: dict[str, list[dict]] = {}
+    authorized = cluster_allowed(ctx, Op.ALTER)  # Kafka: ALTER on the cluster
+    for d in request.dirs:
+        path = os.path.abspath(d.path)
+        for t in d.topics:
+            for index in t.partitions:
+                code = ErrorCode.NONE
+                try:
+                    if not authorized:
+                        raise KafkaError(ErrorCode.CLUSTER_AUTHORIZATION_FAILED)
+                    if path not in dirs:
+                        raise KafkaError(ErrorCode.LOG_DIR_NOT_FOUND,
+                                         f"Log dir {d.path} is not found in the config.")  # fmt: skip
+                    if lm.failure_channel.dir_of(dirs[path]).offline:
+                        raise KafkaError(ErrorCode.KAFKA_STORAGE_ERROR,
+                                         f"Log dir {d.path} is offline")  # fmt: skip
+                    lm.move(broker.replica_manager.get(t.name, index), dirs[path])
+                except KafkaError as e:
+                    code = e.code
+                except OSError as e:  # creating the future log failed: that dir is offline now
+                    logger.warning("replica_move_refused", topic=t.name, partition=index,
+                                error=repr(e))  # fmt: skip
+                    code = ErrorCode.KAFKA_STORAGE_ERROR
+                results.setdefault(t.name, []).append(
+                    {"partition_index": index, "error_code": code}
+                )
+    return {
+        "throttle_time_ms": 0,
+        "results": [{"topic_name": t, "partitions": ps} for t, ps in results.items()],
+    }
 
 
 def _disk_space(path: str) -> tuple[int, int]:

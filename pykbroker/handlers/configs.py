@@ -41,7 +41,7 @@ from .committed import pending_write, wait_committed
 # ConfigResource.Type
 TOPIC, BROKER, BROKER_LOGGER = 2, 4, 8
 # ConfigEntry.ConfigSource
-DYNAMIC_GROUP_CONFIG = 8
+GROUP_CONFIG = 8
 DYNAMIC_TOPIC_CONFIG = 1
 DYNAMIC_BROKER_CONFIG = 2
 DYNAMIC_DEFAULT_BROKER_CONFIG = 3
@@ -148,9 +148,7 @@ class Describer:
         entries = []
         for key in _selected(GROUP_CONFIGS, names):
             if key.name in overrides:
-                entries.append(
-                    self._entry(key, overrides[key.name], DYNAMIC_GROUP_CONFIG, False, [])
-                )
+                entries.append(self._entry(key, overrides[key.name], GROUP_CONFIG, False, []))
                 continue
             broker_key = group_configs.BROKER_DEFAULTS.get(key.name)
             raw = key.render(self.config.get(broker_key) if broker_key else key.default)

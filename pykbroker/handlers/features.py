@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
+from pykbroker.acl.checks import Op, cluster_allowed
 from pykbroker.features import UPGRADE, apply_updates
 
 from . import REGISTRY
@@ -19,6 +20,8 @@ def handle_update_features(ctx, request):
         # v0 has allow_downgrade (a safe downgrade, 2), v1+ the upgrade type
         upgrade_type = u.upgrade_type if version >= 1 else 2 if u.allow_downgrade else UPGRADE
         updates.append((u.feature, u.max_version_level, upgrade_type))
+    if not cluster_allowed(ctx, Op.ALTER):  # Kafka: ALTER on the cluster
+        return _response(version, updates, ErrorCode.CLUSTER_AUTHORIZATION_FAILED, None)
     metadata = ctx.broker.metadata
     node_id = ctx.broker.node_id
     result = {"error_code": ErrorCode.NONE, "error_message": None}

@@ -5,23 +5,31 @@ from __future__ import annotations
 import asyncio
 from time import perf_counter
 
+import structlog
+
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
 from protocol.hotpath import FetchPartitionResult, encode_fetch_response
 from pykbroker.acl.checks import RT, Op, cluster_allowed, filter_allowed
+from pykbroker.coordinator.group import now_ms
+from pykbroker.fetch_session import INVALID_SESSION_ID
 
 from . import REGISTRY
+
+log = structlog.get_logger(__name__)
 
 READ_COMMITTED = 1
 
 
-def resolve_topics(broker, request, version: int) -> list[tuple[str | None, object]]:
-    """(topic name, the request's topic) for each topic; from v13 topics come by id, and an id
-    no topic has now (never had, or a deleted topic's) resolves to None: UNKNOWN_TOPIC_ID."""
+def resolve_topics(broker, request, version: int, topics=None) -> list[tuple[str | None, object]]:
+    """(topic name, the request's topic) for each topic (of the request, or `topics`: its fetch
+    session's); from v13 topics come by id, and an id no topic has now (never had, or a deleted
+    topic's) resolves to None: UNKNOWN_TOPIC_ID."""
+    topics = request.topics if topics is None else topics
     if version < 13:
-        return [(t.topic, t) for t in request.topics]
+        return [(t.topic, t) for t in topics]
     by_id = broker.metadata.topic_by_id
-    return [((info := by_id(t.topic_id)) and info.name, t) for t in request.topics]
+    return [((info := by_id(t.topic_id)) and info.name, t) for t in topics]
 
 
 def replica_id(request, version: int) -> int:
@@ -168,14 +176,21 @@ async def handle_fetch(ctx, request):
     broker = ctx.broker
     version = ctx.api_version
     header = ctx.header
-    if version >= 7 and request.session_id != 0:
-        # We never create fetch sessions (a broker may decline to), so none can be found.
-        return encode_fetch_response(
-            version, header.correlation_id, 0, ErrorCode.FETCH_SESSION_ID_NOT_FOUND, 0, []
-        )
+    follower = replica_id(request, version) >= 0
+    sessions = broker.fetch_sessions
+    context = None
+    topics_in = None  # the request's
+    if version >= 7:
+        # KIP-227: a full fetch may open a session; an incremental one reads the session's
+        # partitions and is answered only those with news.
+        context = sessions.new_context(version, request, follower, now_ms())
+        if context.kind == "error":
+            return encode_fetch_response(
+                version, header.correlation_id, 0, context.error, INVALID_SESSION_ID, []
+            )
+        topics_in = context.topics
     max_bytes = min(request.max_bytes, broker.config.get("fetch.max.bytes"))
     quotas = broker.quotas
-    follower = replica_id(request, version) >= 0
     quota = (quotas.fetch.enabled or ctx.started) and not follower  # not followers
     if quota and quotas.fetch.enabled:
         max_bytes = quotas.fetch_max_bytes(ctx, max_bytes)
@@ -183,7 +198,7 @@ async def handle_fetch(ctx, request):
         ctx.started = 0.0  # a follower's fetch is exempt from request quotas too
     loop = asyncio.get_running_loop()
     deadline = loop.time() + request.max_wait_ms / 1000
-    resolved = resolve_topics(broker, request, version)
+    resolved = resolve_topics(broker, request, version, topics_in)
     keys = [(name, p.partition) for name, t in resolved if name is not None for p in t.partitions]
     denied = unauthorized_topics(ctx, request, resolved) if broker.authorizer is not None else None
     while True:
@@ -203,21 +218,44 @@ async def handle_fetch(ctx, request):
             for part in watched:
                 part.waiters.discard(fut)
         if version >= 13:  # a topic deleted (or re-created) meanwhile is not the same topic
-            resolved = resolve_topics(broker, request, version)
+            resolved = resolve_topics(broker, request, version, topics_in)
     endpoints = leader_endpoints(ctx, topics, [n for n, _ in resolved]) if version >= 16 else None
+    if total:
+        broker.metrics.record_fetch(_named(topics, resolved, version), total)
+    session_id, answer = INVALID_SESSION_ID, topics
+    if context is not None:
+        # Sized without touching the session first: a throttled answer carries nothing, and
+        # the session must not count it as seen (Kafka's getResponseSize).
+        session_id, answer = sessions.response_topics(
+            context, topics, follower, version, now_ms(), update=not quota
+        )
     response = encode_fetch_response(
-        version, header.correlation_id, 0, ErrorCode.NONE, 0, topics, endpoints
+        version, header.correlation_id, 0, ErrorCode.NONE, session_id, answer, endpoints
     )
     if quota:
         size = int.from_bytes(response[0][:4], "big") + 4
         busy = ctx.busy + perf_counter() - pass_started  # not the long poll's wait
         throttle = quotas.fetch_throttle_ms(ctx, size, busy)
+        keep = session_id if context is not None and context.kind == "incremental" else 0
         if throttle:  # Kafka answers a throttled fetch with no data (KIP-219)
             return encode_fetch_response(
-                version, header.correlation_id, throttle, ErrorCode.NONE, 0, []
+                version, header.correlation_id, throttle, ErrorCode.NONE, keep, []
             )
-    if total:
-        broker.metrics.record_fetch(_named(topics, resolved, version), total)
+        if context is not None:
+            session_id, answer = sessions.response_topics(
+                context, topics, follower, version, now_ms()
+            )
+            response = encode_fetch_response(
+                version, header.correlation_id, 0, ErrorCode.NONE, session_id, answer, endpoints
+            )
+    if context is not None and context.kind == "full" and session_id != INVALID_SESSION_ID:
+        # A follower's session is made once per leader it fetches from: say so. Consumers'
+        # sessions come and go with them (debug).
+        (log.info if follower else log.debug)(
+            "fetch_session_created", session_id=session_id,
+            replica_id=replica_id(request, version), partitions=len(keys),
+            client_id=header.client_id,
+        )  # fmt: skip
     return response
 
 

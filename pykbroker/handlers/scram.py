@@ -13,6 +13,7 @@ from protocol.sasl.scram import (
     ScramCredential,
     credential_from_salted,
 )
+from pykbroker.acl.checks import Op, cluster_allowed
 
 from . import REGISTRY
 from .committed import wait_committed
@@ -38,6 +39,9 @@ def _credential_infos(configs: dict[str, str]) -> list[dict]:
 
 @REGISTRY.register(ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS, 0, 0)
 def handle_describe_user_scram_credentials(ctx, request) -> dict:
+    if not cluster_allowed(ctx, Op.DESCRIBE):  # Kafka: DESCRIBE on the cluster
+        return {"throttle_time_ms": 0, "error_code": ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
+                "error_message": None, "results": []}  # fmt: skip
     users_configs = ctx.broker.metadata.entities("users")
     results = []
     if not request.users:  # null or empty: every user with a credential, sorted
@@ -92,6 +96,10 @@ async def handle_alter_user_scram_credentials(ctx, request) -> dict:
     metadata = ctx.broker.metadata
     results: list[dict] = []
     errors: dict[str, tuple[int, str]] = {}
+    if not cluster_allowed(ctx, Op.ALTER):  # Kafka: ALTER on the cluster, for every user
+        users = dict.fromkeys(x.name for x in [*request.deletions, *request.upsertions])
+        return {"results": [{"user": u, "error_code": ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
+                             "error_message": None} for u in users]}  # fmt: skip
 
     def fail(user: str, code: int, message: str) -> None:
         errors.setdefault(user, (code, message))

@@ -90,6 +90,7 @@ class Log:
         # Set by the LogManager: a truncation below the recovery point checkpoints it at once
         # (Kafka's truncateTo), else a crash would trust the old, higher point for new bytes.
         self.on_recovery_point_lowered: Callable[[], None] | None = None
+        self.on_truncated: Callable[[int], None] | None = None  # AlterReplicaLogDirs' copy
         os.makedirs(directory, exist_ok=True)
         self.segments: list[LogSegment] = []
         self._bases: list[int] = []
@@ -680,6 +681,8 @@ class Log:
         self.high_watermark = min(self.high_watermark, self.log_end_offset)
         if lowered and self.on_recovery_point_lowered is not None:
             self.on_recovery_point_lowered()
+        if self.on_truncated is not None:  # a copy being made of this log cuts back too
+            self.on_truncated(self.log_end_offset)
 
     def write_snapshot(self) -> None:
         """Snapshot producer state at the LEO. Optional (recovery replays from an older one), so

@@ -6,6 +6,7 @@ clean), creates and deletes them, flushes on schedule, and writes the clean-shut
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import uuid
@@ -20,6 +21,7 @@ from .cleaner import LogCleaner
 from .files import atomic_write
 from .log import Log, now_ms, remove_segment_files
 from .log_dir_failure import LogDirFailureChannel
+from .replica_move import FUTURE_DIR_SUFFIX, ReplicaMove
 from .retention import LogRetention
 from .segment import LogSegment
 
@@ -62,6 +64,7 @@ class LogManager:
             lambda: list(self.logs.values()), config.get("log.retention.check.interval.ms")
         )
         self.cleaner: LogCleaner | None = None
+        self.moves: dict[tuple[str, int], ReplicaMove] = {}  # AlterReplicaLogDirs in progress
         self._pending_removals: dict[int, Callable[[], None]] = {}  # run at shutdown if still due
         self.failure_channel = LogDirFailureChannel(self.log_dirs)
         for d in self.log_dirs:
@@ -83,7 +86,8 @@ class LogManager:
                 path = os.path.join(d, name)
                 if not os.path.isdir(path):
                     continue
-                if name.endswith(DELETE_DIR_SUFFIX):
+                if name.endswith((DELETE_DIR_SUFFIX, FUTURE_DIR_SUFFIX)):
+                    # A future log's move was cut short: the current log is whole.
                     shutil.rmtree(path, ignore_errors=True)
                     continue
                 tp = parse_partition_dir(name)
@@ -186,6 +190,64 @@ class LogManager:
 
         self.scheduler.call_later(delay_ms / 1000, run)
 
+    # --- moves between log dirs (AlterReplicaLogDirs, replica_move.py) -----------------------
+
+    def move(self, partition, dest: str) -> None:
+        """Start moving a partition's log to the log dir `dest` (nothing if it is there, and a
+        move elsewhere in progress is abandoned)."""
+        tp = (partition.topic, partition.index)
+        current = self.moves.pop(tp, None)
+        if current is not None:
+            if current.dest == dest:
+                self.moves[tp] = current
+                return
+            if current.task is not None:
+                current.task.cancel()
+        if os.path.dirname(partition.log.dir) == dest:
+            return
+        mv = self.moves[tp] = ReplicaMove(self, partition, dest)
+        mv.task = asyncio.get_running_loop().create_task(mv.run())
+        log.info("replica_move_started", topic=tp[0], partition=tp[1], dest=dest)
+
+    def open_future(self, path: str, source: Log) -> Log:
+        try:
+            return self._open(path, (source.topic, source.partition), source.config,
+                              recover=False)  # fmt: skip
+        except OSError as e:
+            shutil.rmtree(path, ignore_errors=True)
+            raise self.failure_channel.maybe_add_offline_log_dir(
+                os.path.dirname(path), e, f"creating the future log of {source!r}"
+            ) from None
+
+    def reopen(self, path: str, old: Log) -> Log:
+        """The moved log, opened where it now lives, in place of `old`."""
+        moved = self._open(path, (old.topic, old.partition), old.config, recover=False,
+                           recovery_point=old.recovery_point)  # fmt: skip
+        moved.high_watermark = min(old.high_watermark, moved.log_end_offset)
+        if old.log_start_offset > moved.log_start_offset:
+            moved.maybe_increment_log_start_offset(old.log_start_offset)
+        self.logs[(old.topic, old.partition)] = moved
+        return moved
+
+    def retire(self, old: Log) -> None:
+        """The log a move replaced: deleted like a deleted log (readers may still send from it)."""
+        if self.cleaner is not None:
+            self.cleaner.forget(old.topic, old.partition)
+        doomed = f"{old.dir}.{uuid.uuid4().hex}{DELETE_DIR_SUFFIX}"
+        os.rename(old.dir, doomed)
+        for seg in old.segments:
+            seg.deleted = True
+        self.checkpoint_recovery_points()
+
+        def remove() -> None:
+            old.close()
+            shutil.rmtree(doomed, ignore_errors=True)
+
+        self._remove_later(old.config["file.delete.delay.ms"], remove)
+
+    def discard_future(self, path: str) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+
     def get(self, topic: str, partition: int) -> Log | None:
         return self.logs.get((topic, partition))
 
@@ -218,6 +280,9 @@ class LogManager:
         return min(counts, key=counts.__getitem__)
 
     def delete(self, topic: str, partition: int) -> None:
+        mv = self.moves.pop((topic, partition), None)
+        if mv is not None and mv.task is not None:
+            mv.task.cancel()
         lg = self.logs.pop((topic, partition), None)
         if lg is None:
             return
@@ -265,6 +330,12 @@ class LogManager:
         """Flush, snapshot producer state, close, and leave the clean-shutdown marker."""
         if self.cleaner is not None:
             self.cleaner.shutdown()  # aborts a cleaning in progress; its `.cleaned` files go
+        for mv in list(self.moves.values()):  # unfinished moves are dropped, as at a restart
+            if mv.task is not None:
+                mv.task.cancel()
+            mv.future.close()
+            self.discard_future(mv.future_path)
+        self.moves.clear()
         for lg in self.logs.values():
             try:
                 if not lg.log_dir.offline:

@@ -1,0 +1,375 @@
+"""Incremental fetch sessions (KIP-227) on the wire and with real consumers: a full fetch opens
+a session, incremental fetches send only changed partitions and get only partitions with news,
+forgotten partitions leave, epoch -1 closes; FETCH_SESSION_ID_NOT_FOUND (70) and
+INVALID_FETCH_SESSION_EPOCH (71) as Kafka's FetchManager answers them; the cache's size and
+eviction rules (max.incremental.fetch.session.cache.slots); consumers of 1,000 partitions."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from helpers import RawClient
+from wire import fetch_body, fetched_records, partition_response, produce_body, values_batch
+
+from protocol.apis import ApiKey
+from protocol.errors import ErrorCode
+from pykbroker.fetch_session import EVICTION_MS, FetchSessionCache
+
+# Kafka's error codes, written down (protocol/errors.py must agree).
+FETCH_SESSION_ID_NOT_FOUND = 70
+INVALID_FETCH_SESSION_EPOCH = 71
+FETCH_SESSION_TOPIC_ID_ERROR = 106
+
+
+@pytest.fixture
+def client(broker):
+    c = RawClient(broker.port)
+    yield c
+    c.close()
+
+
+def create(c, topic: str, partitions: int) -> None:
+    r = c.request(ApiKey.CREATE_TOPICS, 7, {
+        "topics": [{"name": topic, "num_partitions": partitions, "replication_factor": 1,
+                    "assignments": [], "configs": []}],
+        "timeout_ms": 30000, "validate_only": False,
+    })  # fmt: skip
+    assert r.topics[0].error_code == 0
+
+
+def produce(c, topic: str, partition: int, values: list[bytes]) -> None:
+    body = produce_body(topic, bytes(values_batch(values)), partition=partition)
+    assert partition_response(c.request(ApiKey.PRODUCE, 9, body)).error_code == 0
+
+
+def session_fetch(c, session_id: int, epoch: int, partitions=(), forgotten=(), **kwargs):
+    """Fetch v12 in a session: `partitions` are (topic, partition, offset) to add or update,
+    `forgotten` (topic, partition) to drop."""
+    body = fetch_body(list(partitions), **kwargs)
+    body["session_id"], body["session_epoch"] = session_id, epoch
+    gone: dict[str, list[int]] = {}
+    for t, p in forgotten:
+        gone.setdefault(t, []).append(p)
+    body["forgotten_topics_data"] = [{"topic": t, "partitions": ps} for t, ps in gone.items()]
+    return c.request(ApiKey.FETCH, 12, body)
+
+
+def answered(r) -> dict[tuple[str, int], list[bytes]]:
+    return {(t.topic, p.partition_index): [rec.value for rec in fetched_records(p)]
+            for t in r.responses for p in t.partitions}  # fmt: skip
+
+
+def test_session_lifecycle(client):
+    c = client
+    create(c, "fs", 3)
+    produce(c, "fs", 0, [b"a", b"b"])
+    produce(c, "fs", 1, [b"c"])
+    # Full fetch, epoch 0: a session is created; every partition is answered.
+    r = session_fetch(c, 0, 0, [("fs", 0, 0), ("fs", 1, 0), ("fs", 2, 0)])
+    assert r.error_code == 0 and r.session_id != 0
+    sid = r.session_id
+    assert answered(r) == {("fs", 0): [b"a", b"b"], ("fs", 1): [b"c"], ("fs", 2): []}
+    # Incremental, epoch 1: the new positions of the two partitions read; nothing new
+    # anywhere, so nothing is answered.
+    r = session_fetch(c, sid, 1, [("fs", 0, 2), ("fs", 1, 1)])
+    assert (r.error_code, r.session_id, answered(r)) == (0, sid, {})
+    # New records in partition 2: only it is answered, though the request names nothing.
+    produce(c, "fs", 2, [b"d"])
+    r = session_fetch(c, sid, 2)
+    assert (r.session_id, answered(r)) == (sid, {("fs", 2): [b"d"]})
+    p2 = r.responses[0].partitions[0]
+    assert (p2.high_watermark, p2.last_stable_offset, p2.log_start_offset) == (1, 1, 0)
+    # The session keeps fetching partition 2 from offset 0 until told otherwise: the records
+    # are answered again (the fetcher's position is what it last sent).
+    r = session_fetch(c, sid, 3, [("fs", 2, 1)])
+    assert answered(r) == {}
+    # Forget partition 1: records produced to it afterwards are no longer answered.
+    r = session_fetch(c, sid, 4, forgotten=[("fs", 1)])
+    assert answered(r) == {}
+    produce(c, "fs", 1, [b"e"])
+    produce(c, "fs", 0, [b"f"])
+    r = session_fetch(c, sid, 5)
+    assert answered(r) == {("fs", 0): [b"f"]}
+    # Epoch errors: the session stays, and the right epoch still works.
+    r = session_fetch(c, sid, 5)
+    assert (r.error_code, r.session_id, r.responses) == (INVALID_FETCH_SESSION_EPOCH, 0, [])
+    r = session_fetch(c, sid, 9)
+    assert r.error_code == INVALID_FETCH_SESSION_EPOCH
+    r = session_fetch(c, sid, 6, [("fs", 0, 3)])
+    assert (r.error_code, answered(r)) == (0, {})
+    # Epoch -1 closes the session (and fetches without one); it is gone afterwards.
+    r = session_fetch(c, sid, -1, [("fs", 1, 1)])
+    assert (r.error_code, r.session_id, answered(r)) == (0, 0, {("fs", 1): [b"e"]})
+    r = session_fetch(c, sid, 7)
+    assert (r.error_code, r.session_id) == (FETCH_SESSION_ID_NOT_FOUND, 0)
+    assert session_fetch(c, 123456, 1).error_code == FETCH_SESSION_ID_NOT_FOUND
+
+
+def test_errors_and_high_watermark_changes_are_answered(broker, client):
+    c = client
+    create(c, "fe", 2)
+    r = session_fetch(c, 0, 0, [("fe", 0, 0), ("fe", 1, 0)])
+    sid = r.session_id
+    # A partition whose requested offset is out of range is answered every time (errors are
+    # always included), the other only when it changes.
+    r = session_fetch(c, sid, 1, [("fe", 1, 50)])
+    assert {(t.topic, p.partition_index): p.error_code for t in r.responses
+            for p in t.partitions} == {("fe", 1): ErrorCode.OFFSET_OUT_OF_RANGE}  # fmt: skip
+    r = session_fetch(c, sid, 2)
+    assert [p.partition_index for t in r.responses for p in t.partitions] == [1]
+    # Back in range: partition 1 is answered once more (its cached HW was reset by the
+    # error), then not again; a log start offset change is news too.
+    r = session_fetch(c, sid, 3, [("fe", 1, 0)])
+    assert [(p.partition_index, p.error_code) for t in r.responses for p in t.partitions] == [
+        (1, 0)
+    ]
+    assert answered(session_fetch(c, sid, 4)) == {}
+    produce(c, "fe", 0, [b"x", b"y"])
+    r = session_fetch(c, sid, 5, [("fe", 0, 2)])
+    assert [(p.partition_index, p.high_watermark) for t in r.responses
+            for p in t.partitions] == [(0, 2)]  # fmt: skip
+    r = c.request(ApiKey.DELETE_RECORDS, 2, {
+        "topics": [{"name": "fe", "partitions": [{"partition_index": 0, "offset": 1}]}],
+        "timeout_ms": 5000,
+    })  # fmt: skip
+    assert r.topics[0].partitions[0].error_code == 0
+    r = session_fetch(c, sid, 6)
+    assert [(p.partition_index, p.log_start_offset) for t in r.responses
+            for p in t.partitions] == [(0, 1)]  # fmt: skip
+
+
+def test_incremental_fetch_waits_for_any_session_partition(broker, client):
+    c = client
+    create(c, "fw", 2)
+    sid = session_fetch(c, 0, 0, [("fw", 0, 0), ("fw", 1, 0)]).session_id
+    # A long poll over the session's partitions: a record in partition 1, named in no
+    # incremental request, ends it.
+    c.correlation_id += 1
+    body = fetch_body([], max_wait_ms=10000)
+    body["session_id"], body["session_epoch"] = sid, 1
+    from protocol import codec
+
+    c.send_raw(codec.encode_request(ApiKey.FETCH, 12, c.correlation_id, "t", body))
+    from wire import wait_for
+
+    wait_for(lambda: broker.call(lambda: len(
+        broker.broker.replica_manager.get("fw", 1).waiters)) == 1, what="the waiting fetch")  # fmt: skip
+    other = RawClient(broker.port)
+    try:
+        produce(other, "fw", 1, [b"wake"])
+    finally:
+        other.close()
+    frame = c.recv_frame()
+    r = codec.decode_response(ApiKey.FETCH, 12, frame, 5)
+    assert answered(r) == {("fw", 1): [b"wake"]}
+
+
+def test_cache_slots_and_eviction(make_broker):
+    b = make_broker({"max.incremental.fetch.session.cache.slots": "2"})
+    c = RawClient(b.port)
+    try:
+        create(c, "fc", 3)
+        first = session_fetch(c, 0, 0, [("fc", 0, 0)]).session_id
+        second = session_fetch(c, 0, 0, [("fc", 1, 0), ("fc", 2, 0)]).session_id
+        assert first and second and first != second
+        # Full, and neither session stale nor older than the eviction time (120 s): a
+        # consumer's third session is refused (session id 0), the fetch still answered.
+        r = session_fetch(c, 0, 0, [("fc", 0, 0), ("fc", 1, 0), ("fc", 2, 0)])
+        assert (r.error_code, r.session_id) == (0, 0) and len(answered(r)) == 3
+        # A follower's session is privileged: it evicts the smallest consumer session.
+        body = fetch_body([("fc", 0, 0)])
+        body.update(replica_id=7, session_id=0, session_epoch=0)
+        assert c.request(ApiKey.FETCH, 12, body).session_id != 0
+        assert session_fetch(c, first, 1).error_code == FETCH_SESSION_ID_NOT_FOUND
+        assert session_fetch(c, second, 1).error_code == 0
+    finally:
+        c.close()
+    b0 = make_broker({"max.incremental.fetch.session.cache.slots": "0"})
+    c = RawClient(b0.port)
+    try:
+        create(c, "f0", 1)
+        assert session_fetch(c, 0, 0, [("f0", 0, 0)]).session_id == 0
+    finally:
+        c.close()
+
+
+class Req:
+    """A request as the cache reads it (attribute names of kafka-python's FetchRequest)."""
+
+    def __init__(self, session_id=0, epoch=0, parts=(), forgotten=()):
+        self.session_id, self.session_epoch = session_id, epoch
+        self.topics = [P(t, [Q(p) for p in ps]) for t, ps in parts]
+        self.forgotten_topics_data = [F(t, ps) for t, ps in forgotten]
+
+
+class P:
+    def __init__(self, topic, partitions):
+        self.topic, self.partitions = topic, partitions
+
+
+class Q:
+    def __init__(self, partition):
+        self.partition, self.fetch_offset, self.partition_max_bytes = partition, 0, 1 << 20
+
+
+class F:
+    def __init__(self, topic, partitions):
+        self.topic, self.partitions = topic, partitions
+
+
+def open_session(cache, size: int, now: int, follower: bool = False) -> int:
+    from protocol.hotpath import FetchPartitionResult
+
+    ctx = cache.new_context(12, Req(parts=[("t", list(range(size)))]), follower, now)
+    results = [(t.topic, [FetchPartitionResult(q.partition) for q in t.partitions])
+               for t in ctx.topics]  # fmt: skip
+    return cache.response_topics(ctx, results, follower, 12, now)[0]
+
+
+def test_eviction_rules():
+    """Kafka's FetchSessionCache.tryEvict, with the clock in hand: a stale session (unused for
+    more than 120 s) goes first; else a larger session evicts a smaller one created more than
+    120 s ago; a follower's session evicts a consumer's at any age, but not another
+    follower's younger than 120 s."""
+    cache = FetchSessionCache(2)
+    t0 = 1_000_000
+    small = open_session(cache, 1, t0)
+    big = open_session(cache, 5, t0)
+    assert small and big
+    assert open_session(cache, 10, t0 + 1) == 0  # both younger than the eviction time
+    later = t0 + EVICTION_MS + 1
+    cache.sessions[big].last_used_ms = later  # big was used; small was not: stale
+    third = open_session(cache, 1, later + 1)
+    assert third and small not in cache.sessions
+    # No stale session now (both used within 120 s); big is old, third is young.
+    cache.sessions[third].last_used_ms = later + 1
+    assert open_session(cache, 3, later + 2) == 0  # smaller than big, third too young
+    fourth = open_session(cache, 6, later + 2)  # larger than big, which is old: evicted
+    assert fourth and big not in cache.sessions
+    # Followers: a privileged session evicts the smallest consumer session, young or not.
+    follower = open_session(cache, 1, later + 3, follower=True)
+    assert follower and third not in cache.sessions and fourth in cache.sessions
+    assert open_session(cache, 1, later + 4, follower=True)
+    assert fourth not in cache.sessions
+    assert open_session(cache, 50, later + 5, follower=True) == 0  # two young followers
+    assert cache.evictions == 4
+
+
+def test_topic_id_sessions_are_not_mixed():
+    """A session made by Fetch v13+ (topic ids) used by an older version, or the other way
+    round, is FETCH_SESSION_TOPIC_ID_ERROR."""
+    cache = FetchSessionCache(10)
+    sid = open_session(cache, 2, 1000)
+    ctx = cache.new_context(13, Req(sid, 1), False, 1001)
+    assert (ctx.kind, ctx.error) == ("error", FETCH_SESSION_TOPIC_ID_ERROR)
+
+
+def test_thousand_partitions_kafka_python_and_confluent(make_broker):
+    """Consumers of 1,000 partitions read every record; kafka-python's fetches are
+    incremental after the first (its FetchSessionHandler); librdkafka 2.16 fetches without
+    sessions."""
+    b = make_broker({"num.partitions": "1"})
+    c = RawClient(b.port)
+    topic = "wide"
+    n = 1000
+    try:
+        create(c, topic, n)
+    finally:
+        c.close()
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": b.bootstrap_servers, "linger.ms": 20})
+    for i in range(n):
+        p.produce(topic, b"v%d" % i, partition=i)
+    assert p.flush(60) == 0
+    expected = {b"v%d" % i for i in range(n)}
+
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=b.bootstrap_servers, auto_offset_reset="earliest",
+                             enable_auto_commit=False, fetch_max_wait_ms=100)  # fmt: skip
+    consumer.assign([TopicPartition(topic, i) for i in range(n)])
+    got: set[bytes] = set()
+    deadline = time.monotonic() + 60
+    try:
+        while len(got) < n and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                got.update(r.value for r in records)
+        assert got == expected
+        # More records to a few partitions, read by the same consumer in its session.
+        for i in range(0, n, 100):
+            p.produce(topic, b"late%d" % i, partition=i)
+        assert p.flush(60) == 0
+        late = {b"late%d" % i for i in range(0, n, 100)}
+        got = set()
+        while got != late and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                got.update(r.value for r in records)
+        incremental = b.call(lambda: b.broker.fetch_sessions.incremental_fetches)
+    finally:
+        consumer.close()
+    assert got == late
+    assert incremental > 0  # kafka-python fetched in a session
+
+    from confluent_kafka import Consumer
+    from confluent_kafka import TopicPartition as CTP
+
+    cc = Consumer({"bootstrap.servers": b.bootstrap_servers, "group.id": "wide",
+                   "enable.auto.commit": False})  # fmt: skip
+    cc.assign([CTP(topic, i, 0) for i in range(n)])
+    got = set()
+    deadline = time.monotonic() + 60
+    expected |= late
+    try:
+        while len(got) < len(expected) and time.monotonic() < deadline:
+            m = cc.poll(0.2)
+            if m is not None and m.error() is None:
+                got.add(m.value())
+    finally:
+        cc.close()
+    assert got == expected
+
+
+def test_session_by_topic_id(client):
+    """From Fetch v13 sessions hold topics by id: incremental answers by id, forgetting by
+    id; a v13 session used with v12 (names) is FETCH_SESSION_TOPIC_ID_ERROR."""
+    from test_topic_ids import fetch_by_id_body, topic_id
+
+    c = client
+    create(c, "fid", 2)
+    tid = topic_id(c, "fid")
+    produce(c, "fid", 0, [b"a"])
+    body = fetch_by_id_body(tid, 0, 16)
+    body["topics"][0]["partitions"].append({**body["topics"][0]["partitions"][0], "partition": 1})
+    body["session_epoch"] = 0
+    r = c.request(ApiKey.FETCH, 16, body)
+    sid = r.session_id
+    assert r.error_code == 0 and sid != 0
+    assert [(t.topic_id, p.partition_index) for t in r.responses for p in t.partitions] == [
+        (tid, 0), (tid, 1)
+    ]  # fmt: skip
+
+    def incremental(epoch: int, partitions=(), forget=(), version: int = 16):
+        b = fetch_by_id_body(tid, 0, version)
+        b["topics"] = [{"topic_id": tid, "partitions": [
+            {**b["topics"][0]["partitions"][0], "partition": p, "fetch_offset": o}
+            for p, o in partitions]}] if partitions else []  # fmt: skip
+        b["forgotten_topics_data"] = (
+            [{"topic_id": tid, "partitions": list(forget)}] if forget else []
+        )
+        b["session_id"], b["session_epoch"] = sid, epoch
+        return c.request(ApiKey.FETCH, version, b)
+
+    r = incremental(1, [(0, 1)])
+    assert (r.error_code, r.session_id, r.responses) == (0, sid, [])
+    produce(c, "fid", 1, [b"b"])
+    r = incremental(2)
+    assert [(t.topic_id, p.partition_index, [x.value for x in fetched_records(p)])
+            for t in r.responses for p in t.partitions] == [(tid, 1, [b"b"])]  # fmt: skip
+    r = incremental(3, forget=[1])
+    assert r.responses == []
+    produce(c, "fid", 1, [b"c"])
+    assert incremental(4).responses == []
+    r = session_fetch(c, sid, 5)  # v12: by name
+    assert (r.error_code, r.session_id) == (FETCH_SESSION_TOPIC_ID_ERROR, 0)

@@ -1,0 +1,90 @@
+"""Several log dirs on one broker (a subprocess, log.dirs=a,b): new partitions go to the dir
+holding the fewest (Kafka's choice), DescribeLogDirs shows each dir, and AlterReplicaLogDirs
+moves a partition's log to the other dir while an acks=all producer writes to it; every
+acknowledged record is read back once, at its offset, before and after a restart."""
+
+from __future__ import annotations
+
+import os
+
+from cluster_helpers import AcksAllProducer, assert_acked_once, read_all, wait_until
+from helpers import BrokerProcess, RawClient
+
+from protocol.apis import ApiKey
+
+TOPIC = "spread"
+PARTITIONS = 4
+# Kafka's error codes
+NONE, UNKNOWN_TOPIC_OR_PARTITION, LOG_DIR_NOT_FOUND = 0, 3, 57
+
+
+def describe(port: int) -> dict[str, dict[int, tuple[bool, int]]]:
+    """log dir -> partition of TOPIC -> (is the future replica, offset lag)."""
+    client = RawClient(port)
+    try:
+        r = client.request(ApiKey.DESCRIBE_LOG_DIRS, 4, {"topics": None})
+    finally:
+        client.close()
+    assert r.error_code == 0
+    return {
+        res.log_dir: {p.partition_index: (p.is_future_key, p.offset_lag)
+                      for t in res.topics if t.name == TOPIC for p in t.partitions}
+        for res in r.results
+    }  # fmt: skip
+
+
+def alter(port: int, path: str, topic: str, partitions: list[int]) -> dict[int, int]:
+    client = RawClient(port)
+    try:
+        body = {"dirs": [{"path": path, "topics": [{"name": topic, "partitions": partitions}]}]}
+        r = client.request(ApiKey.ALTER_REPLICA_LOG_DIRS, 2, body)
+    finally:
+        client.close()
+    return {p.partition_index: p.error_code for t in r.results for p in t.partitions}
+
+
+def test_several_log_dirs_and_moving_a_replica(tmp_path):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    broker = BrokerProcess(str(tmp_path / "unused"), {"log.dirs": f"{a},{b}"}).start()
+    try:
+        client = RawClient(broker.port)
+        try:
+            body = {"topics": [{"name": TOPIC, "num_partitions": PARTITIONS,
+                                "replication_factor": 1, "assignments": [], "configs": []}],
+                    "timeout_ms": 10000, "validate_only": False}  # fmt: skip
+            assert client.request(ApiKey.CREATE_TOPICS, 5, body).topics[0].error_code == 0
+        finally:
+            client.close()
+        dirs = describe(broker.port)
+        assert set(dirs) == {a, b}
+        # Each new partition went to the dir with the fewest: two and two.
+        assert sorted(len(parts) for parts in dirs.values()) == [2, 2]
+        source = next(d for d, parts in dirs.items() if 0 in parts)
+        dest = b if source == a else a
+
+        with AcksAllProducer(broker.bootstrap_servers, TOPIC, PARTITIONS) as producer:
+            wait_until(lambda: len(producer.acked) >= 2000, what="first acks")
+            assert alter(broker.port, dest, TOPIC, [0]) == {0: NONE}
+            wait_until(lambda: (d := describe(broker.port)) and 0 in d[dest]
+                       and d[dest][0] == (False, 0) and 0 not in d[source],
+                       what="partition 0 moved")  # fmt: skip
+            acks = len(producer.acked)
+            wait_until(lambda: len(producer.acked) > acks + 500, what="acks after the move")
+        assert producer.errors == [] and producer.remaining == 0
+        assert not os.path.exists(os.path.join(source, f"{TOPIC}-0"))
+        assert os.path.exists(os.path.join(dest, f"{TOPIC}-0"))
+        assert_acked_once(producer, read_all(broker.bootstrap_servers, TOPIC, PARTITIONS))
+        assert broker.events("replica_moved")
+
+        # Kafka's errors: a path that is no log dir, a partition this broker doesn't have.
+        assert alter(broker.port, str(tmp_path / "elsewhere"), TOPIC, [1]) == {1: LOG_DIR_NOT_FOUND}
+        assert alter(broker.port, dest, "nope", [0]) == {0: UNKNOWN_TOPIC_OR_PARTITION}
+        # Already there: nothing to do.
+        assert alter(broker.port, dest, TOPIC, [0]) == {0: NONE}
+
+        assert broker.terminate() == 0
+        broker.start()
+        assert 0 in describe(broker.port)[dest]
+        assert_acked_once(producer, read_all(broker.bootstrap_servers, TOPIC, PARTITIONS))
+    finally:
+        broker.kill()

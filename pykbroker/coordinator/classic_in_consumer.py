@@ -108,8 +108,8 @@ def to_ids(by_name: Mapping[str, list[int]], topics: Mapping[str, TopicMeta]):
 def convert_classic_group(
     classic: Group, config: GroupConfig, topics: Mapping[str, TopicMeta]
 ) -> ConsumerGroup | None:
-    """A Stable classic consumer group as a consumer group of classic members (or None if a
-    member's subscription can't be read)."""
+    """A classic consumer group as a consumer group of classic members, each keeping the
+    assignment of the last generation it synced (or None if a subscription can't be read)."""
     group = ConsumerGroup(classic.group_id, config)
     group.offsets = classic.offsets
     group.group_epoch = group.assignment_epoch = classic.generation_id

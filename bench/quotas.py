@@ -60,7 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[float]] = {s: [] for s in SETTINGS}
     cpu: dict[str, list[float]] = {s: [] for s in SETTINGS}
     with Broker() as broker:
-        broker.start()
         bs = broker.bootstrap
         create_topic(bs, "quota-bench", 1)
         current: list = []

@@ -201,6 +201,9 @@ class GroupService:
 
     def describe(self, group_id: str) -> Group:
         d = self.admin.describe_groups([group_id])[group_id]
+        if d.get("error") and "GroupIdNotFoundError" in d["error"]:
+            # DescribeGroups v6 (KIP-1043) says so where older versions answered Dead.
+            return Group(group_id, "Dead", "", [])
         if d.get("error"):
             raise common.ExecutionError(d["error"])
         members = []

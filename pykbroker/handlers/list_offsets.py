@@ -1,4 +1,9 @@
-"""ListOffsets: earliest, latest, by timestamp, and max timestamp (v7+)."""
+"""ListOffsets: earliest, latest, by timestamp, max timestamp (v7+), earliest local (v8+) and
+latest tiered (v9+) offsets.
+
+Without tiered storage (KIP-405) the local log is the whole log: the earliest local offset is
+the log start offset, and there is no tiered offset (-1, epoch -1), as Kafka answers with
+remote storage off. v10's timeout_ms bounds remote lookups (KIP-1075): there are none here."""
 
 from __future__ import annotations
 
@@ -8,15 +13,20 @@ from pykbroker.acl.checks import RT, Op, filter_allowed
 
 from . import REGISTRY
 
-LATEST, EARLIEST, MAX_TIMESTAMP = -1, -2, -3
+LATEST, EARLIEST, MAX_TIMESTAMP, EARLIEST_LOCAL, LATEST_TIERED = -1, -2, -3, -4, -5
+# The first version that may ask for each special timestamp (a client's ListOffsetsRequest
+# builder picks at least it).
+_MIN_VERSION = {MAX_TIMESTAMP: 7, EARLIEST_LOCAL: 8, LATEST_TIERED: 9}
 READ_COMMITTED = 1
 
 
 def list_offset(partition, timestamp: int, isolation_level: int) -> tuple[int, int]:
     """(timestamp, offset) answering one ListOffsets partition query."""
     log = partition.log
-    if timestamp == EARLIEST:
+    if timestamp in (EARLIEST, EARLIEST_LOCAL):
         return -1, log.log_start_offset
+    if timestamp == LATEST_TIERED:
+        return -1, -1
     if timestamp == LATEST:
         bound = (
             partition.last_stable_offset()
@@ -45,7 +55,7 @@ def _duplicate_partitions(topics) -> set[tuple[str, int]]:
     return duplicates
 
 
-@REGISTRY.register(ApiKey.LIST_OFFSETS, 1, 7)
+@REGISTRY.register(ApiKey.LIST_OFFSETS, 1, 10)
 def handle_list_offsets(ctx, request) -> dict:
     rm = ctx.broker.replica_manager
     isolation = request.isolation_level if ctx.api_version >= 2 else 0
@@ -71,10 +81,11 @@ def handle_list_offsets(ctx, request) -> dict:
                     p.partition_index,
                     p.current_leader_epoch if ctx.api_version >= 4 else -1,
                 )
-                if p.timestamp == MAX_TIMESTAMP and ctx.api_version < 7:
+                if ctx.api_version < _MIN_VERSION.get(p.timestamp, 0):
                     raise KafkaError(ErrorCode.UNSUPPORTED_VERSION)
                 entry["timestamp"], entry["offset"] = list_offset(part, p.timestamp, isolation)
-                entry["leader_epoch"] = part.leader_epoch
+                # No tiered offset: no epoch either (Kafka's Optional.of(-1)).
+                entry["leader_epoch"] = -1 if p.timestamp == LATEST_TIERED else part.leader_epoch
             except KafkaError as e:
                 entry["error_code"] = e.code
             partitions.append(entry)

@@ -143,7 +143,7 @@ def _by_id(broker, topic_id, info) -> dict:
     return _entry(broker, info, _live(broker))
 
 
-@REGISTRY.register(ApiKey.METADATA, 0, 12)
+@REGISTRY.register(ApiKey.METADATA, 0, 13)
 def handle_metadata(ctx, request) -> dict:
     broker = ctx.broker
     version = ctx.api_version
@@ -167,6 +167,7 @@ def handle_metadata(ctx, request) -> dict:
                 topics.append(_requested_topic(broker, t.name, allow_auto, writes))
     response = {
         "throttle_time_ms": 0,
+        "error_code": ErrorCode.NONE,  # v13's top-level error: none a broker sets here (KIP-1102)
         "brokers": broker_entries(broker, ctx.listener),
         "cluster_id": broker.metadata.cluster_id,
         "controller_id": broker.metadata.controller_id,
@@ -203,14 +204,27 @@ async def _after_auto_create(broker, writes: list, response: dict) -> dict:
     return response
 
 
-@REGISTRY.register(ApiKey.DESCRIBE_CLUSTER, 0, 1)
+BROKER_ENDPOINT = 1
+ENDPOINT_TYPES = {1: "BROKER", 2: "CONTROLLER"}  # Kafka's EndpointType (0: UNKNOWN)
+
+
+@REGISTRY.register(ApiKey.DESCRIBE_CLUSTER, 0, 2)
 def handle_describe_cluster(ctx, request) -> dict:
     broker = ctx.broker
-    if ctx.api_version >= 1 and request.endpoint_type != 1:
+    endpoint_type = request.endpoint_type if ctx.api_version >= 1 else BROKER_ENDPOINT
+    if endpoint_type != BROKER_ENDPOINT:
+        # Kafka's AuthHelper.computeDescribeClusterResponse: an unknown type, or a controller
+        # endpoint asked of a broker (v0 could only say INVALID_REQUEST).
+        if endpoint_type not in ENDPOINT_TYPES:
+            error = ErrorCode.UNSUPPORTED_ENDPOINT_TYPE
+            message = f"Unsupported endpoint type {endpoint_type}"
+        else:
+            error = ErrorCode.MISMATCHED_ENDPOINT_TYPE
+            message = ("The request was sent to an endpoint of type BROKER, but we wanted an "
+                       f"endpoint of type {ENDPOINT_TYPES[endpoint_type]}")  # fmt: skip
         return {
-            "error_code": ErrorCode.UNSUPPORTED_ENDPOINT_TYPE,
-            "error_message": f"The endpoint type {request.endpoint_type} is not supported by a broker",
-            "endpoint_type": request.endpoint_type, "cluster_id": broker.metadata.cluster_id,
+            "error_code": error if ctx.api_version >= 1 else ErrorCode.INVALID_REQUEST,
+            "error_message": message, "endpoint_type": 0, "cluster_id": "",
             "controller_id": -1, "brokers": [],
         }  # fmt: skip
     return {
@@ -220,10 +234,18 @@ def handle_describe_cluster(ctx, request) -> dict:
         "endpoint_type": 1,
         "cluster_id": broker.metadata.cluster_id,
         "controller_id": broker.metadata.controller_id,
+        # v2 (KIP-1073): registered brokers are never fenced here (a broker that lost its
+        # ZooKeeper session is not registered), so include_fenced_brokers adds none.
         "brokers": [
-            {"broker_id": e["node_id"], "host": e["host"], "port": e["port"], "rack": e["rack"]}
+            {
+                "broker_id": e["node_id"],
+                "host": e["host"],
+                "port": e["port"],
+                "rack": e["rack"],
+                "is_fenced": False,
+            }
             for e in broker_entries(broker, ctx.listener)
-        ],
+        ],  # fmt: skip
         "authorized_operations": _cluster_operations(ctx, request),
     }
 

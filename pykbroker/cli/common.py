@@ -332,10 +332,22 @@ def exception_name(code: int) -> str:
     return f"org.apache.kafka.common.errors.{name}"
 
 
+# Kafka's default messages (the Errors enum) where kafka-python's description differs.
+_KAFKA_MESSAGES = {
+    29: "Topic authorization failed.",
+    30: "Group authorization failed.",
+    31: "Cluster authorization failed.",
+    53: "Transactional Id authorization failed.",
+    54: "Security features are disabled.",
+}
+
+
 def broker_error_message(code: int, message: str | None) -> str:
     """The broker's message for an error, or Kafka's default text for its code."""
     if message:
         return message
+    if code in _KAFKA_MESSAGES:
+        return _KAFKA_MESSAGES[code]
     from kafka import errors
 
     cls = errors.for_code(code)

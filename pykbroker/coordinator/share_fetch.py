@@ -32,6 +32,7 @@ import structlog
 from protocol import records as rb
 from protocol.errors import ErrorCode, KafkaError
 from protocol.share_partition import (
+    AVAILABLE,
     InvalidAcknowledgement,
     InvalidRecordState,
     SharePartition,
@@ -198,11 +199,11 @@ class SharePartitionManager:
     # --- lock timers and waiters --------------------------------------------------------------
 
     def _schedule(self, shared: Shared) -> None:
-        deadline = shared.sp.next_deadline()
-        if deadline is None or (shared.timer is not None and shared.timer_at <= deadline):
-            return
         if shared.timer is not None:
-            shared.timer.cancel()
+            return  # locks taken since expire after the one the timer waits for
+        deadline = shared.sp.next_deadline()
+        if deadline is None:
+            return
         shared.timer_at = deadline
         delay = max(deadline - now_ms(), 0) / 1000
         shared.timer = self.loop.call_later(delay, self._on_timer, shared)
@@ -292,6 +293,7 @@ class SharePartitionManager:
         for (topic_id, partition), (topic, batches) in acks.items():
             try:
                 shared = await self.get(group_id, topic_id, topic, partition)
+                start = shared.sp.start_offset
                 changed = shared.sp.acknowledge(member_id, batches)
             except KafkaError as e:
                 results[(topic_id, partition)] = (e.code, e.message)
@@ -302,7 +304,8 @@ class SharePartitionManager:
             except InvalidAcknowledgement as e:
                 results[(topic_id, partition)] = (ErrorCode.INVALID_REQUEST, str(e))
                 continue
-            self._wake(shared)
+            if shared.sp.start_offset != start or any(c[2] == AVAILABLE for c in changed):
+                self._wake(shared)  # something to acquire now: the window moved, or released
             writes.append(((topic_id, partition), self.persist(shared, changed)))
         codes = await asyncio.gather(*(w for _, w in writes))
         for (tp, _), code in zip(writes, codes, strict=True):

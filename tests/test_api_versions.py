@@ -61,7 +61,6 @@ ISSUE_14 = {0, 1, 2, 3, 8, 9, 10, 15, 16, 22, 24, 25, 26, 28, 57, 60, 61, 66, 68
 PENDING = {
     ApiKey.OFFSET_COMMIT: "kip848",
     ApiKey.OFFSET_FETCH: "kip848",
-    ApiKey.DESCRIBE_PRODUCERS: "proto",
     68: "kip848",  # ConsumerGroupHeartbeat
     69: "kip848",  # ConsumerGroupDescribe
     74: "proto",  # ListConfigResources

@@ -59,6 +59,11 @@ def tls_overrides(ca, server: tuple[str, str], listener: str = "SSL", **extra) -
     }
 
 
+def sessions(b) -> list:
+    """The sessions of an EmbeddedBroker's open connections (read on its loop)."""
+    return b.call(lambda: [c.session for c in b.broker.connections])
+
+
 def handshake(client: RawClient, mechanism: str, version: int = 1):
     return client.request(ApiKey.SASL_HANDSHAKE, version, {"mechanism": mechanism})
 

@@ -63,6 +63,9 @@ class SharePartition:
         self.delivery_limit = delivery_limit
         self.state_epoch = state_epoch
         self.records: dict[int, InFlight] = {}
+        # No offset below this hint is AVAILABLE: fetch_offset scans from here, so a full
+        # window of acquired records costs nothing to skip, request after request.
+        self._hint = start_offset
         for first, last, state, count in sorted(state_batches):
             for offset in range(max(first, start_offset), last + 1):
                 self.records[offset] = InFlight(state if state != ACQUIRED else AVAILABLE, count)
@@ -76,9 +79,13 @@ class SharePartition:
     def fetch_offset(self) -> int | None:
         """Where the next acquisition starts reading the log: the first available in-flight
         offset, else SPEO; None while nothing can be acquired (window full, nothing released)."""
-        for offset in range(self.start_offset, self.end_offset):
-            if self.records[offset].state == AVAILABLE:
-                return offset
+        records = self.records
+        offset = max(self._hint, self.start_offset)
+        while offset < self.end_offset and records[offset].state != AVAILABLE:
+            offset += 1
+        self._hint = offset
+        if offset < self.end_offset:
+            return offset
         if self.end_offset - self.start_offset >= self.max_in_flight:
             return None
         return self.end_offset
@@ -149,7 +156,7 @@ class SharePartition:
                 if kind == ACCEPT:
                     rec.state = ACKNOWLEDGED
                 elif kind == RELEASE:
-                    self._release(rec)
+                    self._release(rec, offset)
                 else:  # REJECT, GAP
                     rec.state = ARCHIVED
                 rec.member_id = None
@@ -173,14 +180,16 @@ class SharePartition:
         changed = []
         for offset, rec in self.records.items():
             if rec.state == ACQUIRED and match(rec):
-                self._release(rec)
+                self._release(rec, offset)
                 rec.member_id = None
                 changed.append((offset, offset, rec.state, rec.delivery_count))
         self._advance()
         return _state_runs(sorted(changed))
 
-    def _release(self, rec: InFlight) -> None:
+    def _release(self, rec: InFlight, offset: int) -> None:
         rec.state = ARCHIVED if rec.delivery_count >= self.delivery_limit else AVAILABLE
+        if rec.state == AVAILABLE and offset < self._hint:
+            self._hint = offset
 
     # --- moving the start ---------------------------------------------------------------------
 

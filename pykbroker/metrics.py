@@ -261,6 +261,7 @@ class BrokerCollector:
         sendfile.add_metric([], m.sendfile_bytes)
         yield sendfile
         yield from _loop_lag(m.loop_lag)
+        yield from _quotas(broker)
 
     def _partitions(self):
         from prometheus_client.core import GaugeMetricFamily
@@ -337,6 +338,62 @@ class BrokerCollector:
         else:
             count.add_metric([], 0)
         yield from (count, offset, lag)
+
+
+def _quotas(broker: Broker):
+    """Client quota sensors (Kafka's kafka.server:type=Produce|Fetch|Request,user=,client-id=
+    byte-rate / request-time and throttle-time) and connection limits (socket-server-metrics,
+    Acceptor); only what is configured shows."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    q = broker.quotas
+    now = q.now_ms()
+    for kind, manager, what in (("produce", q.produce, "byte_rate"),
+                                ("fetch", q.fetch, "byte_rate"),
+                                ("request", q.request, "request_time")):  # fmt: skip
+        if not manager.sensors:
+            continue
+        rate = GaugeMetricFamily(
+            f"kafka_server_{kind}_{what}",
+            f"{kind} quota sensor: its rate over the quota window (bytes/s, or % of a thread).",
+            labels=["user", "client_id"],
+        )
+        throttle = CounterMetricFamily(
+            f"kafka_server_{kind}_throttle_time_ms",
+            f"Time {kind} responses were throttled for, by quota sensor.",
+            labels=["user", "client_id"],
+        )
+        for tags in list(manager.sensors):
+            rate.add_metric(list(tags), manager.rate(tags, now))
+            throttle.add_metric(list(tags), manager.throttle_ms_total.get(tags, 0))
+        yield rate
+        yield throttle
+    cq = broker.connection_quotas
+    if not broker.acceptors:  # no connection limits configured
+        return
+    count = GaugeMetricFamily("kafka_server_socket_server_metrics_connection_count",
+                              "Open connections counted by the connection limits, by listener.",
+                              labels=["listener"])  # fmt: skip
+    blocked = CounterMetricFamily("kafka_network_acceptor_blocked_time_ms",
+                                  "Time the listener's acceptor waited for a connection slot "
+                                  "or the creation rate (AcceptorBlockedPercent's numerator).",
+                                  labels=["listener"])  # fmt: skip
+    throttled = CounterMetricFamily(
+        "kafka_server_socket_server_metrics_connection_accept_throttle_time_ms",
+        "Time accepting waited for max.connection.creation.rate.", labels=["listener"],
+    )  # fmt: skip
+    for listener, n in cq.listener_counts.items():
+        count.add_metric([listener], n)
+        blocked.add_metric([listener], cq.blocked_ms[listener])
+        throttled.add_metric([listener], cq.accept_throttle_ms[listener])
+    rejected = CounterMetricFamily(
+        "pykbroker_connections_rejected",
+        "Connections closed at once for max.connections.per.ip (reason=per_ip) or later for an "
+        "ip's connection_creation_rate quota (reason=ip_rate).", labels=["reason"],
+    )  # fmt: skip
+    rejected.add_metric(["per_ip"], cq.rejected)
+    rejected.add_metric(["ip_rate"], cq.ip_throttled)
+    yield from (count, blocked, throttled, rejected)
 
 
 def _loop_lag(probe: LoopLagProbe):

@@ -59,6 +59,11 @@ def tls_overrides(ca, server: tuple[str, str], listener: str = "SSL", **extra) -
     }
 
 
+def sessions(b) -> list:
+    """The sessions of an EmbeddedBroker's open connections (read on its loop)."""
+    return b.call(lambda: [c.session for c in b.broker.connections])
+
+
 def handshake(client: RawClient, mechanism: str, version: int = 1):
     return client.request(ApiKey.SASL_HANDSHAKE, version, {"mechanism": mechanism})
 
@@ -68,7 +73,7 @@ def authenticate(client: RawClient, token: bytes, version: int = 2):
 
 
 def scram_client_exchange(client: RawClient, mechanism: str, user: str, password: str,
-                          version: int = 2):  # fmt: skip
+                          version: int = 2, final_nonce=lambda ours, server: server):  # fmt: skip
     """A SCRAM exchange written from RFC 5802 (independent of the broker's code); returns the
     final SaslAuthenticate response, or the first one if it failed."""
     h = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}[mechanism]
@@ -84,7 +89,7 @@ def scram_client_exchange(client: RawClient, mechanism: str, user: str, password
     )
     client_key = hmac.new(salted, b"Client Key", h).digest()
     stored_key = hashlib.new(h, client_key).digest()
-    without_proof = f"c=biws,r={attrs['r']}"
+    without_proof = f"c=biws,r={final_nonce(nonce, attrs['r'])}"
     auth_message = f"{first_bare},{server_first},{without_proof}".encode()
     signature = hmac.new(stored_key, auth_message, h).digest()
     proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))

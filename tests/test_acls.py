@@ -545,3 +545,36 @@ def test_kafka_acls_tool(make_broker, broker):
     r = kafka_acls(bs, "--remove", "--group", "g", stdin="y\n")
     assert (r.returncode, r.stdout) == (0, question)
     assert kafka_acls(bs, "--list").stdout == ""
+
+
+def test_share_group_apis(make_broker):
+    import uuid
+
+    b = make_broker({**AUTHORIZER, "group.share.enable": "true"})
+    c = RawClient(b.port)
+    try:
+        r = c.request(ApiKey.SHARE_GROUP_HEARTBEAT, 1, {
+            "group_id": "sg", "member_id": str(uuid.uuid4()), "member_epoch": 0,
+            "subscribed_topic_names": ["t"]})  # fmt: skip
+        assert r.error_code == GROUP_DENIED
+        r = c.request(ApiKey.SHARE_FETCH, 1, {"group_id": "sg", "member_id": "m",
+                                              "share_session_epoch": 0, "topics": []})  # fmt: skip
+        assert r.error_code == GROUP_DENIED
+        r = c.request(
+            ApiKey.DESCRIBE_SHARE_GROUP_OFFSETS, 0, {"groups": [{"group_id": "sg", "topics": None}]}
+        )
+        assert r.groups[0].error_code == GROUP_DENIED
+        # Broker-to-coordinator state APIs need CLUSTER_ACTION.
+        r = c.request(
+            ApiKey.READ_SHARE_GROUP_STATE,
+            0,
+            {
+                "group_id": "sg",
+                "topics": [
+                    {"topic_id": uuid.uuid4(), "partitions": [{"partition": 0, "leader_epoch": 0}]}
+                ],
+            },
+        )
+        assert r.results[0].partitions[0].error_code == CLUSTER_DENIED
+    finally:
+        c.close()

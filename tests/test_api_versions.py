@@ -59,20 +59,10 @@ ISSUE_14 = {0, 1, 2, 3, 8, 9, 10, 15, 16, 22, 24, 25, 26, 28, 57, 60, 61, 66, 68
 # APIs whose work is still in progress with another helper (or later in this one's): served
 # below Kafka 4.1 for now, or not yet. Shrink this as they land; it must end empty.
 PENDING = {
-    ApiKey.LIST_OFFSETS: "proto",
-    ApiKey.METADATA: "proto",
     ApiKey.OFFSET_COMMIT: "kip848",
     ApiKey.OFFSET_FETCH: "kip848",
-    ApiKey.FIND_COORDINATOR: "proto",
-    ApiKey.DESCRIBE_GROUPS: "proto",
-    ApiKey.LIST_GROUPS: "proto",
-    ApiKey.DESCRIBE_CLUSTER: "proto",
-    ApiKey.DESCRIBE_PRODUCERS: "proto",
-    ApiKey.LIST_TRANSACTIONS: "proto",
     68: "kip848",  # ConsumerGroupHeartbeat
     69: "kip848",  # ConsumerGroupDescribe
-    74: "proto",  # ListConfigResources
-    75: "proto",  # DescribeTopicPartitions
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from helpers import RawClient
+from test_metrics import scrape, value
 from wire import fetch, produce_body, values_batch, wait_for
 
 from protocol.apis import ApiKey
@@ -185,10 +186,11 @@ def _create_topic(c, name: str) -> None:
     assert r.topics[0].error_code == 0
 
 
-def test_produce_throttle_time_and_muted_channel(broker):
+def test_produce_throttle_time_and_muted_channel(make_broker):
     """A produce over producer_byte_rate (the RawClient's client id is raw-test; ANONYMOUS is
     the user on PLAINTEXT) is answered at once with throttle_time_ms; the connection is then
     muted: the next request's answer comes no sooner than that."""
+    broker = make_broker({"metrics.port": 0})
     c = RawClient(broker.port)
     try:
         _create_topic(c, "q")
@@ -226,6 +228,11 @@ def test_produce_throttle_time_and_muted_channel(broker):
             assert r2.throttle_time_ms == 0
         finally:
             other.close()
+        # Kafka's per-client sensors: kafka.server:type=Produce,user=ANONYMOUS,client-id=raw-test
+        samples = scrape(broker.metrics_url)
+        labels = {"user": "ANONYMOUS", "client_id": "raw-test"}
+        assert value(samples, "kafka_server_produce_throttle_time_ms_total", **labels) == throttle
+        assert value(samples, "kafka_server_produce_byte_rate", **labels) > 10000
     finally:
         c.close()
 

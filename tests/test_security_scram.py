@@ -108,6 +108,28 @@ def test_alter_describe_and_authenticate(scram_broker, make_broker):
     assert _login(_ports(again)[1], "SCRAM-SHA-512", "bob", "bob-secret") == (0, None)
 
 
+def test_final_message_nonce(scram_broker):
+    plain, sasl = _ports(scram_broker)
+    assert _alter(plain, [_upsert("alice", SHA256, "alice-secret")]) == {"alice": (0, None)}
+
+    def login(final_nonce):
+        client = RawClient(sasl)
+        try:
+            assert handshake(client, "SCRAM-SHA-256").error_code == 0
+            r = scram_client_exchange(
+                client, "SCRAM-SHA-256", "alice", "alice-secret", final_nonce=final_nonce
+            )
+            return r.error_code
+        finally:
+            client.close()
+
+    # librdkafka < 2.6.1 repeats its own nonce in front of the server's: Kafka 3.8.1-3.9 accept
+    # it (the nonce must end with the server's), and so do we.
+    assert login(lambda ours, server: ours + server) == 0
+    assert login(lambda ours, server: ours) == SASL_AUTHENTICATION_FAILED  # server part missing
+    assert login(lambda ours, server: server[:-1]) == SASL_AUTHENTICATION_FAILED
+
+
 def test_alter_errors_as_kafka(scram_broker):
     plain, _ = _ports(scram_broker)
     assert _alter(plain, [_upsert("a", SHA256, "p", 4095)]) == {

@@ -390,3 +390,20 @@ def test_write_txn_markers_and_coordinator_fencing(c):
     # A coordinator with an older epoch has lost its partition: its markers are refused.
     assert markers(3, commit=True) == ErrorCode.TRANSACTION_COORDINATOR_FENCED
     assert markers(5, commit=False, partition=9) == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+
+
+def test_list_transactions_v2_pattern(c):
+    """v2's transactional_id_pattern (KIP-1152): ids the regular expression matches as a whole;
+    a pattern that doesn't compile is INVALID_REGULAR_EXPRESSION (Kafka's error 128)."""
+    create(c, "lp")
+    for txn_id in ("orders-1", "orders-22", "payments-1"):
+        Txn(c, txn_id).init()
+    body = {"state_filters": [], "producer_id_filters": [], "duration_filter": -1}
+    r = c.request(ApiKey.LIST_TRANSACTIONS, 2, {**body, "transactional_id_pattern": "orders-.*"})
+    assert sorted(s.transactional_id for s in r.transaction_states) == ["orders-1", "orders-22"]
+    r = c.request(ApiKey.LIST_TRANSACTIONS, 2, {**body, "transactional_id_pattern": "orders"})
+    assert r.error_code == 0 and list(r.transaction_states) == []  # not a substring search
+    r = c.request(ApiKey.LIST_TRANSACTIONS, 2, {**body, "transactional_id_pattern": "(orders"})
+    assert r.error_code == 128 and list(r.transaction_states) == []
+    r = c.request(ApiKey.LIST_TRANSACTIONS, 2, {**body, "transactional_id_pattern": None})
+    assert len(r.transaction_states) == 3

@@ -93,6 +93,17 @@ _CLIENT_FINAL = re.compile(
 )
 
 
+def _server_nonce() -> str:
+    """130 random bits in base 36, as Kafka's ScramFormatter.secureRandomString."""
+    n = secrets.randbits(130)
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while n:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+    return out or "0"
+
+
 def username(saslname: str) -> str:
     """RFC 5802 saslname -> username (=2C is a comma, =3D an equals sign)."""
     return saslname.replace("=2C", ",").replace("=3D", "=")
@@ -163,7 +174,7 @@ class ScramServer(SaslServer):
                 f"for {self.mechanism}"
             )
         self._credential = credential
-        self._nonce = m["nonce"] + secrets.token_urlsafe(24)
+        self._nonce = m["nonce"] + _server_nonce()
         salt = base64.b64encode(credential.salt).decode()
         self._server_first = f"r={self._nonce},s={salt},i={credential.iterations}"
         self._client_first_bare = m["bare"]
@@ -175,7 +186,10 @@ class ScramServer(SaslServer):
         m = _CLIENT_FINAL.fullmatch(text)
         if m is None:
             raise SaslError("Invalid SCRAM client final message format")
-        if m["nonce"] != self._nonce:
+        # Kafka 3.8.1-3.9's check (its CVE-2024-56128 fix): the nonce must end with the server's
+        # whole nonce. librdkafka before 2.6.1 (Debian 12's kcat) sends its own nonce in front
+        # of it once more; Kafka 4 wants equality and refuses those clients.
+        if not m["nonce"].endswith(self._nonce):
             raise SaslError("Invalid client nonce in the final client message.")
         credential = self._credential
         auth_message = (

@@ -22,6 +22,7 @@ from . import (  # noqa: E402,F401  (registration happens on import)
     metadata,
     offsets,
     produce,
+    producers,
     quotas,
     reassignment,
     replication,

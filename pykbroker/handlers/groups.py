@@ -23,6 +23,7 @@ from pykbroker.coordinator.group_coordinator import JoinRequest
 from . import REGISTRY
 
 GROUP_KEY, TRANSACTION_KEY, SHARE_KEY = 0, 1, 2
+CLASSIC_TYPE = "classic"  # ListGroups v5's group type of a classic group (Kafka's GroupType)
 # AclOperation codes a group's authorized_operations reports without an authorizer:
 # READ (3), DELETE (6), DESCRIBE (8).
 GROUP_AUTHORIZED_OPERATIONS = {3, 6, 8}
@@ -81,7 +82,7 @@ def _coordinator_entry(error: int, node, listener: str | None = None) -> dict:
     }
 
 
-@REGISTRY.register(ApiKey.FIND_COORDINATOR, 0, 4)
+@REGISTRY.register(ApiKey.FIND_COORDINATOR, 0, 6)
 def handle_find_coordinator(ctx, request) -> dict:
     key_type = request.key_type if ctx.api_version >= 1 else GROUP_KEY
     if ctx.api_version >= 4:
@@ -314,7 +315,7 @@ def _described_consumer_group(ctx, group: ConsumerGroup) -> dict:
     }
 
 
-@REGISTRY.register(ApiKey.DESCRIBE_GROUPS, 0, 5)
+@REGISTRY.register(ApiKey.DESCRIBE_GROUPS, 0, 6)
 def handle_describe_groups(ctx, request) -> dict:
     coordinator = _coordinator(ctx)
     include_ops = ctx.api_version >= 3 and request.include_authorized_operations
@@ -332,11 +333,16 @@ def handle_describe_groups(ctx, request) -> dict:
             error, group = ErrorCode.COORDINATOR_NOT_AVAILABLE, None
         else:
             error, group = coordinator.describe_group(group_id)
-        groups.append(_described_group(ctx, group_id, error, group, authorized))
+        entry = _described_group(ctx, group_id, error, group, authorized)
+        if ctx.api_version >= 6 and error == ErrorCode.NONE and group is None:
+            # KIP-1043: v6 says a group that doesn't exist is not found (older ones: Dead).
+            entry.update(error_code=ErrorCode.GROUP_ID_NOT_FOUND,
+                         error_message=f"Group {group_id} not found.")  # fmt: skip
+        groups.append(entry)
     return {"throttle_time_ms": 0, "groups": groups}
 
 
-@REGISTRY.register(ApiKey.LIST_GROUPS, 0, 4)
+@REGISTRY.register(ApiKey.LIST_GROUPS, 0, 5)
 def handle_list_groups(ctx, request) -> dict:
     coordinator = _coordinator(ctx)
     if coordinator is None:
@@ -351,19 +357,21 @@ def handle_list_groups(ctx, request) -> dict:
         # Kafka: DESCRIBE on the cluster lists every group, else those the principal may
         # describe, with no sign of the others.
         groups = [g for g in groups if allowed(ctx, Op.DESCRIBE, RT.GROUP, g.group_id)]
-    return {
-        "throttle_time_ms": 0,
-        "error_code": error,
-        "groups": [
-            {
-                "group_id": g.group_id,
-                "protocol_type": g.protocol_type or "",
-                "group_state": g.state.value,
-            }
-            for g in groups
-        ]
-        + _share_groups(ctx, states),
-    }
+    listed = [
+        {
+            "group_id": g.group_id,
+            "protocol_type": g.protocol_type or "",
+            "group_state": g.state.value,
+            "group_type": getattr(g, "group_type", CLASSIC_TYPE),
+        }
+        for g in groups
+    ] + _share_groups(ctx, states)
+    # v5 (KIP-848): only the group types asked for, named in any case ("classic", "consumer",
+    # "share"; a name of no type matches nothing).
+    types = {t.lower() for t in request.types_filter or ()} if ctx.api_version >= 5 else None
+    if types:
+        listed = [g for g in listed if g["group_type"] in types]
+    return {"throttle_time_ms": 0, "error_code": error, "groups": listed}
 
 
 def _share_groups(ctx, states: set[str] | None) -> list[dict]:

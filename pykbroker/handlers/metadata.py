@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
+
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
 from pykbroker.acl.authorizer import CLUSTER_NAME
 from pykbroker.acl.checks import RT, Op, allowed, authorized_operations
-from pykbroker.cluster.metadata import TopicInfo, validate_topic_name
+from pykbroker.cluster.metadata import INTERNAL_TOPICS, TopicInfo, validate_topic_name
 
 from . import REGISTRY
 from .committed import wait_committed
 
+ZERO_UUID = uuid.UUID(int=0)
 AUTHORIZED_OPERATIONS_UNSET = None  # kafka-python encodes None as INT32_MIN ("not requested")
 
 
@@ -143,7 +146,7 @@ def _by_id(broker, topic_id, info) -> dict:
     return _entry(broker, info, _live(broker))
 
 
-@REGISTRY.register(ApiKey.METADATA, 0, 12)
+@REGISTRY.register(ApiKey.METADATA, 0, 13)
 def handle_metadata(ctx, request) -> dict:
     broker = ctx.broker
     version = ctx.api_version
@@ -167,6 +170,7 @@ def handle_metadata(ctx, request) -> dict:
                 topics.append(_requested_topic(broker, t.name, allow_auto, writes))
     response = {
         "throttle_time_ms": 0,
+        "error_code": ErrorCode.NONE,  # v13's top-level error: none a broker sets here (KIP-1102)
         "brokers": broker_entries(broker, ctx.listener),
         "cluster_id": broker.metadata.cluster_id,
         "controller_id": broker.metadata.controller_id,
@@ -203,14 +207,27 @@ async def _after_auto_create(broker, writes: list, response: dict) -> dict:
     return response
 
 
-@REGISTRY.register(ApiKey.DESCRIBE_CLUSTER, 0, 1)
+BROKER_ENDPOINT = 1
+ENDPOINT_TYPES = {1: "BROKER", 2: "CONTROLLER"}  # Kafka's EndpointType (0: UNKNOWN)
+
+
+@REGISTRY.register(ApiKey.DESCRIBE_CLUSTER, 0, 2)
 def handle_describe_cluster(ctx, request) -> dict:
     broker = ctx.broker
-    if ctx.api_version >= 1 and request.endpoint_type != 1:
+    endpoint_type = request.endpoint_type if ctx.api_version >= 1 else BROKER_ENDPOINT
+    if endpoint_type != BROKER_ENDPOINT:
+        # Kafka's AuthHelper.computeDescribeClusterResponse: an unknown type, or a controller
+        # endpoint asked of a broker (v0 could only say INVALID_REQUEST).
+        if endpoint_type not in ENDPOINT_TYPES:
+            error = ErrorCode.UNSUPPORTED_ENDPOINT_TYPE
+            message = f"Unsupported endpoint type {endpoint_type}"
+        else:
+            error = ErrorCode.MISMATCHED_ENDPOINT_TYPE
+            message = ("The request was sent to an endpoint of type BROKER, but we wanted an "
+                       f"endpoint of type {ENDPOINT_TYPES[endpoint_type]}")  # fmt: skip
         return {
-            "error_code": ErrorCode.UNSUPPORTED_ENDPOINT_TYPE,
-            "error_message": f"The endpoint type {request.endpoint_type} is not supported by a broker",
-            "endpoint_type": request.endpoint_type, "cluster_id": broker.metadata.cluster_id,
+            "error_code": error if ctx.api_version >= 1 else ErrorCode.INVALID_REQUEST,
+            "error_message": message, "endpoint_type": 0, "cluster_id": "",
             "controller_id": -1, "brokers": [],
         }  # fmt: skip
     return {
@@ -220,10 +237,18 @@ def handle_describe_cluster(ctx, request) -> dict:
         "endpoint_type": 1,
         "cluster_id": broker.metadata.cluster_id,
         "controller_id": broker.metadata.controller_id,
+        # v2 (KIP-1073): registered brokers are never fenced here (a broker that lost its
+        # ZooKeeper session is not registered), so include_fenced_brokers adds none.
         "brokers": [
-            {"broker_id": e["node_id"], "host": e["host"], "port": e["port"], "rack": e["rack"]}
+            {
+                "broker_id": e["node_id"],
+                "host": e["host"],
+                "port": e["port"],
+                "rack": e["rack"],
+                "is_fenced": False,
+            }
             for e in broker_entries(broker, ctx.listener)
-        ],
+        ],  # fmt: skip
         "authorized_operations": _cluster_operations(ctx, request),
     }
 
@@ -235,3 +260,81 @@ def _cluster_operations(ctx, request) -> set[int] | None:
     if not allowed(ctx, Op.DESCRIBE, RT.CLUSTER, CLUSTER_NAME):
         return set()
     return authorized_operations(ctx, RT.CLUSTER, CLUSTER_NAME)
+
+
+# --- DescribeTopicPartitions (KIP-966) ------------------------------------------------------
+
+
+@REGISTRY.register(ApiKey.DESCRIBE_TOPIC_PARTITIONS, 0, 0)
+def handle_describe_topic_partitions(ctx, request) -> dict:
+    """Topics in name order, from the cursor on, at most `response_partition_limit` partitions
+    (and max.request.partition.size.limit) per answer; `next_cursor` says where to go on.
+    Kafka's DescribeTopicPartitionsRequestHandler and KRaftMetadataCache, step for step."""
+    broker = ctx.broker
+    cursor = request.cursor
+    start_topic = cursor.topic_name if cursor is not None else ""
+    everything = not request.topics
+    if cursor is not None and cursor.partition_index < 0:
+        return _invalid_request(request)  # Kafka: "cursor partition must be valid"
+    names = broker.metadata.topics if everything else {t.name for t in request.topics}
+    names = sorted(n for n in names if n >= start_topic)
+    if not everything and cursor is not None and start_topic not in names:
+        return _invalid_request(request)  # Kafka: the topic list must contain the cursor's
+    denied = []  # requested by name but not describable: named, nothing disclosed
+    if broker.authorizer is not None:
+        permitted = [n for n in names if allowed(ctx, Op.DESCRIBE, RT.TOPIC, n)]
+        if not everything:
+            denied = [n for n in names if n not in set(permitted)]
+        names = permitted
+    remaining = min(broker.config.get("max.request.partition.size.limit"),
+                    request.response_partition_limit)  # fmt: skip
+    live = _live(broker)
+    topics: list[dict] = []
+    next_cursor = None
+    for name in names:
+        if remaining == 0:  # the page is full: the next one starts at this topic
+            next_cursor = {"topic_name": name, "partition_index": 0}
+            break
+        info = broker.metadata.topic(name)
+        if info is None:
+            if not everything:
+                topics.append(_missing_topic(name))
+            continue
+        first = cursor.partition_index if name == start_topic and cursor is not None else 0
+        entry = _entry(broker, info, live)
+        upper = min(len(info.partitions), first + remaining)
+        entry["partitions"] = entry["partitions"][first:upper]
+        for p in entry["partitions"]:
+            p["eligible_leader_replicas"] = []  # no ELR (eligible.leader.replicas.version 0)
+            p["last_known_elr"] = []
+        topics.append({
+            "error_code": ErrorCode.NONE, "name": name, "topic_id": info.topic_id,
+            "is_internal": info.internal, "partitions": entry["partitions"],
+        })  # fmt: skip
+        if upper < len(info.partitions):
+            next_cursor = {"topic_name": name, "partition_index": upper}
+            break
+        remaining -= len(entry["partitions"])
+    for t in topics:
+        ops = authorized_operations(ctx, RT.TOPIC, t["name"])
+        t["topic_authorized_operations"] = sum(1 << op for op in ops)  # an int32 bitfield here
+    topics += [{"error_code": ErrorCode.TOPIC_AUTHORIZATION_FAILED, "name": n,
+                "topic_id": ZERO_UUID, "is_internal": False, "partitions": []} for n in denied]  # fmt: skip
+    return {"throttle_time_ms": 0, "topics": topics, "next_cursor": next_cursor}
+
+
+def _invalid_request(request) -> dict:
+    """Kafka's getErrorResponse for an InvalidRequestException: each topic named, with it."""
+    return {"throttle_time_ms": 0, "next_cursor": None, "topics": [
+        {"error_code": ErrorCode.INVALID_REQUEST, "name": t.name, "topic_id": ZERO_UUID,
+         "is_internal": False, "partitions": []} for t in request.topics]}  # fmt: skip
+
+
+def _missing_topic(name: str) -> dict:
+    try:
+        validate_topic_name(name)
+        error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    except KafkaError:
+        error = ErrorCode.INVALID_TOPIC_EXCEPTION
+    return {"error_code": error, "name": name, "topic_id": ZERO_UUID,
+            "is_internal": name in INTERNAL_TOPICS, "partitions": []}  # fmt: skip

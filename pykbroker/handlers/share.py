@@ -13,7 +13,7 @@ import uuid
 
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
-from pykbroker.acl.checks import RT, Op, allowed
+from pykbroker.acl.checks import RT, Op, allowed, cluster_allowed
 from pykbroker.coordinator.share_fetch import FINAL_EPOCH, INITIAL_EPOCH
 
 from . import REGISTRY
@@ -325,14 +325,24 @@ async def _state_call(request, call) -> dict:
     return {"results": results}
 
 
-def _state_disabled(request) -> dict:
+def _state_disabled(request, code: int = ErrorCode.UNSUPPORTED_VERSION,
+                    message: str | None = _DISABLED) -> dict:  # fmt: skip
     return {"results": [{"topic_id": t.topic_id, "partitions": [
-        {"partition": p.partition, "error_code": ErrorCode.UNSUPPORTED_VERSION,
-         "error_message": _DISABLED} for p in t.partitions]} for t in request.topics]}  # fmt: skip
+        {"partition": p.partition, "error_code": code,
+         "error_message": message} for p in t.partitions]} for t in request.topics]}  # fmt: skip
+
+
+def _state_refused(ctx, request) -> dict | None:
+    """The share-group state APIs are broker to share coordinator: Kafka wants CLUSTER_ACTION."""
+    if cluster_allowed(ctx, Op.CLUSTER_ACTION):
+        return None
+    return _state_disabled(request, ErrorCode.CLUSTER_AUTHORIZATION_FAILED, None)
 
 
 @REGISTRY.register(ApiKey.INITIALIZE_SHARE_GROUP_STATE, 0, 0)
 async def handle_initialize_share_group_state(ctx, request) -> dict:
+    if (refused := _state_refused(ctx, request)) is not None:
+        return refused
     if not enabled(ctx.broker):
         return _state_disabled(request)
     coordinator = ctx.broker.share_coordinator
@@ -343,6 +353,8 @@ async def handle_initialize_share_group_state(ctx, request) -> dict:
 
 @REGISTRY.register(ApiKey.READ_SHARE_GROUP_STATE, 0, 0)
 async def handle_read_share_group_state(ctx, request) -> dict:
+    if (refused := _state_refused(ctx, request)) is not None:
+        return refused
     if not enabled(ctx.broker):
         return _state_disabled(request)
     coordinator = ctx.broker.share_coordinator
@@ -360,6 +372,8 @@ async def handle_read_share_group_state(ctx, request) -> dict:
 
 @REGISTRY.register(ApiKey.WRITE_SHARE_GROUP_STATE, 0, 0)
 async def handle_write_share_group_state(ctx, request) -> dict:
+    if (refused := _state_refused(ctx, request)) is not None:
+        return refused
     if not enabled(ctx.broker):
         return _state_disabled(request)
     coordinator = ctx.broker.share_coordinator
@@ -372,6 +386,8 @@ async def handle_write_share_group_state(ctx, request) -> dict:
 
 @REGISTRY.register(ApiKey.DELETE_SHARE_GROUP_STATE, 0, 0)
 async def handle_delete_share_group_state(ctx, request) -> dict:
+    if (refused := _state_refused(ctx, request)) is not None:
+        return refused
     if not enabled(ctx.broker):
         return _state_disabled(request)
     coordinator = ctx.broker.share_coordinator
@@ -380,6 +396,8 @@ async def handle_delete_share_group_state(ctx, request) -> dict:
 
 @REGISTRY.register(ApiKey.READ_SHARE_GROUP_STATE_SUMMARY, 0, 0)
 async def handle_read_share_group_state_summary(ctx, request) -> dict:
+    if (refused := _state_refused(ctx, request)) is not None:
+        return refused
     if not enabled(ctx.broker):
         return _state_disabled(request)
     coordinator = ctx.broker.share_coordinator
@@ -414,6 +432,8 @@ def handle_describe_share_group_offsets(ctx, request) -> dict:
     for g in request.groups:
         entry = {"group_id": g.group_id, "topics": [], "error_code": 0, "error_message": None}
         error = None if enabled(broker) else KafkaError(ErrorCode.UNSUPPORTED_VERSION, _DISABLED)
+        if error is None and not allowed(ctx, Op.DESCRIBE, RT.GROUP, g.group_id):
+            error = KafkaError(ErrorCode.GROUP_AUTHORIZATION_FAILED)
         error = error or _group_error(ctx, g.group_id)
         if error is None and g.group_id not in broker.share_groups.groups:
             error = KafkaError(ErrorCode.GROUP_ID_NOT_FOUND, f"Group {g.group_id} not found.")
@@ -448,6 +468,9 @@ def _offsets_precheck(ctx, group_id: str, create: bool) -> KafkaError | None:
     broker = ctx.broker
     if not enabled(broker):
         return KafkaError(ErrorCode.UNSUPPORTED_VERSION, _DISABLED)
+    # Kafka: READ on the group to alter its offsets, DELETE to delete them.
+    if not allowed(ctx, Op.READ if create else Op.DELETE, RT.GROUP, group_id):
+        return KafkaError(ErrorCode.GROUP_AUTHORIZATION_FAILED)
     error = _group_error(ctx, group_id)
     if error is not None:
         return error

@@ -5,6 +5,7 @@ pykbroker/coordinator/transaction_coordinator.py."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable
 
 from protocol.apis import ApiKey
@@ -373,7 +374,7 @@ def handle_describe_transactions(ctx, request) -> dict:
     return {"throttle_time_ms": 0, "transaction_states": states}
 
 
-@REGISTRY.register(ApiKey.LIST_TRANSACTIONS, 0, 1)
+@REGISTRY.register(ApiKey.LIST_TRANSACTIONS, 0, 2)
 def handle_list_transactions(ctx, request) -> dict:
     from pykbroker.coordinator.txn_log import STATE_BY_NAME
 
@@ -384,10 +385,19 @@ def handle_list_transactions(ctx, request) -> dict:
     wanted = set(request.state_filters or [])
     unknown = sorted(s for s in wanted if s not in STATE_BY_NAME)
     duration = request.duration_filter if ctx.api_version >= 1 else -1
+    pattern = request.transactional_id_pattern if ctx.api_version >= 2 else None
+    if pattern:  # v2 (KIP-1152): ids matching the regular expression as a whole
+        try:
+            matcher = re.compile(pattern).fullmatch
+        except re.error:
+            return {"throttle_time_ms": 0, "error_code": ErrorCode.INVALID_REGULAR_EXPRESSION,
+                    "unknown_state_filters": [], "transaction_states": []}  # fmt: skip
     states = txn.list_transactions(wanted - set(unknown), set(request.producer_id_filters or []),
                                    duration)  # fmt: skip
     if unknown and wanted == set(unknown):
         states = []
+    if pattern:
+        states = [s for s in states if matcher(s["transactional_id"])]
     if ctx.broker.authorizer is not None:  # Kafka lists the ones the principal may describe
         states = [s for s in states
                   if allowed(ctx, Op.DESCRIBE, RT.TRANSACTIONAL_ID, s["transactional_id"])]  # fmt: skip

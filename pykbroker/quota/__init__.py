@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from time import perf_counter
 
@@ -10,6 +11,7 @@ from .entities import CONSUMER_BYTE_RATE, PRODUCER_BYTE_RATE, REQUEST_PERCENTAGE
 from .manager import ClientQuotaManager
 
 ANONYMOUS = "ANONYMOUS"  # KafkaPrincipal.ANONYMOUS's name: every unauthenticated client
+SENSOR_EXPIRATION_MS = 3600 * 1000
 _SECONDS_TO_PERCENT = 100.0  # seconds of handler time -> percent of one thread
 
 
@@ -36,6 +38,14 @@ class QuotaManagers:
         self.configs = {path: dict(values) for path, values in configs.items() if values}
         for manager in (self.produce, self.fetch, self.request):
             manager.set_configs(self.configs)
+
+    async def expire_sensors_loop(self) -> None:
+        """Kafka's InactiveSensorExpirationTimeSeconds (an hour), checked once a minute."""
+        while True:
+            await asyncio.sleep(60)
+            now = self.now_ms()
+            for manager in (self.produce, self.fetch, self.request):
+                manager.expire(now, SENSOR_EXPIRATION_MS)
 
     @staticmethod
     def now_ms() -> int:

@@ -138,6 +138,7 @@ def apply_ops(path: str, current: dict[str, str], ops) -> dict[str, str]:
 def java_double(value: float) -> str:
     """Java's Double.toString, as Kafka stores DOUBLE quota values and kafka-configs prints
     them ("200.0", "1024.0", "1.5E7" from 10^7 up, "1.0E-4" below 10^-3)."""
+    value = float(value)
     if value != value:
         return "NaN"
     if value in (float("inf"), float("-inf")):

@@ -147,6 +147,16 @@ class ClientQuotaManager:
             return None
         return limit * (self.samples - 1) * self.window_ms / 1000
 
+    def expire(self, now_ms: int, idle_ms: int) -> None:
+        """Drop the sensors of clients silent for idle_ms (Kafka expires them after an hour),
+        and forget resolved clients when there are many."""
+        for tags, rate in list(self.sensors.items()):
+            if now_ms - rate.last_ms() > idle_ms:
+                del self.sensors[tags]
+                self.throttle_ms_total.pop(tags, None)
+        if len(self._resolved) > 100_000:
+            self._resolved.clear()
+
     def rate(self, tags: tuple[str, str], now_ms: int) -> float:
         rate = self.sensors.get(tags)
         return 0.0 if rate is None else rate.measure(now_ms)

@@ -55,6 +55,10 @@ class Rate:
             elapsed += (self.samples - 1 - full) * self.window_ms
         return elapsed
 
+    def last_ms(self) -> int:
+        """When the newest sample began (about the last record)."""
+        return max(self._starts, default=0)
+
     def measure(self, now_ms: int) -> float:
         """Units per second."""
         size = self.window_size_ms(now_ms)  # purges first, as Rate.measure does

@@ -2,8 +2,8 @@
 the share coordinator's state APIs and the share-group offsets APIs. The logic is in
 pykbroker/coordinator/share_*.py and protocol/share_partition.py.
 
-All of them answer UNSUPPORTED_VERSION unless `group.share.enable` is set (Kafka 4.1 gates
-them with the share.version feature, and does not advertise them meanwhile).
+All of them answer UNSUPPORTED_VERSION, and ApiVersions leaves them out, until the share.version
+feature is finalized at 1 (as Kafka 4.1 gates them) or `group.share.enable` is set.
 """
 
 from __future__ import annotations
@@ -26,13 +26,20 @@ SHARE_APIS = frozenset({
     ApiKey.READ_SHARE_GROUP_STATE_SUMMARY, ApiKey.DESCRIBE_SHARE_GROUP_OFFSETS,
     ApiKey.ALTER_SHARE_GROUP_OFFSETS, ApiKey.DELETE_SHARE_GROUP_OFFSETS,
 })  # fmt: skip
-_DISABLED = "Share groups are not enabled (group.share.enable)."
+_DISABLED = "Share groups are not enabled (share.version feature, or group.share.enable)."
 # AclOperation codes of a group without an authorizer: READ (3), DELETE (6), DESCRIBE (8).
 _GROUP_OPERATIONS = (1 << 3) | (1 << 6) | (1 << 8)
 
 
 def enabled(broker) -> bool:
-    return bool(broker.config.get("group.share.enable")) and broker.share_groups is not None
+    """Kafka 4.1: the share.version feature finalized at 1 (`kafka-features upgrade --feature
+    share.version=1`); group.share.enable, Kafka 4.0's early-access switch, also turns it on."""
+    if broker.share_groups is None:
+        return False
+    if broker.config.get("group.share.enable"):
+        return True
+    features = getattr(broker.metadata, "features", None) or {}
+    return features.get("share.version", 0) >= 1
 
 
 def _require(ctx) -> None:

@@ -132,7 +132,7 @@ class Broker:
         self.request_pool = MemoryPool(queued) if queued > 0 else None
         self._memory_waiters: deque[Connection] = deque()
         self.quotas = QuotaManagers(config)
-        self.connection_quotas: ConnectionQuotas | None = None  # when limits are configured
+        self.connection_quotas: ConnectionQuotas | None = None  # set at start
         self.acceptors: list[Acceptor] = []
         self.quota_store: LocalQuotaStore | ZkQuotaStore | None = None
         self.servers: list[asyncio.base_events.Server] = []
@@ -164,13 +164,13 @@ class Broker:
         self.log_manager.failure_channel.loop = loop
         listeners = self.config.listeners
         securities = [listener_security(self, name.upper()) for name, _, _ in listeners]
-        if limits_configured(self.config):
-            self.connection_quotas = ConnectionQuotas(
-                self.config, [s.name for s in securities], self.config.inter_broker_listener_name()
-            )
+        self.connection_quotas = ConnectionQuotas(
+            self.config, [s.name for s in securities], self.config.inter_broker_listener_name()
+        )
+        own_acceptors = limits_configured(self.config)
         for (_, host, port), security in zip(listeners, securities, strict=True):
             factory = lambda s=security: Connection(self).on_listener(s.name, s)  # noqa: E731
-            if self.connection_quotas is not None:  # our own accept loop, Kafka's Acceptor
+            if own_acceptors:  # our own accept loop, Kafka's Acceptor
                 sock = listening_socket(host, port)
                 acceptor = Acceptor(self, security.name, sock, factory)
                 acceptor.start()
@@ -286,6 +286,14 @@ class Broker:
     def connection_opened(self, conn: Connection) -> None:
         self.connections.add(conn)
         self.metrics.connections += 1
+        if self.connection_quotas.ip_rates and conn.counted is None and conn.transport is not None:
+            # Accepted by asyncio's server (no limits configured): ip connection_creation_rate
+            # quotas still hold, the connection closed after the throttle time.
+            delay = self.connection_quotas.ip_throttle_ms(conn.session.client_host)
+            if delay:  # never served (Kafka never hands it to a processor), then closed
+                conn.closed = True
+                conn.transport.pause_reading()
+                asyncio.get_running_loop().call_later(delay / 1000, conn.transport.abort)
 
     def connection_closed(self, conn: Connection) -> None:
         self.connections.discard(conn)
@@ -308,8 +316,7 @@ class Broker:
 
     def client_quotas_changed(self) -> None:
         self.quotas.set_configs(self.quota_store.configs)
-        if self.connection_quotas is not None:
-            self.connection_quotas.set_ip_quotas(self.quota_store.configs)
+        self.connection_quotas.set_ip_quotas(self.quota_store.configs)
 
     def wait_for_request_memory(self, conn: Connection) -> None:
         if not self._memory_waiters:  # once per episode, not per connection

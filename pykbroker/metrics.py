@@ -369,7 +369,7 @@ def _quotas(broker: Broker):
         yield rate
         yield throttle
     cq = broker.connection_quotas
-    if cq is None:
+    if not broker.acceptors:  # no connection limits configured
         return
     count = GaugeMetricFamily("kafka_server_socket_server_metrics_connection_count",
                               "Open connections counted by the connection limits, by listener.",

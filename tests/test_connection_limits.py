@@ -19,6 +19,7 @@ import time
 
 from helpers import BrokerProcess, RawClient
 from test_metrics import scrape, value
+from test_quotas_api import alter
 from wire import wait_for
 
 from protocol import codec
@@ -189,3 +190,26 @@ def test_max_connection_creation_rate(tmp_path):
         for s in socks:
             s.close()
         broker.terminate()
+
+
+def test_ip_connection_creation_rate_quota(broker):
+    """An ip entity's connection_creation_rate (KIP-612), set at runtime with no static limits:
+    at 1/s the Rate's first window (10 s plus the current second's part) lets 10 or 11
+    connections in; the next ones are closed after their throttle time."""
+    c = RawClient(broker.port)
+    assert alter(c, {"ip": "127.0.0.1"}, {"connection_creation_rate": 1}).error_code == 0
+    socks = _open(broker.port, 14)
+    try:
+        watch = Watch(socks)
+        watch.until(lambda: len(watch.answered) + len(watch.closed) == 14, 20, "all settled")
+        assert 10 <= len(watch.answered) <= 11
+        assert watch.closed == set(socks) - watch.answered
+        # The quota removed, connections are let in again.
+        assert alter(c, {"ip": "127.0.0.1"}, {"connection_creation_rate": None}).error_code == 0
+        probe = RawClient(broker.port)
+        assert probe.request(ApiKey.API_VERSIONS, 0, {}).error_code == 0
+        probe.close()
+    finally:
+        c.close()
+        for s in socks:
+            s.close()

@@ -283,3 +283,23 @@ def test_failed_follower_truncation_takes_the_log_dir_offline(tmp_path, monkeypa
     assert raised.value.code == ErrorCode.KAFKA_STORAGE_ERROR
     assert follower.log.log_dir.offline
     follower.log.close()
+
+
+def test_a_new_leader_whose_hw_lags_its_epoch_start_answers_offset_not_available(diverged):
+    """KIP-207: a leader elected moments ago (epoch 3 starts at its offset 20) whose HW is still
+    what it learned as a follower (0) must not answer an end offset below what the previous
+    leader acknowledged: ListOffsets latest is OFFSET_NOT_AVAILABLE (78, retriable) until the
+    ISR's fetches carry the HW into the epoch; then it answers the HW."""
+    from pykbroker.handlers.list_offsets import EARLIEST, LATEST, list_offset
+
+    leader, _ = diverged
+    with pytest.raises(KafkaError) as e:
+        list_offset(leader, LATEST, 0)
+    assert e.value.code == 78
+    assert list_offset(leader, EARLIEST, 0) == (-1, 0)  # the log start is known regardless
+    with pytest.raises(KafkaError) as e:  # a timestamp lookup found nothing below the HW
+        list_offset(leader, int(time.time() * 1000) + 60_000, 0)
+    assert e.value.code == 78
+    leader.update_follower(FOLLOWER, 25)  # the only other ISR member has everything
+    assert leader.log.high_watermark == 25
+    assert list_offset(leader, LATEST, 0) == (-1, 25)

@@ -393,3 +393,38 @@ def test_group_configs_with_kafka_configs(make_broker):
     bad = configs("--alter", "--add-config", "share.auto.offset.reset=sideways")
     assert bad.returncode == 1
     assert "InvalidConfigurationException" in bad.stderr
+
+
+def test_read_committed_share_group_never_delivers_aborted_records(make_broker):
+    """share.isolation.level=read_committed: records of an aborted transaction and the
+    transaction markers are archived, never delivered; the start offset passes them all."""
+    b = make_broker(SHARE)
+    setup_topic(b.bootstrap_servers, "txn", [], "tg", **{"share.isolation.level": "read_committed"})
+    producer = Producer({"bootstrap.servers": b.bootstrap_servers, "transactional.id": "share-tx"})
+    producer.init_transactions(30)
+    for values, commit in (([b"a", b"b"], True), ([b"x", b"y"], False), ([b"c"], True)):
+        producer.begin_transaction()
+        for v in values:
+            producer.produce("txn", v)
+        producer.flush(30)
+        (producer.commit_transaction if commit else producer.abort_transaction)(30)
+    c = share_consumer(b.bootstrap_servers, "tg", "txn")
+    got: list[bytes] = []
+    try:
+
+        def poll_some():
+            msgs = [m for m in c.poll(1.0) if m.error() is None]
+            for m in msgs:
+                got.append(m.value())
+                c.acknowledge(m)
+            if msgs:
+                c.commit_sync()
+            return len(got) >= 3 or None
+
+        wait_for(poll_some, timeout=30)
+        assert not [m for m in c.poll(0.5) if m.error() is None]  # x and y never come
+    finally:
+        c.close()
+    assert got == [b"a", b"b", b"c"]
+    # a, b, marker, x, y, marker, c, marker: the start offset has passed all 8.
+    assert _start_offset(b.bootstrap_servers, "tg") == 8

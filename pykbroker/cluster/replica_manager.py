@@ -176,11 +176,24 @@ class Partition:
             return
         f = self.followers[replica_id]
         # Caught up: to the HW, and into this leader's epoch (so it holds all it committed).
-        epoch_start = (
-            self.epoch_cache.offsets[-1] if self.epoch_cache and self.epoch_cache.offsets else 0
-        )
+        epoch_start = self.epoch_start_offset() or 0
         if f.leo >= self.log.high_watermark and f.leo >= epoch_start:
             self._change_isr([*self.state.isr, replica_id])
+
+    def epoch_start_offset(self) -> int | None:
+        """Where the current leader epoch starts in this log (None on a single broker, whose
+        one epoch starts at 0)."""
+        cache = self.epoch_cache
+        if cache is None or not cache.offsets:
+            return None
+        return cache.offsets[-1]
+
+    def high_watermark_lagging(self) -> bool:
+        """A new leader learns the HW its followers reach only from their next fetches; until
+        it covers the start of its own epoch, what it knows is older than what the previous
+        leader acknowledged (KIP-207: answer OFFSET_NOT_AVAILABLE rather than that)."""
+        start = self.epoch_start_offset()
+        return start is not None and start > self.log.high_watermark
 
     def out_of_sync_replicas(self, lag_ms: int) -> list[int]:
         now = now_ms()

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 INITIAL_EPOCH, FINAL_EPOCH = 0, -1
+READ_CHUNK = 1 << 20
 READ_COMMITTED = "read_committed"
 
 
@@ -318,7 +319,11 @@ class SharePartitionManager:
     # --- fetching -----------------------------------------------------------------------------
 
     def acquire(self, shared: Shared, member_id: str, max_bytes: int, max_records: int):
-        """(records bytes, acquired runs) from one share-partition, or (None, [])."""
+        """(records bytes, acquired runs) from one share-partition, or (None, []).
+
+        The log is read READ_CHUNK at a time from the first acquirable offset, and only as far
+        as acquisition goes (max_records, the in-flight window): a consumer's fetch.max.bytes
+        (50 MiB) must not mean copying the rest of the log on every fetch."""
         sp = shared.sp
         offset = sp.fetch_offset()
         if offset is None:
@@ -326,35 +331,46 @@ class SharePartitionManager:
         part = self.broker.replica_manager.get_leader(shared.topic, shared.key[2])
         committed = self.group_config(shared.key[0], "share.isolation.level") == READ_COMMITTED
         max_offset = part.last_stable_offset() if committed else part.log.high_watermark
-        if offset >= max_offset:
-            return None, []
-        region = part.log.read(offset, max_bytes, max_offset, min_one=True)
-        if region is None:
-            return None, []
-        data = region.read()
-        aborted = {}
-        if committed:
-            aborted = dict(part.aborted_transactions(offset, region))
-        batches, ends = [], []
-        open_aborted: set[int] = set()
-        for pos, header in rb.scan_batches(data):
-            pid = header.producer_id
-            skip = header.is_control
-            if header.is_control:
-                open_aborted.discard(pid)
-            elif header.is_transactional and pid in aborted and header.base_offset >= aborted[pid]:
-                open_aborted.add(pid)
-                skip = True
-            batches.append((header.base_offset, header.last_offset, skip))
-            ends.append(pos + header.size)
-        acquired = sp.acquire(member_id, batches, max_records, now_ms())
-        if acquired:
-            self._schedule(shared)
+        chunks: list[bytes] = []
+        acquired: list[tuple[int, int, int]] = []
+        active: set[int] = set()  # producers inside an aborted transaction (read_committed)
+        while offset < max_offset and max_bytes > 0 and max_records > 0:
+            region = part.log.read(offset, min(max_bytes, READ_CHUNK), max_offset, min_one=True)
+            if region is None:
+                break
+            data = region.read()
+            # An aborted transaction's batches are skipped from its first offset to its
+            # producer's marker, as a read_committed consumer would.
+            aborted = sorted((first, pid) for pid, first in part.aborted_transactions(offset, region)) if committed else []  # fmt: skip
+            batches, ends = [], []
+            for pos, header in rb.scan_batches(data):
+                while aborted and aborted[0][0] <= header.base_offset:
+                    active.add(aborted.pop(0)[1])
+                pid = header.producer_id
+                skip = header.is_control
+                if header.is_control:
+                    active.discard(pid)
+                elif header.is_transactional and pid in active:
+                    skip = True
+                batches.append((header.base_offset, header.last_offset, skip))
+                ends.append(pos + header.size)
+            if not batches:
+                break
+            got = sp.acquire(member_id, batches, max_records, now_ms())
+            if got:
+                last = got[-1][1]
+                cut = next(e for (_, l, _), e in zip(batches, ends, strict=True) if l >= last)  # noqa: E741
+                chunks.append(bytes(data[:cut]))
+                acquired += got
+                max_records -= sum(b - a + 1 for a, b, _ in got)
+                max_bytes -= cut
+            if sp.end_offset - sp.start_offset >= sp.max_in_flight:
+                break  # the window is full: nothing further can be acquired
+            offset = batches[-1][1] + 1
         if not acquired:
             return None, []
-        last = acquired[-1][1]
-        cut = next(e for (b, l, _), e in zip(batches, ends, strict=True) if l >= last)  # noqa: E741
-        return bytes(data[:cut]), acquired
+        self._schedule(shared)
+        return b"".join(chunks), acquired
 
     def add_waiter(self, shared_list: list[Shared], fut: asyncio.Future) -> None:
         for shared in shared_list:

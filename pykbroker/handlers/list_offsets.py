@@ -20,14 +20,31 @@ _MIN_VERSION = {MAX_TIMESTAMP: 7, EARLIEST_LOCAL: 8, LATEST_TIERED: 9}
 READ_COMMITTED = 1
 
 
+def _lagging(partition) -> KafkaError:
+    return KafkaError(
+        ErrorCode.OFFSET_NOT_AVAILABLE,
+        f"Failed to fetch offsets for partition {partition.topic}-{partition.index} with leader "
+        f"epoch {partition.leader_epoch} as this partition's high watermark "
+        f"({partition.log.high_watermark}) is lagging behind the start offset from the "
+        f"beginning of this epoch ({partition.epoch_start_offset()}).",
+    )
+
+
 def list_offset(partition, timestamp: int, isolation_level: int) -> tuple[int, int]:
-    """(timestamp, offset) answering one ListOffsets partition query."""
+    """(timestamp, offset) answering one ListOffsets partition query.
+
+    A leader elected moments ago may not know yet how far its followers (and so the previous
+    leader's acknowledgements) reach: then the latest offset, and a timestamp found at or past
+    its HW, are OFFSET_NOT_AVAILABLE (retriable), as Kafka's fetchOffsetForTimestamp answers
+    (KIP-207), never an end offset below records already acknowledged."""
     log = partition.log
     if timestamp in (EARLIEST, EARLIEST_LOCAL):
         return -1, log.log_start_offset
     if timestamp == LATEST_TIERED:
         return -1, -1
     if timestamp == LATEST:
+        if partition.high_watermark_lagging():
+            raise _lagging(partition)
         bound = (
             partition.last_stable_offset()
             if isolation_level == READ_COMMITTED
@@ -41,6 +58,8 @@ def list_offset(partition, timestamp: int, isolation_level: int) -> tuple[int, i
         raise KafkaError(ErrorCode.INVALID_REQUEST, f"unsupported timestamp {timestamp}")
     found = log.offset_for_timestamp(timestamp)
     if found is None or found[0] >= log.high_watermark:
+        if partition.high_watermark_lagging():
+            raise _lagging(partition)
         return -1, -1
     return found[1], found[0]
 

@@ -184,6 +184,7 @@ class CertificateAuthority:
         key_pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
         ).decode()
-        base = "_".join(subject.values()).replace(" ", "_") + ("_expired" if expired else "")
+        self.issued = getattr(self, "issued", 0) + 1  # never overwrite an earlier one's files
+        base = "_".join(subject.values()).replace(" ", "_") + f"_{self.issued}"
         chain = self._write(base + ".crt", self._pem(cert) + self._pem(self.cert))
         return chain, self._write(base + ".key", key_pem)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from helpers import RawClient
-from security_helpers import CertificateAuthority, TlsRawClient, sessions, tls_overrides
+from security_helpers import PLAIN_JAAS, CertificateAuthority, TlsRawClient, sessions, tls_overrides
 
 from protocol.apis import ApiKey
 from pykbroker.config import BrokerConfig, ConfigError
@@ -149,3 +149,16 @@ def test_ssl_config_errors(pki, overrides, error, tmp_path):
     with pytest.raises(ConfigError, match=error):
         BrokerConfig(props)  # value errors surface here, store errors when the listener is built
         EmbeddedBroker(data_dir=str(tmp_path / "d"), overrides=props).start()
+
+
+def test_sasl_ssl_asks_client_certificates_only_when_the_listener_says(make_broker, pki):
+    """KIP-684: the broker-wide ssl.client.auth does not apply to SASL_SSL listeners."""
+    base = tls_overrides(pki["ca"], pki["server"], listener="SASL_SSL", **{
+        "sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.sasl_ssl.plain.sasl.jaas.config": PLAIN_JAAS,
+    })  # fmt: skip
+    b = make_broker({**base, "ssl.client.auth": "required"})
+    assert not _refused(pki, b.port, None)
+    b = make_broker({**base, "listener.name.sasl_ssl.ssl.client.auth": "required"})
+    assert _refused(pki, b.port, None)
+    assert not _refused(pki, b.port, pki["alice"])

@@ -12,10 +12,13 @@ from helpers import RawClient
 from storage_helpers import wait_for
 from test_transactions import read_all
 from test_transactions_protocol import FAST, Txn, create, describe, fetch, values_of
-from wire import partition_response, produce_body, values_batch
 
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode
+
+# Kafka's error codes, written down.
+INVALID_TXN_STATE = 48
+TRANSACTION_ABORTABLE = 120
 
 
 @pytest.fixture
@@ -38,16 +41,7 @@ class TxnV2(Txn):
 
     def produce(self, topic: str, partition: int, values: list[bytes], epoch: int | None = None,
                 txn_id: str | None = "same", version: int = 12):  # fmt: skip
-        seq = self.seq.get((topic, partition), 0)
-        batch = values_batch(values, producer_id=self.pid,
-                             producer_epoch=self.epoch if epoch is None else epoch,
-                             base_sequence=seq, transactional=True)  # fmt: skip
-        body = produce_body(topic, batch, partition,
-                            transactional_id=self.txn_id if txn_id == "same" else txn_id)  # fmt: skip
-        r = partition_response(self.c.request(ApiKey.PRODUCE, version, body))
-        if r.error_code == 0:
-            self.seq[(topic, partition)] = seq + len(values)
-        return r
+        return super().produce(topic, partition, values, epoch, txn_id, version)
 
     def end_v5(self, commit: bool, epoch: int | None = None):
         """EndTxn v5; on success the producer goes on with the answered id and epoch, its
@@ -71,6 +65,18 @@ class TxnV2(Txn):
                 "committed_metadata": ""}]}],
         })  # fmt: skip
         return r.topics[0].partitions[0].error_code
+
+
+def test_unadded_partition_is_transaction_abortable_from_produce_v11(c):
+    """Kafka 4's verification answers a partition missing from the transaction with
+    TRANSACTION_ABORTABLE to clients that know it (Produce v11+), INVALID_TXN_STATE below."""
+    create(c, "t7")
+    tx = TxnV2(c, "v2-verify")
+    tx.init(version=4)
+    assert tx.add(("t7", 0)) == [0]
+    assert tx.produce("t7", 1, [b"x"], version=11).error_code == TRANSACTION_ABORTABLE
+    assert tx.produce("t7", 1, [b"x"], version=10).error_code == INVALID_TXN_STATE
+    assert tx.produce("t7", 0, [b"ok"], version=11).error_code == 0
 
 
 def completed(c, txn_id: str, state: str) -> None:
@@ -195,8 +201,10 @@ def test_txn_offset_commit_v5_adds_the_group_partition(c):
         p = r.topics[0].partitions[0]
         return p.error_code, p.committed_offset
 
-    # v4 without AddOffsetsToTxn: the group's partition is not in the transaction.
-    assert tx.commit_offsets("g2", "in2", 5, version=4) == ErrorCode.INVALID_TXN_STATE
+    # Below v5 without AddOffsetsToTxn the group's partition is not in the transaction:
+    # TRANSACTION_ABORTABLE from v4 (KIP-890), INVALID_TXN_STATE before.
+    assert tx.commit_offsets("g2", "in2", 5, version=4) == TRANSACTION_ABORTABLE
+    assert tx.commit_offsets("g2", "in2", 5, version=3) == INVALID_TXN_STATE
     # v5: added for the producer (no AddOffsetsToTxn), pending until the commit.
     assert tx.commit_offsets("g2", "in2", 5) == 0
     assert fetched("g2") == (ErrorCode.UNSTABLE_OFFSET_COMMIT, -1)

@@ -300,3 +300,7 @@ def _close() -> Any:
     from pykbroker.server import CLOSE
 
     return CLOSE
+
+
+# Mechanisms defined in their own modules register on import.
+from pykbroker.security import oauthbearer as _oauthbearer  # noqa: E402,F401

@@ -10,6 +10,8 @@ was told succeeded survive a SIGKILL of the broker, and are not redelivered.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import subprocess
 import sys
 import threading
@@ -253,10 +255,14 @@ def test_delivery_count_limit_archives_a_poison_record(make_broker):
 
 
 def _tool(bootstrap: str, *args: str) -> str:
-    r = subprocess.run([sys.executable, "-m", "pykbroker.cli.share_groups", "--bootstrap-server",
-                        bootstrap, *args], capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    return r.stdout
+    """kafka-share-groups, run in this process (its main, as the console script calls it)."""
+    from pykbroker.cli import share_groups
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = share_groups.main(["--bootstrap-server", bootstrap, *args])
+    assert code == 0, err.getvalue()
+    return out.getvalue()
 
 
 def _start_offset(bootstrap: str, group: str) -> int | None:
@@ -376,11 +382,15 @@ def test_group_configs_with_kafka_configs(make_broker):
     b = make_broker(SHARE)
 
     def configs(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "pykbroker.cli.configs", "--bootstrap-server",
-             b.bootstrap_servers, "--entity-type", "groups", "--entity-name", "cg1", *args],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        """kafka-configs in this process: (exit code, stdout, stderr)."""
+        from pykbroker.cli import configs as tool
+
+        out, err = io.StringIO(), io.StringIO()
+        argv = ["--bootstrap-server", b.bootstrap_servers, "--entity-type", "groups",
+                "--entity-name", "cg1", *args]  # fmt: skip
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = tool.main(argv)
+        return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
     r = configs("--alter", "--add-config", "share.auto.offset.reset=earliest")
     assert r.stdout.strip() == "Completed updating config for group cg1."

@@ -26,6 +26,7 @@ SHARE_APIS = frozenset({
     ApiKey.READ_SHARE_GROUP_STATE_SUMMARY, ApiKey.DESCRIBE_SHARE_GROUP_OFFSETS,
     ApiKey.ALTER_SHARE_GROUP_OFFSETS, ApiKey.DELETE_SHARE_GROUP_OFFSETS,
 })  # fmt: skip
+_UNKNOWN_PARTITION = "This server does not host this topic-partition."
 _DISABLED = "Share groups are not enabled (share.version feature, or group.share.enable)."
 # AclOperation codes of a group without an authorizer: READ (3), DELETE (6), DESCRIBE (8).
 _GROUP_OPERATIONS = (1 << 3) | (1 << 6) | (1 << 8)
@@ -480,14 +481,14 @@ async def handle_describe_share_group_offsets(ctx, request) -> dict:
                  "error_code": 0, "error_message": None}  # fmt: skip
             if key is None:
                 p.update(error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
-                         error_message="This server does not host this topic-partition.")  # fmt: skip
+                         error_message=_UNKNOWN_PARTITION)  # fmt: skip
             elif state is not None:
                 p.update(start_offset=state.start_offset, leader_epoch=state.leader_epoch)
             by_topic.setdefault(topic, []).append(p)
         for topic, parts in by_topic.items():
             info = broker.metadata.topic(topic)
             entry["topics"].append({"topic_name": topic, "partitions": parts,
-                                    "topic_id": info.topic_id if info else uuid.UUID(int=0)})  # fmt: skip
+                                    "topic_id": _topic_id(info)})  # fmt: skip
         groups.append(entry)
     return {"throttle_time_ms": 0, "groups": groups}
 
@@ -516,13 +517,21 @@ def _offsets_precheck(ctx, group_id: str, create: bool) -> KafkaError | None:
     return None
 
 
+def _offsets_response(responses: list, error: KafkaError | None = None) -> dict:
+    return {"throttle_time_ms": 0, "error_code": error.code if error else 0,
+            "error_message": error.message if error else None, "responses": responses}  # fmt: skip
+
+
+def _topic_id(info) -> uuid.UUID:
+    return info.topic_id if info is not None else uuid.UUID(int=0)
+
+
 @REGISTRY.register(ApiKey.ALTER_SHARE_GROUP_OFFSETS, 0, 0)
 async def handle_alter_share_group_offsets(ctx, request) -> dict:
     broker = ctx.broker
     error = _offsets_precheck(ctx, request.group_id, create=True)
     if error is not None:
-        return {"throttle_time_ms": 0, "error_code": error.code, "error_message": error.message,
-                "responses": []}  # fmt: skip
+        return _offsets_response([], error)
     responses = []
     for t in request.topics:
         info = broker.metadata.topic(t.topic_name)
@@ -531,7 +540,7 @@ async def handle_alter_share_group_offsets(ctx, request) -> dict:
             entry = {"partition_index": p.partition_index, "error_code": 0, "error_message": None}
             if info is None or not 0 <= p.partition_index < len(info.partitions):
                 entry.update(error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
-                             error_message="This server does not host this topic-partition.")  # fmt: skip
+                             error_message=_UNKNOWN_PARTITION)  # fmt: skip
             else:
                 key = (request.group_id, info.topic_id, p.partition_index)
                 try:
@@ -546,9 +555,8 @@ async def handle_alter_share_group_offsets(ctx, request) -> dict:
                     entry.update(error_code=e.code, error_message=e.message)
             parts.append(entry)
         responses.append({"topic_name": t.topic_name, "partitions": parts,
-                          "topic_id": info.topic_id if info else uuid.UUID(int=0)})  # fmt: skip
-    return {"throttle_time_ms": 0, "error_code": 0, "error_message": None,
-            "responses": responses}  # fmt: skip
+                          "topic_id": _topic_id(info)})  # fmt: skip
+    return _offsets_response(responses)
 
 
 @REGISTRY.register(ApiKey.DELETE_SHARE_GROUP_OFFSETS, 0, 0)
@@ -556,16 +564,15 @@ async def handle_delete_share_group_offsets(ctx, request) -> dict:
     broker = ctx.broker
     error = _offsets_precheck(ctx, request.group_id, create=False)
     if error is not None:
-        return {"throttle_time_ms": 0, "error_code": error.code, "error_message": error.message,
-                "responses": []}  # fmt: skip
+        return _offsets_response([], error)
     responses = []
     for t in request.topics:
         info = broker.metadata.topic(t.topic_name)
         entry = {"topic_name": t.topic_name, "error_code": 0, "error_message": None,
-                 "topic_id": info.topic_id if info else uuid.UUID(int=0)}  # fmt: skip
+                 "topic_id": _topic_id(info)}  # fmt: skip
         if info is None:
             entry.update(error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
-                         error_message="This server does not host this topic-partition.")  # fmt: skip
+                         error_message=_UNKNOWN_PARTITION)  # fmt: skip
             responses.append(entry)
             continue
         try:
@@ -577,8 +584,7 @@ async def handle_delete_share_group_offsets(ctx, request) -> dict:
         except KafkaError as e:
             entry.update(error_code=e.code, error_message=e.message)
         responses.append(entry)
-    return {"throttle_time_ms": 0, "error_code": 0, "error_message": None,
-            "responses": responses}  # fmt: skip
+    return _offsets_response(responses)
 
 
 async def delete_share_groups(broker, names: list[str]) -> dict[str, int]:

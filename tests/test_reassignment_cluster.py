@@ -133,6 +133,17 @@ def test_preferred_leader_election(cluster, tmp_path):
                                "nope-0: org.apache.kafka.common.errors."
                                "UnknownTopicOrPartitionException")  # fmt: skip
 
+    # confluent-kafka's AdminClient.elect_leaders: nothing to elect, per partition.
+    from confluent_kafka import ElectionType, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap(), "broker.address.family": "v4"})
+    done = admin.elect_leaders(ElectionType.PREFERRED,
+                               [TopicPartition("elect", 0), TopicPartition("elect", 1)])  # fmt: skip
+    results = done.result(30)
+    assert sorted((tp.partition, e.name()) for tp, e in results.items()) == [
+        (0, "ELECTION_NOT_NEEDED"), (1, "ELECTION_NOT_NEEDED")]  # fmt: skip
+
     # Raw ElectLeaders: a broker that isn't the controller says so, per partition.
     controller = cluster.metadata(1).controller_id
     other = next(b for b in cluster.brokers if b != controller)

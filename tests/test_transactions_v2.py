@@ -262,3 +262,34 @@ def test_state_log_value_v1_bytes():
     v0 = TxnRecord(7, 3, 60000, TxnState.EMPTY, frozenset(), 5, -1)
     assert value_bytes(v0)[:2] == bytes.fromhex("0000")
     assert parse_value(value_bytes(v0)) == v0
+
+
+def test_epoch_overflow_moves_to_a_new_producer_id(b, c):
+    """EndTxn v5 at the last usable epoch (32766): the markers take 32767 and the producer
+    goes on with a new producer id at epoch 0, which the answer carries; the same EndTxn
+    retried with the old id and epoch is recognised (Kafka's retryOnOverflow)."""
+    create(c, "t8")
+    tx = TxnV2(c, "v2-overflow")
+    tx.init()
+    old_pid = tx.pid
+
+    def exhaust():  # 32,766 bumps would take minutes: start the id at its last usable epoch
+        md = b.broker.transaction_coordinator.txns["v2-overflow"]
+        md.producer_epoch = md.last_producer_epoch = 32766
+
+    b.call(exhaust)
+    tx.epoch = 32766
+    assert tx.produce("t8", 0, [b"last"]).error_code == 0
+    r = tx.end_v5(commit=True)
+    assert r.error_code == 0 and r.producer_id != old_pid and r.producer_epoch == 0
+    completed(c, "v2-overflow", "CompleteCommit")
+    d = describe(c, "v2-overflow")
+    assert (d.producer_id, d.producer_epoch) == (tx.pid, 0)
+    retry = c.request(ApiKey.END_TXN, 5, {"transactional_id": "v2-overflow",
+                                          "producer_id": old_pid, "producer_epoch": 32766,
+                                          "committed": True})  # fmt: skip
+    assert (retry.error_code, retry.producer_id, retry.producer_epoch) == (0, tx.pid, 0)
+    assert tx.produce("t8", 0, [b"next"]).error_code == 0
+    assert tx.end_v5(commit=True).producer_epoch == 1
+    completed(c, "v2-overflow", "CompleteCommit")
+    assert values_of(fetch(c, "t8", 0).records) == [b"last", b"next"]

@@ -12,6 +12,7 @@ from helpers import RawClient
 from storage_helpers import wait_for
 from test_transactions import read_all
 from test_transactions_protocol import FAST, Txn, create, describe, fetch, values_of
+from wire import values_batch
 
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode
@@ -42,6 +43,19 @@ class TxnV2(Txn):
     def produce(self, topic: str, partition: int, values: list[bytes], epoch: int | None = None,
                 txn_id: str | None = "same", version: int = 12):  # fmt: skip
         return super().produce(topic, partition, values, epoch, txn_id, version)
+
+    def produce_by_id(self, tid, partition: int, values: list[bytes]):
+        """Produce v13 (topic ids), as a Kafka 4.1 producer of transactions v2 sends it."""
+        seq = self.seq.get((tid, partition), 0)
+        batch = values_batch(values, producer_id=self.pid, producer_epoch=self.epoch,
+                             base_sequence=seq, transactional=True)  # fmt: skip
+        body = {"transactional_id": self.txn_id, "acks": -1, "timeout_ms": 10000,
+                "topic_data": [{"topic_id": tid, "partition_data": [
+                    {"index": partition, "records": bytes(batch)}]}]}  # fmt: skip
+        r = self.c.request(ApiKey.PRODUCE, 13, body).responses[0].partition_responses[0]
+        if r.error_code == 0:
+            self.seq[(tid, partition)] = seq + len(values)
+        return r
 
     def end_v5(self, commit: bool, epoch: int | None = None):
         """EndTxn v5; on success the producer goes on with the answered id and epoch, its
@@ -116,6 +130,21 @@ def test_every_commit_and_abort_bumps_the_epoch(b, c):
     assert (p1.high_watermark, p1.last_stable_offset) == (4, 4)
     committed = read_all(b.bootstrap_servers, "t2", 4, committed=True)
     assert sorted(committed) == [b"c0", b"c1", b"c2", b"c3"]
+
+
+def test_produce_v13_by_topic_id_adds_the_partition(c):
+    from test_topic_ids import topic_id
+
+    create(c, "t9")
+    tid = topic_id(c, "t9")
+    tx = TxnV2(c, "v2-ids")
+    tx.init()
+    assert tx.produce_by_id(tid, 1, [b"by-id"]).error_code == 0
+    d = describe(c, "v2-ids")
+    assert [(t.topic, sorted(t.partitions)) for t in d.topics] == [("t9", [1])]
+    assert tx.end_v5(commit=True).error_code == 0
+    completed(c, "v2-ids", "CompleteCommit")
+    assert values_of(fetch(c, "t9", 1).records) == [b"by-id"]
 
 
 def test_end_txn_retries_and_empty_aborts(c):

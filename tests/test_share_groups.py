@@ -37,17 +37,21 @@ ACCEPT, RELEASE, REJECT = 1, 2, 3  # AcknowledgeType on the wire
 def setup_topic(bootstrap: str, topic: str, values: list[bytes], group: str, **group_configs):
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=30)
-    configs = {"share.auto.offset.reset": "earliest", **group_configs}
-    resource = ConfigResource(ConfigResource.Type.GROUP, group, incremental_configs=[
-        ConfigEntry(k, str(v), incremental_operation=AlterConfigOpType.SET)
-        for k, v in configs.items()
-    ])  # fmt: skip
-    admin.incremental_alter_configs([resource])[resource].result(timeout=30)
+    set_group_configs(bootstrap, group, **{"share.auto.offset.reset": "earliest", **group_configs})
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     for v in values:
         producer.produce(topic, v)
         producer.poll(0)
     assert producer.flush(30) == 0
+
+
+def set_group_configs(bootstrap: str, group: str, **configs) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    resource = ConfigResource(ConfigResource.Type.GROUP, group, incremental_configs=[
+        ConfigEntry(k, str(v), incremental_operation=AlterConfigOpType.SET)
+        for k, v in configs.items()
+    ])  # fmt: skip
+    admin.incremental_alter_configs([resource])[resource].result(timeout=30)
 
 
 def share_consumer(bootstrap: str, group: str, topic: str, **extra) -> ShareConsumer:
@@ -428,3 +432,32 @@ def test_read_committed_share_group_never_delivers_aborted_records(make_broker):
     assert got == [b"a", b"b", b"c"]
     # a, b, marker, x, y, marker, c, marker: the start offset has passed all 8.
     assert _start_offset(b.bootstrap_servers, "tg") == 8
+
+
+def test_share_version_feature_turns_share_groups_on(make_broker):
+    """Kafka 4.1: off until `kafka-features upgrade --feature share.version=1`; the share APIs
+    are not advertised meanwhile and answer UNSUPPORTED_VERSION (35)."""
+    b = make_broker()
+    c = RawClient(b.port)
+    try:
+
+        def advertised():
+            r = c.request(ApiKey.API_VERSIONS, 3, {"client_software_name": "t",
+                                                   "client_software_version": "1"})  # fmt: skip
+            return {k.api_key: (k.min_version, k.max_version) for k in r.api_keys}
+
+        assert ApiKey.SHARE_FETCH not in advertised()
+        hb = {"group_id": "fg", "member_id": "m", "member_epoch": 0, "rack_id": None,
+              "subscribed_topic_names": ["t"]}  # fmt: skip
+        assert c.request(ApiKey.SHARE_GROUP_HEARTBEAT, 1, hb).error_code == 35
+        r = subprocess.run([sys.executable, "-m", "pykbroker.cli.features", "--bootstrap-server",
+                            b.bootstrap_servers, "upgrade", "--feature", "share.version=1"],
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        versions = advertised()
+        assert versions[ApiKey.SHARE_GROUP_HEARTBEAT] == (1, 1)
+        assert versions[ApiKey.SHARE_FETCH] == (1, 1)
+        assert versions[ApiKey.SHARE_ACKNOWLEDGE] == (1, 1)
+        assert c.request(ApiKey.SHARE_GROUP_HEARTBEAT, 1, hb).error_code == 0
+    finally:
+        c.close()

@@ -173,8 +173,11 @@ def _unauthorized(ctx, request) -> dict[str, KafkaError]:
         error = KafkaError(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
         return {t.name: error for t in request.topics}
     names = {t.name for t in request.topics if t.name is not None}  # None: an unknown id
+    refused = names - filter_allowed(ctx, Op.WRITE, RT.TOPIC, names)
+    if not refused:
+        return {}
     error = KafkaError(ErrorCode.TOPIC_AUTHORIZATION_FAILED)
-    return {n: error for n in names - filter_allowed(ctx, Op.WRITE, RT.TOPIC, names)}
+    return dict.fromkeys(refused, error)
 
 
 @REGISTRY.register(ApiKey.PRODUCE, 3, 13, decoder=decode_produce_request)

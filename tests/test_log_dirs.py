@@ -86,13 +86,13 @@ def test_several_log_dirs_and_moving_a_replica(tmp_path):
         dest = b if source == a else a
 
         with AcksAllProducer(broker.bootstrap_servers, TOPIC, PARTITIONS) as producer:
-            wait_until(lambda: len(producer.acked) >= 2000, what="first acks")
+            wait_until(lambda: len(producer.acked) >= 600, what="first acks")
             assert alter(broker.port, dest, TOPIC, [0]) == {0: NONE}
             wait_until(lambda: (d := describe(broker.port)) and 0 in d[dest]
                        and d[dest][0] == (False, 0) and 0 not in d[source],
                        what="partition 0 moved")  # fmt: skip
             acks = len(producer.acked)
-            wait_until(lambda: len(producer.acked) > acks + 500, what="acks after the move")
+            wait_until(lambda: len(producer.acked) > acks + 200, what="acks after the move")
         assert producer.errors == [] and producer.remaining == 0
         assert not os.path.exists(os.path.join(source, f"{TOPIC}-0"))
         assert os.path.exists(os.path.join(dest, f"{TOPIC}-0"))

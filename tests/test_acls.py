@@ -375,10 +375,10 @@ def test_acls_grant_what_they_name_to_real_clients(make_broker, tmp_path):
 
 
 def test_confluent_kafka_and_aiokafka_see_kafkas_errors(make_broker, tmp_path):
-    confluent_kafka = pytest.importorskip("confluent_kafka")
     import asyncio
 
     import aiokafka
+    import confluent_kafka
 
     b = start_locked(
         make_broker, tmp_path, [acl(ANON, ACLOperation.DESCRIBE, ResourceType.TOPIC, "open")]

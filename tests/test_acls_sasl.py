@@ -30,7 +30,6 @@ from security_helpers import authenticate, handshake
 
 from protocol.apis import ApiKey
 
-
 JAAS = (
     "org.apache.kafka.common.security.plain.PlainLoginModule required "
     'username="admin" password="admin-secret" user_admin="admin-secret" '

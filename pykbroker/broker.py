@@ -146,6 +146,7 @@ class Broker:
         # Share groups (KIP-932): membership, the share coordinator, the share-partition leader.
         self.share_groups: Any = None
         self.share_coordinator: Any = None
+        self.share_persister: Any = None
         self.share_partitions: Any = None
         self.share_group_configs: dict[str, dict[str, str]] = {}
         self.controller: Any = None  # the cluster's Controller (ZooKeeper mode)

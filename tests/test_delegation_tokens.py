@@ -148,3 +148,47 @@ def test_tokens_survive_a_restart(make_broker, tmp_path):
     client, auth = token_client(b2.port, r.token_id, bytes(r.hmac), "SCRAM-SHA-512")
     assert auth.error_code == 0
     client.close()
+
+
+def test_kafka_delegation_tokens_tool(broker, tmp_path):
+    """The tool as Kafka's docs run it, over SASL/PLAIN from a --command-config file."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "alice.properties"
+    config.write_text(
+        "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\n"
+        "sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required "
+        'username="alice" password="alice-secret";\n'
+    )
+    tool = [sys.executable, "-m", "pykbroker.cli.delegation_tokens",
+            "--bootstrap-server", f"127.0.0.1:{broker.port}", "--command-config", str(config)]  # fmt: skip
+
+    def run(*args: str) -> str:
+        done = subprocess.run(tool + list(args), capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    out = run("--create", "--max-life-time-period", "-1", "--renewer-principal", "User:bob")
+    lines = out.splitlines()
+    assert lines[0] == ("Calling create token operation with renewers :[User:bob] , "
+                        "max-life-time-period :-1")  # fmt: skip
+    assert lines[1].startswith("Created delegation token with tokenId : ")
+    token_id = lines[1].split(" : ")[1]
+    header = [line for line in lines if line.startswith("TOKENID")][0].split()
+    assert header == ["TOKENID", "HMAC", "OWNER", "REQUESTER", "RENEWERS", "ISSUEDATE",
+                      "EXPIRYDATE", "MAXDATE"]  # fmt: skip
+    row = [line for line in lines if line.startswith(token_id)][0].split()
+    mac = row[1]
+    assert base64.b64decode(mac) == hmac.new(SECRET.encode(), token_id.encode(),
+                                             hashlib.sha512).digest()  # fmt: skip
+    assert row[2:5] == ["User:alice", "User:alice", "[User:bob]"]
+
+    out = run("--describe")
+    assert out.splitlines()[:2] == ["Calling describe token operation for current user.",
+                                    "Total number of tokens : 1"]  # fmt: skip
+    out = run("--renew", "--hmac", mac, "--renew-time-period", "-1")
+    assert out.splitlines()[1].startswith("Completed renew operation. New expiry date : ")
+    out = run("--expire", "--hmac", mac, "--expiry-time-period", "-1")
+    assert out.splitlines()[1].startswith("Completed expire operation. New expiry date : ")
+    assert "Total number of tokens : 0" in run("--describe", "--owner-principal", "User:alice")

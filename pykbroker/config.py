@@ -1224,6 +1224,13 @@ BROKER_CONFIGS = _keys(
         at_least(1024),
     ),
     ConfigKey(
+        "max.request.partition.size.limit",
+        "int",
+        2000,
+        "The maximum number of partitions can be served in one request.",
+        at_least(1),
+    ),
+    ConfigKey(
         "max.incremental.fetch.session.cache.slots",
         "int",
         1000,

@@ -107,10 +107,10 @@ class Connection(asyncio.BufferedProtocol):
         self._established(transport, host)
 
     def _start_tls(self, raw: asyncio.Transport) -> None:
-        """Put TLS between the socket and us, now (before the loop reads a byte); this method
-        connection_made runs again with the TLS transport once the handshake is done. Done here rather than by
+        """Put TLS between the socket and us now, before the loop reads a byte; connection_made
+        runs again with the TLS transport once the handshake is done. Done here rather than by
         create_server(ssl=...) so that a failed handshake (an untrusted or expired certificate)
-        is ours to log, as Kafka logs it."""
+        is ours to log, as Kafka logs it (asyncio and uvloop log it in debug mode only)."""
         self.tls = True
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()

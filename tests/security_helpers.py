@@ -59,6 +59,11 @@ def tls_overrides(ca, server: tuple[str, str], listener: str = "SSL", **extra) -
     }
 
 
+def sessions(b) -> list:
+    """The sessions of an EmbeddedBroker's open connections (read on its loop)."""
+    return b.call(lambda: [c.session for c in b.broker.connections])
+
+
 def handshake(client: RawClient, mechanism: str, version: int = 1):
     return client.request(ApiKey.SASL_HANDSHAKE, version, {"mechanism": mechanism})
 
@@ -179,6 +184,7 @@ class CertificateAuthority:
         key_pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
         ).decode()
-        base = "_".join(subject.values()).replace(" ", "_") + ("_expired" if expired else "")
+        self.issued = getattr(self, "issued", 0) + 1  # never overwrite an earlier one's files
+        base = "_".join(subject.values()).replace(" ", "_") + f"_{self.issued}"
         chain = self._write(base + ".crt", self._pem(cert) + self._pem(self.cert))
         return chain, self._write(base + ".key", key_pem)

@@ -63,8 +63,6 @@ PENDING = {
     ApiKey.OFFSET_FETCH: "kip848",
     68: "kip848",  # ConsumerGroupHeartbeat
     69: "kip848",  # ConsumerGroupDescribe
-    74: "proto",  # ListConfigResources
-    75: "proto",  # DescribeTopicPartitions
 }
 
 

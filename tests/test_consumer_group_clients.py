@@ -16,6 +16,7 @@ import threading
 import time
 
 import pytest
+from cli_helpers import tool
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from helpers import RawClient
@@ -213,6 +214,22 @@ def test_classic_and_consumer_members_in_one_group(make_broker):
         d = describe(broker.port, "mix")
         assert d.error_code == 0 and d.group_state in ("Stable", "Reconciling")
         assert sorted(m.member_type for m in d.members) == [CLASSIC_MEMBER, CONSUMER_MEMBER]
+        # kafka-consumer-groups shows both members with their epochs (Kafka 4's columns).
+        out = tool("kafka-consumer-groups", "--bootstrap-server", "localhost:9092",
+                   "--describe", "--group", "mix", "--members", "--verbose", port=broker.port)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        lines = [ln.split() for ln in out.stdout.strip().splitlines()]
+        assert lines[0] == ["GROUP", "CONSUMER-ID", "HOST", "CLIENT-ID", "#PARTITIONS",
+                            "CURRENT-EPOCH", "CURRENT-ASSIGNMENT", "TARGET-EPOCH",
+                            "TARGET-ASSIGNMENT"]  # fmt: skip
+        assert sorted(row[1] for row in lines[1:]) == sorted(m.member_id for m in d.members)
+        clients = sorted(row[3] for row in lines[1:])
+        assert clients[0].startswith("kafka-python") and clients[1] == "rdkafka"
+        out = tool("kafka-consumer-groups", "--bootstrap-server", "localhost:9092",
+                   "--describe", "--group", "mix", "--state", "--verbose", port=broker.port)  # fmt: skip
+        header, row = (ln.split() for ln in out.stdout.strip().splitlines())
+        assert header[-3:] == ["GROUP-EPOCH", "TARGET-ASSIGNMENT-EPOCH", "#MEMBERS"]
+        assert row[-1] == "2" and row[3] == "uniform"
         member.close()
         member = None
         # The last consumer-protocol member left: a classic group again, which rebalances.

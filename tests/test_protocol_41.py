@@ -125,3 +125,24 @@ def test_list_groups_v5_types(c):
     assert listed(["Classic"]) == [("classic-one", "classic")]  # any case, as Kafka parses it
     assert listed(["consumer"]) == []
     assert listed(["share", "classic"]) == [("classic-one", "classic")]
+
+
+def test_list_config_resources(broker, c):
+    """KIP-1142: v1 lists each type asked for (all of them for none) in Kafka's fixed order --
+    groups with configs, client-metrics subscriptions, broker loggers, brokers, topics; a type
+    it can't list fails the request (UNSUPPORTED_VERSION); v0 lists client metrics only."""
+    GROUP, CLIENT_METRICS, BROKER_LOGGER, BROKER, TOPIC = 32, 16, 8, 4, 2
+    c.request(ApiKey.PRODUCE, 9, produce_body("lcr", bytes(values_batch([b"x"]))))
+    node = str(broker.broker.node_id)
+
+    def listed(version, types):
+        r = c.request(ApiKey.LIST_CONFIG_RESOURCES, version, {"resource_types": types})
+        return r.error_code, [(x.resource_type, x.resource_name) for x in r.config_resources]
+
+    assert listed(1, [TOPIC, BROKER]) == (0, [(BROKER, node), (TOPIC, "lcr")])
+    code, everything = listed(1, [])
+    assert code == 0 and everything[:2] == [(BROKER_LOGGER, node), (BROKER, node)]
+    assert (TOPIC, "lcr") in everything
+    assert listed(1, [TOPIC, 3]) == (35, [])  # UNSUPPORTED_VERSION
+    assert listed(0, []) == (0, [])  # no client-metrics subscriptions (no KIP-714 here)
+    assert listed(1, [CLIENT_METRICS, GROUP]) == (0, [])

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 from helpers import RawClient
+from security_helpers import sessions
 
 from protocol.apis import ApiKey
 from pykbroker.security.principal import ANONYMOUS, KafkaPrincipal
-
-
-def _sessions(b):
-    return b.call(lambda: [c.session for c in b.broker.connections])
 
 
 def test_plaintext_connection_is_user_anonymous_with_client_host(broker):
     client = RawClient(broker.port)
     try:
         assert client.request(ApiKey.API_VERSIONS, 3, {}).error_code == 0
-        (session,) = _sessions(broker)
+        (session,) = sessions(broker)
         # Kafka's DefaultKafkaPrincipalBuilder: PLAINTEXT -> User:ANONYMOUS
         assert str(session.principal) == "User:ANONYMOUS"
         assert session.principal == ANONYMOUS

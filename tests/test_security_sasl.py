@@ -8,7 +8,7 @@ import time
 
 import pytest
 from helpers import RawClient
-from security_helpers import authenticate, handshake, sasl_plaintext_overrides
+from security_helpers import authenticate, handshake, sasl_plaintext_overrides, sessions
 
 from protocol.apis import ApiKey
 
@@ -24,10 +24,6 @@ def plain_broker(make_broker):
     return make_broker(sasl_plaintext_overrides("PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"))
 
 
-def _sessions(b):
-    return b.call(lambda: [c.session for c in b.broker.connections])
-
-
 def test_plain_handshake_authenticate_then_requests_served(plain_broker):
     client = RawClient(plain_broker.port)
     try:
@@ -38,7 +34,7 @@ def test_plain_handshake_authenticate_then_requests_served(plain_broker):
         r = authenticate(client, b"\0alice\0alice-secret")
         assert (r.error_code, r.error_message, bytes(r.auth_bytes)) == (0, None, b"")
         assert r.session_lifetime_ms == 0  # no re-authentication asked for
-        (session,) = _sessions(plain_broker)
+        (session,) = sessions(plain_broker)
         assert str(session.principal) == "User:alice"
         assert session.sasl_mechanism == "PLAIN"
         assert session.security_protocol == "SASL_PLAINTEXT"

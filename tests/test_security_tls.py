@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from helpers import RawClient
-from security_helpers import CertificateAuthority, TlsRawClient, tls_overrides
+from security_helpers import PLAIN_JAAS, CertificateAuthority, TlsRawClient, sessions, tls_overrides
 
 from protocol.apis import ApiKey
 from pykbroker.config import BrokerConfig, ConfigError
@@ -26,10 +26,6 @@ def pki(tmp_path_factory):
         "expired": ca.issue({"CN": "old"}, expired=True),
         "rogue": CertificateAuthority(d + "/rogue", "Rogue CA").issue({"CN": "alice"}),
     }
-
-
-def _sessions(b):
-    return b.call(lambda: [c.session for c in b.broker.connections])
 
 
 def _refused(pki, port, cert) -> bool:
@@ -51,7 +47,7 @@ def test_ssl_listener_serves_anonymous_over_tls(make_broker, pki):
     client = TlsRawClient(b.port, pki["ca"].ca_path)
     try:
         assert client.request(ApiKey.API_VERSIONS, 3, {}).error_code == 0
-        (session,) = _sessions(b)
+        (session,) = sessions(b)
         assert (str(session.principal), session.security_protocol) == ("User:ANONYMOUS", "SSL")
         assert client.sock.version() in ("TLSv1.2", "TLSv1.3")
     finally:
@@ -69,7 +65,7 @@ def test_mtls_required_principal_from_certificate(make_broker, pki):
     client = TlsRawClient(b.port, pki["ca"].ca_path, pki["alice"])
     try:
         assert client.request(ApiKey.API_VERSIONS, 3, {}).error_code == 0
-        (session,) = _sessions(b)
+        (session,) = sessions(b)
         # DEFAULT rule: the DN as Java's X500Principal.getName() writes it
         assert str(session.principal) == "User:CN=alice,OU=eng,O=Acme,C=US"
     finally:
@@ -88,13 +84,13 @@ def test_client_auth_requested_and_mapping_rules(make_broker, pki):
     client = TlsRawClient(b.port, pki["ca"].ca_path, pki["alice"])
     try:
         assert client.request(ApiKey.API_VERSIONS, 3, {}).error_code == 0
-        assert [str(s.principal) for s in _sessions(b)] == ["User:alice@acme"]
+        assert [str(s.principal) for s in sessions(b)] == ["User:alice@acme"]
     finally:
         client.close()
     client = TlsRawClient(b.port, pki["ca"].ca_path)  # requested: none sent is fine
     try:
         assert client.request(ApiKey.API_VERSIONS, 3, {}).error_code == 0
-        assert "User:ANONYMOUS" in [str(s.principal) for s in _sessions(b)]
+        assert "User:ANONYMOUS" in [str(s.principal) for s in sessions(b)]
     finally:
         client.close()
     assert _refused(pki, b.port, pki["rogue"])  # sent but untrusted: refused
@@ -153,3 +149,16 @@ def test_ssl_config_errors(pki, overrides, error, tmp_path):
     with pytest.raises(ConfigError, match=error):
         BrokerConfig(props)  # value errors surface here, store errors when the listener is built
         EmbeddedBroker(data_dir=str(tmp_path / "d"), overrides=props).start()
+
+
+def test_sasl_ssl_asks_client_certificates_only_when_the_listener_says(make_broker, pki):
+    """KIP-684: the broker-wide ssl.client.auth does not apply to SASL_SSL listeners."""
+    base = tls_overrides(pki["ca"], pki["server"], listener="SASL_SSL", **{
+        "sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.sasl_ssl.plain.sasl.jaas.config": PLAIN_JAAS,
+    })  # fmt: skip
+    b = make_broker({**base, "ssl.client.auth": "required"})
+    assert not _refused(pki, b.port, None)
+    b = make_broker({**base, "listener.name.sasl_ssl.ssl.client.auth": "required"})
+    assert _refused(pki, b.port, None)
+    assert not _refused(pki, b.port, pki["alice"])

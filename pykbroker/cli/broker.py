@@ -207,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         uvloop.run(serve(config))
+    except ConfigError as e:  # found while building the listeners (TLS stores, SASL, JAAS)
+        print(f"pykbroker: {e}", file=sys.stderr)
+        return 2
     except OSError as e:
         print(f"pykbroker: {e}", file=sys.stderr)
         return 1

@@ -153,6 +153,7 @@ def client_kwargs(props: dict[str, str], accepted: Iterable[str]) -> dict[str, A
     jaas = props.pop("sasl.jaas.config", None)
     if jaas is not None:
         kwargs.update(_jaas_credentials(jaas))
+    kwargs.update(_pem_stores(props))
     for key, raw in props.items():
         name = key.replace(".", "_").replace("-", "_")
         if name not in accepted or name == "bootstrap_servers":
@@ -179,6 +180,28 @@ def _jaas_credentials(text: str) -> dict[str, str]:
         out["sasl_plain_username"] = options["username"]
     if "password" in options:
         out["sasl_plain_password"] = options["password"]
+    return out
+
+
+def _pem_stores(props: dict[str, str]) -> dict[str, Any]:
+    """A Java client's PEM stores (taken out of `props`) as kafka-python's TLS arguments:
+    ssl.truststore.location -> ssl_cafile, ssl.keystore.location (key and chain in one file)
+    -> ssl_certfile/ssl_keyfile, ssl.key.password -> ssl_password; an empty
+    ssl.endpoint.identification.algorithm turns the host name check off."""
+    out: dict[str, Any] = {}
+    for key in ("ssl.truststore.type", "ssl.keystore.type"):
+        kind = props.pop(key, "PEM")
+        if kind.upper() != "PEM":
+            raise CommandError(f"{key}={kind}: only PEM stores can be read (type PEM)")
+    if "ssl.truststore.location" in props:
+        out["ssl_cafile"] = props.pop("ssl.truststore.location")
+    if "ssl.keystore.location" in props:
+        out["ssl_certfile"] = out["ssl_keyfile"] = props.pop("ssl.keystore.location")
+    if "ssl.key.password" in props:
+        out["ssl_password"] = props.pop("ssl.key.password")
+    if props.get("ssl.endpoint.identification.algorithm") == "":
+        del props["ssl.endpoint.identification.algorithm"]
+        out["ssl_check_hostname"] = False
     return out
 
 

@@ -36,7 +36,16 @@ ACTIONS = ("list", "describe", "delete", "reset_offsets", "delete_offsets")
 RESET_SCENARIOS = ("to_offset", "shift_by", "to_datetime", "by_duration", "to_earliest",
                    "to_latest", "to_current", "from_file")  # fmt: skip
 MISSING = "-"
-STATES = ("PreparingRebalance", "CompletingRebalance", "Stable", "Dead", "Empty")
+GROUP_ID_NOT_FOUND = 69
+STATES = (
+    "PreparingRebalance",
+    "CompletingRebalance",
+    "Stable",
+    "Dead",
+    "Empty",
+    "Assigning",
+    "Reconciling",
+)  # the last two: consumer-protocol (KIP-848) groups
 NOT_EMPTY = 68  # NON_EMPTY_GROUP: Kafka names it GroupNotEmptyException
 
 
@@ -180,6 +189,9 @@ class Member:
     client_id: str
     host: str
     partitions: list[tuple[str, int]]
+    # Consumer-protocol (KIP-848) groups only: member epoch, target assignment.
+    epoch: int | None = None
+    target: list[tuple[str, int]] | None = None
 
 
 @dataclass
@@ -188,6 +200,12 @@ class Group:
     state: str
     protocol: str
     members: list[Member]
+    group_epoch: int | None = None  # consumer-protocol groups only
+    assignment_epoch: int | None = None
+
+    @property
+    def is_consumer_protocol(self) -> bool:
+        return self.group_epoch is not None
 
 
 class GroupService:
@@ -200,6 +218,9 @@ class GroupService:
         return [g for g in groups if g.get("protocol_type", "") in ("consumer", "")]
 
     def describe(self, group_id: str) -> Group:
+        consumer = self.describe_consumer_group(group_id)
+        if consumer is not None:
+            return consumer
         d = self.admin.describe_groups([group_id])[group_id]
         if d.get("error") and "GroupIdNotFoundError" in d["error"]:
             # DescribeGroups v6 (KIP-1043) says so where older versions answered Dead.
@@ -219,6 +240,36 @@ class GroupService:
                        m["client_host"], parts)
             )  # fmt: skip
         return Group(group_id, d["group_state"], d.get("protocol_data") or "", members)
+
+    def describe_consumer_group(self, group_id: str) -> Group | None:
+        """A consumer-protocol group through ConsumerGroupDescribe (as Kafka's admin client
+        describes one); None for a classic group (GROUP_ID_NOT_FOUND) or an older broker."""
+        from protocol import codec
+        from protocol.apis import ApiKey
+
+        _, _, node_id = self.coordinator(group_id)
+        request = codec.request_class(ApiKey.CONSUMER_GROUP_DESCRIBE)(
+            group_ids=[group_id], include_authorized_operations=False, max_version=1
+        )
+        try:
+            r = common.send(self.admin, request, node_id)
+        except Exception:  # the broker doesn't serve ConsumerGroupDescribe
+            return None
+        g = r.groups[0]
+        if g.error_code == GROUP_ID_NOT_FOUND:
+            return None
+        common.check(g.error_code, g.error_message)
+
+        def parts(assignment) -> list[tuple[str, int]]:
+            return [(t.topic_name, p) for t in assignment.topic_partitions for p in t.partitions]
+
+        members = [
+            Member(m.member_id, m.instance_id, m.client_id, m.client_host, parts(m.assignment),
+                   m.member_epoch, parts(m.target_assignment))
+            for m in g.members
+        ]  # fmt: skip
+        return Group(group_id, g.group_state, g.assignor_name, members, g.group_epoch,
+                     g.assignment_epoch)  # fmt: skip
 
     def committed(self, group_id: str) -> dict[tuple[str, int], int]:
         offsets = self.admin.list_group_offsets(group_id).get(group_id, {})
@@ -369,25 +420,33 @@ def describe_offsets(service: GroupService, group: Group) -> None:
     table(header, out, widths)
 
 
+def _assignment_text(partitions: list[tuple[str, int]]) -> str:
+    by_topic: dict[str, list[int]] = {}
+    for t, p in partitions:
+        by_topic.setdefault(t, []).append(p)
+    return ", ".join(sorted(
+        f"{t}({','.join(str(p) for p in sorted(ps))})" for t, ps in by_topic.items()
+    )) or MISSING  # fmt: skip
+
+
 def describe_members(group: Group, verbose: bool) -> None:
     if not should_print(group, len(group.members)):
         return
     with_instance = any(m.instance_id for m in group.members)
     header = ["GROUP", "CONSUMER-ID"] + (["GROUP-INSTANCE-ID"] if with_instance else [])
     header += ["HOST", "CLIENT-ID", "#PARTITIONS"]
+    # Kafka 4's tool shows a consumer-protocol group's member and target epochs and
+    # assignments in verbose mode.
+    epochs = verbose and group.is_consumer_protocol
     rows = []
     for m in group.members:
         row = [group.group_id, m.member_id] + ([m.instance_id or ""] if with_instance else [])
         row += [m.host, m.client_id, len(m.partitions)]
-        if verbose:
-            by_topic: dict[str, list[int]] = {}
-            for t, p in m.partitions:
-                by_topic.setdefault(t, []).append(p)
-            row.append(
-                ", ".join(sorted(
-                    f"{t}({','.join(str(p) for p in sorted(ps))})" for t, ps in by_topic.items()
-                )) or MISSING
-            )  # fmt: skip
+        if epochs:
+            row += [m.epoch, _assignment_text(m.partitions), group.assignment_epoch,
+                    _assignment_text(m.target or [])]  # fmt: skip
+        elif verbose:
+            row.append(_assignment_text(m.partitions))
         rows.append(row)
     widths = [
         max(15, len(group.group_id)), max(15, *(len(m.member_id) for m in group.members)),
@@ -398,6 +457,11 @@ def describe_members(group: Group, verbose: bool) -> None:
         max(15, *(len(m.host) for m in group.members)),
         max(15, *(len(m.client_id) for m in group.members)), 15,
     ]  # fmt: skip
+    if epochs:
+        header += ["CURRENT-EPOCH", "CURRENT-ASSIGNMENT", "TARGET-EPOCH", "TARGET-ASSIGNMENT"]
+        widths += [15, max(20, *(len(r[-3]) for r in rows)), 15, 0]
+        table(header, rows, widths)
+        return
     # Kafka's row format ends "%-15s " before the optional ASSIGNMENT column.
     header.append("ASSIGNMENT" if verbose else "")
     widths.append(0)
@@ -406,7 +470,7 @@ def describe_members(group: Group, verbose: bool) -> None:
     table(header, rows, widths)
 
 
-def describe_state(service: GroupService, group: Group) -> None:
+def describe_state(service: GroupService, group: Group, verbose: bool = False) -> None:
     if not should_print(group, 1):
         return
     host, port, node_id = service.coordinator(group.group_id)
@@ -414,7 +478,16 @@ def describe_state(service: GroupService, group: Group) -> None:
     width = max(25, len(coordinator))
     header = ["GROUP", "COORDINATOR (ID)", "ASSIGNMENT-STRATEGY", "STATE", "#MEMBERS"]
     row = [group.group_id, coordinator, group.protocol, group.state, len(group.members)]
-    table(header, [row], [width, 25, 20, 15, 0])
+    widths = [width, 25, 20, 15, 0]
+    if verbose:
+        # Kafka 4: the group and target assignment epochs (MISSING for a classic group).
+        header[4:4] = ["GROUP-EPOCH", "TARGET-ASSIGNMENT-EPOCH"]
+        row[4:4] = [
+            MISSING if group.group_epoch is None else group.group_epoch,
+            MISSING if group.assignment_epoch is None else group.assignment_epoch,
+        ]
+        widths = [width, 25, 20, 15, 15, 25, 0]
+    table(header, [row], widths)
 
 
 # --- actions ------------------------------------------------------------------------------
@@ -451,7 +524,7 @@ def describe(service: GroupService, args) -> None:
         if args.members:
             describe_members(group, args.verbose)
         elif args.state is not None and not args.offsets:
-            describe_state(service, group)
+            describe_state(service, group, args.verbose)
         else:
             describe_offsets(service, group)
 

@@ -108,8 +108,8 @@ def to_ids(by_name: Mapping[str, list[int]], topics: Mapping[str, TopicMeta]):
 def convert_classic_group(
     classic: Group, config: GroupConfig, topics: Mapping[str, TopicMeta]
 ) -> ConsumerGroup | None:
-    """A Stable classic consumer group as a consumer group of classic members (or None if a
-    member's subscription can't be read)."""
+    """A classic consumer group as a consumer group of classic members, each keeping the
+    assignment of the last generation it synced (or None if a subscription can't be read)."""
     group = ConsumerGroup(classic.group_id, config)
     group.offsets = classic.offsets
     group.group_epoch = group.assignment_epoch = classic.generation_id
@@ -178,6 +178,9 @@ def classic_join(
 ) -> tuple[JoinResult, Records]:
     """JoinGroup (a coordinator JoinRequest) of a classic member of a consumer group."""
     records: Records = []
+    for pending, expiry in list(group.pending_members.items()):
+        if expiry <= now_ms:  # handed an id (MEMBER_ID_REQUIRED) and never came back
+            del group.pending_members[pending]
     parsed = parse_subscription(req.protocols[0][1]) if req.protocols else None
     if req.protocol_type != "consumer" or parsed is None:
         return JoinResult(ErrorCode.INCONSISTENT_GROUP_PROTOCOL, req.member_id), records

@@ -31,7 +31,7 @@ from .consumer_group import (
     Records,
     TopicMeta,
 )
-from .group import Group, GroupState, JoinResult, SyncResult, now_ms
+from .group import Group, GroupState, JoinResult, SyncResult, complete, now_ms
 
 if TYPE_CHECKING:
     from .group_coordinator import GroupCoordinator
@@ -285,13 +285,19 @@ class ConsumerGroupsMixin:
             return group
         if self.consumer_config.migration_policy not in ("bidirectional", "upgrade"):
             return None
-        if not classic.is_(GroupState.STABLE) or classic.protocol_type != "consumer":
+        if classic.protocol_type != "consumer":
             return None
         if len(classic.members) >= self.consumer_config.max_size:
             return None
         group = convert_classic_group(classic, self.consumer_config, self._topics_view())
         if group is None:
             return None
+        # Mid-rebalance, as in Kafka: waiting joins and syncs end with REBALANCE_IN_PROGRESS
+        # and those members join the consumer group with what they had.
+        for m in classic.members.values():
+            complete(m.join_future, JoinResult(ErrorCode.REBALANCE_IN_PROGRESS, m.member_id))
+            complete(m.sync_future, SyncResult(ErrorCode.REBALANCE_IN_PROGRESS))
+            m.join_future = m.sync_future = None
         self._replace_group(classic, group, records)
         records += group.snapshot_records()
         for member in group.members.values():

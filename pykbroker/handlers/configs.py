@@ -509,3 +509,39 @@ def handle_incremental_alter_configs(ctx, request) -> dict:
         _incremental_configs,
         lambda configs: [c.name for c in configs if c.config_operation != DELETE],
     )
+
+
+# --- ListConfigResources (KIP-1142; v0 was ListClientMetricsResources, KIP-714) ---------------
+
+CLIENT_METRICS = 16
+# The types a v1 request may name, in the order Kafka lists them; an empty list means all.
+LISTED_TYPES = (GROUP, CLIENT_METRICS, BROKER_LOGGER, BROKER, TOPIC)
+
+
+@REGISTRY.register(ApiKey.LIST_CONFIG_RESOURCES, 0, 1)
+def handle_list_config_resources(ctx, request) -> dict:
+    """The resources that have configs: groups with group configs, client-metrics
+    subscriptions (none: KIP-714 telemetry is not served), each broker (and its loggers), every
+    topic. Needs DESCRIBE_CONFIGS on the cluster, as in Kafka."""
+    broker = ctx.broker
+    if not cluster_allowed(ctx, Op.DESCRIBE_CONFIGS):
+        return {"throttle_time_ms": 0, "error_code": ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
+                "config_resources": []}  # fmt: skip
+    if ctx.api_version == 0:
+        wanted = {CLIENT_METRICS}
+    else:
+        wanted = set(request.resource_types) or set(LISTED_TYPES)
+        if not wanted <= set(LISTED_TYPES):  # the whole request fails, as Kafka's does
+            return {"throttle_time_ms": 0, "error_code": ErrorCode.UNSUPPORTED_VERSION,
+                    "config_resources": []}  # fmt: skip
+    brokers = [str(i) for i in sorted(broker.metadata.live_broker_ids())]
+    names = {
+        GROUP: sorted(broker.share_group_configs),
+        CLIENT_METRICS: [],
+        BROKER_LOGGER: brokers,
+        BROKER: brokers,
+        TOPIC: sorted(broker.metadata.topics),
+    }
+    resources = [{"resource_name": name, "resource_type": t}
+                 for t in LISTED_TYPES if t in wanted for name in names[t]]  # fmt: skip
+    return {"throttle_time_ms": 0, "error_code": ErrorCode.NONE, "config_resources": resources}

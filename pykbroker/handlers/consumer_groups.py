@@ -50,8 +50,21 @@ async def _await_heartbeat(pending) -> dict:
     return _heartbeat_response(await pending)
 
 
+def _protocol_enabled(ctx) -> bool:
+    """Kafka serves the consumer rebalance protocol once group.version is at least 1 (4.1's
+    default); `kafka-features downgrade --feature group.version=0` turns it off."""
+    return ctx.broker.metadata.features.get("group.version", 0) >= 1
+
+
 @REGISTRY.register(ApiKey.CONSUMER_GROUP_HEARTBEAT, 0, 1)
 def handle_consumer_group_heartbeat(ctx, request):
+    if not _protocol_enabled(ctx):
+        return _heartbeat_response(
+            HeartbeatResult(
+                ErrorCode.UNSUPPORTED_VERSION,
+                "The consumer group protocol is disabled (group.version 0).",
+            )
+        )
     if not allowed(ctx, Op.READ, RT.GROUP, request.group_id):
         return _heartbeat_response(HeartbeatResult(ErrorCode.GROUP_AUTHORIZATION_FAILED))
     coordinator = _coordinator(ctx)

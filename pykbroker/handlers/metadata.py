@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
+
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
 from pykbroker.acl.authorizer import CLUSTER_NAME
 from pykbroker.acl.checks import RT, Op, allowed, authorized_operations
-from pykbroker.cluster.metadata import TopicInfo, validate_topic_name
+from pykbroker.cluster.metadata import INTERNAL_TOPICS, TopicInfo, validate_topic_name
 
 from . import REGISTRY
 from .committed import wait_committed
 
+ZERO_UUID = uuid.UUID(int=0)
 AUTHORIZED_OPERATIONS_UNSET = None  # kafka-python encodes None as INT32_MIN ("not requested")
 
 
@@ -257,3 +260,81 @@ def _cluster_operations(ctx, request) -> set[int] | None:
     if not allowed(ctx, Op.DESCRIBE, RT.CLUSTER, CLUSTER_NAME):
         return set()
     return authorized_operations(ctx, RT.CLUSTER, CLUSTER_NAME)
+
+
+# --- DescribeTopicPartitions (KIP-966) ------------------------------------------------------
+
+
+@REGISTRY.register(ApiKey.DESCRIBE_TOPIC_PARTITIONS, 0, 0)
+def handle_describe_topic_partitions(ctx, request) -> dict:
+    """Topics in name order, from the cursor on, at most `response_partition_limit` partitions
+    (and max.request.partition.size.limit) per answer; `next_cursor` says where to go on.
+    Kafka's DescribeTopicPartitionsRequestHandler and KRaftMetadataCache, step for step."""
+    broker = ctx.broker
+    cursor = request.cursor
+    start_topic = cursor.topic_name if cursor is not None else ""
+    everything = not request.topics
+    if cursor is not None and cursor.partition_index < 0:
+        return _invalid_request(request)  # Kafka: "cursor partition must be valid"
+    names = broker.metadata.topics if everything else {t.name for t in request.topics}
+    names = sorted(n for n in names if n >= start_topic)
+    if not everything and cursor is not None and start_topic not in names:
+        return _invalid_request(request)  # Kafka: the topic list must contain the cursor's
+    denied = []  # requested by name but not describable: named, nothing disclosed
+    if broker.authorizer is not None:
+        permitted = [n for n in names if allowed(ctx, Op.DESCRIBE, RT.TOPIC, n)]
+        if not everything:
+            denied = [n for n in names if n not in set(permitted)]
+        names = permitted
+    remaining = min(broker.config.get("max.request.partition.size.limit"),
+                    request.response_partition_limit)  # fmt: skip
+    live = _live(broker)
+    topics: list[dict] = []
+    next_cursor = None
+    for name in names:
+        if remaining == 0:  # the page is full: the next one starts at this topic
+            next_cursor = {"topic_name": name, "partition_index": 0}
+            break
+        info = broker.metadata.topic(name)
+        if info is None:
+            if not everything:
+                topics.append(_missing_topic(name))
+            continue
+        first = cursor.partition_index if name == start_topic and cursor is not None else 0
+        entry = _entry(broker, info, live)
+        upper = min(len(info.partitions), first + remaining)
+        entry["partitions"] = entry["partitions"][first:upper]
+        for p in entry["partitions"]:
+            p["eligible_leader_replicas"] = []  # no ELR (eligible.leader.replicas.version 0)
+            p["last_known_elr"] = []
+        topics.append({
+            "error_code": ErrorCode.NONE, "name": name, "topic_id": info.topic_id,
+            "is_internal": info.internal, "partitions": entry["partitions"],
+        })  # fmt: skip
+        if upper < len(info.partitions):
+            next_cursor = {"topic_name": name, "partition_index": upper}
+            break
+        remaining -= len(entry["partitions"])
+    for t in topics:
+        ops = authorized_operations(ctx, RT.TOPIC, t["name"])
+        t["topic_authorized_operations"] = sum(1 << op for op in ops)  # an int32 bitfield here
+    topics += [{"error_code": ErrorCode.TOPIC_AUTHORIZATION_FAILED, "name": n,
+                "topic_id": ZERO_UUID, "is_internal": False, "partitions": []} for n in denied]  # fmt: skip
+    return {"throttle_time_ms": 0, "topics": topics, "next_cursor": next_cursor}
+
+
+def _invalid_request(request) -> dict:
+    """Kafka's getErrorResponse for an InvalidRequestException: each topic named, with it."""
+    return {"throttle_time_ms": 0, "next_cursor": None, "topics": [
+        {"error_code": ErrorCode.INVALID_REQUEST, "name": t.name, "topic_id": ZERO_UUID,
+         "is_internal": False, "partitions": []} for t in request.topics]}  # fmt: skip
+
+
+def _missing_topic(name: str) -> dict:
+    try:
+        validate_topic_name(name)
+        error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    except KafkaError:
+        error = ErrorCode.INVALID_TOPIC_EXCEPTION
+    return {"error_code": error, "name": name, "topic_id": ZERO_UUID,
+            "is_internal": name in INTERNAL_TOPICS, "partitions": []}  # fmt: skip

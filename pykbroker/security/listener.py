@@ -43,7 +43,15 @@ def listener_security(broker: Broker, name: str) -> ListenerSecurity:
         raise ConfigError(f"No security protocol defined for listener {name}")
     security = ListenerSecurity(name, protocol)
     if protocol in ("SSL", "SASL_SSL"):
-        security.ssl_context = tls.server_context(lambda key: config.for_listener(name, key), name)
+
+        def get(key: str):
+            # KIP-684: on SASL_SSL, client certificates are asked for only when the listener's
+            # own listener.name.<l>.ssl.client.auth says so, never by the broker-wide key.
+            if key == "ssl.client.auth" and protocol == "SASL_SSL":
+                return config.listener_overrides.get((name, None, key), "none")
+            return config.for_listener(name, key)
+
+        security.ssl_context = tls.server_context(get, name)
     if protocol == "SSL":
         security.principal_mapper = tls.SslPrincipalMapper(
             config.for_listener(name, "ssl.principal.mapping.rules")

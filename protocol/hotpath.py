@@ -265,7 +265,10 @@ def encode_fetch_response(
     total = 0
     by_id = version >= 13
     for key, partitions in topics:
-        cur += key.bytes if by_id else _str(key, flexible)
+        if by_id:  # the codec reads the zero uuid (Kafka's ZERO_UUID) as None
+            cur += key.bytes if key is not None else bytes(16)
+        else:
+            cur += _str(key, flexible)
         cur += _array_len(len(partitions), flexible)
         for p in partitions:
             cur += (

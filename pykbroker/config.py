@@ -394,7 +394,8 @@ BROKER_CONFIGS = _keys(
         "sasl.enabled.mechanisms",
         "list",
         ["GSSAPI"],
-        "SASL mechanisms served on SASL listeners: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 "
+        "SASL mechanisms served on SASL listeners: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, "
+        "OAUTHBEARER "
         "(Kafka's default GSSAPI, Kerberos, is not served: set this on SASL listeners).",
         read_only=True,
     ),
@@ -404,6 +405,93 @@ BROKER_CONFIGS = _keys(
         None,
         "JAAS login context for SASL, as Kafka's: for PLAIN, PlainLoginModule with "
         'user_<name>="<password>" options naming the users.',
+        read_only=True,
+    ),
+    ConfigKey(
+        "delegation.token.secret.key",
+        "password",
+        None,
+        "The secret that signs delegation tokens (the same on every broker of a cluster); "
+        "unset: delegation tokens are off (DELEGATION_TOKEN_AUTH_DISABLED).",
+        read_only=True,
+    ),
+    ConfigKey(
+        "delegation.token.max.lifetime.ms",
+        "long",
+        604800000,
+        "The longest a delegation token may live, renewals included.",
+        at_least(1),
+        read_only=True,
+    ),
+    ConfigKey(
+        "delegation.token.expiry.time.ms",
+        "long",
+        86400000,
+        "How long a delegation token lives before it needs renewing (the default renewal).",
+        at_least(1),
+        read_only=True,
+    ),
+    ConfigKey(
+        "delegation.token.expiry.check.interval.ms",
+        "long",
+        3600000,
+        "How often expired delegation tokens are removed.",
+        at_least(1),
+        read_only=True,
+    ),
+    ConfigKey(
+        "sasl.server.callback.handler.class",
+        "string",
+        None,
+        "The server callback handler of a SASL mechanism (set per listener and mechanism, "
+        "listener.name.<l>.oauthbearer.sasl.server.callback.handler.class). For OAUTHBEARER: "
+        "unset validates unsecured JWTs (Kafka's default); Kafka's "
+        "org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler "
+        "validates signed JWTs against sasl.oauthbearer.jwks.endpoint.url.",
+        read_only=True,
+    ),
+    ConfigKey(
+        "sasl.oauthbearer.jwks.endpoint.url",
+        "string",
+        None,
+        "Where the JSON Web Key Set that signs OAUTHBEARER tokens is: a file: URL, or an "
+        "http(s) one read at start-up.",
+        read_only=True,
+    ),
+    ConfigKey(
+        "sasl.oauthbearer.expected.audience",
+        "list",
+        [],
+        "Audiences (aud) of which an OAUTHBEARER token must name one; empty: not checked.",
+        read_only=True,
+    ),
+    ConfigKey(
+        "sasl.oauthbearer.expected.issuer",
+        "string",
+        None,
+        "The issuer (iss) an OAUTHBEARER token must have; unset: not checked.",
+        read_only=True,
+    ),
+    ConfigKey(
+        "sasl.oauthbearer.sub.claim.name",
+        "string",
+        "sub",
+        "The OAUTHBEARER token claim holding the principal's name.",
+        read_only=True,
+    ),
+    ConfigKey(
+        "sasl.oauthbearer.scope.claim.name",
+        "string",
+        "scope",
+        "The OAUTHBEARER token claim holding its scope.",
+        read_only=True,
+    ),
+    ConfigKey(
+        "sasl.oauthbearer.clock.skew.seconds",
+        "int",
+        30,
+        "Clock difference allowed between the token issuer and the broker.",
+        at_least(0),
         read_only=True,
     ),
     ConfigKey(

@@ -157,22 +157,52 @@ class Cluster:
 
 
 class AcksAllProducer:
-    """An idempotent acks=all confluent-kafka producer sending steadily from its own thread."""
+    """An idempotent acks=all producer sending steadily from its own thread: confluent-kafka,
+    or kafka-python (`library="kafka-python"`, values prefixed k instead of v)."""
 
-    def __init__(self, bootstrap: str, topic: str, partitions: int):
+    def __init__(self, bootstrap: str, topic: str, partitions: int, library: str = "confluent"):
         self.topic, self.partitions = topic, partitions
-        from confluent_kafka import Producer
+        self.library = library
+        if library == "kafka-python":
+            from kafka import KafkaProducer
 
-        self.producer = Producer({
-            "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-            "linger.ms": 2, "reconnect.backoff.ms": 50, "reconnect.backoff.max.ms": 200,
-            "broker.address.family": "v4", "log_level": 2,
-        })  # fmt: skip
+            self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                                          enable_idempotence=True, linger_ms=2,
+                                          reconnect_backoff_ms=50, retry_backoff_ms=50)  # fmt: skip
+        else:
+            from confluent_kafka import Producer
+
+            self.producer = Producer({
+                "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+                "linger.ms": 2, "reconnect.backoff.ms": 50, "reconnect.backoff.max.ms": 200,
+                "broker.address.family": "v4", "log_level": 2,
+            })  # fmt: skip
         self.acked: dict[bytes, tuple[int, int]] = {}  # value -> (partition, offset)
         self.errors: list = []
         self.sent = 0
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread = threading.Thread(
+            target=self._run_kafka_python if library == "kafka-python" else self._run,
+            daemon=True,
+        )
+
+    def _run_kafka_python(self) -> None:
+        while not self.stop.is_set():
+            v = b"k%06d" % self.sent
+            future = self.producer.send(self.topic, value=v, partition=self.sent % self.partitions)
+            future.add_callback(
+                lambda md, v=v: self.acked.__setitem__(v, (md.partition, md.offset))
+            )
+            future.add_errback(self.errors.append)
+            self.sent += 1
+            time.sleep(0.003)
+        try:
+            self.producer.flush(timeout=30)
+            self.remaining = 0
+        except Exception as e:  # noqa: BLE001 - a flush timeout: records left unacknowledged
+            self.remaining = self.sent - len(self.acked) - len(self.errors)
+            self.errors.append(e)
+        self.producer.close(timeout=5)
 
     def _on_delivery(self, err, msg) -> None:
         if err is None:

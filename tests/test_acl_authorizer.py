@@ -253,3 +253,28 @@ def test_kafka_tostring_formats():
     b = acl(RT.TOPIC, "t", "User:alice", Op.READ)
     assert str(b.pattern) == "ResourcePattern(resourceType=TOPIC, name=t, patternType=LITERAL)"
     assert str(b.entry) == "(principal=User:alice, host=*, operation=READ, permissionType=ALLOW)"
+
+
+def test_not_ready_until_loaded():
+    # The broker's authorizer answers nothing before its ACLs are read: an early request fails
+    # (its connection closes) rather than being judged against no ACLs.
+    from pykbroker.acl.authorizer import AuthorizerNotReady
+
+    a = AclAuthorizer(super_users={"User:admin"}, allow_if_no_acl=True, ready=False)
+    with pytest.raises(AuthorizerNotReady):
+        a.authorize("User:admin", HOST, Op.READ, RT.TOPIC, "t")
+    with pytest.raises(AuthorizerNotReady):
+        a.authorize_any("User:alice", HOST, Op.WRITE, RT.TOPIC)
+    a.ready = True
+    assert a.authorize("User:alice", HOST, Op.READ, RT.TOPIC, "t")
+
+
+def test_authorizer_class_names():
+    from pykbroker.config import BrokerConfig, ConfigError
+
+    for name in ("kafka.security.authorizer.AclAuthorizer",
+                 "org.apache.kafka.metadata.authorizer.StandardAuthorizer"):  # fmt: skip
+        assert BrokerConfig({"authorizer.class.name": name}).get("authorizer.class.name") == name
+    with pytest.raises(ConfigError, match="authorizer.class.name"):
+        BrokerConfig({"authorizer.class.name": "com.example.MyAuthorizer"})
+    assert BrokerConfig({}).get("allow.everyone.if.no.acl.found") is False

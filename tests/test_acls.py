@@ -11,9 +11,10 @@ GROUP_AUTHORIZATION_FAILED 30, CLUSTER_AUTHORIZATION_FAILED 31, TRANSACTIONAL_ID
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
-import subprocess
 import sys
 
 import pytest
@@ -346,8 +347,7 @@ def test_acls_grant_what_they_name_to_real_clients(make_broker, tmp_path):
                              auto_offset_reset="earliest", consumer_timeout_ms=15000)  # fmt: skip
     try:
         assert consumer.topics() == {"open"}
-        got = [m.value for m in consumer]
-        assert got == [b"hello"]
+        assert next(iter(consumer)).value == b"hello"
         consumer.commit()
     finally:
         consumer.close()
@@ -363,6 +363,13 @@ def test_acls_grant_what_they_name_to_real_clients(make_broker, tmp_path):
     try:
         r = c.request(ApiKey.LIST_GROUPS, 4, {"states_filter": []})
         assert sorted(g.group_id for g in r.groups) == ["g-readers"]
+        # Authorized operations, when asked: READ (3), WRITE (4) and DESCRIBE (8) they imply.
+        r = c.request(ApiKey.METADATA, 12, {"topics": [{"name": "open"}],
+                                            "include_topic_authorized_operations": True})  # fmt: skip
+        assert r.topics[0].authorized_operations == {3, 4, 8}
+        r = c.request(ApiKey.DESCRIBE_GROUPS, 5, {"groups": ["g-readers"],
+                                                  "include_authorized_operations": True})  # fmt: skip
+        assert r.groups[0].authorized_operations == {3, 8}
     finally:
         c.close()
 
@@ -499,30 +506,41 @@ def test_acl_apis_without_an_authorizer(broker):
         c.close()
 
 
-def kafka_acls(bs: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pykbroker.cli.acls", "--bootstrap-server", bs, *args],
-        input=stdin, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+def kafka_acls(capsys, monkeypatch, bs: str, *args: str, stdin: str = ""):
+    """Run kafka-acls in this process (its main(), as the console script does)."""
+    from types import SimpleNamespace
+
+    from pykbroker.cli import acls
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    kafka_logger = logging.getLogger("kafka")
+    level = kafka_logger.level  # the tool quiets kafka-python's logger: put it back after
+    capsys.readouterr()
+    try:
+        code = acls.main(["--bootstrap-server", bs, *args])
+    finally:
+        kafka_logger.setLevel(level)
+    out = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
 
 
-def test_kafka_acls_tool(make_broker, broker):
+def test_kafka_acls_tool(make_broker, broker, capsys, monkeypatch):
     # Kafka's texts; the ACLs of a resource come in operation-code order (Kafka's own order is
     # a HashSet's).
-    r = kafka_acls(broker.bootstrap_servers, "--list")  # no authorizer there
+    r = kafka_acls(capsys, monkeypatch, broker.bootstrap_servers, "--list")  # no authorizer there
     assert (r.returncode, r.stdout) == (1, "Error while executing ACL command: "
             "org.apache.kafka.common.errors.SecurityDisabledException: No Authorizer is configured.\n")  # fmt: skip
     b = make_broker({**AUTHORIZER, "super.users": ANON})
     bs = b.bootstrap_servers
-    r = kafka_acls(bs, "--add", "--topic", "t")
+    r = kafka_acls(capsys, monkeypatch, bs, "--add", "--topic", "t")
     assert r.returncode == 1
     assert (
         "You must specify one of: --allow-principal, --deny-principal when trying to add ACLs."
         in r.stderr
     )
-    r = kafka_acls(bs, "--list", "--add")
+    r = kafka_acls(capsys, monkeypatch, bs, "--list", "--add")
     assert "Command must include exactly one action: --list, --add, --remove. " in r.stderr
-    r = kafka_acls(bs, "--add", "--deny-principal", "User:eve", "--deny-host", "10.0.0.7",
+    r = kafka_acls(capsys, monkeypatch, bs, "--add", "--deny-principal", "User:eve", "--deny-host", "10.0.0.7",
                    "--operation", "Describe", "--operation", "AlterConfigs", "--group", "g")  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert r.stdout == (
@@ -530,7 +548,7 @@ def test_kafka_acls_tool(make_broker, broker):
         " \t(principal=User:eve, host=10.0.0.7, operation=DESCRIBE, permissionType=DENY)\n"
         "\t(principal=User:eve, host=10.0.0.7, operation=ALTER_CONFIGS, permissionType=DENY)\n\n"
     )  # fmt: skip
-    r = kafka_acls(bs, "--list", "--group", "g")
+    r = kafka_acls(capsys, monkeypatch, bs, "--list", "--group", "g")
     assert r.stdout == (
         "Current ACLs for resource `ResourcePattern(resourceType=GROUP, name=g, patternType=LITERAL)`:\n"
         "\t(principal=User:eve, host=10.0.0.7, operation=DESCRIBE, permissionType=DENY)\n"
@@ -539,12 +557,12 @@ def test_kafka_acls_tool(make_broker, broker):
     # --remove asks first; "n" keeps them, "y" removes them.
     question = ("Are you sure you want to delete all ACLs for resource filter "
                 "`ResourcePattern(resourceType=GROUP, name=g, patternType=LITERAL)`? (y/n)\n")  # fmt: skip
-    r = kafka_acls(bs, "--remove", "--group", "g", stdin="n\n")
+    r = kafka_acls(capsys, monkeypatch, bs, "--remove", "--group", "g", stdin="n\n")
     assert (r.returncode, r.stdout) == (0, question)
-    assert kafka_acls(bs, "--list").stdout != ""
-    r = kafka_acls(bs, "--remove", "--group", "g", stdin="y\n")
+    assert kafka_acls(capsys, monkeypatch, bs, "--list").stdout != ""
+    r = kafka_acls(capsys, monkeypatch, bs, "--remove", "--group", "g", stdin="y\n")
     assert (r.returncode, r.stdout) == (0, question)
-    assert kafka_acls(bs, "--list").stdout == ""
+    assert kafka_acls(capsys, monkeypatch, bs, "--list").stdout == ""
 
 
 def test_share_group_apis(make_broker):

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from cluster_helpers import Cluster, wait_until
@@ -605,3 +606,56 @@ def test_finalized_features_live_in_zookeeper(cluster):
     finally:
         zk.stop()
         zk.close()
+
+
+def test_fetch_by_topic_id_across_brokers(cluster):
+    """Fetch v16 (KIP-951): a broker that holds no replica of the partition answers
+    NOT_LEADER_OR_FOLLOWER with the current leader, its epoch and its endpoint, so the consumer
+    goes there without a Metadata round trip. Fetch v18 (KIP-1166): a follower whose known high
+    watermark is behind the leader's is answered at once, not held for max_wait_ms."""
+    parts = create_topic(cluster, "by_id", 1, 2)
+    leader, epoch, replicas = parts[0][0], parts[0][1], parts[0][2]
+    c = RawClient(cluster.brokers[leader].port)
+    try:
+        md = c.request(ApiKey.METADATA, 12, {
+            "topics": [{"name": "by_id", "topic_id": None}], "allow_auto_topic_creation": False,
+            "include_topic_authorized_operations": False})  # fmt: skip
+    finally:
+        c.close()
+    topic_id = md.topics[0].topic_id
+    producer = KafkaProducer(bootstrap_servers=cluster.bootstrap(), acks="all")
+    producer.send("by_id", b"v0", partition=0)
+    producer.flush()
+    producer.close()
+
+    def fetch(node_id: int, version: int, replica: int = -1, hw: int | None = None,
+              max_wait_ms: int = 0):  # fmt: skip
+        partition = {"partition": 0, "current_leader_epoch": -1, "fetch_offset": 1,
+                     "last_fetched_epoch": -1, "log_start_offset": -1,
+                     "partition_max_bytes": 1 << 20}  # fmt: skip
+        if hw is not None:
+            partition["high_watermark"] = hw
+        body = {"max_wait_ms": max_wait_ms, "min_bytes": 1, "max_bytes": 1 << 20,
+                "isolation_level": 0, "session_id": 0, "session_epoch": -1,
+                "topics": [{"topic_id": topic_id, "partitions": [partition]}],
+                "forgotten_topics_data": [], "rack_id": "",
+                "replica_state": {"replica_id": replica, "replica_epoch": -1}}  # fmt: skip
+        c = RawClient(cluster.brokers[node_id].port)
+        try:
+            started = time.monotonic()
+            r = c.request(ApiKey.FETCH, version, body)
+            return r, time.monotonic() - started
+        finally:
+            c.close()
+
+    other = next(i for i in cluster.brokers if i not in replicas)
+    r, _ = fetch(other, 16)
+    p = r.responses[0].partitions[0]
+    assert p.error_code == 6  # NOT_LEADER_OR_FOLLOWER
+    assert (p.current_leader.leader_id, p.current_leader.leader_epoch) == (leader, epoch)
+    assert [(e.node_id, e.port) for e in r.node_endpoints] == [(leader, cluster.ports[leader])]
+
+    follower = next(i for i in replicas if i != leader)  # at the leader's end of log
+    r, took = fetch(leader, 18, replica=follower, hw=0, max_wait_ms=10000)
+    p = r.responses[0].partitions[0]
+    assert (p.error_code, p.high_watermark) == (0, 1) and took < 5

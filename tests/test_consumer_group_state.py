@@ -260,3 +260,104 @@ def test_records_replay_to_the_same_group():
 def test_consumer_protocol_assignment_bytes():
     blob = encode_assignment({T1: frozenset({2, 0})}, {T1: TOPICS["orders"]})
     assert parse_assignment(blob) == {"orders": [0, 2]}
+
+
+# --- classic members in a consumer group (KIP-848 online migration) --------------------------
+
+REBALANCE_IN_PROGRESS = 27
+MEMBER_ID_REQUIRED = 79
+ILLEGAL_GENERATION = 22
+
+
+def subscription(topics, owned=None) -> bytes:
+    """ConsumerProtocolSubscription: v0 without owned partitions, v1 with them."""
+    import struct
+
+    version = 0 if owned is None else 1
+    out = struct.pack(">hi", version, len(topics))
+    for t in topics:
+        out += struct.pack(">h", len(t)) + t.encode()
+    out += struct.pack(">i", -1)
+    if owned is not None:
+        out += struct.pack(">i", len(owned))
+        for t, ps in owned.items():
+            out += struct.pack(">h", len(t)) + t.encode() + struct.pack(">i", len(ps))
+            out += b"".join(struct.pack(">i", p) for p in ps)
+    return out
+
+
+def classic_join_request(member_id, meta, instance_id=None):
+    from pykbroker.coordinator.group_coordinator import JoinRequest
+
+    return JoinRequest("g", member_id, instance_id, instance_id is None, True, "kp", "/h",
+                       30000, 10000, "consumer", [("range", meta)])  # fmt: skip
+
+
+def test_classic_member_rejoins_to_acknowledge_revocation():
+    from pykbroker.coordinator.classic_in_consumer import (
+        classic_heartbeat,
+        classic_join,
+        classic_sync,
+    )
+
+    g = ConsumerGroup("g", GroupConfig())
+    r, _ = classic_join(g, classic_join_request("", subscription(["orders"])), TOPICS, 0)
+    assert r.error == MEMBER_ID_REQUIRED  # KIP-394, as for a classic group
+    cid = r.member_id
+    r, _ = classic_join(g, classic_join_request(cid, subscription(["orders"])), TOPICS, 0)
+    assert (r.error, r.generation_id, r.leader_id, r.protocol_name) == (0, 1, "", "range")
+    s = classic_sync(g, cid, None, 1, "consumer", "range", TOPICS, 0)
+    assert parse_assignment(s.assignment) == {"orders": [0, 1, 2, 3]}
+    # A consumer-protocol member joins: the classic member is told to rebalance...
+    join(g, "c")
+    assert classic_heartbeat(g, cid, None, 1, TOPICS, 0)[0] == REBALANCE_IN_PROGRESS
+    assert parts(beat(g, "c", 2, owned={}).assignment) == []  # nothing released yet
+    # ...an eager client gives everything up and joins again: that is its acknowledgement.
+    r, _ = classic_join(g, classic_join_request(cid, subscription(["orders"])), TOPICS, 0)
+    assert r.generation_id == 2
+    mine = parse_assignment(
+        classic_sync(g, cid, None, 2, "consumer", "range", TOPICS, 0).assignment
+    )
+    assert len(mine["orders"]) == 2
+    assert classic_heartbeat(g, cid, None, 2, TOPICS, 0)[0] == 0
+    assert classic_heartbeat(g, cid, None, 1, TOPICS, 0)[0] == ILLEGAL_GENERATION
+    theirs = parts(beat(g, "c", 2, owned={}).assignment)
+    assert sorted(mine["orders"] + theirs) == [0, 1, 2, 3]
+    no_partition_twice(g)
+
+
+def test_cooperative_classic_member_keeps_what_it_owns_until_it_revokes():
+    from pykbroker.coordinator.classic_in_consumer import classic_join
+
+    g = ConsumerGroup("g", GroupConfig())
+    r, _ = classic_join(g, classic_join_request("k", subscription(["orders"]), "i-1"), TOPICS, 0)
+    join(g, "c")
+    # It still owns all four: it must revoke two, and stays in its epoch meanwhile.
+    owned = {"orders": [0, 1, 2, 3]}
+    r, _ = classic_join(g, classic_join_request("k", subscription(["orders"], owned), "i-1"), TOPICS, 0)  # fmt: skip
+    assert r.generation_id == 1
+    assert g.members["k"].state is MemberState.UNREVOKED_PARTITIONS
+    kept = sorted(g.members["k"].assigned[T1])
+    r, _ = classic_join(g, classic_join_request("k", subscription(["orders"], {"orders": kept}), "i-1"), TOPICS, 0)  # fmt: skip
+    assert r.generation_id == 2 and g.members["k"].state is MemberState.STABLE
+
+
+def test_conversions_keep_members_and_assignments():
+    from pykbroker.coordinator.classic_in_consumer import (
+        convert_classic_group,
+        convert_consumer_group,
+    )
+    from pykbroker.coordinator.group import Group, Member
+
+    classic = Group("g")
+    classic.protocol_type, classic.protocol_name, classic.generation_id = "consumer", "range", 7
+    blob = encode_assignment({T1: frozenset({0, 1, 2, 3})}, {T1: TOPICS["orders"]})
+    classic.add(Member("m1", None, "kp", "/h", 30000, 10000, "consumer",
+                       [("range", subscription(["orders"]))], blob))  # fmt: skip
+    g = convert_classic_group(classic, GroupConfig(), TOPICS)
+    m = g.members["m1"]
+    assert (g.group_epoch, g.assignment_epoch, m.member_epoch) == (7, 7, 7)
+    assert m.is_classic and m.assigned == {T1: frozenset({0, 1, 2, 3})}
+    back = convert_consumer_group(g, TOPICS)
+    assert back.generation_id == 7 and back.protocol_name == "range"
+    assert parse_assignment(back.members["m1"].assignment) == {"orders": [0, 1, 2, 3]}

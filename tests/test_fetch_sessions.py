@@ -271,6 +271,7 @@ def test_thousand_partitions_kafka_python_and_confluent(make_broker):
     sessions."""
     b = make_broker({"num.partitions": "1"})
     c = RawClient(b.port)
+    c.sock.settimeout(120)  # 1,000 partition directories take a while on a loaded machine
     topic = "wide"
     n = 1000
     try:
@@ -373,3 +374,27 @@ def test_session_by_topic_id(client):
     assert incremental(4).responses == []
     r = session_fetch(c, sid, 5)  # v12: by name
     assert (r.error_code, r.session_id) == (FETCH_SESSION_TOPIC_ID_ERROR, 0)
+
+
+def test_fetch_session_cache_metrics(make_broker):
+    """Kafka's FetchSessionCache MBeans: NumIncrementalFetchSessions,
+    NumIncrementalFetchPartitionsCached, IncrementalFetchSessionEvictionsPerSec."""
+    from test_metrics import scrape, value
+
+    b = make_broker({"metrics.port": 0, "max.incremental.fetch.session.cache.slots": "1"})
+    c = RawClient(b.port)
+    try:
+        create(c, "fm", 3)
+        assert session_fetch(c, 0, 0, [("fm", 0, 0), ("fm", 1, 0)]).session_id
+        samples = scrape(b.metrics_url)
+        prefix = "kafka_server_fetch_session_cache_"
+        assert value(samples, prefix + "num_incremental_fetch_sessions") == 1
+        assert value(samples, prefix + "num_incremental_fetch_partitions_cached") == 2
+        body = fetch_body([("fm", 2, 0)])
+        body.update(replica_id=5, session_id=0, session_epoch=0)  # a follower's evicts it
+        assert c.request(ApiKey.FETCH, 12, body).session_id
+        samples = scrape(b.metrics_url)
+        assert value(samples, prefix + "num_incremental_fetch_partitions_cached") == 1
+        assert value(samples, prefix + "incremental_fetch_session_evictions_total") == 1
+    finally:
+        c.close()

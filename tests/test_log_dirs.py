@@ -1,11 +1,15 @@
 """Several log dirs on one broker (a subprocess, log.dirs=a,b): new partitions go to the dir
 holding the fewest (Kafka's choice), DescribeLogDirs shows each dir, and AlterReplicaLogDirs
 moves a partition's log to the other dir while an acks=all producer writes to it; every
-acknowledged record is read back once, at its offset, before and after a restart."""
+acknowledged record is read back once, at its offset, before and after a restart;
+kafka-reassign-partitions moves another with "log_dirs" and verifies the move."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 from cluster_helpers import AcksAllProducer, assert_acked_once, read_all, wait_until
 from helpers import BrokerProcess, RawClient
@@ -43,6 +47,25 @@ def alter(port: int, path: str, topic: str, partitions: list[int]) -> dict[int, 
     return {p.partition_index: p.error_code for t in r.results for p in t.partitions}
 
 
+def node_id(port: int) -> int:
+    client = RawClient(port)
+    try:
+        body = {"topics": [], "allow_auto_topic_creation": False,
+                "include_cluster_authorized_operations": False,
+                "include_topic_authorized_operations": False}  # fmt: skip
+        return client.request(ApiKey.METADATA, 9, body).brokers[0].node_id
+    finally:
+        client.close()
+
+
+def tool(*args: str, bootstrap: BrokerProcess) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "kafka-reassign-partitions"),
+         "--bootstrap-server", bootstrap.bootstrap_servers, *args],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
 def test_several_log_dirs_and_moving_a_replica(tmp_path):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     broker = BrokerProcess(str(tmp_path / "unused"), {"log.dirs": f"{a},{b}"}).start()
@@ -63,13 +86,13 @@ def test_several_log_dirs_and_moving_a_replica(tmp_path):
         dest = b if source == a else a
 
         with AcksAllProducer(broker.bootstrap_servers, TOPIC, PARTITIONS) as producer:
-            wait_until(lambda: len(producer.acked) >= 2000, what="first acks")
+            wait_until(lambda: len(producer.acked) >= 600, what="first acks")
             assert alter(broker.port, dest, TOPIC, [0]) == {0: NONE}
             wait_until(lambda: (d := describe(broker.port)) and 0 in d[dest]
                        and d[dest][0] == (False, 0) and 0 not in d[source],
                        what="partition 0 moved")  # fmt: skip
             acks = len(producer.acked)
-            wait_until(lambda: len(producer.acked) > acks + 500, what="acks after the move")
+            wait_until(lambda: len(producer.acked) > acks + 200, what="acks after the move")
         assert producer.errors == [] and producer.remaining == 0
         assert not os.path.exists(os.path.join(source, f"{TOPIC}-0"))
         assert os.path.exists(os.path.join(dest, f"{TOPIC}-0"))
@@ -81,6 +104,35 @@ def test_several_log_dirs_and_moving_a_replica(tmp_path):
         assert alter(broker.port, dest, "nope", [0]) == {0: UNKNOWN_TOPIC_OR_PARTITION}
         # Already there: nothing to do.
         assert alter(broker.port, dest, TOPIC, [0]) == {0: NONE}
+
+        # kafka-reassign-partitions with log_dirs: the same replica, another dir.
+        node = node_id(broker.port)
+        where = {d: parts for d, parts in describe(broker.port).items()}
+        other = b if 1 in where[a] else a
+        plan = tmp_path / "plan.json"
+        plan.write_text(json.dumps({"version": 1, "partitions": [
+            {"topic": TOPIC, "partition": 1, "replicas": [node], "log_dirs": [other]}]}))  # fmt: skip
+        r = tool("--execute", "--reassignment-json-file", str(plan), bootstrap=broker)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.stdout.splitlines()[-2:] == [
+            f"Successfully started partition reassignment for {TOPIC}-1",
+            f"Successfully started moving log directory to {other} for replica {TOPIC}-1 "
+            f"with broker {node} ",
+        ]
+
+        def verified():
+            r = tool("--verify", "--reassignment-json-file", str(plan), bootstrap=broker)
+            assert r.returncode == 0, r.stdout + r.stderr
+            return "completed successfully" in r.stdout and r.stdout
+
+        assert wait_until(verified, what="log dir move verified").splitlines() == [
+            "Status of partition reassignment:",
+            f"Reassignment of partition {TOPIC}-1 is completed.",
+            f"Reassignment of replica {node}-{TOPIC}-1 completed successfully.",
+            f"Clearing broker-level throttles on broker {node}",
+            f"Clearing topic-level throttles on topic {TOPIC}",
+        ]
+        assert 1 in describe(broker.port)[other]
 
         assert broker.terminate() == 0
         broker.start()

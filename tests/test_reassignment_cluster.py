@@ -133,6 +133,17 @@ def test_preferred_leader_election(cluster, tmp_path):
                                "nope-0: org.apache.kafka.common.errors."
                                "UnknownTopicOrPartitionException")  # fmt: skip
 
+    # confluent-kafka's AdminClient.elect_leaders: nothing to elect, per partition.
+    from confluent_kafka import ElectionType, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap(), "broker.address.family": "v4"})
+    done = admin.elect_leaders(ElectionType.PREFERRED,
+                               [TopicPartition("elect", 0), TopicPartition("elect", 1)])  # fmt: skip
+    results = done.result(30)
+    assert sorted((tp.partition, e.name()) for tp, e in results.items()) == [
+        (0, "ELECTION_NOT_NEEDED"), (1, "ELECTION_NOT_NEEDED")]  # fmt: skip
+
     # Raw ElectLeaders: a broker that isn't the controller says so, per partition.
     controller = cluster.metadata(1).controller_id
     other = next(b for b in cluster.brokers if b != controller)
@@ -149,8 +160,11 @@ def test_preferred_leader_election(cluster, tmp_path):
 def test_reassignment_under_an_acks_all_producer(cluster, tmp_path):
     topic = "moving"
     create(cluster, topic, [[1, 2], [2, 3], [3, 1]], min_insync_replicas="2")
-    with AcksAllProducer(cluster.bootstrap(), topic, 3) as producer:
-        wait_until(lambda: len(producer.acked) >= 300, what="first acks")
+    # confluent-kafka and kafka-python produce throughout.
+    with AcksAllProducer(cluster.bootstrap(), topic, 3) as producer, \
+            AcksAllProducer(cluster.bootstrap(), topic, 3, "kafka-python") as other:  # fmt: skip
+        wait_until(lambda: len(producer.acked) >= 300 and len(other.acked) >= 100,
+                   what="first acks")  # fmt: skip
         gen = tmp_path / "topics.json"
         gen.write_text(json.dumps({"version": 1, "topics": [{"topic": topic}]}))
         r = tool("kafka-reassign-partitions", "--bootstrap-server", cluster.bootstrap(),
@@ -202,13 +216,18 @@ def test_reassignment_under_an_acks_all_producer(cluster, tmp_path):
                            and all(sorted(v[p][3]) == sorted(target[p]) for p in target) and v,
                            what="ISRs are the targets")  # fmt: skip
         assert {p: v[2] for p, v in parts.items()} == target
-        acks = len(producer.acked)
-        wait_until(lambda: len(producer.acked) > acks + 100, what="acks after the move")
+        acks, others = len(producer.acked), len(other.acked)
+        wait_until(lambda: len(producer.acked) > acks + 100 and len(other.acked) > others + 50,
+                   what="acks after the move")  # fmt: skip
     assert producer.errors == [] and producer.remaining == 0
-    assert_acked_once(producer, read_all(cluster.bootstrap(), topic, 3))
+    assert other.errors == [] and other.remaining == 0
+    records = read_all(cluster.bootstrap(), topic, 3)
+    assert_acked_once(producer, records)
+    assert_acked_once(other, records)
     # Broker 1 no longer holds partition 2: its replica's log went.
     assert not os.path.exists(os.path.join(cluster.brokers[1].data_dir, f"{topic}-2"))
-    print(f"reassignment under load: {len(producer.acked)} acks", file=sys.stderr)
+    print(f"reassignment under load: {len(producer.acked)} + {len(other.acked)} acks",
+          file=sys.stderr)  # fmt: skip
 
 
 def test_reassignment_in_progress_is_listed_and_cancelled(cluster, tmp_path, zk):

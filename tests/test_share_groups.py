@@ -10,6 +10,8 @@ was told succeeded survive a SIGKILL of the broker, and are not redelivered.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import subprocess
 import sys
 import threading
@@ -37,17 +39,21 @@ ACCEPT, RELEASE, REJECT = 1, 2, 3  # AcknowledgeType on the wire
 def setup_topic(bootstrap: str, topic: str, values: list[bytes], group: str, **group_configs):
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=30)
-    configs = {"share.auto.offset.reset": "earliest", **group_configs}
-    resource = ConfigResource(ConfigResource.Type.GROUP, group, incremental_configs=[
-        ConfigEntry(k, str(v), incremental_operation=AlterConfigOpType.SET)
-        for k, v in configs.items()
-    ])  # fmt: skip
-    admin.incremental_alter_configs([resource])[resource].result(timeout=30)
+    set_group_configs(bootstrap, group, **{"share.auto.offset.reset": "earliest", **group_configs})
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     for v in values:
         producer.produce(topic, v)
         producer.poll(0)
     assert producer.flush(30) == 0
+
+
+def set_group_configs(bootstrap: str, group: str, **configs) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    resource = ConfigResource(ConfigResource.Type.GROUP, group, incremental_configs=[
+        ConfigEntry(k, str(v), incremental_operation=AlterConfigOpType.SET)
+        for k, v in configs.items()
+    ])  # fmt: skip
+    admin.incremental_alter_configs([resource])[resource].result(timeout=30)
 
 
 def share_consumer(bootstrap: str, group: str, topic: str, **extra) -> ShareConsumer:
@@ -249,10 +255,14 @@ def test_delivery_count_limit_archives_a_poison_record(make_broker):
 
 
 def _tool(bootstrap: str, *args: str) -> str:
-    r = subprocess.run([sys.executable, "-m", "pykbroker.cli.share_groups", "--bootstrap-server",
-                        bootstrap, *args], capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    return r.stdout
+    """kafka-share-groups, run in this process (its main, as the console script calls it)."""
+    from pykbroker.cli import share_groups
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = share_groups.main(["--bootstrap-server", bootstrap, *args])
+    assert code == 0, err.getvalue()
+    return out.getvalue()
 
 
 def _start_offset(bootstrap: str, group: str) -> int | None:
@@ -372,11 +382,15 @@ def test_group_configs_with_kafka_configs(make_broker):
     b = make_broker(SHARE)
 
     def configs(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "pykbroker.cli.configs", "--bootstrap-server",
-             b.bootstrap_servers, "--entity-type", "groups", "--entity-name", "cg1", *args],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        """kafka-configs in this process: (exit code, stdout, stderr)."""
+        from pykbroker.cli import configs as tool
+
+        out, err = io.StringIO(), io.StringIO()
+        argv = ["--bootstrap-server", b.bootstrap_servers, "--entity-type", "groups",
+                "--entity-name", "cg1", *args]  # fmt: skip
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = tool.main(argv)
+        return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
     r = configs("--alter", "--add-config", "share.auto.offset.reset=earliest")
     assert r.stdout.strip() == "Completed updating config for group cg1."
@@ -428,3 +442,32 @@ def test_read_committed_share_group_never_delivers_aborted_records(make_broker):
     assert got == [b"a", b"b", b"c"]
     # a, b, marker, x, y, marker, c, marker: the start offset has passed all 8.
     assert _start_offset(b.bootstrap_servers, "tg") == 8
+
+
+def test_share_version_feature_turns_share_groups_on(make_broker):
+    """Kafka 4.1: off until `kafka-features upgrade --feature share.version=1`; the share APIs
+    are not advertised meanwhile and answer UNSUPPORTED_VERSION (35)."""
+    b = make_broker()
+    c = RawClient(b.port)
+    try:
+
+        def advertised():
+            r = c.request(ApiKey.API_VERSIONS, 3, {"client_software_name": "t",
+                                                   "client_software_version": "1"})  # fmt: skip
+            return {k.api_key: (k.min_version, k.max_version) for k in r.api_keys}
+
+        assert ApiKey.SHARE_FETCH not in advertised()
+        hb = {"group_id": "fg", "member_id": "m", "member_epoch": 0, "rack_id": None,
+              "subscribed_topic_names": ["t"]}  # fmt: skip
+        assert c.request(ApiKey.SHARE_GROUP_HEARTBEAT, 1, hb).error_code == 35
+        r = subprocess.run([sys.executable, "-m", "pykbroker.cli.features", "--bootstrap-server",
+                            b.bootstrap_servers, "upgrade", "--feature", "share.version=1"],
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        versions = advertised()
+        assert versions[ApiKey.SHARE_GROUP_HEARTBEAT] == (1, 1)
+        assert versions[ApiKey.SHARE_FETCH] == (1, 1)
+        assert versions[ApiKey.SHARE_ACKNOWLEDGE] == (1, 1)
+        assert c.request(ApiKey.SHARE_GROUP_HEARTBEAT, 1, hb).error_code == 0
+    finally:
+        c.close()

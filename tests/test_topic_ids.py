@@ -255,3 +255,24 @@ def test_confluent_consumer_across_delete_and_recreate(broker, client):
         assert got[3:] == [b"new-0", b"new-1"]
     finally:
         consumer.close()
+
+
+def test_log_of_another_topic_id_is_inconsistent(broker, client):
+    """Kafka's hasConsistentTopicId: the id resolves to this name, but the partition's log
+    belongs to another id (a window Kafka has while a re-created topic's logs are replaced):
+    INCONSISTENT_TOPIC_ID for Fetch and Produce, never the log's records."""
+    create(client, "torn")
+    produce(client, "torn", [b"other"])
+    tid = topic_id(client, "torn")
+
+    def swap_log_id():
+        part = broker.broker.replica_manager.get("torn", 0)
+        part.log.topic_id = uuid.uuid4()  # as if the log were an older topic's
+
+    broker.call(swap_log_id)
+    p = fetch_by_id(client, tid, 0, 18)
+    assert p.error_code == INCONSISTENT_TOPIC_ID and not p.records
+    body = {"transactional_id": None, "acks": 1, "timeout_ms": 5000, "topic_data": [
+        {"topic_id": tid, "partition_data": [{"index": 0, "records": bytes(values_batch([b"v"]))}]}]}  # fmt: skip
+    r = client.request(ApiKey.PRODUCE, 13, body).responses[0].partition_responses[0]
+    assert r.error_code == INCONSISTENT_TOPIC_ID

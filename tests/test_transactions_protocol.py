@@ -65,14 +65,14 @@ class Txn:
                 for p in t.results_by_partition]  # fmt: skip
 
     def produce(self, topic: str, partition: int, values: list[bytes], epoch: int | None = None,
-                txn_id: str | None = "same"):  # fmt: skip
+                txn_id: str | None = "same", version: int = 9):  # fmt: skip
         seq = self.seq.get((topic, partition), 0)
         batch = values_batch(values, producer_id=self.pid,
                              producer_epoch=self.epoch if epoch is None else epoch,
                              base_sequence=seq, transactional=True)  # fmt: skip
         body = produce_body(topic, batch, partition,
                             transactional_id=self.txn_id if txn_id == "same" else txn_id)  # fmt: skip
-        r = partition_response(self.c.request(ApiKey.PRODUCE, 9, body))
+        r = partition_response(self.c.request(ApiKey.PRODUCE, version, body))
         if r.error_code == 0:
             self.seq[(topic, partition)] = seq + len(values)
         return r

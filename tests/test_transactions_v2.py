@@ -12,10 +12,14 @@ from helpers import RawClient
 from storage_helpers import wait_for
 from test_transactions import read_all
 from test_transactions_protocol import FAST, Txn, create, describe, fetch, values_of
-from wire import partition_response, produce_body, values_batch
+from wire import values_batch
 
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode
+
+# Kafka's error codes, written down.
+INVALID_TXN_STATE = 48
+TRANSACTION_ABORTABLE = 120
 
 
 @pytest.fixture
@@ -38,15 +42,19 @@ class TxnV2(Txn):
 
     def produce(self, topic: str, partition: int, values: list[bytes], epoch: int | None = None,
                 txn_id: str | None = "same", version: int = 12):  # fmt: skip
-        seq = self.seq.get((topic, partition), 0)
-        batch = values_batch(values, producer_id=self.pid,
-                             producer_epoch=self.epoch if epoch is None else epoch,
+        return super().produce(topic, partition, values, epoch, txn_id, version)
+
+    def produce_by_id(self, tid, partition: int, values: list[bytes]):
+        """Produce v13 (topic ids), as a Kafka 4.1 producer of transactions v2 sends it."""
+        seq = self.seq.get((tid, partition), 0)
+        batch = values_batch(values, producer_id=self.pid, producer_epoch=self.epoch,
                              base_sequence=seq, transactional=True)  # fmt: skip
-        body = produce_body(topic, batch, partition,
-                            transactional_id=self.txn_id if txn_id == "same" else txn_id)  # fmt: skip
-        r = partition_response(self.c.request(ApiKey.PRODUCE, version, body))
+        body = {"transactional_id": self.txn_id, "acks": -1, "timeout_ms": 10000,
+                "topic_data": [{"topic_id": tid, "partition_data": [
+                    {"index": partition, "records": bytes(batch)}]}]}  # fmt: skip
+        r = self.c.request(ApiKey.PRODUCE, 13, body).responses[0].partition_responses[0]
         if r.error_code == 0:
-            self.seq[(topic, partition)] = seq + len(values)
+            self.seq[(tid, partition)] = seq + len(values)
         return r
 
     def end_v5(self, commit: bool, epoch: int | None = None):
@@ -71,6 +79,18 @@ class TxnV2(Txn):
                 "committed_metadata": ""}]}],
         })  # fmt: skip
         return r.topics[0].partitions[0].error_code
+
+
+def test_unadded_partition_is_transaction_abortable_from_produce_v11(c):
+    """Kafka 4's verification answers a partition missing from the transaction with
+    TRANSACTION_ABORTABLE to clients that know it (Produce v11+), INVALID_TXN_STATE below."""
+    create(c, "t7")
+    tx = TxnV2(c, "v2-verify")
+    tx.init(version=4)
+    assert tx.add(("t7", 0)) == [0]
+    assert tx.produce("t7", 1, [b"x"], version=11).error_code == TRANSACTION_ABORTABLE
+    assert tx.produce("t7", 1, [b"x"], version=10).error_code == INVALID_TXN_STATE
+    assert tx.produce("t7", 0, [b"ok"], version=11).error_code == 0
 
 
 def completed(c, txn_id: str, state: str) -> None:
@@ -110,6 +130,21 @@ def test_every_commit_and_abort_bumps_the_epoch(b, c):
     assert (p1.high_watermark, p1.last_stable_offset) == (4, 4)
     committed = read_all(b.bootstrap_servers, "t2", 4, committed=True)
     assert sorted(committed) == [b"c0", b"c1", b"c2", b"c3"]
+
+
+def test_produce_v13_by_topic_id_adds_the_partition(c):
+    from test_topic_ids import topic_id
+
+    create(c, "t9")
+    tid = topic_id(c, "t9")
+    tx = TxnV2(c, "v2-ids")
+    tx.init()
+    assert tx.produce_by_id(tid, 1, [b"by-id"]).error_code == 0
+    d = describe(c, "v2-ids")
+    assert [(t.topic, sorted(t.partitions)) for t in d.topics] == [("t9", [1])]
+    assert tx.end_v5(commit=True).error_code == 0
+    completed(c, "v2-ids", "CompleteCommit")
+    assert values_of(fetch(c, "t9", 1).records) == [b"by-id"]
 
 
 def test_end_txn_retries_and_empty_aborts(c):
@@ -195,8 +230,10 @@ def test_txn_offset_commit_v5_adds_the_group_partition(c):
         p = r.topics[0].partitions[0]
         return p.error_code, p.committed_offset
 
-    # v4 without AddOffsetsToTxn: the group's partition is not in the transaction.
-    assert tx.commit_offsets("g2", "in2", 5, version=4) == ErrorCode.INVALID_TXN_STATE
+    # Below v5 without AddOffsetsToTxn the group's partition is not in the transaction:
+    # TRANSACTION_ABORTABLE from v4 (KIP-890), INVALID_TXN_STATE before.
+    assert tx.commit_offsets("g2", "in2", 5, version=4) == TRANSACTION_ABORTABLE
+    assert tx.commit_offsets("g2", "in2", 5, version=3) == INVALID_TXN_STATE
     # v5: added for the producer (no AddOffsetsToTxn), pending until the commit.
     assert tx.commit_offsets("g2", "in2", 5) == 0
     assert fetched("g2") == (ErrorCode.UNSTABLE_OFFSET_COMMIT, -1)
@@ -254,3 +291,34 @@ def test_state_log_value_v1_bytes():
     v0 = TxnRecord(7, 3, 60000, TxnState.EMPTY, frozenset(), 5, -1)
     assert value_bytes(v0)[:2] == bytes.fromhex("0000")
     assert parse_value(value_bytes(v0)) == v0
+
+
+def test_epoch_overflow_moves_to_a_new_producer_id(b, c):
+    """EndTxn v5 at the last usable epoch (32766): the markers take 32767 and the producer
+    goes on with a new producer id at epoch 0, which the answer carries; the same EndTxn
+    retried with the old id and epoch is recognised (Kafka's retryOnOverflow)."""
+    create(c, "t8")
+    tx = TxnV2(c, "v2-overflow")
+    tx.init()
+    old_pid = tx.pid
+
+    def exhaust():  # 32,766 bumps would take minutes: start the id at its last usable epoch
+        md = b.broker.transaction_coordinator.txns["v2-overflow"]
+        md.producer_epoch = md.last_producer_epoch = 32766
+
+    b.call(exhaust)
+    tx.epoch = 32766
+    assert tx.produce("t8", 0, [b"last"]).error_code == 0
+    r = tx.end_v5(commit=True)
+    assert r.error_code == 0 and r.producer_id != old_pid and r.producer_epoch == 0
+    completed(c, "v2-overflow", "CompleteCommit")
+    d = describe(c, "v2-overflow")
+    assert (d.producer_id, d.producer_epoch) == (tx.pid, 0)
+    retry = c.request(ApiKey.END_TXN, 5, {"transactional_id": "v2-overflow",
+                                          "producer_id": old_pid, "producer_epoch": 32766,
+                                          "committed": True})  # fmt: skip
+    assert (retry.error_code, retry.producer_id, retry.producer_epoch) == (0, tx.pid, 0)
+    assert tx.produce("t8", 0, [b"next"]).error_code == 0
+    assert tx.end_v5(commit=True).producer_epoch == 1
+    completed(c, "v2-overflow", "CompleteCommit")
+    assert values_of(fetch(c, "t8", 0).records) == [b"last", b"next"]

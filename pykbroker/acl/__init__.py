@@ -19,13 +19,15 @@ log = structlog.get_logger(__name__)
 def make_authorizer(config: BrokerConfig) -> AclAuthorizer | None:
     """The authorizer `authorizer.class.name` asks for, or None. Handlers check
     `broker.authorizer`, so without one authorization costs one attribute test per request.
-    It exists from the broker's construction, empty until its store is read: a request that
-    comes early is refused (unless from a super user), never let through."""
+    It exists from the broker's construction, not ready until its store is read: a request
+    that comes earlier fails and its connection closes (clients reconnect), never answered
+    from an empty set of ACLs."""
     if not config.get("authorizer.class.name"):
         return None
     return AclAuthorizer(
         parse_super_users(config.get("super.users")),
         config.get("allow.everyone.if.no.acl.found"),
+        ready=False,
     )
 
 
@@ -44,5 +46,6 @@ async def start_acl_store(broker: Broker) -> None:
         store = FileAclStore(authorizer, broker.log_manager.data_dir)
     await store.start()
     broker.acl_store = store
+    authorizer.ready = True
     log.info("authorizer_started", acls=authorizer.count,
              super_users=sorted(authorizer.super_users))  # fmt: skip

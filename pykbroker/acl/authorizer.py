@@ -186,15 +186,25 @@ def parse_super_users(value: str | None) -> frozenset[str]:
     return frozenset(p.strip() for p in value.split(";") if p.strip())
 
 
+class AuthorizerNotReady(RuntimeError):
+    """A decision asked for before the ACLs were loaded (the broker is still starting)."""
+
+
 class AclAuthorizer:
     """The ACLs of one cluster, indexed for authorize(); decisions are cached until the next
-    change (a broker asks the same few questions over and over)."""
+    change (a broker asks the same few questions over and over).
+
+    With ready=False every decision raises AuthorizerNotReady until `ready` is set (once the
+    store is read): a request that early fails (its connection closes, clients reconnect and
+    retry) instead of being refused or allowed from an empty set of ACLs."""
 
     _CACHE_MAX = 100_000
 
-    def __init__(self, super_users: Iterable[str] = (), allow_if_no_acl: bool = False):
+    def __init__(self, super_users: Iterable[str] = (), allow_if_no_acl: bool = False,
+                 ready: bool = True):  # fmt: skip
         self.super_users = frozenset(super_users)
         self.allow_if_no_acl = allow_if_no_acl
+        self.ready = ready
         # (resource type, name) -> entries, for LITERAL patterns (the wildcard `*` included)
         self._literal: dict[tuple[int, str], set[AccessControlEntry]] = {}
         # resource type -> prefix -> entries, and the prefix lengths in use per type
@@ -314,6 +324,8 @@ class AclAuthorizer:
 
     def _decide(self, principal: str, host: str, operation: int, resource_type: int,
                 name: str) -> bool:  # fmt: skip
+        if not self.ready:  # nothing is cached before then: every question comes here
+            raise AuthorizerNotReady("the ACLs are not loaded yet")
         if principal in self.super_users:
             return True
         found = self._applicable(resource_type, name)
@@ -338,6 +350,8 @@ class AclAuthorizer:
         """Kafka's authorizeByResourceType: may the principal do `operation` on at least one
         resource of the type? True when an ALLOW pattern exists that no DENY pattern covers
         (a DENY on `*`, on the same literal name, or on a prefix of the allowed name)."""
+        if not self.ready:
+            raise AuthorizerNotReady("the ACLs are not loaded yet")
         if principal in self.super_users:
             return True
         allowing = _IMPLIED_BY[operation]

@@ -6,7 +6,7 @@ else, so a broker without an authorizer pays one attribute check per request.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection
 
 import structlog
 
@@ -19,9 +19,16 @@ RT = ResourceType
 
 
 def who(ctx) -> tuple[str, str]:
-    """(principal as Kafka writes it, client IP address) of the request's session."""
-    session = ctx.connection.session
-    return str(session.principal), session.client_host
+    """(principal as Kafka writes it, client IP address) of the request's session; kept on the
+    connection until its session changes (sessions are replaced, never mutated)."""
+    conn = ctx.connection
+    session = conn.session
+    cached = getattr(conn, "_acl_who", None)
+    if cached is not None and cached[0] is session:
+        return cached[1]
+    answer = (str(session.principal), session.client_host)
+    conn._acl_who = (session, answer)
+    return answer
 
 
 def allowed(ctx, op: int, resource_type: int, name: str) -> bool:
@@ -30,30 +37,33 @@ def allowed(ctx, op: int, resource_type: int, name: str) -> bool:
     if authorizer is None:
         return True
     principal, host = who(ctx)
-    return _decide(ctx, authorizer, principal, host, op, resource_type, name)
-
-
-def _decide(ctx, authorizer, principal, host, op, resource_type, name) -> bool:
     if authorizer.authorize(principal, host, op, resource_type, name):
         return True
+    _log_denied(ctx, principal, host, op, resource_type, name)
+    return False
+
+
+def _log_denied(ctx, principal, host, op, resource_type, name) -> None:
     log.debug("authorization_denied", principal=principal, host=host, operation=Op(op).name,
               resource=f"{RT(resource_type).name}:{name}", api_key=ctx.header.api_key)  # fmt: skip
-    return False
 
 
 def cluster_allowed(ctx, op: int) -> bool:
     return allowed(ctx, op, RT.CLUSTER, CLUSTER_NAME)
 
 
-def filter_allowed(ctx, op: int, resource_type: int, names: Iterable[str]) -> set[str]:
+def filter_allowed(ctx, op: int, resource_type: int, names: Collection[str]) -> set[str]:
     """The names among `names` the principal may do `op` on."""
     authorizer = ctx.broker.authorizer
     if authorizer is None:
         return set(names)
     principal, host = who(ctx)
-    return {
-        n for n in set(names) if _decide(ctx, authorizer, principal, host, op, resource_type, n)
-    }
+    authorize = authorizer.authorize
+    out = {n for n in names if authorize(principal, host, op, resource_type, n)}
+    if len(out) != len(names):  # some refused (or `names` repeats some): log the refused ones
+        for n in set(names) - out:
+            _log_denied(ctx, principal, host, op, resource_type, n)
+    return out
 
 
 def allowed_on_any(ctx, op: int, resource_type: int) -> bool:

@@ -181,6 +181,7 @@ class ZkAclStore:
         self._seen: dict[str, int] = {LITERAL_CHANGES: -1, EXTENDED_CHANGES: -1}
         self._watchers: dict[str, object] = {}
         self._lock = asyncio.Lock()
+        self._last_purge = 0.0
 
     async def start(self) -> None:
         # Kafka's createAclPaths: every resource type's parent under both roots.
@@ -294,7 +295,11 @@ class ZkAclStore:
         await self.zk.create(f"{change_path}/{CHANGE_PREFIX}", data, sequence=True)
 
     async def _purge_old_changes(self) -> None:
-        """Kafka's writers delete change notifications older than 15 minutes."""
+        """Kafka's writers delete change notifications older than 15 minutes (here at most once
+        a minute: reading every notification's stat is one round trip each)."""
+        if time.monotonic() - self._last_purge < 60:
+            return
+        self._last_purge = time.monotonic()
         Z = _zk()
         cutoff_ms = (time.time() - CHANGE_EXPIRY_S) * 1000
         for path in (LITERAL_CHANGES, EXTENDED_CHANGES):

@@ -18,7 +18,7 @@ import argparse
 import sys
 
 from . import common
-from .common import CommandError, ExecutionError, UsageError
+from .common import ExecutionError, UsageError
 
 UPGRADE, SAFE_DOWNGRADE, UNSAFE_DOWNGRADE = 1, 2, 3
 
@@ -201,10 +201,7 @@ def run(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    def report(error: CommandError) -> None:
-        print(error.message, file=sys.stderr)
-
-    return common.run_tool(run, argv, report)
+    return common.run_tool(run, argv)  # failures: their message on stderr, exit 1
 
 
 if __name__ == "__main__":

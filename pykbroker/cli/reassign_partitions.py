@@ -10,7 +10,8 @@ Kafka's ReassignPartitionsCommand, its actions, JSON formats and output:
   --list                                                          moves in progress
 A throttle is written as Kafka writes it (leader/follower.replication.throttled.rate on the
 brokers, *.replication.throttled.replicas on the topics) and cleared by --verify once done.
-Log-dir targets other than "any" (AlterReplicaLogDirs) are not supported yet and refused.
+Log dirs other than "any" move those replicas between their broker's log dirs
+(AlterReplicaLogDirs), and --verify reports those moves too (DescribeLogDirs).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import random
 import sys
+import time
 
 from . import common
 from .common import CommandError, ToolParser, UsageError
@@ -127,14 +129,16 @@ def read_json(path: str):
         raise CommandError(f"Error: {e}") from None
 
 
-def parse_reassignment(path: str) -> tuple[dict[tuple[str, int], list[int]], list]:
-    """Kafka's reassignment JSON (version 1): an ordered map partition -> target replicas."""
+def parse_reassignment(path: str) -> tuple[dict[tuple[str, int], list[int]], list, dict]:
+    """Kafka's reassignment JSON (version 1): partition -> target replicas, the partitions in
+    file order, and (topic, partition, broker) -> log dir for the replicas not "any"."""
     data = read_json(path)
     version = data.get("version", 1) if isinstance(data, dict) else None
     if version != 1:
         raise CommandError(f"Not supported version field value {version}")
     out: dict[tuple[str, int], list[int]] = {}
     seen: list[tuple[str, int]] = []
+    dirs: dict[tuple[str, int, int], str] = {}  # (topic, partition, broker) -> log dir
     for p in data.get("partitions", []):
         tp = (p["topic"], int(p["partition"]))
         replicas = [int(r) for r in p["replicas"]]
@@ -142,12 +146,12 @@ def parse_reassignment(path: str) -> tuple[dict[tuple[str, int], list[int]], lis
         if len(log_dirs) != len(replicas):
             raise CommandError(f"Size of replicas list {replicas} is different from size of log "
                                f"dirs list {log_dirs} for partition {tp[0]}-{tp[1]}")  # fmt: skip
-        if any(d != "any" for d in log_dirs):
-            raise CommandError("Moving replicas between log directories is not supported by "
-                               "this tool yet: use \"any\" in log_dirs")  # fmt: skip
+        for broker, d in zip(replicas, log_dirs, strict=True):
+            if d != "any":
+                dirs[(tp[0], tp[1], broker)] = d
         seen.append(tp)
         out[tp] = replicas
-    return out, seen
+    return out, seen, dirs
 
 
 def format_assignment(parts: dict[tuple[str, int], list[int]]) -> str:
@@ -290,7 +294,7 @@ def generate(admin, args) -> None:
 
 
 def execute(admin, args) -> None:
-    parts, order = parse_reassignment(args.reassignment_json_file)
+    parts, order, dirs = parse_reassignment(args.reassignment_json_file)
     if not parts:
         raise CommandError("Error: Partition reassignment list cannot be empty")
     if any(not r for r in parts.values()):
@@ -333,6 +337,8 @@ def execute(admin, args) -> None:
             f"{t}-{i}: {e.message}" for (t, i), e in sorted(errors.items())))  # fmt: skip
     print(f"Successfully started partition reassignment{'' if len(parts) == 1 else 's'} for "
           f"{names(parts)}")  # fmt: skip
+    if dirs:
+        execute_moves(admin, dirs, args.timeout)
 
 
 def set_throttles(admin, parts, current, ongoing, rate: int) -> None:
@@ -376,7 +382,7 @@ def clear_throttles(admin, parts) -> None:
 
 
 def verify(admin, args) -> int:
-    parts, _ = parse_reassignment(args.reassignment_json_file)
+    parts, _, dirs = parse_reassignment(args.reassignment_json_file)
     ongoing = list_reassignments(admin)
     current = current_assignment(admin, [t for t, _ in parts])
     lines = ["Status of partition reassignment:"]
@@ -391,14 +397,109 @@ def verify(admin, args) -> int:
                          f"is {','.join(map(str, current.get(tp, [])))} rather than "
                          f"{','.join(map(str, target))}.")  # fmt: skip
     print("\n".join(lines))
-    print()  # the (empty) log-dir move states
-    if not ongoing and not args.preserve_throttles:
+    states = move_states(admin, dirs)
+    print("\n".join(text for _state, text in states.values()))
+    moving = any(state != "completed" for state, _ in states.values())
+    if not ongoing and not moving and not args.preserve_throttles:
         clear_throttles(admin, parts)
     return 0
 
 
+# --- moves between log dirs (AlterReplicaLogDirs, DescribeLogDirs) -------------------------------
+
+
+def execute_moves(admin, dirs: dict[tuple[str, int, int], str], timeout_ms: int) -> None:
+    """Ask each broker to move its replicas; again every 100 ms while a broker doesn't have
+    its replica yet (it is being added), until `timeout_ms` (Kafka's executeMoves)."""
+    from kafka.protocol.admin import AlterReplicaLogDirsRequest as A
+
+    pending = dict(dirs)
+    deadline = time.monotonic() + timeout_ms / 1000
+    while pending:
+        done = []
+        by_broker: dict[int, dict[str, dict[str, list[int]]]] = {}
+        for (t, i, b), d in pending.items():
+            by_broker.setdefault(b, {}).setdefault(d, {}).setdefault(t, []).append(i)
+        for broker, paths in sorted(by_broker.items()):
+            request = A(dirs=[A.AlterReplicaLogDir(path=d, topics=[
+                A.AlterReplicaLogDir.AlterReplicaLogDirTopic(name=t, partitions=ps)
+                for t, ps in topics.items()]) for d, topics in paths.items()])  # fmt: skip
+            try:
+                r = common.send(admin, request, node_id=broker)
+            except Exception:  # noqa: BLE001 - that broker is away: try again
+                continue
+            for t in r.results:
+                for p in t.partitions:
+                    if p.error_code == 0:
+                        done.append((t.topic_name, p.partition_index, broker))
+        for key in sorted(done, key=lambda k: (k[2], k[0], k[1])):
+            print(f"Successfully started moving log directory to {pending[key]} for replica "
+                  f"{key[0]}-{key[1]} with broker {key[2]} ")  # fmt: skip
+            del pending[key]
+        if pending and time.monotonic() >= deadline:
+            left = ",".join(
+                f"{b}-{t}-{i}" for t, i, b in sorted(pending, key=lambda k: (k[2], k[0], k[1]))
+            )
+            raise CommandError(f"Timed out before log directory move{'' if len(pending) == 1 else 's'} "
+                               f"could be started for: {left}")  # fmt: skip
+        if pending:
+            time.sleep(0.1)
+
+
+def replica_dirs(admin, brokers) -> dict[tuple[str, int, int], tuple[str | None, str | None]]:
+    """(topic, partition, broker) -> (current log dir, future log dir), from DescribeLogDirs."""
+    from kafka.protocol.admin import DescribeLogDirsRequest
+
+    out: dict[tuple[str, int, int], list] = {}
+    for b in sorted(brokers):
+        try:
+            r = common.send(admin, DescribeLogDirsRequest(topics=None), node_id=b)
+        except Exception:  # noqa: BLE001 - an unreachable broker: its replicas are missing
+            continue
+        for res in r.results:
+            if res.error_code:
+                continue
+            for t in res.topics:
+                for p in t.partitions:
+                    entry = out.setdefault((t.name, p.partition_index, b), [None, None])
+                    entry[1 if p.is_future_key else 0] = res.log_dir
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+def move_states(admin, dirs: dict[tuple[str, int, int], str]) -> dict:
+    """Kafka's log-dir move states and their text, by replica (sorted by broker, topic, partition)."""
+    if not dirs:
+        return {}
+    found = replica_dirs(admin, {b for _, _, b in dirs})
+    out = {}
+    for key in sorted(dirs, key=lambda k: (k[2], k[0], k[1])):
+        t, i, b = key
+        target = dirs[key]
+        current, future = found.get(key, (None, None))
+        if key not in found:
+            out[key] = ("missing", f"Partition {t}-{i} cannot be found in any live log directory "
+                                   f"on broker {b}.")  # fmt: skip
+        elif current is None:
+            out[key] = ("missing", f"Partition {t}-{i} is not found in any live log dir on "
+                                   f"broker {b}. There is likely an offline log directory on "
+                                   "the broker.")  # fmt: skip
+        elif future is None:
+            if current == target:
+                out[key] = ("completed", f"Reassignment of replica {b}-{t}-{i} completed "
+                                         "successfully.")  # fmt: skip
+            else:
+                out[key] = ("cancelled", f"Partition {t}-{i} on broker {b} is not being moved "
+                                         f"from log dir {current} to {target}.")  # fmt: skip
+        elif future == target:
+            out[key] = ("active", f"Reassignment of replica {b}-{t}-{i} is still in progress.")
+        else:
+            out[key] = ("active", f"Partition {t}-{i} on broker {b} is being moved to log dir "
+                                  f"{future} instead of {target}.")  # fmt: skip
+    return out
+
+
 def cancel(admin, args) -> None:
-    parts, _ = parse_reassignment(args.reassignment_json_file)
+    parts, _, dirs = parse_reassignment(args.reassignment_json_file)
     active = [tp for tp, (_r, adding, removing) in list_reassignments(admin, list(parts)).items()
               if adding or removing]  # fmt: skip
     if active:
@@ -411,7 +512,13 @@ def cancel(admin, args) -> None:
               f"for: {names(active)}")  # fmt: skip
     else:
         print("None of the specified partition reassignments are active.")
-    sys.stdout.write("None of the specified partition moves are active.")
+    found = replica_dirs(admin, {b for _, _, b in dirs}) if dirs else {}
+    back = {key: found[key][0] for key, (state, _) in move_states(admin, dirs).items()
+            if state == "active"}  # fmt: skip
+    if back:  # move them back to where they are (Kafka's cancel of a log-dir move)
+        execute_moves(admin, back, args.timeout)
+    else:
+        sys.stdout.write("None of the specified partition moves are active.")
     if not args.preserve_throttles:
         clear_throttles(admin, parts)
 

@@ -19,7 +19,7 @@ import sys
 import time
 
 from . import common
-from .common import CommandError, ExecutionError, UsageError
+from .common import ExecutionError, UsageError
 
 DESCRIPTION = (
     "This tool is used to analyze the transactional state of producers in the cluster. "
@@ -351,10 +351,7 @@ def run(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    def report(error: CommandError) -> None:
-        print(error.message, file=sys.stderr)
-
-    return common.run_tool(run, argv, report)
+    return common.run_tool(run, argv)  # failures: their message on stderr, exit 1
 
 
 if __name__ == "__main__":

@@ -141,6 +141,14 @@ class MetadataBase:
     features: dict[str, int]
     features_epoch: int = -1
 
+    # Delegation tokens by id: Kafka's token znode content (security/delegation_tokens.py).
+    delegation_tokens: dict[str, dict]
+
+    def set_delegation_token(self, token_id: str, info: dict | None):
+        """Store (None: remove) a token. Returns an awaitable of the write when it is made in
+        the background (ZooKeeper), else None."""
+        raise NotImplementedError
+
     def update_features(self, change) -> Awaitable[None] | None:
         """Finalized levels := change(current levels) (which may raise KafkaError), stored;
         an awaitable of the write where it is not done at once."""
@@ -306,6 +314,7 @@ class LocalMetadata(MetadataBase):
         self.dynamic_configs: dict[str, dict[str, str]] = {}
         self.client_quotas: dict[str, dict[str, str]] = {}  # entity path -> quota configs
         self.entity_configs: dict[str, dict[str, dict[str, str]]] = {}
+        self.delegation_tokens: dict[str, dict] = {}
         self._topics_path = os.path.join(data_dir, "topics.json")
         self._batching = False
         self._batch_undos: list = []
@@ -332,6 +341,7 @@ class LocalMetadata(MetadataBase):
         self.dynamic_configs = state.get("broker_configs", {})
         self.client_quotas = state.get("client_quotas", {})
         self.entity_configs = state.get("entity_configs", {})
+        self.delegation_tokens = state.get("delegation_tokens", {})
         self.features = state.get("features")
         self.features_epoch = state.get("features_epoch", 0)
         # Never hand out an id from a block that may have been used before a crash.
@@ -375,6 +385,7 @@ class LocalMetadata(MetadataBase):
             "broker_configs": self.dynamic_configs,
             "client_quotas": self.client_quotas,
             "entity_configs": self.entity_configs,
+            "delegation_tokens": self.delegation_tokens,
             "features": self.features,
             "features_epoch": self.features_epoch,
         }
@@ -485,6 +496,21 @@ class LocalMetadata(MetadataBase):
                     self.client_quotas.pop(path, None)
                 else:
                     self.client_quotas[path] = values
+
+        self._save_or_undo(undo)
+
+    def set_delegation_token(self, token_id: str, info: dict | None) -> None:
+        old = self.delegation_tokens.get(token_id)
+        if info is None:
+            self.delegation_tokens.pop(token_id, None)
+        else:
+            self.delegation_tokens[token_id] = info
+
+        def undo() -> None:
+            if old is None:
+                self.delegation_tokens.pop(token_id, None)
+            else:
+                self.delegation_tokens[token_id] = old
 
         self._save_or_undo(undo)
 

@@ -22,10 +22,11 @@ async def start_coordinators(broker: Broker) -> None:
     from . import group_configs
     from .share_fetch import SharePartitionManager
     from .share_group import ShareGroupCoordinator
-    from .share_state import ShareCoordinator
+    from .share_state import Persister, ShareCoordinator
 
     broker.share_group_configs.update(group_configs.load(broker.log_manager.data_dir))
     broker.share_coordinator = ShareCoordinator(broker)
+    broker.share_persister = Persister(broker)
     broker.share_coordinator.startup()
     broker.share_groups = ShareGroupCoordinator(broker)
     broker.share_groups.startup({key[0] for key in broker.share_coordinator.states})
@@ -37,6 +38,7 @@ async def stop_coordinators(broker: Broker) -> None:
     """Stop coordinator timers before storage closes."""
     if broker.share_groups is not None:
         broker.share_groups.shutdown()
+        broker.share_persister.close()
     if getattr(broker, "transaction_coordinator", None) is not None:
         broker.transaction_coordinator.shutdown()
     if broker.group_coordinator is not None:

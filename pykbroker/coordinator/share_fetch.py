@@ -138,12 +138,12 @@ class SharePartitionManager:
         return await asyncio.shield(loading)
 
     async def _load(self, key, topic: str, part) -> Shared:
-        coordinator = self.broker.share_coordinator
-        state = coordinator.read(key, part.leader_epoch)
+        persister = self.broker.share_persister
+        state = await persister.read(key, part.leader_epoch)
         group_id = key[0]
         if state is None:
             start = self._initial_offset(group_id, part)
-            await coordinator.initialize(key, 0, start)
+            await persister.initialize(key, 0, start)
             sp = self._new_sp(group_id, start, [], 0)
         else:
             start = max(state.start_offset, part.log.log_start_offset)
@@ -183,7 +183,7 @@ class SharePartitionManager:
     async def persist(self, shared: Shared, changed: list[StateBatch]) -> ErrorCode:
         sp = shared.sp
         try:
-            await self.broker.share_coordinator.write(
+            await self.broker.share_persister.write(
                 shared.key, sp.state_epoch, self._leader_epoch(shared), sp.start_offset, changed
             )
         except KafkaError as e:

@@ -53,6 +53,7 @@ class ShareGroup:
     group_epoch: int = 0
     assignment_epoch: int = 0
     members: dict[str, ShareMember] = field(default_factory=dict)
+    topics: set[str] = field(default_factory=set)  # every topic its members subscribed to
 
     @property
     def state(self) -> str:
@@ -127,6 +128,7 @@ class ShareGroupCoordinator:
             member.rack_id = rack_id
         if subscribed is not None and sorted(subscribed) != sorted(member.subscribed):
             member.subscribed = list(subscribed)
+            group.topics.update(subscribed)
             group.group_epoch += 1
         self._assign(group)
         self._touch(group, member)

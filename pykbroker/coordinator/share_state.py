@@ -404,3 +404,89 @@ class ShareCoordinator:
                 )
             except KafkaError as e:
                 log.warning("share_state_prune_failed", error=e.message)
+
+
+class Persister:
+    """A share-partition leader's (and the group coordinator's) calls to the share coordinator
+    of a key: in process when this broker leads the key's __share_group_state partition, else
+    Read/Initialize/Write/Delete/ReadShareGroupStateSummary over the broker channel, as
+    Kafka's DefaultStatePersister does. Failures raise KafkaError."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self._channels = None
+
+    def _remote(self, key: StateKey) -> int | None:
+        """The coordinator's node id when it is another broker, None when it is this one."""
+        coordinator = self.broker.share_coordinator
+        error, node = coordinator.coordinator_node(f"{key[0]}:{key[1]}:{key[2]}")
+        if error:
+            raise KafkaError(error, "The share coordinator is not available.")
+        return None if node.node_id == self.broker.node_id else node.node_id
+
+    async def _call(self, node: int, api_key: int, key: StateKey, partition: dict):
+        from .broker_channel import BrokerChannels
+
+        if self._channels is None:
+            self._channels = BrokerChannels(self.broker, f"broker-{self.broker.node_id}-share")
+        body = {"group_id": key[0], "topics": [{"topic_id": key[1], "partitions": [
+            {"partition": key[2], **partition}]}]}  # fmt: skip
+        timeout = self.broker.config.get("request.timeout.ms") / 1000
+        try:
+            r = await self._channels.get(node).request(api_key, 0, body, timeout)
+        except (TimeoutError, ConnectionError, OSError) as e:
+            raise KafkaError(ErrorCode.COORDINATOR_NOT_AVAILABLE, str(e)) from None
+        result = r.results[0].partitions[0]
+        if result.error_code:
+            raise KafkaError(ErrorCode(result.error_code), result.error_message)
+        return result
+
+    async def read(self, key: StateKey, leader_epoch: int) -> ShareState | None:
+        node = self._remote(key)
+        if node is None:
+            return self.broker.share_coordinator.read(key, leader_epoch)
+        r = await self._call(node, 84, key, {"leader_epoch": leader_epoch})
+        if r.start_offset < 0:
+            return None
+        batches = [(b.first_offset, b.last_offset, b.delivery_state, b.delivery_count)
+                   for b in r.state_batches]  # fmt: skip
+        return ShareState(r.state_epoch, leader_epoch, r.start_offset, batches)
+
+    async def summary(self, key: StateKey) -> ShareState | None:
+        node = self._remote(key)
+        if node is None:
+            return self.broker.share_coordinator.read(key)
+        r = await self._call(node, 87, key, {"leader_epoch": -1})
+        return (
+            None
+            if r.start_offset < 0
+            else ShareState(r.state_epoch, r.leader_epoch, r.start_offset)
+        )
+
+    async def initialize(self, key: StateKey, state_epoch: int, start_offset: int) -> None:
+        node = self._remote(key)
+        if node is None:
+            return await self.broker.share_coordinator.initialize(key, state_epoch, start_offset)
+        await self._call(node, 83, key, {"state_epoch": state_epoch, "start_offset": start_offset})
+
+    async def write(self, key: StateKey, state_epoch: int, leader_epoch: int, start: int,
+                    batches: list[StateBatch]) -> None:  # fmt: skip
+        node = self._remote(key)
+        if node is None:
+            return await self.broker.share_coordinator.write(
+                key, state_epoch, leader_epoch, start, batches
+            )
+        await self._call(node, 85, key, {
+            "state_epoch": state_epoch, "leader_epoch": leader_epoch, "start_offset": start,
+            "state_batches": [{"first_offset": f, "last_offset": la, "delivery_state": s,
+                               "delivery_count": c} for f, la, s, c in batches]})  # fmt: skip
+
+    async def delete(self, key: StateKey) -> None:
+        node = self._remote(key)
+        if node is None:
+            return await self.broker.share_coordinator.delete(key)
+        await self._call(node, 86, key, {})
+
+    def close(self) -> None:
+        if self._channels is not None:
+            self._channels.close()

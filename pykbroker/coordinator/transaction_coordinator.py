@@ -429,15 +429,17 @@ class TransactionCoordinator:
     def verify_partitions(
         self, txn_id: str, producer_id: int, producer_epoch: int, partitions: set[TopicPartition]
     ) -> dict[TopicPartition, int]:
-        """AddPartitionsToTxn v4 verify_only, and the local check of a produce: each partition
-        must be in the producer's ongoing transaction (else INVALID_TXN_STATE)."""
+        """AddPartitionsToTxn v4 verify_only, and the local check of a produce (Kafka's
+        handleVerifyPartitionsInTransaction): CONCURRENT_TRANSACTIONS while the last transaction
+        completes, else TRANSACTION_ABORTABLE for each partition not in it (older clients see
+        INVALID_TXN_STATE: `abortable_for`)."""
         error, md = self._check_producer(txn_id, producer_id, producer_epoch)
-        if error is None and md.state != ONGOING:
-            error = ErrorCode.INVALID_TXN_STATE
+        if error is None and md.state in (PREPARE_COMMIT, PREPARE_ABORT):
+            error = ErrorCode.CONCURRENT_TRANSACTIONS
         if error is not None:
             return dict.fromkeys(partitions, error)
         return {
-            tp: ErrorCode.NONE if tp in md.partitions else ErrorCode.INVALID_TXN_STATE
+            tp: ErrorCode.NONE if tp in md.partitions else ErrorCode.TRANSACTION_ABORTABLE
             for tp in partitions
         }
 
@@ -844,3 +846,12 @@ def offsets_partition(broker: Broker, group_id: str) -> TopicPartition:
     gc = broker.group_coordinator
     gc.store.topic()
     return GROUP_METADATA_TOPIC, gc.store.partition_for(group_id)
+
+
+def abortable_for(code: int, supports_abortable: bool) -> int:
+    """TRANSACTION_ABORTABLE (KIP-890) reaches only clients whose request version knows it
+    (Produce 11+, TxnOffsetCommit 4+, AddPartitionsToTxn 5+); others get INVALID_TXN_STATE,
+    as Kafka's AddPartitionsToTxnManager converts it."""
+    if code == ErrorCode.TRANSACTION_ABORTABLE and not supports_abortable:
+        return ErrorCode.INVALID_TXN_STATE
+    return code

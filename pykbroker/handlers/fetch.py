@@ -219,7 +219,9 @@ async def handle_fetch(ctx, request):
                 part.waiters.discard(fut)
         if version >= 13:  # a topic deleted (or re-created) meanwhile is not the same topic
             resolved = resolve_topics(broker, request, version, topics_in)
-    endpoints = leader_endpoints(ctx, topics, [n for n, _ in resolved]) if version >= 16 else None
+    endpoints = None
+    if version >= 16 and error:  # only errors can name another leader
+        endpoints = leader_endpoints(ctx, topics, [n for n, _ in resolved])
     if total:
         broker.metrics.record_fetch(_named(topics, resolved, version), total)
     session_id, answer = INVALID_SESSION_ID, topics

@@ -336,8 +336,11 @@ def handle_describe_groups(ctx, request) -> dict:
         entry = _described_group(ctx, group_id, error, group, authorized)
         if ctx.api_version >= 6 and error == ErrorCode.NONE and group is None:
             # KIP-1043: v6 says a group that doesn't exist is not found (older ones: Dead).
+            share_groups = ctx.broker.share_groups
+            kind = share_groups is not None and group_id in share_groups.groups
             entry.update(error_code=ErrorCode.GROUP_ID_NOT_FOUND,
-                         error_message=f"Group {group_id} not found.")  # fmt: skip
+                         error_message=f"Group {group_id} is not a classic group." if kind
+                         else f"Group {group_id} not found.")  # fmt: skip
         groups.append(entry)
     return {"throttle_time_ms": 0, "groups": groups}
 
@@ -377,7 +380,9 @@ def handle_list_groups(ctx, request) -> dict:
 def _share_groups(ctx, states: set[str] | None) -> list[dict]:
     """Share groups are listed with protocol type "share" (and group type "share" from v5)."""
     share_groups = ctx.broker.share_groups
-    if share_groups is None or not ctx.broker.config.get("group.share.enable"):
+    from .share import enabled
+
+    if share_groups is None or not enabled(ctx.broker):
         return []
     return [
         {"group_id": g.group_id, "protocol_type": "share", "group_state": g.state,

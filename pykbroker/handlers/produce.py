@@ -18,6 +18,7 @@ from protocol.hotpath import (
 )
 from pykbroker.acl.checks import RT, Op, allowed, filter_allowed
 from pykbroker.cluster.metadata import INTERNAL_TOPICS, validate_topic_name
+from pykbroker.coordinator.transaction_coordinator import abortable_for
 from pykbroker.server import CLOSE
 
 from . import REGISTRY
@@ -85,14 +86,14 @@ def _verification_needed(broker, request) -> bool:
     )
 
 
-def _remote_verifications(broker, request) -> dict:
-    """Partitions whose transactional batch must be checked with a coordinator on another
-    broker: {(topic, partition): (producer id, epoch)}."""
-    from .txn import verify_locally
-
+def _new_in_txn(broker, request, denied: dict | None = None):
+    """(topic-partition, batch header) of each transactional batch for a partition this broker
+    leads (and the authorizer let through) whose producer has no transaction open there at
+    this epoch: the ones to verify with, or (transactions v2) add to, the coordinator."""
     rm = broker.replica_manager
-    out = {}
     for topic in request.topics:
+        if denied and topic.name in denied:
+            continue
         for p in topic.partitions:
             if not _is_transactional(p.records):
                 continue
@@ -100,13 +101,21 @@ def _remote_verifications(broker, request) -> dict:
             if part is None or not part.is_leader:
                 continue
             header = rb.read_header(p.records)
-            if _in_ongoing_txn(part, header):
-                continue
-            tp = (topic.name, p.index)
-            found = verify_locally(broker, request.transactional_id, header.producer_id,
-                                   header.producer_epoch, {tp})  # fmt: skip
-            if found is None:
-                out[tp] = (header.producer_id, header.producer_epoch)
+            if not _in_ongoing_txn(part, header):
+                yield (topic.name, p.index), header
+
+
+def _remote_verifications(broker, request) -> dict:
+    """Partitions whose transactional batch must be checked with a coordinator on another
+    broker: {(topic, partition): (producer id, epoch)}."""
+    from .txn import verify_locally
+
+    out = {}
+    for tp, header in _new_in_txn(broker, request):
+        found = verify_locally(broker, request.transactional_id, header.producer_id,
+                               header.producer_epoch, {tp})  # fmt: skip
+        if found is None:
+            out[tp] = (header.producer_id, header.producer_epoch)
     return out
 
 
@@ -124,11 +133,12 @@ _VERIFY_ERRORS = {
 
 
 def _check_txn_batch(
-    broker, request, tp, partition, records, verified: dict | None, tv2: bool = False
+    broker, request, tp, partition, records, verified: dict | None, version: int
 ) -> None:
     """A transactional batch is accepted only for a partition added to its producer's ongoing
     transaction (KIP-890's verification; Kafka's transaction.partition.verification.enable).
-    With transactions v2 (`tv2`) the partition was added for the producer just before."""
+    From v12 (transactions v2) the partition was added for the producer just before."""
+    tv2 = version >= 12
     header = rb.read_header(records)
     if _in_ongoing_txn(partition, header):
         return
@@ -141,13 +151,14 @@ def _check_txn_batch(
                                header.producer_epoch, {tp})  # fmt: skip
         code = ErrorCode.NOT_COORDINATOR if found is None else found[tp]
     if code != ErrorCode.NONE:
+        code = abortable_for(code, version >= 11)
         if not (tv2 and code == ErrorCode.CONCURRENT_TRANSACTIONS):
             # Kafka keeps CONCURRENT_TRANSACTIONS for v2 clients: common while the previous
             # transaction completes, and clearer to them than NOT_ENOUGH_REPLICAS.
             code = _VERIFY_ERRORS.get(code, code)
         message = (
             f"Partition {tp[0]}-{tp[1]} was not added to the transaction"
-            if code == ErrorCode.INVALID_TXN_STATE
+            if code in (ErrorCode.INVALID_TXN_STATE, ErrorCode.TRANSACTION_ABORTABLE)
             else f"Unable to verify the partition has been added to the transaction ({ErrorCode(code).name})"
         )
         raise KafkaError(code, message)
@@ -162,8 +173,11 @@ def _unauthorized(ctx, request) -> dict[str, KafkaError]:
         error = KafkaError(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
         return {t.name: error for t in request.topics}
     names = {t.name for t in request.topics if t.name is not None}  # None: an unknown id
+    refused = names - filter_allowed(ctx, Op.WRITE, RT.TOPIC, names)
+    if not refused:
+        return {}
     error = KafkaError(ErrorCode.TOPIC_AUTHORIZATION_FAILED)
-    return {n: error for n in names - filter_allowed(ctx, Op.WRITE, RT.TOPIC, names)}
+    return dict.fromkeys(refused, error)
 
 
 @REGISTRY.register(ApiKey.PRODUCE, 3, 13, decoder=decode_produce_request)
@@ -181,7 +195,7 @@ def handle_produce(ctx, request: ProduceRequestData):
         pending = _partitions_to_add(ctx.broker, request, denied)
         if pending:
             return _add_then_produce(ctx, request, pending, denied)
-        return _produce(ctx, request, {}, denied, tv2=True)
+        return _produce(ctx, request, {}, denied)
     if _verification_needed(ctx.broker, request):
         remote = _remote_verifications(ctx.broker, request)
         if remote:
@@ -191,26 +205,10 @@ def handle_produce(ctx, request: ProduceRequestData):
 
 
 def _partitions_to_add(broker, request, denied: dict | None) -> dict:
-    """Transactional batches of partitions this broker leads whose producer has no transaction
-    open there at this epoch (and the authorizer let through): {(topic, partition): (producer
-    id, epoch)}."""
+    """Transactions v2: {(topic, partition): (producer id, epoch)} to add for the producer."""
     if getattr(broker, "transaction_coordinator", None) is None:
         return {}
-    rm = broker.replica_manager
-    out = {}
-    for topic in request.topics:
-        if denied and topic.name in denied:
-            continue
-        for p in topic.partitions:
-            if not _is_transactional(p.records):
-                continue
-            part = rm.partitions.get((topic.name, p.index))
-            if part is None or not part.is_leader:
-                continue
-            header = rb.read_header(p.records)
-            if not _in_ongoing_txn(part, header):
-                out[(topic.name, p.index)] = (header.producer_id, header.producer_epoch)
-    return out
+    return {tp: (h.producer_id, h.producer_epoch) for tp, h in _new_in_txn(broker, request, denied)}
 
 
 async def _add_then_produce(ctx, request, pending: dict, denied: dict | None):
@@ -224,7 +222,7 @@ async def _add_then_produce(ctx, request, pending: dict, denied: dict | None):
         added.update(
             await add_to_transaction(ctx.broker, request.transactional_id, pid, epoch, tps)
         )
-    result = _produce(ctx, request, added, denied, tv2=True)
+    result = _produce(ctx, request, added, denied)
     if isinstance(result, Awaitable):
         result = await result
     return result
@@ -244,9 +242,8 @@ async def _verify_then_produce(ctx, request, remote: dict, denied: dict | None):
     return result
 
 
-def _produce(ctx, request: ProduceRequestData, verified: dict | None, denied: dict | None = None,
-             tv2: bool = False):  # fmt: skip
-    """verified: None without verification, else remote verification (or, `tv2`, adding)
+def _produce(ctx, request: ProduceRequestData, verified: dict | None, denied: dict | None = None):
+    """verified: None without verification, else remote verification (from v12: adding)
     results by partition; denied: topics refused by the authorizer, with their error."""
     broker = ctx.broker
     rm = broker.replica_manager
@@ -293,7 +290,7 @@ def _produce(ctx, request: ProduceRequestData, verified: dict | None, denied: di
                 if verified is not None and _is_transactional(p.records):
                     partition.check_leader()
                     _check_txn_batch(broker, request, (topic.name, p.index), partition,
-                                     p.records, verified, tv2)  # fmt: skip
+                                     p.records, verified, ctx.api_version)  # fmt: skip
                 info = partition.append_as_leader(p.records, acks)
                 entry.base_offset = info.first_offset
                 entry.log_append_time_ms = info.log_append_time

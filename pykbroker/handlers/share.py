@@ -2,8 +2,8 @@
 the share coordinator's state APIs and the share-group offsets APIs. The logic is in
 pykbroker/coordinator/share_*.py and protocol/share_partition.py.
 
-All of them answer UNSUPPORTED_VERSION unless `group.share.enable` is set (Kafka 4.1 gates
-them with the share.version feature, and does not advertise them meanwhile).
+All of them answer UNSUPPORTED_VERSION, and ApiVersions leaves them out, until the share.version
+feature is finalized at 1 (as Kafka 4.1 gates them) or `group.share.enable` is set.
 """
 
 from __future__ import annotations
@@ -26,13 +26,21 @@ SHARE_APIS = frozenset({
     ApiKey.READ_SHARE_GROUP_STATE_SUMMARY, ApiKey.DESCRIBE_SHARE_GROUP_OFFSETS,
     ApiKey.ALTER_SHARE_GROUP_OFFSETS, ApiKey.DELETE_SHARE_GROUP_OFFSETS,
 })  # fmt: skip
-_DISABLED = "Share groups are not enabled (group.share.enable)."
+_UNKNOWN_PARTITION = "This server does not host this topic-partition."
+_DISABLED = "Share groups are not enabled (share.version feature, or group.share.enable)."
 # AclOperation codes of a group without an authorizer: READ (3), DELETE (6), DESCRIBE (8).
 _GROUP_OPERATIONS = (1 << 3) | (1 << 6) | (1 << 8)
 
 
 def enabled(broker) -> bool:
-    return bool(broker.config.get("group.share.enable")) and broker.share_groups is not None
+    """Kafka 4.1: the share.version feature finalized at 1 (`kafka-features upgrade --feature
+    share.version=1`); group.share.enable, Kafka 4.0's early-access switch, also turns it on."""
+    if broker.share_groups is None:
+        return False
+    if broker.config.get("group.share.enable"):
+        return True
+    features = getattr(broker.metadata, "features", None) or {}
+    return features.get("share.version", 0) >= 1
 
 
 def _require(ctx) -> None:
@@ -415,51 +423,72 @@ async def handle_read_share_group_state_summary(ctx, request) -> dict:
 # --- share-group offsets (kafka-share-groups --describe --offsets, --reset-offsets, ...) ------
 
 
-def _group_state_keys(broker, group_id: str) -> dict[str, dict[int, tuple]]:
-    """topic name -> partition -> state key, for every share-partition with state."""
+def _group_topics(broker, group_id: str) -> set[str]:
+    """The topics a share group may have state for: those its members subscribed to (since
+    this broker coordinates it) and those with state in this broker's share coordinator."""
     names = _topic_names(broker)
-    out: dict[str, dict[int, tuple]] = {}
-    for key in broker.share_coordinator.states:
-        if key[0] == group_id and key[1] in names:
-            out.setdefault(names[key[1]], {})[key[2]] = key
+    found = {
+        names[k[1]] for k in broker.share_coordinator.states if k[0] == group_id and k[1] in names
+    }
+    group = broker.share_groups.groups.get(group_id)
+    if group is not None:
+        found |= {t for t in group.topics if broker.metadata.topic(t) is not None}
+    return found
+
+
+async def _group_states(broker, group_id: str, topics: dict[str, list[int]] | None) -> dict:
+    """(topic, partition) -> (key, ShareState or None) through the persister; KafkaError."""
+    if topics is None:
+        topics = {}
+        for t in _group_topics(broker, group_id):
+            topics[t] = list(range(len(broker.metadata.topic(t).partitions)))
+    out = {}
+    for topic, partitions in topics.items():
+        info = broker.metadata.topic(topic)
+        for index in partitions:
+            if info is None or not 0 <= index < len(info.partitions):
+                out[(topic, index)] = (None, None)
+                continue
+            key = (group_id, info.topic_id, index)
+            out[(topic, index)] = (key, await broker.share_persister.summary(key))
     return out
 
 
 @REGISTRY.register(ApiKey.DESCRIBE_SHARE_GROUP_OFFSETS, 0, 0)
-def handle_describe_share_group_offsets(ctx, request) -> dict:
+async def handle_describe_share_group_offsets(ctx, request) -> dict:
     broker = ctx.broker
     groups = []
     for g in request.groups:
         entry = {"group_id": g.group_id, "topics": [], "error_code": 0, "error_message": None}
         error = None if enabled(broker) else KafkaError(ErrorCode.UNSUPPORTED_VERSION, _DISABLED)
-        if error is None and not allowed(ctx, Op.DESCRIBE, RT.GROUP, g.group_id):
-            error = KafkaError(ErrorCode.GROUP_AUTHORIZATION_FAILED)
         error = error or _group_error(ctx, g.group_id)
         if error is None and g.group_id not in broker.share_groups.groups:
             error = KafkaError(ErrorCode.GROUP_ID_NOT_FOUND, f"Group {g.group_id} not found.")
+        wanted = None if g.topics is None else {t.topic_name: list(t.partitions) for t in g.topics}
+        try:
+            states = {} if error else await _group_states(broker, g.group_id, wanted)
+        except KafkaError as e:
+            error = e
         if error is not None:
             entry.update(error_code=error.code, error_message=error.message)
             groups.append(entry)
             continue
-        known = _group_state_keys(broker, g.group_id)
-        wanted = ({t: sorted(ps) for t, ps in known.items()} if g.topics is None
-                  else {t.topic_name: list(t.partitions) for t in g.topics})  # fmt: skip
-        for topic, partitions in sorted(wanted.items()):
+        by_topic: dict[str, list] = {}
+        for (topic, index), (key, state) in sorted(states.items()):
+            if wanted is None and state is None:
+                continue  # all topics: those with state only
+            p = {"partition_index": index, "start_offset": -1, "leader_epoch": -1,
+                 "error_code": 0, "error_message": None}  # fmt: skip
+            if key is None:
+                p.update(error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                         error_message=_UNKNOWN_PARTITION)  # fmt: skip
+            elif state is not None:
+                p.update(start_offset=state.start_offset, leader_epoch=state.leader_epoch)
+            by_topic.setdefault(topic, []).append(p)
+        for topic, parts in by_topic.items():
             info = broker.metadata.topic(topic)
-            parts = []
-            for index in partitions:
-                p = {"partition_index": index, "start_offset": -1, "leader_epoch": -1,
-                     "error_code": 0, "error_message": None}  # fmt: skip
-                key = known.get(topic, {}).get(index)
-                if info is None:
-                    p.update(error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
-                             error_message="This server does not host this topic-partition.")  # fmt: skip
-                elif key is not None:
-                    state = broker.share_coordinator.states[key]
-                    p.update(start_offset=state.start_offset, leader_epoch=state.leader_epoch)
-                parts.append(p)
             entry["topics"].append({"topic_name": topic, "partitions": parts,
-                                    "topic_id": info.topic_id if info else uuid.UUID(int=0)})  # fmt: skip
+                                    "topic_id": _topic_id(info)})  # fmt: skip
         groups.append(entry)
     return {"throttle_time_ms": 0, "groups": groups}
 
@@ -488,13 +517,21 @@ def _offsets_precheck(ctx, group_id: str, create: bool) -> KafkaError | None:
     return None
 
 
+def _offsets_response(responses: list, error: KafkaError | None = None) -> dict:
+    return {"throttle_time_ms": 0, "error_code": error.code if error else 0,
+            "error_message": error.message if error else None, "responses": responses}  # fmt: skip
+
+
+def _topic_id(info) -> uuid.UUID:
+    return info.topic_id if info is not None else uuid.UUID(int=0)
+
+
 @REGISTRY.register(ApiKey.ALTER_SHARE_GROUP_OFFSETS, 0, 0)
 async def handle_alter_share_group_offsets(ctx, request) -> dict:
     broker = ctx.broker
     error = _offsets_precheck(ctx, request.group_id, create=True)
     if error is not None:
-        return {"throttle_time_ms": 0, "error_code": error.code, "error_message": error.message,
-                "responses": []}  # fmt: skip
+        return _offsets_response([], error)
     responses = []
     for t in request.topics:
         info = broker.metadata.topic(t.topic_name)
@@ -503,22 +540,23 @@ async def handle_alter_share_group_offsets(ctx, request) -> dict:
             entry = {"partition_index": p.partition_index, "error_code": 0, "error_message": None}
             if info is None or not 0 <= p.partition_index < len(info.partitions):
                 entry.update(error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
-                             error_message="This server does not host this topic-partition.")  # fmt: skip
+                             error_message=_UNKNOWN_PARTITION)  # fmt: skip
             else:
                 key = (request.group_id, info.topic_id, p.partition_index)
-                old = broker.share_coordinator.states.get(key)
                 try:
-                    await broker.share_coordinator.initialize(
+                    old = await broker.share_persister.summary(key)
+                    # A new state epoch: a leader still holding the old state is fenced.
+                    await broker.share_persister.initialize(
                         key, (old.state_epoch + 1) if old else 0, p.start_offset
                     )
+                    broker.share_groups.create_empty(request.group_id).topics.add(t.topic_name)
                     broker.share_partitions.invalidate(key)
                 except KafkaError as e:
                     entry.update(error_code=e.code, error_message=e.message)
             parts.append(entry)
         responses.append({"topic_name": t.topic_name, "partitions": parts,
-                          "topic_id": info.topic_id if info else uuid.UUID(int=0)})  # fmt: skip
-    return {"throttle_time_ms": 0, "error_code": 0, "error_message": None,
-            "responses": responses}  # fmt: skip
+                          "topic_id": _topic_id(info)})  # fmt: skip
+    return _offsets_response(responses)
 
 
 @REGISTRY.register(ApiKey.DELETE_SHARE_GROUP_OFFSETS, 0, 0)
@@ -526,38 +564,41 @@ async def handle_delete_share_group_offsets(ctx, request) -> dict:
     broker = ctx.broker
     error = _offsets_precheck(ctx, request.group_id, create=False)
     if error is not None:
-        return {"throttle_time_ms": 0, "error_code": error.code, "error_message": error.message,
-                "responses": []}  # fmt: skip
-    known = _group_state_keys(broker, request.group_id)
+        return _offsets_response([], error)
     responses = []
     for t in request.topics:
         info = broker.metadata.topic(t.topic_name)
         entry = {"topic_name": t.topic_name, "error_code": 0, "error_message": None,
-                 "topic_id": info.topic_id if info else uuid.UUID(int=0)}  # fmt: skip
+                 "topic_id": _topic_id(info)}  # fmt: skip
         if info is None:
             entry.update(error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
-                         error_message="This server does not host this topic-partition.")  # fmt: skip
+                         error_message=_UNKNOWN_PARTITION)  # fmt: skip
+            responses.append(entry)
+            continue
         try:
-            for key in known.get(t.topic_name, {}).values():
-                await broker.share_coordinator.delete(key)
+            for index in range(len(info.partitions)):
+                key = (request.group_id, info.topic_id, index)
+                await broker.share_persister.delete(key)
                 broker.share_partitions.invalidate(key)
+            broker.share_groups.groups[request.group_id].topics.discard(t.topic_name)
         except KafkaError as e:
             entry.update(error_code=e.code, error_message=e.message)
         responses.append(entry)
-    return {"throttle_time_ms": 0, "error_code": 0, "error_message": None,
-            "responses": responses}  # fmt: skip
+    return _offsets_response(responses)
 
 
 async def delete_share_groups(broker, names: list[str]) -> dict[str, int]:
     """DeleteGroups for share groups: an empty group goes, with all its share-partition state."""
     results = {}
     for group_id in names:
+        topics = _group_topics(broker, group_id) if group_id in broker.share_groups.groups else ()
         code = broker.share_groups.delete(group_id)
         if code == ErrorCode.NONE:
             try:
-                for topic in _group_state_keys(broker, group_id).values():
-                    for key in topic.values():
-                        await broker.share_coordinator.delete(key)
+                for topic in topics:
+                    info = broker.metadata.topic(topic)
+                    for index in range(len(info.partitions)):
+                        await broker.share_persister.delete((group_id, info.topic_id, index))
             except KafkaError as e:
                 code = e.code
             broker.share_partitions.invalidate_group(group_id)

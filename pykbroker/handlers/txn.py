@@ -12,7 +12,7 @@ from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
 from pykbroker.acl.checks import RT, Op, allowed, allowed_on_any, cluster_allowed, filter_allowed
 from pykbroker.coordinator.group import now_ms
-from pykbroker.coordinator.transaction_coordinator import offsets_partition
+from pykbroker.coordinator.transaction_coordinator import abortable_for, offsets_partition
 from pykbroker.coordinator.txn_markers import write_markers
 
 from . import REGISTRY
@@ -215,7 +215,7 @@ async def handle_txn_offset_commit(ctx, request) -> dict:
         if gc is None or not gc.active:
             errors.update(dict.fromkeys(offsets, ErrorCode.COORDINATOR_NOT_AVAILABLE))
         else:
-            error = await _verify_offsets_partition(ctx, request)
+            error = abortable_for(await _verify_offsets_partition(ctx, request), v >= 4)
             if error:
                 errors.update(dict.fromkeys(offsets, error))
             else:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -105,7 +106,7 @@ def _scram(ctx: MechanismContext) -> ServerFactory:
     return lambda: ScramServer(
         mechanism,
         lambda name: broker.scram_credential(name, mechanism),
-        broker.delegation_token_credential,
+        lambda token_id: broker.delegation_token_credential(token_id, mechanism),
     )
 
 
@@ -283,8 +284,10 @@ class SaslAuthenticator:
 
 
 async def _close_after(conn: Connection, response: bytes | None, delay_s: float) -> None:
-    if delay_s > 0:
-        await asyncio.sleep(delay_s)
+    deadline = time.monotonic() + delay_s
+    # The loop's timers may fire a little early (libuv's cached clock): sleep to the deadline.
+    while (remaining := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(remaining)
     if not conn.closed and conn.transport is not None:
         if response is not None:
             conn.transport.write(response)
@@ -297,3 +300,7 @@ def _close() -> Any:
     from pykbroker.server import CLOSE
 
     return CLOSE
+
+
+# Mechanisms defined in their own modules register on import.
+from pykbroker.security import oauthbearer as _oauthbearer  # noqa: E402,F401

@@ -303,3 +303,36 @@ def test_kafka_python_sees_the_throttle(broker):
         assert maxima and max(maxima) > 0, groups.keys()
     finally:
         p.close()
+
+
+def test_requests_pipelined_behind_a_throttle_are_all_answered(make_broker):
+    """KIP-219: a throttled channel reads nothing more until the throttle ends, then answers
+    every request it had queued, in order (a producer with max.in.flight > 1 pipelines)."""
+    from wire import produce_body, values_batch
+
+    from protocol import codec
+
+    # Two 1 s windows, so the rate is measured over ~1 s (with Kafka's 11 it is over >= 10 s).
+    b = make_broker({"quota.window.num": "2"})
+    c = RawClient(b.port)
+    try:
+        _create_topic(c, "pipelined")
+        assert alter(c, {"client-id": "piped"}, {"producer_byte_rate": 10000}).error_code == 0
+        c.sock.settimeout(60)
+        # Three 20 kB produces in one write: all queued on the broker before the first is
+        # answered, which throttles the channel (20 kB against 10 kB/s).
+        batch = values_batch([b"x" * 1000] * 20)
+        c.send_raw(b"".join(
+            codec.encode_request(ApiKey.PRODUCE, 9, cid, "piped", produce_body("pipelined", batch))
+            for cid in (101, 102, 103)
+        ))  # fmt: skip
+        got, throttles = [], []
+        for _ in range(3):
+            frame = c.recv_frame()
+            assert frame is not None, f"answered only {got}"
+            got.append(int.from_bytes(frame[:4], "big"))
+            throttles.append(codec.decode_response(ApiKey.PRODUCE, 9, frame, 5).throttle_time_ms)
+        assert got == [101, 102, 103]
+        assert throttles[0] > 0  # the first answer throttled the channel with two queued
+    finally:
+        c.close()

@@ -278,3 +278,28 @@ def test_request_percentage_throttles_every_api(broker):
         wait_for(lambda: describe(c, []).throttle_time_ms > 0, 10, "throttled describe")
     finally:
         c.close()
+
+
+def test_kafka_python_sees_the_throttle(broker):
+    """kafka-python records every response's throttle_time_ms in its throttle-time metrics (and
+    holds back its requests that long, client-side, as KIP-219 clients do)."""
+    from kafka import KafkaProducer
+
+    c = RawClient(broker.port)
+    try:
+        _create_topic(c, "kp")
+        assert alter(c, {"client-id": "kp"}, {"producer_byte_rate": 20000}).error_code == 0
+    finally:
+        c.close()
+    p = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, client_id="kp", linger_ms=0)
+    try:
+        # The quota lets 20 kB/s x (10 s + the first second's elapsed part) through at first,
+        # at most 220 kB: 240 kB earn a throttle.
+        for _ in range(24):
+            p.send("kp", b"k" * 10000)
+        p.flush(30)
+        groups = p.metrics()
+        maxima = [m["throttle-time-max"] for m in groups.values() if "throttle-time-max" in m]
+        assert maxima and max(maxima) > 0, groups.keys()
+    finally:
+        p.close()

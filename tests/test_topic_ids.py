@@ -276,3 +276,22 @@ def test_log_of_another_topic_id_is_inconsistent(broker, client):
         {"topic_id": tid, "partition_data": [{"index": 0, "records": bytes(values_batch([b"v"]))}]}]}  # fmt: skip
     r = client.request(ApiKey.PRODUCE, 13, body).responses[0].partition_responses[0]
     assert r.error_code == INCONSISTENT_TOPIC_ID
+
+
+@pytest.mark.parametrize("api", ["fetch", "produce"])
+def test_zero_topic_id_is_unknown(client, api):
+    """Kafka's Uuid.ZERO_UUID names no topic: UNKNOWN_TOPIC_ID, answered under that id (a
+    fuzzer found the broker failing on it)."""
+    zero = uuid.UUID(int=0)
+    if api == "fetch":
+        r = client.request(ApiKey.FETCH, 13, fetch_by_id_body(zero, 0, 13))
+        t = r.responses[0]
+        code = t.partitions[0].error_code
+    else:
+        r = client.request(ApiKey.PRODUCE, 13, {
+            "transactional_id": None, "acks": 1, "timeout_ms": 5000, "topic_data": [
+                {"topic_id": zero, "partition_data": [{"index": 0, "records": bytes(values_batch([b"v"]))}]}]})  # fmt: skip
+        t = r.responses[0]
+        code = t.partition_responses[0].error_code
+    assert t.topic_id in (None, zero)  # kafka-python decodes the zero id as None
+    assert code == UNKNOWN_TOPIC_ID

@@ -306,7 +306,7 @@ def test_unknown_ids_do_not_each_scan_every_topic(tmp_path, monkeypatch):
     from pykbroker.cluster import metadata as md
     from pykbroker.cluster.metadata import LocalMetadata, PartitionState, TopicInfo
 
-    monkeypatch.setattr(md.time, "monotonic", lambda: 1000.0)  # all lookups at one instant
+    monkeypatch.setattr(md, "_monotonic", lambda: 1000.0)  # all lookups at one instant
 
     m = LocalMetadata(str(tmp_path), 1, ("127.0.0.1", 9))
     for i in range(2000):
@@ -318,4 +318,5 @@ def test_unknown_ids_do_not_each_scan_every_topic(tmp_path, monkeypatch):
     assert m.topic_by_id(None) is None and m.topic_by_id(_uuid.UUID(int=0)) is None
     new = TopicInfo("new", _uuid.uuid4(), [PartitionState(1, 0, [1], [1])], {})
     m.topics["new"] = new
+    m.topic_added()  # as both stores do when they add a topic
     assert m.topic_by_id(new.topic_id) is new

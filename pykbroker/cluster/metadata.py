@@ -33,6 +33,8 @@ _LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
 INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
 PRODUCER_ID_BLOCK = 1000
 
+_monotonic = time.monotonic  # (tests pin it)
+
 
 def validate_topic_name(name: str) -> None:
     if not name:
@@ -188,25 +190,28 @@ class MetadataBase:
         return self.topics.get(name)
 
     _by_id: dict[uuid.UUID, TopicInfo] = {}  # an index of `topics`, rebuilt when it misses
-    _by_id_built: tuple[int, float] = (-1, 0.0)  # (len(topics), monotonic time) of the build
+    _by_id_built: float | None = None  # when it was built; None: a topic was added since
+
+    def topic_added(self) -> None:
+        """Every store calls this when it adds a topic: the next id miss rebuilds the index."""
+        self._by_id_built = None
 
     def topic_by_id(self, topic_id: uuid.UUID | None) -> TopicInfo | None:
         """The topic with this id (Fetch and Produce v13+ name topics by id): a dict lookup,
         checked against `topics` (which both stores change in place). A miss rebuilds the index
-        only if topics were added or removed since, or 100 ms have passed (a delete and a create
-        between two lookups): unknown ids, which anyone can send by the thousand, must not cost
-        a scan of every topic each."""
+        only if a topic was added since, or after 100 ms (an id written back into a cached
+        topic): unknown ids, which anyone can send by the thousand, must not each cost a scan
+        of every topic."""
         if topic_id is None or topic_id.int == 0:
             return None
         t = self._by_id.get(topic_id)
         if t is not None and t.topic_id == topic_id and self.topics.get(t.name) is t:
             return t
-        size, at = self._by_id_built
-        now = time.monotonic()
-        if size == len(self.topics) and now - at < 0.1:
+        now = _monotonic()
+        if self._by_id_built is not None and now - self._by_id_built < 0.1:
             return None
         self._by_id = {t.topic_id: t for t in self.topics.values()}
-        self._by_id_built = (len(self.topics), now)
+        self._by_id_built = now
         return self._by_id.get(topic_id)
 
     def leader_for(self, topic: str, partition: int) -> BrokerInfo | None:
@@ -455,6 +460,7 @@ class LocalMetadata(MetadataBase):
             dict(configs),
         )  # fmt: skip
         self.topics[name] = info
+        self.topic_added()
         self._save_or_undo(lambda: self.topics.pop(name, None))
         log.info(
             "topic_created",

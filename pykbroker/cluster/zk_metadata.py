@@ -187,6 +187,7 @@ class ZkMetadata(MetadataBase):
             dict(configs),
         )  # fmt: skip
         self.topics[name] = info
+        self.topic_added()
         self._pending_creates.add(name)
         self._unconfirmed.add(name)
 
@@ -621,6 +622,7 @@ class ZkMetadata(MetadataBase):
                 [PartitionState(-1, 0, r, [], zk_version=NOT_READ) for r in assignment], configs,
             )  # fmt: skip
             self.topics[name] = info
+            self.topic_added()
             new_indexes = range(len(assignment))
         elif ours:
             # Configs as ZooKeeper has them (the cache held what we wrote).

@@ -320,3 +320,26 @@ def test_unknown_ids_do_not_each_scan_every_topic(tmp_path, monkeypatch):
     m.topics["new"] = new
     m.topic_added()  # as both stores do when they add a topic
     assert m.topic_by_id(new.topic_id) is new
+
+
+def test_an_unknown_id_does_not_end_the_long_poll_of_the_others(broker, client):
+    """Kafka answers an unknown topic id's partitions with UNKNOWN_TOPIC_ID but filters them
+    out before the log read, so the fetch still waits for the other partitions' data (else a
+    consumer still subscribed to a deleted topic fetches in a busy loop)."""
+    create(client, "polled")
+    tid = topic_id(client, "polled")
+    body = fetch_by_id_body(tid, 0, 13, max_wait_ms=20000)
+    body["topics"].append({"topic_id": uuid.uuid4(), "partitions": [
+        dict(body["topics"][0]["partitions"][0])]})  # fmt: skip
+    client.send_raw(codec.encode_request(ApiKey.FETCH, 13, 77, "poller", body))
+    other = RawClient(broker.port)
+    try:
+        produce(other, "polled", [b"woke"])
+    finally:
+        other.close()
+    frame = client.recv_frame()
+    resp = codec.decode_response(ApiKey.FETCH, 13, frame, 5)
+    by_id = {t.topic_id: t.partitions[0] for t in resp.responses}
+    assert by_id[tid].error_code == 0 and by_id[tid].records  # it waited for the record
+    (unknown,) = [p for t, p in by_id.items() if t != tid]
+    assert unknown.error_code == UNKNOWN_TOPIC_ID

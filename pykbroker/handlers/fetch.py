@@ -69,19 +69,25 @@ def read_partitions(broker, request, version: int, response_max_bytes: int, topi
     # KIP-392: with a replica selector, the leader may send a consumer to a closer replica.
     selector = version >= 11 and broker.config.get("replica.selector.class") == RACK_AWARE
     client_rack = request.rack_id if version >= 11 else None
+    # Partitions refused by the authorizer or of an unknown topic id are answered with their
+    # error but, as Kafka filters them out before reading, don't end the long poll for the
+    # others (a consumer of a deleted topic would otherwise fetch in a busy loop); a fetch of
+    # nothing else is answered at once.
+    filtered = interesting = 0
     for name, t in topics_in if topics_in is not None else resolve_topics(broker, request, version):
         results = []
         refused = denied.get(name) if denied and name is not None else None
+        if name is None and refused is None:
+            refused = ErrorCode.UNKNOWN_TOPIC_ID
         for p in t.partitions:
             r = FetchPartitionResult(p.partition)
             if refused is not None:
                 r.error_code = refused
-                error = True
+                filtered += 1
                 results.append(r)
                 continue
+            interesting += 1
             try:
-                if name is None:
-                    raise KafkaError(ErrorCode.UNKNOWN_TOPIC_ID)
                 epoch = p.current_leader_epoch if version >= 9 else -1
                 if follower or version < 11:
                     part = rm.get_leader(name, p.partition, epoch)
@@ -140,6 +146,8 @@ def read_partitions(broker, request, version: int, response_max_bytes: int, topi
                 error = True
             results.append(r)
         topics.append((t.topic_id if by_id else name, results))
+    if filtered and not interesting:
+        error = True
     return topics, total, error
 
 

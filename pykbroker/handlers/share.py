@@ -462,6 +462,8 @@ async def handle_describe_share_group_offsets(ctx, request) -> dict:
         entry = {"group_id": g.group_id, "topics": [], "error_code": 0, "error_message": None}
         error = None if enabled(broker) else KafkaError(ErrorCode.UNSUPPORTED_VERSION, _DISABLED)
         error = error or _group_error(ctx, g.group_id)
+        if error is None and not allowed(ctx, Op.DESCRIBE, RT.GROUP, g.group_id):
+            error = KafkaError(ErrorCode.GROUP_AUTHORIZATION_FAILED)
         if error is None and g.group_id not in broker.share_groups.groups:
             error = KafkaError(ErrorCode.GROUP_ID_NOT_FOUND, f"Group {g.group_id} not found.")
         wanted = None if g.topics is None else {t.topic_name: list(t.partitions) for t in g.topics}

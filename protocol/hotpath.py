@@ -173,7 +173,7 @@ def encode_produce_response(
         out += b"\x00"
     out += _array_len(len(topics), flexible)
     for key, partitions in topics:
-        out += key.bytes if by_id else _str(key, flexible)
+        out += _uuid(key) if by_id else _str(key, flexible)
         out += _array_len(len(partitions), flexible)
         for p in partitions:
             out += _I32.pack(p.index) + _I16.pack(p.error_code) + _I64.pack(p.base_offset)
@@ -199,6 +199,14 @@ def encode_produce_response(
 
 
 # --- FetchResponse ------------------------------------------------------------------------
+
+
+_ZERO_UUID = bytes(16)
+
+
+def _uuid(u: uuid.UUID | None) -> bytes:
+    # kafka-python decodes the all-zero uuid (Kafka's Uuid.ZERO_UUID) as None.
+    return _ZERO_UUID if u is None else u.bytes
 
 
 def _uvarint(n: int) -> bytes:
@@ -265,7 +273,10 @@ def encode_fetch_response(
     total = 0
     by_id = version >= 13
     for key, partitions in topics:
-        cur += key.bytes if by_id else _str(key, flexible)
+        if by_id:  # the codec reads the zero uuid (Kafka's ZERO_UUID) as None
+            cur += key.bytes if key is not None else bytes(16)
+        else:
+            cur += _str(key, flexible)
         cur += _array_len(len(partitions), flexible)
         for p in partitions:
             cur += (

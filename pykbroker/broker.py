@@ -41,6 +41,7 @@ from pykbroker.quota.connections import (
     listening_socket,
 )
 from pykbroker.quota.store import LocalQuotaStore, ZkQuotaStore
+from pykbroker.security.delegation_tokens import DelegationTokenManager, TokenInfo
 from pykbroker.security.listener import listener_security
 from pykbroker.security.principal import KafkaPrincipal, Session
 from pykbroker.server import CLOSE, Connection
@@ -150,6 +151,12 @@ class Broker:
         self.share_group_configs: dict[str, dict[str, str]] = {}
         self.controller: Any = None  # the cluster's Controller (ZooKeeper mode)
         self.authorizer = make_authorizer(config)  # None: no authorization at all
+        secret = config.get("delegation.token.secret.key")
+        self.delegation_tokens = DelegationTokenManager(
+            secret.encode() if secret else None,
+            config.get("delegation.token.max.lifetime.ms"),
+            config.get("delegation.token.expiry.time.ms"),
+        )
         self.acl_store: Any = None
         self.background: list[asyncio.Task] = []
         self._topic_defaults = config.topic_defaults()
@@ -219,6 +226,8 @@ class Broker:
         await start_coordinators(self)
         self.background.append(loop.create_task(self._flush_loop()))
         self.background.append(loop.create_task(self._idle_connection_reaper()))
+        if self.delegation_tokens.enabled:
+            self.background.append(loop.create_task(self._expire_delegation_tokens()))
         self.background.append(loop.create_task(self.quotas.expire_sensors_loop()))
         if self.config.get("metrics.port") is not None:
             from pykbroker.metrics import MetricsServer
@@ -467,9 +476,27 @@ class Broker:
             log.warning("invalid_scram_credential", user=name, mechanism=mechanism)
             return None
 
-    def delegation_token_credential(self, token_id: str):
-        """(credential, owner, expiry ms) of a delegation token; None: unknown (none yet)."""
-        return None
+    def delegation_token_credential(self, token_id: str, mechanism: str):
+        """(SCRAM credential, owner, expiry ms) of a delegation token; None: tokens are off,
+        or it is unknown or expired."""
+        stored = self.metadata.delegation_tokens.get(token_id) if self.metadata else None
+        info = TokenInfo.from_json(stored) if stored else None
+        return self.delegation_tokens.credential(info, mechanism, int(time.time() * 1000))
+
+    async def _expire_delegation_tokens(self) -> None:
+        """Kafka's delete-expired-tokens task, every delegation.token.expiry.check.interval.ms."""
+        interval = self.config.get("delegation.token.expiry.check.interval.ms") / 1000
+        while True:
+            await asyncio.sleep(interval)
+            tokens = {t: TokenInfo.from_json(d) for t, d in self.metadata.delegation_tokens.items()}
+            for token_id in self.delegation_tokens.expired(tokens, int(time.time() * 1000)):
+                log.info("delegation_token_expired", token_id=token_id)
+                try:
+                    pending = self.metadata.set_delegation_token(token_id, None)
+                    if pending is not None:
+                        await pending
+                except KafkaError as e:  # a full disk: tried again next round
+                    log.warning("delegation_token_expiry_failed", token_id=token_id, error=e.code)
 
     def _unsupported_api_versions(self, header: RequestHeader) -> bytes:
         body = {

@@ -408,6 +408,38 @@ BROKER_CONFIGS = _keys(
         read_only=True,
     ),
     ConfigKey(
+        "delegation.token.secret.key",
+        "password",
+        None,
+        "The secret that signs delegation tokens (the same on every broker of a cluster); "
+        "unset: delegation tokens are off (DELEGATION_TOKEN_AUTH_DISABLED).",
+        read_only=True,
+    ),
+    ConfigKey(
+        "delegation.token.max.lifetime.ms",
+        "long",
+        604800000,
+        "The longest a delegation token may live, renewals included.",
+        at_least(1),
+        read_only=True,
+    ),
+    ConfigKey(
+        "delegation.token.expiry.time.ms",
+        "long",
+        86400000,
+        "How long a delegation token lives before it needs renewing (the default renewal).",
+        at_least(1),
+        read_only=True,
+    ),
+    ConfigKey(
+        "delegation.token.expiry.check.interval.ms",
+        "long",
+        3600000,
+        "How often expired delegation tokens are removed.",
+        at_least(1),
+        read_only=True,
+    ),
+    ConfigKey(
         "sasl.server.callback.handler.class",
         "string",
         None,

@@ -306,10 +306,10 @@ class Connection(asyncio.BufferedProtocol):
         log_requests = self._log_requests
         try:
             while frames and not self.closed:
-                frame = frames.popleft()
-                if self._throttled:
+                if self._throttled:  # KIP-219: nothing more is read until the throttle ends
                     await self._throttle_done()
                     continue
+                frame = frames.popleft()
                 if self._reading_paused and len(frames) < _MAX_QUEUED_FRAMES // 2:
                     self._reading_paused = False
                     if not self._muted and not self._throttled:

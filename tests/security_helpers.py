@@ -73,12 +73,14 @@ def authenticate(client: RawClient, token: bytes, version: int = 2):
 
 
 def scram_client_exchange(client: RawClient, mechanism: str, user: str, password: str,
-                          version: int = 2, final_nonce=lambda ours, server: server):  # fmt: skip
+                          version: int = 2, final_nonce=lambda ours, server: server,
+                          extensions: str = ""):  # fmt: skip
     """A SCRAM exchange written from RFC 5802 (independent of the broker's code); returns the
-    final SaslAuthenticate response, or the first one if it failed."""
+    final SaslAuthenticate response, or the first one if it failed. `extensions`, e.g.
+    ",tokenauth=true", follow the nonce in the client's first message (Kafka's ScramExtensions)."""
     h = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}[mechanism]
     nonce = base64.b64encode(secrets.token_bytes(18)).decode()
-    first_bare = f"n={user},r={nonce}"
+    first_bare = f"n={user},r={nonce}{extensions}"
     r1 = authenticate(client, ("n,," + first_bare).encode(), version)
     if r1 is None or r1.error_code:
         return r1

@@ -323,6 +323,13 @@ def test_acls_grant_what_they_name_to_real_clients(make_broker, tmp_path):
         acl(ANON, ACLOperation.READ, ResourceType.TOPIC, "open"),
         acl(
             ANON,
+            ACLOperation.WRITE,
+            ResourceType.TOPIC,
+            "w-",
+            pattern=ACLResourcePatternType.PREFIXED,
+        ),
+        acl(
+            ANON,
             ACLOperation.READ,
             ResourceType.GROUP,
             "g-",
@@ -363,6 +370,12 @@ def test_acls_grant_what_they_name_to_real_clients(make_broker, tmp_path):
     try:
         r = c.request(ApiKey.LIST_GROUPS, 4, {"states_filter": []})
         assert sorted(g.group_id for g in r.groups) == ["g-readers"]
+        # WRITE without CREATE: a produce to a topic that doesn't exist creates nothing (Kafka
+        # never creates on Produce; auto-creation here takes CREATE, as through Metadata).
+        r = c.request(ApiKey.PRODUCE, 9, produce_body("w-new", bytes(values_batch([b"v"]))))
+        assert r.responses[0].partition_responses[0].error_code == 3  # UNKNOWN_TOPIC_OR_PARTITION
+        listed = c.request(ApiKey.METADATA, 12, {"topics": None}).topics
+        assert "w-new" not in [t.name for t in listed]
         # Authorized operations, when asked: READ (3), WRITE (4) and DESCRIBE (8) they imply.
         r = c.request(ApiKey.METADATA, 12, {"topics": [{"name": "open"}],
                                             "include_topic_authorized_operations": True})  # fmt: skip
@@ -375,10 +388,10 @@ def test_acls_grant_what_they_name_to_real_clients(make_broker, tmp_path):
 
 
 def test_confluent_kafka_and_aiokafka_see_kafkas_errors(make_broker, tmp_path):
-    confluent_kafka = pytest.importorskip("confluent_kafka")
     import asyncio
 
     import aiokafka
+    import confluent_kafka
 
     b = start_locked(
         make_broker, tmp_path, [acl(ANON, ACLOperation.DESCRIBE, ResourceType.TOPIC, "open")]

@@ -11,6 +11,8 @@ import subprocess
 import sys
 
 import aiokafka
+import confluent_kafka
+import confluent_kafka.admin
 import pytest
 from helpers import RawClient
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -27,8 +29,6 @@ from kafka.admin import (
 from security_helpers import authenticate, handshake
 
 from protocol.apis import ApiKey
-
-confluent_kafka = pytest.importorskip("confluent_kafka")
 
 JAAS = (
     "org.apache.kafka.common.security.plain.PlainLoginModule required "

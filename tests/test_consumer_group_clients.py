@@ -197,7 +197,9 @@ def test_classic_and_consumer_members_in_one_group(make_broker):
 
     def poll() -> None:
         while not stop.is_set():
-            classic.poll(50)
+            # Not shorter: kafka-python 3.0.12 orphans a metadata-triggered rejoin whose
+            # SyncGroup outlives one poll() (see compat-tests' drv_kafka_python GROUP_POLL_MS).
+            classic.poll(1000)
             classic_parts.clear()
             classic_parts.update((tp.topic, tp.partition) for tp in classic.assignment())
 
@@ -257,16 +259,10 @@ def test_commits_and_group_survive_a_restart(make_broker, tmp_path):
     member = Member(bs, "keep", ["kept"], **{"group.instance.id": "inst-1"})
     try:
         wait_for(lambda: member.consumed == 20, 30, "first 20 consumed")
-        wait_for(
-            lambda: sum(
-                tp.offset for tp in member.consumer.committed(
-                    [_tp("kept", 0), _tp("kept", 1)], timeout=5
-                )
-            ) == 20, 20, "offsets committed",
-        )  # fmt: skip
     finally:
-        # A static member closes with epoch -2: it keeps its place (and partitions) for the
-        # session timeout, and that is in __consumer_offsets when the broker stops.
+        # A static member closes with epoch -2 (its asynchronous commits done first): it keeps
+        # its place and partitions for the session timeout, in __consumer_offsets as the broker
+        # stops. That every commit landed shows below: the next member reads only new records.
         member.close()
     before = describe(broker.port, "keep")
     assert [m.member_epoch for m in before.members] == [-2]
@@ -294,12 +290,6 @@ def test_commits_and_group_survive_a_restart(make_broker, tmp_path):
         assert sorted(int(v) for v in again.values) == list(range(20, 30))
     finally:
         again.close()
-
-
-def _tp(topic: str, partition: int):
-    from confluent_kafka import TopicPartition
-
-    return TopicPartition(topic, partition)
 
 
 @pytest.mark.parametrize("api,versions", [

@@ -32,6 +32,19 @@ def test_throttle_time():
     r.record(120_300, 0)
     assert throttle_time_ms(r, 10_000, 0) == 2030  # (12030 - 10000) / 10000 x 10 s
     assert throttle_time_ms(r, 20_000, 0) == 0
+    # A quota of 0 allows nothing: the longest throttle (the measured span), not a division by 0.
+    assert throttle_time_ms(r, 0, 0) == 10_000
+
+
+def test_negative_quota_values_are_refused():
+    from protocol.errors import KafkaError
+    from pykbroker.quota.entities import apply_ops
+
+    with pytest.raises(KafkaError) as e:
+        apply_ops("users/alice", {}, [("producer_byte_rate", -5.0, False)])
+    assert e.value.code == 42  # INVALID_REQUEST
+    assert apply_ops("users/alice", {}, [("producer_byte_rate", 0.0, False)]) == {
+        "producer_byte_rate": "0"}  # fmt: skip
 
 
 QUOTA_ORDER = [

@@ -278,3 +278,61 @@ def test_request_percentage_throttles_every_api(broker):
         wait_for(lambda: describe(c, []).throttle_time_ms > 0, 10, "throttled describe")
     finally:
         c.close()
+
+
+def test_kafka_python_sees_the_throttle(broker):
+    """kafka-python records every response's throttle_time_ms in its throttle-time metrics (and
+    holds back its requests that long, client-side, as KIP-219 clients do)."""
+    from kafka import KafkaProducer
+
+    c = RawClient(broker.port)
+    try:
+        _create_topic(c, "kp")
+        assert alter(c, {"client-id": "kp"}, {"producer_byte_rate": 20000}).error_code == 0
+    finally:
+        c.close()
+    p = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, client_id="kp", linger_ms=0)
+    try:
+        # The quota lets 20 kB/s x (10 s + the first second's elapsed part) through at first,
+        # at most 220 kB: 240 kB earn a throttle.
+        for _ in range(24):
+            p.send("kp", b"k" * 10000)
+        p.flush(30)
+        groups = p.metrics()
+        maxima = [m["throttle-time-max"] for m in groups.values() if "throttle-time-max" in m]
+        assert maxima and max(maxima) > 0, groups.keys()
+    finally:
+        p.close()
+
+
+def test_requests_pipelined_behind_a_throttle_are_all_answered(make_broker):
+    """KIP-219: a throttled channel reads nothing more until the throttle ends, then answers
+    every request it had queued, in order (a producer with max.in.flight > 1 pipelines)."""
+    from wire import produce_body, values_batch
+
+    from protocol import codec
+
+    # Two 1 s windows, so the rate is measured over ~1 s (with Kafka's 11 it is over >= 10 s).
+    b = make_broker({"quota.window.num": "2"})
+    c = RawClient(b.port)
+    try:
+        _create_topic(c, "pipelined")
+        assert alter(c, {"client-id": "piped"}, {"producer_byte_rate": 10000}).error_code == 0
+        c.sock.settimeout(60)
+        # Three 20 kB produces in one write: all queued on the broker before the first is
+        # answered, which throttles the channel (20 kB against 10 kB/s).
+        batch = values_batch([b"x" * 1000] * 20)
+        c.send_raw(b"".join(
+            codec.encode_request(ApiKey.PRODUCE, 9, cid, "piped", produce_body("pipelined", batch))
+            for cid in (101, 102, 103)
+        ))  # fmt: skip
+        got, throttles = [], []
+        for _ in range(3):
+            frame = c.recv_frame()
+            assert frame is not None, f"answered only {got}"
+            got.append(int.from_bytes(frame[:4], "big"))
+            throttles.append(codec.decode_response(ApiKey.PRODUCE, 9, frame, 5).throttle_time_ms)
+        assert got == [101, 102, 103]
+        assert throttles[0] > 0  # the first answer throttled the channel with two queued
+    finally:
+        c.close()

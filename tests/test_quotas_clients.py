@@ -69,6 +69,7 @@ class Producing(threading.Thread):
             p.poll(0)
         p.purge(in_queue=True, in_flight=False)  # what waits in the client's queue past the span
         p.flush(10)
+        self.producer = None  # its throttle_cb refers to us: no cycle keeps the client alive
 
 
 class Consuming(threading.Thread):
@@ -95,6 +96,7 @@ class Consuming(threading.Thread):
             if msg is not None and not msg.error():
                 self.read += len(msg.value())
         c.close()
+        self.consumer = None
 
 
 def test_byte_rate_quotas_hold_and_spare_other_clients(tmp_path):

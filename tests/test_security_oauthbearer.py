@@ -82,7 +82,7 @@ class SigningKey:
 
 
 def claims(sub: str = "alice", exp_in: float = 3600, iat_in: float = 0, now_ms=NOW_MS, **more):
-    now = now_ms / 1000
+    now = now_ms // 1000  # whole seconds, as token issuers (and librdkafka) write them
     return {"sub": sub, "exp": now + exp_in, "iat": now + iat_in, **more}
 
 

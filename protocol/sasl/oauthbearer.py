@@ -203,13 +203,16 @@ class UnsecuredValidator:
         header, claims, _, signature = split_jwt(token)
         if header.get("alg") != "none" or signature:
             raise TokenRejected("Unsecured token must have alg none and no signature")
-        exp = _number_claim(claims, "exp", required=True)
+        # Claims in seconds, compared in whole ms as Kafka's OAuthBearerValidationUtils
+        # (Math.round(seconds * 1000)).
+        exp_ms = round(_number_claim(claims, "exp", required=True) * 1000)
         iat = _number_claim(claims, "iat", required=False)
+        iat_ms = None if iat is None else round(iat * 1000)
         now = self.now_ms()
-        if exp * 1000 + self.clock_skew_ms <= now:
-            raise TokenRejected(f"The indicated time ({exp * 1000:.0f} ms) is in the past")
-        if iat is not None and iat * 1000 - self.clock_skew_ms > now:
-            raise TokenRejected(f"The indicated time ({iat * 1000:.0f} ms) is in the future")
+        if exp_ms + self.clock_skew_ms <= now:
+            raise TokenRejected(f"The indicated time ({exp_ms} ms) is in the past")
+        if iat_ms is not None and iat_ms - self.clock_skew_ms > now:
+            raise TokenRejected(f"The indicated time ({iat_ms} ms) is in the future")
         principal = _principal(claims, self.principal_claim)
         scope = _scope(claims, self.scope_claim)
         missing = self.required_scope - scope
@@ -220,7 +223,7 @@ class UnsecuredValidator:
                 "insufficient_scope",
                 " ".join(sorted(self.required_scope)),
             )
-        return Token(principal, int(exp * 1000), scope, None if iat is None else int(iat * 1000))
+        return Token(principal, exp_ms, scope, iat_ms)
 
 
 @dataclass

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import re
+import time
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ MAX_TOPIC_NAME = 249
 _LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
 INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
 PRODUCER_ID_BLOCK = 1000
+
+_monotonic = time.monotonic  # (tests pin it)
 
 
 def validate_topic_name(name: str) -> None:
@@ -141,6 +144,14 @@ class MetadataBase:
     features: dict[str, int]
     features_epoch: int = -1
 
+    # Delegation tokens by id: Kafka's token znode content (security/delegation_tokens.py).
+    delegation_tokens: dict[str, dict]
+
+    def set_delegation_token(self, token_id: str, info: dict | None):
+        """Store (None: remove) a token. Returns an awaitable of the write when it is made in
+        the background (ZooKeeper), else None."""
+        raise NotImplementedError
+
     def update_features(self, change) -> Awaitable[None] | None:
         """Finalized levels := change(current levels) (which may raise KafkaError), stored;
         an awaitable of the write where it is not done at once."""
@@ -179,14 +190,28 @@ class MetadataBase:
         return self.topics.get(name)
 
     _by_id: dict[uuid.UUID, TopicInfo] = {}  # an index of `topics`, rebuilt when it misses
+    _by_id_built: float | None = None  # when it was built; None: a topic was added since
 
-    def topic_by_id(self, topic_id: uuid.UUID) -> TopicInfo | None:
+    def topic_added(self) -> None:
+        """Every store calls this when it adds a topic: the next id miss rebuilds the index."""
+        self._by_id_built = None
+
+    def topic_by_id(self, topic_id: uuid.UUID | None) -> TopicInfo | None:
         """The topic with this id (Fetch and Produce v13+ name topics by id): a dict lookup,
-        checked against `topics` (which both stores change in place)."""
+        checked against `topics` (which both stores change in place). A miss rebuilds the index
+        only if a topic was added since, or after 100 ms (an id written back into a cached
+        topic): unknown ids, which anyone can send by the thousand, must not each cost a scan
+        of every topic."""
+        if topic_id is None or topic_id.int == 0:
+            return None
         t = self._by_id.get(topic_id)
         if t is not None and t.topic_id == topic_id and self.topics.get(t.name) is t:
             return t
+        now = _monotonic()
+        if self._by_id_built is not None and now - self._by_id_built < 0.1:
+            return None
         self._by_id = {t.topic_id: t for t in self.topics.values()}
+        self._by_id_built = now
         return self._by_id.get(topic_id)
 
     def leader_for(self, topic: str, partition: int) -> BrokerInfo | None:
@@ -306,6 +331,7 @@ class LocalMetadata(MetadataBase):
         self.dynamic_configs: dict[str, dict[str, str]] = {}
         self.client_quotas: dict[str, dict[str, str]] = {}  # entity path -> quota configs
         self.entity_configs: dict[str, dict[str, dict[str, str]]] = {}
+        self.delegation_tokens: dict[str, dict] = {}
         self._topics_path = os.path.join(data_dir, "topics.json")
         self._batching = False
         self._batch_undos: list = []
@@ -332,6 +358,7 @@ class LocalMetadata(MetadataBase):
         self.dynamic_configs = state.get("broker_configs", {})
         self.client_quotas = state.get("client_quotas", {})
         self.entity_configs = state.get("entity_configs", {})
+        self.delegation_tokens = state.get("delegation_tokens", {})
         self.features = state.get("features")
         self.features_epoch = state.get("features_epoch", 0)
         # Never hand out an id from a block that may have been used before a crash.
@@ -375,6 +402,7 @@ class LocalMetadata(MetadataBase):
             "broker_configs": self.dynamic_configs,
             "client_quotas": self.client_quotas,
             "entity_configs": self.entity_configs,
+            "delegation_tokens": self.delegation_tokens,
             "features": self.features,
             "features_epoch": self.features_epoch,
         }
@@ -432,6 +460,7 @@ class LocalMetadata(MetadataBase):
             dict(configs),
         )  # fmt: skip
         self.topics[name] = info
+        self.topic_added()
         self._save_or_undo(lambda: self.topics.pop(name, None))
         log.info(
             "topic_created",
@@ -485,6 +514,21 @@ class LocalMetadata(MetadataBase):
                     self.client_quotas.pop(path, None)
                 else:
                     self.client_quotas[path] = values
+
+        self._save_or_undo(undo)
+
+    def set_delegation_token(self, token_id: str, info: dict | None) -> None:
+        old = self.delegation_tokens.get(token_id)
+        if info is None:
+            self.delegation_tokens.pop(token_id, None)
+        else:
+            self.delegation_tokens[token_id] = info
+
+        def undo() -> None:
+            if old is None:
+                self.delegation_tokens.pop(token_id, None)
+            else:
+                self.delegation_tokens[token_id] = old
 
         self._save_or_undo(undo)
 

@@ -88,6 +88,7 @@ PERSISTENT_PATHS = (
     DELETE_TOPICS,
     "/isr_change_notification",
     "/cluster",
+    "/delegation_token/tokens",
 )
 
 
@@ -117,6 +118,7 @@ def broker_config_path(entity: str) -> str:
 
 
 ENTITY_TYPES = ("users", "clients")
+DELEGATION_TOKENS = "/delegation_token/tokens"  # Kafka's: one znode per token id
 
 
 def sanitize(name: str) -> str:

@@ -20,6 +20,7 @@ znodes, same epochs, one fewer RPC family to keep consistent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -90,6 +91,7 @@ class ZkMetadata(MetadataBase):
         self.features_epoch = -1  # until /feature is read
         self.entity_configs: dict[str, dict[str, dict[str, str]]] = {t: {} for t in Z.ENTITY_TYPES}
         self.on_entity_configs: Callable[[str, str], None] | None = None  # (type, name) changed
+        self.delegation_tokens: dict[str, dict] = {}
 
     # --- start-up -----------------------------------------------------------------------------
 
@@ -102,6 +104,7 @@ class ZkMetadata(MetadataBase):
             await self._read_broker_configs(entity)
         for entity_type in Z.ENTITY_TYPES:
             await self._read_entities(entity_type)
+        await self._read_delegation_tokens()
         await self._read_brokers()
         await self._read_delete_requests()
         await self._read_topics()
@@ -184,6 +187,7 @@ class ZkMetadata(MetadataBase):
             dict(configs),
         )  # fmt: skip
         self.topics[name] = info
+        self.topic_added()
         self._pending_creates.add(name)
         self._unconfirmed.add(name)
 
@@ -618,6 +622,7 @@ class ZkMetadata(MetadataBase):
                 [PartitionState(-1, 0, r, [], zk_version=NOT_READ) for r in assignment], configs,
             )  # fmt: skip
             self.topics[name] = info
+            self.topic_added()
             new_indexes = range(len(assignment))
         elif ours:
             # Configs as ZooKeeper has them (the cache held what we wrote).
@@ -635,7 +640,11 @@ class ZkMetadata(MetadataBase):
             new_indexes = range(old, len(assignment))
         for i, st in enumerate(info.partitions[: len(assignment)]):
             # In place: the partition's state object is shared with the replica manager.
-            st.replicas, st.adding, st.removing = assignment[i], adding.get(i, []), removing.get(i, [])
+            st.replicas, st.adding, st.removing = (
+                assignment[i],
+                adding.get(i, []),
+                removing.get(i, []),
+            )
         if self.replica_manager is not None:
             self.replica_manager.replicas_changed(info)
             self.replica_manager.ensure_partitions(info)
@@ -720,6 +729,43 @@ class ZkMetadata(MetadataBase):
             else:
                 cached.pop(name, None)
             self._entity_changed(entity_type, name)
+
+    def set_delegation_token(self, token_id: str, info: dict | None):
+        """Write (None: delete) /delegation_token/tokens/<id>; cached at once, the returned
+        future is the write. Every broker reads tokens from the watched znodes."""
+        if info is None:
+            self.delegation_tokens.pop(token_id, None)
+        else:
+            self.delegation_tokens[token_id] = info
+        path = f"{Z.DELEGATION_TOKENS}/{token_id}"
+
+        async def write() -> None:
+            if info is None:
+                with contextlib.suppress(Z.NoNodeError):
+                    await self.zk.delete(path)
+                return
+            await self._set_or_create(path, json.dumps(info).encode())
+
+        return self._spawn(write(), "set_delegation_token")
+
+    async def _read_delegation_tokens(self) -> None:
+        w = self._watch(Z.DELEGATION_TOKENS, self._read_delegation_tokens)
+        ids = set(await self.zk.get_children(Z.DELEGATION_TOKENS, watch=w))
+        for gone in set(self.delegation_tokens) - ids:
+            self.delegation_tokens.pop(gone, None)
+        for token_id in ids:
+            await self._read_delegation_token(token_id)
+
+    async def _read_delegation_token(self, token_id: str) -> None:
+        path = f"{Z.DELEGATION_TOKENS}/{token_id}"
+        w = self._watch(path, lambda: self._read_delegation_token(token_id))
+        try:
+            data, _ = await self.zk.get(path, watch=w)
+            self.delegation_tokens[token_id] = json.loads(data)
+        except Z.NoNodeError:
+            self.delegation_tokens.pop(token_id, None)
+        except ValueError:
+            log.warning("invalid_delegation_token_znode", token_id=token_id)
 
     def _entity_changed(self, entity_type: str, name: str) -> None:
         if self.on_entity_configs is not None:

@@ -1254,7 +1254,7 @@ class GroupCoordinator(ConsumerGroupsMixin):
         if group.is_consumer_group and group.subscribed is not None and group.is_(STABLE):
             return [
                 tp for tp, om in group.offsets.items()
-                if tp[0] not in group.subscribed and expired(om, om.commit_timestamp)
+                if not group.is_subscribed_to(tp[0]) and expired(om, om.commit_timestamp)
             ]  # fmt: skip
         if group.protocol_type is None:
             return [tp for tp, om in group.offsets.items() if expired(om, om.commit_timestamp)]

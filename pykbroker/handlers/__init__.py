@@ -15,6 +15,7 @@ from . import (  # noqa: E402,F401  (registration happens on import)
     api_versions,
     configs,
     consumer_groups,
+    delegation_tokens,
     features,
     fetch,
     groups,

@@ -16,6 +16,7 @@ from protocol.hotpath import (
     decode_produce_request,
     encode_produce_response,
 )
+from pykbroker.acl.authorizer import CLUSTER_NAME
 from pykbroker.acl.checks import RT, Op, allowed, filter_allowed
 from pykbroker.cluster.metadata import INTERNAL_TOPICS, validate_topic_name
 from pykbroker.coordinator.transaction_coordinator import abortable_for
@@ -174,10 +175,20 @@ def _unauthorized(ctx, request) -> dict[str, KafkaError]:
         return {t.name: error for t in request.topics}
     names = {t.name for t in request.topics if t.name is not None}  # None: an unknown id
     refused = names - filter_allowed(ctx, Op.WRITE, RT.TOPIC, names)
-    if not refused:
-        return {}
-    error = KafkaError(ErrorCode.TOPIC_AUTHORIZATION_FAILED)
-    return dict.fromkeys(refused, error)
+    out = (
+        dict.fromkeys(refused, KafkaError(ErrorCode.TOPIC_AUTHORIZATION_FAILED)) if refused else {}
+    )
+    # Kafka never creates a topic on Produce; where pykbroker does (auto.create.topics.enable),
+    # it takes what Metadata's auto-creation takes: CREATE on the cluster or the topic.
+    metadata = ctx.broker.metadata
+    for name in names - refused:
+        if metadata.topic(name) is None and not (
+            allowed(ctx, Op.CREATE, RT.CLUSTER, CLUSTER_NAME)
+            or allowed(ctx, Op.CREATE, RT.TOPIC, name)
+        ):
+            out[name] = KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                                   "This server does not host this topic-partition.")  # fmt: skip
+    return out
 
 
 @REGISTRY.register(ApiKey.PRODUCE, 3, 13, decoder=decode_produce_request)

@@ -461,6 +461,8 @@ async def handle_describe_share_group_offsets(ctx, request) -> dict:
     for g in request.groups:
         entry = {"group_id": g.group_id, "topics": [], "error_code": 0, "error_message": None}
         error = None if enabled(broker) else KafkaError(ErrorCode.UNSUPPORTED_VERSION, _DISABLED)
+        if error is None and not allowed(ctx, Op.DESCRIBE, RT.GROUP, g.group_id):
+            error = KafkaError(ErrorCode.GROUP_AUTHORIZATION_FAILED)  # Kafka: DESCRIBE on it
         error = error or _group_error(ctx, g.group_id)
         if error is None and not allowed(ctx, Op.DESCRIBE, RT.GROUP, g.group_id):
             error = KafkaError(ErrorCode.GROUP_AUTHORIZATION_FAILED)

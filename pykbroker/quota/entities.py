@@ -122,6 +122,8 @@ def apply_ops(path: str, current: dict[str, str], ops) -> dict[str, str]:
         kind = keys.get(key)
         if kind is None:
             raise KafkaError(ErrorCode.INVALID_REQUEST, f"Invalid configuration key {key}")
+        if value < 0:  # a negative rate would make negative throttle times and fetch sizes
+            raise KafkaError(ErrorCode.INVALID_REQUEST, f"Configuration {key} must not be negative")
         if kind == "DOUBLE":
             out[key] = java_double(value)
         else:

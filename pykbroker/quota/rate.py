@@ -71,4 +71,6 @@ def throttle_time_ms(rate: Rate, bound: float, now_ms: int) -> int:
     value = rate.measure(now_ms)
     if value <= bound:
         return 0
+    if bound <= 0:  # a quota of 0: nothing is allowed; Java's division gives Infinity, capped
+        return rate.window_size_ms(now_ms)
     return int((value - bound) / bound * rate.window_size_ms(now_ms) + 0.5)  # Java's Math.round

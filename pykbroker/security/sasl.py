@@ -106,7 +106,7 @@ def _scram(ctx: MechanismContext) -> ServerFactory:
     return lambda: ScramServer(
         mechanism,
         lambda name: broker.scram_credential(name, mechanism),
-        broker.delegation_token_credential,
+        lambda token_id: broker.delegation_token_credential(token_id, mechanism),
     )
 
 

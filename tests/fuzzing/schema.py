@@ -284,6 +284,14 @@ class Generator:
             value = None if self.rng.random() < 0.05 else bytes(small_batch(self.rng))
             self._bytes(value, path, f)
         elif t in self.common or f.get("fields") is not None:
+            if self._nullable(f):
+                # A nullable struct is led by an int8 as Kafka writes it: -1 null, 1 present.
+                if not self.full and self.rng.random() < 0.2:
+                    out.append(0xFF)
+                    self._slot("int8", start, path + "#null")
+                    return
+                out.append(1)
+                self._slot("int8", start, path + "#null")
             self._struct(f.get("fields") or self.common[t], path)
         else:
             raise ValueError(f"unknown schema type {t} at {path}")

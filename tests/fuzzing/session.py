@@ -165,8 +165,11 @@ def prepare(port: int, seed: int) -> tuple[Pools, dict[int, tuple[int, int]], Ca
     topics[canary_topic] = (1, {"retention.ms": "-1", "retention.bytes": "-1"})
     ids = create_topics(port, topics)
     # Names that do not exist yet, so CreateTopics creates (and DeleteTopics deletes) them.
+    # Neither the canary nor the compacted topic is named, by name or by id (a DeleteTopics by
+    # topic id would otherwise let a later produce auto-create it as a delete topic).
+    unnamed = {canary_topic, Pools.compacted}
     pools = Pools(topics=[*FUZZ_TOPICS, "fuzz-new-0", "fuzz-new-1"],
-                  topic_ids={t: i for t, i in ids.items() if t != canary_topic})  # fmt: skip
+                  topic_ids={t: i for t, i in ids.items() if t not in unnamed})  # fmt: skip
     canary = produce_canary(f"127.0.0.1:{port}", canary_topic, seed)
     return pools, apis, canary
 

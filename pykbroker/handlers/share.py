@@ -464,8 +464,6 @@ async def handle_describe_share_group_offsets(ctx, request) -> dict:
         if error is None and not allowed(ctx, Op.DESCRIBE, RT.GROUP, g.group_id):
             error = KafkaError(ErrorCode.GROUP_AUTHORIZATION_FAILED)  # Kafka: DESCRIBE on it
         error = error or _group_error(ctx, g.group_id)
-        if error is None and not allowed(ctx, Op.DESCRIBE, RT.GROUP, g.group_id):
-            error = KafkaError(ErrorCode.GROUP_AUTHORIZATION_FAILED)
         if error is None and g.group_id not in broker.share_groups.groups:
             error = KafkaError(ErrorCode.GROUP_ID_NOT_FOUND, f"Group {g.group_id} not found.")
         wanted = None if g.topics is None else {t.topic_name: list(t.partitions) for t in g.topics}

@@ -146,6 +146,12 @@ class Connection(asyncio.BufferedProtocol):
                 from pykbroker.security.sasl import SaslAuthenticator
 
                 self.authenticator = SaslAuthenticator(self, security.mechanisms)
+                # Before authentication a size prefix past sasl.server.max.receive.size closes
+                # the connection before anything is read or held (Kafka's
+                # saslAuthRequestMaxReceiveSize on its NetworkReceive).
+                self.reader.max_frame_bytes = min(
+                    self.reader.max_frame_bytes, self.authenticator.max_receive
+                )
         sock = transport.get_extra_info("socket")
         if sock is not None:
             self._sock_fd = sock.fileno()

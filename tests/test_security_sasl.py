@@ -146,6 +146,31 @@ def test_oversized_request_before_authentication_closes(plain_broker):
         client.close()
 
 
+def test_an_oversized_size_prefix_before_authentication_closes_at_once(plain_broker):
+    """The limit applies to the size prefix, before any of the frame is read or held (Kafka's
+    NetworkReceive with saslAuthRequestMaxReceiveSize): a client claiming 50 MB and sending
+    nothing more is closed, not left holding request memory. After authentication the usual
+    socket.request.max.bytes applies again."""
+    client = RawClient(plain_broker.port)
+    try:
+        client.send_raw((50_000_000).to_bytes(4, "big"))
+        client.sock.settimeout(5)
+        assert client.sock.recv(1) == b""  # closed (not waiting for the rest: a timeout)
+    finally:
+        client.close()
+    client = RawClient(plain_broker.port)
+    try:
+        assert handshake(client, "PLAIN").error_code == 0
+        assert authenticate(client, b"\0alice\0alice-secret").error_code == 0
+        body = {"topics": [{"name": "x" * 200, "topic_id": None}] * 3000,
+                "allow_auto_topic_creation": False,
+                "include_topic_authorized_operations": False}  # fmt: skip
+        r = client.request(ApiKey.METADATA, 12, body)  # ~600 KB, past the pre-auth limit
+        assert r is not None and len(r.topics) == 3000
+    finally:
+        client.close()
+
+
 def test_plaintext_listener_answers_illegal_sasl_state(broker):
     client = RawClient(broker.port)
     try:

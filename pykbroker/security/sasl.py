@@ -266,6 +266,7 @@ class SaslAuthenticator:
         conn.session = Session(principal, old.client_host, old.listener, old.security_protocol,
                                self.mechanism)  # fmt: skip
         conn.authenticator = None
+        conn.reader.max_frame_bytes = self.broker.config.get("socket.request.max.bytes")
         log.debug(
             "authenticated", peer=conn.peer, principal=str(principal), mechanism=self.mechanism
         )

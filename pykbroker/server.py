@@ -128,6 +128,11 @@ class Connection(asyncio.BufferedProtocol):
                          reason=f"SSL handshake failed: {reason}")  # fmt: skip
                 self.closed = True
                 raw.abort()
+                # The TLS layer never calls our connection_lost when the handshake fails (it
+                # only does after connection_made): give back the connection-limit slot here.
+                if self.counted is not None:
+                    self.broker.connection_quotas.dec(*self.counted)
+                    self.counted = None
 
         waiter.add_done_callback(handshake_done)
 

@@ -162,3 +162,25 @@ def test_sasl_ssl_asks_client_certificates_only_when_the_listener_says(make_brok
     b = make_broker({**base, "listener.name.sasl_ssl.ssl.client.auth": "required"})
     assert _refused(pki, b.port, None)
     assert not _refused(pki, b.port, pki["alice"])
+
+
+def test_failed_handshakes_give_back_their_connection_slots(make_broker, pki):
+    """max.connections counts a TLS connection from accept; one whose handshake fails (a
+    plaintext client, a port scan) must give its slot back, or a few of them would stop the
+    listener accepting anyone."""
+    import socket
+
+    b = make_broker(tls_overrides(pki["ca"], pki["server"], **{"max.connections": "3"}))
+    for _ in range(6):  # twice the limit: each must have been given back
+        raw = RawClient(b.port)
+        try:
+            assert raw.request(ApiKey.API_VERSIONS, 3, {}) is None  # not TLS: refused
+        finally:
+            raw.close()
+        with socket.create_connection(("127.0.0.1", b.port)):
+            pass  # connects and closes without a word
+    client = TlsRawClient(b.port, pki["ca"].ca_path)
+    try:
+        assert client.request(ApiKey.API_VERSIONS, 3, {}).error_code == 0
+    finally:
+        client.close()

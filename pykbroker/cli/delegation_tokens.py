@@ -120,14 +120,8 @@ def _create(admin, args) -> int:
         max_lifetime_ms=args.max_life_time_period))  # fmt: skip
     common.check(r.error_code)
     print(f"Created delegation token with tokenId : {r.token_id}")
-    print_tokens([{
-        "token_id": r.token_id, "hmac": bytes(r.hmac),
-        "owner": f"{r.principal_type}:{r.principal_name}",
-        "requester": f"{r.token_requester_principal_type}:{r.token_requester_principal_name}"
-        if r.token_requester_principal_type else f"{r.principal_type}:{r.principal_name}",
-        "renewers": args.renewer_principal, "issue": r.issue_timestamp_ms,
-        "expiry": r.expiry_timestamp_ms, "max": r.max_timestamp_ms,
-    }])  # fmt: skip
+    print_tokens([_row(r, args.renewer_principal, r.issue_timestamp_ms,
+                       r.expiry_timestamp_ms, r.max_timestamp_ms)])  # fmt: skip
     return 0
 
 
@@ -168,15 +162,22 @@ def _describe(admin, args) -> int:
                                     owners=[(t, n) for t, n in owners] if owners else None))  # fmt: skip
     common.check(r.error_code)
     print(f"Total number of tokens : {len(r.tokens)}")
-    print_tokens([{
-        "token_id": t.token_id, "hmac": bytes(t.hmac),
-        "owner": f"{t.principal_type}:{t.principal_name}",
-        "requester": f"{t.token_requester_principal_type}:{t.token_requester_principal_name}"
-        if t.token_requester_principal_type else f"{t.principal_type}:{t.principal_name}",
-        "renewers": [f"{x.principal_type}:{x.principal_name}" for x in t.renewers],
-        "issue": t.issue_timestamp, "expiry": t.expiry_timestamp, "max": t.max_timestamp,
-    } for t in r.tokens])  # fmt: skip
+    print_tokens([_row(t, [f"{x.principal_type}:{x.principal_name}" for x in t.renewers],
+                       t.issue_timestamp, t.expiry_timestamp, t.max_timestamp)
+                  for t in r.tokens])  # fmt: skip
     return 0
+
+
+def _row(t, renewers: list[str], issue: int, expiry: int, max_ms: int) -> dict:
+    """One printed token from a Create answer or a Describe entry (v3 adds the requester)."""
+    owner = f"{t.principal_type}:{t.principal_name}"
+    requester = (
+        f"{t.token_requester_principal_type}:{t.token_requester_principal_name}"
+        if t.token_requester_principal_type else owner
+    )  # fmt: skip
+    return {"token_id": t.token_id, "hmac": bytes(t.hmac), "owner": owner,
+            "requester": requester, "renewers": renewers, "issue": issue, "expiry": expiry,
+            "max": max_ms}  # fmt: skip
 
 
 if __name__ == "__main__":

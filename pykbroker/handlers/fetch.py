@@ -226,7 +226,14 @@ async def handle_fetch(ctx, request):
             for part in watched:
                 part.waiters.discard(fut)
         if version >= 13:  # a topic deleted (or re-created) meanwhile is not the same topic
-            resolved = resolve_topics(broker, request, version, topics_in)
+            again = resolve_topics(broker, request, version, topics_in)
+            if [n for n, _ in again] != [n for n, _ in resolved]:
+                resolved = again
+                keys = [(name, p.partition) for name, t in resolved if name is not None
+                        for p in t.partitions]  # fmt: skip
+                # Names found only now are authorized like the others, before any read.
+                if broker.authorizer is not None:
+                    denied = unauthorized_topics(ctx, request, resolved)
     endpoints = None
     if version >= 16 and error:  # only errors can name another leader
         endpoints = leader_endpoints(ctx, topics, [n for n, _ in resolved])

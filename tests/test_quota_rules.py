@@ -87,3 +87,21 @@ def test_paths_and_values():
     assert path_entity("users/<default>/clients/c%2F1") == entity
     assert [java_double(v) for v in (200, 0.5, 1e7, 12345678.9, 1e-4)] == [
         "200.0", "0.5", "1.0E7", "1.23456789E7", "1.0E-4"]  # fmt: skip
+
+
+def test_per_client_state_stays_bounded():
+    """Clients inventing a new client id (or source address) per request must not grow the
+    broker's quota state without bound between the once-a-minute expiry rounds."""
+    from pykbroker.quota.connections import ConnectionQuotas
+
+    m = ClientQuotaManager("producer_byte_rate", 11, 1000)
+    m.set_configs({"clients/<default>": {"producer_byte_rate": "1000"}})
+    for i in range(100_050):
+        m.resolve("ANONYMOUS", f"id-{i}")
+    assert len(m._resolved) <= 100_000
+    q = ConnectionQuotas.__new__(ConnectionQuotas)  # only the ip-rate part is exercised
+    q.ip_rates, q.ip_sensors, q.samples, q.window_ms, q.ip_throttled = {"": 1e9}, {}, 11, 1000, 0
+    q._now_ms = iter(range(0, 10**9, 1000)).__next__  # one second apart: old ones go idle
+    for i in range(20_000):
+        q.ip_throttle_ms(f"10.0.{i // 256}.{i % 256}")
+    assert len(q.ip_sensors) <= 10_000

@@ -144,6 +144,10 @@ class ConnectionQuotas:
         now = self._now_ms()
         rate = self.ip_sensors.get(ip)
         if rate is None:
+            if len(self.ip_sensors) >= 10_000:  # many source addresses: drop the idle ones
+                span = self.samples * self.window_ms
+                for old in [a for a, r in self.ip_sensors.items() if now - r.last_ms() > span]:
+                    del self.ip_sensors[old]
             rate = self.ip_sensors[ip] = Rate(self.samples, self.window_ms)
         rate.record(1, now)
         throttle = throttle_time_ms(rate, bound, now)

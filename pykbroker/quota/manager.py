@@ -72,6 +72,8 @@ class ClientQuotaManager:
         key = (user, client_id)
         found = self._resolved.get(key)
         if found is None:
+            if len(self._resolved) >= 100_000:  # a client inventing client ids: bounded
+                self._resolved.clear()
             tags = self._metric_tags(user, client_id)
             found = self._resolved[key] = (tags, self._limit(*tags))
         return found

@@ -499,6 +499,10 @@ class ConsoleApi:
         offset = _int(request, "offset", None, 0, 1 << 62)
         if self.tails >= MAX_TAILS:
             raise HttpError(503, "TOO_MANY_TAILS", f"At most {MAX_TAILS} live tails at a time.")
+        if offset is None:
+            # "Newest" is fixed when the request arrives, not when the stream's generator first
+            # runs: records produced once the browser sees the stream open must show.
+            offset = p.log.high_watermark
         self.tails += 1
         return EventStream(self._tail_events(p.topic, p.index, offset))
 

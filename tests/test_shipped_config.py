@@ -216,7 +216,9 @@ def _four_join(broker) -> None:
                                  heartbeat_interval_ms=1000)  # fmt: skip
         try:
             while not stop.is_set():
-                consumer.poll(200)
+                # Not shorter: kafka-python 3.0.12 orphans a metadata-triggered rejoin whose
+                # SyncGroup outlives one poll() (see compat-tests' drv_kafka_python GROUP_POLL_MS).
+                consumer.poll(2000)
                 assigned[i] = len(consumer.assignment())
         finally:
             consumer.close()

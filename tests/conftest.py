@@ -55,16 +55,23 @@ def make_broker(tmp_path, request):
 # so that no worker is left with one of them at the end while the others idle. Measured with
 # --durations=0 on 2 cores; the rest keep their collection order.
 SLOW_FIRST = (
-    "test_compat_quick.py",
     "test_cluster.py",
     "test_persistence.py",
-    "test_fuzz.py",
-    "test_disk_full.py",
-    "test_controlled_shutdown.py",
     "test_reassignment_cluster.py",
+    "test_compat_quick.py",
+    "test_disk_full.py",
+    "test_cli_topics.py",
+    "test_fuzz.py",
+    "test_cli_configs.py",
+    "test_cli_quotas.py",
+    "test_cli_cluster.py",
+    "test_admin_cluster.py",
     "test_nemesis_cluster.py",
-    "test_transactions_cluster.py",
+    "test_cli_console.py",
     "test_replication_sim.py",
+    "test_controlled_shutdown.py",
+    "test_groups_cli_reset.py",
+    "test_transactions_cluster.py",
 )
 
 

@@ -1282,7 +1282,7 @@ class Sim:
                     node.zk.reconnect()
             if not node.alive:
                 self.at(1, self.restart, node)
-        deadline = self.now + 10_000
+        deadline = self.now + 5_000
         while not self.quiet():
             if self.now > deadline or not self.step():
                 states = [self.zk_state(i) for i in range(len(self.assignment))]

@@ -3,7 +3,7 @@ controller, metadata cache, replica manager and follower code on a simulated net
 ZooKeeper and disk; Kafka's invariants after every step; a seed replays exactly; broken
 variants are caught; and deterministic tests of the bugs it found.
 
-SIM_SEEDS=<n> runs more seeds (CI runs 800)."""
+SIM_SEEDS=<n> runs more seeds (CI runs 400, about 17 s of CPU)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from pykbroker.cluster.metadata import PartitionState, TopicInfo
 from pykbroker.cluster.replica_manager import Partition, ReplicaManager
 from pykbroker.cluster.zk_metadata import ZkMetadata
 
-SEEDS = int(os.environ.get("SIM_SEEDS", "800"))
+SEEDS = int(os.environ.get("SIM_SEEDS", "400"))
 
 
 def test_seeds_keep_kafkas_invariants():
@@ -90,9 +90,9 @@ def test_broken_replication_is_caught(mutant, monkeypatch):
     else:
         monkeypatch.setattr(ReplicaManager, "_role_state", lambda self, p, state: state)
         monkeypatch.setattr(controller_mod, "restarted_since", lambda st, live, epochs: set())
-    first = _failing(30)
-    assert len(first) >= 3, first
-    assert _failing(30) == first
+    first = _failing(20)
+    assert len(first) >= 2, first
+    assert _failing(20) == first
 
 
 def _deposed_controller_writes(seed: int) -> tuple[sim.Sim, sim.Node, int]:

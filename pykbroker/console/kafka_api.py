@@ -31,6 +31,9 @@ class ConsoleConnection:
     listener: str | None = None  # metadata answers with each broker's default address
     closed = False
     authenticator = None
+    # KIP-368's session end: none, each console request is authenticated (a Bearer token's
+    # expiry checked) on its own.
+    session_expires: float | None = None
 
     def __init__(self, session: Session | None = None):
         self.session = session or anonymous_session("127.0.0.1")

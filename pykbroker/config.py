@@ -503,6 +503,18 @@ BROKER_CONFIGS = _keys(
         read_only=True,
     ),
     ConfigKey(
+        "connections.max.reauth.ms",
+        "long",
+        0,
+        "When positive, a SASL client's session lasts at most this long (KIP-368): the "
+        "lifetime is sent in SaslAuthenticate v1+ (shorter if the credential, an OAUTHBEARER "
+        "token or a delegation token, expires first), the client re-authenticates on the same "
+        "connection, and a connection used after its session expired is closed. 0: sessions "
+        "end only with a credential's expiry. Per listener and mechanism: "
+        "listener.name.<l>.<mechanism>.connections.max.reauth.ms.",
+        read_only=True,
+    ),
+    ConfigKey(
         "connection.failed.authentication.delay.ms",
         "int",
         100,
@@ -1713,7 +1725,9 @@ class BrokerConfig:
         mechanism = None
         if key not in BROKER_CONFIGS:  # listener.name.<l>.<mechanism>.sasl.jaas.config
             mechanism, _, key = key.partition(".")
-            if not key.startswith("sasl.") or key not in BROKER_CONFIGS:
+            if key not in BROKER_CONFIGS or not (
+                key.startswith("sasl.") or key == "connections.max.reauth.ms"
+            ):
                 return False
         config = BROKER_CONFIGS[key]
         try:

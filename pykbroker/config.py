@@ -349,6 +349,23 @@ BROKER_CONFIGS = _keys(
         at_least(1),
         read_only=True,
     ),
+    # Replication throttles' windows (Kafka's ReplicationQuotaManagerConfig).
+    ConfigKey(
+        "replication.quota.window.num",
+        "int",
+        11,
+        "The number of samples to retain in memory for replication quotas.",
+        at_least(1),
+        read_only=True,
+    ),
+    ConfigKey(
+        "replication.quota.window.size.seconds",
+        "int",
+        1,
+        "The time span of each sample for replication quotas.",
+        at_least(1),
+        read_only=True,
+    ),
     ConfigKey(
         "max.connections",
         "int",
@@ -1274,9 +1291,7 @@ BROKER_CONFIGS = _keys(
         read_only=True,
     ),
     *(
-        ConfigKey(
-            name, "long", 2**63 - 1, f"{what} (bytes/sec; accepted, not enforced).", at_least(0)
-        )  # fmt: skip
+        ConfigKey(name, "long", 2**63 - 1, f"{what} (bytes/sec).", at_least(0))  # fmt: skip
         for name, what in REPLICATION_THROTTLES.items()
     ),
     ConfigKey(

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import structlog
 
 from pykbroker.config import BrokerConfig, LogConfig
+from pykbroker.quota.replication import ReplicationQuota
 
 from .checkpoints import RECOVERY_POINT_FILE, format_offsets, read_offsets
 from .cleaner import LogCleaner
@@ -65,6 +66,8 @@ class LogManager:
         )
         self.cleaner: LogCleaner | None = None
         self.moves: dict[tuple[str, int], ReplicaMove] = {}  # AlterReplicaLogDirs in progress
+        # replica.alter.log.dirs.io.max.bytes.per.second, over every move at once
+        self.alter_log_dirs_quota = ReplicationQuota("alter_log_dirs", -1, config)
         self._pending_removals: dict[int, Callable[[], None]] = {}  # run at shutdown if still due
         self.failure_channel = LogDirFailureChannel(self.log_dirs)
         for d in self.log_dirs:

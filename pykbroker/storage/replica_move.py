@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 
 import structlog
@@ -71,7 +72,14 @@ class ReplicaMove:
             while True:
                 if self.p.log is not source:  # the partition went meanwhile
                     raise asyncio.CancelledError
+                quota = self.lm.alter_log_dirs_quota
+                now = int(time.monotonic() * 1000)
+                if self.lag > TAIL and quota.exceeded(now):
+                    # replica.alter.log.dirs.io.max.bytes.per.second: wait until back within it
+                    await asyncio.sleep(max(quota.delay_ms(now), 10) / 1000)
+                    continue
                 copied = self._copy(CHUNK)
+                quota.record(copied, int(time.monotonic() * 1000))
                 if self.lag <= TAIL:
                     await loop.run_in_executor(None, self.future.flush)
                     if self.p.log is not source:

@@ -19,7 +19,7 @@ from confluent_kafka import KafkaError as CKError
 from confluent_kafka import Producer
 from crc32c import crc32c
 from helpers import RawClient
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
@@ -335,6 +335,7 @@ RECORDS = st.lists(
 )  # fmt: skip
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # 2 shared cores
 @given(RECORDS, st.data())
 def test_record_walk_agrees_with_a_reference_decode(recs, data):
     """scan_records accepts exactly the record sections the reference decoder accepts (valid

@@ -1324,6 +1324,23 @@ BROKER_CONFIGS = _keys(
         "Web console: refuse every change (create, alter, delete topics, reset offsets).",
     ),
     ConfigKey(
+        "console.authentication.method",
+        "string",
+        None,
+        "Web console: NONE (every request acts as console.principal) or BASIC (HTTP Basic "
+        "credentials checked against the PLAIN users of the SASL listeners and the stored SCRAM "
+        "credentials; Bearer tokens too when a listener enables OAUTHBEARER). Unset: BASIC when "
+        "the broker has an authorizer or a SASL listener, NONE otherwise.",
+        one_of("NONE", "BASIC"),
+    ),
+    ConfigKey(
+        "console.principal",
+        "string",
+        "User:ANONYMOUS",
+        "Web console: the principal requests act as (authorized by the broker's ACLs) when "
+        "console.authentication.method is NONE.",
+    ),
+    ConfigKey(
         "console.allowed.hosts",
         "list",
         [],

@@ -369,6 +369,23 @@ BROKER_CONFIGS = _keys(
         at_least(1),
         read_only=True,
     ),
+    # Replication throttles' windows (Kafka's ReplicationQuotaManagerConfig).
+    ConfigKey(
+        "replication.quota.window.num",
+        "int",
+        11,
+        "The number of samples to retain in memory for replication quotas.",
+        at_least(1),
+        read_only=True,
+    ),
+    ConfigKey(
+        "replication.quota.window.size.seconds",
+        "int",
+        1,
+        "The time span of each sample for replication quotas.",
+        at_least(1),
+        read_only=True,
+    ),
     ConfigKey(
         "max.connections",
         "int",
@@ -1302,9 +1319,7 @@ BROKER_CONFIGS = _keys(
         read_only=True,
     ),
     *(
-        ConfigKey(
-            name, "long", 2**63 - 1, f"{what} (bytes/sec; accepted, not enforced).", at_least(0)
-        )  # fmt: skip
+        ConfigKey(name, "long", 2**63 - 1, f"{what} (bytes/sec).", at_least(0))  # fmt: skip
         for name, what in REPLICATION_THROTTLES.items()
     ),
     ConfigKey(
@@ -1335,6 +1350,23 @@ BROKER_CONFIGS = _keys(
         "boolean",
         False,
         "Web console: refuse every change (create, alter, delete topics, reset offsets).",
+    ),
+    ConfigKey(
+        "console.authentication.method",
+        "string",
+        None,
+        "Web console: NONE (every request acts as console.principal) or BASIC (HTTP Basic "
+        "credentials checked against the PLAIN users of the SASL listeners and the stored SCRAM "
+        "credentials; Bearer tokens too when a listener enables OAUTHBEARER). Unset: BASIC when "
+        "the broker has an authorizer or a SASL listener, NONE otherwise.",
+        one_of("NONE", "BASIC"),
+    ),
+    ConfigKey(
+        "console.principal",
+        "string",
+        "User:ANONYMOUS",
+        "Web console: the principal requests act as (authorized by the broker's ACLs) when "
+        "console.authentication.method is NONE.",
     ),
     ConfigKey(
         "console.allowed.hosts",

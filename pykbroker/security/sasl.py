@@ -95,23 +95,27 @@ def sasl_mechanism(name: str):
     return register
 
 
-@sasl_mechanism("PLAIN")
-def _plain(ctx: MechanismContext) -> ServerFactory:
-    """Kafka's PlainServerCallbackHandler: the users are the JAAS options user_<name>="pw"."""
+def plain_users(ctx: MechanismContext) -> dict[str, bytes]:
+    """Kafka's PlainServerCallbackHandler's users: the JAAS options user_<name>="pw"."""
     entry = ctx.jaas(PLAIN_LOGIN_MODULE)
     if entry is None:
         raise ConfigError(
             f"Listener {ctx.listener}: SASL/PLAIN needs a JAAS configuration: "
             f"listener.name.{ctx.listener.lower()}.plain.sasl.jaas.config (or sasl.jaas.config)"
         )
-    users = {k[5:]: v.encode() for k, v in entry.options.items() if k.startswith("user_")}
+    return {k[5:]: v.encode() for k, v in entry.options.items() if k.startswith("user_")}
 
-    def authenticate(username: str, password: str) -> bool:
-        expected = users.get(username)
-        # compare_digest even for unknown users, so timing doesn't tell which exist
-        return hmac.compare_digest(expected or b"\0", password.encode()) and expected is not None
 
-    return lambda: PlainServer(authenticate)
+def check_plain(users: dict[str, bytes], username: str, password: str) -> bool:
+    expected = users.get(username)
+    # compare_digest even for unknown users, so timing doesn't tell which exist
+    return hmac.compare_digest(expected or b"\0", password.encode()) and expected is not None
+
+
+@sasl_mechanism("PLAIN")
+def _plain(ctx: MechanismContext) -> ServerFactory:
+    users = plain_users(ctx)
+    return lambda: PlainServer(lambda username, password: check_plain(users, username, password))
 
 
 def _scram(ctx: MechanismContext) -> ServerFactory:

@@ -5,7 +5,7 @@
 # allowed to her (allow.everyone.if.no.acl.found=false). Run again, it changes nothing.
 set -eu
 
-bootstrap="${PYKBROKER_BOOTSTRAP:-broker-secure:9093}"
+bootstrap="${PYKBROKER_BOOTSTRAP:-broker-secure:9094}"
 cat > /tmp/admin.properties <<PROPS
 security.protocol=SASL_SSL
 sasl.mechanism=PLAIN

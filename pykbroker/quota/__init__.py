@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from time import perf_counter
 
 from .entities import CONSUMER_BYTE_RATE, PRODUCER_BYTE_RATE, REQUEST_PERCENTAGE
 from .manager import ClientQuotaManager
@@ -69,7 +68,7 @@ class QuotaManagers:
         if self.produce.enabled:
             throttle = self.produce.record_and_get_throttle_ms(user, client, ctx.size, now)
         if ctx.started and acks != 0:
-            busy = (perf_counter() - ctx.started) * _SECONDS_TO_PERCENT
+            busy = ctx.handler_seconds() * _SECONDS_TO_PERCENT
             throttle = max(
                 throttle, self.request.record_and_get_throttle_ms(user, client, busy, now)
             )

@@ -45,6 +45,7 @@ from pykbroker.quota.store import LocalQuotaStore, ZkQuotaStore
 from pykbroker.security.delegation_tokens import DelegationTokenManager, TokenInfo
 from pykbroker.security.listener import listener_security
 from pykbroker.security.principal import KafkaPrincipal, Session
+from pykbroker.security.sasl import check_session
 from pykbroker.server import CLOSE, Connection
 from pykbroker.storage.log_manager import LogManager, Scheduler
 from pykbroker.storage.producer_state import expire_producers
@@ -412,6 +413,10 @@ class Broker:
         except FrameError as e:
             conn.abort("invalid_request_header", reason=str(e))
             return CLOSE
+        if conn.session_expires is not None:  # a SASL session with an end (KIP-368)
+            result = check_session(conn, frame, header)
+            if result is not None:
+                return result
         return self.dispatch_request(conn, frame, header)
 
     def dispatch_request(self, conn: Connection, frame, header: RequestHeader) -> Any:

@@ -349,6 +349,23 @@ BROKER_CONFIGS = _keys(
         at_least(1),
         read_only=True,
     ),
+    # Replication throttles' windows (Kafka's ReplicationQuotaManagerConfig).
+    ConfigKey(
+        "replication.quota.window.num",
+        "int",
+        11,
+        "The number of samples to retain in memory for replication quotas.",
+        at_least(1),
+        read_only=True,
+    ),
+    ConfigKey(
+        "replication.quota.window.size.seconds",
+        "int",
+        1,
+        "The time span of each sample for replication quotas.",
+        at_least(1),
+        read_only=True,
+    ),
     ConfigKey(
         "max.connections",
         "int",
@@ -500,6 +517,18 @@ BROKER_CONFIGS = _keys(
         524288,
         "The largest request accepted before authentication completes.",
         at_least(1),
+        read_only=True,
+    ),
+    ConfigKey(
+        "connections.max.reauth.ms",
+        "long",
+        0,
+        "When positive, a SASL client's session lasts at most this long (KIP-368): the "
+        "lifetime is sent in SaslAuthenticate v1+ (shorter if the credential, an OAUTHBEARER "
+        "token or a delegation token, expires first), the client re-authenticates on the same "
+        "connection, and a connection used after its session expired is closed. 0: sessions "
+        "end only with a credential's expiry. Per listener and mechanism: "
+        "listener.name.<l>.<mechanism>.connections.max.reauth.ms.",
         read_only=True,
     ),
     ConfigKey(
@@ -1265,9 +1294,7 @@ BROKER_CONFIGS = _keys(
         read_only=True,
     ),
     *(
-        ConfigKey(
-            name, "long", 2**63 - 1, f"{what} (bytes/sec; accepted, not enforced).", at_least(0)
-        )  # fmt: skip
+        ConfigKey(name, "long", 2**63 - 1, f"{what} (bytes/sec).", at_least(0))  # fmt: skip
         for name, what in REPLICATION_THROTTLES.items()
     ),
     ConfigKey(
@@ -1298,6 +1325,23 @@ BROKER_CONFIGS = _keys(
         "boolean",
         False,
         "Web console: refuse every change (create, alter, delete topics, reset offsets).",
+    ),
+    ConfigKey(
+        "console.authentication.method",
+        "string",
+        None,
+        "Web console: NONE (every request acts as console.principal) or BASIC (HTTP Basic "
+        "credentials checked against the PLAIN users of the SASL listeners and the stored SCRAM "
+        "credentials; Bearer tokens too when a listener enables OAUTHBEARER). Unset: BASIC when "
+        "the broker has an authorizer or a SASL listener, NONE otherwise.",
+        one_of("NONE", "BASIC"),
+    ),
+    ConfigKey(
+        "console.principal",
+        "string",
+        "User:ANONYMOUS",
+        "Web console: the principal requests act as (authorized by the broker's ACLs) when "
+        "console.authentication.method is NONE.",
     ),
     ConfigKey(
         "console.allowed.hosts",
@@ -1716,7 +1760,9 @@ class BrokerConfig:
         mechanism = None
         if key not in BROKER_CONFIGS:  # listener.name.<l>.<mechanism>.sasl.jaas.config
             mechanism, _, key = key.partition(".")
-            if not key.startswith("sasl.") or key not in BROKER_CONFIGS:
+            if key not in BROKER_CONFIGS or not (
+                key.startswith("sasl.") or key == "connections.max.reauth.ms"
+            ):
                 return False
         config = BROKER_CONFIGS[key]
         try:

@@ -338,6 +338,11 @@ def execute(admin, args) -> None:
     print(f"Successfully started partition reassignment{'' if len(parts) == 1 else 's'} for "
           f"{names(parts)}")  # fmt: skip
     if dirs:
+        if args.replica_alter_log_dirs_throttle >= 0:
+            rate = str(args.replica_alter_log_dirs_throttle)
+            incremental_alter(admin, [(4, str(b), [(BROKER_THROTTLES[2], 0, rate)])
+                                      for b in sorted({b for _, _, b in dirs})])  # fmt: skip
+            print(f"The replica-alter-dir throttle limit was set to {rate} B/s")
         execute_moves(admin, dirs, args.timeout)
 
 

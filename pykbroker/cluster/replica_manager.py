@@ -426,6 +426,8 @@ class ReplicaManager:
                 p.state = PartitionState(-1, -1, state.replicas, [], -2)
                 if state.zk_version >= 0:
                     self.partition_state_changed(topic, index, state)
+            if self.log_manager.resumable:
+                self.log_manager.resume_move(p)  # a move between log dirs cut short
 
     def replicas_changed(self, topic: TopicInfo) -> None:
         """A topic's assignment changed (a reassignment started, completed or was cancelled):

@@ -43,6 +43,7 @@ from pykbroker.quota.connections import (
 )
 from pykbroker.quota.store import LocalQuotaStore, ZkQuotaStore
 from pykbroker.security.delegation_tokens import DelegationTokenManager, TokenInfo
+from pykbroker.security.inter_broker import InterBrokerSecurity, inter_broker_security
 from pykbroker.security.listener import listener_security
 from pykbroker.security.principal import KafkaPrincipal, Session
 from pykbroker.security.sasl import check_session
@@ -204,6 +205,8 @@ class Broker:
         self._topic_defaults = config.topic_defaults()
         self.started_at = time.monotonic()
         self._stopped = asyncio.Event()
+        # ZooKeeper mode: how this broker connects to the others (security/inter_broker.py).
+        self.inter_broker: InterBrokerSecurity | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -214,6 +217,8 @@ class Broker:
         self.log_manager.failure_channel.loop = loop
         listeners = self.config.listeners
         securities = [listener_security(self, name.upper()) for name, _, _ in listeners]
+        if self.config.get("zookeeper.connect"):  # other brokers to talk to: how (TLS, SASL)
+            self.inter_broker = inter_broker_security(self)
         self.connection_quotas = ConnectionQuotas(
             self.config, [s.name for s in securities], self.config.inter_broker_listener_name()
         )

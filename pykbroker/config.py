@@ -244,8 +244,28 @@ BROKER_CONFIGS = _keys(
         "inter.broker.listener.name",
         "string",
         None,
-        "The listener brokers reach each other on (replication); by default the one named "
-        "PLAINTEXT, or else the first.",
+        "The listener brokers reach each other on (replication, transaction markers); by "
+        "default the one named after security.inter.broker.protocol if that is set, else the "
+        "one named PLAINTEXT, or else the first. Not with security.inter.broker.protocol.",
+        read_only=True,
+    ),
+    ConfigKey(
+        "security.inter.broker.protocol",
+        "string",
+        "PLAINTEXT",
+        "The security protocol brokers use between themselves: the inter-broker listener is "
+        "the one named after it (Kafka's ListenerName.forSecurityProtocol). Not with "
+        "inter.broker.listener.name.",
+        read_only=True,
+    ),
+    ConfigKey(
+        "sasl.mechanism.inter.broker.protocol",
+        "string",
+        "GSSAPI",
+        "The SASL mechanism brokers authenticate to each other with, when the inter-broker "
+        "listener is SASL_PLAINTEXT or SASL_SSL: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (GSSAPI, "
+        "Kafka's default, isn't served); the broker's own user name and password come from the "
+        "listener's JAAS config (listener.name.<l>.<mechanism>.sasl.jaas.config username/password).",
         read_only=True,
     ),
     ConfigKey(
@@ -610,6 +630,14 @@ BROKER_CONFIGS = _keys(
         "password",
         None,
         "Trusted CA certificates in PEM, inline.",
+        read_only=True,
+    ),
+    ConfigKey(
+        "ssl.endpoint.identification.algorithm",
+        "string",
+        "https",
+        "How a broker checks another broker's certificate on inter-broker TLS connections: "
+        "https, its name must match the host it connects to; empty, not checked.",
         read_only=True,
     ),
     ConfigKey(
@@ -1862,7 +1890,17 @@ class BrokerConfig:
 
     def inter_broker_listener_name(self) -> str:
         if self.is_set("inter.broker.listener.name"):
+            if self.is_set("security.inter.broker.protocol"):
+                raise ConfigError("Only one of inter.broker.listener.name and "
+                                  "security.inter.broker.protocol should be set.")  # fmt: skip
             return self.get("inter.broker.listener.name").upper()
+        if self.is_set("security.inter.broker.protocol"):
+            protocol = self.get("security.inter.broker.protocol").upper()
+            if protocol not in SECURITY_PROTOCOLS:
+                raise ConfigError(f"Invalid value {protocol} for configuration "
+                                  f"security.inter.broker.protocol: one of "
+                                  f"{', '.join(SECURITY_PROTOCOLS)}")  # fmt: skip
+            return protocol
         names = [name.upper() for name, _, _ in self.listeners]
         return "PLAINTEXT" if "PLAINTEXT" in names else names[0]
 

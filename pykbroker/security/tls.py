@@ -50,6 +50,25 @@ def server_context(get: Callable[[str], Any], listener: str) -> ssl.SSLContext:
     return ctx
 
 
+def client_context(get: Callable[[str], Any], listener: str) -> ssl.SSLContext:
+    """The SSLContext this broker connects to the others with, from the inter-broker listener's
+    keys: its trust store to verify them, its key store presented if they ask for a client
+    certificate, the peer's name checked unless ssl.endpoint.identification.algorithm is empty."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    versions = [_VERSIONS[v] for v in get("ssl.enabled.protocols")]
+    ctx.minimum_version, ctx.maximum_version = min(versions), max(versions)
+    if get("ssl.truststore.location") or get("ssl.truststore.certificates"):
+        _load_truststore(ctx, get, listener)
+    else:
+        ctx.load_default_certs()  # the JVM's default trust store, here the OS's
+    _load_keystore(ctx, get, listener)
+    ctx.check_hostname = (get("ssl.endpoint.identification.algorithm") or "").lower() == "https"
+    suites = get("ssl.cipher.suites")
+    if suites:
+        _set_ciphers(ctx, suites, listener)
+    return ctx
+
+
 def _load_keystore(ctx: ssl.SSLContext, get, listener: str) -> None:
     kind = (get("ssl.keystore.type") or "").upper()
     chain, key = get("ssl.keystore.certificate.chain"), get("ssl.keystore.key")

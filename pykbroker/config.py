@@ -244,8 +244,28 @@ BROKER_CONFIGS = _keys(
         "inter.broker.listener.name",
         "string",
         None,
-        "The listener brokers reach each other on (replication); by default the one named "
-        "PLAINTEXT, or else the first.",
+        "The listener brokers reach each other on (replication, transaction markers); by "
+        "default the one named after security.inter.broker.protocol if that is set, else the "
+        "one named PLAINTEXT, or else the first. Not with security.inter.broker.protocol.",
+        read_only=True,
+    ),
+    ConfigKey(
+        "security.inter.broker.protocol",
+        "string",
+        "PLAINTEXT",
+        "The security protocol brokers use between themselves: the inter-broker listener is "
+        "the one named after it (Kafka's ListenerName.forSecurityProtocol). Not with "
+        "inter.broker.listener.name.",
+        read_only=True,
+    ),
+    ConfigKey(
+        "sasl.mechanism.inter.broker.protocol",
+        "string",
+        "GSSAPI",
+        "The SASL mechanism brokers authenticate to each other with, when the inter-broker "
+        "listener is SASL_PLAINTEXT or SASL_SSL: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (GSSAPI, "
+        "Kafka's default, isn't served); the broker's own user name and password come from the "
+        "listener's JAAS config (listener.name.<l>.<mechanism>.sasl.jaas.config username/password).",
         read_only=True,
     ),
     ConfigKey(
@@ -543,21 +563,23 @@ BROKER_CONFIGS = _keys(
         "ssl.keystore.type",
         "string",
         "JKS",
-        "Key store format; pykbroker reads PEM.",
+        "Key store format: PEM, PKCS12 (needs the cryptography package) or JKS (needs pyjks); "
+        "pip install 'pykbroker[keystores]' for the last two.",
         read_only=True,
     ),
     ConfigKey(
         "ssl.keystore.location",
         "string",
         None,
-        "PEM file holding the private key and the certificate chain.",
+        "The key store file: PEM (the private key and the certificate chain), PKCS12 or JKS "
+        "(ssl.keystore.type).",
         read_only=True,
     ),
     ConfigKey(
         "ssl.keystore.password",
         "password",
         None,
-        "Key store password (not used with PEM, as in Kafka).",
+        "Key store password: required for PKCS12 and JKS, refused with PEM (as in Kafka).",
         read_only=True,
     ),
     ConfigKey(
@@ -585,21 +607,22 @@ BROKER_CONFIGS = _keys(
         "ssl.truststore.type",
         "string",
         "JKS",
-        "Trust store format; pykbroker reads PEM.",
+        "Trust store format: PEM, PKCS12 or JKS (as ssl.keystore.type).",
         read_only=True,
     ),
     ConfigKey(
         "ssl.truststore.location",
         "string",
         None,
-        "PEM file of the CA certificates client certificates are checked against.",
+        "File of the CA certificates client certificates are checked against (PEM, PKCS12 or JKS).",
         read_only=True,
     ),
     ConfigKey(
         "ssl.truststore.password",
         "password",
         None,
-        "Trust store password (not used with PEM).",
+        "Trust store password (PKCS12, JKS; without it a JKS store is read unchecked, as Java "
+        "does).",
         read_only=True,
     ),
     ConfigKey(
@@ -607,6 +630,14 @@ BROKER_CONFIGS = _keys(
         "password",
         None,
         "Trusted CA certificates in PEM, inline.",
+        read_only=True,
+    ),
+    ConfigKey(
+        "ssl.endpoint.identification.algorithm",
+        "string",
+        "https",
+        "How a broker checks another broker's certificate on inter-broker TLS connections: "
+        "https, its name must match the host it connects to; empty, not checked.",
         read_only=True,
     ),
     ConfigKey(
@@ -1859,7 +1890,17 @@ class BrokerConfig:
 
     def inter_broker_listener_name(self) -> str:
         if self.is_set("inter.broker.listener.name"):
+            if self.is_set("security.inter.broker.protocol"):
+                raise ConfigError("Only one of inter.broker.listener.name and "
+                                  "security.inter.broker.protocol should be set.")  # fmt: skip
             return self.get("inter.broker.listener.name").upper()
+        if self.is_set("security.inter.broker.protocol"):
+            protocol = self.get("security.inter.broker.protocol").upper()
+            if protocol not in SECURITY_PROTOCOLS:
+                raise ConfigError(f"Invalid value {protocol} for configuration "
+                                  f"security.inter.broker.protocol: one of "
+                                  f"{', '.join(SECURITY_PROTOCOLS)}")  # fmt: skip
+            return protocol
         names = [name.upper() for name, _, _ in self.listeners]
         return "PLAINTEXT" if "PLAINTEXT" in names else names[0]
 

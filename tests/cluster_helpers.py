@@ -60,8 +60,12 @@ def find_coordinator(port: int, key: str, key_type: int = GROUP) -> int | None:
 class Cluster:
     def __init__(self, work_dir: str, size: int = 3, overrides: dict[str, str] | None = None,
                  properties: str | None = None,
-                 broker_overrides: dict[int, dict[str, str]] | None = None):  # fmt: skip
+                 broker_overrides: dict[int, dict[str, str]] | None = None,
+                 client: Callable[[int], RawClient] = RawClient):  # fmt: skip
+        """`client(port)`: how the helpers below talk to a broker (a secured listener needs
+        a client that does TLS/SASL first)."""
         self.work_dir = work_dir
+        self.client = client
         self.properties = properties  # as BrokerProcess: None for config/server.properties
         self.zk = ZooKeeperServer(work_dir)
         self.size = size
@@ -118,7 +122,7 @@ class Cluster:
 
     def metadata(self, node_id: int, topics: list[str] | None = None):
         """A Metadata v9 response straight from one broker."""
-        client = RawClient(self.brokers[node_id].port)
+        client = self.client(self.brokers[node_id].port)
         try:
             body = {
                 "topics": None if topics is None else [{"name": t} for t in topics],

@@ -74,6 +74,7 @@ class ReplicaFetcher:
         self.partitions: dict[tuple[str, int], PartitionFetchState] = {}
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.reauth_at: float | None = None  # when the SASL session wants re-authenticating
         self.correlation_id = 0
         self.changed = asyncio.Event()
         self.stopping = False
@@ -128,20 +129,32 @@ class ReplicaFetcher:
                     s.delayed_until = loop.time() + backoff
 
     async def _connect(self) -> None:
+        timeout = self.config.get("replica.socket.timeout.ms") / 1000
+        security = self.manager.security
         if self.writer is not None:
+            if self.reauth_at is not None and asyncio.get_running_loop().time() >= self.reauth_at:
+                # KIP-368, between two requests on the same connection, as Kafka's fetcher.
+                self.reauth_at = await security.authenticate(
+                    self.reader, self.writer, self.client_id, timeout
+                )
             return
         broker = self.manager.metadata.live_brokers.get(self.leader_id)
         if broker is None:
             raise ConnectionError(f"leader {self.leader_id} is not alive")
-        timeout = self.config.get("replica.socket.timeout.ms") / 1000
-        self.reader, self.writer = await asyncio.wait_for(
-            asyncio.open_connection(broker.host, broker.port), timeout
-        )
+        if security is None:
+            self.reader, self.writer = await asyncio.wait_for(
+                asyncio.open_connection(broker.host, broker.port), timeout
+            )
+        else:
+            self.reader, self.writer, self.reauth_at = await security.open_connection(
+                broker.host, broker.port, self.client_id, timeout
+            )
 
     def _close(self) -> None:
         if self.writer is not None:
             self.writer.close()
         self.reader = self.writer = None
+        self.reauth_at = None
 
     async def _request(self, api_key: int, version: int, body: dict):
         self.correlation_id += 1
@@ -366,10 +379,12 @@ def truncate_fully_and_start_at(lg, offset: int) -> None:
 class ReplicaFetcherManager:
     """Which partitions are fetched from which leader; one fetcher per leader broker."""
 
-    def __init__(self, node_id: int, metadata, config):
+    def __init__(self, node_id: int, metadata, config, security=None):
         self.node_id = node_id
         self.metadata = metadata
         self.config = config
+        # security/inter_broker.InterBrokerSecurity: TLS/SASL to the leaders; None: plain TCP
+        self.security = security
         self.fetchers: dict[int, ReplicaFetcher] = {}
         self.source: dict[tuple[str, int], int] = {}  # partition -> leader fetched from
         self.stopped = False  # shut down: no fetcher starts again (a late watch can't revive one)

@@ -2,6 +2,8 @@
 
 - loopback TCP between two processes (bytes/s), 1 MiB writes, and a request/response
   round trip (the floor under any end-to-end latency);
+- the same stream over TLS (Python's ssl on both ends, OpenSSL's default suite): what
+  encrypting and decrypting costs one core each, the ceiling of an SSL listener;
 - sequential file write (including the final fsync) and read (page cache) in 1 MiB chunks,
   in the same temporary folder the broker's log dir would use.
 """
@@ -49,6 +51,52 @@ def tcp_throughput(seconds: float = 3.0) -> float:
         elapsed = time.monotonic() - t0
         proc.join()
     return total / elapsed
+
+
+def _tls_sender(port: int, seconds: float) -> None:
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # a ceiling: encryption only
+    buf = b"\0" * CHUNK
+    with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port))) as s:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            s.sendall(buf)
+
+
+def tls_throughput(certfile: str, keyfile: str, seconds: float = 3.0) -> tuple[float, str]:
+    """(bytes/s, cipher suite) of a TLS stream from one process to another over 127.0.0.1; the
+    receiving end holds `certfile`/`keyfile`."""
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(certfile, keyfile)
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        proc = mp.get_context("spawn").Process(target=_tls_sender,
+                                               args=(srv.getsockname()[1], seconds))  # fmt: skip
+        proc.start()
+        raw, _ = srv.accept()
+        total = 0
+        buf = bytearray(CHUNK)
+        t0 = None
+        with ctx.wrap_socket(raw, server_side=True) as conn:
+            cipher = conn.cipher()[0]
+            while True:
+                try:
+                    n = conn.recv_into(buf)
+                except (ssl.SSLEOFError, ConnectionResetError):
+                    n = 0
+                if not n:
+                    break
+                if t0 is None:
+                    t0 = time.monotonic()
+                total += n
+        elapsed = time.monotonic() - t0
+        proc.join()
+    return total / elapsed, cipher
 
 
 def _echo(port: int) -> None:

@@ -563,21 +563,23 @@ BROKER_CONFIGS = _keys(
         "ssl.keystore.type",
         "string",
         "JKS",
-        "Key store format; pykbroker reads PEM.",
+        "Key store format: PEM, PKCS12 (needs the cryptography package) or JKS (needs pyjks); "
+        "pip install 'pykbroker[keystores]' for the last two.",
         read_only=True,
     ),
     ConfigKey(
         "ssl.keystore.location",
         "string",
         None,
-        "PEM file holding the private key and the certificate chain.",
+        "The key store file: PEM (the private key and the certificate chain), PKCS12 or JKS "
+        "(ssl.keystore.type).",
         read_only=True,
     ),
     ConfigKey(
         "ssl.keystore.password",
         "password",
         None,
-        "Key store password (not used with PEM, as in Kafka).",
+        "Key store password: required for PKCS12 and JKS, refused with PEM (as in Kafka).",
         read_only=True,
     ),
     ConfigKey(
@@ -605,21 +607,22 @@ BROKER_CONFIGS = _keys(
         "ssl.truststore.type",
         "string",
         "JKS",
-        "Trust store format; pykbroker reads PEM.",
+        "Trust store format: PEM, PKCS12 or JKS (as ssl.keystore.type).",
         read_only=True,
     ),
     ConfigKey(
         "ssl.truststore.location",
         "string",
         None,
-        "PEM file of the CA certificates client certificates are checked against.",
+        "File of the CA certificates client certificates are checked against (PEM, PKCS12 or JKS).",
         read_only=True,
     ),
     ConfigKey(
         "ssl.truststore.password",
         "password",
         None,
-        "Trust store password (not used with PEM).",
+        "Trust store password (PKCS12, JKS; without it a JKS store is read unchecked, as Java "
+        "does).",
         read_only=True,
     ),
     ConfigKey(
@@ -1658,7 +1661,7 @@ TOPIC_CONFIGS = _keys(
         "list",
         [],
         "Replicas (partitionId:brokerId, or *) whose leader-side replication is throttled "
-        "(accepted, not enforced).",
+        "(leader.replication.throttled.rate on their broker).",
         throttled_replicas,
     ),
     _topic(
@@ -1666,7 +1669,7 @@ TOPIC_CONFIGS = _keys(
         "list",
         [],
         "Replicas (partitionId:brokerId, or *) whose follower-side replication is throttled "
-        "(accepted, not enforced).",
+        "(follower.replication.throttled.rate on their broker).",
         throttled_replicas,
     ),
     _topic(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from time import perf_counter
 
 import structlog
 
@@ -217,7 +216,6 @@ async def handle_fetch(ctx, request):
     keys = [(name, p.partition) for name, t in resolved if name is not None for p in t.partitions]
     denied = unauthorized_topics(ctx, request, resolved) if broker.authorizer is not None else None
     while True:
-        pass_started = perf_counter()
         topics, total, error = read_partitions(broker, request, version, max_bytes, resolved,
                                                denied)  # fmt: skip
         remaining = deadline - loop.time()
@@ -260,7 +258,7 @@ async def handle_fetch(ctx, request):
     )
     if quota:
         size = int.from_bytes(response[0][:4], "big") + 4
-        busy = ctx.busy + perf_counter() - pass_started  # not the long poll's wait
+        busy = ctx.handler_seconds()  # every pass, not the long poll's waits
         throttle = quotas.fetch_throttle_ms(ctx, size, busy)
         keep = session_id if context is not None and context.kind == "incremental" else 0
         if throttle:  # Kafka answers a throttled fetch with no data (KIP-219)

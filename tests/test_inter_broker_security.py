@@ -80,6 +80,24 @@ def _segment_sizes(c: Cluster, topic: str, partitions: int) -> dict[int, set[int
     return out
 
 
+def _committed_txn_records(conf: dict, topic: str, partitions: int) -> list[bytes]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({**conf, "group.id": f"g-{topic}", "isolation.level": "read_committed",
+                         "enable.auto.commit": False})  # fmt: skip
+    try:
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        found: list[bytes] = []
+        deadline = time.monotonic() + 30
+        while len(found) < 2 * partitions and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error() and msg.value().startswith(b"txn"):
+                found.append(msg.value())
+        return found
+    finally:
+        consumer.close()
+
+
 @pytest.mark.skipif(missing is not None, reason=missing or "")
 def test_sasl_ssl_only_cluster_replicates_with_acls(pki, tmp_path):
     from confluent_kafka import Producer
@@ -125,12 +143,31 @@ def test_sasl_ssl_only_cluster_replicates_with_acls(pki, tmp_path):
             return all(len(s) == 1 and min(s) > 0 for s in sizes.values())
 
         wait_until(isr_full_and_logs_equal, what="ISR full, same log on every broker")
+        # A transaction over the three partitions: its coordinator sends WriteTxnMarkers to the
+        # other leaders over its broker channels (TLS + SASL too).
+        txn = Producer({**client_conf, "transactional.id": f"t-{topic}"})
+        txn.init_transactions(30)
+
+        def transaction(tag: bytes) -> None:
+            txn.begin_transaction()
+            for p in range(partitions):
+                txn.produce(topic, tag + b"%d" % p, partition=p)
+            txn.commit_transaction(30)
+
+        transaction(b"txn1-")
         # Past twice the session lifetime, replication goes on: the followers re-authenticated
-        # their fetch connections instead of being closed for an expired session.
+        # their fetch connections instead of being closed for an expired session; the channels
+        # reconnected before their sessions ended.
         while time.monotonic() - started < 2.5 * REAUTH_MS / 1000:
             produce(20)
+        transaction(b"txn2-")
         wait_until(isr_full_and_logs_equal, what="ISR full after re-authentication periods")
         assert errors == []
+        # Both transactions' markers were written on every partition's leader: a read_committed
+        # consumer gets their six records (the last stable offset passed them).
+        assert sorted(_committed_txn_records(client_conf, topic, partitions)) == sorted(
+            b"txn%d-%d" % (t, p) for t in (1, 2) for p in range(partitions)
+        )
         closed = [
             e for b in c.history for e in b.lines if e.get("event") == "expired_session_closed"
         ]

@@ -1661,7 +1661,7 @@ TOPIC_CONFIGS = _keys(
         "list",
         [],
         "Replicas (partitionId:brokerId, or *) whose leader-side replication is throttled "
-        "(accepted, not enforced).",
+        "(leader.replication.throttled.rate on their broker).",
         throttled_replicas,
     ),
     _topic(
@@ -1669,7 +1669,7 @@ TOPIC_CONFIGS = _keys(
         "list",
         [],
         "Replicas (partitionId:brokerId, or *) whose follower-side replication is throttled "
-        "(accepted, not enforced).",
+        "(follower.replication.throttled.rate on their broker).",
         throttled_replicas,
     ),
     _topic(

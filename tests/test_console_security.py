@@ -33,6 +33,7 @@ from kafka.admin import (
     ResourcePatternFilter,
     ResourceType,
 )
+from security_helpers import sasl_plaintext_overrides
 
 from pykbroker.embedded import EmbeddedBroker
 
@@ -41,18 +42,13 @@ JAAS = (
     'username="admin" password="admin-secret" user_admin="admin-secret" '
     'user_alice="alice-secret" user_bob="bob-secret";'
 )
-BROKER = {
-    "listeners": "SASL_PLAINTEXT://127.0.0.1:0",
-    "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,OAUTHBEARER",
-    "listener.name.sasl_plaintext.plain.sasl.jaas.config": JAAS,
-    "listener.name.sasl_plaintext.oauthbearer.sasl.jaas.config": (
-        "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;"
-    ),
+BROKER = sasl_plaintext_overrides("PLAIN,SCRAM-SHA-256,OAUTHBEARER", **{
+    "listener.name.sasl_plaintext.plain.sasl.jaas.config": JAAS,  # bob too
+    "listener.name.sasl_plaintext.oauthbearer.sasl.jaas.config":
+        "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;",
     "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-    "super.users": "User:admin",
-    "console.port": 0,
-    "group.initial.rebalance.delay.ms": 0,
-}
+    "super.users": "User:admin", "console.port": 0, "group.initial.rebalance.delay.ms": 0,
+})  # fmt: skip
 
 
 def basic(user: str, password: str | None = None) -> dict:

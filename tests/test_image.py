@@ -147,6 +147,12 @@ def test_image_serves_clients_as_non_root_with_env_config_and_healthcheck(podman
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         assert any(part.endswith(b"pykbroker") for part in cmdline), cmdline
         assert podman.run("exec", name, "id", "-u").stdout.strip() == str(BROKER_UID)
+        # The wheel installed in the image carries the shipped config/server.properties (what a
+        # bare `pykbroker` starts from), byte for byte.
+        shipped = podman.run("exec", name, "python", "-c",
+                             "from pykbroker.config import SHIPPED_PROPERTIES as p; "
+                             "print(open(p).read(), end='')").stdout  # fmt: skip
+        assert shipped == (Path(__file__).parent.parent / "config/server.properties").read_text()
 
         # KAFKA_* variables are the broker's static configuration, as in Kafka's images.
         bootstrap = f"127.0.0.1:{port}"

@@ -40,7 +40,7 @@ class ConsoleServer:
     def __init__(self, broker: Broker):
         self.broker = broker
         self.api = ConsoleApi(broker)
-        self.auth = ConsoleAuth(broker)
+        self.auth = ConsoleAuth(broker, self.api.executor)
         self.api.authentication = self.auth.method
         self.static = load_static()
         router = Router()

@@ -21,6 +21,7 @@ import binascii
 import hashlib
 import hmac
 import os
+from concurrent.futures import Executor
 from typing import TYPE_CHECKING
 
 import structlog
@@ -60,10 +61,11 @@ def _sasl_listeners(broker: Broker) -> list[str]:
 
 
 class ConsoleAuth:
-    def __init__(self, broker: Broker):
+    def __init__(self, broker: Broker, executor: Executor | None = None):
         from pykbroker.security.sasl import MechanismContext, plain_users
 
         self.broker = broker
+        self.executor = executor  # PBKDF2 off the loop, not behind the broker's fsyncs
         self.method = authentication_method(broker)
         if self.method not in ("NONE", "BASIC"):
             raise ConfigError(
@@ -137,7 +139,7 @@ class ConsoleAuth:
             if self._verified.get((digest, mechanism)) == cred.stored_key:
                 return mechanism
             derived = await asyncio.get_running_loop().run_in_executor(
-                None, _stored_key, mechanism, password, cred.salt, cred.iterations
+                self.executor, _stored_key, mechanism, password, cred.salt, cred.iterations
             )
             if hmac.compare_digest(derived, cred.stored_key):
                 if len(self._verified) >= MAX_VERIFIED:

@@ -42,8 +42,10 @@ TOPIC = "nemesis"
 PARTITIONS = 3
 MIN_ISR = 2
 # An ack may reach the producer before this test's ZooKeeper watch reports the ISR expansion
-# that allowed it (both follow the same znode write): how late the watch may be.
-WATCH_SLACK = 0.5
+# that allowed it (both follow the same znode write): how late the watch may be, on a loaded
+# machine. An ISR of one lasts seconds here (two brokers restarting), so acks made during it
+# are still caught.
+WATCH_SLACK = 2.0
 
 
 class IsrHistory:

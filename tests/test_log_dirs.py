@@ -185,7 +185,15 @@ def test_log_dir_move_survives_sigkill_and_resumes(tmp_path):
         r = tool("--execute", "--reassignment-json-file", str(plan),
                  "--replica-alter-log-dirs-throttle", "1048576", bootstrap=broker)  # fmt: skip
         assert r.returncode == 0, r.stdout + r.stderr
-        assert "The replica-alter-dir throttle limit was set to 1048576 B/s" in r.stdout
+        # Kafka's order: the warning, the throttle, then the moves.
+        assert r.stdout.splitlines()[-4:] == [
+            "Warning: You must run --verify periodically, until the reassignment completes, "
+            "to ensure the throttle is removed.",
+            "The replica-alter-dir throttle limit was set to 1048576 B/s",
+            f"Successfully started partition reassignment for {TOPIC}-0",
+            f"Successfully started moving log directory to {dest} for replica {TOPIC}-0 "
+            f"with broker {node} ",
+        ]
         # Mid-move: the future replica in the destination, behind the current one.
         d = wait_until(lambda: (d := describe(broker.port)) and d[dest].get(0, (0, 0))[0]
                        and d[dest][0][1] < 4500 and d, what="a copy under way")  # fmt: skip

@@ -201,6 +201,11 @@ class MetadataBase:
     def topic(self, name: str) -> TopicInfo | None:
         return self.topics.get(name)
 
+    def topic_configs(self, name: str) -> dict[str, str] | None:
+        """A topic's config overrides (as strings), None for an unknown topic."""
+        info = self.topics.get(name)
+        return info.configs if info is not None else None
+
     _by_id: dict[uuid.UUID, TopicInfo] = {}  # an index of `topics`, rebuilt when it misses
     _by_id_built: float | None = None  # when it was built; None: a topic was added since
 

@@ -29,6 +29,7 @@ from pykbroker.cluster.follower import diverging_epoch
 from pykbroker.cluster.leader_epoch import LeaderEpochCache
 from pykbroker.cluster.metadata import PartitionState, TopicInfo, registered_after
 from pykbroker.config import LogConfig
+from pykbroker.quota.replication import ReplicationQuota
 from pykbroker.storage.checkpoints import format_offsets, read_offsets
 from pykbroker.storage.files import atomic_write
 from pykbroker.storage.log import AppendInfo, Log
@@ -316,6 +317,10 @@ class ReplicaManager:
         self._tasks: set[asyncio.Task] = set()
         if metadata is not None and log_manager is not None:
             log_manager.failure_channel.failure_listeners.append(self.log_dir_failed)
+        # Reassignment throttles on what this broker serves its followers (quota/replication.py).
+        self.leader_quota = None
+        if metadata is not None and config is not None:
+            self.leader_quota = ReplicationQuota("leader", node_id, config, metadata.topic_configs)
 
     # --- queries (also for the group coordinator) --------------------------------------------
 
@@ -423,6 +428,8 @@ class ReplicaManager:
                 p.state = PartitionState(-1, -1, state.replicas, [], -2)
                 if state.zk_version >= 0:
                     self.partition_state_changed(topic, index, state)
+            if self.log_manager.resumable:
+                self.log_manager.resume_move(p)  # a move between log dirs cut short
 
     def replicas_changed(self, topic: TopicInfo) -> None:
         """A topic's assignment changed (a reassignment started, completed or was cancelled):

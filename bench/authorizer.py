@@ -157,6 +157,38 @@ def rate(client: RawClient, broker: Broker, api: str, seconds: float) -> tuple[i
     return n, elapsed, cpu
 
 
+def end_to_end(n_acls: int, seconds: float, rounds: int) -> dict[str, dict[str, float]]:
+    """Per API: requests/s and broker CPU us per request without an authorizer ("rate0",
+    "cpu0") and with `n_acls` ACLs ("rate1", "cpu1"), the brokers taking turns."""
+    brokers = {False: start_broker(None), True: start_broker(n_acls)}
+    try:
+        clients = {}
+        for on, b in brokers.items():
+            create_bench_topic(b.port)
+            clients[on] = RawClient(b.port)
+        totals = {(on, api): [0, 0.0, 0.0] for on in brokers for api in ("metadata", "produce")}
+        for _ in range(rounds):
+            for api in ("metadata", "produce"):
+                for on, c in clients.items():
+                    for i, x in enumerate(rate(c, brokers[on], api, seconds)):
+                        totals[(on, api)][i] += x
+        for c in clients.values():
+            c.close()
+    finally:
+        for b in brokers.values():
+            b.stop()
+    out = {}
+    for api in ("metadata", "produce"):
+        (n0, s0, c0), (n1, s1, c1) = totals[(False, api)], totals[(True, api)]
+        out[api] = {
+            "rate0": n0 / s0,
+            "rate1": n1 / s1,
+            "cpu0": c0 / n0 * 1e6,
+            "cpu1": c1 / n1 * 1e6,
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--acls", type=int, default=10_000)
@@ -171,29 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ceiling, a bare dict lookup: {d['dict']:,.0f} lookups/s")
 
     print(f"== end to end, requests one at a time, {args.rounds} rounds of {args.seconds} s")
-    brokers = {"no authorizer": start_broker(None), f"{args.acls:,} ACLs": start_broker(args.acls)}
-    try:
-        clients = {}
-        for name, b in brokers.items():
-            create_bench_topic(b.port)
-            clients[name] = RawClient(b.port)
-        totals = {(name, api): [0, 0.0, 0.0] for name in brokers for api in ("metadata", "produce")}
-        for _ in range(args.rounds):
-            for api in ("metadata", "produce"):
-                for name, c in clients.items():
-                    for i, x in enumerate(rate(c, brokers[name], api, args.seconds)):
-                        totals[(name, api)][i] += x
-        with_name = f"{args.acls:,} ACLs"
-        for api in ("metadata", "produce"):
-            (n0, s0, c0), (n1, s1, c1) = totals[("no authorizer", api)], totals[(with_name, api)]
-            print(f"{api}: {n0 / s0:,.0f} requests/s without an authorizer, {n1 / s1:,.0f} with "
-                  f"{with_name} ({n1 / s1 / (n0 / s0):.1%}); broker CPU per request "
-                  f"{c0 / n0 * 1e6:,.0f} us and {c1 / n1 * 1e6:,.0f} us")  # fmt: skip
-        for c in clients.values():
-            c.close()
-    finally:
-        for b in brokers.values():
-            b.stop()
+    with_name = f"{args.acls:,} ACLs"
+    for api, f in end_to_end(args.acls, args.seconds, args.rounds).items():
+        print(f"{api}: {f['rate0']:,.0f} requests/s without an authorizer, {f['rate1']:,.0f} with "
+              f"{with_name} ({f['rate1'] / f['rate0']:.1%}); broker CPU per request "
+              f"{f['cpu0']:,.0f} us and {f['cpu1']:,.0f} us")  # fmt: skip
     return 0
 
 

@@ -2,6 +2,8 @@
 
 - loopback TCP between two processes (bytes/s), 1 MiB writes, and a request/response
   round trip (the floor under any end-to-end latency);
+- the same stream over TLS (Python's ssl on both ends, OpenSSL's default suite): what
+  encrypting and decrypting costs one core each, the ceiling of an SSL listener;
 - sequential file write (including the final fsync) and read (page cache) in 1 MiB chunks,
   in the same temporary folder the broker's log dir would use.
 """
@@ -19,28 +21,45 @@ from .common import percentile
 CHUNK = 1 << 20
 
 
-def _sender(port: int, seconds: float) -> None:
+def _sender(port: int, seconds: float, tls: bool = False) -> None:
+    sock = socket.create_connection(("127.0.0.1", port))
+    if tls:
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # a ceiling: encryption only
+        sock = ctx.wrap_socket(sock)
     buf = b"\0" * CHUNK
-    with socket.create_connection(("127.0.0.1", port)) as s:
+    with sock:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            s.sendall(buf)
+            sock.sendall(buf)
 
 
-def tcp_throughput(seconds: float = 3.0) -> float:
-    """Bytes/s from one process to another over 127.0.0.1."""
+def _stream(seconds: float, ctx=None) -> tuple[float, str | None]:
+    """(bytes/s, cipher suite or None) from a sender process to this one over 127.0.0.1,
+    through TLS when `ctx` (a server context) is given."""
     with socket.socket() as srv:
         srv.bind(("127.0.0.1", 0))
         srv.listen(1)
-        proc = mp.get_context("spawn").Process(target=_sender, args=(srv.getsockname()[1], seconds))
+        proc = mp.get_context("spawn").Process(
+            target=_sender, args=(srv.getsockname()[1], seconds, ctx is not None)
+        )
         proc.start()
         conn, _ = srv.accept()
+        cipher = None
+        if ctx is not None:
+            conn = ctx.wrap_socket(conn, server_side=True)
+            cipher = conn.cipher()[0]
         total = 0
         buf = bytearray(CHUNK)
         t0 = None
         with conn:
             while True:
-                n = conn.recv_into(buf)
+                try:
+                    n = conn.recv_into(buf)
+                except (OSError, EOFError):  # a TLS peer may close without close_notify
+                    n = 0
                 if not n:
                     break
                 if t0 is None:
@@ -48,7 +67,22 @@ def tcp_throughput(seconds: float = 3.0) -> float:
                 total += n
         elapsed = time.monotonic() - t0
         proc.join()
-    return total / elapsed
+    return total / elapsed, cipher
+
+
+def tcp_throughput(seconds: float = 3.0) -> float:
+    """Bytes/s from one process to another over 127.0.0.1."""
+    return _stream(seconds)[0]
+
+
+def tls_throughput(certfile: str, keyfile: str, seconds: float = 3.0) -> tuple[float, str]:
+    """(bytes/s, cipher suite) of a TLS stream from one process to another over 127.0.0.1; the
+    receiving end holds `certfile`/`keyfile`."""
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(certfile, keyfile)
+    return _stream(seconds, ctx)
 
 
 def _echo(port: int) -> None:

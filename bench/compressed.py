@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     seconds = 2.0 if args.quick else args.seconds
     m = machine()
     print(f"# pykbroker compressed produce — {m['cpu']}, {m['cores']} cores, Python {m['python']}")
+    print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     tcp = ceilings.tcp_throughput(2.0 if args.quick else 4.0)
     write, _ = ceilings.file_write_read((256 if args.quick else 1024) << 20)
     ceiling = min(tcp, write)
@@ -165,6 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         validated.cleanup()
         unvalidated.cleanup()
+    print("\nload average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
 if __name__ == "__main__":

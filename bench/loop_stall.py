@@ -187,10 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--gib", type=float, default=1.0)
     args = p.parse_args(argv)
+    print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()), flush=True)
     if args.scenario in ("all", "fuzz"):
         print("fuzz pass:", json.dumps(fuzz(args.frames, args.seed)), flush=True)
     if args.scenario in ("all", "cold-read"):
         print(f"cold read of {args.gib:g} GiB:", json.dumps(cold_read(args.gib)), flush=True)
+    print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()), flush=True)
     return 0
 
 

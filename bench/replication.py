@@ -10,11 +10,19 @@
   (AlterPartitionReassignments); the time until the move completes (broker 2 caught up, in the
   ISR, broker 1 removed), against the ceiling measured in the same run: one consumer reading
   the same partition from broker 1 as fast as it can (the copy is a fetch of the same bytes).
+- throttled reassign: a partition of `--throttled-mb` MB moved from broker 1 to broker 3 with
+  `kafka-reassign-partitions --execute --throttle` (`--throttle-mbps` MB/s), then `--verify`
+  clears the throttle. Kafka's quota (11 windows of 1 s) measures a rate over at least 10 s, so
+  the first 10 s worth of the throttle go at once; the floor is then (size - 10 s x rate) /
+  rate, and the figure is the time taken over that floor (1.0: exactly rate-bound).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -104,10 +112,32 @@ def reassign(cluster: Cluster, topic: str, replicas: list[int]) -> float:
     return time.monotonic() - start
 
 
+def throttled_reassign(cluster: Cluster, topic: str, replicas: list[int], rate: int,
+                       work: str) -> float:  # fmt: skip
+    """Seconds for a move started by kafka-reassign-partitions --throttle `rate` (B/s)."""
+    tool = os.path.join(os.path.dirname(sys.executable), "kafka-reassign-partitions")
+    plan = os.path.join(work, "throttled.json")
+    with open(plan, "w") as f:
+        json.dump({"version": 1, "partitions": [
+            {"topic": topic, "partition": 0, "replicas": replicas}]}, f)  # fmt: skip
+    base = [tool, "--bootstrap-server", cluster.bootstrap(), "--reassignment-json-file", plan]
+    start = time.monotonic()
+    subprocess.run([*base, "--execute", "--throttle", str(rate)], check=True,
+                   capture_output=True)  # fmt: skip
+    wait_until(lambda: (v := cluster.agreed_partitions(topic)) and v[0][2] == replicas
+               and v[0][3] == replicas, timeout=3600, what="the throttled move")  # fmt: skip
+    took = time.monotonic() - start
+    out = subprocess.run([*base, "--verify"], check=True, capture_output=True, text=True).stdout
+    assert "Clearing broker-level throttles" in out, out
+    return took
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.replication")
     ap.add_argument("--produce-mb", type=int, default=200)
     ap.add_argument("--move-mb", type=int, default=1024)
+    ap.add_argument("--throttled-mb", type=int, default=150)
+    ap.add_argument("--throttle-mbps", type=int, default=5)
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-replication-") as work:
         cluster = Cluster(work, overrides={"auto.leader.rebalance.enable": "false"}).start()
@@ -128,6 +158,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"({args.move_mb / move_s:.1f} MB/s); ceiling, one consumer reading it from "
                   f"broker 1: {read_s:.1f} s ({args.move_mb / read_s:.1f} MB/s); "
                   f"ratio {read_s / move_s:.2f}")  # fmt: skip
+            create(cluster, "throttled", [1])
+            produce(bootstrap, "throttled", args.throttled_mb)
+            rate = args.throttle_mbps * MB
+            took = throttled_reassign(cluster, "throttled", [3], rate, work)
+            floor = max(args.throttled_mb - 10 * args.throttle_mbps, 0) / args.throttle_mbps
+            print(f"throttled reassign {args.throttled_mb} MB from broker 1 to broker 3 at "
+                  f"--throttle {rate}: {took:.1f} s ({args.throttled_mb / took:.1f} MB/s); floor "
+                  f"(size - 10 s x rate) / rate: {floor:.1f} s; ratio {took / max(floor, 1e-9):.2f}")  # fmt: skip
         finally:
             cluster.stop()
     return 0

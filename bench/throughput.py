@@ -56,11 +56,15 @@ def _values(size: int, n: int = 64) -> list[bytes]:
 
 
 def produce(client: str, bootstrap: str, topic: str, size: int, acks: str, seconds: float,
-            max_bytes: int = 2 << 30) -> dict:  # fmt: skip
+            max_bytes: int = 2 << 30, config: dict | None = None) -> dict:  # fmt: skip
+    """`config`: extra confluent-kafka settings (security.protocol, sasl.*, ssl.*)."""
     values = _values(size)
     max_msgs = max(1, max_bytes // size)
+    if config and client != "confluent":
+        raise ValueError("extra client settings are for confluent-kafka only")
     if client == "confluent":
-        count, elapsed = _produce_confluent(bootstrap, topic, values, acks, seconds, max_msgs)
+        count, elapsed = _produce_confluent(bootstrap, topic, values, acks, seconds, max_msgs,
+                                            config or {})  # fmt: skip
     elif client == "kafka-python":
         count, elapsed = _produce_kafka_python(bootstrap, topic, values, acks, seconds, max_msgs)
     elif client == "aiokafka":
@@ -72,14 +76,14 @@ def produce(client: str, bootstrap: str, topic: str, size: int, acks: str, secon
     return {"msgs": count, "bytes": count * size, "seconds": elapsed}
 
 
-def _produce_confluent(bootstrap, topic, values, acks, seconds, max_msgs):
+def _produce_confluent(bootstrap, topic, values, acks, seconds, max_msgs, config=None):
     from confluent_kafka import Producer
 
     errors: list = []
     p = Producer({"bootstrap.servers": bootstrap, "acks": acks, "linger.ms": 5,
                   "batch.size": 1_000_000, "queue.buffering.max.kbytes": 512 * 1024,
                   "queue.buffering.max.messages": 1_000_000,
-                  "error_cb": errors.append})  # fmt: skip
+                  "error_cb": errors.append, **(config or {})})  # fmt: skip
     n = len(values)
     count = 0
     t0 = time.monotonic()
@@ -150,9 +154,12 @@ async def _produce_aiokafka(bootstrap, topic, values, acks, seconds, max_msgs):
 
 
 def consume(client: str, bootstrap: str, topic: str, partitions: int, count: int,
-            size: int, timeout: float = 300) -> dict:  # fmt: skip
+            size: int, timeout: float = 300, config: dict | None = None) -> dict:  # fmt: skip
+    if config and client != "confluent":
+        raise ValueError("extra client settings are for confluent-kafka only")
     if client == "confluent":
-        got, elapsed = _consume_confluent(bootstrap, topic, partitions, count, timeout)
+        got, elapsed = _consume_confluent(bootstrap, topic, partitions, count, timeout,
+                                          config or {})  # fmt: skip
     elif client == "kafka-python":
         got, elapsed = _consume_kafka_python(bootstrap, topic, partitions, count, timeout)
     elif client == "aiokafka":
@@ -162,12 +169,12 @@ def consume(client: str, bootstrap: str, topic: str, partitions: int, count: int
     return {"msgs": got, "bytes": got * size, "seconds": elapsed}
 
 
-def _consume_confluent(bootstrap, topic, partitions, count, timeout):
+def _consume_confluent(bootstrap, topic, partitions, count, timeout, config=None):
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench", "enable.auto.commit": False,
                   "fetch.max.bytes": 64 << 20, "max.partition.fetch.bytes": 8 << 20,
-                  "queued.max.messages.kbytes": 256 * 1024})  # fmt: skip
+                  "queued.max.messages.kbytes": 256 * 1024, **(config or {})})  # fmt: skip
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
     got = 0
     t0 = time.monotonic()

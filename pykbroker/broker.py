@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import time
 import traceback
@@ -42,8 +43,10 @@ from pykbroker.quota.connections import (
 )
 from pykbroker.quota.store import LocalQuotaStore, ZkQuotaStore
 from pykbroker.security.delegation_tokens import DelegationTokenManager, TokenInfo
+from pykbroker.security.inter_broker import InterBrokerSecurity, inter_broker_security
 from pykbroker.security.listener import listener_security
 from pykbroker.security.principal import KafkaPrincipal, Session
+from pykbroker.security.sasl import check_session
 from pykbroker.server import CLOSE, Connection
 from pykbroker.storage.log_manager import LogManager, Scheduler
 from pykbroker.storage.producer_state import expire_producers
@@ -67,9 +70,18 @@ class RequestContext:
     # Client quotas: when the request was taken (set only while request quotas are on), and
     # the throttle time a handler already decided and put in its response (-1: none yet).
     started: float = 0.0
-    busy: float = 0.0  # handler time of an async handler (its waits are not handler time)
+    busy: float = 0.0  # handler time of the steps of the handler that are done
+    step_started: float = 0.0  # when the step running now began (0: none is running)
     throttle_ms: int = -1
     size: int = 0  # the request's size in bytes (producer_byte_rate counts it)
+
+    def handler_seconds(self) -> float:
+        """Handler time so far, what request_percentage counts (Kafka's request handler thread
+        time): the handler's call and each later step of an async handler on the event loop,
+        never the time it spends awaiting (replicas, a long poll, a coordinator)."""
+        if self.step_started:
+            return self.busy + perf_counter() - self.step_started
+        return self.busy
 
     @property
     def api_version(self) -> int:
@@ -88,6 +100,37 @@ class RequestContext:
     @property
     def principal(self) -> KafkaPrincipal:
         return self.connection.session.principal
+
+
+class _TimedSteps:
+    """Awaits an async handler's coroutine step by step, adding each step's time on the event
+    loop to ctx.busy (handler time for request_percentage) and none of the time between steps,
+    when the handler waits. What it awaits passes through to the task unchanged."""
+
+    __slots__ = ("coro", "ctx")
+
+    def __init__(self, coro, ctx: RequestContext):
+        self.coro, self.ctx = coro, ctx
+
+    def __await__(self):
+        coro, ctx = self.coro, self.ctx
+        value, error = None, None
+        while True:
+            ctx.step_started = perf_counter()
+            try:
+                yielded = coro.send(value) if error is None else coro.throw(error)
+            except StopIteration as done:
+                return done.value
+            finally:
+                ctx.busy += perf_counter() - ctx.step_started
+                ctx.step_started = 0.0
+            try:
+                value, error = (yield yielded), None
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as e:  # cancellation included: the handler sees it
+                value, error = None, e
 
 
 class AsyncScheduler(Scheduler):
@@ -162,6 +205,8 @@ class Broker:
         self._topic_defaults = config.topic_defaults()
         self.started_at = time.monotonic()
         self._stopped = asyncio.Event()
+        # ZooKeeper mode: how this broker connects to the others (security/inter_broker.py).
+        self.inter_broker: InterBrokerSecurity | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -172,6 +217,8 @@ class Broker:
         self.log_manager.failure_channel.loop = loop
         listeners = self.config.listeners
         securities = [listener_security(self, name.upper()) for name, _, _ in listeners]
+        if self.config.get("zookeeper.connect"):  # other brokers to talk to: how (TLS, SASL)
+            self.inter_broker = inter_broker_security(self)
         self.connection_quotas = ConnectionQuotas(
             self.config, [s.name for s in securities], self.config.inter_broker_listener_name()
         )
@@ -371,6 +418,10 @@ class Broker:
         except FrameError as e:
             conn.abort("invalid_request_header", reason=str(e))
             return CLOSE
+        if conn.session_expires is not None:  # a SASL session with an end (KIP-368)
+            result = check_session(conn, frame, header)
+            if result is not None:
+                return result
         return self.dispatch_request(conn, frame, header)
 
     def dispatch_request(self, conn: Connection, frame, header: RequestHeader) -> Any:
@@ -399,11 +450,13 @@ class Broker:
         ctx = RequestContext(self, conn, header, size=len(frame))
         try:
             if self.quotas.request.enabled:
-                ctx.started = perf_counter()
+                ctx.started = ctx.step_started = perf_counter()
             result = spec.handler(ctx, request)
             if isinstance(result, Awaitable):
                 if ctx.started:
-                    ctx.busy = perf_counter() - ctx.started
+                    ctx.busy, ctx.step_started = perf_counter() - ctx.started, 0.0
+                    if inspect.iscoroutine(result):
+                        result = _TimedSteps(result, ctx)
                 return self._finish_async(ctx, result)
             if ctx.started or ctx.throttle_ms > 0:
                 result = self._throttle(ctx, result)
@@ -418,7 +471,7 @@ class Broker:
         throttle = ctx.throttle_ms
         if throttle < 0 and ctx.started and ctx.header.api_key not in _QUOTA_EXEMPT:
             throttle = self.quotas.request_throttle_ms(
-                ctx.connection, ctx.header.client_id, ctx.busy or perf_counter() - ctx.started
+                ctx.connection, ctx.header.client_id, ctx.handler_seconds()
             )
             if (
                 throttle

@@ -244,8 +244,30 @@ BROKER_CONFIGS = _keys(
         "inter.broker.listener.name",
         "string",
         None,
-        "The listener brokers reach each other on (replication); by default the one named "
-        "PLAINTEXT, or else the first.",
+        "The listener brokers reach each other on (replication, transaction markers); by "
+        "default the one named after security.inter.broker.protocol if that is set, else the "
+        "one named PLAINTEXT, or else the first. Not with security.inter.broker.protocol.",
+        read_only=True,
+    ),
+    ConfigKey(
+        "security.inter.broker.protocol",
+        "string",
+        "PLAINTEXT",
+        "The security protocol brokers use between themselves: the inter-broker listener is "
+        "the one named after it (Kafka's ListenerName.forSecurityProtocol). Not with "
+        "inter.broker.listener.name.",
+        read_only=True,
+    ),
+    ConfigKey(
+        "sasl.mechanism.inter.broker.protocol",
+        "string",
+        "GSSAPI",
+        "The SASL mechanism brokers authenticate to each other with, when the inter-broker "
+        "listener is SASL_PLAINTEXT or SASL_SSL: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or "
+        "OAUTHBEARER (GSSAPI, Kafka's default, isn't served); the broker's own user name and "
+        "password come from the listener's JAAS config (listener.name.<l>.<mechanism>."
+        "sasl.jaas.config username/password; OAUTHBEARER: unsecured tokens with the "
+        "OAuthBearerLoginModule's unsecuredLoginStringClaim_sub).",
         read_only=True,
     ),
     ConfigKey(
@@ -346,6 +368,23 @@ BROKER_CONFIGS = _keys(
         "int",
         1,
         "The time span of each sample for client quotas.",
+        at_least(1),
+        read_only=True,
+    ),
+    # Replication throttles' windows (Kafka's ReplicationQuotaManagerConfig).
+    ConfigKey(
+        "replication.quota.window.num",
+        "int",
+        11,
+        "The number of samples to retain in memory for replication quotas.",
+        at_least(1),
+        read_only=True,
+    ),
+    ConfigKey(
+        "replication.quota.window.size.seconds",
+        "int",
+        1,
+        "The time span of each sample for replication quotas.",
         at_least(1),
         read_only=True,
     ),
@@ -503,6 +542,18 @@ BROKER_CONFIGS = _keys(
         read_only=True,
     ),
     ConfigKey(
+        "connections.max.reauth.ms",
+        "long",
+        0,
+        "When positive, a SASL client's session lasts at most this long (KIP-368): the "
+        "lifetime is sent in SaslAuthenticate v1+ (shorter if the credential, an OAUTHBEARER "
+        "token or a delegation token, expires first), the client re-authenticates on the same "
+        "connection, and a connection used after its session expired is closed. 0: sessions "
+        "end only with a credential's expiry. Per listener and mechanism: "
+        "listener.name.<l>.<mechanism>.connections.max.reauth.ms.",
+        read_only=True,
+    ),
+    ConfigKey(
         "connection.failed.authentication.delay.ms",
         "int",
         100,
@@ -514,21 +565,23 @@ BROKER_CONFIGS = _keys(
         "ssl.keystore.type",
         "string",
         "JKS",
-        "Key store format; pykbroker reads PEM.",
+        "Key store format: PEM, PKCS12 (needs the cryptography package) or JKS (needs pyjks); "
+        "pip install 'pykbroker[keystores]' for the last two.",
         read_only=True,
     ),
     ConfigKey(
         "ssl.keystore.location",
         "string",
         None,
-        "PEM file holding the private key and the certificate chain.",
+        "The key store file: PEM (the private key and the certificate chain), PKCS12 or JKS "
+        "(ssl.keystore.type).",
         read_only=True,
     ),
     ConfigKey(
         "ssl.keystore.password",
         "password",
         None,
-        "Key store password (not used with PEM, as in Kafka).",
+        "Key store password: required for PKCS12 and JKS, refused with PEM (as in Kafka).",
         read_only=True,
     ),
     ConfigKey(
@@ -556,21 +609,22 @@ BROKER_CONFIGS = _keys(
         "ssl.truststore.type",
         "string",
         "JKS",
-        "Trust store format; pykbroker reads PEM.",
+        "Trust store format: PEM, PKCS12 or JKS (as ssl.keystore.type).",
         read_only=True,
     ),
     ConfigKey(
         "ssl.truststore.location",
         "string",
         None,
-        "PEM file of the CA certificates client certificates are checked against.",
+        "File of the CA certificates client certificates are checked against (PEM, PKCS12 or JKS).",
         read_only=True,
     ),
     ConfigKey(
         "ssl.truststore.password",
         "password",
         None,
-        "Trust store password (not used with PEM).",
+        "Trust store password (PKCS12, JKS; without it a JKS store is read unchecked, as Java "
+        "does).",
         read_only=True,
     ),
     ConfigKey(
@@ -578,6 +632,14 @@ BROKER_CONFIGS = _keys(
         "password",
         None,
         "Trusted CA certificates in PEM, inline.",
+        read_only=True,
+    ),
+    ConfigKey(
+        "ssl.endpoint.identification.algorithm",
+        "string",
+        "https",
+        "How a broker checks another broker's certificate on inter-broker TLS connections: "
+        "https, its name must match the host it connects to; empty, not checked.",
         read_only=True,
     ),
     ConfigKey(
@@ -1262,9 +1324,7 @@ BROKER_CONFIGS = _keys(
         read_only=True,
     ),
     *(
-        ConfigKey(
-            name, "long", 2**63 - 1, f"{what} (bytes/sec; accepted, not enforced).", at_least(0)
-        )  # fmt: skip
+        ConfigKey(name, "long", 2**63 - 1, f"{what} (bytes/sec).", at_least(0))  # fmt: skip
         for name, what in REPLICATION_THROTTLES.items()
     ),
     ConfigKey(
@@ -1295,6 +1355,23 @@ BROKER_CONFIGS = _keys(
         "boolean",
         False,
         "Web console: refuse every change (create, alter, delete topics, reset offsets).",
+    ),
+    ConfigKey(
+        "console.authentication.method",
+        "string",
+        None,
+        "Web console: NONE (every request acts as console.principal) or BASIC (HTTP Basic "
+        "credentials checked against the PLAIN users of the SASL listeners and the stored SCRAM "
+        "credentials; Bearer tokens too when a listener enables OAUTHBEARER). Unset: BASIC when "
+        "the broker has an authorizer or a SASL listener, NONE otherwise.",
+        one_of("NONE", "BASIC"),
+    ),
+    ConfigKey(
+        "console.principal",
+        "string",
+        "User:ANONYMOUS",
+        "Web console: the principal requests act as (authorized by the broker's ACLs) when "
+        "console.authentication.method is NONE.",
     ),
     ConfigKey(
         "console.allowed.hosts",
@@ -1586,7 +1663,7 @@ TOPIC_CONFIGS = _keys(
         "list",
         [],
         "Replicas (partitionId:brokerId, or *) whose leader-side replication is throttled "
-        "(accepted, not enforced).",
+        "(leader.replication.throttled.rate on their broker).",
         throttled_replicas,
     ),
     _topic(
@@ -1594,7 +1671,7 @@ TOPIC_CONFIGS = _keys(
         "list",
         [],
         "Replicas (partitionId:brokerId, or *) whose follower-side replication is throttled "
-        "(accepted, not enforced).",
+        "(follower.replication.throttled.rate on their broker).",
         throttled_replicas,
     ),
     _topic(
@@ -1713,7 +1790,9 @@ class BrokerConfig:
         mechanism = None
         if key not in BROKER_CONFIGS:  # listener.name.<l>.<mechanism>.sasl.jaas.config
             mechanism, _, key = key.partition(".")
-            if not key.startswith("sasl.") or key not in BROKER_CONFIGS:
+            if key not in BROKER_CONFIGS or not (
+                key.startswith("sasl.") or key == "connections.max.reauth.ms"
+            ):
                 return False
         config = BROKER_CONFIGS[key]
         try:
@@ -1813,7 +1892,17 @@ class BrokerConfig:
 
     def inter_broker_listener_name(self) -> str:
         if self.is_set("inter.broker.listener.name"):
+            if self.is_set("security.inter.broker.protocol"):
+                raise ConfigError("Only one of inter.broker.listener.name and "
+                                  "security.inter.broker.protocol should be set.")  # fmt: skip
             return self.get("inter.broker.listener.name").upper()
+        if self.is_set("security.inter.broker.protocol"):
+            protocol = self.get("security.inter.broker.protocol").upper()
+            if protocol not in SECURITY_PROTOCOLS:
+                raise ConfigError(f"Invalid value {protocol} for configuration "
+                                  f"security.inter.broker.protocol: one of "
+                                  f"{', '.join(SECURITY_PROTOCOLS)}")  # fmt: skip
+            return protocol
         names = [name.upper() for name, _, _ in self.listeners]
         return "PLAINTEXT" if "PLAINTEXT" in names else names[0]
 

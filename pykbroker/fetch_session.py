@@ -28,6 +28,17 @@ FINAL_EPOCH = -1
 # Kafka's MIN_INCREMENTAL_FETCH_SESSION_EVICTION_MS: a session is safe from eviction by a
 # larger one for this long after creation, and unused for longer it is stale.
 EVICTION_MS = 120_000
+# Bounds on the partitions sessions hold. Kafka bounds only the number of sessions
+# (max.incremental.fetch.session.cache.slots, 1,000 by default), not their size, so one client
+# could make a session hold any number of partitions (a Fetch request may name millions, and
+# each incremental fetch may add more); a cached partition costs ~320 bytes here. A full fetch
+# of more than MAX_SESSION_PARTITIONS is answered without a session (session id 0, as when the
+# cache has no slot for it), and one that would take the cache past MAX_CACHED_PARTITIONS must
+# evict sessions by Kafka's rules or go without. An incremental fetch that grows its session
+# past either bound ends the session (FETCH_SESSION_ID_NOT_FOUND): the fetcher starts over with
+# a full fetch. Either way it is still served, only without the incremental savings.
+MAX_SESSION_PARTITIONS = 50_000
+MAX_CACHED_PARTITIONS = 100_000  # all sessions together: ~32 MiB
 _INT_MAX = (1 << 31) - 1
 _LONG_MAX = (1 << 63) - 1
 
@@ -136,19 +147,22 @@ class FetchSessionCache:
     """Kafka's FetchSessionCache: at most `max_entries` sessions
     (max.incremental.fetch.session.cache.slots); a new session may evict a stale one (unused
     for EVICTION_MS), else the least valuable evictable one: a follower's session evicts a
-    consumer's, and any session evicts a smaller one older than EVICTION_MS."""
+    consumer's, and any session evicts a smaller one older than EVICTION_MS. The partitions
+    they hold are bounded too (MAX_SESSION_PARTITIONS, MAX_CACHED_PARTITIONS)."""
 
-    def __init__(self, max_entries: int, eviction_ms: int = EVICTION_MS, rng=None):
+    def __init__(self, max_entries: int, eviction_ms: int = EVICTION_MS, rng=None,
+                 max_session_partitions: int = MAX_SESSION_PARTITIONS,
+                 max_partitions: int = MAX_CACHED_PARTITIONS):  # fmt: skip
         self.max_entries = max_entries
         self.eviction_ms = eviction_ms
+        self.max_session_partitions = max_session_partitions
+        self.max_partitions = max_partitions
         self.sessions: dict[int, FetchSession] = {}
         self._rng = rng or random.Random()
         self.evictions = 0
         self.incremental_fetches = 0
-
-    @property
-    def num_partitions(self) -> int:
-        return sum(len(s.partitions) for s in self.sessions.values())
+        self.num_partitions = 0  # held by all sessions, kept as they change
+        self.oversized = 0  # sessions refused or ended for their size
 
     # --- the request side ---------------------------------------------------------------------
 
@@ -156,8 +170,8 @@ class FetchSessionCache:
         """Kafka's FetchManager.newContext for a Fetch request of `version` (7+)."""
         session_id, epoch = request.session_id, request.session_epoch
         if epoch in (INITIAL_EPOCH, FINAL_EPOCH):
-            if session_id != INVALID_SESSION_ID:
-                self.sessions.pop(session_id, None)  # a full fetch closes the session it names
+            if session_id in self.sessions:  # a full fetch closes the session it names
+                self._remove(self.sessions[session_id])
             kind = "sessionless" if epoch == FINAL_EPOCH or self.max_entries <= 0 else "full"
             return FetchContext(kind, topics=list(request.topics))
         session = self.sessions.get(session_id)
@@ -167,10 +181,19 @@ class FetchSessionCache:
             return FetchContext("error", ErrorCode.INVALID_FETCH_SESSION_EPOCH)
         if session.uses_topic_ids != (version >= 13):
             return FetchContext("error", ErrorCode.FETCH_SESSION_TOPIC_ID_ERROR)
+        before = len(session.partitions)
         _update_session(session, request, version)
-        if not session.partitions:
+        held = len(session.partitions)
+        self.num_partitions += held - before
+        if held > before and (
+            held > self.max_session_partitions or self.num_partitions > self.max_partitions
+        ):
+            self._remove(session)
+            self.oversized += 1
+            return FetchContext("error", ErrorCode.FETCH_SESSION_ID_NOT_FOUND)
+        if not held:
             # Every partition forgotten: the session ends, this fetch reads nothing.
-            del self.sessions[session.id]
+            self._remove(session)
             return FetchContext("sessionless", topics=[])
         session.last_used_ms = now_ms
         session.epoch = next_epoch(session.epoch)
@@ -193,8 +216,14 @@ class FetchSessionCache:
 
     def _create(self, context, results, privileged: bool, version: int, now_ms: int):
         size = sum(len(t.partitions) for t in context.topics)
-        if len(self.sessions) >= self.max_entries and not self._try_evict(privileged, size, now_ms):
+        if size > self.max_session_partitions:
+            self.oversized += 1
             return None
+        while len(self.sessions) >= self.max_entries or (
+            self.num_partitions + size > self.max_partitions
+        ):
+            if not self._try_evict(privileged, size, now_ms):
+                return None
         session_id = self._new_id()
         session = FetchSession(session_id, privileged, version >= 13, now_ms, now_ms,
                                next_epoch(INITIAL_EPOCH))  # fmt: skip
@@ -209,6 +238,7 @@ class FetchSessionCache:
                     cp.must_respond(r)  # remember what this full answer told the fetcher
                 session.partitions[session_key(name, topic_id, p.partition)] = cp
         self.sessions[session_id] = session
+        self.num_partitions += len(session.partitions)
         return session
 
     def _new_id(self) -> int:
@@ -241,8 +271,12 @@ class FetchSessionCache:
         return True
 
     def _evict(self, session: FetchSession) -> None:
-        del self.sessions[session.id]
+        self._remove(session)
         self.evictions += 1
+
+    def _remove(self, session: FetchSession) -> None:
+        del self.sessions[session.id]
+        self.num_partitions -= len(session.partitions)
 
 
 def _names(t, version: int) -> tuple[str | None, Any]:

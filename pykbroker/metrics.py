@@ -98,6 +98,8 @@ class Metrics:
         self.topic_messages_in: dict[str, int] = {}
         self.requests: dict[int, RequestStats] = {}
         self.connections = 0  # accepted since start; the open ones are len(broker.connections)
+        self.successful_reauthentications = 0  # KIP-368
+        self.expired_connections_killed = 0  # used after their SASL session ended
         self.produce_purgatory = 0  # acks=all produce requests waiting for the high watermark
         self.fetch_purgatory = 0  # fetch requests waiting for min.bytes
         self.loop_lag = LoopLagProbe()
@@ -260,6 +262,15 @@ class BrokerCollector:
         )
         sendfile.add_metric([], m.sendfile_bytes)
         yield sendfile
+        for name, value, text in (
+            ("successful_reauthentication", m.successful_reauthentications,
+             "SASL re-authentications that succeeded (KIP-368)."),
+            ("expired_connections_killed", m.expired_connections_killed,
+             "Connections closed because they were used after their SASL session expired."),
+        ):  # fmt: skip
+            c = CounterMetricFamily(f"kafka_server_socket_server_metrics_{name}", text)
+            c.add_metric([], value)
+            yield c
         yield from _loop_lag(m.loop_lag)
         yield from _quotas(broker)
 

@@ -83,6 +83,11 @@ class Connection(asyncio.BufferedProtocol):
         self.session: Session = anonymous_session("?")
         # SASL listeners: what serves the connection until it is authenticated, then None.
         self.authenticator: SaslAuthenticator | None = None
+        # KIP-368: when the authenticated session ends (time.monotonic()), None: never; and when
+        # the last re-authentication started.
+        self.session_expires: float | None = None
+        self.reauth_started: float | None = None
+        self.reauthentications = 0
 
     def on_listener(self, name: str, security: ListenerSecurity | None = None) -> Connection:
         """Remember the listener this connection came in on (for per-listener addresses) and

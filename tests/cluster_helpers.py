@@ -61,8 +61,12 @@ def find_coordinator(port: int, key: str, key_type: int = GROUP) -> int | None:
 class Cluster:
     def __init__(self, work_dir: str, size: int = 3, overrides: dict[str, str] | None = None,
                  properties: str | None = None,
-                 broker_overrides: dict[int, dict[str, str]] | None = None):  # fmt: skip
+                 broker_overrides: dict[int, dict[str, str]] | None = None,
+                 client: Callable[[int], RawClient] = RawClient):  # fmt: skip
+        """`client(port)`: how the helpers below talk to a broker (a secured listener needs
+        a client that does TLS/SASL first)."""
         self.work_dir = work_dir
+        self.client = client
         self.properties = properties  # as BrokerProcess: None for config/server.properties
         self.zk = ZooKeeperServer(work_dir)
         self.size = size
@@ -120,7 +124,7 @@ class Cluster:
 
     def metadata(self, node_id: int, topics: list[str] | None = None):
         """A Metadata v9 response straight from one broker."""
-        client = RawClient(self.brokers[node_id].port)
+        client = self.client(self.brokers[node_id].port)
         try:
             body = {
                 "topics": None if topics is None else [{"name": t} for t in topics],
@@ -180,6 +184,10 @@ class AcksAllProducer:
                 "broker.address.family": "v4", "log_level": 2,
             })  # fmt: skip
         self.acked: dict[bytes, tuple[int, int]] = {}  # value -> (partition, offset)
+        # value -> time.time() when handed to the client / when its ack was seen: the window
+        # in which the leader acknowledged it (wall clock: comparable with ZooKeeper's mtimes)
+        self.sent_at: dict[bytes, float] = {}
+        self.acked_at: dict[bytes, float] = {}
         self.errors: list = []
         self.sent = 0
         self.stop = threading.Event()
@@ -208,6 +216,7 @@ class AcksAllProducer:
 
     def _on_delivery(self, err, msg) -> None:
         if err is None:
+            self.acked_at[msg.value()] = time.time()
             self.acked[msg.value()] = (msg.partition(), msg.offset())
         else:
             self.errors.append(err)
@@ -215,6 +224,7 @@ class AcksAllProducer:
     def _run(self) -> None:
         while not self.stop.is_set():
             v = b"v%06d" % self.sent
+            self.sent_at[v] = time.time()
             self.producer.produce(self.topic, value=v, partition=self.sent % self.partitions,
                                   on_delivery=self._on_delivery)  # fmt: skip
             self.sent += 1

@@ -39,10 +39,10 @@ def api(url: str, method: str, path: str, body=None, expect: int = 200):
 class EventStream:
     """A text/event-stream response read event by event."""
 
-    def __init__(self, url: str, path: str):
+    def __init__(self, url: str, path: str, headers: dict | None = None):
         u = urlsplit(url)
         self.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=20)
-        self.conn.request("GET", path)
+        self.conn.request("GET", path, headers=headers or {})
         self.response = self.conn.getresponse()
 
     def next_event(self) -> tuple[str, dict]:

@@ -175,3 +175,85 @@ def _committed(b, group: str, tp: TopicPartition) -> int:
         return c.committed([tp], timeout=10)[0].offset
     finally:
         c.close()
+
+
+def test_secured_console_in_the_browser(make_broker, tmp_path):
+    """On a broker with SASL and ACLs the browser logs in (HTTP Basic, as a PLAIN user) and the
+    page shows what the ACLs let alice do: her topic, its messages and live tail, no configs,
+    and Kafka's error when she tries to delete it."""
+    from playwright.sync_api import expect, sync_playwright
+
+    jaas = ("org.apache.kafka.common.security.plain.PlainLoginModule required "
+            'username="admin" password="admin-secret" user_admin="admin-secret" '
+            'user_alice="alice-secret";')  # fmt: skip
+    b = make_broker({
+        "listeners": "SASL_PLAINTEXT://127.0.0.1:0", "sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.sasl_plaintext.plain.sasl.jaas.config": jaas,
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users": "User:admin", "console.port": 0,
+    })  # fmt: skip
+    admin_conf = {"bootstrap.servers": b.bootstrap_servers, "security.protocol": "SASL_PLAINTEXT",
+                  "sasl.mechanism": "PLAIN", "sasl.username": "admin",
+                  "sasl.password": "admin-secret"}  # fmt: skip
+    from confluent_kafka.admin import (
+        AclBinding,
+        AclOperation,
+        AclPermissionType,
+        NewTopic,
+        ResourcePatternType,
+        ResourceType,
+    )
+
+    admin = AdminClient(admin_conf)
+    for f in admin.create_topics(
+        [NewTopic("alice-orders", 1, 1), NewTopic("secret", 1, 1)]
+    ).values():
+        f.result(20)
+    binding = AclBinding(ResourceType.TOPIC, "alice-orders", ResourcePatternType.LITERAL,
+                         "User:alice", "*", AclOperation.READ, AclPermissionType.ALLOW)  # fmt: skip
+    for f in admin.create_acls([binding]).values():
+        f.result(20)
+    producer = Producer(admin_conf)
+    producer.produce("alice-orders", value=b"order-1")
+    assert producer.flush(10) == 0
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            anonymous = browser.new_page()  # no credentials: the page is not served
+            with pytest.raises(Exception, match="ERR_INVALID_AUTH_CREDENTIALS"):
+                anonymous.goto(b.console_url)
+            context = browser.new_context(
+                viewport={"width": 1360, "height": 900},
+                http_credentials={"username": "alice", "password": "alice-secret"},
+            )
+            page = context.new_page()
+            page.set_default_timeout(15_000)
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(b.console_url)
+            expect(page.locator("body[data-ready=overview]")).to_be_attached()
+            expect(page.locator("#cluster-id")).to_contain_text("User:alice")
+            page.click("header nav a[data-nav=topics]")
+            expect(page.locator("#topics tbody tr")).to_have_count(1)  # not "secret"
+            expect(page.locator("#topics tr[data-topic=alice-orders]")).to_be_attached()
+            page.goto(f"{b.console_url}#/topics/alice-orders")
+            page.click("[data-tab=configs]")
+            expect(page.locator("#configs-denied")).to_be_visible()
+            page.click("[data-tab=messages]")
+            page.click("#msg-load")
+            expect(page.locator("#messages-body tr[data-offset='0']")).to_contain_text("order-1")
+            page.click("#msg-tail")
+            expect(page.locator("#msg-status")).to_contain_text("waiting for new records")
+            producer.produce("alice-orders", value=b"order-2")
+            assert producer.flush(10) == 0
+            expect(page.locator("#messages-body tr[data-offset='1']")).to_contain_text("order-2")
+            page.click("#msg-tail")
+            page.screenshot(path=str(tmp_path / "secured-messages.png"), full_page=True)
+            page.once("dialog", lambda d: d.accept())
+            page.click("#delete-topic")
+            expect(page.locator("#flash")).to_contain_text("TOPIC_AUTHORIZATION_FAILED")
+            assert "alice-orders" in admin.list_topics(timeout=10).topics
+            assert errors == []
+        finally:
+            browser.close()

@@ -373,7 +373,8 @@ def test_compose_is_valid_compose_spec():
     text = interpolate((ROOT / "docker-compose.yml").read_text(), {})
     parsed = compose_spec.PyOptions(apply_merge=True).from_yaml(text)
     parsed.validate()
-    assert parsed.service_names() == ["broker", "zookeeper", "broker1", "broker2", "broker3"]
+    assert parsed.service_names() == ["broker", "zookeeper", "broker1", "broker2", "broker3",
+                                      "broker-secure", "secure-init"]  # fmt: skip
 
 
 def test_compose_single_broker_by_default():

@@ -6,6 +6,7 @@ eviction rules (max.incremental.fetch.session.cache.slots); consumers of 1,000 p
 
 from __future__ import annotations
 
+import struct
 import time
 
 import pytest
@@ -396,5 +397,100 @@ def test_fetch_session_cache_metrics(make_broker):
         samples = scrape(b.metrics_url)
         assert value(samples, prefix + "num_incremental_fetch_partitions_cached") == 1
         assert value(samples, prefix + "incremental_fetch_session_evictions_total") == 1
+    finally:
+        c.close()
+
+
+def grow(cache, session_id: int, epoch: int, partitions, now: int):
+    """An incremental fetch adding `partitions` of topic t to the session."""
+    return cache.new_context(12, Req(session_id, epoch, parts=[("t", list(partitions))]), False,
+                             now)  # fmt: skip
+
+
+def test_session_partition_bounds():
+    """Sessions hold a bounded number of partitions: one session at most max_session_partitions,
+    all of them at most max_partitions. A full fetch over the bound goes without a session; an
+    incremental one that grows a session past it ends the session (FETCH_SESSION_ID_NOT_FOUND,
+    the fetcher then starts over with a full fetch)."""
+    cache = FetchSessionCache(10, max_session_partitions=100, max_partitions=250)
+    t0 = 1_000_000
+
+    def held() -> int:
+        assert cache.num_partitions == sum(len(s.partitions) for s in cache.sessions.values())
+        return cache.num_partitions
+
+    assert open_session(cache, 101, t0) == 0 and held() == 0
+    a = open_session(cache, 100, t0)
+    assert a and held() == 100
+    # Growing past 100: the session is gone, and its partitions with it.
+    ctx = grow(cache, a, 1, range(100, 101), t0 + 1)
+    assert (ctx.kind, ctx.error) == ("error", FETCH_SESSION_ID_NOT_FOUND)
+    assert a not in cache.sessions and held() == 0
+    # Forgetting and re-adding within the bound is fine; so is updating known partitions.
+    b = open_session(cache, 100, t0)
+    req = Req(b, 1, parts=[("t", [100])], forgotten=[("t", [0])])
+    assert cache.new_context(12, req, False, t0 + 1).kind == "incremental" and held() == 100
+    assert grow(cache, b, 2, range(1, 50), t0 + 2).kind == "incremental" and held() == 100
+    # The cache as a whole: 100 + 100 held, a third session of 100 would make 300 > 250 and
+    # neither young session may be evicted for one of the same size.
+    c = open_session(cache, 100, t0 + 3)
+    assert c and held() == 200
+    assert open_session(cache, 100, t0 + 4) == 0 and held() == 200
+    assert open_session(cache, 50, t0 + 4) and held() == 250
+    ctx = grow(cache, c, 1, range(100, 101), t0 + 5)  # 251 > 250
+    assert (ctx.kind, ctx.error) == ("error", FETCH_SESSION_ID_NOT_FOUND)
+    assert c not in cache.sessions and held() == 150
+    # A follower's session evicts consumers' sessions until it fits.
+    f = open_session(cache, 100, t0 + 6, follower=True)
+    assert f and held() <= 250 and cache.sessions[f].privileged
+    # A full fetch naming a session closes it, and gives its partitions back.
+    ctx = cache.new_context(12, Req(f, 0, parts=[("t", [0])]), True, t0 + 7)
+    assert ctx.kind == "full" and f not in cache.sessions and held() <= 150
+    assert cache.oversized == 3
+
+
+def wide_fetch(c, session_id: int, epoch: int, topic: str, partitions: range):
+    """Fetch v11 of many partitions, framed by hand (the schema codec takes seconds for
+    50,000): (error code, session id, partitions answered)."""
+    part = struct.Struct(">iiqqi")
+    body = [struct.pack(">iiiibii", -1, 0, 1, 50 << 20, 0, session_id, epoch)]
+    if partitions:
+        body.append(struct.pack(">ih", 1, len(topic)) + topic.encode())
+        body.append(struct.pack(">i", len(partitions)))
+        body.extend(part.pack(p, -1, 0, -1, 1 << 20) for p in partitions)
+    else:
+        body.append(struct.pack(">i", 0))
+    body.append(struct.pack(">ih", 0, 0))  # no forgotten topics, rack ""
+    payload = struct.pack(">hhih", ApiKey.FETCH, 11, 9, 4) + b"wide" + b"".join(body)
+    c.send_raw(struct.pack(">i", len(payload)) + payload)
+    frame = c.recv_frame()
+    assert frame is not None, "the broker closed the connection"
+    _corr, _throttle, error, sid, ntopics = struct.unpack_from(">iihii", frame)
+    answered = struct.unpack_from(">i", frame, 20 + len(topic))[0] if ntopics else 0
+    return error, sid, answered
+
+
+def test_a_session_holds_at_most_50000_partitions(make_broker):
+    """On the wire, with the shipped bound (50,000 partitions a session, documented in
+    DESIGN.md): a full fetch of 50,001 partitions is answered whole without a session; one of
+    50,000 gets a session, which the next incremental fetch adding a partition ends."""
+    b = make_broker({"metrics.port": 0})
+    c = RawClient(b.port)
+    try:
+        create(c, "wide", 1)
+        assert wide_fetch(c, 0, 0, "wide", range(50_001)) == (0, 0, 50_001)
+        error, sid, n = wide_fetch(c, 0, 0, "wide", range(50_000))
+        assert error == 0 and sid and n == 50_000
+        # Incremental: partition 0 has nothing new; the 49,999 that don't exist are answered
+        # their error each time, as Kafka does.
+        assert wide_fetch(c, sid, 1, "wide", range(0)) == (0, sid, 49_999)
+        r = wide_fetch(c, sid, 2, "wide", range(50_000, 50_001))
+        assert r == (FETCH_SESSION_ID_NOT_FOUND, 0, 0)
+        assert wide_fetch(c, sid, 3, "wide", range(0))[0] == FETCH_SESSION_ID_NOT_FOUND
+        from test_metrics import scrape, value
+
+        prefix = "kafka_server_fetch_session_cache_"
+        samples = scrape(b.metrics_url)
+        assert value(samples, prefix + "num_incremental_fetch_partitions_cached") == 0
     finally:
         c.close()

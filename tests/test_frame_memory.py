@@ -230,3 +230,38 @@ def test_an_exhausted_pool_mutes_and_never_closes(bp):
     wait_for(lambda: pool_used(bp) == 0, 20, "the pool to be empty again")
     assert not [e for e in bp.lines if e.get("level") == "error"]
     real_client_round_trip(bp, "after-crowd", 5, 100_000)
+
+
+def produce_frame_of(size: int) -> bytes:
+    """A Produce v9 request whose size prefix says exactly `size` (its value padded to fit)."""
+    value = size - 200
+    for _ in range(5):
+        frame = produce_frame("limit", value, 1)
+        if len(frame) - 4 == size:
+            return frame
+        value += size - (len(frame) - 4)
+    raise AssertionError(f"no frame of {size} bytes")
+
+
+def test_socket_request_max_bytes_is_configurable(make_broker):
+    """socket.request.max.bytes set to 1 MiB: a request of exactly that size is read and
+    answered; one byte more and the broker closes the connection on the size prefix (Kafka's
+    NetworkReceive: a size above the maximum is an InvalidReceiveException), whatever follows."""
+    b = make_broker({"socket.request.max.bytes": str(1 << 20)})
+    c = RawClient(b.port)
+    c.send_raw(produce_frame_of(1 << 20))
+    frame = c.recv_frame()
+    assert frame is not None, "a request of exactly socket.request.max.bytes was refused"
+    assert partition_response(codec.decode_response(ApiKey.PRODUCE, 9, frame, 5)).error_code == 0
+    c.close()
+    c = RawClient(b.port)
+    c.sock.settimeout(10)
+    c.send_raw(produce_frame_of((1 << 20) + 1)[:4])  # the size prefix alone is enough
+    try:
+        closed = c.sock.recv(1) == b""
+    except ConnectionResetError:
+        closed = True
+    except TimeoutError:
+        closed = False
+    assert closed, "the broker kept a connection announcing too large a request"
+    c.close()

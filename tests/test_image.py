@@ -147,6 +147,12 @@ def test_image_serves_clients_as_non_root_with_env_config_and_healthcheck(podman
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         assert any(part.endswith(b"pykbroker") for part in cmdline), cmdline
         assert podman.run("exec", name, "id", "-u").stdout.strip() == str(BROKER_UID)
+        # The wheel installed in the image carries the shipped config/server.properties (what a
+        # bare `pykbroker` starts from), byte for byte.
+        shipped = podman.run("exec", name, "python", "-c",
+                             "from pykbroker.config import SHIPPED_PROPERTIES as p; "
+                             "print(open(p).read(), end='')").stdout  # fmt: skip
+        assert shipped == (Path(__file__).parent.parent / "config/server.properties").read_text()
 
         # KAFKA_* variables are the broker's static configuration, as in Kafka's images.
         bootstrap = f"127.0.0.1:{port}"
@@ -263,7 +269,7 @@ class Compose:
 
     def down(self) -> None:
         try:
-            self("--profile", "cluster", "down", "-v", "-t", "30")
+            self("--profile", "cluster", "--profile", "secure", "down", "-v", "-t", "30")
         except AssertionError:
             pass  # what's left is removed by name below
         out = self.podman.run(
@@ -372,6 +378,76 @@ def test_compose_cluster_profile_survives_a_broker_stop(podman, images):
         compose.down()
 
 
+def test_compose_secure_profile(podman, images, tmp_path):
+    """The `secure` profile: a SASL_SSL-only broker with ACLs on, certificates made at its first
+    start (no key in the repository, the CA's key gone), and the one-shot secure-init giving
+    alice a SCRAM-SHA-512 credential and produce/consume ACLs on app-* (README's settings)."""
+    from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    compose = Compose(podman, {"PYKBROKER_IMAGE": images.app})
+    port = compose.port("PYKBROKER_SECURE_PORT")
+    try:
+        compose("--profile", "secure", "up", "-d", "broker-secure", "secure-init")
+        broker = compose.container("broker-secure")
+        wait_healthy(podman, broker)  # the image's health check, over TLS on this listener
+        init = compose.container("secure-init")
+        code = podman.run("wait", init, timeout=150).stdout.strip()
+        assert code == "0", logs(podman, init)[-3000:]
+        ca = tmp_path / "ca.crt"
+        ca.write_text(podman.run("exec", broker, "cat", "certs/ca.crt").stdout)
+        listing = podman.run("exec", broker, "ls", "-l", "certs").stdout
+        assert sorted(line.split()[-1] for line in listing.splitlines()[1:]) == [
+            "broker.pem", "ca.crt"]  # fmt: skip
+        assert "-rw-------" in next(ln for ln in listing.splitlines() if ln.endswith("broker.pem"))
+
+        alice = {"bootstrap.servers": f"localhost:{port}", "security.protocol": "SASL_SSL",
+                 "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "alice",
+                 "sasl.password": "alice-secret", "ssl.ca.location": str(ca)}  # fmt: skip
+        admin = AdminClient(alice)
+        admin.create_topics([NewTopic("app-orders", 1, 1)])["app-orders"].result(30)
+        with pytest.raises(KafkaException) as denied:  # CREATE only on the app- prefix
+            admin.create_topics([NewTopic("payroll", 1, 1)])["payroll"].result(30)
+        assert denied.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+        producer = Producer(alice)
+        for i in range(10):
+            producer.produce("app-orders", b"order-%d" % i)
+        assert producer.flush(30) == 0
+        consumer = Consumer({**alice, "group.id": "app-readers", "auto.offset.reset": "earliest"})
+        consumer.subscribe(["app-orders"])
+        got: list[bytes] = []
+
+        def read() -> bool:
+            for m in consumer.consume(10, timeout=1.0):
+                assert m.error() is None, m.error()
+                got.append(m.value())
+            return len(got) >= 10
+
+        wait_until(read, timeout=60, what="alice's records")
+        assert got == [b"order-%d" % i for i in range(10)]
+        consumer.close()
+        # A group outside app-*: GROUP_AUTHORIZATION_FAILED.
+        other = Consumer({**alice, "group.id": "others", "auto.offset.reset": "earliest"})
+        other.subscribe(["app-orders"])
+        errors: list = []
+        wait_until(lambda: errors.extend(m.error() for m in other.consume(1, timeout=1.0)
+                                         if m.error()) or errors, timeout=30, what="denied group")  # fmt: skip
+        assert errors[0].code() == KafkaError.GROUP_AUTHORIZATION_FAILED
+        other.close()
+        # A wrong password is refused: librdkafka reports the broker's SASL_AUTHENTICATION_FAILED
+        # as an authentication error.
+        errors = []
+        wrong = AdminClient({**alice, "sasl.password": "nope", "error_cb": errors.append})
+
+        def refused() -> bool:
+            wrong.poll(0.5)  # serves error_cb
+            return KafkaError._AUTHENTICATION in [e.code() for e in errors]
+
+        wait_until(refused, timeout=30, what="the wrong password refused")
+    finally:
+        compose.down()
+
+
 def test_compose_environment_defaults_are_the_documented_ones():
     """Without variables the compose file is what its comments and the README say: the single
     broker on 9092 (metrics 9404, console 9021), the cluster on 19092-19094 (metrics 9405-9407,
@@ -383,6 +459,7 @@ def test_compose_environment_defaults_are_the_documented_ones():
     assert services["broker"]["ports"] == [
         "0.0.0.0:9092:9092", "0.0.0.0:9404:9404", "0.0.0.0:9021:9021"
     ]  # fmt: skip
+    assert services["broker-secure"]["ports"] == ["0.0.0.0:9093:9093"]
     for n in (1, 2, 3):
         assert services[f"broker{n}"]["ports"] == [
             f"0.0.0.0:{19091 + n}:{19091 + n}", f"0.0.0.0:{9404 + n}:9404",

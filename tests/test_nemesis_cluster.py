@@ -4,18 +4,33 @@ leader, SIGSTOP/SIGCONT of a leader (paused past its ZooKeeper session), SIGTERM
 leads some partitions and follows the others, SIGKILL of two brokers at once. Each fault waits for the cluster to
 notice, then heals and waits for every ISR to be whole again. Afterwards every acknowledged
 record is read back once, at its acknowledged offset -- by a consumer and from the segment
-files of every replica."""
+files of every replica.
+
+"No acks while fewer than min.insync.replicas replicas were in sync" is checked two ways that
+do not take the brokers' word for it:
+- ISR history: the test watches every partition's state znode in ZooKeeper itself and keeps
+  each ISR it sees with its znode's mtime (ZooKeeper's clock: this machine's wall clock); every
+  acknowledged record's window (handed to the producer .. ack seen, wall clock) must overlap a
+  time when its partition's ISR had >= 2 members.
+- Files at a kill: SIGKILLed brokers' segment files are frozen at the kill (the page cache
+  survives a process kill), and are read before they restart, with the survivors' files read
+  at once: every record acknowledged before the kill must be found, at its offset, in at least
+  2 of the 3 replicas' files (a leader acking with an ISR of one would have it in one only)."""
 
 from __future__ import annotations
 
 import glob
+import json
 import os
 import signal
 import sys
+import threading
+import time
 
 import pytest
 from cluster_helpers import AcksAllProducer, Cluster, assert_acked_once, read_all, wait_until
 from helpers import RawClient
+from kazoo.client import KazooClient
 from zookeeper_server import zookeeper_missing
 
 from protocol import records as rb
@@ -26,6 +41,45 @@ pytestmark = pytest.mark.skipif(missing is not None, reason=missing or "")
 
 TOPIC = "nemesis"
 PARTITIONS = 3
+MIN_ISR = 2
+# ISR changes are timed by their znode's mtime (ZooKeeper's clock, this machine's wall clock),
+# set before the write commits, so before any broker acts on it: an ack the expansion allowed is
+# seen after it. The slack covers only millisecond rounding.
+MTIME_SLACK = 0.05
+
+
+class IsrHistory:
+    """Every ISR of each partition's state znode this test saw, with its mtime (seconds)."""
+
+    def __init__(self, connect: str):
+        self.zk = KazooClient(hosts=connect)
+        self.zk.start(10)
+        self.lock = threading.Lock()
+        self.seen: dict[int, list[tuple[float, list[int]]]] = {p: [] for p in range(PARTITIONS)}
+        for p in range(PARTITIONS):
+            self.zk.DataWatch(f"/brokers/topics/{TOPIC}/partitions/{p}/state", self._watcher(p))
+
+    def _watcher(self, p: int):
+        # Two parameters: kazoo passes the event too to a function taking three.
+        def changed(data: bytes | None, stat) -> None:
+            if data:
+                with self.lock:
+                    self.seen[p].append((stat.mtime / 1000, json.loads(data)["isr"]))
+
+        return changed
+
+    def largest_isr(self, p: int, start: float, end: float) -> int:
+        """The largest ISR of p in effect at some time in [start, end]."""
+        with self.lock:
+            history = list(self.seen[p])
+        history.sort(key=lambda e: e[0])
+        before = [isr for t, isr in history if t <= start]
+        during = [isr for t, isr in history if start < t <= end + MTIME_SLACK]
+        return max((len(isr) for isr in before[-1:] + during), default=0)
+
+    def stop(self) -> None:
+        self.zk.stop()
+        self.zk.close()
 
 
 def in_sync(cluster: Cluster) -> dict:
@@ -69,6 +123,25 @@ def replica_files(data_dir: str, p: int) -> dict[bytes, list[int]]:
     return out
 
 
+def snapshot(cluster: Cluster, node_ids) -> dict[int, dict[int, dict[bytes, list[int]]]]:
+    """node -> partition -> value -> offsets, from each broker's segment files now."""
+    return {n: {p: replica_files(os.path.join(cluster.work_dir, f"broker{n}"), p)
+                for p in range(PARTITIONS)} for n in node_ids}  # fmt: skip
+
+
+def assert_on_min_isr(producer: AcksAllProducer, files, killed_at: float, what: str) -> int:
+    """Every record acknowledged before `killed_at` is in >= MIN_ISR replicas' files, at its
+    acknowledged offset. Returns how many were checked."""
+    checked = 0
+    for value, (p, offset) in list(producer.acked.items()):
+        if producer.acked_at[value] >= killed_at:
+            continue
+        holders = [n for n, parts in files.items() if offset in parts[p].get(value, ())]
+        assert len(holders) >= MIN_ISR, (what, p, offset, value, holders)
+        checked += 1
+    return checked
+
+
 def test_nemesis(tmp_path):
     cluster = Cluster(str(tmp_path), overrides={"auto.leader.rebalance.enable": "false"}).start()
     try:
@@ -82,6 +155,8 @@ def test_nemesis(tmp_path):
         finally:
             client.close()
         in_sync(cluster)
+        history = IsrHistory(f"{cluster.zk.connect}/pykbroker")
+        wait_until(lambda: all(history.seen.values()), what="the ISR watches")
         with AcksAllProducer(cluster.bootstrap(), TOPIC, PARTITIONS) as producer:
 
             def progress(what: str) -> None:
@@ -94,6 +169,9 @@ def test_nemesis(tmp_path):
             # 1. SIGKILL the leader of partition 0.
             victim = leader_of(cluster, 0)
             cluster.kill(victim)
+            killed_at = time.time()  # the clock of acked_at
+            files = snapshot(cluster, [1, 2, 3])
+            checked = assert_on_min_isr(producer, files, killed_at, "leader SIGKILL")
             new_leader(cluster, 0, victim)
             cluster.start_broker(victim)
             in_sync(cluster)
@@ -124,18 +202,30 @@ def test_nemesis(tmp_path):
             second = next(b for b in cluster.brokers if b != first)
             cluster.kill(first)
             cluster.kill(second)
+            killed_at = time.time()  # the clock of acked_at
+            files = snapshot(cluster, [1, 2, 3])
+            checked += assert_on_min_isr(producer, files, killed_at, "two brokers SIGKILL")
             new_leader(cluster, 0, first, second)
             cluster.start_broker(first)
             cluster.start_broker(second)
             in_sync(cluster)
             progress("two brokers SIGKILL")
         assert producer.errors == [] and producer.remaining == 0
+        history.stop()
+        # No ack while ZooKeeper's ISR was below min.insync.replicas the whole time.
+        under = [(p, producer.sent_at[v], producer.acked_at[v])
+                 for v, (p, _offset) in producer.acked.items()
+                 if history.largest_isr(p, producer.sent_at[v], producer.acked_at[v]) < MIN_ISR]  # fmt: skip
+        assert under == [], under[:5]
+        shrunk = sum(len(isr) < MIN_ISR for h in history.seen.values() for _, isr in h)
+        assert shrunk, "the two-broker kill left some ISR of one (else the check proves little)"
         assert_acked_once(producer, read_all(cluster.bootstrap(), TOPIC, PARTITIONS))
         # Every replica's files hold every acknowledged record, once, at its offset.
         for node_id, broker in cluster.brokers.items():
             files = {p: replica_files(broker.data_dir, p) for p in range(PARTITIONS)}
             for value, (p, offset) in producer.acked.items():
                 assert files[p].get(value) == [offset], (node_id, p, value)
-        print(f"nemesis: {len(producer.acked)} acks, {producer.sent} sent", file=sys.stderr)
+        print(f"nemesis: {len(producer.acked)} acks, {producer.sent} sent, {checked} checked in "
+              f">= {MIN_ISR} replicas' files at kills, {shrunk} ISRs below min seen", file=sys.stderr)  # fmt: skip
     finally:
         cluster.stop()

@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from cluster_helpers import AcksAllProducer, Cluster, assert_acked_once, read_all, wait_until
@@ -42,11 +43,18 @@ NOT_CONTROLLER, NO_REASSIGNMENT_IN_PROGRESS, ELECTION_NOT_NEEDED = 41, 85, 84
 PREFERRED_LEADER_NOT_AVAILABLE = 80
 
 
+THROTTLE_FETCH = 256 * 1024
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     # No automatic preferred-leader rebalance: the tests decide when leaders move.
+    # Throttle windows of 1 s x 2 (Kafka: 11) and 256 KiB per partition per fetch (Kafka:
+    # 1 MiB) so a throttled copy of a few MB is rate-bound within seconds, not after a burst.
     c = Cluster(str(tmp_path_factory.mktemp("reassign-cluster")),
-                overrides={"auto.leader.rebalance.enable": "false"}).start()  # fmt: skip
+                overrides={"auto.leader.rebalance.enable": "false",
+                           "replication.quota.window.num": "2",
+                           "replica.fetch.max.bytes": str(THROTTLE_FETCH)}).start()  # fmt: skip
     yield c
     c.stop()
 
@@ -304,6 +312,145 @@ def test_zookeeper_mode_admin_znodes(cluster, zk):
             {"topic": topic, "partition": 0}]}).encode())  # fmt: skip
         wait_until(lambda: zk.exists("/admin/preferred_replica_election") is None, what="deleted")
         wait_until(lambda: leader(cluster, topic) == 2, what="preferred leader 2")
+
+
+def fill(cluster: Cluster, topic: str, nbytes: int) -> None:
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": cluster.bootstrap(), "acks": "all",
+                         "batch.size": 65536, "linger.ms": 5, "compression.type": "none",
+                         "broker.address.family": "v4"})  # fmt: skip
+    value = os.urandom(10240)  # incompressible, 10 KiB
+    for _ in range(nbytes // len(value)):
+        producer.produce(topic, value=value, partition=0)
+        producer.poll(0)
+    assert producer.flush(30) == 0
+
+
+def reassignments(cluster: Cluster) -> set[str]:
+    r = controller_request(cluster, ApiKey.LIST_PARTITION_REASSIGNMENTS, 0,
+                           {"timeout_ms": 10000, "topics": None})  # fmt: skip
+    return {t.name for t in r.topics}
+
+
+def test_throttled_reassignment_is_rate_bound(cluster, tmp_path, zk):
+    """kafka-reassign-partitions --throttle: the moving replicas are marked in the topic's
+    leader/follower.replication.throttled.replicas and the rate set on the brokers; the copy
+    then runs at that rate (Kafka's ReplicationQuotaManager, leader and follower side), while
+    a topic moved at the same time without a throttle, between the same brokers, is not held
+    back. --verify clears the throttle once the move is done."""
+    rate = 1024 * 1024  # B/s
+    size = 6 * 1024 * 1024
+    create(cluster, "throttled", [[1]])
+    create(cluster, "unthrottled", [[1]])
+    fill(cluster, "throttled", size)
+    fill(cluster, "unthrottled", size)
+    plan = tmp_path / "throttled.json"
+    plan.write_text(json.dumps({"version": 1, "partitions": [
+        {"topic": "throttled", "partition": 0, "replicas": [2]}]}))  # fmt: skip
+    free = tmp_path / "unthrottled.json"
+    free.write_text(json.dumps({"version": 1, "partitions": [
+        {"topic": "unthrottled", "partition": 0, "replicas": [2]}]}))  # fmt: skip
+    r = tool("kafka-reassign-partitions", "--bootstrap-server", cluster.bootstrap(),
+             "--execute", "--reassignment-json-file", str(plan), "--throttle", str(rate))  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    started = time.monotonic()  # the copy began inside the tool: a shorter span than the real one
+    assert f"The inter-broker throttle limit was set to {rate} B/s" in r.stdout
+    # Kafka's format: sources on the leader side, destinations on the follower side.
+    configs = json.loads(zk.get("/config/topics/throttled")[0])["config"]
+    assert configs["leader.replication.throttled.replicas"] == "0:1"
+    assert configs["follower.replication.throttled.replicas"] == "0:2"
+    for b in (1, 2):
+        broker = json.loads(zk.get(f"/config/brokers/{b}")[0])["config"]
+        assert broker["leader.replication.throttled.rate"] == str(rate)
+        assert broker["follower.replication.throttled.rate"] == str(rate)
+    r = tool("kafka-reassign-partitions", "--bootstrap-server", cluster.bootstrap(), "--execute",
+             "--additional", "--reassignment-json-file", str(free))  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    wait_until(lambda: "unthrottled" not in reassignments(cluster), timeout=60,
+               what="the unthrottled move done")  # fmt: skip
+    # Not held back: done while the throttled one still copies.
+    assert "throttled" in reassignments(cluster)
+    r = tool("kafka-reassign-partitions", "--bootstrap-server", cluster.bootstrap(),
+             "--verify", "--reassignment-json-file", str(plan))  # fmt: skip
+    assert r.stdout == ("Status of partition reassignment:\n"
+                        "Reassignment of partition throttled-0 is still in progress.\n\n")  # fmt: skip
+    assert "leader.replication.throttled.replicas" in json.loads(
+        zk.get("/config/topics/throttled")[0])["config"]  # fmt: skip
+    wait_until(lambda: "throttled" not in reassignments(cluster), timeout=60,
+               what="the throttled move done")  # fmt: skip
+    took = time.monotonic() - started
+    # The bound: a fetch goes out only while the rate over the last window (1-2 s) is within
+    # `rate`, and brings at most one partition's fetch size (plus one batch past it), so each
+    # 1 s window moves at most rate + THROTTLE_FETCH + a 64 KiB batch; less one window for
+    # the start. 6 MiB at 1 MiB/s: >= 3.8 s (about 6 s expected; unthrottled well under 1 s).
+    bound = size / (rate + THROTTLE_FETCH + 65536) - 1
+    assert took >= bound, f"{size} bytes at {rate} B/s moved in {took:.2f} s (< {bound:.2f} s)"
+    r = tool("kafka-reassign-partitions", "--bootstrap-server", cluster.bootstrap(),
+             "--verify", "--reassignment-json-file", str(plan))  # fmt: skip
+    assert r.stdout.splitlines() == [
+        "Status of partition reassignment:",
+        "Reassignment of partition throttled-0 is completed.",
+        "",
+        "Clearing broker-level throttles on brokers 1,2,3",
+        "Clearing topic-level throttles on topic throttled",
+    ]
+    configs = json.loads(zk.get("/config/topics/throttled")[0])["config"]
+    assert not any("throttled" in k for k in configs), configs
+    for b in (1, 2, 3):
+        node = zk.exists(f"/config/brokers/{b}") and zk.get(f"/config/brokers/{b}")[0]
+        assert not node or not any("throttled" in k for k in json.loads(node)["config"])
+    # Every record arrived (the new replica is the only one now).
+    ends = [p for p in cluster.agreed_partitions("throttled").values()]
+    assert ends[0][2] == [2]
+    print(f"throttled reassignment: {size} B at {rate} B/s in {took:.2f} s (bound {bound:.2f} s)",
+          file=sys.stderr)  # fmt: skip
+
+
+def test_in_sync_followers_are_not_throttled(cluster):
+    """Kafka's shouldLeaderThrottle: the leader holds back only replicas outside the ISR. With
+    every replica of a topic throttled on the leader side at 1 B/s, acks=all writes to it go
+    as fast as to an unthrottled topic on the same brokers: its follower is in sync."""
+    from confluent_kafka import Producer
+
+    create(cluster, "insync", [[1, 2]], leader_replication_throttled_replicas="*",
+           min_insync_replicas="2")  # fmt: skip
+    create(cluster, "insync-control", [[1, 2]], min_insync_replicas="2")
+    configs = os.path.join(BIN, "kafka-configs")
+    r = subprocess.run([configs, "--bootstrap-server", cluster.bootstrap(), "--alter",
+                        "--entity-type", "brokers", "--entity-name", "1", "--add-config",
+                        "leader.replication.throttled.rate=1"], capture_output=True, text=True,
+                       timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    producer = Producer({"bootstrap.servers": cluster.bootstrap(), "acks": "all",
+                         "batch.size": 65536, "broker.address.family": "v4"})  # fmt: skip
+
+    def rounds(topic: str) -> float:
+        """Ten rounds of 320 KiB, each acknowledged before the next: more than one follower
+        fetch (256 KiB here) each, so a throttled follower would wait out the quota's window
+        (1-2 s) in every round."""
+        started = time.monotonic()
+        for _ in range(10):
+            for _ in range(320):
+                producer.produce(topic, value=os.urandom(1024), partition=0)
+            assert producer.flush(30) == 0
+        return time.monotonic() - started
+
+    try:
+        control = rounds("insync-control")
+        throttled = rounds("insync")
+        # Throttled as Kafka would throttle a follower outside the ISR, this takes >= 10 s
+        # more (one quota window per round); unthrottled, about the control's time.
+        assert throttled < control + 5, (throttled, control)
+        assert sorted(cluster.agreed_partitions("insync")[0][3]) == [1, 2]
+    finally:
+        r = subprocess.run([configs, "--bootstrap-server", cluster.bootstrap(), "--alter",
+                            "--entity-type", "brokers", "--entity-name", "1", "--delete-config",
+                            "leader.replication.throttled.rate"], capture_output=True, text=True,
+                           timeout=60)  # fmt: skip
+        assert r.returncode == 0, r.stdout + r.stderr
+    print(f"in-sync follower, leader throttle 1 B/s: {throttled:.2f} s, control {control:.2f} s",
+          file=sys.stderr)  # fmt: skip
 
 
 def test_unclean_leader_election(cluster):

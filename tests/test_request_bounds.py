@@ -165,6 +165,26 @@ def test_create_partitions_with_huge_count(bp):
     still_serving(bp)
 
 
+def test_create_partitions_bound_is_on_the_whole_request(bp):
+    """As for CreateTopics, the partitions a CreatePartitions request adds count in all: two
+    topics growing by 5,000 each pass (validate_only), by 5,000 and 5,001 both are refused."""
+    c = RawClient(bp.port)
+    assert create_topics(c, [topic_entry("two-a"), topic_entry("two-b")]) == {
+        "two-a": (0, None), "two-b": (0, None)}  # fmt: skip
+    wait_for(lambda: {"two-a", "two-b"} <= topic_names(c), 10, "topics two-a, two-b")
+
+    def grow_both(a: int, b: int, validate_only: bool) -> list:
+        body = {"topics": [{"name": "two-a", "count": a, "assignments": None},
+                           {"name": "two-b", "count": b, "assignments": None}],
+                "timeout_ms": 5000, "validate_only": validate_only}  # fmt: skip
+        r = c.request(ApiKey.CREATE_PARTITIONS, 3, body)
+        return [(x.error_code, x.error_message) for x in r.results]
+
+    assert grow_both(5001, 5001, True) == [(0, None), (0, None)]
+    assert grow_both(5001, 5002, False) == [(ErrorCode.POLICY_VIOLATION, EXCESSIVE)] * 2
+    c.close()
+
+
 def test_list_offsets_duplicates_are_invalid_request(bp):
     """A partition named more than once gets INVALID_REQUEST on every row, as in Kafka's
     ListOffsets (so 20,000 copies of one by-timestamp query cost no log searches)."""

@@ -132,7 +132,12 @@ def test_key_store_file_with_encrypted_key(make_broker, pki, tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "error"),
     [
-        ({"ssl.keystore.type": "JKS"}, "pykbroker reads PEM key stores"),
+        # Kafka's DefaultSslEngineFactory's message
+        (
+            {"ssl.keystore.type": "JKS"},
+            "SSL key store is specified, but key store password is not specified",
+        ),  # fmt: skip
+        ({"ssl.keystore.type": "BKS"}, "ssl.keystore.type BKS is not supported"),
         ({"ssl.keystore.password": "x"}, "SSL key store password cannot be specified with PEM"),
         ({"ssl.client.auth": "sometimes"}, "String must be one of: required, requested, none"),
     ],
@@ -184,3 +189,21 @@ def test_failed_handshakes_give_back_their_connection_slots(make_broker, pki):
         assert client.request(ApiKey.API_VERSIONS, 3, {}).error_code == 0
     finally:
         client.close()
+
+
+def test_healthcheck_speaks_tls_on_a_tls_first_listener(make_broker, pki, capsys):
+    """The image's health check (`pykbroker healthcheck`) on a broker whose first listener is
+    SASL_SSL (the compose `secure` profile): ApiVersions over TLS, served before SASL."""
+    from pykbroker.cli.broker import main
+
+    b = make_broker(tls_overrides(pki["ca"], pki["server"], "SASL_SSL",
+                                  **{"sasl.enabled.mechanisms": "PLAIN",
+                                     "listener.name.sasl_ssl.plain.sasl.jaas.config": PLAIN_JAAS}))  # fmt: skip
+    assert main(["healthcheck", "--override", f"listeners=SASL_SSL://:{b.port}"]) == 0
+    assert capsys.readouterr().out.startswith(f"OK: 127.0.0.1:{b.port} answered ApiVersions")
+    assert main(["healthcheck", "--bootstrap-server", f"127.0.0.1:{b.port}", "--tls"]) == 0
+    capsys.readouterr()
+    # Without TLS the broker answers nothing: unhealthy, as a plaintext probe must be.
+    assert main(["healthcheck", "--bootstrap-server", f"127.0.0.1:{b.port}", "--timeout",
+                 "2"]) == 1  # fmt: skip
+    assert "UNHEALTHY" in capsys.readouterr().err

@@ -255,3 +255,60 @@ def test_embedded_broker_with_another_file_or_none(tmp_path, properties):
         assert b.config.get("num.partitions") == 5
         assert b.config.log_dirs == [str(tmp_path / "e")]
         assert b.bootstrap_servers.startswith("127.0.0.1:")
+
+
+def test_make_broker_starts_from_the_shipped_file_with_the_console(tmp_path):
+    """`make broker`, as the README starts one (on an ephemeral port and a temporary data dir):
+    clients see the shipped file's values (DescribeConfigs: static broker config), the console
+    answers, and an aiokafka consumer subscribed by pattern, the issue's first finding, gets its
+    record."""
+    import asyncio
+    import json as jsonlib
+    import signal
+    import urllib.request
+
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource
+
+    broker = BrokerProcess(str(tmp_path / "data"))
+    args = " ".join(f"--override {k}={v}" for k, v in broker.overrides.items())
+    broker.proc = subprocess.Popen(
+        ["make", "-s", "-C", str(ROOT), "broker", "CONSOLE_PORT=0", f"ARGS={args}"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, start_new_session=True,
+        env={**os.environ, "PYKBROKER_LOG_FORMAT": "json"},
+    )  # fmt: skip
+    threading.Thread(target=broker._read_logs, args=(broker.proc,), daemon=True).start()
+    try:
+        assert broker._started.wait(60), broker.lines[-5:]
+        started = broker.events("broker_started")[0]
+        res = ConfigResource(ConfigResource.Type.BROKER, "1")
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
+        got = admin.describe_configs([res])[res].result(20)
+        for name in ("group.initial.rebalance.delay.ms", "group.min.session.timeout.ms"):
+            entry = got[name]
+            assert (entry.value, entry.source) == (
+                KAFKA_DEV_VALUES[name],
+                ConfigSource.STATIC_BROKER_CONFIG.value,
+            ), name
+        url = f"http://127.0.0.1:{started['console_port']}/api/cluster"
+        with urllib.request.urlopen(url, timeout=20) as r:
+            assert jsonlib.load(r)["node_id"] == 1
+
+        async def pattern_consumer() -> bytes:
+            producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers)
+            await producer.start()
+            await producer.send_and_wait("events-1", b"first")
+            await producer.stop()
+            consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap_servers,
+                                        group_id="by-pattern", auto_offset_reset="earliest")  # fmt: skip
+            consumer.subscribe(pattern="^events-.*")
+            await consumer.start()
+            try:
+                return (await asyncio.wait_for(consumer.getone(), 30)).value
+            finally:
+                await consumer.stop()
+
+        assert asyncio.run(pattern_consumer()) == b"first"
+    finally:
+        os.killpg(broker.proc.pid, signal.SIGTERM)
+        broker.proc.wait(30)

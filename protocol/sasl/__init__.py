@@ -39,3 +39,20 @@ class SaslServer:
     def negotiated_property(self, name: str):
         """Kafka's getNegotiatedProperty: e.g. a credential's lifetime (re-authentication)."""
         return None
+
+
+class SaslClient:
+    """The client side, for this broker's own connections to the others (inter-broker SASL):
+    `initial()` is the first token; each server token goes to `evaluate`, which returns the
+    next token to send, until `complete`. SaslError if the server's answer is wrong."""
+
+    mechanism: str = ""
+
+    def __init__(self) -> None:
+        self.complete = False
+
+    def initial(self) -> bytes:
+        raise NotImplementedError
+
+    def evaluate(self, challenge: bytes) -> bytes:
+        raise NotImplementedError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from protocol.sasl import SaslAuthenticationError, SaslError, SaslServer
+from protocol.sasl import SaslAuthenticationError, SaslClient, SaslError, SaslServer
 
 
 class PlainServer(SaslServer):
@@ -39,5 +39,22 @@ class PlainServer(SaslServer):
                 "from username"
             )
         self.authorization_id = username
+        self.complete = True
+        return b""
+
+
+class PlainClient(SaslClient):
+    """Kafka's PlainSaslClient: NUL username NUL password; the server answers empty."""
+
+    mechanism = "PLAIN"
+
+    def __init__(self, username: str, password: str):
+        super().__init__()
+        self._token = f"\0{username}\0{password}".encode()
+
+    def initial(self) -> bytes:
+        return self._token
+
+    def evaluate(self, challenge: bytes) -> bytes:
         self.complete = True
         return b""

@@ -1,6 +1,7 @@
 """SASL/SCRAM-SHA-256 and SCRAM-SHA-512 (RFC 5802, RFC 7677), server side, as Kafka's
 ScramSaslServer: no channel binding (gs2 header "n"), usernames with =2C/=3D escapes, the
-credential looked up after the client-first message, at least 4096 iterations.
+credential looked up after the client-first message, at least 4096 iterations. The client side
+(`ScramClient`) is what a broker uses on its own inter-broker connections.
 
 Also the credential itself (`ScramCredential`): what Kafka stores in ZooKeeper under
 `/config/users/<user>` as "salt=<b64>,stored_key=<b64>,server_key=<b64>,iterations=<n>".
@@ -16,7 +17,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from protocol.sasl import SaslAuthenticationError, SaslError, SaslServer
+from protocol.sasl import SaslAuthenticationError, SaslClient, SaslError, SaslServer
 
 # Kafka's ScramMechanism: hash, and the fewest iterations a stored credential may have.
 MECHANISMS = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
@@ -214,3 +215,57 @@ class ScramServer(SaslServer):
         if name == "CREDENTIAL.LIFETIME.MS":  # Kafka's SaslInternalConfigs key
             return self.token_expiry_ms
         return self.extensions.get(name)
+
+
+def saslname(name: str) -> str:
+    """username -> RFC 5802 saslname (the inverse of `username`)."""
+    return name.replace("=", "=3D").replace(",", "=2C")
+
+
+class ScramClient(SaslClient):
+    """Kafka's ScramSaslClient: client-first, client-final with the proof, then the server's
+    signature checked (a server that can't prove it knows the credential is refused)."""
+
+    def __init__(self, mechanism: str, username: str, password: str):
+        super().__init__()
+        self.mechanism = mechanism
+        self._hash = MECHANISMS[mechanism]
+        self._password = password.encode()
+        self._nonce = _server_nonce()
+        self._first_bare = f"n={saslname(username)},r={self._nonce}"
+        self._auth_message = b""
+        self._salted = b""
+
+    def initial(self) -> bytes:
+        return f"n,,{self._first_bare}".encode()
+
+    def evaluate(self, challenge: bytes) -> bytes:
+        text = challenge.decode("utf-8", "replace")
+        if not self._auth_message:
+            return self._client_final(text)
+        attrs = dict(kv.split("=", 1) for kv in text.split(",") if "=" in kv)
+        if "e" in attrs:
+            raise SaslError(f"SCRAM authentication failed: {attrs['e']}")
+        server_key = _hmac(self._hash, self._salted, b"Server Key")
+        expected = _hmac(self._hash, server_key, self._auth_message)
+        if not hmac.compare_digest(base64.b64decode(attrs.get("v", "")), expected):
+            raise SaslError("Invalid server signature in the server final message")
+        self.complete = True
+        return b""
+
+    def _client_final(self, server_first: str) -> bytes:
+        attrs = dict(kv.split("=", 1) for kv in server_first.split(",") if "=" in kv)
+        try:
+            nonce, salt, iterations = attrs["r"], base64.b64decode(attrs["s"]), int(attrs["i"])
+        except (KeyError, ValueError) as e:
+            raise SaslError(f"Invalid SCRAM server first message: {e}") from None
+        if not nonce.startswith(self._nonce) or iterations < MIN_ITERATIONS:
+            raise SaslError("Invalid SCRAM server first message")
+        self._salted = salted_password(self.mechanism, self._password, salt, iterations)
+        without_proof = f"c=biws,r={nonce}"
+        self._auth_message = f"{self._first_bare},{server_first},{without_proof}".encode()
+        client_key = _hmac(self._hash, self._salted, b"Client Key")
+        stored_key = hashlib.new(self._hash, client_key).digest()
+        signature = _hmac(self._hash, stored_key, self._auth_message)
+        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+        return f"{without_proof},p={base64.b64encode(proof).decode()}".encode()

@@ -13,6 +13,7 @@ also applies the dynamic broker configs stored in its cluster metadata.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import sys
@@ -296,18 +297,23 @@ def describe_lines(config: BrokerConfig, layers: list[tuple[str, dict[str, str]]
 # --- healthcheck ----------------------------------------------------------------------------
 
 
-def healthcheck_target(config: BrokerConfig) -> tuple[str, int]:
-    """Where a local health check connects: the first listener, wildcards made loopback."""
-    _name, host, port = config.listeners[0]
+def healthcheck_target(config: BrokerConfig) -> tuple[str, int, bool]:
+    """Where a local health check connects: the first listener, wildcards made loopback, and
+    whether that listener speaks TLS (SSL, SASL_SSL)."""
+    name, host, port = config.listeners[0]
     if host in ("", "0.0.0.0"):
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"
-    return host, port
+    tls = config.security_protocols().get(name, "PLAINTEXT") in ("SSL", "SASL_SSL")
+    return host, port, tls
 
 
-def api_versions_round_trip(host: str, port: int, timeout: float = 5.0) -> int:
-    """Send ApiVersions v3 and read the answer; the number of APIs the broker offers.
+def api_versions_round_trip(host: str, port: int, timeout: float = 5.0, tls: bool = False) -> int:
+    """Send ApiVersions v3 and read the answer; the number of APIs the broker offers. With
+    `tls`, over TLS without checking the certificate (a liveness probe of the local broker;
+    ApiVersions is served before SASL authentication, and without a client certificate
+    unless ssl.client.auth=required).
 
     Raises OSError if the broker can't be reached or answers badly.
     """
@@ -317,7 +323,14 @@ def api_versions_round_trip(host: str, port: int, timeout: float = 5.0) -> int:
     body = {"client_software_name": "pykbroker-healthcheck", "client_software_version": "1"}
     request = codec.encode_request(ApiKey.API_VERSIONS, 3, 1, "pykbroker-healthcheck", body)
     deadline = time.monotonic() + timeout
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    with contextlib.ExitStack() as stack:
+        sock = stack.enter_context(socket.create_connection((host, port), timeout=timeout))
+        if tls:
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+            sock = stack.enter_context(ctx.wrap_socket(sock))
         sock.sendall(request)
         buf = b""
         size = None
@@ -347,19 +360,22 @@ def healthcheck_main(argv: list[str]) -> int:
     _add_config_args(p)
     p.add_argument("--bootstrap-server", metavar="HOST:PORT", help="the broker to check")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    p.add_argument("--tls", action="store_true",
+                   help="with --bootstrap-server: the broker's listener speaks TLS (SSL, "
+                   "SASL_SSL); without it, taken from the first listener's protocol")  # fmt: skip
     args = p.parse_args(argv)
     try:
         if args.bootstrap_server:
             host, _, port = args.bootstrap_server.rpartition(":")
-            host, port = host.strip("[]") or "127.0.0.1", int(port)
+            host, port, tls = host.strip("[]") or "127.0.0.1", int(port), args.tls
         else:
-            host, port = healthcheck_target(build_config(args))
+            host, port, tls = healthcheck_target(build_config(args))
     except (ConfigError, OSError, ValueError) as e:
         print(f"pykbroker healthcheck: {e}", file=sys.stderr)
         return 2
     started = time.monotonic()
     try:
-        apis = api_versions_round_trip(host, port, args.timeout)
+        apis = api_versions_round_trip(host, port, args.timeout, tls)
     except Exception as e:  # refused, timed out, or not a Kafka answer: all unhealthy
         print(f"UNHEALTHY: {host}:{port}: {e}", file=sys.stderr)
         return 1

@@ -52,7 +52,7 @@ async def start_cluster(broker: Broker, advertised: tuple[str, int], listener_na
     broker.log_manager.load_logs(broker.log_config_for)
     rm = ReplicaManager(broker.node_id, broker.log_manager, broker.log_config_for, metadata, config)
     rm.restore_high_watermarks()
-    rm.fetchers = ReplicaFetcherManager(broker.node_id, metadata, config)
+    rm.fetchers = ReplicaFetcherManager(broker.node_id, metadata, config, broker.inter_broker)
     broker.replica_manager = rm
     metadata.replica_manager = rm
     rm.delete_stray_logs()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 
 import structlog
 
@@ -23,6 +24,7 @@ from protocol import records as rb
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
 from pykbroker.fetch_session import FetchSessionHandler
+from pykbroker.quota.replication import ReplicationQuota
 
 from .follower import apply_epoch_end, corrupt_batch, last_fetched_epoch, truncate
 
@@ -35,14 +37,21 @@ EARLIEST, LATEST = -2, -1
 _SIZE = struct.Struct(">i")
 
 
+def _now_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
 class PartitionFetchState:
-    __slots__ = ("partition", "leader_epoch", "delayed_until", "truncating")
+    __slots__ = ("partition", "leader_epoch", "delayed_until", "truncating", "in_sync")
 
     def __init__(self, partition, leader_epoch: int):
         self.partition = partition
         self.leader_epoch = leader_epoch
         self.delayed_until = 0.0
         self.truncating = True  # a new leader: first find where our logs diverge
+        # Caught up with the leader's HW at the last fetch (Kafka's isReplicaInSync, lag <= 0):
+        # a throttle never holds such a partition back.
+        self.in_sync = False
 
 
 def _can_append(lg) -> bool:
@@ -65,6 +74,7 @@ class ReplicaFetcher:
         self.partitions: dict[tuple[str, int], PartitionFetchState] = {}
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.reauth_at: float | None = None  # when the SASL session wants re-authenticating
         self.correlation_id = 0
         self.changed = asyncio.Event()
         self.stopping = False
@@ -119,20 +129,32 @@ class ReplicaFetcher:
                     s.delayed_until = loop.time() + backoff
 
     async def _connect(self) -> None:
+        timeout = self.config.get("replica.socket.timeout.ms") / 1000
+        security = self.manager.security
         if self.writer is not None:
+            if self.reauth_at is not None and asyncio.get_running_loop().time() >= self.reauth_at:
+                # KIP-368, between two requests on the same connection, as Kafka's fetcher.
+                self.reauth_at = await security.authenticate(
+                    self.reader, self.writer, self.client_id, timeout
+                )
             return
         broker = self.manager.metadata.live_brokers.get(self.leader_id)
         if broker is None:
             raise ConnectionError(f"leader {self.leader_id} is not alive")
-        timeout = self.config.get("replica.socket.timeout.ms") / 1000
-        self.reader, self.writer = await asyncio.wait_for(
-            asyncio.open_connection(broker.host, broker.port), timeout
-        )
+        if security is None:
+            self.reader, self.writer = await asyncio.wait_for(
+                asyncio.open_connection(broker.host, broker.port), timeout
+            )
+        else:
+            self.reader, self.writer, self.reauth_at = await security.open_connection(
+                broker.host, broker.port, self.client_id, timeout
+            )
 
     def _close(self) -> None:
         if self.writer is not None:
             self.writer.close()
         self.reader = self.writer = None
+        self.reauth_at = None
 
     async def _request(self, api_key: int, version: int, body: dict):
         self.correlation_id += 1
@@ -156,7 +178,15 @@ class ReplicaFetcher:
             if not ready:
                 return
         wanted = {}
+        quota = self.manager.quota
+        over = quota.exceeded(_now_ms())
         for (topic, index), s in ready.items():
+            if over and not s.in_sync and quota.is_throttled(topic, index):
+                # Kafka's shouldFollowerThrottle: left out of this fetch (and of the session).
+                s.delayed_until = (
+                    asyncio.get_running_loop().time() + max(quota.delay_ms(_now_ms()), 10) / 1000
+                )
+                continue
             lg = s.partition.log
             wanted[(topic, index)] = {
                 "partition": index, "current_leader_epoch": s.leader_epoch,
@@ -165,6 +195,8 @@ class ReplicaFetcher:
                 "log_start_offset": lg.log_start_offset,
                 "partition_max_bytes": cfg.get("replica.fetch.max.bytes"),
             }  # fmt: skip
+        if not wanted:
+            return  # all throttled: the loop waits until the first may go again
         # An incremental fetch session (KIP-227), as Kafka's followers: after the first, full
         # request only partitions whose position changed go out, and only news comes back.
         session_id, epoch, send, forgotten = self.session.build(wanted)
@@ -242,12 +274,15 @@ class ReplicaFetcher:
                 raise KafkaError(ErrorCode.CORRUPT_MESSAGE, bad[1])
             if start < len(records):
                 lg.append_as_follower(memoryview(records)[start:])
+                if self.manager.quota.is_throttled(p.topic, p.index):
+                    self.manager.quota.record(len(records) - start, _now_ms())
                 cache = p.epoch_cache
                 if cache is not None:
                     for pos, header in batches:
                         if pos >= start and header.partition_leader_epoch > cache.latest_epoch:
                             cache.assign(header.partition_leader_epoch, header.base_offset)
         lg.update_high_watermark(min(r.high_watermark, lg.log_end_offset))
+        s.in_sync = lg.log_end_offset >= r.high_watermark
         if r.log_start_offset > lg.log_start_offset:
             lg.maybe_increment_log_start_offset(min(r.log_start_offset, lg.log_end_offset))
 
@@ -344,13 +379,17 @@ def truncate_fully_and_start_at(lg, offset: int) -> None:
 class ReplicaFetcherManager:
     """Which partitions are fetched from which leader; one fetcher per leader broker."""
 
-    def __init__(self, node_id: int, metadata, config):
+    def __init__(self, node_id: int, metadata, config, security=None):
         self.node_id = node_id
         self.metadata = metadata
         self.config = config
+        # security/inter_broker.InterBrokerSecurity: TLS/SASL to the leaders; None: plain TCP
+        self.security = security
         self.fetchers: dict[int, ReplicaFetcher] = {}
         self.source: dict[tuple[str, int], int] = {}  # partition -> leader fetched from
         self.stopped = False  # shut down: no fetcher starts again (a late watch can't revive one)
+        # A reassignment's throttle on what this broker copies (quota/replication.py).
+        self.quota = ReplicationQuota("follower", node_id, config, metadata.topic_configs)
 
     def is_fetching(self, p, leader_id: int) -> bool:
         return self.source.get((p.topic, p.index)) == leader_id

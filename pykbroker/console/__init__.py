@@ -2,7 +2,8 @@
 
 One HTTP/1.1 server on the broker's event loop (no second process, no framework): the static
 page (HTML, CSS and JavaScript shipped in the package, nothing fetched from the internet) and
-the JSON endpoints of api.py it calls.
+the JSON endpoints of api.py it calls. Each request acts as a principal (auth.py) that the
+broker's authorizer checks as it would the equivalent Kafka request.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from importlib import resources
 from typing import TYPE_CHECKING
 
 from .api import ConsoleApi, translate_error
+from .auth import ConsoleAuth
 from .http import HttpError, HttpServer, Request, Response, Router, host_name
 
 if TYPE_CHECKING:
@@ -38,12 +40,15 @@ class ConsoleServer:
     def __init__(self, broker: Broker):
         self.broker = broker
         self.api = ConsoleApi(broker)
+        self.auth = ConsoleAuth(broker, self.api.executor)
+        self.api.authentication = self.auth.method
         self.static = load_static()
         router = Router()
         self.api.routes(router)
         router.add("GET", "/", self.index)
         router.add("GET", "/static/{name}", self.file)
         self.http = HttpServer(router, translate_error)
+        self.http.authenticate = self.auth.authenticate
 
     def allowed_hosts(self, host: str | None) -> set[str]:
         """Names the console answers for: loopback, its own host, the advertised listeners'

@@ -19,6 +19,9 @@ from urllib.parse import urlsplit
 from protocol import records as rb
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
+from pykbroker.acl.authorizer import CLUSTER_NAME
+from pykbroker.acl.authorizer import AclOperation as Op
+from pykbroker.acl.authorizer import ResourceType as RT
 
 from .http import EventStream, HttpError, Request, Response, Router, json_response
 from .kafka_api import InProcessClient, KafkaApiError, check
@@ -50,6 +53,10 @@ CONFIG_SOURCES = {
 NOT_FOUND = {ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, ErrorCode.GROUP_ID_NOT_FOUND,
              ErrorCode.UNKNOWN_TOPIC_ID}  # fmt: skip
 CONFLICT = {ErrorCode.TOPIC_ALREADY_EXISTS, ErrorCode.NON_EMPTY_GROUP}
+FORBIDDEN = {
+    ErrorCode.TOPIC_DELETION_DISABLED, ErrorCode.TOPIC_AUTHORIZATION_FAILED,
+    ErrorCode.GROUP_AUTHORIZATION_FAILED, ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
+}  # fmt: skip
 UNAVAILABLE = {
     ErrorCode.COORDINATOR_NOT_AVAILABLE,
     ErrorCode.COORDINATOR_LOAD_IN_PROGRESS, ErrorCode.NOT_CONTROLLER,
@@ -66,7 +73,7 @@ def http_status(code: int) -> int:
         return 503
     if code in (ErrorCode.NOT_LEADER_OR_FOLLOWER, ErrorCode.NOT_COORDINATOR):
         return 421  # another broker has it: open that broker's console
-    if code == ErrorCode.TOPIC_DELETION_DISABLED:
+    if code in FORBIDDEN:
         return 403
     if code == ErrorCode.UNKNOWN_SERVER_ERROR:
         return 500
@@ -155,6 +162,7 @@ class ConsoleApi:
         self.broker = broker
         self.client = InProcessClient(broker)
         self.sampler = MetricsSampler(broker)
+        self.authentication = "NONE"  # console.authentication.method in effect (auth.py)
         self.tails = 0
         # The console's own threads for file reads and record decoding: neither waiting behind
         # the broker's background work in the default executor (a rolled segment's fsync takes
@@ -180,9 +188,10 @@ class ConsoleApi:
         add("POST", "/api/groups/{group}/reset-offsets", self.reset_offsets)
         add("GET", "/api/metrics", self.metrics)
 
-    async def call(self, api_key: int, version: int, body: dict) -> Any:
+    async def call(self, request: Request, api_key: int, version: int, body: dict) -> Any:
+        """The Kafka request an admin client would send, as the console user's principal."""
         try:
-            return await self.client.call(api_key, version, body)
+            return await self.client.call(api_key, version, body, request.session)
         except KafkaApiError as e:
             raise kafka_error(e.code, e.message) from None
 
@@ -195,17 +204,44 @@ class ConsoleApi:
             raise HttpError(403, "CLUSTER_AUTHORIZATION_FAILED",
                             "Changes are accepted from the console's own page only.")  # fmt: skip
 
+    # --- authorization: as the equivalent Kafka request of the console user's principal ------
+
+    def allowed(self, request: Request, op: int, resource_type: int, name: str) -> bool:
+        authorizer = self.broker.authorizer
+        if authorizer is None:
+            return True
+        session = request.session
+        principal, host = (str(session.principal), session.client_host) if session else (
+            "User:ANONYMOUS", request.peer)  # fmt: skip
+        return authorizer.authorize(principal, host, op, resource_type, name)
+
+    def visible(self, request: Request, topics) -> set[str]:
+        """The topics Metadata would list to this principal: those it may DESCRIBE."""
+        if self.broker.authorizer is None:
+            return set(topics)
+        return {t for t in topics if self.allowed(request, Op.DESCRIBE, RT.TOPIC, t)}
+
+    def require_topic(self, request: Request, op: int, name: str) -> None:
+        """Kafka's answer to a request on a topic the principal may not `op`, whether or not
+        it exists (so its existence is not disclosed)."""
+        if not self.allowed(request, op, RT.TOPIC, name):
+            raise HttpError(403, "TOPIC_AUTHORIZATION_FAILED",
+                            f"Not authorized to access topics: [{name}]")  # fmt: skip
+
     # --- brokers ------------------------------------------------------------------------------
 
     async def cluster(self, request: Request) -> Response:
         broker = self.broker
         md = broker.metadata
         live = set(md.live_broker_ids())
+        visible = self.visible(request, md.topics)
         led: dict[int, int] = {}
         under: dict[int, int] = {}
         hosted: dict[int, int] = {}  # partitions each broker is a replica of
         offline = 0
-        for info in md.topics.values():
+        for name, info in md.topics.items():
+            if name not in visible:
+                continue
             for state in info.partitions:
                 for r in state.replicas:
                     hosted[r] = hosted.get(r, 0) + 1
@@ -237,6 +273,9 @@ class ConsoleApi:
                 "endpoints": {},
             })  # fmt: skip
         rm = broker.replica_manager
+        # What DescribeLogDirs (and the broker's connection count) needs: DESCRIBE on the cluster.
+        describe_cluster = self.allowed(request, Op.DESCRIBE, RT.CLUSTER, CLUSTER_NAME)
+        session = request.session
         return json_response({
             "cluster_id": md.cluster_id,
             "controller_id": md.controller_id,
@@ -244,13 +283,16 @@ class ConsoleApi:
             "mode": "zookeeper" if broker.config.get("zookeeper.connect") else "single-node",
             "version": _version(),
             "uptime_ms": round((time.monotonic() - broker.started_at) * 1000),
-            "connections": len(broker.connections),
-            "topics": len(md.topics),
-            "partitions": sum(len(t.partitions) for t in md.topics.values()),
+            "connections": len(broker.connections) if describe_cluster else None,
+            "topics": len(visible),
+            "partitions": sum(len(md.topics[t].partitions) for t in visible),
             "offline_partitions": offline,
-            "local_partitions": len(rm.partitions),
-            "log_dirs": [{"path": d, "size": s} for d, s in self._log_dir_sizes().items()],
+            "local_partitions": sum(1 for t, _ in rm.partitions if t in visible),
+            "log_dirs": [{"path": d, "size": s} for d, s in self._log_dir_sizes().items()]
+            if describe_cluster else None,
             "read_only": broker.config.get("console.read.only"),
+            "authentication": self.authentication,
+            "principal": str(session.principal) if session else None,
             "brokers": brokers,
         })  # fmt: skip
 
@@ -271,7 +313,7 @@ class ConsoleApi:
         live = set(md.live_broker_ids())
         rates = self.sampler.topic_rates()
         out = []
-        for name in sorted(md.topics):
+        for name in sorted(self.visible(request, md.topics)):
             info = md.topics[name]
             size = messages = 0
             under = offline = 0
@@ -289,7 +331,9 @@ class ConsoleApi:
                 "name": name, "internal": info.internal, "partitions": len(info.partitions),
                 "replication_factor": info.replication_factor, "size": size,
                 "messages": messages, "under_replicated": under, "offline": offline,
-                "configs": len(info.configs), "bytes_in_per_sec": bytes_in,
+                "configs": len(info.configs)
+                if self.allowed(request, Op.DESCRIBE_CONFIGS, RT.TOPIC, name) else None,
+                "bytes_in_per_sec": bytes_in,
                 "bytes_out_per_sec": bytes_out, "messages_in_per_sec": messages_in,
             })  # fmt: skip
         return json_response({"topics": out})
@@ -304,6 +348,7 @@ class ConsoleApi:
 
     async def topic(self, request: Request) -> Response:
         name = request.params["topic"]
+        self.require_topic(request, Op.DESCRIBE, name)
         info = self._topic_info(name)
         rm = self.broker.replica_manager
         partitions = []
@@ -324,18 +369,20 @@ class ConsoleApi:
                     log_end_offset=log.log_end_offset,
                 )  # fmt: skip
             partitions.append(entry)
-        r = await self.call(ApiKey.DESCRIBE_CONFIGS, 4, {
+        r = await self.call(request, ApiKey.DESCRIBE_CONFIGS, 4, {
             "resources": [{"resource_type": TOPIC_RESOURCE, "resource_name": name,
                            "configuration_keys": None}],
             "include_synonyms": False, "include_documentation": True,
         })  # fmt: skip
         result = r.results[0]
-        check(result.error_code, result.error_message)
-        configs = [
-            {"name": c.name, "value": c.value, "source": CONFIG_SOURCES.get(c.config_source, "UNKNOWN"),
-             "read_only": c.read_only, "sensitive": c.is_sensitive, "doc": c.documentation}
-            for c in result.configs
-        ]  # fmt: skip
+        configs = None  # DESCRIBE_CONFIGS refused: the topic without its configs
+        if result.error_code != ErrorCode.TOPIC_AUTHORIZATION_FAILED:
+            check(result.error_code, result.error_message)
+            configs = [
+                {"name": c.name, "value": c.value, "source": CONFIG_SOURCES.get(c.config_source, "UNKNOWN"),
+                 "read_only": c.read_only, "sensitive": c.is_sensitive, "doc": c.documentation}
+                for c in result.configs
+            ]  # fmt: skip
         return json_response({
             "name": name, "topic_id": str(info.topic_id), "internal": info.internal,
             "replication_factor": info.replication_factor, "partitions": partitions,
@@ -351,7 +398,7 @@ class ConsoleApi:
         configs = _field(body, "configs", dict, {})
         if not all(isinstance(v, str | int | float | bool) for v in configs.values()):
             raise HttpError(400, "INVALID_REQUEST", "config values must be strings")
-        r = await self.call(ApiKey.CREATE_TOPICS, 7, {
+        r = await self.call(request, ApiKey.CREATE_TOPICS, 7, {
             "topics": [{
                 "name": name,
                 "num_partitions": _field(body, "partitions", int, -1),
@@ -371,7 +418,9 @@ class ConsoleApi:
     async def delete_topic(self, request: Request) -> Response:
         self.check_writable(request)
         name = request.params["topic"]
-        r = await self.call(ApiKey.DELETE_TOPICS, 5, {"topic_names": [name], "timeout_ms": 30000})
+        r = await self.call(
+            request, ApiKey.DELETE_TOPICS, 5, {"topic_names": [name], "timeout_ms": 30000}
+        )
         t = r.responses[0]
         if t.error_code:
             raise kafka_error(t.error_code, t.error_message)
@@ -388,7 +437,7 @@ class ConsoleApi:
         ops = [{"name": k, "config_operation": SET, "value": _config_str(v)}
                for k, v in to_set.items()]  # fmt: skip
         ops += [{"name": k, "config_operation": DELETE, "value": None} for k in to_delete]
-        r = await self.call(ApiKey.INCREMENTAL_ALTER_CONFIGS, 1, {
+        r = await self.call(request, ApiKey.INCREMENTAL_ALTER_CONFIGS, 1, {
             "resources": [{"resource_type": TOPIC_RESOURCE,
                            "resource_name": request.params["topic"], "configs": ops}],
             "validate_only": bool(body.get("validate_only")),
@@ -396,6 +445,14 @@ class ConsoleApi:
         res = r.responses[0]
         if res.error_code:
             raise kafka_error(res.error_code, res.error_message)
+        return await self._topic_after_change(request)
+
+    async def _topic_after_change(self, request: Request) -> Response:
+        """The changed topic, or only its name for a principal allowed the change (ALTER_CONFIGS,
+        ALTER) but not to DESCRIBE it."""
+        name = request.params["topic"]
+        if not self.allowed(request, Op.DESCRIBE, RT.TOPIC, name):
+            return json_response({"name": name})
         return await self.topic(request)
 
     async def add_partitions(self, request: Request) -> Response:
@@ -403,19 +460,21 @@ class ConsoleApi:
         count = _field(request.json(), "count", int)
         if count is None:
             raise HttpError(400, "INVALID_REQUEST", "count is required")
-        r = await self.call(ApiKey.CREATE_PARTITIONS, 3, {
+        r = await self.call(request, ApiKey.CREATE_PARTITIONS, 3, {
             "topics": [{"name": request.params["topic"], "count": count, "assignments": None}],
             "timeout_ms": 30000, "validate_only": False,
         })  # fmt: skip
         res = r.results[0]
         if res.error_code:
             raise kafka_error(res.error_code, res.error_message)
-        return await self.topic(request)
+        return await self._topic_after_change(request)
 
     # --- messages -----------------------------------------------------------------------------
 
     def _partition(self, request: Request):
+        """The partition a Fetch would read: READ on the topic first, as Kafka checks it."""
         name = request.params["topic"]
+        self.require_topic(request, Op.READ, name)
         info = self._topic_info(name)
         index = _int(request, "partition", 0, 0, len(info.partitions) - 1)
         try:
@@ -423,8 +482,8 @@ class ConsoleApi:
         except KafkaError as e:
             raise kafka_error(e.code, e.message) from None
 
-    async def _offset_for_timestamp(self, p, timestamp: int) -> int:
-        r = await self.call(ApiKey.LIST_OFFSETS, 7, {
+    async def _offset_for_timestamp(self, request: Request, p, timestamp: int) -> int:
+        r = await self.call(request, ApiKey.LIST_OFFSETS, 7, {
             "replica_id": -1, "isolation_level": 0,
             "topics": [{"name": p.topic, "partitions": [
                 {"partition_index": p.index, "current_leader_epoch": -1, "timestamp": timestamp}]}],
@@ -484,7 +543,7 @@ class ConsoleApi:
         offset = _int(request, "offset", None, -(1 << 62), 1 << 62)
         timestamp = _int(request, "timestamp", None, 0, 1 << 62)
         if timestamp is not None:
-            offset = await self._offset_for_timestamp(p, timestamp)
+            offset = await self._offset_for_timestamp(request, p, timestamp)
         elif offset is None or offset < 0:  # the newest `limit` records
             offset = max(log.high_watermark - limit, log.log_start_offset)
         records, next_offset = await self.read(p, offset, limit, max_bytes)
@@ -504,14 +563,18 @@ class ConsoleApi:
             # runs: records produced once the browser sees the stream open must show.
             offset = p.log.high_watermark
         self.tails += 1
-        return EventStream(self._tail_events(p.topic, p.index, offset))
+        return EventStream(self._tail_events(request, p.topic, p.index, offset))
 
-    async def _tail_events(self, topic: str, index: int, offset: int | None):
+    async def _tail_events(self, request: Request, topic: str, index: int, offset: int | None):
         rm = self.broker.replica_manager
         loop = asyncio.get_running_loop()
         try:
             yield b"retry: 2000\n\n"
             while True:
+                if not self.allowed(request, Op.READ, RT.TOPIC, topic):  # each read, as a Fetch
+                    yield _event("error", {"error": "TOPIC_AUTHORIZATION_FAILED",
+                                           "message": f"Not authorized to access topics: [{topic}]"})  # fmt: skip
+                    return
                 p = rm.partitions.get((topic, index))
                 if p is None:
                     yield _event("error", {"error": "UNKNOWN_TOPIC_OR_PARTITION",
@@ -548,15 +611,17 @@ class ConsoleApi:
 
     # --- groups -------------------------------------------------------------------------------
 
-    async def _describe_groups(self, group_ids: list[str]) -> list:
+    async def _describe_groups(self, request: Request, group_ids: list[str]) -> list:
         if not group_ids:
             return []
-        r = await self.call(ApiKey.DESCRIBE_GROUPS, 5, {
+        r = await self.call(request, ApiKey.DESCRIBE_GROUPS, 5, {
             "groups": group_ids, "include_authorized_operations": False,
         })  # fmt: skip
         return r.groups
 
-    async def _committed(self, group_ids: list[str]) -> dict[str, dict[tuple[str, int], int]]:
+    async def _committed(
+        self, request: Request, group_ids: list[str]
+    ) -> dict[str, dict[tuple[str, int], int]]:
         """Committed offsets, read from the group coordinator as OffsetFetch does (without
         encoding a response: a page of 100 groups would spend most of its time there)."""
         coordinator = self.broker.group_coordinator
@@ -569,6 +634,9 @@ class ConsoleApi:
                 raise kafka_error(error, f"Offsets of group '{group_id}': {ErrorCode(error).name}")
             out[group_id] = {tp: om.offset for tp, om in offsets.items()
                              if om is not None and om.offset >= 0}  # fmt: skip
+        if self.broker.authorizer is not None:  # OffsetFetch leaves out undescribable topics
+            topics = self.visible(request, {t for c in out.values() for t, _ in c})
+            out = {g: {tp: o for tp, o in c.items() if tp[0] in topics} for g, c in out.items()}
         return out
 
     def _end_offset(self, topic: str, index: int) -> int | None:
@@ -576,12 +644,12 @@ class ConsoleApi:
         return p.log.high_watermark if p is not None else None
 
     async def groups(self, request: Request) -> Response:
-        r = await self.call(ApiKey.LIST_GROUPS, 4, {"states_filter": []})
+        r = await self.call(request, ApiKey.LIST_GROUPS, 4, {"states_filter": []})
         check(r.error_code)
         listed = sorted(r.groups, key=lambda g: g.group_id)[:MAX_GROUPS_LISTED]
         ids = [g.group_id for g in listed]
-        described = {g.group_id: g for g in await self._describe_groups(ids)}
-        committed = await self._committed(ids)
+        described = {g.group_id: g for g in await self._describe_groups(request, ids)}
+        committed = await self._committed(request, ids)
         out = []
         for g in listed:
             d = described.get(g.group_id)
@@ -601,9 +669,9 @@ class ConsoleApi:
 
     async def group(self, request: Request) -> Response:
         group_id = request.params["group"]
-        d = (await self._describe_groups([group_id]))[0]
+        d = (await self._describe_groups(request, [group_id]))[0]
         check(d.error_code)
-        committed = (await self._committed([group_id])).get(group_id, {})
+        committed = (await self._committed(request, [group_id])).get(group_id, {})
         members = []
         owner: dict[tuple[str, int], str] = {}
         for m in d.members:
@@ -620,7 +688,9 @@ class ConsoleApi:
                 404, "GROUP_ID_NOT_FOUND", f"Consumer group '{group_id}' does not exist."
             )
         offsets = []
-        for tp in sorted(set(committed) | set(owner)):
+        shown = set(committed) | set(owner)
+        topics = self.visible(request, {t for t, _ in shown})
+        for tp in sorted(tp for tp in shown if tp[0] in topics):
             end = self._end_offset(*tp)
             current = committed.get(tp)
             offsets.append({
@@ -648,7 +718,7 @@ class ConsoleApi:
         value = _field(body, "value", int)
         if to in ("offset", "timestamp") and (value is None or value < 0):
             raise HttpError(400, "INVALID_REQUEST", f"value (>= 0) is required with to={to}")
-        d = (await self._describe_groups([group_id]))[0]
+        d = (await self._describe_groups(request, [group_id]))[0]
         check(d.error_code)
         if d.group_state not in ("Empty", "Dead"):
             raise HttpError(
@@ -656,25 +726,29 @@ class ConsoleApi:
                 f"Assignments can only be reset if the group '{group_id}' is inactive, but the "
                 f"current state is {d.group_state}.",
             )  # fmt: skip
-        partitions = self._reset_partitions(group_id, body, await self._committed([group_id]))
-        earliest = await self._list_offsets(partitions, EARLIEST)
-        latest = await self._list_offsets(partitions, LATEST)
+        partitions = self._reset_partitions(
+            request, group_id, body, await self._committed(request, [group_id])
+        )
+        earliest = await self._list_offsets(request, partitions, EARLIEST)
+        latest = await self._list_offsets(request, partitions, LATEST)
         if to == "earliest":
             plan = earliest
         elif to == "latest":
             plan = latest
         elif to == "timestamp":
-            found = await self._list_offsets(partitions, value)
+            found = await self._list_offsets(request, partitions, value)
             plan = {tp: o if o >= 0 else latest[tp] for tp, o in found.items()}
         else:  # as Kafka's tool: an offset out of range moves to the nearest end
             plan = {tp: min(max(value, earliest[tp]), latest[tp]) for tp in partitions}
-        await self._commit(group_id, plan)
+        await self._commit(request, group_id, plan)
         return json_response({
             "group_id": group_id,
             "offsets": [{"topic": t, "partition": p, "offset": o} for (t, p), o in sorted(plan.items())],
         })  # fmt: skip
 
-    def _reset_partitions(self, group_id: str, body: dict, committed) -> list[tuple[str, int]]:
+    def _reset_partitions(
+        self, request: Request, group_id: str, body: dict, committed
+    ) -> list[tuple[str, int]]:
         topic = _field(body, "topic", str)
         partition = _field(body, "partition", int)
         if topic is None:
@@ -683,6 +757,7 @@ class ConsoleApi:
                 raise HttpError(400, "INVALID_REQUEST",
                                 f"Group '{group_id}' has no committed offsets; name a topic.")  # fmt: skip
             return partitions
+        self.require_topic(request, Op.DESCRIBE, topic)
         info = self._topic_info(topic)
         if partition is None:
             return [(topic, i) for i in range(len(info.partitions))]
@@ -691,11 +766,13 @@ class ConsoleApi:
                             f"Topic '{topic}' has no partition {partition}.")  # fmt: skip
         return [(topic, partition)]
 
-    async def _list_offsets(self, partitions, timestamp: int) -> dict[tuple[str, int], int]:
+    async def _list_offsets(
+        self, request: Request, partitions, timestamp: int
+    ) -> dict[tuple[str, int], int]:
         by_topic: dict[str, list[int]] = {}
         for t, p in partitions:
             by_topic.setdefault(t, []).append(p)
-        r = await self.call(ApiKey.LIST_OFFSETS, 7, {
+        r = await self.call(request, ApiKey.LIST_OFFSETS, 7, {
             "replica_id": -1, "isolation_level": 0,
             "topics": [{"name": t, "partitions": [
                 {"partition_index": p, "current_leader_epoch": -1, "timestamp": timestamp}
@@ -708,14 +785,16 @@ class ConsoleApi:
                 out[(t.name, p.partition_index)] = p.offset
         return out
 
-    async def _commit(self, group_id: str, plan: dict[tuple[str, int], int]) -> None:
+    async def _commit(
+        self, request: Request, group_id: str, plan: dict[tuple[str, int], int]
+    ) -> None:
         by_topic: dict[str, list[dict]] = {}
         for (t, p), offset in sorted(plan.items()):
             by_topic.setdefault(t, []).append({
                 "partition_index": p, "committed_offset": offset,
                 "committed_leader_epoch": -1, "committed_metadata": "",
             })  # fmt: skip
-        r = await self.call(ApiKey.OFFSET_COMMIT, 8, {
+        r = await self.call(request, ApiKey.OFFSET_COMMIT, 8, {
             "group_id": group_id, "generation_id_or_member_epoch": -1, "member_id": "",
             "group_instance_id": None,
             "topics": [{"name": t, "partitions": ps} for t, ps in by_topic.items()],
@@ -728,8 +807,13 @@ class ConsoleApi:
 
     async def metrics(self, request: Request) -> Response:
         topic = request.arg("topic") or None
+        if topic is not None:
+            self.require_topic(request, Op.DESCRIBE, topic)
         window = _int(request, "window", 120, 2, self.sampler.capacity)
-        return json_response(self.sampler.series(window, topic))
+        visible = None
+        if self.broker.authorizer is not None:
+            visible = lambda t: self.allowed(request, Op.DESCRIBE, RT.TOPIC, t)  # noqa: E731
+        return json_response(self.sampler.series(window, topic, visible))
 
 
 def _config_str(value: Any) -> str:

@@ -28,6 +28,7 @@ WRITE_TIMEOUT_S = 30.0  # a client that stops reading loses its connection after
 
 REASONS = {
     200: "OK", 201: "Created", 204: "No Content", 304: "Not Modified", 400: "Bad Request",
+    401: "Unauthorized",
     403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
     409: "Conflict", 413: "Payload Too Large", 415: "Unsupported Media Type",
     421: "Misdirected Request", 431: "Request Header Fields Too Large",
@@ -38,11 +39,13 @@ REASONS = {
 class HttpError(Exception):
     """An error answered as JSON: {"error": name, "message": text}."""
 
-    def __init__(self, status: int, error: str, message: str = ""):
+    def __init__(self, status: int, error: str, message: str = "",
+                 headers: dict[str, str] | None = None):  # fmt: skip
         super().__init__(message or error)
         self.status = status
         self.error = error
         self.message = message or error
+        self.headers = headers or {}
 
 
 @dataclass(slots=True)
@@ -54,6 +57,8 @@ class Request:
     body: bytes = b""
     params: dict[str, str] = field(default_factory=dict)  # from the route pattern
     version: str = "HTTP/1.1"
+    peer: str = "127.0.0.1"  # the client's IP address
+    session: Any = None  # who the request acts as (pykbroker.security.principal.Session)
 
     def json(self) -> Any:
         if not self.body:
@@ -95,7 +100,9 @@ def json_response(value: Any, status: int = 200) -> Response:
 
 
 def error_response(e: HttpError) -> Response:
-    return json_response({"error": e.error, "message": e.message}, e.status)
+    response = json_response({"error": e.error, "message": e.message}, e.status)
+    response.headers.update(e.headers)
+    return response
 
 
 Handler = Callable[[Request], Awaitable[Response | EventStream]]
@@ -149,6 +156,8 @@ class HttpServer:
         # Host header names answered (lower case, IPv6 without brackets); None: any. A page of
         # another site rebound by DNS to this address carries that site's name and is refused.
         self.allowed_hosts: set[str] | None = None
+        # Sets request.session or raises HttpError (401) before any route runs, static too.
+        self.authenticate: Callable[[Request], Awaitable[None]] | None = None
         self.server: asyncio.base_events.Server | None = None
         self.port = -1
         self.writers: set[asyncio.StreamWriter] = set()
@@ -182,12 +191,15 @@ class HttpServer:
         self.writers.add(writer)
         task = asyncio.current_task()
         self.tasks.add(task)
+        peer = writer.get_extra_info("peername")
+        peer = peer[0] if peer else "127.0.0.1"
         try:
             timeout = HEAD_TIMEOUT_S
             while True:
                 request = await _read_request(reader, timeout)
                 if request is None:
                     break
+                request.peer = peer
                 timeout = IDLE_TIMEOUT_S
                 keep_alive = _keep_alive(request)
                 response = await self._dispatch(request)
@@ -217,6 +229,8 @@ class HttpServer:
     async def _dispatch(self, request: Request) -> Response | EventStream:
         try:
             self._check_host(request)
+            if self.authenticate is not None:
+                await self.authenticate(request)
             handler, request.params = self.router.find(request.method, request.path)
             return await handler(request)
         except HttpError as e:

@@ -17,7 +17,7 @@ import structlog
 from protocol import codec
 from protocol.errors import ErrorCode
 from protocol.framing import skip_tagged_fields
-from pykbroker.security.principal import anonymous_session
+from pykbroker.security.principal import Session, anonymous_session
 
 log = structlog.get_logger(__name__)
 
@@ -25,17 +25,25 @@ CLIENT_ID = "pykbroker-console"
 
 
 class ConsoleConnection:
-    """What a handler may ask of the connection a request came on."""
+    """What a handler may ask of the connection a request came on: the session of the console
+    user the request acts for (auth.py), so the handlers authorize it as a client's."""
 
-    peer = "127.0.0.1:0"
     listener: str | None = None  # metadata answers with each broker's default address
     closed = False
-    # The console's requests carry no credentials: User:ANONYMOUS from 127.0.0.1.
-    session = anonymous_session("127.0.0.1")
     authenticator = None
+    # KIP-368's session end: none, each console request is authenticated (a Bearer token's
+    # expiry checked) on its own.
+    session_expires: float | None = None
+
+    def __init__(self, session: Session | None = None):
+        self.session = session or anonymous_session("127.0.0.1")
+        self.peer = f"{self.session.client_host}:0"
 
     def abort(self, event: str, **fields) -> None:
         log.warning("console_" + event, **fields)
+
+    def throttle(self, ms: int) -> None:
+        pass  # a quota's throttle mutes a socket; the console has none to mute
 
 
 class KafkaApiError(Exception):
@@ -51,11 +59,14 @@ class InProcessClient:
         self.connection = ConsoleConnection()
         self._correlation = itertools.count(1)
 
-    async def call(self, api_key: int, api_version: int, body: dict) -> Any:
-        """Send one request to the broker's handlers; returns kafka-python's decoded response."""
+    async def call(self, api_key: int, api_version: int, body: dict,
+                   session: Session | None = None) -> Any:  # fmt: skip
+        """Send one request to the broker's handlers, as `session`'s principal (the console's
+        own when None); returns kafka-python's decoded response."""
         correlation_id = next(self._correlation) & 0x7FFFFFFF
         frame = codec.encode_request(api_key, api_version, correlation_id, CLIENT_ID, body)
-        response = self.broker.handle_request(self.connection, bytearray(frame[4:]))
+        conn = self.connection if session is None else ConsoleConnection(session)
+        response = self.broker.handle_request(conn, bytearray(frame[4:]))
         if isinstance(response, Awaitable):
             response = await response
         if not isinstance(response, bytes | bytearray):

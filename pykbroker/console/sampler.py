@@ -78,7 +78,7 @@ class MetricsSampler:
                 out[topic] = (0.0, (n - a.topic_bytes_out.get(topic, 0)) / dt, 0.0)
         return out
 
-    def series(self, window: int, topic: str | None) -> dict:
+    def series(self, window: int, topic: str | None, visible=None) -> dict:
         """Per-second rates of the last `window` intervals: totals (or one topic's), the busiest
         topics, and request latency (mean and p99 per interval) of the busiest APIs."""
         samples = list(self.samples)[-(window + 1) :]
@@ -105,17 +105,20 @@ class MetricsSampler:
             "time": times,
             "topic": topic,
             **traffic,
-            "top_topics": self._top_topics(samples),
+            "top_topics": self._top_topics(samples, visible),
             "latency": self._latency(pairs),
         }
 
-    def _top_topics(self, samples: list[Sample]) -> list[dict]:
+    def _top_topics(self, samples: list[Sample], visible=None) -> list[dict]:
+        """The busiest topics (among those `visible(topic)` allows, when given)."""
         if len(samples) < 2:
             return []
         first, last = samples[0], samples[-1]
         dt = max(last.t - first.t, 1e-3)
         rows = []
         for topic, n in last.topic_bytes_in.items():
+            if visible is not None and not visible(topic):
+                continue
             rows.append({
                 "topic": topic,
                 "bytes_in": round((n - first.topic_bytes_in.get(topic, 0)) / dt, 2),

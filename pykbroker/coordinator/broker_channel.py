@@ -34,12 +34,18 @@ class BrokerChannel:
         self.correlation_id = 0
         self.pending: dict[int, tuple[asyncio.Future, int, int]] = {}
         self.writer: asyncio.StreamWriter | None = None
+        self.reauth_at: float | None = None  # when the SASL session wants re-authenticating
         self.reader_task: asyncio.Task | None = None
         self._connecting: asyncio.Future | None = None
 
     async def _connect(self) -> None:
         if self.writer is not None:
-            return
+            reauth_at = self.reauth_at
+            if reauth_at is None or self.pending or asyncio.get_running_loop().time() < reauth_at:
+                return
+            # The SASL session is ending (KIP-368): this channel's reader task owns the socket,
+            # so rather than re-authenticate in-band, a fresh connection between requests.
+            self.close("session_reauthentication")
         if self._connecting is not None:
             await asyncio.shield(self._connecting)
             return
@@ -52,9 +58,16 @@ class BrokerChannel:
             if node is None:
                 raise ConnectionError(f"broker {self.node_id} is not alive")
             timeout = self.broker.config.get("request.timeout.ms") / 1000
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(node.host, node.port), timeout
-            )
+            security = self.broker.inter_broker
+            if security is None:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(node.host, node.port), timeout
+                )
+                self.reauth_at = None
+            else:  # the inter-broker listener's TLS and SASL
+                reader, writer, self.reauth_at = await security.open_connection(
+                    node.host, node.port, self.client_id, timeout
+                )
             self.writer = writer
             self.reader_task = loop.create_task(self._read_loop(reader, writer))
             self._connecting.set_result(None)

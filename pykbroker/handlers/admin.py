@@ -10,6 +10,7 @@ import structlog
 from protocol.apis import ApiKey
 from protocol.errors import ErrorCode, KafkaError
 from pykbroker.acl.checks import RT, Op, allowed, cluster_allowed, filter_allowed
+from pykbroker.quota import THROTTLING_QUOTA_EXCEEDED_MESSAGE, ControllerMutation
 
 from . import REGISTRY
 from .committed import pending_write, wait_committed
@@ -61,16 +62,26 @@ def handle_create_topics(ctx, request) -> dict:
         # Kafka: CREATE on the cluster, or else on each topic.
         names = {t.name for t in request.topics}
         denied = names - filter_allowed(ctx, Op.CREATE, RT.TOPIC, names)
+    quota = ControllerMutation.of(ctx, strict_from=6)
     try:
         with broker.metadata.batch():  # one metadata write for the whole request
-            results, writes = _create_topics(broker, request, opening, denied)
+            results, writes = _create_topics(broker, request, opening, denied, quota)
     except KafkaError as e:  # that write failed (a full disk): the batch took its changes back
-        return {"throttle_time_ms": 0, "topics": _failed_write(results, e)}
-    response = {"throttle_time_ms": 0, "topics": results}
+        return _finish(ctx, quota, {"throttle_time_ms": 0, "topics": _failed_write(results, e)})
+    response = _finish(ctx, quota, {"throttle_time_ms": 0, "topics": results})
     return _after(broker, writes, response, opening) if writes or opening else response
 
 
-def _create_topics(broker, request, opening: list, denied: set[str]) -> tuple[list[dict], list]:
+def _finish(ctx, quota: ControllerMutation | None, response: dict) -> dict:
+    return response if quota is None else quota.finish(ctx, response)
+
+
+def _throttled() -> KafkaError:
+    return KafkaError(ErrorCode.THROTTLING_QUOTA_EXCEEDED, THROTTLING_QUOTA_EXCEEDED_MESSAGE)
+
+
+def _create_topics(broker, request, opening: list, denied: set[str],
+                   quota: ControllerMutation | None) -> tuple[list[dict], list]:  # fmt: skip
     results = []
     writes: list = []
     seen: set[str] = set()
@@ -91,6 +102,17 @@ def _create_topics(broker, request, opening: list, denied: set[str]) -> tuple[li
         configs = {c.name: c.value for c in t.configs}
         assignments = {a.partition_index: list(a.broker_ids) for a in t.assignments}
         try:
+            if quota is not None and not request.validate_only:
+                # Kafka records the quota once the topic is valid, just before creating it.
+                broker.create_topic(t.name, t.num_partitions, t.replication_factor, configs,
+                                    assignments or None, validate_only=True, open_logs=False)  # fmt: skip
+                partitions = len(assignments) or (
+                    t.num_partitions
+                    if t.num_partitions > 0
+                    else broker.config.get("num.partitions")
+                )
+                if not quota.admit(partitions):
+                    raise _throttled()
             info = broker.create_topic(
                 t.name, t.num_partitions, t.replication_factor, configs, assignments or None,
                 validate_only=request.validate_only, open_logs=False,
@@ -136,14 +158,16 @@ def handle_delete_topics(ctx, request) -> dict:
     else:
         targets = [(name, None) for name in request.topic_names]
     responses: list = []
+    quota = ControllerMutation.of(ctx, strict_from=5)
     try:
         with broker.metadata.batch():
             for name, topic_id in targets:
                 refused = _delete_refused(ctx, name, topic_id)
-                responses.append(refused or _delete_topic(broker, name, topic_id))
+                responses.append(refused or _delete_topic(broker, name, topic_id, quota))
     except KafkaError as e:  # the deletions are done in memory but not on disk yet
-        return {"throttle_time_ms": 0, "responses": _failed_write(responses, e)}
-    return {"throttle_time_ms": 0, "responses": responses}
+        return _finish(ctx, quota, {"throttle_time_ms": 0,
+                                    "responses": _failed_write(responses, e)})  # fmt: skip
+    return _finish(ctx, quota, {"throttle_time_ms": 0, "responses": responses})
 
 
 def _failed_write(results: list[dict], e: KafkaError) -> list[dict]:
@@ -177,7 +201,7 @@ def _delete_refused(ctx, name, topic_id) -> dict | None:
     return entry
 
 
-def _delete_topic(broker, name, topic_id) -> dict:
+def _delete_topic(broker, name, topic_id, quota: ControllerMutation | None = None) -> dict:
     entry = {"name": name, "error_code": ErrorCode.NONE, "error_message": None}
     try:
         if name is None and topic_id is not None:
@@ -187,6 +211,11 @@ def _delete_topic(broker, name, topic_id) -> dict:
                     ErrorCode.UNKNOWN_TOPIC_ID, "This server does not host this topic ID."
                 )
             name = entry["name"] = info.name
+        if quota is not None:
+            # Kafka's deleteTopics: the topic's partition count, just before deleting it.
+            existing = broker.metadata.topic(name)
+            if existing is not None and not quota.admit(len(existing.partitions)):
+                raise _throttled()
         info = broker.delete_topic(name)
         entry["topic_id"] = info.topic_id
     except KafkaError as e:
@@ -274,17 +303,18 @@ def handle_create_partitions(ctx, request) -> dict:
     if broker.authorizer is not None:  # Kafka: ALTER on each topic
         names = {t.name for t in request.topics}
         denied = names - filter_allowed(ctx, Op.ALTER, RT.TOPIC, names)
+    quota = ControllerMutation.of(ctx, strict_from=3)
     try:
         with broker.metadata.batch():
-            results, writes = _create_partitions(broker, request, opening, denied)
+            results, writes = _create_partitions(broker, request, opening, denied, quota)
     except KafkaError as e:
-        return {"throttle_time_ms": 0, "results": _failed_write(results, e)}
-    response = {"throttle_time_ms": 0, "results": results}
+        return _finish(ctx, quota, {"throttle_time_ms": 0, "results": _failed_write(results, e)})
+    response = _finish(ctx, quota, {"throttle_time_ms": 0, "results": results})
     return _after(broker, writes, response, opening) if writes or opening else response
 
 
-def _create_partitions(broker, request, opening: list,
-                       denied: set[str]) -> tuple[list[dict], list]:  # fmt: skip
+def _create_partitions(broker, request, opening: list, denied: set[str],
+                       quota: ControllerMutation | None) -> tuple[list[dict], list]:  # fmt: skip
     names = Counter(t.name for t in request.topics)
     results = []
     writes: list = []
@@ -302,6 +332,8 @@ def _create_partitions(broker, request, opening: list,
                 )
             assignment = _new_partition_assignment(broker, info, t.count, t.assignments)
             if not request.validate_only:
+                if quota is not None and not quota.admit(len(assignment)):
+                    raise _throttled()
                 current = len(info.partitions)
                 broker.metadata.add_partitions(t.name, assignment)
                 opening.append((broker.metadata.topic(t.name), current, result))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from time import perf_counter
 
 import structlog
 
@@ -68,6 +67,10 @@ def read_partitions(broker, request, version: int, response_max_bytes: int, topi
     by_id = version >= 13
     # KIP-392: with a replica selector, the leader may send a consumer to a closer replica.
     selector = version >= 11 and broker.config.get("replica.selector.class") == RACK_AWARE
+    # A reassignment's throttle (quota/replication.py): nothing of a throttled partition for a
+    # replica outside its ISR while the leader's replication rate is over its bound.
+    quota = rm.leader_quota if follower else None
+    over = quota is not None and quota.exceeded(now_ms())
     client_rack = request.rack_id if version >= 11 else None
     # Partitions refused by the authorizer or of an unknown topic id are answered with their
     # error but, as Kafka filters them out before reading, don't end the long poll for the
@@ -122,6 +125,9 @@ def read_partitions(broker, request, version: int, response_max_bytes: int, topi
                         error = True  # answer now, without records: read there instead
                         results.append(r)
                         continue
+                if over and replica not in part.state.isr and quota.is_throttled(name, p.partition):
+                    results.append(r)  # Kafka's shouldLeaderThrottle: no records this time
+                    continue
                 if follower:
                     max_offset = log.log_end_offset
                 elif read_committed:
@@ -210,7 +216,6 @@ async def handle_fetch(ctx, request):
     keys = [(name, p.partition) for name, t in resolved if name is not None for p in t.partitions]
     denied = unauthorized_topics(ctx, request, resolved) if broker.authorizer is not None else None
     while True:
-        pass_started = perf_counter()
         topics, total, error = read_partitions(broker, request, version, max_bytes, resolved,
                                                denied)  # fmt: skip
         remaining = deadline - loop.time()
@@ -239,6 +244,8 @@ async def handle_fetch(ctx, request):
         endpoints = leader_endpoints(ctx, topics, [n for n, _ in resolved])
     if total:
         broker.metrics.record_fetch(_named(topics, resolved, version), total)
+        if follower and broker.replica_manager.leader_quota is not None:
+            record_throttled(broker.replica_manager.leader_quota, _named(topics, resolved, version))
     session_id, answer = INVALID_SESSION_ID, topics
     if context is not None:
         # Sized without touching the session first: a throttled answer carries nothing, and
@@ -251,7 +258,7 @@ async def handle_fetch(ctx, request):
     )
     if quota:
         size = int.from_bytes(response[0][:4], "big") + 4
-        busy = ctx.busy + perf_counter() - pass_started  # not the long poll's wait
+        busy = ctx.handler_seconds()  # every pass, not the long poll's waits
         throttle = quotas.fetch_throttle_ms(ctx, size, busy)
         keep = session_id if context is not None and context.kind == "incremental" else 0
         if throttle:  # Kafka answers a throttled fetch with no data (KIP-219)
@@ -274,6 +281,17 @@ async def handle_fetch(ctx, request):
             client_id=header.client_id,
         )  # fmt: skip
     return response
+
+
+def record_throttled(quota, topics) -> None:
+    """The bytes of throttled partitions sent to a follower, in sync or not (Kafka's
+    sizeOfThrottledPartitions; records only, without the response's framing)."""
+    size = 0
+    for name, results in topics:
+        for r in results:
+            if r.records is not None and quota.is_throttled(name, r.partition_index):
+                size += r.records.length
+    quota.record(size, now_ms())
 
 
 def _named(topics, resolved, version: int):

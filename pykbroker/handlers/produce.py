@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from time import perf_counter
 
 from protocol import compression
 from protocol import records as rb
@@ -366,8 +365,6 @@ async def _await_replication(
     finally:
         metrics.produce_purgatory -= 1
     throttle = 0
-    if ctx is not None:
-        if ctx.started:
-            ctx.started = perf_counter() - ctx.busy  # handler time, not the wait for replicas
+    if ctx is not None:  # handler time excludes the wait for replicas (ctx.handler_seconds)
         throttle = ctx.broker.quotas.produce_throttle_ms(ctx, acks)
     return encode_produce_response(version, correlation_id, responses, throttle)

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from time import perf_counter
 
 from .entities import CONSUMER_BYTE_RATE, PRODUCER_BYTE_RATE, REQUEST_PERCENTAGE
-from .manager import ClientQuotaManager
+from .manager import ClientQuotaManager, ControllerMutationQuotaManager
 
 ANONYMOUS = "ANONYMOUS"  # KafkaPrincipal.ANONYMOUS's name: every unauthenticated client
 SENSOR_EXPIRATION_MS = 3600 * 1000
@@ -32,19 +31,23 @@ class QuotaManagers:
         self.fetch = ClientQuotaManager(CONSUMER_BYTE_RATE, samples, window_ms)
         # ClientRequestQuotaManager bounds its throttle time to one window.
         self.request = ClientQuotaManager(REQUEST_PERCENTAGE, samples, window_ms, window_ms)
+        self.controller_mutation = ControllerMutationQuotaManager(samples, window_ms)
         self.configs: dict[str, dict[str, str]] = {}  # entity path -> quota configs
 
     def set_configs(self, configs: dict[str, dict[str, str]]) -> None:
         self.configs = {path: dict(values) for path, values in configs.items() if values}
-        for manager in (self.produce, self.fetch, self.request):
+        for manager in self.managers():
             manager.set_configs(self.configs)
+
+    def managers(self) -> tuple[ClientQuotaManager, ...]:
+        return (self.produce, self.fetch, self.request, self.controller_mutation)
 
     async def expire_sensors_loop(self) -> None:
         """Kafka's InactiveSensorExpirationTimeSeconds (an hour), checked once a minute."""
         while True:
             await asyncio.sleep(60)
             now = self.now_ms()
-            for manager in (self.produce, self.fetch, self.request):
+            for manager in self.managers():
                 manager.expire(now, SENSOR_EXPIRATION_MS)
 
     @staticmethod
@@ -69,7 +72,7 @@ class QuotaManagers:
         if self.produce.enabled:
             throttle = self.produce.record_and_get_throttle_ms(user, client, ctx.size, now)
         if ctx.started and acks != 0:
-            busy = (perf_counter() - ctx.started) * _SECONDS_TO_PERCENT
+            busy = ctx.handler_seconds() * _SECONDS_TO_PERCENT
             throttle = max(
                 throttle, self.request.record_and_get_throttle_ms(user, client, busy, now)
             )
@@ -104,3 +107,59 @@ class QuotaManagers:
             throttle = max(throttle, bandwidth)
         ctx.throttle_ms = throttle
         return throttle
+
+
+THROTTLING_QUOTA_EXCEEDED_MESSAGE = "The throttling quota has been exceeded."  # Kafka's Errors
+
+
+class ControllerMutation:
+    """One CreateTopics / CreatePartitions / DeleteTopics request's controller_mutation_rate
+    quota, Kafka's ControllerMutationQuota: strict for the versions that know
+    THROTTLING_QUOTA_EXCEEDED (CreateTopics v6+, CreatePartitions v3+, DeleteTopics v5+) --
+    a topic is refused while the client's tokens are below zero, and a topic admitted takes
+    all its partitions even past zero -- permissive for older ones: everything is done and
+    recorded, and the response is throttled for the tokens owed."""
+
+    __slots__ = ("manager", "user", "client_id", "strict", "throttle_ms")
+
+    def __init__(self, quotas: QuotaManagers, ctx, strict_from: int):
+        self.manager = quotas.controller_mutation
+        self.user = principal_name(ctx.connection)
+        self.client_id = ctx.header.client_id or ""
+        self.strict = ctx.api_version >= strict_from
+        self.throttle_ms = 0
+
+    @classmethod
+    def of(cls, ctx, strict_from: int) -> ControllerMutation | None:
+        """The request's quota, or None when its client has none (the common case: cheap)."""
+        quotas = ctx.broker.quotas
+        if not quotas.controller_mutation.enabled:
+            return None
+        q = cls(quotas, ctx, strict_from)
+        return q if q.manager.limited(q.user, q.client_id) else None
+
+    def admit(self, partitions: int) -> bool:
+        """Record a mutation of `partitions` partitions; False if strict mode refuses it
+        (the topic then gets THROTTLING_QUOTA_EXCEEDED)."""
+        now = QuotaManagers.now_ms()
+        if self.strict:
+            throttle = self.manager.check(self.user, self.client_id, now)
+            if throttle:
+                self.throttle_ms = throttle
+                return False
+        throttle = self.manager.record_mutation(self.user, self.client_id, partitions, now,
+                                                self.strict)  # fmt: skip
+        if throttle:
+            self.throttle_ms = throttle
+        return True
+
+    def finish(self, ctx, response: dict) -> dict:
+        """Kafka's sendResponseMaybeThrottleWithControllerQuota: the larger of this quota's
+        throttle and the request quota's, in the response and on the channel."""
+        throttle = self.throttle_ms
+        if ctx.started:
+            throttle = max(throttle, ctx.broker.quotas.request_throttle_ms(
+                ctx.connection, ctx.header.client_id, ctx.handler_seconds()))  # fmt: skip
+        ctx.throttle_ms = throttle
+        response["throttle_time_ms"] = throttle
+        return response

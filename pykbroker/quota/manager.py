@@ -19,7 +19,7 @@ type's manager costs one attribute check per request.
 from __future__ import annotations
 
 from .entities import CLIENT_ID, USER, path_entity
-from .rate import Rate, throttle_time_ms
+from .rate import Rate, TokenBucket, throttle_time_ms
 
 _DEF = None  # the default entity's name
 _UNSET = object()
@@ -162,3 +162,67 @@ class ClientQuotaManager:
     def rate(self, tags: tuple[str, str], now_ms: int) -> float:
         rate = self.sensors.get(tags)
         return 0.0 if rate is None else rate.measure(now_ms)
+
+
+class ControllerMutationQuotaManager(ClientQuotaManager):
+    """controller_mutation_rate (KIP-599): partitions created (CreateTopics, CreatePartitions)
+    or deleted (DeleteTopics) per second, resolved per user / client id as the other quotas,
+    each entity measured by a TokenBucket. Over quota means no tokens left (below zero); the
+    throttle time is how long the bucket takes to come back to zero (Kafka's
+    ControllerMutationQuotaManager.throttleTimeMs: -tokens / quota seconds)."""
+
+    def __init__(self, samples: int = 11, window_ms: int = 1000):
+        from .entities import CONTROLLER_MUTATION_RATE
+
+        super().__init__(CONTROLLER_MUTATION_RATE, samples, window_ms)
+        self.sensors: dict[tuple[str, str], TokenBucket] = {}  # type: ignore[assignment]
+
+    def _bucket(self, tags: tuple[str, str]) -> TokenBucket:
+        bucket = self.sensors.get(tags)
+        if bucket is None:
+            bucket = self.sensors[tags] = TokenBucket()
+        return bucket
+
+    def _burst(self, limit: float) -> float:
+        return limit * self.samples * self.window_ms / 1000
+
+    def _throttle(self, tags, tokens: float, limit: float) -> int:
+        if tokens >= 0:
+            return 0
+        if limit <= 0:  # a quota of 0: never any token; wait one full burst span, as a bound
+            throttle = self.samples * self.window_ms
+        else:
+            throttle = int(-tokens / limit * 1000 + 0.5)  # Java's Math.round
+        self.throttle_ms_total[tags] = self.throttle_ms_total.get(tags, 0) + throttle
+        return throttle
+
+    def limited(self, user: str, client_id: str) -> bool:
+        return self.enabled and self.resolve(user, client_id)[1] is not None
+
+    def check(self, user: str, client_id: str, now_ms: int) -> int:
+        """Strict mode, before a mutation (Sensor.checkQuotas): the throttle time if the
+        client's tokens are already below zero (the mutation is refused), else 0."""
+        tags, limit = self.resolve(user, client_id)
+        if limit is None:
+            return 0
+        return self._throttle(tags, self._bucket(tags).measure(limit, self._burst(limit), now_ms),
+                              limit)  # fmt: skip
+
+    def record_mutation(self, user: str, client_id: str, permits: float, now_ms: int,
+                        strict: bool) -> int:  # fmt: skip
+        """Take `permits` tokens. Permissive mode (older request versions): the throttle time
+        the bucket then calls for (0 if it still has tokens). Strict mode checked before: 0."""
+        tags, limit = self.resolve(user, client_id)
+        if limit is None:
+            return 0
+        bucket = self._bucket(tags)
+        bucket.record(permits, limit, self._burst(limit), now_ms)
+        return 0 if strict else self._throttle(tags, bucket.tokens, limit)
+
+    def rate(self, tags: tuple[str, str], now_ms: int) -> float:
+        """The tokens left (Kafka's metric of this sensor is the bucket's tokens)."""
+        bucket = self.sensors.get(tags)
+        _, limit = self.resolve(*tags)
+        if bucket is None or limit is None:
+            return 0.0
+        return bucket.measure(limit, self._burst(limit), now_ms)

@@ -74,3 +74,35 @@ def throttle_time_ms(rate: Rate, bound: float, now_ms: int) -> int:
     if bound <= 0:  # a quota of 0: nothing is allowed; Java's division gives Infinity, capped
         return rate.window_size_ms(now_ms)
     return int((value - bound) / bound * rate.window_size_ms(now_ms) + 0.5)  # Java's Math.round
+
+
+class TokenBucket:
+    """Kafka's TokenBucket stat (KIP-599), which measures controller_mutation_rate: tokens come
+    back at `quota` per second up to a burst of quota x samples x window seconds (11 s worth by
+    default); a mutation takes one token per partition, down below zero. The bucket starts
+    full (Kafka's starts empty at time 0, so full at its first use)."""
+
+    __slots__ = ("tokens", "_last_ms")
+
+    def __init__(self) -> None:
+        self.tokens: float | None = None
+        self._last_ms = 0
+
+    def _refill(self, quota: float, burst: float, now_ms: int) -> None:
+        if self.tokens is None:
+            self.tokens = burst
+        else:
+            elapsed = max(now_ms - self._last_ms, 0) / 1000.0
+            self.tokens = min(burst, self.tokens + quota * elapsed)
+        self._last_ms = now_ms
+
+    def measure(self, quota: float, burst: float, now_ms: int) -> float:
+        self._refill(quota, burst, now_ms)
+        return self.tokens
+
+    def record(self, value: float, quota: float, burst: float, now_ms: int) -> None:
+        self._refill(quota, burst, now_ms)
+        self.tokens = min(burst, self.tokens - value)
+
+    def last_ms(self) -> int:
+        return self._last_ms

@@ -17,7 +17,12 @@ import time
 import urllib.parse
 import urllib.request
 
-from protocol.sasl.oauthbearer import JwksValidator, OAuthBearerServer, UnsecuredValidator
+from protocol.sasl.oauthbearer import (
+    JwksValidator,
+    OAuthBearerServer,
+    UnsecuredValidator,
+    Validator,
+)
 from pykbroker.config import ConfigError
 from pykbroker.security.sasl import MechanismContext, ServerFactory, sasl_mechanism
 
@@ -38,6 +43,13 @@ def _now_ms() -> int:
 
 @sasl_mechanism("OAUTHBEARER")
 def _oauthbearer(ctx: MechanismContext) -> ServerFactory:
+    validator = listener_validator(ctx)
+    return lambda: OAuthBearerServer(validator)
+
+
+def listener_validator(ctx: MechanismContext) -> Validator:
+    """The token validator a listener's OAUTHBEARER configuration chooses (the web console
+    checks `Authorization: Bearer` tokens with the same one)."""
     handler = ctx.get("sasl.server.callback.handler.class")
     if handler in JWKS_HANDLERS:
         validator = _jwks_validator(ctx)
@@ -48,7 +60,7 @@ def _oauthbearer(ctx: MechanismContext) -> ServerFactory:
             f"Listener {ctx.listener}: OAUTHBEARER callback handler {handler} is not supported "
             f"(use {sorted(JWKS_HANDLERS)[0]} or leave it unset for unsecured tokens)"
         )
-    return lambda: OAuthBearerServer(validator)
+    return validator
 
 
 def _unsecured_validator(ctx: MechanismContext) -> UnsecuredValidator:

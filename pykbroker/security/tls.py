@@ -1,8 +1,10 @@
 """TLS for SSL and SASL_SSL listeners: an SSLContext from Kafka's ssl.* keys (PEM key and trust
 stores, as Kafka 2.7+ reads them), and the principal of a client certificate.
 
-Kafka reads JKS and PKCS12 stores through the JVM; pykbroker reads PEM only
-(`ssl.keystore.type=PEM`, `ssl.truststore.type=PEM`), from files or inline.
+Kafka reads JKS and PKCS12 stores through the JVM. pykbroker reads PEM (files or inline),
+PKCS12 with the `cryptography` package and JKS with `pyjks`, both optional: a store of either
+kind is turned into PEM in memory (the key only ever in a private file removed at once, the
+ssl module loading keys from files only).
 """
 
 from __future__ import annotations
@@ -48,6 +50,25 @@ def server_context(get: Callable[[str], Any], listener: str) -> ssl.SSLContext:
     return ctx
 
 
+def client_context(get: Callable[[str], Any], listener: str) -> ssl.SSLContext:
+    """The SSLContext this broker connects to the others with, from the inter-broker listener's
+    keys: its trust store to verify them, its key store presented if they ask for a client
+    certificate, the peer's name checked unless ssl.endpoint.identification.algorithm is empty."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    versions = [_VERSIONS[v] for v in get("ssl.enabled.protocols")]
+    ctx.minimum_version, ctx.maximum_version = min(versions), max(versions)
+    if get("ssl.truststore.location") or get("ssl.truststore.certificates"):
+        _load_truststore(ctx, get, listener)
+    else:
+        ctx.load_default_certs()  # the JVM's default trust store, here the OS's
+    _load_keystore(ctx, get, listener)
+    ctx.check_hostname = (get("ssl.endpoint.identification.algorithm") or "").lower() == "https"
+    suites = get("ssl.cipher.suites")
+    if suites:
+        _set_ciphers(ctx, suites, listener)
+    return ctx
+
+
 def _load_keystore(ctx: ssl.SSLContext, get, listener: str) -> None:
     kind = (get("ssl.keystore.type") or "").upper()
     chain, key = get("ssl.keystore.certificate.chain"), get("ssl.keystore.key")
@@ -71,14 +92,117 @@ def _load_keystore(ctx: ssl.SSLContext, get, listener: str) -> None:
         raise ConfigError(f"Listener {listener}: an SSL listener needs a key store: "
                           "ssl.keystore.location, or ssl.keystore.certificate.chain and "
                           "ssl.keystore.key (ssl.keystore.type=PEM)")  # fmt: skip
-    if kind != "PEM":
+    password = get("ssl.keystore.password")
+    if kind == "PEM":
+        if password:
+            # Kafka's own check for PEM stores.
+            raise ConfigError(f"Listener {listener}: SSL key store password cannot be specified "
+                              "with PEM format, only key password may be specified")  # fmt: skip
+        _load_cert_chain(ctx, location, key_password, listener)
+        return
+    if kind not in ("PKCS12", "JKS"):
         raise ConfigError(f"Listener {listener}: ssl.keystore.type {kind or None} is not "
-                          "supported: pykbroker reads PEM key stores (ssl.keystore.type=PEM)")  # fmt: skip
-    if get("ssl.keystore.password"):
-        # Kafka's own check for PEM stores.
-        raise ConfigError(f"Listener {listener}: SSL key store password cannot be specified "
-                          "with PEM format, only key password may be specified")  # fmt: skip
-    _load_cert_chain(ctx, location, key_password, listener)
+                          "supported: PEM, PKCS12 or JKS")  # fmt: skip
+    if not password:
+        # Kafka's DefaultSslEngineFactory refuses a JKS/PKCS12 key store without one.
+        raise ConfigError(f"Listener {listener}: SSL key store is specified, but key store "
+                          "password is not specified.")  # fmt: skip
+    # As Kafka: the key's password is ssl.key.password, else the store's.
+    pem = _store_key_pem(kind, location, password, key_password or password, listener)
+    with _private_file(pem) as path:
+        _load_cert_chain(ctx, path, None, listener)
+
+
+def _read_store(location: str, what: str, listener: str) -> bytes:
+    try:
+        with open(location, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ConfigError(f"Listener {listener}: failed to load SSL {what} store: {e}") from None
+
+
+def _store_key_pem(kind: str, location: str, password: str, key_password: str,
+                   listener: str) -> str:  # fmt: skip
+    """The key (unencrypted PKCS#8) and certificate chain of a PKCS12 or JKS key store, in PEM."""
+    data = _read_store(location, "key", listener)
+    try:
+        if kind == "PKCS12":
+            pkcs12, ser = _pkcs12(listener)
+            store = pkcs12.load_pkcs12(data, password.encode())
+            if store.key is None or store.cert is None:
+                raise ValueError("no private key entry")
+            key = store.key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8,
+                                          ser.NoEncryption()).decode()  # fmt: skip
+            certs = [store.cert.certificate] + [c.certificate for c in store.additional_certs]
+            return key + "".join(c.public_bytes(ser.Encoding.PEM).decode() for c in certs)
+        jks = _jks(listener)
+        ks = jks.KeyStore.loads(data, password)
+        entries = list(ks.private_keys.values())
+        if not entries:
+            raise ValueError("no private key entry")
+        entry = entries[0]  # Kafka's key manager picks an alias; one entry is the usual store
+        if not entry.is_decrypted():
+            entry.decrypt(key_password)
+        key = _pem("PRIVATE KEY", entry.pkey_pkcs8)
+        return key + "".join(_pem("CERTIFICATE", der) for _kind, der in entry.cert_chain)
+    except ConfigError:
+        raise
+    except Exception as e:  # a wrong password, a damaged or empty store
+        raise ConfigError(f"Listener {listener}: failed to load SSL key store {location} "
+                          f"({kind}): {e or type(e).__name__}") from None  # fmt: skip
+
+
+def _store_trust_pem(kind: str, location: str, password: str | None, listener: str) -> str:
+    """The certificates of a PKCS12 or JKS trust store, in PEM."""
+    data = _read_store(location, "trust", listener)
+    try:
+        if kind == "PKCS12":
+            pkcs12, ser = _pkcs12(listener)
+            store = pkcs12.load_pkcs12(data, password.encode() if password else None)
+            certs = ([store.cert] if store.cert else []) + list(store.additional_certs)
+            pem = "".join(c.certificate.public_bytes(ser.Encoding.PEM).decode() for c in certs)
+        else:
+            jks = _jks(listener)
+            # Without a password pyjks skips the store's integrity check, as Java does when
+            # reading a trust store with no password.
+            ks = jks.KeyStore.loads(data, password or None, try_decrypt_keys=False)
+            pem = "".join(_pem("CERTIFICATE", c.cert) for c in ks.certs.values())
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"Listener {listener}: failed to load SSL trust store {location} "
+                          f"({kind}): {e or type(e).__name__}") from None  # fmt: skip
+    if not pem:
+        raise ConfigError(f"Listener {listener}: SSL trust store {location} holds no certificate")
+    return pem
+
+
+def _pem(label: str, der: bytes) -> str:
+    import base64
+    import textwrap
+
+    body = "\n".join(textwrap.wrap(base64.b64encode(der).decode(), 64))
+    return f"-----BEGIN {label}-----\n{body}\n-----END {label}-----\n"
+
+
+def _pkcs12(listener: str):
+    try:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.serialization import pkcs12
+    except ImportError:
+        raise ConfigError(f"Listener {listener}: PKCS12 stores need the `cryptography` package "
+                          "(pip install 'pykbroker[keystores]'), or use PEM") from None  # fmt: skip
+    return pkcs12, serialization
+
+
+def _jks(listener: str):
+    try:
+        import jks
+    except ImportError:
+        raise ConfigError(f"Listener {listener}: JKS stores need the `pyjks` package (pip install "
+                          "'pykbroker[keystores]'), or convert the store to PKCS12 or PEM "
+                          "(keytool -importkeystore -deststoretype PKCS12)") from None  # fmt: skip
+    return jks
 
 
 def _load_cert_chain(ctx, path: str, password: str | None, listener: str) -> None:
@@ -96,12 +220,18 @@ def _load_truststore(ctx: ssl.SSLContext, get, listener: str) -> None:
             ssl.Purpose.CLIENT_AUTH
         )  # the JVM's default trust store, here the OS's
         return
-    if kind != "PEM":
+    if kind not in ("PEM", "PKCS12", "JKS"):
         raise ConfigError(f"Listener {listener}: ssl.truststore.type {kind or None} is not "
-                          "supported: pykbroker reads PEM trust stores (ssl.truststore.type=PEM)")  # fmt: skip
+                          "supported: PEM, PKCS12 or JKS")  # fmt: skip
+    if inline and kind != "PEM":
+        raise ConfigError(f"Listener {listener}: ssl.truststore.certificates requires "
+                          "ssl.truststore.type=PEM")  # fmt: skip
     if location and inline:
         raise ConfigError(f"Listener {listener}: ssl.truststore.location can't be set with "
                           "ssl.truststore.certificates")  # fmt: skip
+    if kind != "PEM":
+        inline = _store_trust_pem(kind, location, get("ssl.truststore.password"), listener)
+        location = None
     try:
         if location:
             ctx.load_verify_locations(cafile=location)

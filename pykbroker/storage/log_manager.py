@@ -15,6 +15,7 @@ from collections.abc import Callable
 import structlog
 
 from pykbroker.config import BrokerConfig, LogConfig
+from pykbroker.quota.replication import ReplicationQuota
 
 from .checkpoints import RECOVERY_POINT_FILE, format_offsets, read_offsets
 from .cleaner import LogCleaner
@@ -65,6 +66,11 @@ class LogManager:
         )
         self.cleaner: LogCleaner | None = None
         self.moves: dict[tuple[str, int], ReplicaMove] = {}  # AlterReplicaLogDirs in progress
+        # Future logs found at start-up (a move cut short by a stop or crash), by partition:
+        # the move resumes when the partition is opened (Kafka keeps `-future` dirs too).
+        self.resumable: dict[tuple[str, int], str] = {}
+        # replica.alter.log.dirs.io.max.bytes.per.second, over every move at once
+        self.alter_log_dirs_quota = ReplicationQuota("alter_log_dirs", -1, config)
         self._pending_removals: dict[int, Callable[[], None]] = {}  # run at shutdown if still due
         self.failure_channel = LogDirFailureChannel(self.log_dirs)
         for d in self.log_dirs:
@@ -77,6 +83,7 @@ class LogManager:
     def load_logs(self, log_configs: Callable[[str], LogConfig]) -> None:
         """Open every partition directory; `log_configs(topic)` gives each topic's config."""
         started = now_ms()
+        futures: list[str] = []
         for d in self.log_dirs:
             marker = os.path.join(d, CLEAN_SHUTDOWN_FILE)
             clean = os.path.exists(marker)
@@ -86,27 +93,58 @@ class LogManager:
                 path = os.path.join(d, name)
                 if not os.path.isdir(path):
                     continue
-                if name.endswith((DELETE_DIR_SUFFIX, FUTURE_DIR_SUFFIX)):
-                    # A future log's move was cut short: the current log is whole.
+                if name.endswith(DELETE_DIR_SUFFIX):
                     shutil.rmtree(path, ignore_errors=True)
+                    continue
+                if name.endswith(FUTURE_DIR_SUFFIX):
+                    # A move between log dirs cut short: resumed once its partition opens.
+                    futures.append(path)
                     continue
                 tp = parse_partition_dir(name)
                 if tp is None:
                     continue
-                self.logs[tp] = self._open(
+                opened = self._open(
                     path,
                     tp,
                     log_configs(tp[0]),
                     recover=not clean,
                     recovery_point=points.get(tp, 0),
                 )
+                if tp in self.logs:
+                    opened = self._drop_duplicate(self.logs[tp], opened)
+                self.logs[tp] = opened
             if clean:
                 os.unlink(marker)  # from here on a crash must be noticed
                 _fsync_dir(d)
+        for path in futures:
+            tp = parse_partition_dir(os.path.basename(path)[: -len(FUTURE_DIR_SUFFIX)]
+                                     .rpartition(".")[0])  # fmt: skip
+            current = self.logs.get(tp) if tp is not None else None
+            if current is None or tp in self.resumable or os.path.dirname(current.dir) == \
+                    os.path.dirname(path):  # fmt: skip
+                shutil.rmtree(path, ignore_errors=True)  # nothing to move (or a second copy)
+            else:
+                self.resumable[tp] = path
         log.info(
             "logs_loaded", partitions=len(self.logs), clean_shutdown=self.had_clean_shutdown,
             ms=now_ms() - started,
         )  # fmt: skip
+
+    def _drop_duplicate(self, first: Log, second: Log) -> Log:
+        """One partition in two log dirs: a crash inside a move's swap (the copy renamed into
+        place, the old dir not yet retired). Both hold the same records up to the swap; keep
+        the longer (on a tie, the one in the later log dir) and delete the other, where Kafka
+        would refuse to start."""
+        keep, drop = (first, second) if first.log_end_offset > second.log_end_offset else (
+            second, first)  # fmt: skip
+        drop.close()
+        doomed = f"{drop.dir}.{uuid.uuid4().hex}{DELETE_DIR_SUFFIX}"
+        os.rename(drop.dir, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+        log.warning("duplicate_log_dropped", topic=keep.topic, partition=keep.partition,
+                    kept=keep.dir, dropped=drop.dir, kept_log_end_offset=keep.log_end_offset,
+                    dropped_log_end_offset=drop.log_end_offset)  # fmt: skip
+        return keep
 
     def start_background(self) -> list:
         """Start retention and (with log.cleaner.enable) the log cleaner on the running loop;
@@ -192,10 +230,28 @@ class LogManager:
 
     # --- moves between log dirs (AlterReplicaLogDirs, replica_move.py) -----------------------
 
+    def resume_move(self, partition) -> None:
+        """Go on with a move found at start-up (its future dir), if `partition` had one."""
+        path = self.resumable.pop((partition.topic, partition.index), None)
+        if path is None:
+            return
+        tp = (partition.topic, partition.index)
+        try:
+            mv = ReplicaMove(self, partition, os.path.dirname(path), future_path=path)
+        except Exception as e:  # noqa: BLE001 - an unreadable copy: the current log serves on
+            log.error("replica_move_not_resumed", topic=tp[0], partition=tp[1], error=repr(e))
+            shutil.rmtree(path, ignore_errors=True)
+            return
+        self.moves[tp] = mv
+        mv.task = asyncio.get_running_loop().create_task(mv.run())
+        log.info("replica_move_resumed", topic=tp[0], partition=tp[1], dest=mv.dest,
+                 future_log_end_offset=mv.future.log_end_offset)  # fmt: skip
+
     def move(self, partition, dest: str) -> None:
         """Start moving a partition's log to the log dir `dest` (nothing if it is there, and a
         move elsewhere in progress is abandoned)."""
         tp = (partition.topic, partition.index)
+        self.resumable.pop(tp, None)
         current = self.moves.pop(tp, None)
         if current is not None:
             if current.dest == dest:
@@ -209,10 +265,12 @@ class LogManager:
         mv.task = asyncio.get_running_loop().create_task(mv.run())
         log.info("replica_move_started", topic=tp[0], partition=tp[1], dest=dest)
 
-    def open_future(self, path: str, source: Log) -> Log:
+    def open_future(self, path: str, source: Log, recover: bool = False) -> Log:
+        """A future log: created, or (`recover`) one left by an earlier run, whose unflushed
+        tail a crash may have torn (recovered from its start, as it has no recovery point)."""
         try:
             return self._open(path, (source.topic, source.partition), source.config,
-                              recover=False)  # fmt: skip
+                              recover=recover)  # fmt: skip
         except OSError as e:
             shutil.rmtree(path, ignore_errors=True)
             raise self.failure_channel.maybe_add_offline_log_dir(
@@ -330,11 +388,8 @@ class LogManager:
         """Flush, snapshot producer state, close, and leave the clean-shutdown marker."""
         if self.cleaner is not None:
             self.cleaner.shutdown()  # aborts a cleaning in progress; its `.cleaned` files go
-        for mv in list(self.moves.values()):  # unfinished moves are dropped, as at a restart
-            if mv.task is not None:
-                mv.task.cancel()
-            mv.future.close()
-            self.discard_future(mv.future_path)
+        for mv in list(self.moves.values()):  # unfinished moves are kept, resumed at start-up
+            mv.suspend()
         self.moves.clear()
         for lg in self.logs.values():
             try:

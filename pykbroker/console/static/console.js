@@ -183,8 +183,8 @@ async function overview() {
     h("div", { class: "cards" },
       card("Brokers", `${c.brokers.filter((b) => b.alive).length} / ${c.brokers.length}`, "card-brokers"),
       card("Topics", c.topics, "card-topics"), card("Partitions", c.partitions),
-      card("Offline partitions", c.offline_partitions), card("Connections", c.connections),
-      card("Uptime", duration(c.uptime_ms)), card("Data on this broker", bytes(c.log_dirs.reduce((a, d) => a + d.size, 0))),
+      card("Offline partitions", c.offline_partitions), card("Connections", c.connections ?? "–"),
+      card("Uptime", duration(c.uptime_ms)), card("Data on this broker", c.log_dirs ? bytes(c.log_dirs.reduce((a, d) => a + d.size, 0)) : "–"),
       card("Version", c.version)),
     h("h2", {}, "Brokers"), brokers,
     h("h2", {}, "Traffic ", h("span", { class: "muted" }, "(this broker, last 2 minutes)")), charts(m),
@@ -310,6 +310,10 @@ function partitionsTab(body, t) {
 
 function configsTab(body, t) {
   const name = t.name;
+  if (t.configs === null) {  // DESCRIBE_CONFIGS not allowed to this principal
+    body.replaceChildren(h("p", { class: "panel muted", id: "configs-denied" }, "Not authorized to describe this topic's configs."));
+    return;
+  }
   const save = async (key, value) => {
     try { await api("PATCH", `/api/topics/${enc(name)}/configs`, { set: { [key]: value } }); flash(`${key} = ${value}`); route(); } catch (e) { showError(e); }
   };
@@ -510,6 +514,7 @@ async function route() {
 
 window.addEventListener("hashchange", route);
 api("GET", "/api/cluster").then((c) => {
-  document.getElementById("cluster-id").textContent = `cluster ${c.cluster_id} · broker ${c.node_id}` + (c.read_only ? " · read-only" : "");
+  document.getElementById("cluster-id").textContent = `cluster ${c.cluster_id} · broker ${c.node_id}` + (c.read_only ? " · read-only" : "")
+    + (c.authentication !== "NONE" && c.principal ? ` · ${c.principal}` : "");
 }).catch(() => {});
 route();

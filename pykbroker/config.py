@@ -263,9 +263,11 @@ BROKER_CONFIGS = _keys(
         "string",
         "GSSAPI",
         "The SASL mechanism brokers authenticate to each other with, when the inter-broker "
-        "listener is SASL_PLAINTEXT or SASL_SSL: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (GSSAPI, "
-        "Kafka's default, isn't served); the broker's own user name and password come from the "
-        "listener's JAAS config (listener.name.<l>.<mechanism>.sasl.jaas.config username/password).",
+        "listener is SASL_PLAINTEXT or SASL_SSL: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or "
+        "OAUTHBEARER (GSSAPI, Kafka's default, isn't served); the broker's own user name and "
+        "password come from the listener's JAAS config (listener.name.<l>.<mechanism>."
+        "sasl.jaas.config username/password; OAUTHBEARER: unsecured tokens with the "
+        "OAuthBearerLoginModule's unsecuredLoginStringClaim_sub).",
         read_only=True,
     ),
     ConfigKey(

@@ -182,8 +182,8 @@ class AcksAllProducer:
                 "broker.address.family": "v4", "log_level": 2,
             })  # fmt: skip
         self.acked: dict[bytes, tuple[int, int]] = {}  # value -> (partition, offset)
-        # value -> time.monotonic() when handed to the client / when its ack was seen: the
-        # window in which the leader acknowledged it
+        # value -> time.time() when handed to the client / when its ack was seen: the window
+        # in which the leader acknowledged it (wall clock: comparable with ZooKeeper's mtimes)
         self.sent_at: dict[bytes, float] = {}
         self.acked_at: dict[bytes, float] = {}
         self.errors: list = []
@@ -214,7 +214,7 @@ class AcksAllProducer:
 
     def _on_delivery(self, err, msg) -> None:
         if err is None:
-            self.acked_at[msg.value()] = time.monotonic()
+            self.acked_at[msg.value()] = time.time()
             self.acked[msg.value()] = (msg.partition(), msg.offset())
         else:
             self.errors.append(err)
@@ -222,7 +222,7 @@ class AcksAllProducer:
     def _run(self) -> None:
         while not self.stop.is_set():
             v = b"v%06d" % self.sent
-            self.sent_at[v] = time.monotonic()
+            self.sent_at[v] = time.time()
             self.producer.produce(self.topic, value=v, partition=self.sent % self.partitions,
                                   on_delivery=self._on_delivery)  # fmt: skip
             self.sent += 1

@@ -223,6 +223,9 @@ class _NoBrokers:
 
     live_brokers: dict = {}
 
+    def topic_configs(self, name: str) -> dict[str, str] | None:
+        return None  # no topic has throttled replicas
+
 
 def _fetch_response(records: bytes, high_watermark: int):
     """A leader's Fetch v12 response for t-0 carrying `records`, encoded and decoded as on the

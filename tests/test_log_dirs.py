@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -184,7 +185,15 @@ def test_log_dir_move_survives_sigkill_and_resumes(tmp_path):
         r = tool("--execute", "--reassignment-json-file", str(plan),
                  "--replica-alter-log-dirs-throttle", "1048576", bootstrap=broker)  # fmt: skip
         assert r.returncode == 0, r.stdout + r.stderr
-        assert "The replica-alter-dir throttle limit was set to 1048576 B/s" in r.stdout
+        # Kafka's order: the warning, the throttle, then the moves.
+        assert r.stdout.splitlines()[-4:] == [
+            "Warning: You must run --verify periodically, until the reassignment completes, "
+            "to ensure the throttle is removed.",
+            "The replica-alter-dir throttle limit was set to 1048576 B/s",
+            f"Successfully started partition reassignment for {TOPIC}-0",
+            f"Successfully started moving log directory to {dest} for replica {TOPIC}-0 "
+            f"with broker {node} ",
+        ]
         # Mid-move: the future replica in the destination, behind the current one.
         d = wait_until(lambda: (d := describe(broker.port)) and d[dest].get(0, (0, 0))[0]
                        and d[dest][0][1] < 4500 and d, what="a copy under way")  # fmt: skip
@@ -221,3 +230,38 @@ def test_log_dir_move_survives_sigkill_and_resumes(tmp_path):
         assert got == list(enumerate(values))
     finally:
         broker.kill()
+
+
+def test_a_partition_found_in_two_log_dirs_keeps_one(tmp_path):
+    """A crash inside a move's swap (the copy renamed into place in its new dir, the old dir
+    not yet retired) leaves the partition in two log dirs; the next start keeps one copy, the
+    longer, and deletes the other (Kafka refuses to start instead)."""
+    from protocol import records as rb
+    from pykbroker.config import BrokerConfig, LogConfig
+    from pykbroker.storage.log_manager import LogManager
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    manager = LogManager(BrokerConfig({"log.dirs": f"{a},{b}"}))
+    config = LogConfig(manager.config.topic_defaults(), {})
+    manager.load_logs(lambda topic: config)
+    lg = manager.get_or_create("t", 0, config)
+    for i in range(10):
+        lg.append_as_leader(memoryview(rb.build_batch([rb.Record(0, 1_000, None, b"v%d" % i)])))
+    home = os.path.dirname(lg.dir)
+    manager.shutdown()
+    other = str(b) if home == str(a) else str(a)
+    shutil.copytree(os.path.join(home, "t-0"), os.path.join(other, "t-0"))
+    # The copy in `home` gets one more batch: the longer one, whichever dir is read first.
+    alone = LogManager(BrokerConfig({"log.dirs": home}))
+    alone.load_logs(lambda topic: config)
+    alone.logs[("t", 0)].append_as_leader(
+        memoryview(rb.build_batch([rb.Record(0, 1_000, None, b"v10")]))
+    )
+    alone.shutdown()
+    both = LogManager(BrokerConfig({"log.dirs": f"{a},{b}"}))
+    both.load_logs(lambda topic: config)
+    kept = both.logs[("t", 0)]
+    assert kept.log_end_offset == 11 and os.path.dirname(kept.dir) == home
+    assert not os.path.exists(os.path.join(other, "t-0"))
+    assert not [n for n in os.listdir(other) if n.startswith("t-0")]
+    both.shutdown()

@@ -9,8 +9,9 @@ files of every replica.
 "No acks while fewer than min.insync.replicas replicas were in sync" is checked two ways that
 do not take the brokers' word for it:
 - ISR history: the test watches every partition's state znode in ZooKeeper itself and keeps
-  each ISR it sees with the time it saw it; every acknowledged record's window (handed to the
-  producer .. ack seen) must overlap a time when its partition's ISR had >= 2 members.
+  each ISR it sees with its znode's mtime (ZooKeeper's clock: this machine's wall clock); every
+  acknowledged record's window (handed to the producer .. ack seen, wall clock) must overlap a
+  time when its partition's ISR had >= 2 members.
 - Files at a kill: SIGKILLed brokers' segment files are frozen at the kill (the page cache
   survives a process kill), and are read before they restart, with the survivors' files read
   at once: every record acknowledged before the kill must be found, at its offset, in at least
@@ -41,13 +42,14 @@ pytestmark = pytest.mark.skipif(missing is not None, reason=missing or "")
 TOPIC = "nemesis"
 PARTITIONS = 3
 MIN_ISR = 2
-# An ack may reach the producer before this test's ZooKeeper watch reports the ISR expansion
-# that allowed it (both follow the same znode write): how late the watch may be.
-WATCH_SLACK = 0.5
+# ISR changes are timed by their znode's mtime (ZooKeeper's clock, this machine's wall clock),
+# set before the write commits, so before any broker acts on it: an ack the expansion allowed is
+# seen after it. The slack covers only millisecond rounding.
+MTIME_SLACK = 0.05
 
 
 class IsrHistory:
-    """Every ISR of each partition's state znode this test saw, with when (time.monotonic)."""
+    """Every ISR of each partition's state znode this test saw, with its mtime (seconds)."""
 
     def __init__(self, connect: str):
         self.zk = KazooClient(hosts=connect)
@@ -59,10 +61,10 @@ class IsrHistory:
 
     def _watcher(self, p: int):
         # Two parameters: kazoo passes the event too to a function taking three.
-        def changed(data: bytes | None, _stat) -> None:
+        def changed(data: bytes | None, stat) -> None:
             if data:
                 with self.lock:
-                    self.seen[p].append((time.monotonic(), json.loads(data)["isr"]))
+                    self.seen[p].append((stat.mtime / 1000, json.loads(data)["isr"]))
 
         return changed
 
@@ -70,8 +72,9 @@ class IsrHistory:
         """The largest ISR of p in effect at some time in [start, end]."""
         with self.lock:
             history = list(self.seen[p])
+        history.sort(key=lambda e: e[0])
         before = [isr for t, isr in history if t <= start]
-        during = [isr for t, isr in history if start < t <= end + WATCH_SLACK]
+        during = [isr for t, isr in history if start < t <= end + MTIME_SLACK]
         return max((len(isr) for isr in before[-1:] + during), default=0)
 
     def stop(self) -> None:
@@ -166,7 +169,7 @@ def test_nemesis(tmp_path):
             # 1. SIGKILL the leader of partition 0.
             victim = leader_of(cluster, 0)
             cluster.kill(victim)
-            killed_at = time.monotonic()
+            killed_at = time.time()  # the clock of acked_at
             files = snapshot(cluster, [1, 2, 3])
             checked = assert_on_min_isr(producer, files, killed_at, "leader SIGKILL")
             new_leader(cluster, 0, victim)
@@ -199,7 +202,7 @@ def test_nemesis(tmp_path):
             second = next(b for b in cluster.brokers if b != first)
             cluster.kill(first)
             cluster.kill(second)
-            killed_at = time.monotonic()
+            killed_at = time.time()  # the clock of acked_at
             files = snapshot(cluster, [1, 2, 3])
             checked += assert_on_min_isr(producer, files, killed_at, "two brokers SIGKILL")
             new_leader(cluster, 0, first, second)

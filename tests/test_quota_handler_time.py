@@ -81,3 +81,30 @@ def test_errors_and_cancellation_reach_the_handler():
             return str(e)
 
     assert asyncio.run(run_failing()) == "bad"
+
+
+def test_a_long_poll_is_not_handler_time_end_to_end(broker):
+    """Through the broker's dispatch: a Fetch that waits 1.5 s for data records its passes over
+    the log, a few milliseconds, against request_percentage, not the 1.5 s."""
+    from helpers import RawClient
+    from test_quotas_api import _create_topic, alter
+    from wire import fetch
+
+    c = RawClient(broker.port, client_id="poller")
+    try:
+        # A quota never reached: every request's handler time is recorded, nothing throttled.
+        assert alter(c, {"client-id": "poller"}, {"request_percentage": 100000}).error_code == 0
+        _create_topic(c, "idle")
+
+        def recorded() -> float:  # percent-seconds: handler seconds x 100
+            sensors = broker.broker.quotas.request.sensors
+            return sum(sum(rate._values) for rate in sensors.values())
+
+        before = broker.call(recorded)
+        t0 = perf_counter()
+        r = fetch(c, [("idle", 0, 0)], max_wait_ms=1500)
+        assert perf_counter() - t0 >= 1.4 and r.error_code == 0
+        counted = (broker.call(recorded) - before) / 100
+        assert 0 < counted < 0.3, counted
+    finally:
+        c.close()

@@ -407,6 +407,52 @@ def test_throttled_reassignment_is_rate_bound(cluster, tmp_path, zk):
           file=sys.stderr)  # fmt: skip
 
 
+def test_in_sync_followers_are_not_throttled(cluster):
+    """Kafka's shouldLeaderThrottle: the leader holds back only replicas outside the ISR. With
+    every replica of a topic throttled on the leader side at 1 B/s, acks=all writes to it go
+    as fast as to an unthrottled topic on the same brokers: its follower is in sync."""
+    from confluent_kafka import Producer
+
+    create(cluster, "insync", [[1, 2]], leader_replication_throttled_replicas="*",
+           min_insync_replicas="2")  # fmt: skip
+    create(cluster, "insync-control", [[1, 2]], min_insync_replicas="2")
+    configs = os.path.join(BIN, "kafka-configs")
+    r = subprocess.run([configs, "--bootstrap-server", cluster.bootstrap(), "--alter",
+                        "--entity-type", "brokers", "--entity-name", "1", "--add-config",
+                        "leader.replication.throttled.rate=1"], capture_output=True, text=True,
+                       timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    producer = Producer({"bootstrap.servers": cluster.bootstrap(), "acks": "all",
+                         "batch.size": 65536, "broker.address.family": "v4"})  # fmt: skip
+
+    def rounds(topic: str) -> float:
+        """Ten rounds of 320 KiB, each acknowledged before the next: more than one follower
+        fetch (256 KiB here) each, so a throttled follower would wait out the quota's window
+        (1-2 s) in every round."""
+        started = time.monotonic()
+        for _ in range(10):
+            for _ in range(320):
+                producer.produce(topic, value=os.urandom(1024), partition=0)
+            assert producer.flush(30) == 0
+        return time.monotonic() - started
+
+    try:
+        control = rounds("insync-control")
+        throttled = rounds("insync")
+        # Throttled as Kafka would throttle a follower outside the ISR, this takes >= 10 s
+        # more (one quota window per round); unthrottled, about the control's time.
+        assert throttled < control + 5, (throttled, control)
+        assert sorted(cluster.agreed_partitions("insync")[0][3]) == [1, 2]
+    finally:
+        r = subprocess.run([configs, "--bootstrap-server", cluster.bootstrap(), "--alter",
+                            "--entity-type", "brokers", "--entity-name", "1", "--delete-config",
+                            "leader.replication.throttled.rate"], capture_output=True, text=True,
+                           timeout=60)  # fmt: skip
+        assert r.returncode == 0, r.stdout + r.stderr
+    print(f"in-sync follower, leader throttle 1 B/s: {throttled:.2f} s, control {control:.2f} s",
+          file=sys.stderr)  # fmt: skip
+
+
 def test_unclean_leader_election(cluster):
     """Replicas [3, 2]: broker 2 falls out of the ISR, then 3 dies. With
     unclean.leader.election.enable=false (Kafka's default) the partition stays offline while 2

@@ -80,26 +80,37 @@ def test_oauthbearer_lifetime_is_the_tokens_when_shorter(reauth_broker):
     client = RawClient(reauth_broker.port)
     try:
         assert handshake(client, "OAUTHBEARER").error_code == 0
-        exp = time.time() + 30
-        token = unsecured_jwt({"sub": "alice", "exp": exp, "iat": time.time()})
+        exp = int(time.time()) + 30
+        token = unsecured_jwt({"sub": "alice", "exp": exp, "iat": int(time.time())})
+        before = time.time()
         r = authenticate(client, initial_response(token))
+        after = time.time()
         assert r.error_code == 0
-        assert 25_000 < r.session_lifetime_ms <= 30_000
+        # Kafka: exp - the time authentication ended (ms), when below connections.max.reauth.ms
+        assert exp * 1000 - after * 1000 - 1 <= r.session_lifetime_ms <= exp * 1000 - before * 1000
     finally:
         client.close()
 
 
-def test_principal_may_not_change(reauth_broker):
+@pytest.mark.parametrize(
+    "token, message",
+    [
+        # Kafka's ReauthInfo.ensurePrincipalUnchanged
+        (b"\0bob\0bob-secret",
+         "Cannot change principals during re-authentication from User.alice: User.bob"),
+        # PlainSaslServer's message, as on first authentication
+        (b"\0alice\0wrong", "Authentication failed: Invalid username or password"),
+    ],
+)  # fmt: skip
+def test_failed_reauthentication_answers_then_closes(reauth_broker, token, message):
+    """Another principal, or a wrong password: SASL_AUTHENTICATION_FAILED with Kafka's message,
+    then the connection is closed."""
     client = RawClient(reauth_broker.port)
     try:
         _login(client, "alice")
         assert handshake(client, "PLAIN").error_code == 0
-        r = authenticate(client, b"\0bob\0bob-secret")
-        # Kafka's ReauthInfo.ensurePrincipalUnchanged message, then the connection is closed.
-        assert r.error_code == SASL_AUTHENTICATION_FAILED
-        assert r.error_message == (
-            "Cannot change principals during re-authentication from User.alice: User.bob"
-        )
+        r = authenticate(client, token)
+        assert (r.error_code, r.error_message) == (SASL_AUTHENTICATION_FAILED, message)
         assert client.recv_frame() is None
     finally:
         client.close()
@@ -113,21 +124,8 @@ def test_mechanism_may_not_change(reauth_broker):
         # "SASL mechanism 'OAUTHBEARER' requested by client is not supported for
         # re-authentication of mechanism 'PLAIN'" and closes, no response to the token.
         assert handshake(client, "OAUTHBEARER").error_code == 0
-        token = unsecured_jwt({"sub": "alice", "exp": time.time() + 60, "iat": time.time()})
+        token = unsecured_jwt({"sub": "alice", "exp": time.time() + 60, "iat": int(time.time())})
         assert authenticate(client, initial_response(token)) is None
-    finally:
-        client.close()
-
-
-def test_failed_reauthentication_closes(reauth_broker):
-    client = RawClient(reauth_broker.port)
-    try:
-        _login(client, "alice")
-        assert handshake(client, "PLAIN").error_code == 0
-        r = authenticate(client, b"\0alice\0wrong")
-        assert r.error_code == SASL_AUTHENTICATION_FAILED
-        assert r.error_message == "Authentication failed: Invalid username or password"
-        assert client.recv_frame() is None
     finally:
         client.close()
 
@@ -217,8 +215,11 @@ def test_no_session_end_by_default(make_broker):
 
 # --- real clients ----------------------------------------------------------------------------
 
-REAUTH_MS = 1500  # each client re-authenticates at 85-95% of it (librdkafka, kafka-python)
-RUN_S = 7.0
+# Clients re-authenticate at 85-95% of the lifetime (kafka-python; librdkafka at 90%): the last
+# 10-15% is the margin for a request sent just before re-authentication starts. 3 s leaves
+# 300 ms; 1.5 s (150 ms) was seen to expire once on a loaded 2-core machine.
+REAUTH_MS = 3000
+RUN_S = 8.5
 
 
 def test_clients_reauthenticate_while_producing(make_broker):
@@ -294,12 +295,12 @@ def test_clients_reauthenticate_while_producing(make_broker):
     for t in threads:
         t.join()
     assert errors == []
+    assert _metrics(b)[1] == 0  # no connection used after its session ended
     opened = b.call(lambda: b.broker.metrics.connections) - connections_before
-    # Over 7 s with a 1.5 s session, a producer's busy connection re-authenticates (at 85-95% of
-    # the lifetime) at least 3 times, on the same connection: no reconnects, nothing expired.
-    assert most.get("User:admin", 0) >= 3, most  # librdkafka
-    assert most.get("User:alice", 0) >= 3, most  # kafka-python
-    assert _metrics(b)[1] == 0
+    # Over 8.5 s with a 3 s session, a producer's connection re-authenticates (every 2.55-2.85
+    # s) at least twice, on the same connection: no reconnects, nothing expired.
+    assert most.get("User:admin", 0) >= 2, most  # librdkafka
+    assert most.get("User:alice", 0) >= 2, most  # kafka-python
     assert opened <= 4  # a bootstrap and a partition leader connection per client
     # Everything sent is in the log.
     client = RawClient(b.port)
@@ -328,7 +329,7 @@ def test_client_without_reauthentication_reconnects(make_broker):
                              security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN",
                              sasl_plain_username="alice", sasl_plain_password="alice-secret")  # fmt: skip
         await p.start()
-        sent, stop = 0, time.monotonic() + 5
+        sent, stop = 0, time.monotonic() + 7
         try:
             while time.monotonic() < stop:
                 await p.send_and_wait(topic, b"a" * 100)
@@ -339,7 +340,7 @@ def test_client_without_reauthentication_reconnects(make_broker):
         return sent
 
     sent = asyncio.run(produce())
-    # 5 s of sessions lasting 1.5 s: closed at least twice for an expired session.
+    # 7 s of sessions lasting 3 s: closed at least twice for an expired session.
     assert _metrics(b)[1] >= 2
     client = RawClient(b.port)
     try:

@@ -13,6 +13,9 @@ Two validators, as Kafka ships them, both sans-io:
 - `JwksValidator` (Kafka's OAuthBearerValidatorCallbackHandler, KIP-768): a signed JWT (RS*,
   PS*, ES*) checked against a JSON Web Key Set, with `exp` and `iat` required, the expected
   audience and issuer when configured, and the clock skew of sasl.oauthbearer.clock.skew.seconds.
+
+`OAuthBearerClient` is the client side a broker uses on its inter-broker connections, and
+`unsecured_jwt` makes the token Kafka's OAuthBearerUnsecuredLoginCallbackHandler makes.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from protocol.sasl import SaslAuthenticationError, SaslError, SaslServer
+from protocol.sasl import SaslAuthenticationError, SaslClient, SaslError, SaslServer
 
 SEPARATOR = "\x01"
 # RFC 7628 / Kafka's OAuthBearerClientInitialResponse grammar: a saslname (no '=' or ',' but
@@ -320,3 +323,32 @@ def verify_signature(jwk: dict, alg: str, signing_input: bytes, signature: bytes
         raise TokenRejected("JWT signature verification failed") from None
     except ValueError as e:
         raise TokenRejected(f"Invalid key or signature: {e}") from None
+
+
+def unsecured_jwt(claims: dict) -> str:
+    """An unsigned JWS (alg none), as Kafka's unsecured login callback handler makes them."""
+
+    def part(obj: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none'})}.{part(claims)}."
+
+
+class OAuthBearerClient(SaslClient):
+    """Kafka's OAuthBearerSaslClient: the token in the initial response; an error challenge
+    from the server is acknowledged with 0x01 (RFC 7628), after which the server fails."""
+
+    mechanism = "OAUTHBEARER"
+
+    def __init__(self, token: str):
+        super().__init__()
+        self._token = token
+
+    def initial(self) -> bytes:
+        return f"n,,{SEPARATOR}auth=Bearer {self._token}{SEPARATOR}{SEPARATOR}".encode()
+
+    def evaluate(self, challenge: bytes) -> bytes:
+        if challenge:
+            return SEPARATOR.encode()
+        self.complete = True
+        return b""

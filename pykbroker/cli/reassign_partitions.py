@@ -327,10 +327,16 @@ def execute(admin, args) -> None:
     print(format_assignment({tp: current[tp] for tp in parts}))
     print()
     print("Save this to use as the --reassignment-json-file option during rollback")
-    if args.throttle >= 0:
+    if args.throttle >= 0 or (dirs and args.replica_alter_log_dirs_throttle >= 0):
         print("Warning: You must run --verify periodically, until the reassignment completes, "
               "to ensure the throttle is removed.")  # fmt: skip
+    if args.throttle >= 0:
         set_throttles(admin, parts, current, ongoing, args.throttle)
+    if dirs and args.replica_alter_log_dirs_throttle >= 0:  # the brokers with log-dir moves
+        rate = str(args.replica_alter_log_dirs_throttle)
+        incremental_alter(admin, [(4, str(b), [(BROKER_THROTTLES[2], 0, rate)])
+                                  for b in sorted({b for _, _, b in dirs})])  # fmt: skip
+        print(f"The replica-alter-dir throttle limit was set to {rate} B/s")
     errors = alter(admin, parts)
     if errors:
         raise CommandError("Error reassigning partition(s):\n" + "\n".join(
@@ -338,11 +344,6 @@ def execute(admin, args) -> None:
     print(f"Successfully started partition reassignment{'' if len(parts) == 1 else 's'} for "
           f"{names(parts)}")  # fmt: skip
     if dirs:
-        if args.replica_alter_log_dirs_throttle >= 0:
-            rate = str(args.replica_alter_log_dirs_throttle)
-            incremental_alter(admin, [(4, str(b), [(BROKER_THROTTLES[2], 0, rate)])
-                                      for b in sorted({b for _, _, b in dirs})])  # fmt: skip
-            print(f"The replica-alter-dir throttle limit was set to {rate} B/s")
         execute_moves(admin, dirs, args.timeout)
 
 

@@ -47,6 +47,7 @@ from protocol.errors import ErrorCode
 from . import reassignment as R
 from . import zk as Z
 from .controlled_shutdown import CONTROLLED_SHUTDOWN, decode_request, shutting_down_brokers
+from .metadata import registered_after
 from .zk_metadata import NOT_READ, ZkMetadata
 
 log = structlog.get_logger(__name__)
@@ -190,7 +191,8 @@ class Controller:
             for index, st in enumerate(info.partitions):
                 if st.zk_version == NOT_READ or (name, index) in self._inflight:
                     continue
-                change = decide_state(name, st, live, shutting, self.unclean_allowed)
+                change = decide_state(name, st, live - restarted_since(st, live, epochs),
+                                      shutting, self.unclean_allowed)  # fmt: skip
                 if change is not None:
                     self._inflight.add((name, index))
                     md._spawn(self._write_state(name, index, st.zk_version, *change), "state")
@@ -270,11 +272,13 @@ class Controller:
                 await self.md._read_state(topic, index)  # lost a race: look again
                 return False
             new_version = 0 if version == -1 else results[1].version
+            mzxid = -1 if version == -1 else results[1].mzxid
             log.info(
                 "partition_state_changed", topic=topic, partition=index, leader=leader,
                 leader_epoch=leader_epoch, isr=isr,
             )  # fmt: skip
-            self.md.apply_state(topic, index, leader, leader_epoch, isr, self.epoch, new_version)
+            self.md.apply_state(topic, index, leader, leader_epoch, isr, self.epoch, new_version,
+                                mzxid)  # fmt: skip
             return True
         except KazooException as e:
             log.warning("partition_state_write_failed", topic=topic, partition=index, error=repr(e))
@@ -456,7 +460,7 @@ class Controller:
             log.info("partition_reassignment_completed", topic=topic, partition=index,
                      replicas=target, leader=leader, isr=isr)  # fmt: skip
             self.md.apply_state(topic, index, leader, st.leader_epoch + 1, isr, self.epoch,
-                                results[1].version)  # fmt: skip
+                                results[1].version, results[1].mzxid)  # fmt: skip
             await self.md._read_topic(topic)
         except KazooException as e:
             log.warning("reassignment_completion_failed", topic=topic, partition=index,
@@ -580,6 +584,17 @@ def decide_state(topic: str, st, live: set[int], shutting: set[int],
     else:
         return _offline(st)
     return leader, st.leader_epoch + 1, isr
+
+
+def restarted_since(st, live: set[int], epochs: dict[int, int]) -> set[int]:
+    """Live brokers that registered after the partition's state was written: for it they count
+    as failed (out of the ISR, not its leader) until a new state is written. The controller
+    that saw them restart does so anyway (`bounced`); this also covers restarts no controller
+    saw, during a controller failover. A partition without a leader is left alone: its last ISR
+    member coming back is who must lead it."""
+    if st.leader < 0:
+        return set()
+    return {b for b in live if registered_after(st, epochs.get(b, -1))}
 
 
 def _offline(st) -> tuple[int, int, list[int]] | None:

@@ -88,6 +88,9 @@ class PartitionState:
     # the target replicas; the target is `replicas` without `removing`.
     adding: list[int] = field(default_factory=list)
     removing: list[int] = field(default_factory=list)
+    # The zxid of the write it was read from (-1: unknown). A broker that registered after it
+    # (restarted, or renewed its session, since) must not lead by it: see `registered_after`.
+    zk_mzxid: int = -1
 
     @property
     def reassigning(self) -> bool:
@@ -100,6 +103,15 @@ class PartitionState:
             "replicas": self.replicas,
             "isr": self.isr,
         }
+
+
+def registered_after(st: PartitionState, registration_zxid: int) -> bool:
+    """Was the state written before a broker's current registration (its /brokers/ids znode's
+    czxid, Kafka's broker epoch)? Then it was decided about an earlier run of that broker,
+    whose log may since have lost its unflushed tail: a leadership or an ISR place in it is
+    not this run's to take (Kafka's controller treats the broker as failed and started, and
+    the restarted broker waits for its LeaderAndIsr)."""
+    return 0 <= st.zk_mzxid < registration_zxid
 
 
 @dataclass(slots=True)

@@ -17,6 +17,7 @@ how far its log is known to be committed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -26,7 +27,7 @@ import structlog
 from protocol.errors import ErrorCode, KafkaError
 from pykbroker.cluster.follower import diverging_epoch
 from pykbroker.cluster.leader_epoch import LeaderEpochCache
-from pykbroker.cluster.metadata import PartitionState, TopicInfo
+from pykbroker.cluster.metadata import PartitionState, TopicInfo, registered_after
 from pykbroker.config import LogConfig
 from pykbroker.quota.replication import ReplicationQuota
 from pykbroker.storage.checkpoints import format_offsets, read_offsets
@@ -59,7 +60,7 @@ class FollowerState:
 class Partition:
     __slots__ = (
         "topic", "index", "log", "state", "node_id", "waiters", "followers", "pending_isr",
-        "isr_listener", "epoch_cache",
+        "isr_listener", "epoch_cache", "clock",
     )  # fmt: skip
 
     def __init__(self, topic: str, index: int, log: Log, state: PartitionState, node_id: int):
@@ -74,6 +75,7 @@ class Partition:
         self.isr_listener: Callable[[Partition, list[int]], None] | None = None
         # Where each leader epoch starts in the log (cluster only; a single broker is epoch 0).
         self.epoch_cache: LeaderEpochCache | None = None
+        self.clock: Callable[[], int] = now_ms  # milliseconds; the simulator brings its own
 
     @property
     def is_leader(self) -> bool:
@@ -145,7 +147,7 @@ class Partition:
     def reset_followers(self) -> None:
         """On becoming leader: every follower's LEO is unknown; ISR members count as caught up
         now (they get replica.lag.time.max.ms to show they are)."""
-        now = now_ms()
+        now = self.clock()
         self.followers = {r: FollowerState(now) for r in self.state.replicas if r != self.node_id}
         self.pending_isr = None
 
@@ -156,7 +158,7 @@ class Partition:
             if replica_id not in self.state.replicas:
                 return
             f = self.followers[replica_id] = FollowerState(0)
-        now = now_ms()
+        now = self.clock()
         leader_leo = self.log.log_end_offset
         if fetch_offset >= leader_leo:
             f.last_caught_up_ms = max(f.last_caught_up_ms, now)
@@ -197,7 +199,7 @@ class Partition:
         return start is not None and start > self.log.high_watermark
 
     def out_of_sync_replicas(self, lag_ms: int) -> list[int]:
-        now = now_ms()
+        now = self.clock()
         return [
             r
             for r in self.state.isr
@@ -540,7 +542,20 @@ class ReplicaManager:
         if not self.ready:
             self._deferred[(topic.name, index)] = state
             return
-        self._transition(p, state)
+        self._transition(p, self._role_state(p, state))
+
+    def _role_state(self, p: Partition, state: PartitionState) -> PartitionState:
+        """A leadership decided before this broker's current registration is not acted on: it
+        was about an earlier run, whose log may have lost since what it acknowledged then
+        (unflushed writes, power loss) while its followers still have it. No role until the
+        controller writes a new state (Controller: `restarted_since`)."""
+        if state.leader == self.node_id and registered_after(
+            state, getattr(self.metadata, "registration_zxid", -1)
+        ):
+            log.info("stale_leadership_ignored", topic=p.topic, partition=p.index,
+                     leader_epoch=state.leader_epoch)  # fmt: skip
+            return dataclasses.replace(state, leader=-1)
+        return state
 
     def _transition(self, p: Partition, state: PartitionState) -> None:
         old = p.state
@@ -639,7 +654,7 @@ class ReplicaManager:
         for (topic, index), state in deferred.items():
             p = self.partitions.get((topic, index))
             if p is not None:
-                self._transition(p, state)
+                self._transition(p, self._role_state(p, state))
 
     def _write_isr(self, p: Partition, isr: list[int]) -> None:
         state = p.state

@@ -72,6 +72,8 @@ class ZkMetadata(MetadataBase):
         self._pending_deletes: set[str] = set()  # deletion requested here, not written yet
         self._writes: dict[str, asyncio.Future] = {}  # topic -> its write in flight from here
         self.broker_epochs: dict[int, int] = {}  # czxid of /brokers/ids/N: changes on restart
+        self.registration_zxid = -1  # czxid of our own /brokers/ids/N, once registered
+        self._brokers_reads = 0  # _read_brokers started so far
         self._topics_lock = asyncio.Lock()
         self._session_lost = False
         self._controller_id = -1
@@ -150,8 +152,13 @@ class ZkMetadata(MetadataBase):
                     warned = True
                 gone = self.loop.create_future()
                 stat = await self.zk.exists(path, watch=self.zk.watcher(_resolver(gone)))
-                if stat is not None:
+                # Ours by now (a renewed session's registration ran meanwhile): never wait for
+                # our own node to go.
+                if stat is not None and stat.ephemeralOwner != self.zk.session_id:
                     await gone
+        stat = await self.zk.exists(path)
+        if stat is not None and stat.ephemeralOwner == self.zk.session_id:
+            self.registration_zxid = stat.czxid
         self.live_brokers[self.node_id] = self.broker
         log.info("broker_registered", node_id=self.node_id, path=path)
 
@@ -412,7 +419,7 @@ class ZkMetadata(MetadataBase):
                 await self._read_state(topic, index)
                 return False
             self.apply_state(topic, index, state.leader, state.leader_epoch, isr,
-                             state.controller_epoch, stat.version)  # fmt: skip
+                             state.controller_epoch, stat.version, stat.mzxid)  # fmt: skip
             return True
 
         return self._spawn(write(), "update_isr")
@@ -523,6 +530,11 @@ class ZkMetadata(MetadataBase):
                 await self.zk.set(path, data)
 
     async def _read_brokers(self) -> None:
+        # Reads overlap (a watch fires while one is under way); only the latest one started
+        # may install what it found, or an older one finishing last brings back brokers that
+        # left, or hides one that came, with no watch left to correct it.
+        self._brokers_reads += 1
+        generation = self._brokers_reads
         w = self._watch(Z.BROKER_IDS, self._read_brokers)
         ids = {int(c) for c in await self.zk.get_children(Z.BROKER_IDS, watch=w)}
         found: dict[int, BrokerInfo] = {}
@@ -535,6 +547,8 @@ class ZkMetadata(MetadataBase):
             host, port, rack = Z.decode_broker(data, self.listener_name)
             found[node_id] = BrokerInfo(node_id, host, port, rack, Z.decode_endpoints(data))
             epochs[node_id] = stat.czxid
+        if generation != self._brokers_reads:
+            return
         if set(found) != set(self.live_brokers):
             log.info("live_brokers_changed", brokers=sorted(found))
         self.live_brokers = found
@@ -789,10 +803,11 @@ class ZkMetadata(MetadataBase):
                 self._changed()
             return
         leader, epoch, isr, controller_epoch = Z.decode_state(data)
-        self.apply_state(topic, index, leader, epoch, isr, controller_epoch, stat.version)
+        self.apply_state(topic, index, leader, epoch, isr, controller_epoch, stat.version,
+                         stat.mzxid)  # fmt: skip
 
     def apply_state(self, topic: str, index: int, leader: int, leader_epoch: int, isr: list[int],
-                    controller_epoch: int, zk_version: int) -> None:  # fmt: skip
+                    controller_epoch: int, zk_version: int, mzxid: int = -1) -> None:  # fmt: skip
         """Install a partition state read from (or just written to) ZooKeeper, newest wins."""
         info = self.topics.get(topic)
         if info is None or index >= len(info.partitions):
@@ -802,7 +817,7 @@ class ZkMetadata(MetadataBase):
             return
         new = PartitionState(
             leader, leader_epoch, old.replicas, list(isr), zk_version, controller_epoch,
-            old.adding, old.removing,
+            old.adding, old.removing, mzxid,
         )  # fmt: skip
         info.partitions[index] = new
         if self.replica_manager is not None:

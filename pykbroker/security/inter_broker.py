@@ -7,7 +7,10 @@ connect over the inter-broker listener (`inter.broker.listener.name`, or the lis
 - SASL_PLAINTEXT / SASL_SSL: SaslHandshake v1 + SaslAuthenticate v2 with
   `sasl.mechanism.inter.broker.protocol` (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512), the broker's own
   user name and password from the listener's JAAS config (`username=`/`password=` of Kafka's
-  PlainLoginModule or ScramLoginModule in `listener.name.<l>.<mechanism>.sasl.jaas.config`).
+  PlainLoginModule or ScramLoginModule in `listener.name.<l>.<mechanism>.sasl.jaas.config`), or
+  OAUTHBEARER with unsecured tokens made from the OAuthBearerLoginModule's
+  `unsecuredLoginStringClaim_sub` (and `unsecuredLoginLifetimeSeconds`), as Kafka's default
+  login callback makes them.
   The session lifetime the other broker gives (KIP-368) is kept: `reauth_at` says when the
   connection should re-authenticate (at 85-95% of it, as Kafka's clients), which callers do
   in-band between requests (`authenticate` again) or by reconnecting.
@@ -22,6 +25,7 @@ import asyncio
 import random
 import ssl
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -31,6 +35,7 @@ import structlog
 from protocol import codec
 from protocol.apis import ApiKey
 from protocol.sasl import SaslClient, SaslError
+from protocol.sasl.oauthbearer import OAuthBearerClient, unsecured_jwt
 from protocol.sasl.plain import PlainClient
 from protocol.sasl.scram import MECHANISMS as SCRAM_MECHANISMS
 from protocol.sasl.scram import ScramClient
@@ -45,6 +50,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 SCRAM_LOGIN_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
+OAUTHBEARER_LOGIN_MODULE = "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule"
 _SIZE = struct.Struct(">i")
 
 
@@ -145,6 +151,8 @@ def inter_broker_security(broker: Broker) -> InterBrokerSecurity:
 
 def _client_factory(ctx: MechanismContext) -> Callable[[], SaslClient]:
     mechanism = ctx.mechanism
+    if mechanism == "OAUTHBEARER":
+        return _unsecured_oauthbearer(ctx)
     if mechanism == "PLAIN":
         module = PLAIN_LOGIN_MODULE
     elif mechanism in SCRAM_MECHANISMS:
@@ -152,7 +160,7 @@ def _client_factory(ctx: MechanismContext) -> Callable[[], SaslClient]:
     else:
         raise ConfigError(
             f"sasl.mechanism.inter.broker.protocol {mechanism} is not supported for "
-            "inter-broker communication (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)"
+            "inter-broker communication (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER)"
         )
     entry = ctx.jaas(module)
     options = entry.options if entry is not None else {}
@@ -166,3 +174,29 @@ def _client_factory(ctx: MechanismContext) -> Callable[[], SaslClient]:
     if mechanism == "PLAIN":
         return lambda: PlainClient(username, password)
     return lambda: ScramClient(mechanism, username, password)
+
+
+def _unsecured_oauthbearer(ctx: MechanismContext) -> Callable[[], SaslClient]:
+    """Kafka's OAuthBearerUnsecuredLoginCallbackHandler, from the OAuthBearerLoginModule's
+    unsecuredLogin* JAAS options: a fresh unsigned token for every (re-)authentication."""
+    entry = ctx.jaas(OAUTHBEARER_LOGIN_MODULE)
+    options = entry.options if entry is not None else {}
+    principal_claim = options.get("unsecuredLoginPrincipalClaimName", "sub")
+    subject = options.get(f"unsecuredLoginStringClaim_{principal_claim}")
+    if not subject:
+        raise ConfigError(
+            f"Inter-broker SASL/OAUTHBEARER makes unsecured tokens only: set "
+            f'unsecuredLoginStringClaim_{principal_claim}="<broker user>" in '
+            f"listener.name.{ctx.listener.lower()}.oauthbearer.sasl.jaas.config"
+        )
+    try:
+        lifetime_s = int(options.get("unsecuredLoginLifetimeSeconds", "3600"))
+    except ValueError:
+        raise ConfigError("unsecuredLoginLifetimeSeconds must be an integer") from None
+
+    def client() -> SaslClient:
+        now = int(time.time())  # whole seconds: an iat can't land in the validator's future
+        claims = {"iat": now, "exp": now + lifetime_s, principal_claim: subject}
+        return OAuthBearerClient(unsecured_jwt(claims))
+
+    return client

@@ -103,13 +103,16 @@ class LogManager:
                 tp = parse_partition_dir(name)
                 if tp is None:
                     continue
-                self.logs[tp] = self._open(
+                opened = self._open(
                     path,
                     tp,
                     log_configs(tp[0]),
                     recover=not clean,
                     recovery_point=points.get(tp, 0),
                 )
+                if tp in self.logs:
+                    opened = self._drop_duplicate(self.logs[tp], opened)
+                self.logs[tp] = opened
             if clean:
                 os.unlink(marker)  # from here on a crash must be noticed
                 _fsync_dir(d)
@@ -126,6 +129,22 @@ class LogManager:
             "logs_loaded", partitions=len(self.logs), clean_shutdown=self.had_clean_shutdown,
             ms=now_ms() - started,
         )  # fmt: skip
+
+    def _drop_duplicate(self, first: Log, second: Log) -> Log:
+        """One partition in two log dirs: a crash inside a move's swap (the copy renamed into
+        place, the old dir not yet retired). Both hold the same records up to the swap; keep
+        the longer (on a tie, the one in the later log dir) and delete the other, where Kafka
+        would refuse to start."""
+        keep, drop = (first, second) if first.log_end_offset > second.log_end_offset else (
+            second, first)  # fmt: skip
+        drop.close()
+        doomed = f"{drop.dir}.{uuid.uuid4().hex}{DELETE_DIR_SUFFIX}"
+        os.rename(drop.dir, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+        log.warning("duplicate_log_dropped", topic=keep.topic, partition=keep.partition,
+                    kept=keep.dir, dropped=drop.dir, kept_log_end_offset=keep.log_end_offset,
+                    dropped_log_end_offset=drop.log_end_offset)  # fmt: skip
+        return keep
 
     def start_background(self) -> list:
         """Start retention and (with log.cleaner.enable) the log cleaner on the running loop;

@@ -208,10 +208,35 @@ class Group:
         return self.group_epoch is not None
 
 
-class GroupService:
+class OffsetsService:
+    """What kafka-consumer-groups and kafka-share-groups both ask: a topic's partitions, and the
+    log's offsets for a spec (earliest, latest, a timestamp)."""
+
     def __init__(self, admin):
         self.admin = admin
 
+    def topic_partitions(self, topics: list[str]) -> list[tuple[str, int]]:
+        found = []
+        for t in self.admin.describe_topics(topics):
+            name = t.get("name") or t.get("topic")
+            code = t.get("error_code", 0)
+            if code:
+                common.check(code, f"The topic {name} doesn't exist or has an error")
+            found.extend((name, p["partition_index"]) for p in t["partitions"])
+        return sorted(found)
+
+    def log_offsets(self, partitions, spec) -> dict[tuple[str, int], int]:
+        from kafka import TopicPartition
+
+        if not partitions:
+            return {}
+        result = self.admin.list_partition_offsets(
+            {TopicPartition(t, p): spec for t, p in partitions}
+        )
+        return {(tp.topic, tp.partition): o.offset for tp, o in result.items()}
+
+
+class GroupService(OffsetsService):
     def list_groups(self, states: list[str] | None = None) -> list[dict]:
         groups = self.admin.list_groups(states_filter=states or None)
         # The consumer groups: those of the consumer protocol, and those only keeping offsets.
@@ -275,16 +300,6 @@ class GroupService:
         offsets = self.admin.list_group_offsets(group_id).get(group_id, {})
         return {(tp.topic, tp.partition): om.offset for tp, om in offsets.items() if om.offset >= 0}
 
-    def log_offsets(self, partitions, spec) -> dict[tuple[str, int], int]:
-        from kafka import TopicPartition
-
-        if not partitions:
-            return {}
-        result = self.admin.list_partition_offsets(
-            {TopicPartition(t, p): spec for t, p in partitions}
-        )
-        return {(tp.topic, tp.partition): o.offset for tp, o in result.items()}
-
     def latest(self, partitions) -> dict[tuple[str, int], int]:
         from kafka.admin import OffsetSpec
 
@@ -305,16 +320,6 @@ class GroupService:
                 name = t.get("name") or t.get("topic")
                 known.update((name, p["partition_index"]) for p in t["partitions"])
         return [tp for tp in partitions if tp not in known]
-
-    def topic_partitions(self, topics: list[str]) -> list[tuple[str, int]]:
-        found = []
-        for t in self.admin.describe_topics(topics):
-            name = t.get("name") or t.get("topic")
-            code = t.get("error_code", 0)
-            if code:
-                common.check(code, f"The topic {name} doesn't exist or has an error")
-            found.extend((name, p["partition_index"]) for p in t["partitions"])
-        return sorted(found)
 
     def coordinator(self, group_id: str) -> tuple[str, int, int]:
         from kafka.protocol.metadata import FindCoordinatorRequest
@@ -385,6 +390,14 @@ def table(header: list[str], rows: list[list], widths: list[int]) -> None:
     print(line(header))
     for row in rows:
         print(line(row))
+
+
+def fitted_table(header: list[str], rows: list[list]) -> None:
+    """A table whose columns are as wide as their widest cell (the last one unpadded), as
+    Kafka's ShareGroupCommand prints them."""
+    widths = [max([len(str(h))] + [len(str(r[i])) for r in rows]) for i, h in enumerate(header)]
+    widths[-1] = 0
+    table(header, rows, widths)
 
 
 def describe_offsets(service: GroupService, group: Group) -> None:
@@ -816,41 +829,51 @@ def delete_offsets(service: GroupService, args) -> None:
     table(["TOPIC", "PARTITION", "STATUS"], rows, [30, 15, 15])
 
 
-def run(argv: list[str]) -> int:
-    parser = build_parser()
-    if not argv:
-        print(DESCRIPTION, file=sys.stderr)
-        parser.print_help(sys.stderr)
-        return 1
-    args = parser.parse_args(argv)
-    check_args(args)
-    common.quiet_client_logging()
-    props = common.client_properties(args.command_config)
-    props.setdefault("request.timeout.ms", str(max(args.timeout, 1000)))
-    admin = common.admin_client(common.bootstrap_servers(args.bootstrap_server), props)
-    try:
-        service = GroupService(admin)
-        action = next(a for a in ACTIONS if getattr(args, a))
-        {"list": list_groups, "describe": describe, "delete": delete,
-         "reset_offsets": reset_offsets, "delete_offsets": delete_offsets}[action](service, args)  # fmt: skip
-    finally:
-        admin.close()
-    return 0
+class GroupTool:
+    """kafka-consumer-groups and kafka-share-groups: parse, check, then one action on a service
+    over an admin client; `kind` names the groups in Kafka's failure line."""
 
+    def __init__(self, kind: str, description: str, build_parser, check_args, service, actions):
+        self.kind, self.description = kind, description
+        self.build_parser, self.check_args = build_parser, check_args
+        self.service, self.actions = service, actions
 
-def report(e: CommandError) -> None:
-    """Kafka prints failures of the command as `Error: Executing consumer group command failed
-    due to <message>` on stdout; a failure already reported has an empty message."""
-    if not e.message:
-        return
-    if isinstance(e, common.ExecutionError):
-        error(f"Executing consumer group command failed due to {e.message}")
-    else:
-        print(e.message, file=sys.stderr)
+    def run(self, argv: list[str]) -> int:
+        parser = self.build_parser()
+        if not argv:
+            print(self.description, file=sys.stderr)
+            parser.print_help(sys.stderr)
+            return 1
+        args = parser.parse_args(argv)
+        self.check_args(args)
+        common.quiet_client_logging()
+        props = common.client_properties(args.command_config)
+        props.setdefault("request.timeout.ms", str(max(args.timeout, 1000)))
+        admin = common.admin_client(common.bootstrap_servers(args.bootstrap_server), props)
+        try:
+            action = next(a for a in self.actions if getattr(args, a))
+            self.actions[action](self.service(admin), args)
+        finally:
+            admin.close()
+        return 0
+
+    def report(self, e: CommandError) -> None:
+        """Kafka prints failures of the command as `Error: Executing consumer group command
+        failed due to <message>` on stdout; a failure already reported has an empty message."""
+        if not e.message:
+            return
+        if isinstance(e, common.ExecutionError):
+            error(f"Executing {self.kind} command failed due to {e.message}")
+        else:
+            print(e.message, file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return common.run_tool(run, argv, report)
+    actions = {"list": list_groups, "describe": describe, "delete": delete,
+               "reset_offsets": reset_offsets, "delete_offsets": delete_offsets}  # fmt: skip
+    tool = GroupTool("consumer group", DESCRIPTION, build_parser, check_args, GroupService,
+                     actions)  # fmt: skip
+    return common.run_tool(tool.run, argv, tool.report)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ from protocol import codec
 from protocol.apis import ApiKey
 
 from . import common
-from .common import CommandError, ToolParser, UsageError
-from .consumer_groups import error, parse_datetime, table
+from .common import ToolParser, UsageError
+from .consumer_groups import GroupTool, OffsetsService, error, fitted_table, parse_datetime
 
 DESCRIPTION = (
     "This tool helps to list, describe, reset and delete share groups."
@@ -131,9 +131,9 @@ def build(cls, data: dict):
     return cls(**kwargs)
 
 
-class ShareGroupService:
+class ShareGroupService(OffsetsService):
     def __init__(self, admin):
-        self.admin = admin
+        super().__init__(admin)
         self._coordinators: dict[str, int] = {}
 
     def request(self, api_key: int, body: dict, node_id: int | None = None):
@@ -171,25 +171,6 @@ class ShareGroupService:
         common.check(g.error_code, g.error_message)
         return {(t.topic_name, p.partition_index): p.start_offset
                 for t in g.topics for p in t.partitions if not p.error_code}  # fmt: skip
-
-    def topic_partitions(self, topics: list[str]) -> list[tuple[str, int]]:
-        found = []
-        for t in self.admin.describe_topics(topics):
-            name = t.get("name") or t.get("topic")
-            if t.get("error_code", 0):
-                common.check(t["error_code"], f"The topic {name} doesn't exist or has an error")
-            found.extend((name, p["partition_index"]) for p in t["partitions"])
-        return sorted(found)
-
-    def log_offsets(self, partitions, spec) -> dict[tuple[str, int], int]:
-        from kafka import TopicPartition
-
-        if not partitions:
-            return {}
-        result = self.admin.list_partition_offsets(
-            {TopicPartition(t, p): spec for t, p in partitions}
-        )
-        return {(tp.topic, tp.partition): o.offset for tp, o in result.items()}
 
 
 # --- actions --------------------------------------------------------------------------------
@@ -244,9 +225,7 @@ def describe_state(service: ShareGroupService, d, verbose: bool) -> None:
     if verbose:
         header[3:3] = ["GROUP-EPOCH", "ASSIGNMENT-EPOCH"]
         row[3:3] = [d.group_epoch, d.assignment_epoch]
-    widths = [max(len(str(h)), len(str(v))) for h, v in zip(header, row, strict=True)]
-    widths[-1] = 0
-    table(header, [row], widths)
+    fitted_table(header, [row])
 
 
 def describe_members(d, verbose: bool) -> None:
@@ -264,9 +243,7 @@ def describe_members(d, verbose: bool) -> None:
         if verbose:
             row[5:5] = [m.member_epoch]
         rows.append(row)
-    widths = [max([len(str(h))] + [len(str(r[i])) for r in rows]) for i, h in enumerate(header)]
-    widths[-1] = 0
-    table(header, rows, widths)
+    fitted_table(header, rows)
 
 
 def describe_offsets(service: ShareGroupService, d, verbose: bool) -> None:
@@ -276,9 +253,7 @@ def describe_offsets(service: ShareGroupService, d, verbose: bool) -> None:
         return
     header = ["GROUP", "TOPIC", "PARTITION", "START-OFFSET"]
     rows = [[d.group_id, t, p, o if o >= 0 else MISSING] for (t, p), o in sorted(offsets.items())]
-    widths = [max([len(str(h))] + [len(str(r[i])) for r in rows]) for i, h in enumerate(header)]
-    widths[-1] = 0
-    table(header, rows, widths)
+    fitted_table(header, rows)
 
 
 def delete(service: ShareGroupService, args) -> None:
@@ -334,9 +309,7 @@ def reset_offsets(service: ShareGroupService, args) -> None:
                 common.check(p.error_code, p.error_message)
     header = ["GROUP", "TOPIC", "PARTITION", "NEW-OFFSET"]
     rows = [[group_id, t, p, o] for (t, p), o in sorted(plan.items())]
-    widths = [max([len(str(h))] + [len(str(r[i])) for r in rows]) for i, h in enumerate(header)]
-    widths[-1] = 0
-    table(header, rows, widths)
+    fitted_table(header, rows)
 
 
 def delete_offsets(service: ShareGroupService, args) -> None:
@@ -350,43 +323,15 @@ def delete_offsets(service: ShareGroupService, args) -> None:
     rows = [[t.topic_name, "Successful" if not t.error_code
              else f"Error: {common.broker_error_message(t.error_code, t.error_message)}"]
             for t in r.responses]  # fmt: skip
-    widths = [max([5] + [len(r[0]) for r in rows]), 0]
-    table(["TOPIC", "STATUS"], rows, widths)
-
-
-def run(argv: list[str]) -> int:
-    parser = build_parser()
-    if not argv:
-        print(DESCRIPTION, file=sys.stderr)
-        parser.print_help(sys.stderr)
-        return 1
-    args = parser.parse_args(argv)
-    check_args(args)
-    common.quiet_client_logging()
-    props = common.client_properties(args.command_config)
-    props.setdefault("request.timeout.ms", str(max(args.timeout, 1000)))
-    admin = common.admin_client(common.bootstrap_servers(args.bootstrap_server), props)
-    try:
-        service = ShareGroupService(admin)
-        action = next(a for a in ACTIONS if getattr(args, a))
-        {"list": list_groups, "describe": describe, "delete": delete,
-         "reset_offsets": reset_offsets, "delete_offsets": delete_offsets}[action](service, args)  # fmt: skip
-    finally:
-        admin.close()
-    return 0
-
-
-def report(e: CommandError) -> None:
-    if not e.message:
-        return
-    if isinstance(e, common.ExecutionError):
-        error(f"Executing share group command failed due to {e.message}")
-    else:
-        print(e.message, file=sys.stderr)
+    fitted_table(["TOPIC", "STATUS"], rows)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return common.run_tool(run, argv, report)
+    actions = {"list": list_groups, "describe": describe, "delete": delete,
+               "reset_offsets": reset_offsets, "delete_offsets": delete_offsets}  # fmt: skip
+    tool = GroupTool("share group", DESCRIPTION, build_parser, check_args, ShareGroupService,
+                     actions)  # fmt: skip
+    return common.run_tool(tool.run, argv, tool.report)
 
 
 if __name__ == "__main__":

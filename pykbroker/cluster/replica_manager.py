@@ -545,12 +545,14 @@ class ReplicaManager:
         self._transition(p, self._role_state(p, state))
 
     def _role_state(self, p: Partition, state: PartitionState) -> PartitionState:
-        """A leadership decided before this broker's current registration is not acted on: it
-        was about an earlier run, whose log may have lost since what it acknowledged then
-        (unflushed writes, power loss) while its followers still have it. No role until the
-        controller writes a new state (Controller: `restarted_since`)."""
-        if state.leader == self.node_id and registered_after(
-            state, getattr(self.metadata, "registration_zxid", -1)
+        """A leadership decided before this broker's current registration, or by a controller
+        that saw an earlier registration of it (Kafka's broker epoch check of LeaderAndIsr), is
+        not acted on: it was about an earlier run, whose log may have lost since what it
+        acknowledged then (unflushed writes, power loss) while its followers still have it. No
+        role until the controller writes a new state (Controller: `restarted_since`)."""
+        registration = getattr(self.metadata, "registration_zxid", -1)
+        if state.leader == self.node_id and (
+            registered_after(state, registration) or 0 <= state.leader_registration != registration
         ):
             log.info("stale_leadership_ignored", topic=p.topic, partition=p.index,
                      leader_epoch=state.leader_epoch)  # fmt: skip

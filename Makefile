@@ -26,15 +26,14 @@ broker: $(VENV)/.runtime
 	exec $(BIN)/pykbroker $(CONFIG) $(if $(CONSOLE_PORT),--override console.port=$(CONSOLE_PORT)) $(ARGS)
 
 ## Run the test suite (installs ZooKeeper for the cluster tests, Chromium for the console's browser
-## tests and podman for the image tests when missing and root; includes a quick subset of the
-## client compatibility matrix).
-test: $(VENV)/.test
-	@sh scripts/ensure-zookeeper.sh
-	@sh scripts/ensure-chromium.sh
-	@sh scripts/ensure-podman.sh
+## tests, podman for the image tests and kcat and kafkajs for the compatibility matrix when
+## missing and root, while the venv is made; includes a quick subset of the client compatibility
+## matrix). Three xdist workers, a test file at a time, the slowest files first (tests/conftest.py).
+test:
+	@sh scripts/ensure-test-tools.sh & tools=$$!; \
+	$(MAKE) --no-print-directory $(VENV)/.test; venv=$$?; wait $$tools; exit $$venv
 	$(BIN)/ruff check protocol pykbroker tests compat-tests bench
-	@bash compat-tests/bootstrap.sh --quick
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 3 --dist loadfile --no-loadscope-reorder
 
 ## The client compatibility matrix (all clients x all features); writes compat-tests/RESULTS.md.
 compat: $(VENV)/.test

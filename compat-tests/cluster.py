@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -30,6 +29,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import cluster_helpers  # noqa: E402
 from harness import round_trip  # noqa: E402
+from ports import restartable_port  # noqa: E402
 from zookeeper_server import ZooKeeperServer, zookeeper_missing  # noqa: E402
 
 # The test suite's cluster settings (a short ZooKeeper session so a killed broker is noticed in
@@ -43,19 +43,13 @@ def unavailable_reason() -> str | None:
     return zookeeper_missing()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class ClusterBroker:
     """One `python -m pykbroker` of the cluster: fixed port and data dir, so it can come back."""
 
     def __init__(self, node_id: int, work: Path, zk_connect: str, overrides: dict[str, str],
                  repo: Path | None):  # fmt: skip
         self.node_id = node_id
-        self.port = _free_port()
+        self.port = restartable_port()  # it comes back on this port after a SIGKILL
         self.data_dir = work / f"broker{node_id}"
         self.repo = repo
         self.overrides = {

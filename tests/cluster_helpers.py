@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from helpers import BrokerProcess, RawClient
+from ports import restartable_port
 from zookeeper_server import ZooKeeperServer
 
 from protocol.apis import ApiKey
@@ -90,7 +91,8 @@ class Cluster:
             **self.broker_overrides.get(node_id, {}),
         }
         b = BrokerProcess(
-            os.path.join(self.work_dir, f"broker{node_id}"), overrides, self.ports.get(node_id, 0),
+            os.path.join(self.work_dir, f"broker{node_id}"), overrides,
+            self.ports.get(node_id) or restartable_port(),  # a restart comes back on it
             self.properties,
         )  # fmt: skip
         self.history.append(b)

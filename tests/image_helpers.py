@@ -19,8 +19,10 @@ import configparser
 import contextlib
 import fcntl
 import hashlib
+import importlib
 import json
 import os
+import platform
 import re
 import shutil
 import socket
@@ -31,6 +33,9 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 STANDINS = Path(__file__).resolve().parent / "image"
@@ -81,6 +86,24 @@ def podman_missing() -> str | None:
     return None
 
 
+def missing_test_extra(what: str, wheels_for_linux_x86_64_only: bool = False) -> NoReturn:
+    """A checker from pyproject's `test` extra is missing. `make test` installs the extra, so as
+    root (CI) that fails the test, as a missing podman fails the image tests; elsewhere it
+    skips, saying what to install. Extras with Linux x86_64 wheels only skip on other machines."""
+    if os.geteuid() == 0 and not (
+        wheels_for_linux_x86_64_only and (sys.platform != "linux" or platform.machine() != "x86_64")
+    ):
+        pytest.fail(f"{what} is not installed (the test extra: pip install -e '.[test]')")
+    pytest.skip(f"{what} not installed (test extra)")
+
+
+def import_test_extra(module: str, what: str, wheels_for_linux_x86_64_only: bool = False):
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        missing_test_extra(what, wheels_for_linux_x86_64_only)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -102,11 +125,15 @@ def wait_until(cond, timeout: float = 60, what: str = "condition", interval: flo
     raise AssertionError(f"timed out waiting for {what} (last error: {last!r})")
 
 
+def _lock_path(tag: str, kind: str = "") -> Path:
+    return STATE / (kind + re.sub(r"[^A-Za-z0-9.-]", "_", tag) + ".lock")
+
+
 @contextlib.contextmanager
 def image_lock(tag: str) -> Iterator[None]:
     """One builder of `tag` at a time on this machine (other checkouts run the same tests)."""
     STATE.mkdir(parents=True, exist_ok=True)
-    with open(STATE / (re.sub(r"[^A-Za-z0-9.-]", "_", tag) + ".lock"), "a") as f:
+    with open(_lock_path(tag), "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -174,6 +201,7 @@ class Podman:
         self.conf.write_text(CONTAINERS_CONF)
         self.env = {**os.environ, "CONTAINERS_CONF": str(self.conf)}
         self.timings: dict[str, float] = {}
+        self._held: list = []
 
     def run(self, *args: str, check: bool = True, timeout: float = 120, nice=(), **kw):
         out = subprocess.run(
@@ -187,6 +215,8 @@ class Podman:
         return out
 
     def close(self) -> None:
+        for f in self._held:
+            f.close()
         unmount_under(self.workdir)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -241,19 +271,36 @@ class Podman:
         dockerfile = ROOT / "Dockerfile"
         files = tree_files(dockerfile, *dockerfile_copy_sources(dockerfile))
         tag = f"localhost/pykbroker-test:{digest(base, files=files)}"
+        self.hold(tag)
         with image_lock(tag):
             if not self.exists(tag):
                 self._timed("app", lambda: self.build(ROOT, tag, base))
                 self.prune("localhost/pykbroker-test:", keep=tag)
         return tag
 
+    def hold(self, tag: str) -> None:
+        """Keep another session's prune() from removing `tag` while this one uses it (a shared
+        lock until close() or exit): checkouts of the same sources share one image."""
+        f = open(_lock_path(tag, "use-"), "a")  # noqa: SIM115 -- held for the session
+        fcntl.flock(f, fcntl.LOCK_SH)
+        self._held.append(f)
+
     def prune(self, prefix: str, keep: str, older_than: float = 3600) -> None:
         """Remove this repository's images built from older sources (one per change otherwise)
-        an hour after they were made; one in use by a container stays (rmi refuses)."""
+        an hour after they were made; one a session holds (hold()) or a container uses (rmi
+        refuses) stays."""
         listed = json.loads(self.run("images", "--format", "json").stdout or "[]")
         for image in listed:
             names = [n for n in image.get("Names") or [] if n.startswith(prefix) and n != keep]
-            if names and image["Created"] < time.time() - older_than:
+            if not names or image["Created"] >= time.time() - older_than:
+                continue
+            with contextlib.ExitStack() as locks:
+                try:
+                    for name in names:
+                        f = locks.enter_context(open(_lock_path(name, "use-"), "a"))
+                        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # in use by a running session
                 self.run("rmi", *names, check=False)
 
     def zookeeper_image(self, base: str) -> str:
@@ -390,6 +437,9 @@ def podman_compose() -> str:
 # --- made in the background ------------------------------------------------------------------
 
 _background: dict = {}
+# Under xdist, the controller process that runs start_background_builds (set in each worker by
+# conftest.py); a worker's image_builds() waits on the image locks it holds.
+BUILDER_PID: int | None = None
 
 
 def start_background_builds() -> None:
@@ -417,6 +467,8 @@ def image_builds() -> ImageBuilds:
     """The images: the background builds' (waited for), or built now."""
     thread = _background.get("thread")
     if thread is None:
+        if BUILDER_PID is not None:  # an xdist worker: its controller started the builds
+            unnice_descendants(BUILDER_PID)
         return ImageBuilds(Podman())
     # A test waits for them now: full priority for what is still to come and what runs.
     _background["podman"].nice = []
@@ -428,19 +480,21 @@ def image_builds() -> ImageBuilds:
     return _background["images"]
 
 
-def unnice_descendants() -> None:
-    """Back to nice 0 for every process under this one (the builds' debootstrap, podman...)."""
+def unnice_descendants(root: int | None = None) -> None:
+    """Back to nice 0 for every process under `root` (this one by default): the builds'
+    debootstrap, podman..."""
     parents: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
             # pid (comm) state ppid ...: comm may hold spaces, so split after its ')'.
             parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-    ours = {os.getpid()}
+    root = os.getpid() if root is None else root
+    ours = {root}
     grew = True
     while grew:
         found = {pid for pid, ppid in parents.items() if ppid in ours} - ours
         grew = bool(found)
         ours |= found
-    for pid in ours - {os.getpid()}:
+    for pid in ours - {root, os.getpid()}:
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, pid, 0)

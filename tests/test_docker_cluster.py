@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 from helpers import RawClient
-from image_helpers import load_compose
+from image_helpers import import_test_extra, load_compose
 from zookeeper_server import ZooKeeperServer, zookeeper_missing
 
 from protocol.apis import ApiKey
@@ -39,7 +39,7 @@ CLUSTER = ["broker1", "broker2", "broker3"]
 
 def compose() -> dict:
     """docker-compose.yml as Compose reads it with no variables set (their defaults)."""
-    pytest.importorskip("yaml")
+    import_test_extra("yaml", "PyYAML")
     return load_compose()
 
 

@@ -11,6 +11,7 @@ from helpers import BrokerProcess
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.structs import OffsetAndMetadata
+from ports import restartable_port
 
 from protocol.records import decode_records
 from pykbroker.coordinator.schema import (
@@ -135,8 +136,8 @@ def test_acknowledged_commits_survive_sigkill(tmp_path):
     """Every commit the broker acknowledged is there after SIGKILL, including an active group,
     whose consumer carries on through the restart without reading anything twice."""
     data = str(tmp_path / "data")
-    broker = BrokerProcess(data, FAST).start()
-    port = broker.port
+    port = restartable_port()
+    broker = BrokerProcess(data, FAST, port=port).start()
     bootstrap = broker.bootstrap_servers
     consumer = None
     try:

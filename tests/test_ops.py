@@ -11,6 +11,7 @@ import threading
 
 from helpers import BrokerProcess
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from ports import restartable_port
 
 from pykbroker.cli.broker import main
 from pykbroker.storage.log_manager import CLEAN_SHUTDOWN_FILE
@@ -83,7 +84,7 @@ def test_healthcheck_bad_usage(capsys):
 
 def test_sigterm_flushes_and_writes_clean_shutdown_marker(tmp_path):
     data = str(tmp_path / "data")
-    port = free_port()
+    port = restartable_port()
     broker = BrokerProcess(data, port=port).start()
     try:
         producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, linger_ms=0)

@@ -18,6 +18,7 @@ import threading
 
 import pytest
 from helpers import BrokerProcess, RawClient
+from ports import restartable_port
 from wire import wait_for
 
 from protocol.apis import ApiKey
@@ -316,7 +317,7 @@ def test_broker_sigkill_loses_no_acknowledgement(tmp_path):
     in the end."""
     n = 3000
     data = str(tmp_path / "data")
-    proc = BrokerProcess(data, overrides=SHARE).start()
+    proc = BrokerProcess(data, overrides=SHARE, port=restartable_port()).start()
     setup_topic(proc.bootstrap_servers, "crash", [b"%d" % i for i in range(n)], "cg")
     ack_log = AckLog()
     after_restart: list[int] = []

@@ -12,6 +12,8 @@ import socket
 import subprocess
 import time
 
+from ports import restartable_port
+
 ZOOKEEPER_JAR = os.environ.get("PYKBROKER_ZOOKEEPER_JAR", "/usr/share/java/zookeeper.jar")
 
 
@@ -31,18 +33,12 @@ def zookeeper_missing() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class ZooKeeperServer:
     """A standalone ZooKeeper on 127.0.0.1 and a free port, data in a temp dir."""
 
     def __init__(self, work_dir: str):
         self.work_dir = work_dir
-        self.port = _free_port()
+        self.port = restartable_port()  # kept across a stop and start
         self.proc: subprocess.Popen | None = None
 
     @property

@@ -386,7 +386,10 @@ function messagesTab(body, t) {
     redraw();
     source = new EventSource(`/api/topics/${enc(t.name)}/tail?partition=${st.partition}`);
     tailButton.replaceChildren(h("span", { class: "dot live" }), "Stop tail");
-    status.textContent = "waiting for new records…";
+    status.textContent = "connecting…";
+    // Open: the broker has answered, so the tail starts at the high watermark it had then and
+    // every record produced from now on will show.
+    source.addEventListener("open", () => { if (!shown.length) status.textContent = "waiting for new records…"; });
     source.addEventListener("records", (ev) => {
       const d = JSON.parse(ev.data);
       // Newest first; only the new rows are drawn, the oldest beyond 500 dropped.

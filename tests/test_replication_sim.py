@@ -312,3 +312,19 @@ def test_overlapping_broker_reads_keep_the_latest():
         assert md.broker_epochs == {1: 1, 2: 2}
 
     asyncio.run(main())
+
+
+def test_a_leadership_seen_before_the_broker_knows_its_registration_is_taken_once_it_does():
+    """The controller saw broker 1's new registration (czxid 170) and elected it before the
+    broker's own registration call had answered with that czxid (it still knew 150): not acted
+    on at first, then taken once the registration is known (seed 601 stayed leaderless)."""
+    md = _Md()
+    state = PartitionState(1, 6, [1, 2, 3], [1], 9, 3, zk_mzxid=200, leader_registration=170)
+    md.topic = lambda name: TopicInfo("t", sim.TOPIC_ID, [state])
+    rm = ReplicaManager(1, None, lambda _t: None, metadata=md)
+    p = _partition(rm)
+    rm.partition_state_changed(md.topic("t"), 0, state)
+    assert not p.is_leader
+    md.registration_zxid = 170
+    rm.registration_changed()
+    assert p.is_leader and p.state.leader_epoch == 6

@@ -159,6 +159,8 @@ class ZkMetadata(MetadataBase):
         stat = await self.zk.exists(path)
         if stat is not None and stat.ephemeralOwner == self.zk.session_id:
             self.registration_zxid = stat.czxid
+            if self.replica_manager is not None:
+                self.replica_manager.registration_changed()
         self.live_brokers[self.node_id] = self.broker
         log.info("broker_registered", node_id=self.node_id, path=path)
 

@@ -178,14 +178,19 @@ def test_restarted_broker_does_not_resume_a_leadership_decided_before_it_registe
     power loss, and registered again at zxid 150 before any controller rewrote the state. It
     must not lead by that state (Kafka's restarted broker waits for the controller's
     LeaderAndIsr): its followers may hold acknowledged records it lost. A state written after
-    its registration (zxid 200) it does lead by."""
+    its registration (zxid 200) it does lead by -- unless the controller decided it with an
+    earlier registration of it in mind (broker epoch 120: its view of /brokers/ids lagged), which
+    Kafka's brokers refuse too (LeaderAndIsr's broker epoch, KIP-380)."""
     rm = ReplicaManager(1, None, lambda _t: None, metadata=_Md())
     p = _partition(rm)
     topic = TopicInfo("t", sim.TOPIC_ID, [])
     stale = PartitionState(1, 3, [1, 2, 3], [1, 2, 3], 7, 2, zk_mzxid=100)
     rm.partition_state_changed(topic, 0, stale)
     assert not p.is_leader and p.state.leader == -1 and p.state.leader_epoch == 3
-    fresh = PartitionState(1, 5, [1, 2, 3], [1], 9, 3, zk_mzxid=200)
+    lagging = PartitionState(1, 4, [1, 2, 3], [1], 8, 3, zk_mzxid=180, leader_registration=120)
+    rm.partition_state_changed(topic, 0, lagging)
+    assert not p.is_leader and p.state.leader_epoch == 4
+    fresh = PartitionState(1, 5, [1, 2, 3], [1], 9, 3, zk_mzxid=200, leader_registration=150)
     rm.partition_state_changed(topic, 0, fresh)
     assert p.is_leader and p.state.leader_epoch == 5
 
@@ -201,6 +206,10 @@ def test_controller_treats_brokers_registered_after_the_state_as_failed():
     assert restarted_since(st, live, epochs) == {1, 3}
     assert decide_state("t", st, live - restarted_since(st, live, epochs), set(),
                         lambda _t: False) == (2, 4, [2])  # fmt: skip
+    # Elected (zxid 170, after every registration) by a controller that knew broker 1 by an
+    # earlier registration (140): it restarted since, so it is failed for this partition too.
+    lagging = PartitionState(1, 4, [1, 2, 3], [1, 2], 8, 2, zk_mzxid=170, leader_registration=140)
+    assert restarted_since(lagging, live, epochs) == {1}
     offline = PartitionState(-1, 4, [1, 2, 3], [1], 8, 2, zk_mzxid=120)
     assert restarted_since(offline, live, epochs) == set()
     assert decide_state("t", offline, live, set(), lambda _t: False) == (1, 5, [1])
@@ -303,3 +312,19 @@ def test_overlapping_broker_reads_keep_the_latest():
         assert md.broker_epochs == {1: 1, 2: 2}
 
     asyncio.run(main())
+
+
+def test_a_leadership_seen_before_the_broker_knows_its_registration_is_taken_once_it_does():
+    """The controller saw broker 1's new registration (czxid 170) and elected it before the
+    broker's own registration call had answered with that czxid (it still knew 150): not acted
+    on at first, then taken once the registration is known (seed 601 stayed leaderless)."""
+    md = _Md()
+    state = PartitionState(1, 6, [1, 2, 3], [1], 9, 3, zk_mzxid=200, leader_registration=170)
+    md.topic = lambda name: TopicInfo("t", sim.TOPIC_ID, [state])
+    rm = ReplicaManager(1, None, lambda _t: None, metadata=md)
+    p = _partition(rm)
+    rm.partition_state_changed(md.topic("t"), 0, state)
+    assert not p.is_leader
+    md.registration_zxid = 170
+    rm.registration_changed()
+    assert p.is_leader and p.state.leader_epoch == 6

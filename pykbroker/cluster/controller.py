@@ -251,7 +251,8 @@ class Controller:
                            leader_epoch: int, isr: list[int]) -> bool:  # fmt: skip
         """Write a partition's state znode at `version`; True once written."""
         path = Z.state_path(topic, index)
-        data = Z.encode_state(leader, leader_epoch, isr, self.epoch)
+        registration = self.md.broker_epochs.get(leader, -1)
+        data = Z.encode_state(leader, leader_epoch, isr, self.epoch, registration)
         try:
             if version == -1:
                 await self.zk.ensure_path(Z.state_path(topic, index).rsplit("/", 1)[0])
@@ -278,7 +279,7 @@ class Controller:
                 leader_epoch=leader_epoch, isr=isr,
             )  # fmt: skip
             self.md.apply_state(topic, index, leader, leader_epoch, isr, self.epoch, new_version,
-                                mzxid)  # fmt: skip
+                                mzxid, registration)  # fmt: skip
             return True
         except KazooException as e:
             log.warning("partition_state_write_failed", topic=topic, partition=index, error=repr(e))
@@ -442,7 +443,8 @@ class Controller:
             adding = {i: list(p.adding) for i, p in enumerate(info.partitions)}
             removing = {i: list(p.removing) for i, p in enumerate(info.partitions)}
             assignment[index], adding[index], removing[index] = target, [], []
-            state = Z.encode_state(leader, st.leader_epoch + 1, isr, self.epoch)
+            registration = self.md.broker_epochs.get(leader, -1)
+            state = Z.encode_state(leader, st.leader_epoch + 1, isr, self.epoch, registration)
             txn = self.zk.transaction()
             txn.check(Z.CONTROLLER_EPOCH, self.epoch_zk_version)
             txn.set_data(Z.state_path(topic, index), state, st.zk_version)
@@ -460,7 +462,7 @@ class Controller:
             log.info("partition_reassignment_completed", topic=topic, partition=index,
                      replicas=target, leader=leader, isr=isr)  # fmt: skip
             self.md.apply_state(topic, index, leader, st.leader_epoch + 1, isr, self.epoch,
-                                results[1].version, results[1].mzxid)  # fmt: skip
+                                results[1].version, results[1].mzxid, registration)  # fmt: skip
             await self.md._read_topic(topic)
         except KazooException as e:
             log.warning("reassignment_completion_failed", topic=topic, partition=index,
@@ -594,7 +596,10 @@ def restarted_since(st, live: set[int], epochs: dict[int, int]) -> set[int]:
     member coming back is who must lead it."""
     if st.leader < 0:
         return set()
-    return {b for b in live if registered_after(st, epochs.get(b, -1))}
+    stale = {b for b in live if registered_after(st, epochs.get(b, -1))}
+    if 0 <= st.leader_registration != epochs.get(st.leader, st.leader_registration):
+        stale.add(st.leader)  # elected as an earlier registration of it: it restarted since
+    return stale
 
 
 def _offline(st) -> tuple[int, int, list[int]] | None:

@@ -91,6 +91,9 @@ class PartitionState:
     # The zxid of the write it was read from (-1: unknown). A broker that registered after it
     # (restarted, or renewed its session, since) must not lead by it: see `registered_after`.
     zk_mzxid: int = -1
+    # The leader's registration (broker epoch) the controller decided with (-1: not recorded):
+    # a broker registered since (restarted) doesn't lead by it (Kafka's LeaderAndIsr check).
+    leader_registration: int = -1
 
     @property
     def reassigning(self) -> bool:

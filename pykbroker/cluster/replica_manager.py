@@ -544,13 +544,30 @@ class ReplicaManager:
             return
         self._transition(p, self._role_state(p, state))
 
+    def registration_changed(self) -> None:
+        """This broker's registration is known now: a state naming it leader that arrived
+        first (the controller may see the registration before the broker learns its czxid)
+        was not acted on; look at it again."""
+        if not self.ready or self.metadata is None:
+            return
+        for (name, index), p in self.partitions.items():
+            info = self.metadata.topic(name)
+            if info is None or index >= len(info.partitions):
+                continue
+            st = info.partitions[index]
+            if (st.leader == self.node_id and p.state.leader != self.node_id
+                    and st.zk_version == p.state.zk_version):  # fmt: skip
+                self._transition(p, self._role_state(p, st))
+
     def _role_state(self, p: Partition, state: PartitionState) -> PartitionState:
-        """A leadership decided before this broker's current registration is not acted on: it
-        was about an earlier run, whose log may have lost since what it acknowledged then
-        (unflushed writes, power loss) while its followers still have it. No role until the
-        controller writes a new state (Controller: `restarted_since`)."""
-        if state.leader == self.node_id and registered_after(
-            state, getattr(self.metadata, "registration_zxid", -1)
+        """A leadership decided before this broker's current registration, or by a controller
+        that saw an earlier registration of it (Kafka's broker epoch check of LeaderAndIsr), is
+        not acted on: it was about an earlier run, whose log may have lost since what it
+        acknowledged then (unflushed writes, power loss) while its followers still have it. No
+        role until the controller writes a new state (Controller: `restarted_since`)."""
+        registration = getattr(self.metadata, "registration_zxid", -1)
+        if state.leader == self.node_id and (
+            registered_after(state, registration) or 0 <= state.leader_registration != registration
         ):
             log.info("stale_leadership_ignored", topic=p.topic, partition=p.index,
                      leader_epoch=state.leader_epoch)  # fmt: skip

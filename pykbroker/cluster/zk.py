@@ -252,16 +252,26 @@ def decode_reassignments(data: bytes) -> tuple[dict[int, list[int]], dict[int, l
     return part("adding_replicas"), part("removing_replicas")
 
 
-def encode_state(leader: int, leader_epoch: int, isr: list[int], controller_epoch: int) -> bytes:
-    return _dumps(
-        {
-            "controller_epoch": controller_epoch,
-            "leader": leader,
-            "version": 1,
-            "leader_epoch": leader_epoch,
-            "isr": isr,
-        }
-    )
+def encode_state(leader: int, leader_epoch: int, isr: list[int], controller_epoch: int,
+                 leader_registration: int = -1) -> bytes:  # fmt: skip
+    """Kafka's partition state znode. `leader_registration` (pykbroker's own field; Kafka's
+    readers ignore it): the leader's broker epoch (/brokers/ids czxid) the controller decided
+    with, as Kafka's LeaderAndIsr carries it (KIP-380)."""
+    d = {
+        "controller_epoch": controller_epoch,
+        "leader": leader,
+        "version": 1,
+        "leader_epoch": leader_epoch,
+        "isr": isr,
+    }
+    if leader_registration >= 0:
+        d["leader_broker_epoch"] = leader_registration
+    return _dumps(d)
+
+
+def state_leader_registration(data: bytes) -> int:
+    """The leader's broker epoch a state was decided with (-1: not recorded)."""
+    return _loads(data).get("leader_broker_epoch", -1)
 
 
 def decode_state(data: bytes) -> tuple[int, int, list[int], int]:

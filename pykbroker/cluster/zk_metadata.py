@@ -159,6 +159,8 @@ class ZkMetadata(MetadataBase):
         stat = await self.zk.exists(path)
         if stat is not None and stat.ephemeralOwner == self.zk.session_id:
             self.registration_zxid = stat.czxid
+            if self.replica_manager is not None:
+                self.replica_manager.registration_changed()
         self.live_brokers[self.node_id] = self.broker
         log.info("broker_registered", node_id=self.node_id, path=path)
 
@@ -412,14 +414,16 @@ class ZkMetadata(MetadataBase):
         the state znode at the version the leader last saw. False if someone changed it first."""
 
         async def write() -> bool:
-            data = Z.encode_state(state.leader, state.leader_epoch, isr, state.controller_epoch)
+            data = Z.encode_state(state.leader, state.leader_epoch, isr, state.controller_epoch,
+                                  state.leader_registration)  # fmt: skip
             try:
                 stat = await self.zk.set(Z.state_path(topic, index), data, state.zk_version)
             except (Z.BadVersionError, Z.NoNodeError):
                 await self._read_state(topic, index)
                 return False
             self.apply_state(topic, index, state.leader, state.leader_epoch, isr,
-                             state.controller_epoch, stat.version, stat.mzxid)  # fmt: skip
+                             state.controller_epoch, stat.version, stat.mzxid,
+                             state.leader_registration)  # fmt: skip
             return True
 
         return self._spawn(write(), "update_isr")
@@ -804,10 +808,11 @@ class ZkMetadata(MetadataBase):
             return
         leader, epoch, isr, controller_epoch = Z.decode_state(data)
         self.apply_state(topic, index, leader, epoch, isr, controller_epoch, stat.version,
-                         stat.mzxid)  # fmt: skip
+                         stat.mzxid, Z.state_leader_registration(data))  # fmt: skip
 
     def apply_state(self, topic: str, index: int, leader: int, leader_epoch: int, isr: list[int],
-                    controller_epoch: int, zk_version: int, mzxid: int = -1) -> None:  # fmt: skip
+                    controller_epoch: int, zk_version: int, mzxid: int = -1,
+                    leader_registration: int = -1) -> None:  # fmt: skip
         """Install a partition state read from (or just written to) ZooKeeper, newest wins."""
         info = self.topics.get(topic)
         if info is None or index >= len(info.partitions):
@@ -817,7 +822,7 @@ class ZkMetadata(MetadataBase):
             return
         new = PartitionState(
             leader, leader_epoch, old.replicas, list(isr), zk_version, controller_epoch,
-            old.adding, old.removing, mzxid,
+            old.adding, old.removing, mzxid, leader_registration,
         )  # fmt: skip
         info.partitions[index] = new
         if self.replica_manager is not None:

@@ -58,7 +58,7 @@ class ZooKeeperServer:
                 "maxClientCnxns=0\n"
                 "admin.enableServer=false\n"
                 "minSessionTimeout=1000\n"
-                "maxSessionTimeout=60000\n"
+                "maxSessionTimeout=300000\n"  # tests/test_cli_cluster.py asks for 180 s
                 "4lw.commands.whitelist=ruok,srvr\n"
             )
         self.log_path = os.path.join(self.work_dir, "zookeeper.log")

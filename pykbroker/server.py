@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import socket
+import ssl
 from collections.abc import Awaitable
 from time import monotonic, perf_counter
 from typing import TYPE_CHECKING
@@ -128,9 +129,14 @@ class Connection(asyncio.BufferedProtocol):
         def handshake_done(fut: asyncio.Future) -> None:
             e = None if fut.cancelled() else fut.exception()
             if e is not None:
-                reason = getattr(e, "reason", None) or repr(e)
-                log.info("failed_authentication", peer=self.peer, listener=self.listener,
-                         reason=f"SSL handshake failed: {reason}")  # fmt: skip
+                if isinstance(e, (ConnectionError, EOFError, ssl.SSLEOFError)):
+                    # The peer went away mid-handshake (a port probe, a client giving up): a
+                    # disconnect, as Kafka's EOFException, not an authentication failure.
+                    log.info("handshake_disconnected", peer=self.peer, listener=self.listener)
+                else:
+                    reason = getattr(e, "reason", None) or repr(e)
+                    log.info("failed_authentication", peer=self.peer, listener=self.listener,
+                             reason=f"SSL handshake failed: {reason}")  # fmt: skip
                 self.closed = True
                 raw.abort()
                 # The TLS layer never calls our connection_lost when the handshake fails (it

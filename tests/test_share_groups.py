@@ -16,22 +16,21 @@ import subprocess
 import sys
 import threading
 
-import pytest
-from helpers import BrokerProcess, RawClient
-from ports import restartable_port
-from wire import wait_for
-
-from protocol.apis import ApiKey
-
-confluent_kafka = pytest.importorskip("confluent_kafka")
-from confluent_kafka import AcknowledgeType, Producer, ShareConsumer  # noqa: E402
-from confluent_kafka.admin import (  # noqa: E402
+# confluent-kafka is in the test extra: a broken install must fail here, not skip.
+import confluent_kafka
+from confluent_kafka import AcknowledgeType, Producer, ShareConsumer
+from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
     NewTopic,
 )
+from helpers import BrokerProcess, RawClient
+from ports import restartable_port
+from wire import wait_for
+
+from protocol.apis import ApiKey
 
 SHARE = {"group.share.enable": "true", "group.share.min.record.lock.duration.ms": "1000"}
 ACCEPT, RELEASE, REJECT = 1, 2, 3  # AcknowledgeType on the wire

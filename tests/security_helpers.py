@@ -20,6 +20,8 @@ PLAIN_JAAS = (
     'username="admin" password="admin-secret" '
     'user_admin="admin-secret" user_alice="alice-secret";'
 )
+# The same with a second ordinary user, bob (tests of what one user may and the other may not).
+PLAIN_JAAS_WITH_BOB = PLAIN_JAAS[:-1] + ' user_bob="bob-secret";'
 
 
 def sasl_plaintext_overrides(mechanisms: str = "PLAIN", **extra) -> dict:

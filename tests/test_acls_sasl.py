@@ -26,15 +26,11 @@ from kafka.admin import (
     ResourcePatternFilter,
     ResourceType,
 )
-from security_helpers import authenticate, handshake
+from security_helpers import PLAIN_JAAS_WITH_BOB, authenticate, handshake
 
 from protocol.apis import ApiKey
 
-JAAS = (
-    "org.apache.kafka.common.security.plain.PlainLoginModule required "
-    'username="admin" password="admin-secret" user_admin="admin-secret" '
-    'user_alice="alice-secret" user_bob="bob-secret";'
-)
+JAAS = PLAIN_JAAS_WITH_BOB
 BROKER = {
     "listeners": "SASL_PLAINTEXT://127.0.0.1:0",
     "sasl.enabled.mechanisms": "PLAIN",

@@ -33,15 +33,11 @@ from kafka.admin import (
     ResourcePatternFilter,
     ResourceType,
 )
-from security_helpers import sasl_plaintext_overrides
+from security_helpers import PLAIN_JAAS_WITH_BOB, sasl_plaintext_overrides
 
 from pykbroker.embedded import EmbeddedBroker
 
-JAAS = (
-    "org.apache.kafka.common.security.plain.PlainLoginModule required "
-    'username="admin" password="admin-secret" user_admin="admin-secret" '
-    'user_alice="alice-secret" user_bob="bob-secret";'
-)
+JAAS = PLAIN_JAAS_WITH_BOB
 BROKER = sasl_plaintext_overrides("PLAIN,SCRAM-SHA-256,OAUTHBEARER", **{
     "listener.name.sasl_plaintext.plain.sasl.jaas.config": JAAS,  # bob too
     "listener.name.sasl_plaintext.oauthbearer.sasl.jaas.config":
